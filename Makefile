@@ -1,0 +1,39 @@
+# LoopML developer entry points. `make demo` and `make test` set themselves up.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+.PHONY: venv install install-test demo test server bench clean
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Stamp files: reinstall only when pyproject.toml changes.
+$(VENV)/.installed-samples: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[samples]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[samples,test]'
+	touch $@ $(VENV)/.installed-samples
+
+install: $(VENV)/.installed-samples
+install-test: $(VENV)/.installed-test
+
+demo: install
+	LOOPML_PY=$(PY) bash scripts/demo.sh
+
+test: install-test
+	$(PY) -m pytest -q
+
+server: install
+	$(VENV)/bin/loopml server
+
+bench: install-test
+	$(PY) bench/training.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,79 @@
+"""Dataset names and their content-addressed versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from loopml.core.errors import NotFound
+from loopml.store import records
+from loopml.store import tables as t
+from loopml.store.db import MetadataStore
+
+
+class DatasetRepo:
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+
+    def find_by_hash(self, name: str, content_hash: str) -> dict[str, Any] | None:
+        with self.store.session() as s:
+            row = s.execute(select(t.DatasetVersion).join(t.Dataset)
+                            .where(t.Dataset.name == name, t.DatasetVersion.content_hash == content_hash)).scalar()
+            return records.dataset_version(row, name) if row else None
+
+    def next_version(self, name: str) -> int:
+        with self.store.session() as s:
+            top = s.execute(select(func.max(t.DatasetVersion.version)).join(t.Dataset)
+                            .where(t.Dataset.name == name)).scalar()
+            return (top or 0) + 1
+
+    def add_version(self, name: str, version: int, **fields: Any) -> dict[str, Any]:
+        """Insert a version whose artifacts are already written (so no record points at nothing)."""
+        with self.store.session() as s:
+            ds = s.execute(select(t.Dataset).where(t.Dataset.name == name)).scalar()
+            if ds is None:
+                ds = t.Dataset(name=name)
+                s.add(ds)
+                s.flush()
+            schema = fields.pop("schema")
+            row = t.DatasetVersion(dataset_id=ds.id, version=version, schema_=schema, **fields)
+            s.add(row)
+            s.flush()
+            return records.dataset_version(row, name)
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            rows = s.execute(select(t.Dataset.name, func.max(t.DatasetVersion.version), func.count())
+                             .join(t.DatasetVersion).group_by(t.Dataset.name).order_by(t.Dataset.name)).all()
+            out = []
+            for name, latest, count in rows:
+                out.append({"name": name, "latest_version": latest, "versions": count,
+                            "latest": self.get(name, latest, session=s)})
+            return out
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            rows = s.execute(select(t.DatasetVersion).join(t.Dataset).where(t.Dataset.name == name)
+                             .order_by(t.DatasetVersion.version)).scalars().all()
+            if not rows:
+                raise NotFound(f"dataset {name!r} not found")
+            return [records.dataset_version(r, name) for r in rows]
+
+    def get(self, name: str, version: int | None = None, *, session=None) -> dict[str, Any]:
+        """A version (the newest when ``version`` is None); NotFound names what is missing."""
+        def _get(s):
+            q = select(t.DatasetVersion).join(t.Dataset).where(t.Dataset.name == name)
+            q = q.where(t.DatasetVersion.version == version) if version is not None else \
+                q.order_by(t.DatasetVersion.version.desc()).limit(1)
+            row = s.execute(q).scalar()
+            if row is None:
+                exists = s.execute(select(t.Dataset.id).where(t.Dataset.name == name)).scalar()
+                if exists is None:
+                    raise NotFound(f"dataset {name!r} not found")
+                raise NotFound(f"dataset {name!r} has no version {version}")
+            return records.dataset_version(row, name)
+        if session is not None:
+            return _get(session)
+        with self.store.session() as s:
+            return _get(s)

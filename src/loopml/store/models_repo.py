@@ -1,0 +1,131 @@
+"""Registered models, their versions, aliases and the audit history of alias moves."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+
+from loopml.core.errors import InvalidInput, NotFound
+from loopml.core.timeutil import iso, utcnow
+from loopml.store import records
+from loopml.store import tables as t
+from loopml.store.db import MetadataStore
+
+ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+class ModelRepo:
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+
+    def _model(self, s, name: str, *, create: bool = False) -> t.Model:
+        m = s.execute(select(t.Model).where(t.Model.name == name)).scalar()
+        if m is None:
+            if not create:
+                raise NotFound(f"model {name!r} not found")
+            m = t.Model(name=name)
+            s.add(m)
+            s.flush()
+        return m
+
+    def _aliases(self, s, model_id: int) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for a in s.execute(select(t.ModelAlias).where(t.ModelAlias.model_id == model_id)).scalars():
+            out.setdefault(a.version, []).append(a.alias)
+        return out
+
+    def next_version(self, name: str) -> int:
+        with self.store.session() as s:
+            top = s.execute(select(func.max(t.ModelVersion.version)).join(t.Model)
+                            .where(t.Model.name == name)).scalar()
+            return (top or 0) + 1
+
+    def add_version(self, name: str, version: int, *, session=None, **fields: Any) -> dict[str, Any]:
+        def _add(s):
+            m = self._model(s, name, create=True)
+            row = t.ModelVersion(model_id=m.id, version=version, **fields)
+            s.add(row)
+            s.flush()
+            return records.model_version(row, name, [])
+        if session is not None:
+            return _add(session)
+        with self.store.session() as s:
+            return _add(s)
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            out = []
+            for m in s.execute(select(t.Model).order_by(t.Model.name)).scalars():
+                versions = s.execute(select(t.ModelVersion).where(t.ModelVersion.model_id == m.id)
+                                     .order_by(t.ModelVersion.version)).scalars().all()
+                aliases = {a.alias: a.version for a in
+                           s.execute(select(t.ModelAlias).where(t.ModelAlias.model_id == m.id)).scalars()}
+                latest = versions[-1] if versions else None
+                out.append({"name": m.name, "versions": len(versions),
+                            "latest_version": latest.version if latest else None,
+                            "aliases": aliases, "latest_metrics": latest.metrics if latest else {},
+                            "created_at": iso(m.created_at)})
+            return out
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            m = self._model(s, name)
+            aliases = self._aliases(s, m.id)
+            rows = s.execute(select(t.ModelVersion).where(t.ModelVersion.model_id == m.id)
+                             .order_by(t.ModelVersion.version)).scalars()
+            return [records.model_version(v, name, aliases.get(v.version, [])) for v in rows]
+
+    def get(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
+        """Resolve name[:version|@alias] (newest version when neither is given)."""
+        with self.store.session() as s:
+            m = self._model(s, name)
+            if alias is not None:
+                a = s.get(t.ModelAlias, (m.id, alias))
+                if a is None:
+                    raise NotFound(f"model {name!r} has no alias {alias!r}")
+                version = a.version
+            q = select(t.ModelVersion).where(t.ModelVersion.model_id == m.id)
+            q = q.where(t.ModelVersion.version == version) if version is not None else \
+                q.order_by(t.ModelVersion.version.desc()).limit(1)
+            row = s.execute(q).scalar()
+            if row is None:
+                raise NotFound(f"model {name!r} has no version {version}" if version is not None
+                               else f"model {name!r} has no versions")
+            return records.model_version(row, name, self._aliases(s, m.id).get(row.version, []))
+
+    def set_alias(self, name: str, alias: str, version: int, actor: str | None = None) -> dict[str, Any]:
+        if not ALIAS_RE.match(alias) or alias == "latest":
+            raise InvalidInput(f"alias {alias!r} is not valid: use letters, digits, '-' or '_', "
+                               "starting with a letter ('latest' is reserved)")
+        with self.store.session() as s:
+            m = self._model(s, name)
+            exists = s.execute(select(t.ModelVersion.id).where(t.ModelVersion.model_id == m.id,
+                                                               t.ModelVersion.version == version)).scalar()
+            if exists is None:
+                raise NotFound(f"model {name!r} has no version {version}")
+            current = s.get(t.ModelAlias, (m.id, alias), with_for_update=True)
+            before = current.version if current else None
+            if current is None:
+                s.add(t.ModelAlias(model_id=m.id, alias=alias, version=version))
+            else:
+                current.version, current.updated_at = version, utcnow()
+            s.add(t.AliasEvent(model_id=m.id, alias=alias, from_version=before, to_version=version, actor=actor))
+        return {"name": name, "alias": alias, "version": version, "previous": before}
+
+    def delete_alias(self, name: str, alias: str, actor: str | None = None) -> None:
+        with self.store.session() as s:
+            m = self._model(s, name)
+            current = s.get(t.ModelAlias, (m.id, alias))
+            if current is None:
+                raise NotFound(f"model {name!r} has no alias {alias!r}")
+            s.add(t.AliasEvent(model_id=m.id, alias=alias, from_version=current.version, to_version=None, actor=actor))
+            s.delete(current)
+
+    def alias_history(self, name: str) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            m = self._model(s, name)
+            rows = s.execute(select(t.AliasEvent).where(t.AliasEvent.model_id == m.id).order_by(t.AliasEvent.id))
+            return [{"alias": e.alias, "from_version": e.from_version, "to_version": e.to_version,
+                     "actor": e.actor, "at": iso(e.at)} for e in rows.scalars()]
