@@ -64,7 +64,8 @@ def _check_classes(labels: np.ndarray, where: str) -> None:
 
 
 def _visible(p: Path) -> bool:
-    return not p.name.startswith((".", "_"))
+    """Skip hidden files and archive debris such as .DS_Store and __MACOSX."""
+    return not (p.name.startswith(".") or p.name == "__MACOSX")
 
 
 def _class_files(folder: Path, extensions: frozenset[str]) -> list[tuple[str, Path]]:
@@ -136,11 +137,11 @@ def _npz_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
 
 
 def _image_dtype(x: np.ndarray) -> np.ndarray:
+    """uint8 when the values fit (integers in 0..255), else float32 on the raw scale."""
     if x.dtype == np.uint8:
         return x
-    if x.dtype.kind in "bu" or (x.dtype.kind == "i" and x.size and x.min() >= 0 and x.max() <= 255):
-        if x.size == 0 or x.max() <= 255:
-            return x.astype(np.uint8)
+    if x.dtype.kind in "biu" and (x.size == 0 or (x.min() >= 0 and x.max() <= 255)):
+        return x.astype(np.uint8)
     return x.astype(np.float32)
 
 
@@ -264,7 +265,8 @@ def read_table(path: Path, fmt: str, label: str | None = None, text: str | None 
     _check_classes(labels, f"{name} (label column {label_col!r})")
     features = df.drop(columns=[label_col])
     if text is not None and text not in features.columns:
-        raise InvalidInput(f"text column {text!r} not found in {name}; columns: {', '.join(features.columns)}")
+        listing = ", ".join(features.columns)
+        raise InvalidInput(f"text column {text!r} not found in {name}; columns: {listing}")
     text_col = text or _infer_text_column(features)
     if want_text and text_col is None:
         raise InvalidInput(f"{name} has no text column (a string column with mean length > "
@@ -362,5 +364,8 @@ def read_source(path: str, fmt: str | None = None, label: str | None = None,
     # fmt == "text": a folder of class subfolders, or a csv/parquet with a text column
     if p.is_dir():
         return read_text_folder(p)
-    table_fmt = "parquet" if p.suffix.lower() in (".parquet", ".pq") else "csv"
+    table_fmt = _EXTENSION_FORMATS.get(p.suffix.lower())
+    if table_fmt not in ("csv", "parquet"):
+        raise UnsupportedFormat(f"format text expects a folder of class subfolders of .txt files "
+                                f"or a .csv/.parquet file with a text column, got {path}")
     return read_table(p, table_fmt, label, text, want_text=True)

@@ -1,0 +1,79 @@
+"""The control-plane REST API: ``create_app(settings)`` builds it, ``loopml server`` runs it.
+
+The lifespan opens the Platform (unless one is given) and runs the ControlLoop (which
+dispatches queued jobs and reconciles running ones) for as long as the app is up.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from loopml import __version__
+from loopml.api import datasets, jobs, models
+from loopml.api.errors import BearerTokenMiddleware, CatchAllMiddleware, install_handlers
+from loopml.core.settings import Settings
+from loopml.platform import Platform
+
+log = logging.getLogger("loopml.api")
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+def create_app(settings: Settings | None = None, *, platform: Platform | None = None,
+               start_loop: bool = True) -> FastAPI:
+    """The FastAPI app; ``platform`` is used as-is (and not closed) when given."""
+    settings = settings or (platform.settings if platform is not None else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = platform is None
+        # opening the database may create/check its schema: keep it off the event loop
+        plat = platform if platform is not None else await run_in_threadpool(Platform, settings)
+        app.state.platform = plat
+        loop = None
+        try:
+            if start_loop:
+                from loopml.controlplane import ControlLoop
+
+                loop = ControlLoop(plat)
+                loop.start()
+            yield
+        finally:
+            if loop is not None:
+                await run_in_threadpool(loop.stop)  # stop() joins its thread
+            if owned:
+                plat.close()
+
+    app = FastAPI(
+        title="LoopML control plane",
+        version=__version__,
+        description="Datasets, tracked training jobs, a model registry and batch predictions. "
+                    "Errors are JSON `{code, message}`; with a token configured, every route but "
+                    "`/health` needs `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_handlers(app)
+
+    @app.get("/health", response_model=Health, tags=["health"])
+    def health() -> Health:
+        return Health(status="ok", version=__version__)
+
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
+    app.include_router(models.router)
+
+    # add_middleware wraps outward: the token check runs first, the catch-all sits inside it
+    app.add_middleware(CatchAllMiddleware)
+    if settings.token:
+        app.add_middleware(BearerTokenMiddleware, token=settings.token)
+    return app

@@ -1,0 +1,219 @@
+"""/datasets: register (from a server-visible source or an upload) and browse versions."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+
+from loopml.core.errors import InvalidInput
+from loopml.platform import Platform
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+Format = Literal["npz", "csv", "parquet", "images", "text"]
+MAX_UNZIPPED_BYTES = 16 * 1024**3  # refuse zip bombs before writing anything
+MAX_ZIP_MEMBERS = 1_000_000
+
+
+class DatasetIn(BaseModel):
+    name: str = Field(description="lowercase letters, digits, '.', '_' or '-'", examples=["mnist"])
+    source: str = Field(description="sample:NAME or a file/folder path visible to the server",
+                        examples=["sample:mnist"])
+    format: Format | None = Field(None, description="inferred from the source when omitted")
+    label: str | None = Field(None, description="label column of a table")
+    text: str | None = Field(None, description="text column of a table")
+
+
+class DatasetVersion(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str
+    version: int
+    ref: str
+    content_hash: str
+    kind: str
+    source: str
+    format: str | None = None
+    rows: int
+    schema_: dict[str, Any] = Field(alias="schema", description="kind, classes, class_counts, features")
+    splits: dict[str, Any] = Field(description="seed, fractions and row counts per split")
+    created_at: str | None = None
+
+
+class DatasetRegistered(DatasetVersion):
+    created: bool = Field(description="false when identical content was already registered")
+
+
+class DatasetSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    latest_version: int
+    versions: int
+    latest: DatasetVersion
+
+
+class DatasetVersions(BaseModel):
+    name: str
+    versions: list[DatasetVersion]
+
+
+def _platform(request: Request) -> Platform:
+    return request.app.state.platform
+
+
+def parse_version(version: str, what: str) -> int | None:
+    """'latest' -> None, '3' -> 3; anything else is the caller's mistake."""
+    if version == "latest":
+        return None
+    if not version.isdigit() or int(version) < 1:
+        raise InvalidInput(f"{what} version {version!r} is not valid: use a positive number or 'latest'")
+    return int(version)
+
+
+def _register(platform: Platform, response: Response, name: str, source: str, fmt: str | None,
+              label: str | None, text: str | None, source_label: str | None = None) -> dict[str, Any]:
+    from loopml.datasets.service import register  # numpy/pandas: only when a dataset is added
+
+    record = register(platform, name, source, fmt=fmt, label=label, text=text, source_label=source_label)
+    response.status_code = 201 if record["created"] else 200
+    return record
+
+
+@router.get("", response_model=list[DatasetSummary], summary="List datasets with their newest version")
+def list_datasets(request: Request) -> list[dict[str, Any]]:
+    return _platform(request).datasets.list()
+
+
+@router.post("", response_model=DatasetRegistered, status_code=201,
+             responses={200: {"description": "identical content already registered (created=false)"}},
+             summary="Register a sample or a server-visible file/folder")
+def add_dataset(body: DatasetIn, request: Request, response: Response) -> dict[str, Any]:
+    return _register(_platform(request), response, body.name, body.source, body.format, body.label, body.text)
+
+
+@router.post("/upload", response_model=DatasetRegistered, status_code=201,
+             responses={200: {"description": "identical content already registered (created=false)"}},
+             summary="Register an uploaded data file or a .zip of a folder")
+def upload_dataset(
+    request: Request,
+    response: Response,
+    name: Annotated[str, Form()],
+    file: Annotated[UploadFile, File(description="npz/csv/parquet file, or a .zip of a folder")],
+    fmt: Annotated[Format | None, Form(alias="format")] = None,
+    label: Annotated[str | None, Form()] = None,
+    text: Annotated[str | None, Form()] = None,
+    source: Annotated[str | None, Form(description="where the upload came from (recorded only)")] = None,
+) -> dict[str, Any]:
+    platform = _platform(request)
+    filename = safe_filename(file.filename or "upload")
+    tmp_root = platform.settings.home / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="upload-") as tmp:
+        saved = Path(tmp) / filename
+        with saved.open("wb") as out:
+            shutil.copyfileobj(file.file, out, 1024 * 1024)
+        path = saved
+        if saved.suffix.lower() == ".zip":
+            path = dataset_root(safe_unzip(saved, Path(tmp) / "unzipped"))
+        label_src = source or f"upload:{file.filename or filename}"
+        return _register(platform, response, name, str(path), fmt, label, text, source_label=label_src)
+
+
+@router.get("/{name}", response_model=DatasetVersions, summary="Every version of a dataset")
+def dataset_versions(name: str, request: Request) -> dict[str, Any]:
+    return {"name": name, "versions": _platform(request).datasets.versions(name)}
+
+
+@router.get("/{name}/versions/{version}", response_model=DatasetVersion,
+            summary="One version (a number or 'latest')")
+def dataset_version(name: str, version: str, request: Request) -> dict[str, Any]:
+    return _platform(request).datasets.get(name, parse_version(version, f"dataset {name!r}"))
+
+
+# ------------------------------------------------------------------ uploads
+
+
+def safe_filename(name: str) -> str:
+    """The last path component, with only harmless characters (the suffix picks the reader)."""
+    base = re.split(r"[\\/]", name)[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")
+    return base[:200] or "upload"
+
+
+def _member_problem(name: str) -> str | None:
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "is an absolute path"
+    if "\\" in name:
+        return "contains a backslash"
+    if ".." in PurePosixPath(name).parts:
+        return "contains '..'"
+    if "\x00" in name:
+        return "contains a NUL character"
+    return None
+
+
+def safe_unzip(archive: Path, dest: Path) -> Path:
+    """Extract ``archive`` into ``dest``, refusing the whole archive if any member could escape it."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile:
+        raise InvalidInput(f"upload {archive.name!r} is not a valid zip archive") from None
+    with zf:
+        members = zf.infolist()
+        if len(members) > MAX_ZIP_MEMBERS:
+            raise InvalidInput(f"zip {archive.name!r} has {len(members)} entries (limit {MAX_ZIP_MEMBERS})")
+        total = 0
+        for m in members:
+            problem = _member_problem(m.filename)
+            if problem:
+                raise InvalidInput(f"zip {archive.name!r} refused: member {m.filename!r} {problem}")
+            if (m.external_attr >> 16) & 0o170000 == 0o120000:
+                raise InvalidInput(f"zip {archive.name!r} refused: member {m.filename!r} is a symbolic link")
+            total += m.file_size
+        if total > MAX_UNZIPPED_BYTES:
+            raise InvalidInput(f"zip {archive.name!r} would unpack to {total} bytes (limit {MAX_UNZIPPED_BYTES})")
+        root = dest.resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        for m in members:
+            target = (root / m.filename).resolve()
+            if target != root and root not in target.parents:  # belt and braces after the checks above
+                raise InvalidInput(f"zip {archive.name!r} refused: member {m.filename!r} escapes the archive")
+            if m.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(m) as src, target.open("wb") as out:
+                    shutil.copyfileobj(src, out, 1024 * 1024)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise InvalidInput(f"zip {archive.name!r}: member {m.filename!r} cannot be read ({exc})") from None
+    return root
+
+
+def _visible(p: Path) -> bool:
+    return not (p.name.startswith(".") or p.name == "__MACOSX")
+
+
+def dataset_root(folder: Path) -> Path:
+    """What a zip stands for: its single wrapping folder, or its single data file, else itself."""
+    while True:
+        entries = [p for p in folder.iterdir() if _visible(p)]
+        if len(entries) == 1 and entries[0].is_dir():
+            folder = entries[0]
+            continue
+        if len(entries) == 1 and entries[0].is_file():
+            return entries[0]
+        if not entries:
+            raise InvalidInput("the uploaded zip is empty")
+        return folder
+
+
+def _unused() -> None:  # keep os imported for type checkers of older Pythons
+    os.fspath(".")

@@ -1,0 +1,141 @@
+"""Every failure leaves the API as JSON ``{"code", "message"[, "details"]}``.
+
+LoopMLError keeps its own status; request validation becomes 400 ``invalid_input`` with
+``"<field>: <problem>"``; unknown routes are 404 JSON; anything unexpected is logged with its
+traceback and answered 500 without one. The catch-all and the token check are plain ASGI
+middleware (BaseHTTPMiddleware would buffer the streamed prediction output).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from loopml.core.errors import LoopMLError
+
+log = logging.getLogger("loopml.api")
+
+_HTTP_CODES = {400: "invalid_input", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type"}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return body
+
+
+def _field(loc: tuple | list) -> str:
+    # ("body", "params", "epochs") -> "params.epochs"; the request part is noise for users
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form", "cookie")]
+    return ".".join(parts) or str(loc[0] if loc else "request")
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        kind = err.get("type", "")
+        if kind == "json_invalid":
+            problems.append("body: the request body is not valid JSON")
+        elif kind == "missing":
+            problems.append(f"{_field(err.get('loc', ()))}: field required")
+        else:
+            problems.append(f"{_field(err.get('loc', ()))}: {err.get('msg', 'invalid value')}")
+    return "; ".join(dict.fromkeys(problems)) or "invalid request"
+
+
+async def _loopml_error(_req: Request, exc: LoopMLError) -> JSONResponse:
+    if exc.status >= 500:
+        log.error("request failed: %s", exc.message)
+    return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+
+async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(error_body("invalid_input", validation_message(exc)), status_code=400)
+
+
+async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no such route: {req.method} {req.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {req.method} is not allowed on {req.url.path}"
+    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(LoopMLError, _loopml_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list | None = None) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": data})
+
+
+class CatchAllMiddleware:
+    """Unexpected exceptions: log the traceback, answer 500 JSON (never the traceback)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:  # noqa: BLE001 - the last line of defence
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:  # once streaming began the status is gone; the client sees a cut body
+                await _send_json(send, 500, error_body("error", "internal server error (details are in the server log)"))
+
+
+class BearerTokenMiddleware:
+    """With a token configured, every route except /health needs ``Authorization: Bearer <token>``."""
+
+    OPEN_PATHS = frozenset({"/health"})
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = b""
+        for key, value in scope.get("headers", []):
+            if key == b"authorization":
+                header = value
+                break
+        scheme, _, supplied = header.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(supplied.strip(), self.expected):
+            await self.app(scope, receive, send)
+            return
+        message = ("missing API token: send 'Authorization: Bearer <token>' (CLI/SDK: set LOOPML_TOKEN)"
+                   if not header else "invalid API token (CLI/SDK: check LOOPML_TOKEN)")
+        await _send_json(send, 401, error_body("unauthorized", message),
+                         headers=[(b"www-authenticate", b"Bearer")])

@@ -1,0 +1,130 @@
+"""The control plane's reconcile loop over the metadata store.
+
+Each tick: reap ended workers, carry out cancellations and time limits, re-attach or fail
+running jobs nobody watches (after a restart), then dispatch queued jobs to free slots.
+Every step runs in its own exception boundary: one bad job never stops the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Callable
+
+from loopml.core.timeutil import utcnow
+from loopml.platform import Platform
+from loopml.store.jobs_repo import CANCELLED, FAILED, QUEUED, RUNNING
+from loopml.training.executors.local import LocalExecutor
+
+log = logging.getLogger("loopml.controlplane")
+TIME_LIMIT_GRACE_S = 60.0
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+class ControlLoop:
+    def __init__(self, platform: Platform, executor: LocalExecutor | None = None) -> None:
+        self.platform = platform
+        self.executor = executor or LocalExecutor(platform.settings)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._first = True
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="loopml-control-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        self.executor.shutdown()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.platform.settings.reconcile_interval_s)
+
+    # -- one reconciliation pass --------------------------------------------------------------
+    def tick(self) -> None:
+        for step in (self._reap, self._reconcile_running, self._dispatch):
+            self._guard(step)
+        self._first = False
+
+    def _guard(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - the loop must never die (see Ray's controller)
+            log.exception("control loop step %s failed", step.__name__)
+
+    def _reap(self) -> None:
+        jobs = self.platform.jobs
+        for ended in self.executor.poll():
+            job = jobs.get(ended.job_id)
+            if job["status"] != RUNNING:
+                continue  # the worker recorded its own outcome
+            if job["cancel_requested"]:
+                jobs.transition(ended.job_id, CANCELLED, expect=[RUNNING], reason="cancelled by request")
+                continue
+            detail = _last_line(ended.output_tail)
+            code = f"exit code {ended.returncode}" if ended.returncode is not None else "exited"
+            jobs.transition(ended.job_id, FAILED, expect=[RUNNING],
+                            reason=f"worker {code} without recording a result" + (f": {detail}" if detail else ""))
+
+    def _reconcile_running(self) -> None:
+        jobs = self.platform.jobs
+        now = utcnow()
+        for job_id in jobs.ids_with_status(RUNNING):
+            try:
+                job = jobs.get(job_id)
+                if not self.executor.owns(job_id):
+                    worker = job["worker"]
+                    if self.executor.adopt(job_id, worker["host"], worker["pid"]):
+                        log.warning("re-attached job %s (pid %s)", job_id, worker["pid"])
+                    elif worker["host"] == self.executor.host or self._stale(job, now):
+                        jobs.transition(job_id, FAILED, expect=[RUNNING],
+                                        reason=f"worker process {worker['pid']} on {worker['host']} is gone "
+                                               "(control plane restarted or worker killed)")
+                        continue
+                if job["cancel_requested"]:
+                    self.executor.cancel(job_id)
+                limit = job["spec"].get("time_limit_s")
+                started = job["started_at"]
+                if limit and started:
+                    from datetime import datetime
+
+                    age = (now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
+                    if age > limit + TIME_LIMIT_GRACE_S:  # the worker's own limit did not stop it
+                        self.executor.cancel(job_id)
+                        jobs.transition(job_id, FAILED, expect=[RUNNING],
+                                        reason=f"time limit of {limit:g} s exceeded; worker stopped")
+            except Exception:  # noqa: BLE001
+                log.exception("reconciling job %s failed", job_id)
+
+    def _stale(self, job: dict, now) -> bool:
+        from datetime import datetime
+
+        beat = job["worker"]["heartbeat_at"]
+        if not beat:
+            return True
+        age = now - datetime.fromisoformat(beat.replace("Z", "+00:00"))
+        return age > timedelta(seconds=self.platform.settings.heartbeat_timeout_s)
+
+    def _dispatch(self) -> None:
+        jobs = self.platform.jobs
+        for job_id in jobs.ids_with_status(QUEUED):
+            if self.executor.free_slots() <= 0:
+                return
+            if not jobs.transition(job_id, RUNNING, expect=[QUEUED], reason="dispatched to local executor"):
+                continue  # cancelled meanwhile
+            try:
+                where = self.executor.submit(job_id)
+            except Exception as exc:  # noqa: BLE001
+                jobs.transition(job_id, FAILED, expect=[RUNNING], reason=f"could not start worker: {exc}")
+                continue
+            jobs.set_fields(job_id, worker_host=where["host"], worker_pid=where["pid"])

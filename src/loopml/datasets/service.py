@@ -1,0 +1,124 @@
+"""Registering dataset versions: read → hash → (same content? same version) → write → record.
+
+Artifacts are written before the record that points at them, so a failure never leaves a
+half-registered version; identical content maps to the existing version without a copy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from loopml.artifacts.keys import join
+from loopml.core.errors import CorruptArtifact, InvalidInput
+from loopml.datasets.content import DatasetContent
+from loopml.platform import Platform
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+SPLITS = ("train", "validation", "test")
+
+
+def validate_name(name: str, what: str = "dataset") -> str:
+    if not NAME_RE.match(name or ""):
+        raise InvalidInput(f"{what} name {name!r} is not valid: use lowercase letters, digits, '.', '_' or '-'")
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """'mnist' -> ('mnist', None); 'mnist:2' -> ('mnist', 2)."""
+    name, _, version = ref.partition(":")
+    if version == "" or version == "latest":
+        return name, None
+    if not version.isdigit():
+        raise InvalidInput(f"dataset reference {ref!r}: version must be a number")
+    return name, int(version)
+
+
+def read_any(source: str, fmt: str | None, label: str | None, text: str | None) -> DatasetContent:
+    if source.startswith("sample:"):
+        from loopml.datasets.samples import load_sample
+
+        return load_sample(source.split(":", 1)[1])
+    if not os.path.exists(source):
+        raise InvalidInput(f"source {source!r} does not exist (use a file, a folder, or sample:NAME)")
+    from loopml.datasets.formats import read_source
+
+    return read_source(source, fmt, label=label, text=text)
+
+
+def register(platform: Platform, name: str, source: str, *, fmt: str | None = None, label: str | None = None,
+             text: str | None = None, seed: int = 42, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+             source_label: str | None = None) -> dict[str, Any]:
+    """Add ``source`` as a version of ``name``; returns the version record and whether it was new."""
+    from loopml.datasets.hashing import content_hash
+    from loopml.datasets.schema import infer_schema
+    from loopml.datasets.serialize import dump_content
+    from loopml.datasets.splits import stratified_split
+
+    validate_name(name)
+    content = read_any(source, fmt, label, text)
+    digest = content_hash(content)
+    existing = platform.datasets.find_by_hash(name, digest)
+    if existing is not None:
+        return {**existing, "created": False}
+
+    schema = infer_schema(content)
+    splits = stratified_split(content.labels, seed=seed, fractions=fractions)
+    prefix = join("datasets", name, digest[:16])
+    for fname, data in dump_content(content).items():
+        platform.artifacts.put_bytes(join(prefix, fname), data)
+    buf = _npz_bytes({k: v.astype(np.int64) for k, v in splits.items()})
+    platform.artifacts.put_bytes(join(prefix, "splits.npz"), buf)
+    fmt_used = fmt or content.meta.get("format") or ("sample" if source.startswith("sample:") else "auto")
+    for _attempt in range(3):  # two writers racing for the same number: retry with the next one
+        version = platform.datasets.next_version(name)
+        try:
+            record = platform.datasets.add_version(
+                name, version, content_hash=digest, kind=content.kind, source=source_label or source,
+                format=fmt_used, rows=len(content), schema=schema, artifact_prefix=prefix,
+                splits={"seed": seed, "fractions": list(fractions),
+                        "counts": {k: int(len(v)) for k, v in splits.items()}})
+            return {**record, "created": True}
+        except Exception as exc:  # noqa: BLE001
+            if "unique" not in str(exc).lower() and "duplicate" not in str(exc).lower():
+                raise
+            again = platform.datasets.find_by_hash(name, digest)
+            if again is not None:
+                return {**again, "created": False}
+    raise InvalidInput(f"could not allocate a version for dataset {name!r}; try again")
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_version(platform: Platform, record: dict[str, Any]) -> tuple[DatasetContent, dict[str, np.ndarray]]:
+    """The content and split indices of a registered version; missing/corrupt files say so."""
+    import io
+
+    from loopml.datasets.serialize import load_content
+
+    what = record["ref"]
+    prefix = record["artifact_prefix"]
+    files: dict[str, bytes] = {}
+    for key in platform.artifacts.list(prefix):
+        files[key.rsplit("/", 1)[-1]] = platform.artifacts.get_bytes(key)
+    if "splits.npz" not in files or not any(f.startswith("data.") for f in files):
+        raise CorruptArtifact(f"dataset {what} is damaged: files missing under {prefix!r} "
+                              f"(found: {', '.join(sorted(files)) or 'nothing'})")
+    content = load_content(files, record["schema"], what=what)
+    try:
+        with np.load(io.BytesIO(files["splits.npz"])) as z:
+            splits = {k: z[k] for k in SPLITS}
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptArtifact(f"dataset {what} is damaged: splits.npz cannot be read ({exc})") from None
+    if sum(len(v) for v in splits.values()) != len(content):
+        raise CorruptArtifact(f"dataset {what} is damaged: splits do not cover its {len(content)} rows")
+    return content, splits

@@ -1,0 +1,37 @@
+"""The wiring of one LoopML installation: settings, metadata store, artifact store, repositories.
+
+Built once by the server (or a worker) from the settings and passed down; nothing global.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from loopml.artifacts.store import ArtifactStore, open_store
+from loopml.core.settings import Settings
+from loopml.store.datasets_repo import DatasetRepo
+from loopml.store.db import MetadataStore
+from loopml.store.jobs_repo import JobRepo
+from loopml.store.models_repo import ModelRepo
+
+
+class Platform:
+    def __init__(self, settings: Settings, *, create_schema: bool = True) -> None:
+        self.settings = settings
+        self.meta = MetadataStore(settings.resolved_database_url, create=create_schema)
+        self.artifacts: ArtifactStore = open_store(settings)
+
+    @cached_property
+    def datasets(self) -> DatasetRepo:
+        return DatasetRepo(self.meta)
+
+    @cached_property
+    def jobs(self) -> JobRepo:
+        return JobRepo(self.meta)
+
+    @cached_property
+    def models(self) -> ModelRepo:
+        return ModelRepo(self.meta)
+
+    def close(self) -> None:
+        self.meta.dispose()

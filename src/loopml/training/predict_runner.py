@@ -1,0 +1,171 @@
+"""Batch predictions (SageMaker's batch transform) inside a worker: stream the input in chunks,
+write a CSV of label, confidence and class probabilities. Needs no TensorFlow when the model
+version has an ONNX export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import zipfile
+from typing import Any, Iterator
+
+import numpy as np
+
+from loopml.artifacts.keys import join
+from loopml.core.errors import InvalidInput, UnsupportedFormat
+from loopml.platform import Platform
+from loopml.store.jobs_repo import RUNNING, SUCCEEDED
+
+CHUNK = 1024
+LABEL_COLUMNS = ("label", "target", "class", "y", "species")
+
+
+def _chunks_from_dataset(platform: Platform, source: dict[str, Any], limit: int | None):
+    from loopml.datasets.service import load_version
+    from loopml.training.train_runner import raw_inputs
+
+    ds = platform.datasets.get(source["name"], source["version"])
+    content, splits = load_version(platform, ds)
+    part = content.take(splits[source["split"]][:limit] if limit else splits[source["split"]])
+    for start in range(0, len(part), CHUNK):
+        sub = part.take(np.arange(start, min(start + CHUNK, len(part))))
+        yield raw_inputs(sub), [str(v) for v in sub.labels]
+
+
+def _split_label(frame, kind: str, label_column: str | None):
+    for col in ([label_column] if label_column else []) + list(LABEL_COLUMNS):
+        if col and col in frame.columns:
+            return frame.drop(columns=[col]), [str(v) for v in frame[col].tolist()]
+    return frame, None
+
+
+def _frame_to_raw(frame, kind: str, text_column: str):
+    if kind == "text":
+        if text_column not in frame.columns:
+            raise InvalidInput(f"input has no text column {text_column!r}; columns: {', '.join(map(str, frame.columns))}")
+        return frame[text_column].astype(str).tolist()
+    if kind == "image":
+        return frame.to_numpy(dtype=np.float32)
+    return frame
+
+
+def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: str | None, text_column: str,
+                        limit: int | None) -> Iterator[tuple[Any, list[str] | None]]:
+    name = key.rsplit("/", 1)[-1].lower()
+    remaining = limit
+    if name.endswith(".csv"):
+        import pandas as pd
+
+        with platform.artifacts.open_read(key) as f:
+            for frame in pd.read_csv(f, chunksize=CHUNK):
+                if remaining is not None:
+                    frame = frame.iloc[:remaining]
+                    remaining -= len(frame)
+                feats, truth = _split_label(frame, kind, label_column)
+                yield _frame_to_raw(feats, kind, text_column), truth
+                if remaining is not None and remaining <= 0:
+                    return
+    elif name.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        with platform.artifacts.open_read(key) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=CHUNK):
+                frame = batch.to_pandas()
+                if remaining is not None:
+                    frame = frame.iloc[:remaining]
+                    remaining -= len(frame)
+                feats, truth = _split_label(frame, kind, label_column)
+                yield _frame_to_raw(feats, kind, text_column), truth
+                if remaining is not None and remaining <= 0:
+                    return
+    elif name.endswith((".npz", ".npy", ".zip")):
+        from loopml.datasets.formats import read_source
+        from loopml.training.train_runner import raw_inputs
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, name)
+            platform.artifacts.get_file(key, local)
+            if name.endswith(".npy"):
+                x = np.load(local, mmap_mode="r")  # memory-mapped: larger than memory is fine
+                n = len(x) if remaining is None else min(len(x), remaining)
+                for start in range(0, n, CHUNK):
+                    yield np.asarray(x[start:min(start + CHUNK, n)]), None
+                return
+            if name.endswith(".npz"):
+                with np.load(local, allow_pickle=False) as z:
+                    keys = {k.lower(): k for k in z.files}
+                    xk = next((keys[k] for k in ("x", "images", "inputs") if k in keys), None)
+                    if xk is None:
+                        raise InvalidInput(f"{name}: no array named x/images/inputs (found {', '.join(z.files)})")
+                    x = z[xk]
+                    yk = next((keys[k] for k in ("y", "labels") if k in keys), None)
+                    y = [str(v) for v in z[yk]] if yk else None
+                n = len(x) if remaining is None else min(len(x), remaining)
+                for start in range(0, n, CHUNK):
+                    yield x[start:start + CHUNK][: n - start], (y[start:min(start + CHUNK, n)] if y else None)
+                return
+            folder = os.path.join(tmp, "data")
+            with zipfile.ZipFile(local) as zf:
+                for member in zf.namelist():
+                    if member.startswith("/") or ".." in member.split("/"):
+                        raise InvalidInput(f"{name}: unsafe path {member!r} in zip")
+                zf.extractall(folder)
+            content = read_source(folder, "images" if kind == "image" else "text")
+            n = len(content) if remaining is None else min(len(content), remaining)
+            for start in range(0, n, CHUNK):
+                sub = content.take(np.arange(start, min(start + CHUNK, n)))
+                yield raw_inputs(sub), [str(v) for v in sub.labels]
+    else:
+        raise UnsupportedFormat(f"input {name!r}: use .csv, .parquet, .npz, .npy or a .zip of a folder")
+
+
+def run(platform: Platform, job: dict[str, Any]) -> None:
+    from loopml.models.bundle import load_bundle
+
+    spec = job["spec"]
+    mv = platform.models.get(spec["model_name"], spec["model_version"])
+    output_key = join("jobs", job["id"], "output", "predictions.csv")
+    rows = 0
+    correct = 0
+    with_truth = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        platform.artifacts.download_dir(mv["artifact_prefix"], tmp, required=("loopml.json",))
+        bundle = load_bundle(tmp, runtime="auto")
+        print(f"model {mv['ref']} loaded with runtime {bundle.runtime_name}", flush=True)
+        labels = list(bundle.label_names)
+        source = spec["input"]
+        if source["type"] == "dataset":
+            chunks = _chunks_from_dataset(platform, source, spec.get("limit"))
+        else:
+            fcfg = bundle.meta.get("features", {})
+            chunks = _chunks_from_upload(platform, source["key"], bundle.kind, bundle.meta.get("label_column"),
+                                         fcfg.get("text_column", "text"), spec.get("limit"))
+        with platform.artifacts.open_write(output_key) as raw:
+            out = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+            writer = None
+            for inputs, truth in chunks:
+                proba = bundle.predict_proba(inputs)
+                if writer is None:
+                    writer = csv.writer(out)
+                    writer.writerow(["row"] + (["truth"] if truth is not None else []) + ["label", "confidence"]
+                                    + [f"p_{c}" for c in labels])
+                best = proba.argmax(axis=1)
+                for i in range(len(proba)):
+                    label = labels[best[i]]
+                    row = [rows] + ([truth[i]] if truth is not None else []) + [label, f"{proba[i, best[i]]:.6f}"]
+                    writer.writerow(row + [f"{p:.6f}" for p in proba[i]])
+                    if truth is not None:
+                        with_truth += 1
+                        correct += int(truth[i] == label)
+                    rows += 1
+                platform.jobs.heartbeat(job["id"], {"rows": rows})
+            if writer is None:
+                raise InvalidInput("the input has no rows")
+            out.flush()
+            out.detach()
+    result = {"output_key": output_key, "rows": rows, "model": {"ref": mv["ref"]},
+              "accuracy": round(correct / with_truth, 4) if with_truth else None}
+    platform.jobs.transition(job["id"], SUCCEEDED, expect=[RUNNING], result=result)
+    print(f"wrote {rows} predictions to {output_key}", flush=True)

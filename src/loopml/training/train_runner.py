@@ -1,0 +1,179 @@
+"""Runs one training job inside its worker process (Keras is imported here, never at CLI start)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as pyplatform
+import re
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from loopml.artifacts.keys import join
+from loopml.core.errors import InvalidInput
+from loopml.datasets.content import DatasetContent
+from loopml.datasets.service import load_version
+from loopml.platform import Platform
+from loopml.registry.service import JobNoLongerRunning, register_job_result
+from loopml.store.jobs_repo import CANCELLED, FAILED, RUNNING
+from loopml.training.evaluation import classification_report
+
+_CKPT_RE = re.compile(r"epoch-(\d+)\.keras$")
+
+
+def raw_inputs(content: DatasetContent) -> Any:
+    """What a client would send: pixels, strings or table rows (features turn them into tensors)."""
+    if content.kind == "image":
+        return content.images
+    if content.kind == "text":
+        return content.texts
+    return content.frame
+
+
+def last_checkpoint(platform: Platform, job_id: str) -> tuple[str, int] | None:
+    best = None
+    for key in platform.artifacts.list(join("jobs", job_id, "checkpoints")):
+        m = _CKPT_RE.search(key)
+        if m and (best is None or int(m.group(1)) > best[1]):
+            best = (key, int(m.group(1)))
+    return best
+
+
+def _save_features(platform: Platform, job_id: str, features: Any) -> None:
+    prefix = join("jobs", job_id, "features")
+    for name, data in features.files().items():
+        platform.artifacts.put_bytes(join(prefix, name), data)
+    platform.artifacts.put_bytes(join(prefix, "features.json"), json.dumps(features.to_config()).encode())
+
+
+def _load_features(platform: Platform, job_id: str) -> Any:
+    from loopml.models.features import features_from_config
+
+    prefix = join("jobs", job_id, "features")
+    files = {k.rsplit("/", 1)[-1]: platform.artifacts.get_bytes(k) for k in platform.artifacts.list(prefix)}
+    return features_from_config(json.loads(files.pop("features.json")), files)
+
+
+def run(platform: Platform, job: dict[str, Any]) -> None:
+    import keras
+
+    import loopml.models.layers  # noqa: F401 - registers Standardize before any model is loaded
+    from loopml.models.bundle import save_bundle
+    from loopml.models.features import fit_features
+    from loopml.models.templates import build_model, load_user_builder
+
+    job_id, spec = job["id"], job["spec"]
+    hp = spec["hparams"]
+    started = time.monotonic()
+    keras.utils.set_random_seed(int(hp.get("seed", 42)))
+
+    ds = platform.datasets.get(spec["dataset_name"], spec["dataset_version"])
+    schema = ds["schema"]
+    classes = list(schema["classes"])
+    content, splits = load_version(platform, ds)
+    index = {c: i for i, c in enumerate(classes)}
+    y_all = np.array([index[str(c)] for c in content.labels], dtype=np.int64)
+    parts = {name: content.take(idx) for name, idx in splits.items()}
+    ys = {name: y_all[idx] for name, idx in splits.items()}
+    print(f"dataset {ds['ref']}: {len(content)} rows, {len(classes)} classes, "
+          f"split {', '.join(f'{k}={len(v)}' for k, v in splits.items())}", flush=True)
+
+    initial_epoch = 0
+    if spec.get("resume_from"):
+        prev = spec["resume_from"]
+        ckpt = last_checkpoint(platform, prev)
+        if ckpt is None:
+            raise InvalidInput(f"job {prev!r} has no checkpoint to resume from")
+        features = _load_features(platform, prev)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "model.keras")
+            platform.artifacts.get_file(ckpt[0], local)
+            model = keras.saving.load_model(local, safe_mode=True)
+        initial_epoch = ckpt[1]
+        print(f"resuming from {ckpt[0]} (epoch {initial_epoch})", flush=True)
+    else:
+        features = fit_features(parts["train"], hp, schema)
+        if spec["template"] == "file":
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, spec["user_model_key"].rsplit("/", 1)[-1])
+                platform.artifacts.get_file(spec["user_model_key"], path)
+                builder = load_user_builder(path)
+                model = build_model("file", hp, schema, features, builder=builder)
+        else:
+            model = build_model(spec["template"], hp, schema, features)
+    _save_features(platform, job_id, features)
+
+    xs = {name: features.transform(raw_inputs(part)) for name, part in parts.items()}
+    epochs = int(hp["epochs"])
+    batch_size = int(hp["batch_size"])
+    n_train = len(ys["train"])
+    batches = max(1, -(-n_train // batch_size))
+
+    from loopml.training.callbacks import JobReporter
+
+    def save_checkpoint(path: str, epoch: int) -> None:
+        platform.artifacts.put_file(path, join("jobs", job_id, "checkpoints", f"epoch-{epoch:03d}.keras"))
+
+    reporter = JobReporter(epochs=epochs, batches=batches, samples=n_train,
+                           heartbeat=lambda p: platform.jobs.heartbeat(job_id, p),
+                           on_epoch=lambda e, m: platform.jobs.add_metrics(job_id, e, m),
+                           save_checkpoint=save_checkpoint, time_limit_s=spec.get("time_limit_s"),
+                           started=started)
+    callbacks: list[Any] = [reporter]
+    if int(hp.get("patience", 0)) > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(hp["patience"]),
+                                                       restore_best_weights=True))
+    has_val = len(ys["validation"]) > 0
+    t0 = time.monotonic()
+    history = model.fit(xs["train"], ys["train"], validation_data=(xs["validation"], ys["validation"]) if has_val else None,
+                        epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
+                        callbacks=callbacks, verbose=2)
+    fit_seconds = time.monotonic() - t0
+    epochs_run = len(history.history.get("loss", []))
+
+    if reporter.stop_reason == "cancelled":
+        platform.jobs.transition(job_id, CANCELLED, expect=[RUNNING], reason="cancelled while training")
+        return
+    if reporter.stop_reason:
+        platform.jobs.transition(job_id, FAILED, expect=[RUNNING],
+                                 reason=f"{reporter.stop_reason} after epoch {initial_epoch + epochs_run}; "
+                                        f"continue with: loopml train --resume {job_id}")
+        return
+
+    proba = np.asarray(model.predict(xs["test"], batch_size=256, verbose=0))
+    evaluation = classification_report(ys["test"], proba, classes)
+    print(f"test accuracy {evaluation['accuracy']:.4f}  loss {evaluation['loss']:.4f}  "
+          f"({evaluation['samples']} samples)", flush=True)
+    last = platform.jobs.metrics(job_id)[-1] if epochs_run else {}
+    metrics = {"test_accuracy": evaluation["accuracy"], "test_loss": evaluation["loss"],
+               "test_macro_f1": evaluation["macro_f1"],
+               **{k: last[k] for k in ("accuracy", "loss", "val_accuracy", "val_loss") if k in last},
+               "epochs": initial_epoch + epochs_run,
+               "train_samples_per_s": round(n_train * epochs_run / fit_seconds, 1) if fit_seconds > 0 else None}
+
+    reference = raw_inputs(parts["test"].take(np.arange(min(5, len(ys["test"])))))
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = os.path.join(tmp, "bundle")
+        meta = {"dataset": ds["ref"], "job_id": job_id, "template": spec["template"], "hparams": hp,
+                "metrics": metrics, "label_column": content.label_column}
+        info = save_bundle(bundle_dir, model, features, meta, reference_inputs=reference)
+        prefix = join("models", spec["register_as"], job_id)
+        platform.artifacts.upload_dir(bundle_dir, prefix)
+    lineage = {"dataset": ds["ref"], "dataset_hash": ds["content_hash"], "job_id": job_id,
+               "resumed_from": spec.get("resume_from"), "frameworks": info.get("frameworks", {}),
+               "python": pyplatform.python_version()}
+    try:
+        record = register_job_result(
+            platform, job_id, spec["register_as"],
+            fields={"dataset": ds["ref"], "kind": content.kind, "template": spec["model"], "hparams": hp,
+                    "metrics": metrics, "lineage": lineage, "runtimes": info.get("runtimes", ["keras"]),
+                    "artifact_prefix": prefix},
+            result={"metrics": metrics, "evaluation": evaluation, "epochs_run": epochs_run})
+    except JobNoLongerRunning:
+        platform.artifacts.delete(prefix)
+        print("job was cancelled before registration; model version not registered", flush=True)
+        return
+    print(f"registered model version {record['ref']} (runtimes: {', '.join(record['runtimes'])})", flush=True)
