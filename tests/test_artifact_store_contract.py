@@ -176,23 +176,28 @@ BAD_KEYS = ["../x", "a/../b", "..", ".", "./a", "a/./b", "/abs", "a//b", "a/", "
             "a\x00b", "a\nb", "a\tb", "a\x7fb", "a/\x1b/b"]
 
 
-@pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
-def test_bad_keys_are_refused_and_nothing_is_written(artifact_store: ArtifactStore, tmp_path: Path,
-                                                    key: str) -> None:
+def test_bad_keys_are_refused_and_nothing_is_written(artifact_store: ArtifactStore, tmp_path: Path) -> None:
     src = tmp_path / "f"
     src.write_bytes(b"payload")
-    for write in (lambda: artifact_store.put_bytes(key, b"payload"),
-                  lambda: artifact_store.put_file(src, key)):
-        with pytest.raises(InvalidInput):
-            write()
-    with pytest.raises(InvalidInput):
-        with artifact_store.open_write(key) as f:
-            f.write(b"payload")
-    for read in (lambda: artifact_store.get_bytes(key), lambda: artifact_store.exists(key),
-                 lambda: artifact_store.size(key), lambda: artifact_store.delete(key),
-                 lambda: artifact_store.url(key)):
-        with pytest.raises(InvalidInput):
-            read()
+    for key in BAD_KEYS:  # one test per backend: an S3 store costs ~0.4 s to set up
+        calls = {
+            "put_bytes": lambda: artifact_store.put_bytes(key, b"payload"),
+            "put_file": lambda: artifact_store.put_file(src, key),
+            "get_bytes": lambda: artifact_store.get_bytes(key),
+            "get_file": lambda: artifact_store.get_file(key, tmp_path / "out"),
+            "exists": lambda: artifact_store.exists(key),
+            "size": lambda: artifact_store.size(key),
+            "delete": lambda: artifact_store.delete(key),
+            "url": lambda: artifact_store.url(key),
+        }
+        for name, call in calls.items():
+            with pytest.raises(InvalidInput):
+                call()
+                pytest.fail(f"{name}({key!r}) was accepted")
+        for name, cm in (("open_write", artifact_store.open_write), ("open_read", artifact_store.open_read)):
+            with pytest.raises(InvalidInput):
+                with cm(key) as f:
+                    pytest.fail(f"{name}({key!r}) was accepted: {f}")
     assert artifact_store.list() == []
     assert _raw_entries(artifact_store) == []
     if artifact_store.is_local:  # nothing escaped the root either

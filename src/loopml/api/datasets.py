@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -202,18 +201,16 @@ def _visible(p: Path) -> bool:
 
 
 def dataset_root(folder: Path) -> Path:
-    """What a zip stands for: its single wrapping folder, or its single data file, else itself."""
-    while True:
-        entries = [p for p in folder.iterdir() if _visible(p)]
-        if len(entries) == 1 and entries[0].is_dir():
-            folder = entries[0]
-            continue
-        if len(entries) == 1 and entries[0].is_file():
-            return entries[0]
-        if not entries:
-            raise InvalidInput("the uploaded zip is empty")
-        return folder
+    """What a zip stands for: its single data file, its single wrapping folder, or itself."""
+    def visible(d: Path) -> list[Path]:
+        return [p for p in d.iterdir() if _visible(p)]
 
-
-def _unused() -> None:  # keep os imported for type checkers of older Pythons
-    os.fspath(".")
+    entries = visible(folder)
+    if not entries:
+        raise InvalidInput("the uploaded zip is empty")
+    if len(entries) == 1 and entries[0].is_file():
+        return entries[0]
+    if len(entries) == 1:  # one wrapping folder, as `zip -r data.zip data/` makes
+        inner = visible(entries[0])
+        return inner[0] if len(inner) == 1 and inner[0].is_file() else entries[0]
+    return folder

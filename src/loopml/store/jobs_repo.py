@@ -58,9 +58,8 @@ class JobRepo:
                    **fields: Any) -> bool:
         """Move a job to ``to`` only if it is in one of ``expect``; record the event. Returns moved?"""
         now = utcnow()
-        values: dict[str, Any] = {"status": to, **fields}
-        if reason is not None:
-            values["reason"] = reason
+        # job.reason explains a failure or cancellation; every transition's note goes to its event.
+        values: dict[str, Any] = {"status": to, "reason": reason if to in (FAILED, CANCELLED) else None, **fields}
         if to == RUNNING:
             values.setdefault("started_at", now)
             values.setdefault("heartbeat_at", now)

@@ -63,7 +63,7 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
     import loopml.models.layers  # noqa: F401 - registers Standardize before any model is loaded
     from loopml.models.bundle import save_bundle
     from loopml.models.features import fit_features
-    from loopml.models.templates import build_model, load_user_builder
+    from loopml.models.templates import build_model
 
     job_id, spec = job["id"], job["spec"]
     hp = spec["hparams"]
@@ -100,8 +100,7 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, spec["user_model_key"].rsplit("/", 1)[-1])
                 platform.artifacts.get_file(spec["user_model_key"], path)
-                builder = load_user_builder(path)
-                model = build_model("file", hp, schema, features, builder=builder)
+                model = build_model("file:" + path, hp, schema, features)
         else:
             model = build_model(spec["template"], hp, schema, features)
     _save_features(platform, job_id, features)
@@ -157,7 +156,7 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
     reference = raw_inputs(parts["test"].take(np.arange(min(5, len(ys["test"])))))
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = os.path.join(tmp, "bundle")
-        meta = {"dataset": ds["ref"], "job_id": job_id, "template": spec["template"], "hparams": hp,
+        meta = {"label_names": classes, "dataset": ds["ref"], "job_id": job_id, "template": spec["template"], "hparams": hp,
                 "metrics": metrics, "label_column": content.label_column}
         info = save_bundle(bundle_dir, model, features, meta, reference_inputs=reference)
         prefix = join("models", spec["register_as"], job_id)

@@ -1,0 +1,113 @@
+"""/models: the registry — versions, aliases and the audit trail of alias moves."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from loopml.api.datasets import parse_version
+from loopml.platform import Platform
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+ActorHeader = Annotated[str | None, Header(alias="X-LoopML-Actor", description="who moves the alias (audit)")]
+
+
+class ModelSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    versions: int
+    latest_version: int | None = None
+    aliases: dict[str, int] = Field(default_factory=dict, description="alias -> version")
+    latest_metrics: dict[str, Any] | None = None
+    created_at: str | None = None
+
+
+class ModelVersion(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    name: str
+    version: int
+    ref: str
+    aliases: list[str] = Field(default_factory=list)
+    job_id: str | None = None
+    dataset: str | None = None
+    kind: str | None = None
+    template: str | None = None
+    hparams: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    lineage: dict[str, Any] | None = None
+    runtimes: Any = None
+    trusted: bool | None = None
+    created_at: str | None = None
+
+
+class ModelVersions(BaseModel):
+    name: str
+    aliases: dict[str, int] = Field(description="alias -> version")
+    versions: list[ModelVersion]
+
+
+class AliasIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1)
+
+
+class AliasMove(BaseModel):
+    name: str
+    alias: str
+    version: int | None = Field(description="null once deleted")
+    previous: int | None = None
+
+
+class AliasEvent(BaseModel):
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    actor: str | None
+    at: str | None
+
+
+def _platform(request: Request) -> Platform:
+    return request.app.state.platform
+
+
+@router.get("", response_model=list[ModelSummary], summary="Registered models")
+def list_models(request: Request) -> list[dict[str, Any]]:
+    return _platform(request).models.list()
+
+
+@router.get("/{name}", response_model=ModelVersions, summary="A model's versions and aliases")
+def model_versions(name: str, request: Request) -> dict[str, Any]:
+    versions = _platform(request).models.versions(name)
+    aliases = {a: v["version"] for v in versions for a in v["aliases"]}
+    return {"name": name, "aliases": dict(sorted(aliases.items())), "versions": versions}
+
+
+@router.get("/{name}/versions/{version}", response_model=ModelVersion, summary="One version (a number or 'latest')")
+def model_version(name: str, version: str, request: Request) -> dict[str, Any]:
+    return _platform(request).models.get(name, parse_version(version, f"model {name!r}"))
+
+
+@router.get("/{name}/aliases/{alias}", response_model=ModelVersion, summary="The version an alias points at")
+def get_alias(name: str, alias: str, request: Request) -> dict[str, Any]:
+    return _platform(request).models.get(name, alias=alias)
+
+
+@router.put("/{name}/aliases/{alias}", response_model=AliasMove, summary="Point an alias at a version")
+def set_alias(name: str, alias: str, body: AliasIn, request: Request, actor: ActorHeader = None) -> dict[str, Any]:
+    return _platform(request).models.set_alias(name, alias, body.version, actor=actor or "api")
+
+
+@router.delete("/{name}/aliases/{alias}", response_model=AliasMove, summary="Remove an alias")
+def delete_alias(name: str, alias: str, request: Request, actor: ActorHeader = None) -> dict[str, Any]:
+    models = _platform(request).models
+    previous = models.get(name, alias=alias)["version"]
+    models.delete_alias(name, alias, actor=actor or "api")
+    return {"name": name, "alias": alias, "version": None, "previous": previous}
+
+
+@router.get("/{name}/alias-history", response_model=list[AliasEvent], summary="Every alias move, oldest first")
+def alias_history(name: str, request: Request) -> list[dict[str, Any]]:
+    return _platform(request).models.alias_history(name)
