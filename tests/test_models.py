@@ -161,8 +161,8 @@ def test_image_features_accept_shapes_and_refuse_bad_input(digits):
 
 
 def test_text_features_vocabulary_padding_and_oov(texts):
-    features = fit_features(texts, {"vocab_size": 50, "max_length": 12})
-    assert isinstance(features, TextFeatures) and 2 < features.vocab_size <= 50
+    features = fit_features(texts, {"vocab_size": 200, "max_length": 12})
+    assert isinstance(features, TextFeatures) and 2 < features.vocab_size <= 200
     ids = features.transform(["The TEAM won!", "a" + " goal" * 40])
     assert ids.dtype == np.int32 and ids.shape == (2, 12)
     assert (ids[0, 4:] == 0).all() and (ids[0, :4] > 1).all()  # the, team, won, ! then padding

@@ -142,8 +142,9 @@ def dataset_version(name: str, version: str, request: Request) -> dict[str, Any]
 def safe_filename(name: str) -> str:
     """The last path component, with only harmless characters (the suffix picks the reader)."""
     base = re.split(r"[\\/]", name)[-1]
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")
-    return base[:200] or "upload"
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", base)[-128:]
+    return re.sub(r"^[^A-Za-z0-9]+", "", base) or "upload"  # no hidden files, no leading '-'
+
 
 
 def _member_problem(name: str) -> str | None:

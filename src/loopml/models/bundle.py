@@ -23,7 +23,7 @@ import numpy as np
 
 from loopml.core.errors import CorruptArtifact, InvalidInput, NotFound
 from loopml.models.features import Features, feature_files_needed, features_from_config
-from loopml.models.runtime import KerasRuntime, OnnxRuntime, Runtime, load_keras_model
+from loopml.models.runtime import KerasRuntime, OnnxRuntime, Runtime
 
 FORMAT_VERSION = 1
 MANIFEST = "loopml.json"
@@ -88,6 +88,8 @@ def save_bundle(dirpath: str | Path, model: Any, features: Features, meta: dict[
                      "labels": [label_names[i] for i in probs.argmax(axis=1)]}
         _write_bytes(folder / REFERENCE_FILE, json.dumps(reference).encode("utf-8"))
         manifest["files"] = sorted([*manifest["files"], REFERENCE_FILE])
+    else:
+        (folder / REFERENCE_FILE).unlink(missing_ok=True)  # never keep a stale one
     for key, value in meta.items():
         manifest.setdefault(key, value)  # the caller cannot overwrite what the files say
     _write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2, default=_json_default)

@@ -96,7 +96,7 @@ class ModelRepo:
             return records.model_version(row, name, self._aliases(s, m.id).get(row.version, []))
 
     def set_alias(self, name: str, alias: str, version: int, actor: str | None = None) -> dict[str, Any]:
-        if not ALIAS_RE.match(alias) or alias == "latest":
+        if not ALIAS_RE.fullmatch(alias) or alias == "latest":
             raise InvalidInput(f"alias {alias!r} is not valid: use letters, digits, '-' or '_', "
                                "starting with a letter ('latest' is reserved)")
         with self.store.session() as s:

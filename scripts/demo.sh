@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make demo`: the whole foundation on the embedded defaults (SQLite + a local artifact folder).
+# Starts the control plane, registers the built-in datasets, trains the seed CNN and RNN as
+# tracked jobs, shows their test metrics, predicts held-out examples, and stops the server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${LOOPML_PY:-.venv/bin/python}"
+BIN="$(dirname "$PY")"
+export PATH="$BIN:$PATH"
+export LOOPML_HOME="${LOOPML_HOME:-$PWD/.loopml}"
+if [ -z "${LOOPML_PORT:-}" ]; then  # 8080 unless it is taken
+  LOOPML_PORT=$("$PY" -c 'import socket; s=socket.socket()
+try: s.bind(("127.0.0.1", 8080)); print(8080)
+except OSError: s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
+export LOOPML_PORT
+export LOOPML_API_URL="http://127.0.0.1:${LOOPML_PORT}"
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "Control plane on ${LOOPML_API_URL} (home: ${LOOPML_HOME})"
+mkdir -p "$LOOPML_HOME"
+loopml server --port "$LOOPML_PORT" > "$LOOPML_HOME/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 60); do
+  curl -fsS "$LOOPML_API_URL/health" >/dev/null 2>&1 && break
+  kill -0 $SERVER 2>/dev/null || { cat "$LOOPML_HOME/server.log"; exit 1; }
+  sleep 0.5
+done
+curl -fsS "$LOOPML_API_URL/health"; echo
+
+step "Built-in datasets (shipped inside Python packages: no download)"
+for ds in mnist bbc-news digits penguins; do loopml datasets add "$ds" "sample:$ds"; done
+loopml datasets list
+
+step "Train the seed CNN on mnist (tracked job, live progress)"
+loopml train --dataset mnist --model cnn --epochs 10 --wait
+
+step "Train the seed RNN on bbc-news (vocabulary 10k, length 200, padding masked)"
+loopml train --dataset bbc-news --model rnn --epochs 15 --wait
+
+step "Registered model versions"
+loopml models list
+
+step "Batch prediction: 10 held-out MNIST images"
+loopml predict mnist-cnn mnist:test --limit 10
+
+step "Batch prediction: 5 held-out BBC articles"
+loopml predict bbc-news-rnn bbc-news:test --limit 5
+
+step "Done. Stopping the control plane."

@@ -1,0 +1,144 @@
+"""``loopml jobs``: list, show, logs, cancel."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Optional
+
+import typer
+
+from loopml.cli.output import client, console, fields_table, num, print_evaluation, print_json, table, when
+
+app = typer.Typer(help="Follow and manage training and prediction jobs.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+STATUS_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "magenta"}
+EPOCH_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+
+
+class Status(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Kind(str, Enum):
+    train = "train"
+    predict = "predict"
+
+
+def styled(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def describe(job: dict[str, Any]) -> str:
+    """What a job works on, in a few words."""
+    spec = job.get("spec") or {}
+    if job["kind"] == "train":
+        return f"{spec.get('model', '?')} on {spec.get('dataset', '?')} -> {spec.get('register_as', '?')}"
+    source = spec.get("input") or {}
+    what = (f"{source.get('dataset')}:{source.get('split')}" if source.get("type") == "dataset"
+            else source.get("key", "?") if isinstance(source, dict) else str(source))
+    return f"{spec.get('model', '?')} on {what}"
+
+
+@app.command("list")
+def list_(
+    status: Annotated[Optional[Status], typer.Option("--status", help="Only jobs in this status.")] = None,
+    kind: Annotated[Optional[Kind], typer.Option("--kind", help="train or predict.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    rows = client().jobs(status=status.value if status else None, kind=kind.value if kind else None, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console().print("no jobs")
+        return
+    console().print(table("id", "kind", "status", "what", "created", "reason", rows=[
+        (j["id"], j["kind"], styled(j["status"]), describe(j), when(j.get("created_at")), j.get("reason") or "")
+        for j in rows]))
+
+
+@app.command("show")
+def show(job_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False) -> None:
+    """Status, reason, transitions, per-epoch metrics and test metrics of a job."""
+    job = client().job(job_id)
+    if as_json:
+        print_json(job)
+        return
+    print_job(job)
+
+
+def print_job(job: dict[str, Any]) -> None:
+    out = console()
+    result = job.get("result") or {}
+    model = result.get("model") or {}
+    pairs = [("job", job["id"]), ("kind", job["kind"]), ("status", styled(job["status"])), ("what", describe(job))]
+    if job.get("reason"):
+        pairs.append(("reason", job["reason"]))
+    if model:
+        pairs.append(("model", f"{model.get('name')}:{model.get('version')}"))
+    if job.get("cancel_requested") and job["status"] == "running":
+        pairs.append(("cancel", "requested"))
+    out.print(fields_table(pairs))
+    events = job.get("events") or []
+    if events:
+        out.print(table("status", "at", "message", title="Transitions",
+                        rows=[(styled(e["status"]), when(e.get("at")), e.get("message") or "") for e in events]))
+    print_epochs(job.get("metrics") or [])
+    print_evaluation(result.get("evaluation"), result.get("metrics"))
+
+
+def print_epochs(metrics: list[dict[str, Any]]) -> None:
+    if not metrics:
+        return
+    cols = [c for c in EPOCH_COLUMNS if any(c in m for m in metrics)]
+    console().print(table("epoch", *cols, title="Epochs",
+                          rows=[(m.get("epoch"), *(m.get(c) for c in cols)) for m in metrics]))
+
+
+def epoch_line(m: dict[str, Any], epochs: int | None) -> str:
+    parts = [f"epoch {m.get('epoch')}/{epochs or '?'}"]
+    parts += [f"{c} {num(m[c])}" for c in ("loss", "accuracy", "val_loss", "val_accuracy") if c in m]
+    if "epoch_seconds" in m:
+        parts.append(f"{num(m['epoch_seconds'], 1)}s")
+    return "  ".join(parts)
+
+
+@app.command("logs")
+def logs(
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
+) -> None:
+    """Print a job's log (with -f: follow it until the job ends; Ctrl-C stops following)."""
+    c = client()
+    if not follow:
+        page = c.logs(job_id)
+        while page["lines"]:
+            for line in page["lines"]:
+                typer.echo(line["text"])
+            page = c.logs(job_id, after=page["next_after"])
+        return
+    try:
+        for text in c.follow_logs(job_id):
+            typer.echo(text)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    final = c.job(job_id)
+    console().print(f"job {job_id} {styled(final['status'])}" + (f": {final['reason']}" if final.get("reason") else ""))
+
+
+@app.command("cancel")
+def cancel(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Cancel a queued job, or ask a running one to stop."""
+    job = client().cancel(job_id)
+    if job["status"] == "cancelled":
+        console().print(f"job {job_id} cancelled")
+    else:
+        console().print(f"cancellation of job {job_id} requested (it is {job['status']}); "
+                        f"follow it with: loopml jobs logs -f {job_id}")

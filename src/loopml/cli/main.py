@@ -1,0 +1,71 @@
+"""``loopml``: the command line over the control-plane API.
+
+Only Typer is imported up front; every command imports what it needs (the SDK, Rich, the API
+server, the store) when it runs, so ``loopml --help`` never loads Keras, numpy or pandas.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from loopml import __version__
+from loopml.cli import datasets, db, jobs, models, predict, server, train
+from loopml.core.errors import LoopMLError
+
+
+class LoopMLGroup(TyperGroup):
+    """Turns every LoopMLError into one line on stderr and its exit code (2 = the user's mistake)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LoopMLError as err:
+            click.echo(f"error: {err.message}", err=True)
+            ctx.exit(err.exit_code)
+
+
+app = typer.Typer(
+    name="loopml",
+    cls=LoopMLGroup,
+    help="LoopML: datasets, tracked Keras training jobs, a model registry and batch predictions "
+         "on your own machines. The CLI talks to the control plane at LOOPML_API_URL "
+         "(default http://127.0.0.1:8080); start one with `loopml server`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"loopml {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+app.add_typer(datasets.app, name="datasets")
+app.command("train", help=train.train.__doc__)(train.train)
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(models.app, name="models")
+app.command("predict", help=predict.predict.__doc__)(predict.predict)
+app.command("server", help=server.server.__doc__)(server.server)
+app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    app(prog_name="loopml")
+
+
+if __name__ == "__main__":
+    main()

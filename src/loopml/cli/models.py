@@ -1,0 +1,122 @@
+"""``loopml models``: list, show, and move aliases (every move is audited)."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated, Any
+
+import typer
+
+from loopml.cli.output import client, console, fields_table, num, print_json, table, when
+
+app = typer.Typer(help="The model registry: versions, aliases, alias history.", no_args_is_help=True)
+alias_app = typer.Typer(help="Point aliases (e.g. prod, staging) at model versions.", no_args_is_help=True)
+app.add_typer(alias_app, name="alias")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+HEADLINE = ("test_accuracy", "test_macro_f1", "val_accuracy")
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "cli"
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """List registered models."""
+    rows = client().models()
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console().print("no models yet: train one with loopml train --dataset NAME --register-as NAME")
+        return
+    console().print(table("name", "versions", "latest", "aliases", "test accuracy", "created", rows=[
+        (m["name"], m["versions"], m.get("latest_version"),
+         ", ".join(f"{a}->{v}" for a, v in sorted((m.get("aliases") or {}).items())) or "-",
+         (m.get("latest_metrics") or {}).get("test_accuracy"), when(m.get("created_at"))) for m in rows]))
+
+
+@app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION|@ALIAS]", help="No version: the model and its versions.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a model (its versions and aliases) or one version."""
+    from loopml.registry.refs import parse_model_ref  # pure string parsing, no store
+
+    c = client()
+    name, version, alias = parse_model_ref(ref)
+    if alias is not None:
+        record = c.model_alias(name, alias)
+    elif version is not None or ref.endswith(":latest"):
+        record = c.model_version(name, version or "latest")
+    else:
+        record = c.model(name)
+        if as_json:
+            print_json(record)
+            return
+        print_model(record)
+        return
+    if as_json:
+        print_json(record)
+        return
+    print_version(record)
+
+
+def print_model(record: dict[str, Any]) -> None:
+    out = console()
+    aliases = record.get("aliases") or {}
+    out.print(fields_table([("model", record["name"]), ("versions", len(record["versions"])),
+                            ("aliases", ", ".join(f"{a}->{v}" for a, v in aliases.items()) or "-")]))
+    out.print(table("version", "aliases", "dataset", "template", *HEADLINE, "job", "created", rows=[
+        (v["version"], ", ".join(v.get("aliases") or []) or "-", v.get("dataset") or "-", v.get("template") or "-",
+         *((v.get("metrics") or {}).get(k) for k in HEADLINE), v.get("job_id") or "-", when(v.get("created_at")))
+        for v in record["versions"]]))
+
+
+def print_version(v: dict[str, Any]) -> None:
+    out = console()
+    out.print(fields_table([
+        ("model", v["ref"]), ("aliases", ", ".join(v.get("aliases") or []) or "-"),
+        ("dataset", v.get("dataset") or "-"), ("kind", v.get("kind") or "-"), ("template", v.get("template") or "-"),
+        ("job", v.get("job_id") or "-"), ("runtimes", ", ".join(map(str, v.get("runtimes") or [])) or "-"),
+        ("trusted", v.get("trusted")), ("created", when(v.get("created_at"))),
+    ]))
+    if v.get("metrics"):
+        out.print(fields_table([(k, num(val)) for k, val in v["metrics"].items()], title="Metrics"))
+    if v.get("hparams"):
+        out.print(fields_table([(k, num(val)) for k, val in v["hparams"].items()], title="Hyperparameters"))
+
+
+@alias_app.command("set")
+def alias_set(name: str, alias: str, version: Annotated[int, typer.Argument(min=1)]) -> None:
+    """Point ALIAS of model NAME at VERSION."""
+    moved = client().set_alias(name, alias, version, actor=_actor())
+    before = f" (was {moved['previous']})" if moved.get("previous") is not None else ""
+    console().print(f"{name}@{alias} -> {moved['version']}{before}")
+
+
+@alias_app.command("delete")
+def alias_delete(name: str, alias: str) -> None:
+    """Remove ALIAS from model NAME."""
+    gone = client().delete_alias(name, alias, actor=_actor())
+    console().print(f"{name}@{alias} removed (was {gone.get('previous')})")
+
+
+@alias_app.command("history")
+def alias_history(name: str, as_json: JsonOpt = False) -> None:
+    """Every alias move of model NAME, oldest first."""
+    rows = client().alias_history(name)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console().print(f"model {name} has no alias history")
+        return
+    console().print(table("at", "alias", "from", "to", "actor", rows=[
+        (when(e.get("at")), e["alias"], num(e.get("from_version")), num(e.get("to_version")), e.get("actor") or "-")
+        for e in rows]))

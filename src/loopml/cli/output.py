@@ -1,0 +1,101 @@
+"""Shared CLI plumbing: the API client, JSON output and Rich tables.
+
+Rich and the SDK are imported on first use so ``loopml --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from loopml.sdk.client import Client
+
+
+def client() -> Client:
+    from loopml.sdk.client import Client
+
+    return Client()  # LOOPML_API_URL / LOOPML_TOKEN / loopml.toml
+
+
+@lru_cache(maxsize=None)
+def _consoles(stream_id: int) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stream_id == 2, highlight=False, soft_wrap=False)
+
+
+def console() -> Console:
+    return _consoles(1)
+
+
+def err_console() -> Console:
+    return _consoles(2)
+
+
+def print_json(obj: Any) -> None:
+    """Plain JSON on stdout (never Rich-styled, so it pipes into jq)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def when(iso: str | None) -> str:
+    """'2025-01-02T03:04:05.678Z' -> '2025-01-02 03:04:05'."""
+    return iso.replace("T", " ")[:19] if iso else "-"
+
+
+def table(*columns: str, title: str | None = None, rows: Iterable[Iterable[Any]] = ()) -> Table:
+    from rich.table import Table
+
+    t = Table(*columns, title=title, title_justify="left", header_style="bold")
+    for row in rows:
+        t.add_row(*(num(v) if not isinstance(v, str) else v for v in row))
+    return t
+
+
+def fields_table(pairs: Iterable[tuple[str, Any]], title: str | None = None) -> Table:
+    from rich.table import Table
+
+    t = Table(show_header=False, title=title, title_justify="left", box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for key, value in pairs:
+        t.add_row(key, value if isinstance(value, str) else num(value))
+    return t
+
+
+def print_evaluation(evaluation: dict[str, Any] | None, metrics: dict[str, Any] | None = None) -> None:
+    """Test metrics: headline numbers, per-class precision/recall/F1, the confusion matrix."""
+    out = console()
+    if not evaluation and not metrics:
+        return
+    evaluation = evaluation or {}
+    headline = [(k, evaluation[k]) for k in ("accuracy", "loss", "macro_f1", "samples") if k in evaluation]
+    if not headline and metrics:
+        headline = [(k, v) for k, v in metrics.items() if k.startswith("test_")]
+    if headline:
+        out.print(fields_table([(f"test {k}", v) for k, v in headline], title="Test metrics"))
+    per_class = evaluation.get("per_class") or {}
+    if per_class:
+        out.print(table("class", "precision", "recall", "f1", "support", title="Per class",
+                        rows=[(str(c), m.get("precision"), m.get("recall"), m.get("f1"), m.get("support"))
+                              for c, m in per_class.items()]))
+    cm, labels = evaluation.get("confusion_matrix"), evaluation.get("labels")
+    if cm and labels and len(labels) == len(cm):
+        out.print(table("true \\ predicted", *map(str, labels), title="Confusion matrix",
+                        rows=[(str(lab), *row) for lab, row in zip(labels, cm)]))

@@ -1,0 +1,81 @@
+"""``loopml predict``: batch predictions with a registered model version."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from loopml.cli.output import client, console, err_console, print_json, table
+from loopml.core.errors import LoopMLError
+
+SHOW_ROWS = 100
+
+
+def predict(
+    model: Annotated[str, typer.Argument(metavar="MODEL[:VERSION|@ALIAS]", help="A registered model.")],
+    input: Annotated[str, typer.Argument(metavar="INPUT",
+                                         help="NAME[:VERSION]:SPLIT of a dataset (e.g. mnist:test) or a local file.")],
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Predict at most N rows.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", dir_okay=False,
+                                                   help="Write the CSV here instead of printing a table.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (job record and predictions).")] = False,
+) -> None:
+    """Predict INPUT with MODEL, wait for the job, then print the predictions or write them as CSV.
+
+    Example: loopml predict mnist-cnn@prod mnist:test --limit 20
+    """
+    from loopml.cli.train import follow
+
+    c = client()
+    job = c.predict(model, input, limit=limit)
+    if not as_json:
+        err_console().print(f"submitted prediction job {job['id']}")
+    final = follow(c, job["id"], live=not as_json)
+    if final is None:
+        err_console().print(f"detached; job {job['id']} keeps running. Fetch the result later: "
+                            f"loopml jobs show {job['id']}")
+        raise typer.Exit(130)
+    if final["status"] != "succeeded":
+        raise LoopMLError(f"prediction job {final['id']} {final['status']}: {final.get('reason') or 'no reason given'}")
+    if output is not None:
+        try:
+            c.download_output(final["id"], output)
+        except OSError as exc:
+            raise LoopMLError(f"cannot write {output}: {exc.strerror or exc}") from None
+        if as_json:
+            print_json({"job": final, "output": str(output)})
+        else:
+            console().print(f"wrote predictions of job {final['id']} to {output}")
+        return
+    rows = list(csv.DictReader(io.StringIO(c.prediction_output(final["id"]).decode("utf-8"))))
+    if as_json:
+        print_json({"job": final, "predictions": rows})
+        return
+    print_predictions(rows)
+
+
+def print_predictions(rows: list[dict[str, Any]]) -> None:
+    out = console()
+    has_truth = any(r.get("truth") not in (None, "") for r in rows)
+    cols = ["row", *(["truth"] if has_truth else []), "label", "confidence"]
+    shown = rows[:SHOW_ROWS]
+    out.print(table(*cols, rows=[[_cell(r, c) for c in cols] for r in shown]))
+    if len(rows) > SHOW_ROWS:
+        out.print(f"… {len(rows) - SHOW_ROWS} more rows; use --output FILE for all of them")
+    if has_truth:
+        right = sum(1 for r in rows if r.get("truth") == r.get("label"))
+        out.print(f"accuracy {right / len(rows):.4f} ({right}/{len(rows)} rows)")
+
+
+def _cell(row: dict[str, Any], col: str) -> str:
+    value = row.get(col) or ""
+    if col == "confidence":
+        try:
+            return f"{float(value):.4f}"
+        except ValueError:
+            return value
+    return value

@@ -1,0 +1,138 @@
+"""``loopml train``: submit a training job and follow it live."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from loopml.cli.jobs import epoch_line, styled
+from loopml.cli.output import client, console, err_console, num, print_evaluation, print_json
+from loopml.core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from loopml.sdk.client import Client
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def parse_params(items: list[str]) -> dict[str, str | int | float | bool]:
+    """['epochs=3', 'lr=1e-3', 'augment=true', 'optimizer=adam'] -> typed values."""
+    params: dict[str, str | int | float | bool] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidInput(f"--param {item!r} must look like KEY=VALUE (e.g. --param learning_rate=0.001)")
+        params[key] = coerce(raw.strip())
+    return params
+
+
+def coerce(raw: str) -> str | int | float | bool:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def train(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME or NAME:VERSION of a registered dataset.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="cnn, rnn, mlp, or path/to/model.py.")] = "cnn",
+    epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help="Shortcut for --param epochs=N.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", metavar="KEY=VALUE",
+                                                       help="A hyperparameter; repeatable.")] = None,
+    register_as: Annotated[Optional[str], typer.Option("--register-as", help="Model name to register.")] = None,
+    time_limit: Annotated[Optional[float], typer.Option("--time-limit", min=0.001, metavar="SECONDS",
+                                                        help="Stop training after this long.")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", metavar="JOB", help="Resume from a job's checkpoint.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Exit 1 unless the job succeeds.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Submit and return at once.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final job record as JSON (no progress).")] = False,
+) -> None:
+    """Train a model on a dataset and follow the job (Ctrl-C detaches; the job keeps running).
+
+    Example: loopml train --dataset mnist --model cnn --epochs 3 --register-as mnist-cnn --wait
+    """
+    params = parse_params(param or [])
+    if epochs is not None:
+        params["epochs"] = epochs
+    c = client()
+    job = c.train(dataset, model=model, params=params, register_as=register_as, time_limit_s=time_limit, resume=resume)
+    if detach:
+        if as_json:
+            print_json(job)
+        else:
+            console().print(f"submitted job [bold]{job['id']}[/]; follow it with: loopml jobs logs -f {job['id']}")
+        return
+    if not as_json:
+        console().print(f"submitted job [bold]{job['id']}[/] ({job['spec'].get('model')} on "
+                        f"{job['spec'].get('dataset')} -> {job['spec'].get('register_as')})")
+    final = follow(c, job["id"], live=not as_json)
+    if final is None:
+        err_console().print(f"detached; job {job['id']} keeps running. Reattach: loopml jobs logs -f {job['id']}")
+        raise typer.Exit(130)
+    if as_json:
+        print_json(final)
+    else:
+        print_outcome(final)
+    if wait and final["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def follow(c: Client, job_id: str, *, live: bool = True, poll: float = 0.5) -> dict[str, Any] | None:
+    """Poll the job until it ends; show progress and per-epoch lines when ``live``. None = detached."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    seen = 0
+    out = console()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+               TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=out, transient=True, disable=not live) as progress:
+            task = progress.add_task("queued", total=None, stats="")
+            while True:
+                job = c.job(job_id)
+                p = job.get("progress") or {}
+                for m in (job.get("metrics") or [])[seen:]:
+                    if live:
+                        progress.console.print(epoch_line(m, p.get("epochs")))
+                seen = len(job.get("metrics") or [])
+                if job["status"] in TERMINAL:
+                    return job
+                description, total, completed, stats = describe_progress(job["status"], p)
+                progress.update(task, description=description, total=total, completed=completed, stats=stats)
+                time.sleep(poll)
+    except KeyboardInterrupt:
+        return None
+
+
+def describe_progress(status: str, p: dict[str, Any]) -> tuple[str, float | None, float, str]:
+    if status != "running" or not p.get("epochs"):
+        return status, None, 0, ""
+    epoch, epochs = int(p.get("epoch") or 1), int(p["epochs"])
+    batch, batches = int(p.get("batch") or 0), int(p.get("batches") or 0)
+    stats = "  ".join(f"{label} {num(p[key])}" for key, label in
+                      (("loss", "loss"), ("accuracy", "acc"), ("val_accuracy", "val_acc")) if key in p)
+    if batches:
+        return (f"epoch {epoch}/{epochs} batch {batch}/{batches}", float(epochs * batches),
+                float((epoch - 1) * batches + batch), stats)
+    return f"epoch {epoch}/{epochs}", float(epochs), float(epoch - 1), stats
+
+
+def print_outcome(job: dict[str, Any]) -> None:
+    out = console()
+    line = f"job {job['id']} {styled(job['status'])}"
+    if job.get("reason"):
+        line += f": {job['reason']}"
+    out.print(line)
+    result = job.get("result") or {}
+    model = result.get("model") or {}
+    if model:
+        out.print(f"registered model [bold]{model.get('name')}:{model.get('version')}[/]")
+    if job["status"] == "succeeded":
+        print_evaluation(result.get("evaluation"), result.get("metrics"))

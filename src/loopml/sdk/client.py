@@ -1,0 +1,494 @@
+"""Python client for the LoopML control plane (what the CLI uses, too).
+
+Only httpx and LoopML's settings/errors are imported here: no store, no Keras, no numpy, so
+``from loopml import Client`` stays light enough for notebooks and scripts.
+
+Example::
+
+    from loopml import Client
+
+    c = Client()                                   # LOOPML_API_URL / LOOPML_TOKEN, else localhost:8080
+    c.add_dataset("mnist", "sample:mnist")
+    job = c.wait(c.train("mnist", model="cnn", params={"epochs": 2})["id"])
+    print(job["status"], job["result"]["model"])
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from loopml import __version__
+from loopml.core.errors import InvalidInput, LoopMLError, error_from_dict
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+_REMOTE_PREFIXES = ("sample:", "s3://", "s3a://", "gs://", "http://", "https://", "file:")
+
+
+def _visible(name: str) -> bool:
+    return not (name.startswith(".") or name in ("__MACOSX", "__pycache__"))
+
+
+def zip_folder(folder: str | os.PathLike) -> bytes:
+    """The folder as an in-memory zip whose entries sit under the folder's own name."""
+    root = Path(folder)
+    top = root.resolve().name or "data"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if _visible(d))
+            for fname in sorted(f for f in filenames if _visible(f)):
+                path = Path(dirpath) / fname
+                zf.write(path, f"{top}/{path.relative_to(root).as_posix()}")
+    return buf.getvalue()
+
+
+class Client:
+    """A connection to one LoopML control plane.
+
+    Args:
+        url: Base URL of the API; default ``Settings().resolved_api_url`` (``LOOPML_API_URL``,
+            else ``http://127.0.0.1:8080``).
+        token: Bearer token; default ``LOOPML_TOKEN``.
+        timeout: Seconds to wait for an ordinary request (registering a dataset may take longer).
+
+    Every failure raises a ``loopml.core.errors.LoopMLError`` subclass (``NotFound``,
+    ``InvalidInput``, ``Conflict``, …) carrying the server's message.
+
+    Example::
+
+        with Client("http://ml-box:8080", token="s3cret") as c:
+            print(c.health())
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30) -> None:
+        if url is None or token is None:
+            from loopml.core.settings import Settings
+
+            settings = Settings()
+            url = url or settings.resolved_api_url
+            token = token if token is not None else settings.token
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        headers = {"User-Agent": f"loopml-sdk/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise InvalidInput(f"API URL {self.url!r} is not valid: {exc}") from None
+
+    # -- plumbing --------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        try:
+            request = self._http.build_request(method, path, **kwargs)
+            resp = self._http.send(request, stream=stream)
+        except httpx.ConnectError:
+            raise LoopMLError(f"the LoopML control plane is not reachable at {self.url}: "
+                              "start it with `loopml server` (or set LOOPML_API_URL)") from None
+        except httpx.TimeoutException:
+            raise LoopMLError(f"the control plane at {self.url} did not answer {method} {path} in time") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise InvalidInput(f"API URL {self.url!r} is not valid: {exc}") from None
+        except httpx.TransportError as exc:
+            raise LoopMLError(f"talking to the control plane at {self.url} failed: {exc}") from None
+        if resp.status_code >= 400:
+            if stream:
+                resp.read()
+                resp.close()
+            raise self._error(resp)
+        return resp
+
+    @staticmethod
+    def _error(resp: httpx.Response) -> LoopMLError:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "code" in body and "message" in body:
+            err = error_from_dict(body)
+            err.code, err.status = str(body["code"]), resp.status_code  # e.g. "unauthorized", 401
+            if resp.status_code == 401:
+                err.exit_code = 2  # a missing/wrong token is the user's to fix
+            return err
+        text = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else resp.reason_phrase
+        return LoopMLError(f"{resp.request.method} {resp.request.url.path} failed: HTTP {resp.status_code} {text}")
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def _upload_timeout(self) -> httpx.Timeout:
+        # the server reads, hashes and stores the whole upload before it answers
+        return httpx.Timeout(self.timeout, read=max(self.timeout, 3600.0), write=max(self.timeout, 3600.0))
+
+    # -- health ----------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """Check the control plane is up.
+
+        Returns:
+            ``{"status": "ok", "version": "..."}``
+
+        Example::
+
+            Client().health()["status"]  # "ok"
+        """
+        return self._json("GET", "/health")
+
+    # -- datasets --------------------------------------------------------------------------
+    def add_dataset(self, name: str, source: str | os.PathLike, format: str | None = None,
+                    label: str | None = None, text: str | None = None) -> dict[str, Any]:
+        """Register ``source`` as a new version of dataset ``name`` (same content → same version).
+
+        Args:
+            name: Dataset name (lowercase letters, digits, ``.``, ``_``, ``-``).
+            source: ``sample:NAME``, an ``s3://`` URI, a local file (uploaded), or a local
+                folder (zipped in memory and uploaded). Anything else is sent as a path the
+                server can see.
+            format: ``npz``, ``csv``, ``parquet``, ``images`` or ``text``; inferred when None.
+            label: Label column of a table. text: Text column of a table.
+
+        Returns:
+            The version record with ``created`` (False when identical content was already there).
+
+        Example::
+
+            v = c.add_dataset("penguins", "data/penguins.csv", label="species")
+            print(v["ref"], v["created"])
+        """
+        source_str = os.fspath(source)
+        fields = {k: v for k, v in {"name": name, "format": format, "label": label, "text": text}.items()
+                  if v is not None}
+        local = Path(source_str).expanduser()
+        if source_str.startswith(_REMOTE_PREFIXES) or not local.exists():
+            return self._json("POST", "/datasets", json={**fields, "source": source_str})
+        fields["source"] = str(local.resolve())  # recorded as where the data came from
+        if local.is_dir():
+            files = {"file": (f"{local.resolve().name or 'data'}.zip", zip_folder(local), "application/zip")}
+            return self._json("POST", "/datasets/upload", data=fields, files=files, timeout=self._upload_timeout())
+        with local.open("rb") as f:
+            files = {"file": (local.name, f, "application/octet-stream")}
+            return self._json("POST", "/datasets/upload", data=fields, files=files, timeout=self._upload_timeout())
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        """All datasets with their newest version.
+
+        Returns:
+            ``[{"name", "latest_version", "versions", "latest": {...}}, ...]``
+
+        Example::
+
+            [d["name"] for d in c.list_datasets()]
+        """
+        return self._json("GET", "/datasets")
+
+    def dataset(self, name: str, version: int | str | None = None) -> dict[str, Any]:
+        """One dataset version (schema, class counts, split sizes).
+
+        Args:
+            name: ``NAME`` or ``NAME:VERSION``.
+            version: A number or ``"latest"``; default the version in ``name``, else the newest.
+
+        Returns:
+            The version record.
+
+        Example::
+
+            c.dataset("mnist:1")["schema"]["class_counts"]
+        """
+        if version is None and ":" in name:
+            name, version = name.split(":", 1)
+        which = "latest" if version is None else str(version)
+        return self._json("GET", f"/datasets/{_seg(name)}/versions/{_seg(which)}")
+
+    def dataset_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version of dataset ``name``, oldest first.
+
+        Example::
+
+            len(c.dataset_versions("mnist"))
+        """
+        return self._json("GET", f"/datasets/{_seg(name)}")["versions"]
+
+    # -- files -----------------------------------------------------------------------------
+    def upload_file(self, path: str | os.PathLike, kind: str = "input") -> str:
+        """Upload a model ``.py`` (``kind="model"``) or a prediction input (a folder is zipped).
+
+        Returns:
+            The artifact key (use as ``file:<key>`` / ``upload:<key>``).
+
+        Example::
+
+            key = c.upload_file("my_model.py", kind="model")
+        """
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise InvalidInput(f"{kind} file {os.fspath(path)!r} does not exist")
+        if p.is_dir():
+            payload: Any = (f"{p.resolve().name or 'input'}.zip", zip_folder(p), "application/zip")
+            return self._json("POST", "/files", data={"kind": kind}, files={"file": payload},
+                              timeout=self._upload_timeout())["key"]
+        with p.open("rb") as f:
+            return self._json("POST", "/files", data={"kind": kind}, files={"file": (p.name, f)},
+                              timeout=self._upload_timeout())["key"]
+
+    # -- jobs ------------------------------------------------------------------------------
+    def train(self, dataset: str, model: str = "cnn", params: dict[str, Any] | None = None,
+              register_as: str | None = None, time_limit_s: float | None = None,
+              resume: str | None = None) -> dict[str, Any]:
+        """Submit a training job (validated before it is queued).
+
+        Args:
+            dataset: ``NAME`` or ``NAME:VERSION``.
+            model: ``cnn``, ``rnn``, ``mlp``, a local ``.py`` file exposing
+                ``build_model(hparams, schema)`` (uploaded first), or ``file:<key>``.
+            params: Hyperparameters, e.g. ``{"epochs": 3, "learning_rate": 1e-3}``.
+            register_as: Model name to register the result under.
+            time_limit_s: Stop after this many seconds. resume: Job id to resume from.
+
+        Returns:
+            The queued job record (``id``, ``status``, ``spec``…).
+
+        Example::
+
+            job = c.train("mnist", "cnn", {"epochs": 1}, register_as="mnist-cnn")
+        """
+        if model.endswith(".py") and not model.startswith("file:"):
+            model = "file:" + self.upload_file(model, kind="model")
+        body = {"dataset": dataset, "model": model, "params": dict(params or {}), "register_as": register_as,
+                "time_limit_s": time_limit_s, "resume": resume}
+        return self._json("POST", "/jobs/train", json=body)
+
+    def predict(self, model: str, input: str | os.PathLike, limit: int | None = None) -> dict[str, Any]:
+        """Submit a batch prediction.
+
+        Args:
+            model: ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``.
+            input: ``NAME[:VERSION]:SPLIT`` of a registered dataset (e.g. ``mnist:test``), a
+                local npz/csv/parquet file or image folder (uploaded), or ``upload:<key>``.
+            limit: Predict at most this many rows.
+
+        Returns:
+            The queued job record; fetch the CSV with ``prediction_output`` once it succeeded.
+
+        Example::
+
+            job = c.wait(c.predict("mnist-cnn@prod", "mnist:test", limit=100)["id"])
+            csv_bytes = c.prediction_output(job["id"])
+        """
+        spec = os.fspath(input)
+        if not spec.startswith(("dataset:", "upload:")):
+            if Path(spec).expanduser().exists():
+                spec = "upload:" + self.upload_file(spec, kind="input")
+            elif ":" not in spec:
+                raise InvalidInput(f"input {spec!r} is not a file; use NAME[:VERSION]:SPLIT of a dataset "
+                                   "(e.g. mnist:test) or a local file")
+            else:
+                spec = "dataset:" + spec
+        return self._json("POST", "/jobs/predict", json={"model": model, "input": spec, "limit": limit})
+
+    def job(self, id: str) -> dict[str, Any]:
+        """A job with its status transitions (``events``) and per-epoch ``metrics``.
+
+        Example::
+
+            c.job("job-0123456789")["progress"]
+        """
+        return self._json("GET", f"/jobs/{_seg(id)}")
+
+    def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Jobs, newest first, optionally filtered by ``status`` and ``kind`` (train|predict).
+
+        Example::
+
+            running = c.jobs(status="running")
+        """
+        params = {k: v for k, v in {"status": status, "kind": kind, "limit": limit}.items() if v is not None}
+        return self._json("GET", "/jobs", params=params)
+
+    def logs(self, id: str, after: int = 0) -> dict[str, Any]:
+        """Log lines with an id greater than ``after``.
+
+        Returns:
+            ``{"job_id", "status", "lines": [{"id", "at", "text"}], "next_after"}``
+
+        Example::
+
+            page = c.logs(job_id); page = c.logs(job_id, after=page["next_after"])
+        """
+        return self._json("GET", f"/jobs/{_seg(id)}/logs", params={"after": after})
+
+    def follow_logs(self, id: str, poll: float = 0.5) -> Iterator[str]:
+        """Yield log lines as they are written, until the job has ended and all are read.
+
+        Example::
+
+            for line in c.follow_logs(job_id):
+                print(line)
+        """
+        after = 0
+        while True:
+            page = self.logs(id, after=after)
+            for line in page["lines"]:
+                yield line["text"]
+            after = page["next_after"]
+            if not page["lines"]:
+                if page["status"] in TERMINAL:
+                    return
+                time.sleep(poll)
+
+    def cancel(self, id: str) -> dict[str, Any]:
+        """Cancel a queued job at once, or ask a running one to stop.
+
+        Example::
+
+            c.cancel(job_id)["status"]  # "cancelled", or "running" with cancel_requested
+        """
+        return self._json("POST", f"/jobs/{_seg(id)}/cancel")
+
+    def wait(self, id: str, poll: float = 0.5, timeout: float | None = None) -> dict[str, Any]:
+        """Poll until the job has ended.
+
+        Args:
+            poll: Seconds between polls. timeout: Give up (LoopMLError) after this many seconds.
+
+        Returns:
+            The final job record (check ``status`` and ``reason``).
+
+        Example::
+
+            job = c.wait(c.train("digits", params={"epochs": 1})["id"], timeout=600)
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(id)
+            if job["status"] in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LoopMLError(f"job {id} is still {job['status']} after {timeout:g}s")
+            time.sleep(poll)
+
+    def prediction_output(self, id: str) -> bytes:
+        """The CSV a succeeded prediction job wrote (``Conflict`` before it succeeded).
+
+        Example::
+
+            print(c.prediction_output(job_id).decode()[:200])
+        """
+        return self._send("GET", f"/jobs/{_seg(id)}/output").content
+
+    def download_output(self, id: str, path: str | os.PathLike) -> Path:
+        """Stream the prediction CSV into ``path`` (written whole or not at all).
+
+        Returns:
+            The path written.
+
+        Example::
+
+            c.download_output(job_id, "predictions.csv")
+        """
+        target = Path(path).expanduser()
+        tmp = target.with_name(f".{target.name}.part")
+        resp = self._send("GET", f"/jobs/{_seg(id)}/output", stream=True)
+        try:
+            with tmp.open("wb") as f:
+                for chunk in resp.iter_bytes():
+                    f.write(chunk)
+            os.replace(tmp, target)
+        finally:
+            resp.close()
+            tmp.unlink(missing_ok=True)
+        return target
+
+    # -- models ----------------------------------------------------------------------------
+    def models(self) -> list[dict[str, Any]]:
+        """Registered models with version counts, aliases and latest metrics.
+
+        Example::
+
+            {m["name"]: m["aliases"] for m in c.models()}
+        """
+        return self._json("GET", "/models")
+
+    def model(self, name: str) -> dict[str, Any]:
+        """A model's versions and aliases: ``{"name", "aliases", "versions"}``.
+
+        Example::
+
+            c.model("mnist-cnn")["aliases"]
+        """
+        return self._json("GET", f"/models/{_seg(name)}")
+
+    def model_version(self, name: str, version: int | str = "latest") -> dict[str, Any]:
+        """One model version (a number or ``"latest"``).
+
+        Example::
+
+            c.model_version("mnist-cnn", 2)["metrics"]
+        """
+        return self._json("GET", f"/models/{_seg(name)}/versions/{_seg(str(version))}")
+
+    def model_alias(self, name: str, alias: str) -> dict[str, Any]:
+        """The model version ``alias`` points at.
+
+        Example::
+
+            c.model_alias("mnist-cnn", "prod")["version"]
+        """
+        return self._json("GET", f"/models/{_seg(name)}/aliases/{_seg(alias)}")
+
+    def set_alias(self, name: str, alias: str, version: int, actor: str | None = None) -> dict[str, Any]:
+        """Point ``alias`` at ``version`` (recorded in the alias history with ``actor``).
+
+        Returns:
+            ``{"name", "alias", "version", "previous"}``
+
+        Example::
+
+            c.set_alias("mnist-cnn", "prod", 3)
+        """
+        headers = {"X-LoopML-Actor": actor} if actor else None
+        return self._json("PUT", f"/models/{_seg(name)}/aliases/{_seg(alias)}", json={"version": version},
+                          headers=headers)
+
+    def delete_alias(self, name: str, alias: str, actor: str | None = None) -> dict[str, Any]:
+        """Remove ``alias`` from model ``name``.
+
+        Example::
+
+            c.delete_alias("mnist-cnn", "staging")
+        """
+        headers = {"X-LoopML-Actor": actor} if actor else None
+        return self._json("DELETE", f"/models/{_seg(name)}/aliases/{_seg(alias)}", headers=headers)
+
+    def alias_history(self, name: str) -> list[dict[str, Any]]:
+        """Every alias move of model ``name``, oldest first (alias, from/to version, actor, at).
+
+        Example::
+
+            c.alias_history("mnist-cnn")[-1]
+        """
+        return self._json("GET", f"/models/{_seg(name)}/alias-history")
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: '/', '?', '#' and spaces cannot leak into the route."""
+    from urllib.parse import quote
+
+    if not value:
+        raise InvalidInput("an empty name was given")
+    return quote(value, safe="")

@@ -1,0 +1,357 @@
+"""MetadataStore + repositories contract, run unchanged on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from loopml.core.errors import InvalidInput, NotFound, SchemaOutOfDate
+from loopml.store import tables as t
+from loopml.store.datasets_repo import DatasetRepo
+from loopml.store.db import MetadataStore, current_revision, head_revision, make_engine
+from loopml.store.jobs_repo import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRepo
+from loopml.store.models_repo import ModelRepo
+
+pytest_plugins = ("tests.backends",)
+
+
+def assert_utc_iso(value: str | None) -> datetime:
+    assert isinstance(value, str) and value.endswith("Z"), value
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert parsed.utcoffset() == timezone.utc.utcoffset(None)
+    assert abs((datetime.now(timezone.utc) - parsed).total_seconds()) < 600, value
+    return parsed
+
+
+def count(store: MetadataStore, table) -> int:
+    with store.session() as s:
+        return s.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+# -- schema ----------------------------------------------------------------------------------
+
+def test_new_database_is_created_at_head(metadata_store: MetadataStore) -> None:
+    with metadata_store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    assert rows == [head_revision()]
+    assert current_revision(metadata_store.engine) == head_revision()
+    # opening it again is a no-op
+    again = MetadataStore(metadata_store.url)
+    try:
+        assert current_revision(again.engine) == head_revision()
+    finally:
+        again.dispose()
+
+
+def test_older_or_unknown_revision_is_refused(metadata_url: str) -> None:
+    store = MetadataStore(metadata_url)
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
+    store.dispose()
+    with pytest.raises(SchemaOutOfDate, match="loopml db upgrade") as info:
+        MetadataStore(metadata_url)
+    assert "0000_older" in info.value.message and head_revision() in info.value.message
+
+    # tables but no revision at all (e.g. created by hand / by a pre-Alembic LoopML)
+    engine = make_engine(metadata_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    engine.dispose()
+    with pytest.raises(SchemaOutOfDate, match="loopml db upgrade") as info:
+        MetadataStore(metadata_url)
+    assert "unknown" in info.value.message
+
+
+def test_empty_database_is_not_created_when_create_is_false(metadata_url: str) -> None:
+    with pytest.raises(SchemaOutOfDate, match="loopml db upgrade"):
+        MetadataStore(metadata_url, create=False)
+
+
+def test_failed_transaction_adds_nothing(metadata_store: MetadataStore) -> None:
+    with pytest.raises(RuntimeError):
+        with metadata_store.session() as s:
+            s.add(t.Dataset(name="ghost"))
+            s.flush()
+            raise RuntimeError("abort")
+    assert count(metadata_store, t.Dataset) == 0
+
+
+# -- datasets --------------------------------------------------------------------------------
+
+def _ds_fields(content_hash: str, **over) -> dict:
+    fields = dict(content_hash=content_hash, kind="tabular", source="sample:iris", format="csv", rows=150,
+                  schema={"features": {"x": "float"}, "target": "species"},
+                  splits={"seed": 0, "fractions": [0.8, 0.1, 0.1], "counts": [120, 15, 15]},
+                  artifact_prefix=f"datasets/{content_hash}")
+    fields.update(over)
+    return fields
+
+
+def test_dataset_versions(metadata_store: MetadataStore) -> None:
+    repo = DatasetRepo(metadata_store)
+    assert repo.list() == []
+    assert repo.next_version("iris") == 1
+    v1 = repo.add_version("iris", 1, **_ds_fields("h1"))
+    assert v1["ref"] == "iris:1" and v1["rows"] == 150 and v1["schema"]["target"] == "species"
+    assert v1["splits"]["counts"] == [120, 15, 15]
+    assert_utc_iso(v1["created_at"])
+    assert repo.next_version("iris") == 2
+    repo.add_version("iris", 2, **_ds_fields("h2", rows=151))
+    repo.add_version("penguins", 1, **_ds_fields("h1"))  # same hash, other dataset: fine
+
+    assert repo.get("iris", 1) == v1
+    latest = repo.get("iris")
+    assert latest["version"] == 2 and latest["rows"] == 151
+    assert_utc_iso(latest["created_at"])
+    assert [v["version"] for v in repo.versions("iris")] == [1, 2]
+    assert repo.find_by_hash("iris", "h2")["version"] == 2
+    assert repo.find_by_hash("iris", "nope") is None
+    assert repo.find_by_hash("nope", "h1") is None
+
+    listing = repo.list()
+    assert [(d["name"], d["latest_version"], d["versions"]) for d in listing] == [("iris", 2, 2), ("penguins", 1, 1)]
+    assert listing[0]["latest"]["version"] == 2
+
+
+def test_dataset_not_found_messages(metadata_store: MetadataStore) -> None:
+    repo = DatasetRepo(metadata_store)
+    repo.add_version("iris", 1, **_ds_fields("h1"))
+    with pytest.raises(NotFound, match="dataset 'wine' not found"):
+        repo.get("wine")
+    with pytest.raises(NotFound, match="dataset 'wine' not found"):
+        repo.get("wine", 1)
+    with pytest.raises(NotFound, match="dataset 'wine' not found"):
+        repo.versions("wine")
+    with pytest.raises(NotFound, match="dataset 'iris' has no version 7") as info:
+        repo.get("iris", 7)
+    assert "not found" not in info.value.message
+
+
+def test_dataset_uniqueness_is_enforced_without_partial_rows(metadata_store: MetadataStore) -> None:
+    repo = DatasetRepo(metadata_store)
+    repo.add_version("iris", 1, **_ds_fields("h1"))
+    with pytest.raises(IntegrityError):
+        repo.add_version("iris", 1, **_ds_fields("h-other"))  # same (dataset, version)
+    with pytest.raises(IntegrityError):
+        repo.add_version("iris", 2, **_ds_fields("h1"))  # same (dataset, content_hash)
+    assert [v["content_hash"] for v in repo.versions("iris")] == ["h1"]
+    assert count(metadata_store, t.DatasetVersion) == 1
+
+    # a new dataset whose first version fails: the dataset row is rolled back with it
+    with pytest.raises(IntegrityError):
+        repo.add_version("ghost", 1, **_ds_fields("h9", rows=None))
+    with pytest.raises(NotFound, match="dataset 'ghost' not found"):
+        repo.get("ghost")
+    assert count(metadata_store, t.Dataset) == 1
+    # and the store is still usable afterwards
+    assert repo.add_version("iris", 2, **_ds_fields("h2"))["version"] == 2
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+def test_job_lifecycle_and_events(metadata_store: MetadataStore) -> None:
+    repo = JobRepo(metadata_store)
+    job = repo.create("train", {"dataset": "iris:1", "epochs": 3})
+    assert job["status"] == QUEUED and job["spec"] == {"dataset": "iris:1", "epochs": 3}
+    assert job["cancel_requested"] is False and job["started_at"] is None and job["ended_at"] is None
+    assert_utc_iso(job["created_at"])
+    assert [e["status"] for e in repo.events(job["id"])] == [QUEUED]
+    assert repo.get(job["id"]) == job
+
+    # only from an expected status; a refused move records nothing
+    assert repo.transition(job["id"], SUCCEEDED, expect=[RUNNING]) is False
+    assert repo.get(job["id"])["status"] == QUEUED
+    assert len(repo.events(job["id"])) == 1
+
+    assert repo.transition(job["id"], RUNNING, expect=[QUEUED], worker_host="h", worker_pid=42) is True
+    running = repo.get(job["id"])
+    assert running["status"] == RUNNING and running["worker"]["pid"] == 42 and running["ended_at"] is None
+    started = assert_utc_iso(running["started_at"])
+    assert_utc_iso(running["worker"]["heartbeat_at"])
+    assert repo.transition(job["id"], RUNNING, expect=[QUEUED]) is False
+
+    assert repo.transition(job["id"], FAILED, expect=[RUNNING], reason="out of memory") is True
+    done = repo.get(job["id"])
+    assert done["status"] == FAILED and done["reason"] == "out of memory"
+    assert assert_utc_iso(done["ended_at"]) >= started
+    assert repo.transition(job["id"], SUCCEEDED, expect=[QUEUED, RUNNING]) is False
+
+    events = repo.events(job["id"])
+    assert [e["status"] for e in events] == [QUEUED, RUNNING, FAILED]
+    assert events[-1]["message"] == "out of memory"
+    for e in events:
+        assert_utc_iso(e["at"])
+
+    assert repo.transition("job-missing", RUNNING, expect=[QUEUED]) is False
+    with pytest.raises(NotFound, match="job-missing"):
+        repo.get("job-missing")
+
+
+def test_job_listing(metadata_store: MetadataStore) -> None:
+    repo = JobRepo(metadata_store)
+    a = repo.create("train", {}, job_id="job-a")
+    b = repo.create("predict", {})
+    repo.transition(a["id"], RUNNING, expect=[QUEUED])
+    assert {j["id"] for j in repo.list()} == {"job-a", b["id"]}
+    assert [j["id"] for j in repo.list(status=RUNNING)] == ["job-a"]
+    assert [j["id"] for j in repo.list(kind="predict")] == [b["id"]]
+    assert repo.ids_with_status(QUEUED, RUNNING) == ["job-a", b["id"]]
+    assert repo.ids_with_status(SUCCEEDED) == []
+
+
+def test_heartbeat_and_cancel(metadata_store: MetadataStore) -> None:
+    repo = JobRepo(metadata_store)
+    queued = repo.create("train", {})
+    cancelled = repo.request_cancel(queued["id"])
+    assert cancelled["status"] == CANCELLED and cancelled["ended_at"] is not None
+    assert [e["status"] for e in repo.events(queued["id"])] == [QUEUED, CANCELLED]
+
+    job = repo.create("train", {})
+    repo.transition(job["id"], RUNNING, expect=[QUEUED])
+    assert repo.heartbeat(job["id"], {"epoch": 1, "of": 3}) is False
+    assert repo.get(job["id"])["progress"] == {"epoch": 1, "of": 3}
+    after = repo.request_cancel(job["id"])
+    assert after["status"] == RUNNING and after["cancel_requested"] is True
+    assert repo.heartbeat(job["id"]) is True
+    assert repo.get(job["id"])["progress"] == {"epoch": 1, "of": 3}  # no progress given: kept
+    assert repo.transition(job["id"], CANCELLED, expect=[RUNNING], reason="cancelled by user")
+    assert [e["status"] for e in repo.events(job["id"])] == [QUEUED, RUNNING, CANCELLED]
+
+    with pytest.raises(NotFound):
+        repo.request_cancel("job-missing")
+
+
+def test_metrics_upsert_per_epoch(metadata_store: MetadataStore) -> None:
+    repo = JobRepo(metadata_store)
+    job = repo.create("train", {})
+    other = repo.create("train", {})
+    repo.add_metrics(job["id"], 2, {"loss": 0.5})
+    repo.add_metrics(job["id"], 1, {"loss": 0.9, "accuracy": 0.4})
+    repo.add_metrics(job["id"], 2, {"loss": 0.4, "accuracy": 0.7})  # same epoch again: replaced
+    repo.add_metrics(other["id"], 1, {"loss": 9.0})
+    assert repo.metrics(job["id"]) == [{"epoch": 1, "loss": 0.9, "accuracy": 0.4},
+                                       {"epoch": 2, "loss": 0.4, "accuracy": 0.7}]
+    assert count(metadata_store, t.JobMetric) == 3
+
+
+def test_logs_append_and_paging(metadata_store: MetadataStore) -> None:
+    repo = JobRepo(metadata_store)
+    job = repo.create("train", {})
+    other = repo.create("train", {})
+    repo.append_logs(job["id"], [])
+    assert repo.logs(job["id"]) == []
+    repo.append_logs(job["id"], ["line 1", "line 2", "line 3"])
+    repo.append_logs(other["id"], ["other"])
+    repo.append_logs(job["id"], ["line 4", "ünïcode ✓"])
+
+    all_lines = repo.logs(job["id"])
+    assert [r["text"] for r in all_lines] == ["line 1", "line 2", "line 3", "line 4", "ünïcode ✓"]
+    ids = [r["id"] for r in all_lines]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    for r in all_lines:
+        assert_utc_iso(r["at"])
+
+    page1 = repo.logs(job["id"], limit=2)
+    page2 = repo.logs(job["id"], after=page1[-1]["id"], limit=2)
+    page3 = repo.logs(job["id"], after=page2[-1]["id"], limit=2)
+    assert [r["text"] for r in page1 + page2 + page3] == [r["text"] for r in all_lines]
+    assert repo.logs(job["id"], after=page3[-1]["id"]) == []
+
+
+# -- models ----------------------------------------------------------------------------------
+
+def _mv_fields(**over) -> dict:
+    fields = dict(kind="tabular", template="tabular_mlp", hparams={"units": 32}, metrics={"accuracy": 0.9},
+                  lineage={"dataset": "iris:1"}, runtimes=["keras", "onnx"], artifact_prefix="models/m/x",
+                  job_id="job-1", dataset="iris:1")
+    fields.update(over)
+    return fields
+
+
+def test_model_versions_and_lookup(metadata_store: MetadataStore) -> None:
+    repo = ModelRepo(metadata_store)
+    assert repo.next_version("clf") == 1
+    v1 = repo.add_version("clf", 1, **_mv_fields())
+    assert v1["ref"] == "clf:1" and v1["aliases"] == [] and v1["runtimes"] == ["keras", "onnx"]
+    assert v1["trusted"] is False
+    assert_utc_iso(v1["created_at"])
+    repo.add_version("clf", 2, **_mv_fields(metrics={"accuracy": 0.95}, trusted=True))
+    assert repo.next_version("clf") == 3
+
+    assert repo.get("clf")["version"] == 2
+    assert repo.get("clf", 1) == v1
+    assert [v["version"] for v in repo.versions("clf")] == [1, 2]
+    listing = repo.list()
+    assert listing[0]["name"] == "clf" and listing[0]["versions"] == 2 and listing[0]["latest_version"] == 2
+    assert listing[0]["latest_metrics"] == {"accuracy": 0.95}
+    assert_utc_iso(listing[0]["created_at"])
+
+    with pytest.raises(NotFound, match="model 'nope' not found"):
+        repo.get("nope")
+    with pytest.raises(NotFound, match="model 'clf' has no version 9"):
+        repo.get("clf", 9)
+    with pytest.raises(NotFound, match="model 'clf' has no alias 'prod'"):
+        repo.get("clf", alias="prod")
+    with pytest.raises(IntegrityError):
+        repo.add_version("clf", 2, **_mv_fields())
+    assert len(repo.versions("clf")) == 2
+
+
+def test_aliases_move_with_history(metadata_store: MetadataStore) -> None:
+    repo = ModelRepo(metadata_store)
+    for v in (1, 2, 3):
+        repo.add_version("clf", v, **_mv_fields())
+
+    assert repo.set_alias("clf", "prod", 1, actor="alice") == {"name": "clf", "alias": "prod", "version": 1,
+                                                                "previous": None}
+    assert repo.get("clf", alias="prod")["version"] == 1
+    assert repo.get("clf", 1)["aliases"] == ["prod"]
+    assert repo.set_alias("clf", "prod", 2, actor="bob")["previous"] == 1
+    repo.set_alias("clf", "staging", 2)
+    repo.set_alias("clf", "Canary_1-b", 3)
+    got = repo.get("clf", alias="prod")
+    assert got["version"] == 2 and got["aliases"] == ["prod", "staging"]
+    assert repo.get("clf", 1)["aliases"] == []
+    assert {v["version"]: v["aliases"] for v in repo.versions("clf")} == {1: [], 2: ["prod", "staging"],
+                                                                         3: ["Canary_1-b"]}
+    assert repo.list()[0]["aliases"] == {"prod": 2, "staging": 2, "Canary_1-b": 3}
+
+    repo.delete_alias("clf", "staging", actor="carol")
+    with pytest.raises(NotFound, match="no alias 'staging'"):
+        repo.get("clf", alias="staging")
+    with pytest.raises(NotFound, match="no alias 'staging'"):
+        repo.delete_alias("clf", "staging")
+
+    history = repo.alias_history("clf")
+    assert [(h["alias"], h["from_version"], h["to_version"], h["actor"]) for h in history] == [
+        ("prod", None, 1, "alice"), ("prod", 1, 2, "bob"), ("staging", None, 2, None),
+        ("Canary_1-b", None, 3, None), ("staging", 2, None, "carol")]
+    for h in history:
+        assert_utc_iso(h["at"])
+
+
+def test_invalid_alias_is_refused(metadata_store: MetadataStore) -> None:
+    repo = ModelRepo(metadata_store)
+    repo.add_version("clf", 1, **_mv_fields())
+    for alias in ["", "1prod", "latest", "has space", "pr/od", "a" * 65, "prod!", "-x", "é", "x\n"]:
+        with pytest.raises(InvalidInput, match="alias"):
+            repo.set_alias("clf", alias, 1)
+            pytest.fail(f"alias {alias!r} was accepted")
+    repo.set_alias("clf", "a" * 64, 1)  # the longest valid one
+    assert [h["alias"] for h in repo.alias_history("clf")] == ["a" * 64]
+
+
+def test_alias_to_missing_version_or_model(metadata_store: MetadataStore) -> None:
+    repo = ModelRepo(metadata_store)
+    repo.add_version("clf", 1, **_mv_fields())
+    with pytest.raises(NotFound, match="model 'clf' has no version 5"):
+        repo.set_alias("clf", "prod", 5)
+    with pytest.raises(NotFound, match="model 'nope' not found"):
+        repo.set_alias("nope", "prod", 1)
+    with pytest.raises(NotFound, match="model 'nope' not found"):
+        repo.alias_history("nope")
+    assert repo.alias_history("clf") == []
+    assert count(metadata_store, t.ModelAlias) == 0

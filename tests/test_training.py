@@ -1,0 +1,203 @@
+"""Training and batch-prediction jobs end to end: real workers, real Keras, real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loopml.controlplane import ControlLoop
+from loopml.core.errors import InvalidInput, NotFound
+from loopml.core.settings import Settings
+from loopml.datasets.service import register
+from loopml.platform import Platform
+from loopml.training.service import submit_prediction, submit_training, upload_user_file
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture
+def plat(tmp_path):
+    p = Platform(Settings(home=tmp_path, reconcile_interval_s=0.2, max_concurrent_jobs=2))
+    register(p, "digits", "sample:digits")
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def loop(plat):
+    lp = ControlLoop(plat)
+    lp.start()
+    yield lp
+    lp.stop()
+
+
+def wait(plat, job_id, until=TERMINAL, timeout=240.0, check=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = plat.jobs.get(job_id)
+        if job["status"] in until and (check is None or check(job)):
+            return job
+        time.sleep(0.2)
+    logs = "\n".join(line["text"] for line in plat.jobs.logs(job_id))
+    raise AssertionError(f"job {job_id} still {plat.jobs.get(job_id)['status']} after {timeout}s\n{logs}")
+
+
+def test_cnn_job_records_everything_and_registers_a_version(plat, loop, tmp_path):
+    job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": "2", "batch_size": 32})
+    assert job["status"] == "queued"
+    done = wait(plat, job["id"])
+    assert done["status"] == "succeeded", done["reason"]
+
+    statuses = [e["status"] for e in plat.jobs.events(job["id"])]
+    assert statuses == ["queued", "running", "succeeded"]
+    assert done["started_at"] and done["ended_at"] >= done["started_at"]
+
+    epochs = plat.jobs.metrics(job["id"])
+    assert [m["epoch"] for m in epochs] == [1, 2]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "samples_per_s"):
+        assert key in epochs[-1]
+    ckpts = plat.artifacts.list(f"jobs/{job['id']}/checkpoints")
+    assert [k.rsplit("/", 1)[-1] for k in ckpts] == ["epoch-001.keras", "epoch-002.keras"]
+
+    ev = done["result"]["evaluation"]
+    test_rows = plat.datasets.get("digits")["splits"]["counts"]["test"]
+    assert np.array(ev["confusion_matrix"]).sum() == test_rows == ev["samples"]
+    assert set(ev["per_class"]) == {str(i) for i in range(10)}
+    assert 0.0 <= ev["per_class"]["3"]["precision"] <= 1.0
+    assert any("test accuracy" in line["text"] for line in plat.jobs.logs(job["id"]))
+
+    mv = plat.models.get("digits-cnn")
+    assert mv["version"] == 1 and mv["dataset"] == "digits:1" and mv["job_id"] == job["id"]
+    assert mv["lineage"]["frameworks"]["keras"] and mv["hparams"]["epochs"] == 2
+    assert "onnx" in mv["runtimes"]
+    names = {k.rsplit("/", 1)[-1] for k in plat.artifacts.list(mv["artifact_prefix"])}
+    assert {"model.keras", "loopml.json", "model.onnx", "reference.json"} <= names
+
+    # Raw pixels through the saved version give what the training process computed.
+    from loopml.models.bundle import load_bundle
+
+    folder = plat.artifacts.download_dir(mv["artifact_prefix"], tmp_path / "bundle")
+    reference = json.loads((folder / "reference.json").read_text())
+    raw = np.asarray(reference["inputs"])
+    for runtime in ("onnx", "keras"):
+        got = load_bundle(folder, runtime=runtime).predict_proba(raw)
+        np.testing.assert_allclose(got, np.asarray(reference["probabilities"]), atol=1e-4)
+
+    # Batch prediction over the held-out split, with the truth beside each answer.
+    pj = submit_prediction(plat, model="digits-cnn@latest" if False else "digits-cnn:1", input="digits:test", limit=7)
+    pdone = wait(plat, pj["id"])
+    assert pdone["status"] == "succeeded", pdone["reason"]
+    lines = plat.artifacts.get_bytes(pdone["result"]["output_key"]).decode().splitlines()
+    assert lines[0].startswith("row,truth,label,confidence,p_0") and len(lines) == 8
+
+
+def test_invalid_requests_are_refused_before_queueing(plat):
+    with pytest.raises(InvalidInput, match="epochs"):
+        submit_training(plat, dataset="digits", model="cnn", params={"epochs": "abc"})
+    with pytest.raises(InvalidInput, match="learning_rate"):  # the message lists the valid names
+        submit_training(plat, dataset="digits", model="cnn", params={"bogus": 1})
+    with pytest.raises(InvalidInput, match="rnn"):
+        submit_training(plat, dataset="digits", model="rnn")
+    with pytest.raises(NotFound, match="nope"):
+        submit_training(plat, dataset="nope", model="cnn")
+    with pytest.raises(InvalidInput):
+        submit_training(plat, dataset="digits", model="cnn", time_limit_s=-1)
+    with pytest.raises(NotFound):
+        submit_prediction(plat, model="no-such-model", input="digits:test")
+    assert plat.jobs.list() == []
+
+
+def test_user_model_that_raises_fails_with_reason_and_traceback(plat, loop):
+    key = upload_user_file(plat, "broken.py", b"def build_model(hparams, schema):\n    raise ValueError('boom in user code')\n")
+    job = submit_training(plat, dataset="digits", model=f"file:{key}", params={"epochs": 1})
+    done = wait(plat, job["id"])
+    assert done["status"] == "failed"
+    assert "boom in user code" in done["reason"] and "\n" not in done["reason"]
+    logs = "\n".join(line["text"] for line in plat.jobs.logs(job["id"]))
+    assert "Traceback" in logs and "boom in user code" in logs
+    with pytest.raises(NotFound):
+        plat.models.get("digits-custom")
+
+
+def test_user_model_file_trains_and_registers(plat, loop):
+    code = b'''
+import keras
+from loopml.models.layers import Standardize
+
+def build_model(hparams, schema):
+    inp = keras.Input(shape=tuple(schema["input"]["shape"][1:]))
+    x = Standardize(**schema["standardize"])(inp)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(int(hparams.get("width", "16")), activation="relu")(x)
+    out = keras.layers.Dense(len(schema["classes"]), activation="softmax")(x)
+    return keras.Model(inp, out)
+'''
+    key = upload_user_file(plat, "tiny.py", code)
+    job = submit_training(plat, dataset="digits", model=f"file:{key}", params={"epochs": 2, "width": 8},
+                          register_as="digits-tiny")
+    done = wait(plat, job["id"])
+    assert done["status"] == "succeeded", done["reason"]
+    assert plat.models.get("digits-tiny")["hparams"]["width"] == "8"
+
+
+def test_cancel_stops_a_running_job(plat, loop):
+    job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 500})
+    wait(plat, job["id"], until=("running",), check=lambda j: (j["progress"] or {}).get("epoch", 0) >= 1)
+    assert plat.jobs.request_cancel(job["id"])["cancel_requested"]
+    done = wait(plat, job["id"], timeout=60)
+    assert done["status"] == "cancelled"
+    with pytest.raises(NotFound):
+        plat.models.get("digits-cnn")
+
+
+def test_cancel_of_a_queued_job_is_immediate(plat):
+    job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 1})
+    assert plat.jobs.request_cancel(job["id"])["status"] == "cancelled"
+
+
+def test_time_limit_fails_then_resume_continues_from_checkpoint(plat, loop):
+    job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 500, "batch_size": 64},
+                          time_limit_s=3)
+    done = wait(plat, job["id"])
+    assert done["status"] == "failed" and "time limit" in done["reason"] and "--resume" in done["reason"]
+    ran = len(plat.jobs.metrics(job["id"]))
+    assert ran >= 1
+
+    resumed = submit_training(plat, dataset="", model="", resume=job["id"], params={"epochs": ran + 1})
+    assert resumed["spec"]["resume_from"] == job["id"]
+    rdone = wait(plat, resumed["id"])
+    assert rdone["status"] == "succeeded", rdone["reason"]
+    assert [m["epoch"] for m in plat.jobs.metrics(resumed["id"])] == [ran + 1]
+    assert plat.models.get("digits-cnn")["lineage"]["resumed_from"] == job["id"]
+
+
+def test_control_plane_restart_reattaches_or_fails_jobs(plat):
+    first = ControlLoop(plat)
+    first.start()
+    alive = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 6})
+    doomed = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 500})
+    for j in (alive, doomed):
+        wait(plat, j["id"], until=("running",), check=lambda j: (j["progress"] or {}).get("epoch", 0) >= 1)
+    first.stop()  # the control plane goes away; its workers keep running
+
+    pid = plat.jobs.get(doomed["id"])["worker"]["pid"]
+    os.killpg(pid, signal.SIGKILL)  # ...and one of them dies while nobody watches
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.1)
+
+    second = ControlLoop(plat)  # a new control plane with a new executor
+    second.start()
+    try:
+        failed = wait(plat, doomed["id"], timeout=30)
+        assert failed["status"] == "failed" and "gone" in failed["reason"]
+        ok = wait(plat, alive["id"])
+        assert ok["status"] == "succeeded", ok["reason"]
+    finally:
+        second.stop()
