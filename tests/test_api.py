@@ -119,12 +119,17 @@ def test_register_sample_digits(api):
 
 def test_upload_csv_file_and_reupload(api, tmp_path):
     data = write_csv(tmp_path / "flowers.csv").read_bytes()
-    form = {"name": "flowers", "label": "species"}
+    form = {"name": "flowers", "label": "species", "format": "csv"}
     first = api.post("/datasets/upload", data=form, files={"file": ("flowers.csv", data, "text/csv")})
     assert first.status_code == 201, first.text
     assert first.json()["kind"] == "tabular" and first.json()["source"] == "upload:flowers.csv"
     again = api.post("/datasets/upload", data=form, files={"file": ("renamed.csv", data, "text/csv")})
     assert (again.status_code, again.json()["version"], again.json()["created"]) == (200, 1, False)
+    zipped = api.post("/datasets/upload", data=form,
+                      files={"file": ("f.zip", zip_bytes({"export/flowers.csv": data}), "application/zip")})
+    assert (zipped.status_code, zipped.json()["version"]) == (200, 1)  # a zipped single file is that file
+    assert_error(api.post("/datasets/upload", data={**form, "format": "xls"},
+                          files={"file": ("flowers.csv", data, "text/csv")}), 400, "invalid_input", "format")
 
 
 def test_upload_zip_of_image_folder(api):

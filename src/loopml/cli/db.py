@@ -11,10 +11,10 @@ app = typer.Typer(help="Metadata database maintenance.", no_args_is_help=True)
 def upgrade() -> None:
     """Migrate the configured metadata database (LOOPML_DATABASE_URL) to this LoopML's schema."""
     from loopml.cli.output import console
-    from loopml.core.settings import Settings
+    from loopml.sdk.client import load_settings
     from loopml.store import db
 
-    settings = Settings()
+    settings = load_settings()
     engine = db.make_engine(settings.resolved_database_url)
     try:
         before = db.current_revision(engine)

@@ -14,7 +14,7 @@ alias_app = typer.Typer(help="Point aliases (e.g. prod, staging) at model versio
 app.add_typer(alias_app, name="alias")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-HEADLINE = ("test_accuracy", "test_macro_f1", "val_accuracy")
+HEADLINE = {"test_accuracy": "test acc", "val_accuracy": "val acc"}
 
 
 def _actor() -> str:
@@ -72,7 +72,7 @@ def print_model(record: dict[str, Any]) -> None:
     aliases = record.get("aliases") or {}
     out.print(fields_table([("model", record["name"]), ("versions", len(record["versions"])),
                             ("aliases", ", ".join(f"{a}->{v}" for a, v in aliases.items()) or "-")]))
-    out.print(table("version", "aliases", "dataset", "template", *HEADLINE, "job", "created", rows=[
+    out.print(table("version", "aliases", "dataset", "template", *HEADLINE.values(), "job", "created", rows=[
         (v["version"], ", ".join(v.get("aliases") or []) or "-", v.get("dataset") or "-", v.get("template") or "-",
          *((v.get("metrics") or {}).get(k) for k in HEADLINE), v.get("job_id") or "-", when(v.get("created_at")))
         for v in record["versions"]]))

@@ -27,7 +27,7 @@ def client() -> Client:
 def _consoles(stream_id: int) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stream_id == 2, highlight=False, soft_wrap=False)
+    return Console(stderr=stream_id == 2, highlight=False, soft_wrap=True)  # long lines stay greppable
 
 
 def console() -> Console:
@@ -50,7 +50,9 @@ def num(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        if value != 0 and abs(value) < 10 ** -(digits - 1):
+            return f"{value:.{max(digits - 1, 1)}g}"  # 1e-05, not 0.0000
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.{digits}f}"
     return str(value)
 
 

@@ -16,11 +16,11 @@ def server(
 
     from loopml.api.app import create_app
     from loopml.cli.output import err_console
-    from loopml.core.settings import Settings
     from loopml.platform import Platform
+    from loopml.sdk.client import load_settings
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)
     # open the stores here, so a bad database URL or an old schema is one line, not a traceback
     platform = Platform(settings)
     try:

@@ -93,7 +93,7 @@ def follow(c: Client, job_id: str, *, live: bool = True, poll: float = 0.5) -> d
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
                TimeElapsedColumn())
     try:
-        with Progress(*columns, console=out, transient=True, disable=not live) as progress:
+        with Progress(*columns, console=out, transient=True, disable=not (live and out.is_terminal)) as progress:
             task = progress.add_task("queued", total=None, stats="")
             while True:
                 job = c.job(job_id)

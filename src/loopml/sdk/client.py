@@ -69,9 +69,7 @@ class Client:
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30) -> None:
         if url is None or token is None:
-            from loopml.core.settings import Settings
-
-            settings = Settings()
+            settings = load_settings()
             url = url or settings.resolved_api_url
             token = token if token is not None else settings.token
         self.url = url.rstrip("/")
@@ -409,6 +407,8 @@ class Client:
                 for chunk in resp.iter_bytes():
                     f.write(chunk)
             os.replace(tmp, target)
+        except httpx.TransportError as exc:
+            raise LoopMLError(f"downloading the output of job {id} from {self.url} broke off: {exc}") from None
         finally:
             resp.close()
             tmp.unlink(missing_ok=True)
@@ -483,6 +483,19 @@ class Client:
             c.alias_history("mnist-cnn")[-1]
         """
         return self._json("GET", f"/models/{_seg(name)}/alias-history")
+
+
+def load_settings(**overrides: Any):
+    """Settings() with a bad LOOPML_* value or loopml.toml entry as one InvalidInput line."""
+    from loopml.core.settings import Settings
+
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError
+        errors = getattr(exc, "errors", None)
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in errors()) \
+            if callable(errors) else str(exc).splitlines()[0]
+        raise InvalidInput(f"LoopML settings are not valid (LOOPML_* / loopml.toml): {detail}") from None
 
 
 def _seg(value: str) -> str:
