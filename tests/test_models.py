@@ -357,8 +357,9 @@ def test_lambda_layer_refused_by_safe_mode(tmp_path, table):
     doubled = keras.layers.Lambda(lambda x: x * 2.0)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(doubled))
     save_bundle(tmp_path / "lam", model, features, {"label_names": ["big", "small"]})
-    with pytest.raises(CorruptArtifact, match="safe mode"):
-        load_bundle(tmp_path / "lam", runtime="keras")
+    for runtime in ("keras", "auto", "onnx"):  # the ONNX path must not bypass it
+        with pytest.raises(CorruptArtifact, match="safe mode"):
+            load_bundle(tmp_path / "lam", runtime=runtime)
     trusted = load_bundle(tmp_path / "lam", runtime="keras", trusted=True)
     assert trusted.predict_proba([{"size": 1.0, "count": 2}]).shape == (1, 2)
 

@@ -22,7 +22,7 @@ SPLITS = ("train", "validation", "test")
 
 
 def validate_name(name: str, what: str = "dataset") -> str:
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise InvalidInput(f"{what} name {name!r} is not valid: use lowercase letters, digits, '.', '_' or '-'")
     return name
 
@@ -37,16 +37,47 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-def read_any(source: str, fmt: str | None, label: str | None, text: str | None) -> DatasetContent:
+def read_any(source: str, fmt: str | None, label: str | None, text: str | None,
+             s3_endpoint_url: str | None = None) -> DatasetContent:
     if source.startswith("sample:"):
         from loopml.datasets.samples import load_sample
 
         return load_sample(source.split(":", 1)[1])
+    if "://" in source and not source.startswith("file://"):
+        return _read_remote(source, fmt, label, text, s3_endpoint_url)
+    source = source[len("file://"):] if source.startswith("file://") else source
     if not os.path.exists(source):
         raise InvalidInput(f"source {source!r} does not exist (use a file, a folder, or sample:NAME)")
     from loopml.datasets.formats import read_source
 
     return read_source(source, fmt, label=label, text=text)
+
+
+def _read_remote(uri: str, fmt: str | None, label: str | None, text: str | None,
+                 s3_endpoint_url: str | None) -> DatasetContent:
+    """An s3:// (or other fsspec) file or folder: copied to a temporary folder, then read."""
+    import tempfile
+
+    import fsspec
+
+    from loopml.datasets.formats import read_source
+
+    protocol = uri.split("://", 1)[0]
+    opts = {"client_kwargs": {"endpoint_url": s3_endpoint_url}} if protocol in ("s3", "s3a") and s3_endpoint_url else {}
+    try:
+        fs = fsspec.filesystem(protocol, **opts)
+    except (ImportError, ValueError) as exc:
+        raise InvalidInput(f"source {uri!r}: unsupported scheme {protocol!r} ({exc})") from None
+    path = uri.split("://", 1)[1].rstrip("/")
+    if not fs.exists(path):
+        raise InvalidInput(f"source {uri!r} does not exist")
+    with tempfile.TemporaryDirectory(prefix="loopml-source-") as tmp:
+        local = os.path.join(tmp, path.rsplit("/", 1)[-1] or "data")
+        if fs.isdir(path):
+            fs.get(path + "/", local + "/", recursive=True)
+        else:
+            fs.get_file(path, local)
+        return read_source(local, fmt, label=label, text=text)
 
 
 def register(platform: Platform, name: str, source: str, *, fmt: str | None = None, label: str | None = None,
@@ -59,7 +90,7 @@ def register(platform: Platform, name: str, source: str, *, fmt: str | None = No
     from loopml.datasets.splits import stratified_split
 
     validate_name(name)
-    content = read_any(source, fmt, label, text)
+    content = read_any(source, fmt, label, text, platform.settings.s3_endpoint_url)
     digest = content_hash(content)
     existing = platform.datasets.find_by_hash(name, digest)
     if existing is not None:

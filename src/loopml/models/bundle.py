@@ -247,8 +247,30 @@ def load_bundle(dirpath: str | Path, runtime: str = "auto", trusted: bool = Fals
     except CorruptArtifact as exc:
         raise CorruptArtifact(f"{folder / MANIFEST}: {exc.message}") from None
 
+    if not trusted:
+        _refuse_code_layers(folder / KERAS_FILE)
     return ModelBundle(folder, manifest, features,
                        _make_runtime(folder, manifest, runtime, trusted, intra_op_threads))
+
+
+def _refuse_code_layers(keras_file: Path) -> None:
+    """Refuse a version whose model carries Python code (a Lambda layer) whatever the runtime.
+
+    Keras' safe mode only guards the Keras loader; the ONNX export of such a model would
+    otherwise serve that code's traced effect without anyone having marked the version trusted.
+    """
+    import zipfile
+
+    if not keras_file.is_file():
+        return
+    try:
+        with zipfile.ZipFile(keras_file) as zf:
+            config = zf.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise CorruptArtifact(f"{keras_file} cannot be read: {exc}") from None
+    if b'"class_name": "Lambda"' in config or b'"class_name":"Lambda"' in config:
+        raise CorruptArtifact(f"{keras_file} contains a Lambda layer (arbitrary Python code); "
+                              "safe mode refuses it unless the version is marked trusted")
 
 
 def _make_runtime(folder: Path, manifest: dict[str, Any], runtime: str, trusted: bool,

@@ -103,7 +103,11 @@ class MetadataStore:
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url)
-        ensure_schema(self.engine, create=create)
+        try:
+            ensure_schema(self.engine, create=create)
+        except BaseException:
+            self.engine.dispose()  # a refused database must not leak pooled connections
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextlib.contextmanager

@@ -25,7 +25,7 @@ def upload_user_file(platform: Platform, filename: str, data: bytes, kind: str =
     if kind not in ("model", "input"):
         raise InvalidInput(f"upload kind {kind!r} must be 'model' or 'input'")
     base = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    if not _FILE_RE.match(base):
+    if not _FILE_RE.fullmatch(base):
         raise InvalidInput(f"file name {filename!r} is not valid")
     if kind == "model" and not base.endswith(".py"):
         raise InvalidInput(f"a user model must be a Python file exposing build_model(hparams, schema); got {base!r}")
