@@ -14,12 +14,13 @@ Fixtures
     s3_env          AWS_* dummy credentials / region set with monkeypatch
 
 Environment
-    LOOPML_TEST_POSTGRES_URL       e.g. postgresql://root@127.0.0.1:5432/test; unset -> skip
+    LOOPML_TEST_POSTGRES_URL       default postgresql://$USER@127.0.0.1:5432/test; unreachable -> skip
     LOOPML_TEST_REQUIRE_POSTGRES=1 a missing/unreachable PostgreSQL fails instead of skipping
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 import subprocess
@@ -64,10 +65,8 @@ def with_search_path(url: str, schema: str) -> str:
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
     required = os.environ.get(PG_REQUIRE_ENV) == "1"
-    base = os.environ.get(PG_URL_ENV)
-    if not base:
-        _unavailable(f"PostgreSQL tests need {PG_URL_ENV} (e.g. postgresql://root@127.0.0.1:5432/test)",
-                     required=required)
+    # Unset: try the conventional local server (database `test`, trust auth) and skip if absent.
+    base = os.environ.get(PG_URL_ENV) or f"postgresql://{getpass.getuser()}@127.0.0.1:5432/test"
     import psycopg
 
     admin = _pg_admin_url(base)

@@ -169,7 +169,9 @@ def test_time_limit_fails_then_resume_continues_from_checkpoint(plat, loop):
     ran = len(plat.jobs.metrics(job["id"]))
     assert ran >= 1
 
-    resumed = submit_training(plat, dataset="", model="", resume=job["id"], params={"epochs": ran + 1})
+    with pytest.raises(InvalidInput, match="continues"):
+        submit_training(plat, dataset="digits", model="mlp", resume=job["id"])
+    resumed = submit_training(plat, resume=job["id"], params={"epochs": ran + 1})
     assert resumed["spec"]["resume_from"] == job["id"]
     rdone = wait(plat, resumed["id"])
     assert rdone["status"] == "succeeded", rdone["reason"]
@@ -201,3 +203,39 @@ def test_control_plane_restart_reattaches_or_fails_jobs(plat):
         assert ok["status"] == "succeeded", ok["reason"]
     finally:
         second.stop()
+
+
+def test_prediction_streams_an_uploaded_csv_larger_than_one_chunk(plat, loop):
+    from sklearn.datasets import load_digits
+
+    job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 1})
+    assert wait(plat, job["id"])["status"] == "succeeded"
+    d = load_digits()
+    rows = np.vstack([d.data] * 2)[:2500]  # 2,500 rows: three chunks of at most 1,024
+    header = ",".join([f"px{i}" for i in range(64)] + ["label"])
+    body = "\n".join(",".join(str(int(v)) for v in r) + f",{int(t)}" for r, t in zip(rows, np.tile(d.target, 2)))
+    key = upload_user_file(plat, "pixels.csv", (header + "\n" + body + "\n").encode(), kind="input")
+    pj = submit_prediction(plat, model="digits-cnn", input=f"upload:{key}")
+    done = wait(plat, pj["id"])
+    assert done["status"] == "succeeded", done["reason"]
+    assert done["result"]["rows"] == 2500 and done["result"]["accuracy"] > 0.5
+    lines = plat.artifacts.get_bytes(done["result"]["output_key"]).decode().splitlines()
+    assert len(lines) == 2501 and lines[-1].startswith("2499,")
+
+
+def test_a_dataset_with_missing_files_fails_the_job_with_a_clear_reason(plat, loop):
+    ds = plat.datasets.get("digits")
+    plat.artifacts.delete(ds["artifact_prefix"] + "/splits.npz")
+    job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 1})
+    done = wait(plat, job["id"])
+    assert done["status"] == "failed"
+    assert "digits:1 is damaged" in done["reason"] and "splits.npz" not in done["reason"].split("found:")[-1]
+
+
+def test_early_stopping_stops_before_the_epoch_budget(plat, loop):
+    # a learning rate so high that the validation loss soon stops improving
+    job = submit_training(plat, dataset="digits", model="cnn",
+                          params={"epochs": 40, "patience": 1, "learning_rate": 0.05})
+    done = wait(plat, job["id"])
+    assert done["status"] == "succeeded", done["reason"]
+    assert done["result"]["epochs_run"] < 40

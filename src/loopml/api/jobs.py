@@ -22,8 +22,10 @@ CHUNK = 1024 * 1024
 
 class TrainIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    dataset: str = Field(description="NAME or NAME:VERSION of a registered dataset", examples=["mnist"])
-    model: str = Field("cnn", description="cnn | rnn | mlp, or file:<key> of an uploaded model .py")
+    dataset: str | None = Field(None, description="NAME or NAME:VERSION of a registered dataset "
+                                "(required unless resuming)", examples=["mnist"])
+    model: str | None = Field(None, description="cnn | rnn | mlp, or file:<key> of an uploaded model .py; "
+                              "default: the template for the dataset's kind")
     params: dict[str, ParamValue] = Field(default_factory=dict, description="hyperparameters, e.g. epochs",
                                           examples=[{"epochs": 3, "learning_rate": 0.001}])
     register_as: str | None = Field(None, description="register the trained model under this name")

@@ -245,15 +245,16 @@ class Client:
                               timeout=self._upload_timeout())["key"]
 
     # -- jobs ------------------------------------------------------------------------------
-    def train(self, dataset: str, model: str = "cnn", params: dict[str, Any] | None = None,
+    def train(self, dataset: str | None = None, model: str | None = None, params: dict[str, Any] | None = None,
               register_as: str | None = None, time_limit_s: float | None = None,
               resume: str | None = None) -> dict[str, Any]:
         """Submit a training job (validated before it is queued).
 
         Args:
-            dataset: ``NAME`` or ``NAME:VERSION``.
+            dataset: ``NAME`` or ``NAME:VERSION`` (taken from the original job when resuming).
             model: ``cnn``, ``rnn``, ``mlp``, a local ``.py`` file exposing
-                ``build_model(hparams, schema)`` (uploaded first), or ``file:<key>``.
+                ``build_model(hparams, schema)`` (uploaded first), or ``file:<key>``;
+                default: the template for the dataset's kind (image→cnn, text→rnn, tabular→mlp).
             params: Hyperparameters, e.g. ``{"epochs": 3, "learning_rate": 1e-3}``.
             register_as: Model name to register the result under.
             time_limit_s: Stop after this many seconds. resume: Job id to resume from.
@@ -265,7 +266,7 @@ class Client:
 
             job = c.train("mnist", "cnn", {"epochs": 1}, register_as="mnist-cnn")
         """
-        if model.endswith(".py") and not model.startswith("file:"):
+        if model and model.endswith(".py") and not model.startswith("file:"):
             model = "file:" + self.upload_file(model, kind="model")
         body = {"dataset": dataset, "model": model, "params": dict(params or {}), "register_as": register_as,
                 "time_limit_s": time_limit_s, "resume": resume}

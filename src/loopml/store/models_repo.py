@@ -5,13 +5,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from loopml.core.errors import InvalidInput, NotFound
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
+
+class JobNoLongerRunning(Exception):
+    """The job was cancelled or failed while its model was being saved: nothing registered."""
+
 
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
@@ -129,3 +134,30 @@ class ModelRepo:
             rows = s.execute(select(t.AliasEvent).where(t.AliasEvent.model_id == m.id).order_by(t.AliasEvent.id))
             return [{"alias": e.alias, "from_version": e.from_version, "to_version": e.to_version,
                      "actor": e.actor, "at": iso(e.at)} for e in rows.scalars()]
+
+    def register_from_job(self, job_id: str, name: str, *, fields: dict[str, Any],
+                          result: dict[str, Any]) -> dict[str, Any]:
+        """Insert version ``name``:<next> and mark the job succeeded in ONE transaction, so a
+        version is never half-registered and a job never succeeds without its version."""
+        for _attempt in range(5):  # concurrent registrations of one name: retry with the next number
+            try:
+                with self.store.session() as s:
+                    m = self._model(s, name, create=True)
+                    top = s.execute(select(func.max(t.ModelVersion.version))
+                                    .where(t.ModelVersion.model_id == m.id)).scalar()
+                    row = t.ModelVersion(model_id=m.id, version=(top or 0) + 1, job_id=job_id, **fields)
+                    s.add(row)
+                    s.flush()
+                    record = records.model_version(row, name, [])
+                    now = utcnow()
+                    full = {**result, "model": {"name": name, "version": row.version, "ref": record["ref"]}}
+                    moved = s.execute(update(t.Job).where(t.Job.id == job_id, t.Job.status == "running")
+                                      .values(status="succeeded", ended_at=now, result=full, reason=None)).rowcount
+                    if not moved:
+                        raise JobNoLongerRunning(job_id)
+                    s.add(t.JobEvent(job_id=job_id, status="succeeded", at=now,
+                                     message=f"registered {record['ref']}"))
+                    return record
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not allocate a version number for model {name!r}")

@@ -3,6 +3,7 @@ cancellation and the time limit. Per-batch work is a clock read unless 0.5 s hav
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -13,8 +14,16 @@ import keras
 PROGRESS_EVERY_S = 0.5
 
 
-def _clean(logs: dict[str, Any] | None) -> dict[str, float]:
-    return {k: round(float(v), 6) for k, v in (logs or {}).items() if isinstance(v, (int, float)) or hasattr(v, "__float__")}
+def _clean(logs: dict[str, Any] | None) -> dict[str, float | None]:
+    """Plain floats for JSON; a diverged (NaN/inf) metric becomes None, which every store accepts."""
+    out: dict[str, float | None] = {}
+    for k, v in (logs or {}).items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue
+        out[k] = round(f, 6) if math.isfinite(f) else None
+    return out
 
 
 class JobReporter(keras.callbacks.Callback):

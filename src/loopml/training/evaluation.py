@@ -24,7 +24,8 @@ def classification_report(y_true: np.ndarray, proba: np.ndarray, labels: list[st
     n = max(len(y_true), 1)
     eps = 1e-7
     loss = float(-np.mean(np.log(np.clip(proba[np.arange(len(y_true)), y_true], eps, 1.0)))) if len(y_true) else 0.0
-    return {"accuracy": round(float((y_pred == y_true).sum() / n), 4), "loss": round(loss, 4),
+    return {"accuracy": round(float((y_pred == y_true).sum() / n), 4),
+            "loss": round(loss, 4) if np.isfinite(loss) else None,
             "samples": int(len(y_true)), "labels": labels, "confusion_matrix": cm.tolist(),
             "per_class": per_class,
             "macro_f1": round(float(np.mean([c["f1"] for c in per_class.values()])) if per_class else 0.0, 4)}

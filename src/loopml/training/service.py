@@ -38,11 +38,11 @@ def upload_user_file(platform: Platform, filename: str, data: bytes, kind: str =
     return key
 
 
-def submit_training(platform: Platform, *, dataset: str, model: str, params: dict[str, Any] | None = None,
+def submit_training(platform: Platform, *, dataset: str | None = None, model: str | None = None, params: dict[str, Any] | None = None,
                     register_as: str | None = None, time_limit_s: float | None = None,
                     resume: str | None = None) -> dict[str, Any]:
     """Validate and queue a training job. Raises before queueing if anything is wrong."""
-    from loopml.models.hparams import TEMPLATES, check_template_suits, validate_hparams
+    from loopml.models.hparams import TEMPLATES, check_template_suits, template_for_kind, validate_hparams
 
     params = dict(params or {})
     resume_from = None
@@ -53,14 +53,19 @@ def submit_training(platform: Platform, *, dataset: str, model: str, params: dic
         if not platform.artifacts.list(join("jobs", resume, "checkpoints")):
             raise InvalidInput(f"job {resume!r} has no checkpoint to resume from")
         spec = prev["spec"]
-        dataset = dataset or spec["dataset"]
-        model = model or spec["model"]
+        for given, original, what in ((dataset, spec["dataset"], "dataset"), (model, spec["model"], "model")):
+            if given and given != original:
+                raise InvalidInput(f"--resume {resume} continues {what} {original!r}; got {given!r}")
+        dataset, model = spec["dataset"], spec["model"]
         params = {**spec["hparams"], **params}
         register_as = register_as or spec["register_as"]
         resume_from = resume
 
+    if not dataset:
+        raise InvalidInput("a dataset is required (--dataset NAME[:VERSION]) unless resuming a job")
     name, version = parse_ref(dataset)
     ds = platform.datasets.get(name, version)
+    model = model or template_for_kind(ds["kind"])
     user_key = None
     if model.startswith("file:"):
         user_key = validate_key(model[5:])

@@ -17,7 +17,7 @@ from loopml.core.errors import InvalidInput
 from loopml.datasets.content import DatasetContent
 from loopml.datasets.service import load_version
 from loopml.platform import Platform
-from loopml.registry.service import JobNoLongerRunning, register_job_result
+from loopml.store.models_repo import JobNoLongerRunning
 from loopml.store.jobs_repo import CANCELLED, FAILED, RUNNING
 from loopml.training.evaluation import classification_report
 
@@ -144,7 +144,7 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
 
     proba = np.asarray(model.predict(xs["test"], batch_size=256, verbose=0))
     evaluation = classification_report(ys["test"], proba, classes)
-    print(f"test accuracy {evaluation['accuracy']:.4f}  loss {evaluation['loss']:.4f}  "
+    print(f"test accuracy {evaluation['accuracy']:.4f}  loss {evaluation['loss']}  "
           f"({evaluation['samples']} samples)", flush=True)
     last = platform.jobs.metrics(job_id)[-1] if epochs_run else {}
     metrics = {"test_accuracy": evaluation["accuracy"], "test_loss": evaluation["loss"],
@@ -165,8 +165,8 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
                "resumed_from": spec.get("resume_from"), "frameworks": info.get("frameworks", {}),
                "python": pyplatform.python_version()}
     try:
-        record = register_job_result(
-            platform, job_id, spec["register_as"],
+        record = platform.models.register_from_job(
+            job_id, spec["register_as"],
             fields={"dataset": ds["ref"], "kind": content.kind, "template": spec["model"], "hparams": hp,
                     "metrics": metrics, "lineage": lineage, "runtimes": info.get("runtimes", ["keras"]),
                     "artifact_prefix": prefix},
