@@ -64,7 +64,10 @@ def when(iso: str | None) -> str:
 def table(*columns: str, title: str | None = None, rows: Iterable[Iterable[Any]] = ()) -> Table:
     from rich.table import Table
 
-    t = Table(*columns, title=title, title_justify="left", header_style="bold")
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for i, name in enumerate(columns):
+        # The first column names the thing (job id, dataset, model): never cut it, users copy it.
+        t.add_column(name, no_wrap=i == 0, min_width=len(name))
     for row in rows:
         t.add_row(*(num(v) if not isinstance(v, str) else v for v in row))
     return t
