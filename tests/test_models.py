@@ -93,7 +93,9 @@ def test_hparams_defaults_and_string_coercion():
     assert validate_hparams("CNN", {})["batch_size"] == 64
     rnn = validate_hparams("rnn", {})
     assert (rnn["epochs"], rnn["batch_size"], rnn["units"], rnn["embedding_dim"],
-            rnn["max_length"], rnn["vocab_size"]) == (15, 32, 128, 32, 200, 10_000)
+            rnn["max_length"], rnn["vocab_size"]) == (15, 64, 128, 32, 200, 10_000)
+    assert rnn["clipnorm"] == 1.0 and rnn["restore_best"] is True and cnn["clipnorm"] == 0.0
+    assert validate_hparams("cnn", {"restore_best": "false"})["restore_best"] is False
     assert validate_hparams("mlp", None)["epochs"] == 50
     assert set(HPARAMS) >= {"epochs", "batch_size", "learning_rate", "optimizer", "filters",
                             "dense_units", "units", "embedding_dim", "dropout", "max_length",
@@ -165,7 +167,7 @@ def test_text_features_vocabulary_padding_and_oov(texts):
     assert isinstance(features, TextFeatures) and 2 < features.vocab_size <= 200
     ids = features.transform(["The TEAM won!", "a" + " goal" * 40])
     assert ids.dtype == np.int32 and ids.shape == (2, 12)
-    assert (ids[0, 4:] == 0).all() and (ids[0, :4] > 1).all()  # the, team, won, ! then padding
+    assert (ids[0, 3:] == 0).all() and (ids[0, :3] > 1).all()  # the, team, won (punctuation dropped), padding
     assert (ids[1] > 0).all()  # truncated, no padding
     # NFD + lowercase + strip accents: "CAFÉ" is the known token "cafe".
     assert features.transform(["CAFÉ"])[0, 0] == features.transform(["cafe"])[0, 0] > 1

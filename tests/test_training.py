@@ -71,6 +71,10 @@ def test_cnn_job_records_everything_and_registers_a_version(plat, loop, tmp_path
     assert set(ev["per_class"]) == {str(i) for i in range(10)}
     assert 0.0 <= ev["per_class"]["3"]["precision"] <= 1.0
     assert any("test accuracy" in line["text"] for line in plat.jobs.logs(job["id"]))
+    # restore_best (default): the version holds the lowest-val_loss epoch's weights
+    best = min(epochs, key=lambda m: m["val_loss"])["epoch"]
+    assert done["result"]["metrics"]["best_epoch"] == best
+    assert any(f"restored the weights of epoch {best}" in line["text"] for line in plat.jobs.logs(job["id"]))
 
     mv = plat.models.get("digits-cnn")
     assert mv["version"] == 1 and mv["dataset"] == "digits:1" and mv["job_id"] == job["id"]

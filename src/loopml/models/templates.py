@@ -114,7 +114,8 @@ def make_optimizer(hparams: dict[str, Any]) -> keras.optimizers.Optimizer:
                "rmsprop": keras.optimizers.RMSprop, "adamw": keras.optimizers.AdamW}
     if name not in classes:
         raise InvalidInput(f"unknown optimizer {name!r}; expected one of {', '.join(classes)}")
-    return classes[name](learning_rate=rate)
+    clipnorm = float(hparams.get("clipnorm", 0.0) or 0.0)
+    return classes[name](learning_rate=rate, clipnorm=clipnorm or None)
 
 
 def compile_model(model: keras.Model, hparams: dict[str, Any]) -> None:

@@ -111,7 +111,7 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
     n_train = len(ys["train"])
     batches = max(1, -(-n_train // batch_size))
 
-    from loopml.training.callbacks import JobReporter
+    from loopml.training.callbacks import JobReporter, RestoreBest
 
     def save_checkpoint(path: str, epoch: int) -> None:
         platform.artifacts.put_file(path, join("jobs", job_id, "checkpoints", f"epoch-{epoch:03d}.keras"))
@@ -126,6 +126,9 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(hp["patience"]),
                                                        restore_best_weights=True))
     has_val = len(ys["validation"]) > 0
+    best = RestoreBest("val_loss") if has_val and hp.get("restore_best", True) else None
+    if best is not None:
+        callbacks.append(best)
     t0 = time.monotonic()
     history = model.fit(xs["train"], ys["train"], validation_data=(xs["validation"], ys["validation"]) if has_val else None,
                         epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
@@ -151,6 +154,7 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
                "test_macro_f1": evaluation["macro_f1"],
                **{k: last[k] for k in ("accuracy", "loss", "val_accuracy", "val_loss") if k in last},
                "epochs": initial_epoch + epochs_run,
+               "best_epoch": best.best_epoch if best is not None else None,
                "train_samples_per_s": round(n_train * epochs_run / fit_seconds, 1) if fit_seconds > 0 else None}
 
     reference = raw_inputs(parts["test"].take(np.arange(min(5, len(ys["test"])))))
