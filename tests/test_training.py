@@ -19,6 +19,7 @@ from loopml.platform import Platform
 from loopml.training.service import submit_prediction, submit_training, upload_user_file
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+pytest_plugins = ("tests.backends",)
 
 
 @pytest.fixture
@@ -243,3 +244,28 @@ def test_early_stopping_stops_before_the_epoch_budget(plat, loop):
     done = wait(plat, job["id"])
     assert done["status"] == "succeeded", done["reason"]
     assert done["result"]["epochs_run"] < 40
+
+
+def test_a_job_runs_against_postgresql_and_s3(tmp_path, postgres_url, moto_endpoint, s3_bucket):
+    """The worker gets only the two store locations: the team setup works like the laptop one."""
+    settings = Settings(home=tmp_path, database_url=postgres_url, artifact_uri=f"s3://{s3_bucket}/loopml",
+                        s3_endpoint_url=moto_endpoint, reconcile_interval_s=0.2)
+    p = Platform(settings)
+    lp = ControlLoop(p)
+    lp.start()
+    try:
+        assert register(p, "digits", "sample:digits")["created"]
+        assert not register(p, "digits", "sample:digits")["created"]  # same content, same version
+        job = submit_training(p, dataset="digits", model="cnn", params={"epochs": 1})
+        done = wait(p, job["id"])
+        assert done["status"] == "succeeded", done["reason"]
+        mv = p.models.get("digits-cnn")
+        assert mv["artifact_prefix"].startswith("models/digits-cnn/")
+        assert p.artifacts.exists(mv["artifact_prefix"] + "/model.onnx")
+        from tests.backends import s3_client
+
+        keys = [o["Key"] for o in s3_client(moto_endpoint).list_objects_v2(Bucket=s3_bucket)["Contents"]]
+        assert any(k.startswith("loopml/jobs/") and k.endswith("epoch-001.keras") for k in keys)
+    finally:
+        lp.stop()
+        p.close()
