@@ -64,7 +64,7 @@ def test_cnn_job_records_everything_and_registers_a_version(plat, loop, tmp_path
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "samples_per_s"):
         assert key in epochs[-1]
     ckpts = plat.artifacts.list(f"jobs/{job['id']}/checkpoints")
-    assert [k.rsplit("/", 1)[-1] for k in ckpts] == ["epoch-001.keras", "epoch-002.keras"]
+    assert [k.rsplit("/", 1)[-1] for k in ckpts] == ["epoch-001.npz", "epoch-002.npz", "model.keras"]
 
     ev = done["result"]["evaluation"]
     test_rows = plat.datasets.get("digits")["splits"]["counts"]["test"]
@@ -265,7 +265,7 @@ def test_a_job_runs_against_postgresql_and_s3(tmp_path, postgres_url, moto_endpo
         from tests.backends import s3_client
 
         keys = [o["Key"] for o in s3_client(moto_endpoint).list_objects_v2(Bucket=s3_bucket)["Contents"]]
-        assert any(k.startswith("loopml/jobs/") and k.endswith("epoch-001.keras") for k in keys)
+        assert any(k.startswith("loopml/jobs/") and k.endswith("epoch-001.npz") for k in keys)
     finally:
         lp.stop()
         p.close()

@@ -65,6 +65,8 @@ _SPECS: tuple[HParam, ...] = (
            "before stopping (0 = off)", 0, 10_000),
     HParam("restore_best", "bool", True, "end with the weights of the epoch with the lowest "
            "val_loss (not the last epoch's)"),
+    HParam("lr_schedule", "str", "constant", "learning rate over the epochs: constant, or cosine "
+           "decay from learning_rate towards 0 at the last epoch", choices=("constant", "cosine")),
     HParam("clipnorm", "float", 0.0, "clip each gradient to this norm (0 = off)", 0.0, 1e6),
     HParam("seed", "int", 42, "random seed for weight init and shuffling", 0, 2**31 - 1),
 )

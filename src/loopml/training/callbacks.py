@@ -4,12 +4,13 @@ cancellation and the time limit. Per-batch work is a clock read unless 0.5 s hav
 from __future__ import annotations
 
 import math
-import os
-import tempfile
+import queue
+import threading
 import time
 from typing import Any, Callable
 
 import keras
+import numpy as np
 
 PROGRESS_EVERY_S = 0.5
 
@@ -24,6 +25,14 @@ def _clean(logs: dict[str, Any] | None) -> dict[str, float | None]:
             continue
         out[k] = round(f, 6) if math.isfinite(f) else None
     return out
+
+
+def cosine_schedule(base_rate: float, epochs: int) -> keras.callbacks.Callback:
+    """Per-epoch cosine decay; epoch indices are absolute, so a resumed job continues the curve."""
+    def rate(epoch: int, _current: float) -> float:
+        return float(base_rate * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / max(epochs, 1))))
+
+    return keras.callbacks.LearningRateScheduler(rate)
 
 
 class RestoreBest(keras.callbacks.Callback):
@@ -53,40 +62,113 @@ class RestoreBest(keras.callbacks.Callback):
             print(f"restored the weights of epoch {self.best_epoch} ({self.monitor} {self.best:.4f})", flush=True)
 
 
-class JobReporter(keras.callbacks.Callback):
-    """Reports progress/heartbeat, records epoch metrics, saves a checkpoint per epoch."""
+class BackgroundIO:
+    """One thread that does the reporting I/O (database writes, checkpoint files and uploads) so
+    the training thread only hands over work: the fit loop never waits on storage."""
 
-    def __init__(self, *, epochs: int, batches: int, samples: int,
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="loopml-report-io", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                fn, args = item
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - surfaced on drain()
+                self._error = self._error or exc
+            finally:
+                self._queue.task_done()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._queue.put((fn, args))
+
+    def drain(self) -> None:
+        """Wait for everything submitted so far; re-raise the first failure."""
+        self._queue.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+
+def snapshot(model: Any) -> dict[str, np.ndarray]:
+    """Copies of the model's and optimizer's variables (milliseconds), safe to write later."""
+    arrays = {f"model_{i:04d}": np.array(v) for i, v in enumerate(model.weights)}
+    optimizer = getattr(model, "optimizer", None)
+    for i, v in enumerate(getattr(optimizer, "variables", []) or []):
+        arrays[f"optimizer_{i:04d}"] = np.array(v)
+    return arrays
+
+
+def restore(model: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Put a ``snapshot`` back into a model loaded from the job's architecture file."""
+    weights = [arrays[k] for k in sorted(arrays) if k.startswith("model_")]
+    opt = [arrays[k] for k in sorted(arrays) if k.startswith("optimizer_")]
+    if len(weights) != len(model.weights):
+        raise ValueError(f"checkpoint has {len(weights)} model variables, the model {len(model.weights)}")
+    for var, value in zip(model.weights, weights):
+        var.assign(value)
+    if opt and getattr(model, "optimizer", None) is not None:
+        model.optimizer.build(model.trainable_variables)
+        if len(opt) != len(model.optimizer.variables):
+            raise ValueError(f"checkpoint has {len(opt)} optimizer variables, the optimizer "
+                             f"{len(model.optimizer.variables)}")
+        for var, value in zip(model.optimizer.variables, opt):
+            var.assign(value)
+
+
+class JobReporter(keras.callbacks.Callback):
+    """Reports progress/heartbeat, records epoch metrics, checkpoints every epoch.
+
+    Per batch: a clock read (progress goes out at most every 0.5 s). Per epoch: a copy of the
+    variables. All storage I/O runs on a BackgroundIO thread.
+    """
+
+    def __init__(self, *, epochs: int, batches: int, samples: int, io: BackgroundIO,
                  heartbeat: Callable[[dict[str, Any]], bool],
                  on_epoch: Callable[[int, dict[str, Any]], None],
-                 save_checkpoint: Callable[[str, int], None],
+                 save_checkpoint: Callable[[dict[str, np.ndarray], int], None],
                  time_limit_s: float | None = None, started: float | None = None) -> None:
         super().__init__()
         self.epochs, self.batches, self.samples = epochs, batches, samples
+        self._io = io
         self._heartbeat, self._on_epoch, self._save_checkpoint = heartbeat, on_epoch, save_checkpoint
         self.time_limit_s = time_limit_s
         self.started = started or time.monotonic()
         self.stop_reason: str | None = None
+        self._cancel_requested = False
         self._last = 0.0
         self._epoch = 0
         self._epoch_start = 0.0
-        self._last_epoch_logs: dict[str, float] = {}
+        self._last_epoch_logs: dict[str, float | None] = {}
+
+    def _beat(self, progress: dict[str, Any]) -> None:  # on the I/O thread
+        if self._heartbeat(progress):
+            self._cancel_requested = True
 
     def _progress(self, batch: int, logs: dict[str, Any] | None, force: bool = False) -> None:
         now = time.monotonic()
+        if self._cancel_requested and self.stop_reason is None:
+            self.stop_reason = "cancelled"
+            self.model.stop_training = True
+        elif self.time_limit_s is not None and now - self.started > self.time_limit_s and self.stop_reason is None:
+            self.stop_reason = f"time limit of {self.time_limit_s:g} s reached"
+            self.model.stop_training = True
         if not force and now - self._last < PROGRESS_EVERY_S:
             return
         self._last = now
         progress = {"epoch": self._epoch + 1, "epochs": self.epochs, "batch": batch, "batches": self.batches,
                     **_clean(logs), "elapsed_s": round(now - self.started, 2)}
-        if self._last_epoch_logs:
-            progress.update({k: v for k, v in self._last_epoch_logs.items() if k.startswith("val_")})
-        if self._heartbeat(progress):
-            self.stop_reason = "cancelled"
-            self.model.stop_training = True
-        elif self.time_limit_s is not None and now - self.started > self.time_limit_s:
-            self.stop_reason = f"time limit of {self.time_limit_s:g} s reached"
-            self.model.stop_training = True
+        progress.update({k: v for k, v in self._last_epoch_logs.items() if k.startswith("val_")})
+        self._io.submit(self._beat, progress)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
@@ -101,9 +183,6 @@ class JobReporter(keras.callbacks.Callback):
         metrics = {**_clean(logs), "epoch_seconds": round(seconds, 3),
                    "samples_per_s": round(self.samples / seconds, 1) if seconds > 0 else None}
         self._last_epoch_logs = metrics
-        self._on_epoch(epoch + 1, metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "model.keras")
-            self.model.save(path)
-            self._save_checkpoint(path, epoch + 1)
+        self._io.submit(self._on_epoch, epoch + 1, metrics)
+        self._io.submit(self._save_checkpoint, snapshot(self.model), epoch + 1)
         self._progress(self.batches, logs, force=True)

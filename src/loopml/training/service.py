@@ -50,7 +50,7 @@ def submit_training(platform: Platform, *, dataset: str | None = None, model: st
         prev = platform.jobs.get(resume)
         if prev["kind"] != "train":
             raise InvalidInput(f"job {resume!r} is not a training job; only training jobs can be resumed")
-        if not platform.artifacts.list(join("jobs", resume, "checkpoints")):
+        if not any(k.endswith(".npz") for k in platform.artifacts.list(join("jobs", resume, "checkpoints"))):
             raise InvalidInput(f"job {resume!r} has no checkpoint to resume from")
         spec = prev["spec"]
         for given, original, what in ((dataset, spec["dataset"], "dataset"), (model, spec["model"], "model")):

@@ -21,7 +21,8 @@ from loopml.store.models_repo import JobNoLongerRunning
 from loopml.store.jobs_repo import CANCELLED, FAILED, RUNNING
 from loopml.training.evaluation import classification_report
 
-_CKPT_RE = re.compile(r"epoch-(\d+)\.keras$")
+_CKPT_RE = re.compile(r"epoch-(\d+)\.npz$")
+ARCH_FILE = "model.keras"  # the compiled architecture, once per job; epochs are variable snapshots
 
 
 def raw_inputs(content: DatasetContent) -> Any:
@@ -57,6 +58,27 @@ def _load_features(platform: Platform, job_id: str) -> Any:
     return features_from_config(json.loads(files.pop("features.json")), files)
 
 
+def _load_checkpoint(platform: Platform, job_id: str, key: str) -> Any:
+    """The job's architecture file with an epoch's variables (model and optimizer) put back."""
+    import io
+
+    import keras
+
+    from loopml.core.errors import CorruptArtifact
+    from loopml.training.callbacks import restore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, ARCH_FILE)
+        platform.artifacts.get_file(join("jobs", job_id, "checkpoints", ARCH_FILE), local)
+        model = keras.saving.load_model(local, safe_mode=True)
+    try:
+        with np.load(io.BytesIO(platform.artifacts.get_bytes(key))) as z:
+            restore(model, {k: z[k] for k in z.files})
+    except (ValueError, OSError, KeyError) as exc:
+        raise CorruptArtifact(f"checkpoint {key!r} cannot be restored: {exc}") from None
+    return model
+
+
 def run(platform: Platform, job: dict[str, Any]) -> None:
     import keras
 
@@ -88,10 +110,7 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
         if ckpt is None:
             raise InvalidInput(f"job {prev!r} has no checkpoint to resume from")
         features = _load_features(platform, prev)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, "model.keras")
-            platform.artifacts.get_file(ckpt[0], local)
-            model = keras.saving.load_model(local, safe_mode=True)
+        model = _load_checkpoint(platform, prev, ckpt[0])
         initial_epoch = ckpt[1]
         print(f"resuming from {ckpt[0]} (epoch {initial_epoch})", flush=True)
     else:
@@ -104,6 +123,10 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
         else:
             model = build_model(spec["template"], hp, schema, features)
     _save_features(platform, job_id, features)
+    with tempfile.TemporaryDirectory() as tmp:
+        arch = os.path.join(tmp, ARCH_FILE)
+        model.save(arch)
+        platform.artifacts.put_file(arch, join("jobs", job_id, "checkpoints", ARCH_FILE))
 
     xs = {name: features.transform(raw_inputs(part)) for name, part in parts.items()}
     epochs = int(hp["epochs"])
@@ -111,17 +134,21 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
     n_train = len(ys["train"])
     batches = max(1, -(-n_train // batch_size))
 
-    from loopml.training.callbacks import JobReporter, RestoreBest
+    from loopml.training.callbacks import BackgroundIO, JobReporter, RestoreBest, cosine_schedule
 
-    def save_checkpoint(path: str, epoch: int) -> None:
-        platform.artifacts.put_file(path, join("jobs", job_id, "checkpoints", f"epoch-{epoch:03d}.keras"))
+    def save_checkpoint(arrays: dict[str, np.ndarray], epoch: int) -> None:  # on the I/O thread
+        with platform.artifacts.open_write(join("jobs", job_id, "checkpoints", f"epoch-{epoch:03d}.npz")) as f:
+            np.savez(f, **arrays)
 
-    reporter = JobReporter(epochs=epochs, batches=batches, samples=n_train,
+    io = BackgroundIO()
+    reporter = JobReporter(epochs=epochs, batches=batches, samples=n_train, io=io,
                            heartbeat=lambda p: platform.jobs.heartbeat(job_id, p),
                            on_epoch=lambda e, m: platform.jobs.add_metrics(job_id, e, m),
                            save_checkpoint=save_checkpoint, time_limit_s=spec.get("time_limit_s"),
                            started=started)
     callbacks: list[Any] = [reporter]
+    if hp.get("lr_schedule") == "cosine":
+        callbacks.append(cosine_schedule(float(hp["learning_rate"]), epochs))
     if int(hp.get("patience", 0)) > 0:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(hp["patience"]),
                                                        restore_best_weights=True))
@@ -130,10 +157,15 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
     if best is not None:
         callbacks.append(best)
     t0 = time.monotonic()
-    history = model.fit(xs["train"], ys["train"], validation_data=(xs["validation"], ys["validation"]) if has_val else None,
-                        epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
-                        callbacks=callbacks, verbose=2)
-    fit_seconds = time.monotonic() - t0
+    try:
+        history = model.fit(xs["train"], ys["train"],
+                            validation_data=(xs["validation"], ys["validation"]) if has_val else None,
+                            epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
+                            callbacks=callbacks, verbose=2)
+        fit_seconds = time.monotonic() - t0
+        io.drain()  # every metric and checkpoint is stored before the outcome is recorded
+    finally:
+        io.close()
     epochs_run = len(history.history.get("loss", []))
 
     if reporter.stop_reason == "cancelled":
