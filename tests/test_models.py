@@ -95,6 +95,7 @@ def test_hparams_defaults_and_string_coercion():
     assert (rnn["epochs"], rnn["batch_size"], rnn["units"], rnn["embedding_dim"],
             rnn["max_length"], rnn["vocab_size"]) == (15, 64, 128, 32, 200, 10_000)
     assert rnn["clipnorm"] == 1.0 and rnn["restore_best"] is True and cnn["clipnorm"] == 0.0
+    assert rnn["lr_schedule"] == "cosine" and cnn["lr_schedule"] == "constant"
     assert validate_hparams("cnn", {"restore_best": "false"})["restore_best"] is False
     assert validate_hparams("mlp", None)["epochs"] == 50
     assert set(HPARAMS) >= {"epochs", "batch_size", "learning_rate", "optimizer", "filters",
@@ -169,6 +170,10 @@ def test_text_features_vocabulary_padding_and_oov(texts):
     assert ids.dtype == np.int32 and ids.shape == (2, 12)
     assert (ids[0, 3:] == 0).all() and (ids[0, :3] > 1).all()  # the, team, won (punctuation dropped), padding
     assert (ids[1] > 0).all()  # truncated, no padding
+    # fed last-to-first (the title and lead end next to the LSTM's output); padding stays right
+    tok = features._tokenizer
+    assert list(ids[0, :3]) == [tok.token_to_id(w) for w in ("won", "team", "the")]
+    assert ids[1, 0] == tok.token_to_id("goal") and ids[1, -1] == tok.token_to_id("a")
     # NFD + lowercase + strip accents: "CAFÉ" is the known token "cafe".
     assert features.transform(["CAFÉ"])[0, 0] == features.transform(["cafe"])[0, 0] > 1
     assert features.oov_rate(["the zebra"]) == 0.5

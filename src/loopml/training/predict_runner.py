@@ -51,35 +51,33 @@ def _frame_to_raw(frame, kind: str, text_column: str):
     return frame
 
 
+def _frames(platform: Platform, key: str, name: str):
+    """A csv or parquet file as DataFrames of at most CHUNK rows, streamed (never read whole)."""
+    with platform.artifacts.open_read(key) as f:
+        if name.endswith(".csv"):
+            import pandas as pd
+
+            yield from pd.read_csv(f, chunksize=CHUNK)
+        else:
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=CHUNK):
+                yield batch.to_pandas()
+
+
 def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: str | None, text_column: str,
                         limit: int | None) -> Iterator[tuple[Any, list[str] | None]]:
     name = key.rsplit("/", 1)[-1].lower()
     remaining = limit
-    if name.endswith(".csv"):
-        import pandas as pd
-
-        with platform.artifacts.open_read(key) as f:
-            for frame in pd.read_csv(f, chunksize=CHUNK):
-                if remaining is not None:
-                    frame = frame.iloc[:remaining]
-                    remaining -= len(frame)
-                feats, truth = _split_label(frame, kind, label_column)
-                yield _frame_to_raw(feats, kind, text_column), truth
-                if remaining is not None and remaining <= 0:
-                    return
-    elif name.endswith((".parquet", ".pq")):
-        import pyarrow.parquet as pq
-
-        with platform.artifacts.open_read(key) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=CHUNK):
-                frame = batch.to_pandas()
-                if remaining is not None:
-                    frame = frame.iloc[:remaining]
-                    remaining -= len(frame)
-                feats, truth = _split_label(frame, kind, label_column)
-                yield _frame_to_raw(feats, kind, text_column), truth
-                if remaining is not None and remaining <= 0:
-                    return
+    if name.endswith((".csv", ".parquet", ".pq")):
+        for frame in _frames(platform, key, name):
+            if remaining is not None:
+                frame = frame.iloc[:remaining]
+                remaining -= len(frame)
+            feats, truth = _split_label(frame, kind, label_column)
+            yield _frame_to_raw(feats, kind, text_column), truth
+            if remaining is not None and remaining <= 0:
+                return
     elif name.endswith((".npz", ".npy", ".zip")):
         from loopml.datasets.formats import read_source
         from loopml.training.train_runner import raw_inputs
