@@ -46,7 +46,8 @@ def stratified_split(
 ) -> dict[str, np.ndarray]:
     """Row indices per split, stratified by label.
 
-    Every row lands in exactly one split; each class with >= 3 rows is in all three.
+    Every row lands in exactly one split; each class with >= 3 rows is in all three; each
+    split's rows come in a seeded random order.
     Classes are visited in sorted order with one seeded generator, so the result depends
     only on (labels, seed, fractions).
     """
@@ -65,6 +66,10 @@ def stratified_split(
         bounds = np.cumsum(_allocate(rows.shape[0], fr))
         for i, chunk in enumerate(np.split(rows, bounds[:2])):
             parts[i].append(chunk)
-    return {
-        name: np.sort(np.concatenate(chunks)).astype(np.int64) for name, chunks in zip(SPLITS, parts)
-    }
+    # Each split in a seeded random order rather than sorted: sources are often sorted by class
+    # (mnist, bbc-news), and "the first 10 test rows" should be a mixed sample, not ten zeros.
+    out = {}
+    for name, chunks in zip(SPLITS, parts):
+        idx = np.concatenate(chunks).astype(np.int64)
+        out[name] = idx[rng.permutation(idx.shape[0])]
+    return out
