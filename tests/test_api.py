@@ -212,7 +212,7 @@ def test_job_user_mistakes_are_4xx_json(api, tab):
     assert_error(api.post("/jobs/train", json={"dataset": "tab", "params": {"epochs": [1]}}),
                  400, "invalid_input", "params.epochs")
     assert_error(api.post("/jobs/train", json={"dataset": "tab", "epochs": 3}), 400, "invalid_input", "epochs")
-    assert_error(api.post("/jobs/train", json={"model": "cnn"}), 400, "invalid_input", "dataset: field required")
+    assert_error(api.post("/jobs/train", json={"model": "cnn"}), 400, "invalid_input", "dataset is required")
     assert_error(api.post("/jobs/predict", json={"model": "ghost", "input": "dataset:tab:test"}),
                  404, "not_found", "ghost")
     assert_error(api.get("/jobs/job-missing"), 404, "not_found", "job-missing")
