@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable
 
 from loopml.core.timeutil import utcnow
@@ -19,6 +19,10 @@ from loopml.training.executors.local import LocalExecutor
 
 log = logging.getLogger("loopml.controlplane")
 TIME_LIMIT_GRACE_S = 60.0
+
+
+def _parse(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
 def _last_line(text: str) -> str:
@@ -96,9 +100,7 @@ class ControlLoop:
                 limit = job["spec"].get("time_limit_s")
                 started = job["started_at"]
                 if limit and started:
-                    from datetime import datetime
-
-                    age = (now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
+                    age = (now - _parse(started)).total_seconds()
                     if age > limit + TIME_LIMIT_GRACE_S:  # the worker's own limit did not stop it
                         self.executor.cancel(job_id)
                         jobs.transition(job_id, FAILED, expect=[RUNNING],
@@ -106,14 +108,11 @@ class ControlLoop:
             except Exception:  # noqa: BLE001
                 log.exception("reconciling job %s failed", job_id)
 
-    def _stale(self, job: dict, now) -> bool:
-        from datetime import datetime
-
+    def _stale(self, job: dict, now: datetime) -> bool:
         beat = job["worker"]["heartbeat_at"]
         if not beat:
             return True
-        age = now - datetime.fromisoformat(beat.replace("Z", "+00:00"))
-        return age > timedelta(seconds=self.platform.settings.heartbeat_timeout_s)
+        return now - _parse(beat) > timedelta(seconds=self.platform.settings.heartbeat_timeout_s)
 
     def _dispatch(self) -> None:
         jobs = self.platform.jobs

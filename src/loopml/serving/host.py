@@ -1,0 +1,81 @@
+"""One loaded model version behind a micro-batcher: what an endpoint serves.
+
+``features.transform`` runs on the request path (per request, on the event loop, before
+``submit``): a bad request fails alone with ``InvalidInput`` and never reaches a batch. The
+batcher coalesces the TRANSFORMED tensors and its worker thread calls ``runtime.predict``.
+``warmup()`` calls the runtime once per bucket size so no request pays a first-call cost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loopml.core.errors import CorruptArtifact, InvalidInput
+from loopml.models.bundle import ModelBundle, load_bundle
+from loopml.serving.batcher import Batcher
+
+__all__ = ["ModelHost"]
+
+
+class ModelHost:
+    """A model bundle + its Batcher. Build with ``ModelHost.load(folder)``."""
+
+    def __init__(self, bundle: ModelBundle, *, max_batch_size: int = 64,
+                 max_delay_ms: float = 2.0, name: str = "") -> None:
+        self.bundle = bundle
+        self.name = name or bundle.path.name
+        self.kind: str = bundle.kind
+        self.label_names: list[str] = list(bundle.label_names)
+        features_cfg = bundle.meta.get("features") or {}
+        # codec hints: image shape (checked at decode time), tabular column order, text field
+        self.shape: list[int] | None = None
+        if self.kind == "image":
+            input_shape = (bundle.meta.get("input") or {}).get("shape") or []
+            self.shape = [int(d) for d in input_shape[1:]] or None
+        self.columns: list[str] | None = None
+        if self.kind == "tabular":
+            self.columns = [c["name"] if isinstance(c, dict) else str(c)
+                            for c in features_cfg.get("columns") or []] or None
+        self.text_column: str = str(features_cfg.get("text_column") or "text")
+        self.batcher = Batcher(bundle.runtime.predict, max_batch_size=max_batch_size,
+                               max_delay_ms=max_delay_ms, name=self.name)
+        self._closed = False
+
+    @classmethod
+    def load(cls, folder: str | Path, *, max_batch_size: int = 64, max_delay_ms: float = 2.0,
+             runtime: str = "auto", name: str = "", warmup: bool = True) -> "ModelHost":
+        bundle = load_bundle(folder, runtime=runtime, intra_op_threads=1)
+        host = cls(bundle, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, name=name)
+        if warmup:
+            host.warmup()
+        return host
+
+    @property
+    def loaded(self) -> bool:
+        return not self._closed and not self.batcher.closed
+
+    def warmup(self) -> None:
+        """Run the runtime once per bucket size (synchronously, before serving)."""
+        n_classes = len(self.label_names)
+        for size in self.batcher.buckets:
+            out = self.bundle.runtime.predict(self.bundle.features.example_batch(size))
+            if np.shape(out) != (size, n_classes):
+                raise CorruptArtifact(f"model {self.name!r} returned shape {np.shape(out)} for a "
+                                      f"warm-up batch of {size}; expected ({size}, {n_classes})")
+
+    async def predict_raw(self, raw: Any) -> np.ndarray:
+        """RAW rows (as ``codecs.decode`` returns them) → (N, n_classes) probabilities."""
+        x = self.bundle.features.transform(raw)
+        if len(x) == 0:
+            raise InvalidInput("a request needs at least one row")
+        return await self.batcher.submit(x)
+
+    def stats(self) -> dict[str, Any]:
+        return {"runtime": self.bundle.runtime_name, **self.batcher.stats()}
+
+    async def close(self, drain: bool = True) -> None:
+        self._closed = True
+        await self.batcher.close(drain=drain)
