@@ -22,6 +22,8 @@ class LogSink:
         self._stop = threading.Event()
         self._echo_fd = echo_fd
         self._reader: threading.Thread | None = None
+        self._marker: bytes | None = None
+        self._marker_seen = threading.Event()
         self._flusher: threading.Thread | None = None
 
     def start(self) -> "LogSink":
@@ -48,6 +50,9 @@ class LogSink:
             if self._echo_fd is not None:
                 os.write(self._echo_fd, chunk)
             buf += chunk
+            if self._marker is not None and self._marker in buf:
+                buf = buf.replace(self._marker + b"\n", b"").replace(self._marker, b"")
+                self._marker_seen.set()
             *lines, buf = buf.split(b"\n")
             # Keras progress bars redraw with '\r': keep only the final state of each line.
             decoded = [ln.decode("utf-8", "replace").rsplit("\r", 1)[-1].rstrip() for ln in lines]
@@ -71,9 +76,16 @@ class LogSink:
                 with self._lock:
                     self._lines[:0] = lines
 
-    def close(self) -> None:
+    def sync(self, timeout: float = 5.0) -> None:
+        """Return once everything written so far is stored: a marker goes through the pipe last."""
         sys.stdout.flush()
         sys.stderr.flush()
-        time.sleep(0.05)  # let the reader drain what was just written
-        self._stop.set()
+        self._marker_seen.clear()
+        self._marker = f"\x00loopml-sync-{time.monotonic_ns()}\x00".encode()
+        os.write(1, self._marker + b"\n")
+        self._marker_seen.wait(timeout)
         self.flush()
+
+    def close(self) -> None:
+        self.sync()
+        self._stop.set()

@@ -9,7 +9,7 @@ import io
 import os
 import tempfile
 import zipfile
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -119,7 +119,7 @@ def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: s
         raise UnsupportedFormat(f"input {name!r}: use .csv, .parquet, .npz, .npy or a .zip of a folder")
 
 
-def run(platform: Platform, job: dict[str, Any]) -> None:
+def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None) -> None:
     from loopml.models.bundle import load_bundle
 
     spec = job["spec"]
@@ -165,5 +165,6 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
             out.detach()
     result = {"output_key": output_key, "rows": rows, "model": {"ref": mv["ref"]},
               "accuracy": round(correct / with_truth, 4) if with_truth else None}
-    platform.jobs.transition(job["id"], SUCCEEDED, expect=[RUNNING], result=result)
     print(f"wrote {rows} predictions to {output_key}", flush=True)
+    sync_logs()
+    platform.jobs.transition(job["id"], SUCCEEDED, expect=[RUNNING], result=result)

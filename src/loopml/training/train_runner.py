@@ -8,7 +8,7 @@ import platform as pyplatform
 import re
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -79,7 +79,9 @@ def _load_checkpoint(platform: Platform, job_id: str, key: str) -> Any:
     return model
 
 
-def run(platform: Platform, job: dict[str, Any]) -> None:
+def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None) -> None:
+    """Train, evaluate, register. ``sync_logs`` is called before each final status is recorded,
+    so a job that reads as ended already has all of its logs."""
     import keras
 
     import loopml.models.layers  # noqa: F401 - registers Standardize before any model is loaded
@@ -168,6 +170,7 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
         io.close()
     epochs_run = len(history.history.get("loss", []))
 
+    sync_logs()
     if reporter.stop_reason == "cancelled":
         platform.jobs.transition(job_id, CANCELLED, expect=[RUNNING], reason="cancelled while training")
         return
@@ -200,6 +203,8 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
     lineage = {"dataset": ds["ref"], "dataset_hash": ds["content_hash"], "job_id": job_id,
                "resumed_from": spec.get("resume_from"), "frameworks": info.get("frameworks", {}),
                "python": pyplatform.python_version()}
+    print(f"registering {spec['register_as']} (runtimes: {', '.join(info.get('runtimes', ['keras']))})", flush=True)
+    sync_logs()
     try:
         record = platform.models.register_from_job(
             job_id, spec["register_as"],
@@ -211,4 +216,4 @@ def run(platform: Platform, job: dict[str, Any]) -> None:
         platform.artifacts.delete(prefix)
         print("job was cancelled before registration; model version not registered", flush=True)
         return
-    print(f"registered model version {record['ref']} (runtimes: {', '.join(record['runtimes'])})", flush=True)
+    print(f"registered model version {record['ref']}", flush=True)

@@ -48,16 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         if job["kind"] == "train":
             from loopml.training import train_runner
 
-            train_runner.run(platform, job)
+            train_runner.run(platform, job, sync_logs=sink.sync)
         elif job["kind"] == "predict":
             from loopml.training import predict_runner
 
-            predict_runner.run(platform, job)
+            predict_runner.run(platform, job, sync_logs=sink.sync)
         else:
             raise LoopMLError(f"unknown job kind {job['kind']!r}")
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded, explained status
         code = 1
         traceback.print_exc()
+        sink.sync()  # the traceback is in the job's logs before the job reads as failed
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
         platform.jobs.transition(job_id, FAILED, expect=[RUNNING], reason=reason)
     finally:
