@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import InvalidInput, NotFound, SchemaOutOfDate
+from loopml.core.errors import Conflict, InvalidInput, NotFound, SchemaOutOfDate
 from loopml.store import tables as t
 from loopml.store.datasets_repo import DatasetRepo
 from loopml.store.db import MetadataStore, current_revision, head_revision, make_engine
@@ -133,9 +133,9 @@ def test_dataset_not_found_messages(metadata_store: MetadataStore) -> None:
 def test_dataset_uniqueness_is_enforced_without_partial_rows(metadata_store: MetadataStore) -> None:
     repo = DatasetRepo(metadata_store)
     repo.add_version("iris", 1, **_ds_fields("h1"))
-    with pytest.raises(IntegrityError):
+    with pytest.raises(Conflict):
         repo.add_version("iris", 1, **_ds_fields("h-other"))  # same (dataset, version)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(Conflict):
         repo.add_version("iris", 2, **_ds_fields("h1"))  # same (dataset, content_hash)
     assert [v["content_hash"] for v in repo.versions("iris")] == ["h1"]
     assert count(metadata_store, t.DatasetVersion) == 1

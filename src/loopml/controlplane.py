@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -19,6 +20,7 @@ from loopml.training.executors.local import LocalExecutor
 
 log = logging.getLogger("loopml.controlplane")
 TIME_LIMIT_GRACE_S = 60.0
+CANCEL_GRACE_S = 15.0  # the worker stops itself at its next heartbeat; signals are the fallback
 
 
 def _parse(iso: str) -> datetime:
@@ -37,6 +39,7 @@ class ControlLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._first = True
+        self._cancel_seen: dict[str, float] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -69,6 +72,7 @@ class ControlLoop:
     def _reap(self) -> None:
         jobs = self.platform.jobs
         for ended in self.executor.poll():
+            self._cancel_seen.pop(ended.job_id, None)
             job = jobs.get(ended.job_id)
             if job["status"] != RUNNING:
                 continue  # the worker recorded its own outcome
@@ -96,7 +100,9 @@ class ControlLoop:
                                                "(control plane restarted or worker killed)")
                         continue
                 if job["cancel_requested"]:
-                    self.executor.cancel(job_id)
+                    first = self._cancel_seen.setdefault(job_id, time.monotonic())
+                    if time.monotonic() - first > CANCEL_GRACE_S:
+                        self.executor.cancel(job_id)
                 limit = job["spec"].get("time_limit_s")
                 started = job["started_at"]
                 if limit and started:

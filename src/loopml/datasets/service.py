@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from loopml.artifacts.keys import join
-from loopml.core.errors import CorruptArtifact, InvalidInput
+from loopml.core.errors import Conflict, CorruptArtifact, InvalidInput
 from loopml.datasets.content import DatasetContent
 from loopml.platform import Platform
 
@@ -113,9 +113,7 @@ def register(platform: Platform, name: str, source: str, *, fmt: str | None = No
                 splits={"seed": seed, "fractions": list(fractions),
                         "counts": {k: int(len(v)) for k, v in splits.items()}})
             return {**record, "created": True}
-        except Exception as exc:  # noqa: BLE001
-            if "unique" not in str(exc).lower() and "duplicate" not in str(exc).lower():
-                raise
+        except Conflict:
             again = platform.datasets.find_by_hash(name, digest)
             if again is not None:
                 return {**again, "created": False}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import NotFound
+from loopml.core.errors import Conflict, NotFound
 from loopml.store import records
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
@@ -29,7 +30,22 @@ class DatasetRepo:
             return (top or 0) + 1
 
     def add_version(self, name: str, version: int, **fields: Any) -> dict[str, Any]:
-        """Insert a version whose artifacts are already written (so no record points at nothing)."""
+        """Insert a version whose artifacts are already written (so no record points at nothing).
+
+        Raises Conflict when the version number or the content is already taken (a race).
+        """
+        try:
+            return self._add_version(name, version, **fields)
+        except IntegrityError:
+            with self.store.session() as s:  # a taken number or content is a race; anything else a bug
+                taken = s.execute(select(t.DatasetVersion.id).join(t.Dataset).where(
+                    t.Dataset.name == name, (t.DatasetVersion.version == version)
+                    | (t.DatasetVersion.content_hash == fields.get("content_hash")))).first()
+            if taken is None:
+                raise
+            raise Conflict(f"dataset {name!r} version {version} (or this content) is already registered") from None
+
+    def _add_version(self, name: str, version: int, **fields: Any) -> dict[str, Any]:
         with self.store.session() as s:
             ds = s.execute(select(t.Dataset).where(t.Dataset.name == name)).scalar()
             if ds is None:

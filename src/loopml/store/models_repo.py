@@ -151,7 +151,8 @@ class ModelRepo:
                     record = records.model_version(row, name, [])
                     now = utcnow()
                     full = {**result, "model": {"name": name, "version": row.version, "ref": record["ref"]}}
-                    moved = s.execute(update(t.Job).where(t.Job.id == job_id, t.Job.status == "running")
+                    moved = s.execute(update(t.Job).where(t.Job.id == job_id, t.Job.status == "running",
+                                                          t.Job.cancel_requested.is_(False))
                                       .values(status="succeeded", ended_at=now, result=full, reason=None)).rowcount
                     if not moved:
                         raise JobNoLongerRunning(job_id)

@@ -132,6 +132,10 @@ class JobReporter(keras.callbacks.Callback):
     variables. All storage I/O runs on a BackgroundIO thread.
     """
 
+    # Thread-safe (only a clock read and a queue put): lets Keras keep its async callback
+    # dispatch instead of syncing the device after every batch to hand us the logs.
+    async_safe = True
+
     def __init__(self, *, epochs: int, batches: int, samples: int, io: BackgroundIO,
                  heartbeat: Callable[[dict[str, Any]], bool],
                  on_epoch: Callable[[int, dict[str, Any]], None],
@@ -151,8 +155,11 @@ class JobReporter(keras.callbacks.Callback):
         self._last_epoch_logs: dict[str, float | None] = {}
 
     def _beat(self, progress: dict[str, Any]) -> None:  # on the I/O thread
-        if self._heartbeat(progress):
-            self._cancel_requested = True
+        try:
+            if self._heartbeat(progress):
+                self._cancel_requested = True
+        except Exception as exc:  # noqa: BLE001 - a missed heartbeat must not fail the job; metrics/checkpoints still do
+            print(f"warning: progress update failed ({type(exc).__name__}: {exc})", flush=True)
 
     def _progress(self, batch: int, logs: dict[str, Any] | None, force: bool = False) -> None:
         now = time.monotonic()

@@ -8,7 +8,6 @@ import csv
 import io
 import os
 import tempfile
-import zipfile
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from loopml.artifacts.keys import join
 from loopml.core.errors import InvalidInput, UnsupportedFormat
 from loopml.platform import Platform
-from loopml.store.jobs_repo import RUNNING, SUCCEEDED
+from loopml.store.jobs_repo import CANCELLED, RUNNING, SUCCEEDED
 
 CHUNK = 1024
 LABEL_COLUMNS = ("label", "target", "class", "y", "species")
@@ -104,13 +103,12 @@ def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: s
                 for start in range(0, n, CHUNK):
                     yield x[start:start + CHUNK][: n - start], (y[start:min(start + CHUNK, n)] if y else None)
                 return
-            folder = os.path.join(tmp, "data")
-            with zipfile.ZipFile(local) as zf:
-                for member in zf.namelist():
-                    if member.startswith("/") or ".." in member.split("/"):
-                        raise InvalidInput(f"{name}: unsafe path {member!r} in zip")
-                zf.extractall(folder)
-            content = read_source(folder, "images" if kind == "image" else "text")
+            from pathlib import Path
+
+            from loopml.datasets.archive import dataset_root, safe_unzip
+
+            folder = dataset_root(safe_unzip(Path(local), Path(tmp) / "data"))
+            content = read_source(str(folder), "images" if kind == "image" else "text")
             n = len(content) if remaining is None else min(len(content), remaining)
             for start in range(0, n, CHUNK):
                 sub = content.take(np.arange(start, min(start + CHUNK, n)))
@@ -119,7 +117,21 @@ def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: s
         raise UnsupportedFormat(f"input {name!r}: use .csv, .parquet, .npz, .npy or a .zip of a folder")
 
 
+class _Cancelled(Exception):
+    pass
+
+
 def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None) -> None:
+    """Predict, then record success; a cancel request stops it between chunks (no output kept)."""
+    try:
+        _run(platform, job, sync_logs)
+    except _Cancelled:
+        print("cancelled; partial output discarded", flush=True)
+        sync_logs()
+        platform.jobs.transition(job["id"], CANCELLED, expect=[RUNNING], reason="cancelled by request")
+
+
+def _run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None]) -> None:
     from loopml.models.bundle import load_bundle
 
     spec = job["spec"]
@@ -158,7 +170,8 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
                         with_truth += 1
                         correct += int(truth[i] == label)
                     rows += 1
-                platform.jobs.heartbeat(job["id"], {"rows": rows})
+                if platform.jobs.heartbeat(job["id"], {"rows": rows}):
+                    raise _Cancelled()
             if writer is None:
                 raise InvalidInput("the input has no rows")
             out.flush()
