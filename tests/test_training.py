@@ -95,7 +95,7 @@ def test_cnn_job_records_everything_and_registers_a_version(plat, loop, tmp_path
         np.testing.assert_allclose(got, np.asarray(reference["probabilities"]), atol=1e-4)
 
     # Batch prediction over the held-out split, with the truth beside each answer.
-    pj = submit_prediction(plat, model="digits-cnn@latest" if False else "digits-cnn:1", input="digits:test", limit=7)
+    pj = submit_prediction(plat, model="digits-cnn:1", input="digits:test", limit=7)
     pdone = wait(plat, pj["id"])
     assert pdone["status"] == "succeeded", pdone["reason"]
     lines = plat.artifacts.get_bytes(pdone["result"]["output_key"]).decode().splitlines()
