@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Callable
 
-from loopml.core.timeutil import utcnow
+from loopml.core.timeutil import parse_iso, utcnow
 from loopml.platform import Platform
 from loopml.store.jobs_repo import CANCELLED, FAILED, QUEUED, RUNNING
 from loopml.training.executors.local import LocalExecutor
@@ -21,10 +21,6 @@ from loopml.training.executors.local import LocalExecutor
 log = logging.getLogger("loopml.controlplane")
 TIME_LIMIT_GRACE_S = 60.0
 CANCEL_GRACE_S = 15.0  # the worker stops itself at its next heartbeat; signals are the fallback
-
-
-def _parse(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
 def _last_line(text: str) -> str:
@@ -106,7 +102,7 @@ class ControlLoop:
                 limit = job["spec"].get("time_limit_s")
                 started = job["started_at"]
                 if limit and started:
-                    age = (now - _parse(started)).total_seconds()
+                    age = (now - parse_iso(started)).total_seconds()
                     if age > limit + TIME_LIMIT_GRACE_S:  # the worker's own limit did not stop it
                         self.executor.cancel(job_id)
                         jobs.transition(job_id, FAILED, expect=[RUNNING],
@@ -118,7 +114,7 @@ class ControlLoop:
         beat = job["worker"]["heartbeat_at"]
         if not beat:
             return True
-        return now - _parse(beat) > timedelta(seconds=self.platform.settings.heartbeat_timeout_s)
+        return now - parse_iso(beat) > timedelta(seconds=self.platform.settings.heartbeat_timeout_s)
 
     def _dispatch(self) -> None:
         jobs = self.platform.jobs

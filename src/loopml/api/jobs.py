@@ -115,10 +115,8 @@ def upload_file(
     file: Annotated[UploadFile, File()],
     kind: Annotated[Literal["model", "input"], Form(description="model: a .py; input: npz/csv/parquet/zip")] = "input",
 ) -> FileKey:
-    data = file.file.read()
-    if not data:
-        raise InvalidInput(f"uploaded file {file.filename!r} is empty")
-    key = _training().upload_user_file(_platform(request), safe_filename(file.filename or "upload"), data, kind)
+    # streamed (hashed through a temporary file), never read whole into memory
+    key = _training().upload_user_file(_platform(request), safe_filename(file.filename or "upload"), file.file, kind)
     return FileKey(key=key)
 
 

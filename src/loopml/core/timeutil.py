@@ -9,6 +9,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def parse_iso(value: str) -> datetime:
+    """The inverse of ``iso``: '2026-11-27T10:00:00Z' → an aware datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None

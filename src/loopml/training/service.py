@@ -7,8 +7,10 @@ the local subprocess pool now, Ray later — can run it on any node.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
-from typing import Any
+import tempfile
+from typing import Any, BinaryIO
 
 from loopml.artifacts.keys import join, validate_key
 from loopml.core.errors import InvalidInput, NotFound
@@ -20,8 +22,12 @@ SPLITS = ("train", "validation", "test")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def upload_user_file(platform: Platform, filename: str, data: bytes, kind: str = "model") -> str:
-    """Store an uploaded user file (model code or prediction input) by content; returns its key."""
+def upload_user_file(platform: Platform, filename: str, data: bytes | BinaryIO, kind: str = "model") -> str:
+    """Store an uploaded user file (model code or prediction input) by content; returns its key.
+
+    ``data`` may be a binary file: it is streamed through a temporary file while hashed, so an
+    input larger than memory can be uploaded for batch prediction.
+    """
     if kind not in ("model", "input"):
         raise InvalidInput(f"upload kind {kind!r} must be 'model' or 'input'")
     base = filename.replace("\\", "/").rsplit("/", 1)[-1]
@@ -29,12 +35,19 @@ def upload_user_file(platform: Platform, filename: str, data: bytes, kind: str =
         raise InvalidInput(f"file name {filename!r} is not valid")
     if kind == "model" and not base.endswith(".py"):
         raise InvalidInput(f"a user model must be a Python file exposing build_model(hparams, schema); got {base!r}")
-    if not data:
-        raise InvalidInput(f"uploaded file {base!r} is empty")
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    key = join("uploads", kind + "s", digest, base)
-    if not platform.artifacts.exists(key):
-        platform.artifacts.put_bytes(key, data)
+    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    sha, size = hashlib.sha256(), 0
+    with tempfile.NamedTemporaryFile(prefix="loopml-upload-") as tmp:
+        while chunk := stream.read(1024 * 1024):
+            sha.update(chunk)
+            tmp.write(chunk)
+            size += len(chunk)
+        if size == 0:
+            raise InvalidInput(f"uploaded file {base!r} is empty")
+        tmp.flush()
+        key = join("uploads", kind + "s", sha.hexdigest()[:16], base)
+        if not platform.artifacts.exists(key):
+            platform.artifacts.put_file(tmp.name, key)
     return key
 
 

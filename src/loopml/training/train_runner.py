@@ -14,6 +14,7 @@ import numpy as np
 
 from loopml.artifacts.keys import join
 from loopml.core.errors import InvalidInput
+from loopml.core.timeutil import parse_iso, utcnow
 from loopml.datasets.content import DatasetContent
 from loopml.datasets.service import load_version
 from loopml.platform import Platform
@@ -91,7 +92,10 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
 
     job_id, spec = job["id"], job["spec"]
     hp = spec["hparams"]
-    started = time.monotonic()
+    # The time limit counts from dispatch (the job's started_at), the same origin the control
+    # plane's hard limit uses, so evaluation and export fit inside its grace period.
+    started = time.monotonic() - max(0.0, (utcnow() - parse_iso(job["started_at"])).total_seconds()) \
+        if job.get("started_at") else time.monotonic()
     keras.utils.set_random_seed(int(hp.get("seed", 42)))
 
     ds = platform.datasets.get(spec["dataset_name"], spec["dataset_version"])
