@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from loopml.cli.output import client, console, fields_table, num, print_json, table, when
+from loopml.cli.output import client, console, emit, fields_table, num, print_json, table, when
 
 app = typer.Typer(help="Register and inspect datasets (content-addressed versions).", no_args_is_help=True)
 
@@ -52,9 +52,10 @@ def add(
 def list_(as_json: JsonOpt = False) -> None:
     """List datasets with their newest version."""
     rows = client().list_datasets()
-    if as_json:
-        print_json(rows)
-        return
+    emit(rows, as_json, print_datasets)
+
+
+def print_datasets(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console().print("no datasets yet: loopml datasets add mnist sample:mnist")
         return
@@ -71,10 +72,7 @@ def show(
 ) -> None:
     """Show a dataset version: schema, class counts and split sizes."""
     record = client().dataset(ref)
-    if as_json:
-        print_json(record)
-        return
-    print_dataset(record)
+    emit(record, as_json, print_dataset)
 
 
 def print_dataset(record: dict[str, Any]) -> None:

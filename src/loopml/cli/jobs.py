@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from loopml.cli.output import client, console, fields_table, num, print_evaluation, print_json, table, when
+from loopml.cli.output import client, console, emit, fields_table, num, print_evaluation, table, when
 
 app = typer.Typer(help="Follow and manage training and prediction jobs.", no_args_is_help=True)
 
@@ -53,9 +53,10 @@ def list_(
 ) -> None:
     """List jobs, newest first."""
     rows = client().jobs(status=status.value if status else None, kind=kind.value if kind else None, limit=limit)
-    if as_json:
-        print_json(rows)
-        return
+    emit(rows, as_json, print_jobs)
+
+
+def print_jobs(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console().print("no jobs")
         return
@@ -68,10 +69,7 @@ def list_(
 def show(job_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False) -> None:
     """Status, reason, transitions, per-epoch metrics and test metrics of a job."""
     job = client().job(job_id)
-    if as_json:
-        print_json(job)
-        return
-    print_job(job)
+    emit(job, as_json, print_job)
 
 
 def print_job(job: dict[str, Any]) -> None:

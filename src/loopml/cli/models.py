@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from loopml.cli.output import client, console, fields_table, num, print_json, table, when
+from loopml.cli.output import client, console, emit, fields_table, num, table, when
 
 app = typer.Typer(help="The model registry: versions, aliases, alias history.", no_args_is_help=True)
 alias_app = typer.Typer(help="Point aliases (e.g. prod, staging) at model versions.", no_args_is_help=True)
@@ -28,9 +28,10 @@ def _actor() -> str:
 def list_(as_json: JsonOpt = False) -> None:
     """List registered models."""
     rows = client().models()
-    if as_json:
-        print_json(rows)
-        return
+    emit(rows, as_json, print_models)
+
+
+def print_models(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console().print("no models yet: train one with loopml train --dataset NAME --register-as NAME")
         return
@@ -55,16 +56,9 @@ def show(
     elif version is not None or ref.endswith(":latest"):
         record = c.model_version(name, version or "latest")
     else:
-        record = c.model(name)
-        if as_json:
-            print_json(record)
-            return
-        print_model(record)
+        emit(c.model(name), as_json, print_model)
         return
-    if as_json:
-        print_json(record)
-        return
-    print_version(record)
+    emit(record, as_json, print_version)
 
 
 def print_model(record: dict[str, Any]) -> None:
@@ -111,9 +105,10 @@ def alias_delete(name: str, alias: str) -> None:
 def alias_history(name: str, as_json: JsonOpt = False) -> None:
     """Every alias move of model NAME, oldest first."""
     rows = client().alias_history(name)
-    if as_json:
-        print_json(rows)
-        return
+    emit(rows, as_json, lambda history: print_alias_history(name, history))
+
+
+def print_alias_history(name: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         console().print(f"model {name} has no alias history")
         return

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -42,6 +42,14 @@ def print_json(obj: Any) -> None:
     """Plain JSON on stdout (never Rich-styled, so it pipes into jq)."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def emit(obj: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    """What every list/show command does: JSON for scripts, else the human rendering."""
+    if as_json:
+        print_json(obj)
+    else:
+        render(obj)
 
 
 def num(value: Any, digits: int = 4) -> str:
