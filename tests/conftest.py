@@ -29,7 +29,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
             monkeypatch.delenv(var)
     monkeypatch.setenv("LOOPML_CONFIG", str(tmp_path / "no-such-loopml.toml"))
     home = tmp_path / "loopml-home"
-    return Settings(home=home, port=0, token=None, reconcile_interval_s=0.2)
+    return Settings(home=home, port=0, serving_port=0, token=None, reconcile_interval_s=0.2)
 
 
 @pytest.fixture

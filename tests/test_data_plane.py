@@ -300,7 +300,7 @@ def test_model_failure_is_424_and_queue_full_503(bundle_dir, digits_images):
             assert "secret internals" not in r.text and "Traceback" not in r.text
             host.batcher._predict = real_predict
 
-            async def full(_x):
+            async def full(_x, **_kw):
                 raise QueueFull("queue is full")
             original_submit = host.batcher.submit
             host.batcher.submit = full

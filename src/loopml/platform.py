@@ -11,6 +11,7 @@ from loopml.artifacts.store import ArtifactStore, open_store
 from loopml.core.settings import Settings
 from loopml.store.datasets_repo import DatasetRepo
 from loopml.store.db import MetadataStore
+from loopml.store.endpoints_repo import EndpointRepo
 from loopml.store.jobs_repo import JobRepo
 from loopml.store.models_repo import ModelRepo
 
@@ -32,6 +33,10 @@ class Platform:
     @cached_property
     def models(self) -> ModelRepo:
         return ModelRepo(self.meta)
+
+    @cached_property
+    def endpoints(self) -> EndpointRepo:
+        return EndpointRepo(self.meta)
 
     def close(self) -> None:
         self.meta.dispose()

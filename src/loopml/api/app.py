@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from loopml import __version__
-from loopml.api import datasets, jobs, models
+from loopml.api import datasets, endpoints, jobs, models
 from loopml.api.errors import BearerTokenMiddleware, CatchAllMiddleware, install_handlers
 from loopml.core.settings import Settings
 from loopml.platform import Platform
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
 
                 loop = ControlLoop(plat)
                 loop.start()
+            app.state.control = loop  # the API names the data plane's address from it
             yield
         finally:
             if loop is not None:
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(endpoints.router)
 
     # add_middleware wraps outward: the token check runs first, the catch-all sits inside it
     app.add_middleware(CatchAllMiddleware)

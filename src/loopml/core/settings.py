@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     executor: Literal["local"] = Field("local", description="Where jobs run.")
     reconcile_interval_s: float = Field(0.5, gt=0, description="Control-plane loop period.")
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="A running job silent this long is failed.")
+    serving_host: str = Field("127.0.0.1", description="Data-plane (endpoints) bind address.")
+    serving_port: int = Field(8081, ge=0, le=65535, description="Data-plane port, one for all endpoints (0: any free port).")
+    serving_token: str | None = Field(None, description="If set, data-plane requests need 'Authorization: Bearer <token>'.")
+    serving_memory_mb: int = Field(2048, ge=16, description="Model memory budget of the serving process; least-recently-used models unload past it.")
+    capture_prefix: str = Field("capture", description="Artifact-store prefix of captured endpoint traffic.")
     log_level: str = Field("warning", description="Server log level.")
 
     @field_validator("home", mode="before")

@@ -20,7 +20,7 @@ import os
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 
@@ -47,6 +47,14 @@ def zip_folder(folder: str | os.PathLike) -> bytes:
                 path = Path(dirpath) / fname
                 zf.write(path, f"{top}/{path.relative_to(root).as_posix()}")
     return buf.getvalue()
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "<unchanged>"
+
+
+_KEEP: Any = _Keep()  # update_endpoint(shadow=...) left out: keep the shadow
 
 
 class Client:
@@ -484,6 +492,324 @@ class Client:
             c.alias_history("mnist-cnn")[-1]
         """
         return self._json("GET", f"/models/{_seg(name)}/alias-history")
+
+    # -- endpoints (real-time serving) -----------------------------------------------------
+    def create_endpoint(self, name: str, model: str | None = None,
+                        variants: list[dict[str, Any]] | None = None, shadow: str | None = None,
+                        capture_percent: float | None = None, max_batch_size: int | None = None,
+                        max_batch_delay_ms: float | None = None, multi_model: bool | None = None,
+                        wait: bool = False, timeout: float = 300) -> dict[str, Any]:
+        """Create a real-time endpoint serving ``model`` (and/or weighted ``variants``).
+
+        Args:
+            name: Endpoint name (letters, digits, hyphens; it becomes part of the URL).
+            model: ``MODEL@ALIAS`` (follows the alias when it moves) or ``MODEL:VERSION``;
+                shorthand for one variant named ``primary``.
+            variants: Production variants ``[{"name", "ref", "weight"}]``; traffic share is
+                weight / sum of weights.
+            shadow: ``MODEL:VERSION`` or ``MODEL@ALIAS`` that gets a copy of the traffic (its
+                answers are captured, never returned).
+            capture_percent: Share of requests (0-100) whose input and output are captured.
+            max_batch_size, max_batch_delay_ms: Adaptive batching (defaults 64 rows, 2 ms).
+            multi_model: Allow ``target_model`` on invocations.
+            wait: Return only once the endpoint serves (``wait_endpoint``).
+            timeout: Seconds ``wait`` may take.
+
+        Returns:
+            The endpoint record (``status``, ``ready``, ``generation``, ``url``…).
+
+        Example::
+
+            ep = c.create_endpoint("digits", model="digits-cnn@production", wait=True)
+            print(c.invoke("digits", instances=images[:2]))
+        """
+        body: dict[str, Any] = {"name": name, **_endpoint_fields(
+            model=model, variants=variants, capture_percent=capture_percent,
+            max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms,
+            multi_model=multi_model)}
+        if shadow is not None:
+            body["shadow"] = shadow
+        record = self._json("POST", "/endpoints", json=body)
+        return self.wait_endpoint(name, timeout=timeout) if wait else record
+
+    def update_endpoint(self, name: str, model: str | None = None,
+                        variants: list[dict[str, Any]] | None = None, shadow: Any = _KEEP,
+                        capture_percent: float | None = None, max_batch_size: int | None = None,
+                        max_batch_delay_ms: float | None = None, multi_model: bool | None = None,
+                        wait: bool = False, timeout: float = 300) -> dict[str, Any]:
+        """Change an endpoint: only the arguments given change (a new ``generation``).
+
+        ``model`` replaces the variants by one ``primary``; ``variants`` replaces them all.
+        ``shadow=None`` removes the shadow; leaving ``shadow`` out keeps it. The old versions
+        keep answering until the new ones are loaded (no failed requests on a switch).
+
+        Returns:
+            The endpoint record (once it serves the new generation with ``wait=True``).
+
+        Example::
+
+            c.update_endpoint("digits", variants=[
+                {"name": "primary", "ref": "digits-cnn:3", "weight": 90},
+                {"name": "canary", "ref": "digits-cnn:4", "weight": 10}], wait=True)
+        """
+        body = _endpoint_fields(model=model, variants=variants, capture_percent=capture_percent,
+                                max_batch_size=max_batch_size,
+                                max_batch_delay_ms=max_batch_delay_ms, multi_model=multi_model)
+        if shadow is not _KEEP:
+            body["shadow"] = shadow
+        record = self._json("PATCH", f"/endpoints/{_seg(name)}", json=body)
+        return self.wait_endpoint(name, timeout=timeout) if wait else record
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        """All endpoints, by name, with their status.
+
+        Example::
+
+            {e["name"]: e["status"] for e in c.endpoints()}
+        """
+        return self._json("GET", "/endpoints")
+
+    def endpoint(self, name: str) -> dict[str, Any]:
+        """One endpoint record: ``spec`` (as written), ``resolved`` (the versions to serve),
+        ``status`` (Creating | Updating | InService | Failed), ``message``, ``ready``, ``url``.
+
+        Example::
+
+            c.endpoint("digits")["ready"]
+        """
+        return self._json("GET", f"/endpoints/{_seg(name)}")
+
+    def delete_endpoint(self, name: str) -> dict[str, Any]:
+        """Delete an endpoint (the serving process stops serving it).
+
+        Returns:
+            ``{"deleted": name}``
+
+        Example::
+
+            c.delete_endpoint("digits")
+        """
+        return self._json("DELETE", f"/endpoints/{_seg(name)}")
+
+    def wait_endpoint(self, name: str, timeout: float = 300, poll: float = 0.25,
+                      on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the endpoint serves its current generation (``ready``).
+
+        Args:
+            timeout: Give up after this many seconds (``EndpointTimeout``).
+            poll: Seconds between polls.
+            on_poll: Called with every record read (progress display).
+
+        Returns:
+            The ready record.
+
+        Raises:
+            EndpointFailed: the serving process could not load the current generation (the
+                record's message says why; the record is on ``.record``).
+            EndpointTimeout: not ready within ``timeout``.
+
+        Example::
+
+            c.wait_endpoint("digits", timeout=120)
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.endpoint(name)
+            if on_poll is not None:
+                on_poll(record)
+            if record.get("ready"):
+                return record
+            if record.get("status") == "Failed":
+                raise EndpointFailed(f"endpoint {name!r} failed (generation "
+                                     f"{record.get('generation')}): "
+                                     f"{record.get('message') or 'no reason given'}", record)
+            if time.monotonic() >= deadline:
+                why = f": {record['message']}" if record.get("message") else ""
+                raise EndpointTimeout(f"endpoint {name!r} is still {record.get('status')} after "
+                                      f"{timeout:g}s{why}", record)
+            time.sleep(poll)
+
+    def invoke(self, name: str, instances: Any = None, body: Any = None,
+               content_type: str = "application/json", variant: str | None = None,
+               target_model: str | None = None, inference_id: str | None = None) -> Any:
+        """Predict with a real-time endpoint (the data plane's ``invocations``, SageMaker-style).
+
+        Args:
+            instances: Rows as JSON-able values (images as nested lists, texts as strings,
+                records as dicts); sent as ``{"instances": [...]}``.
+            body: Instead of ``instances``: raw ``bytes``/``str`` sent as-is with
+                ``content_type`` (``application/x-npy``, ``text/csv``, ``text/plain``), or any
+                JSON-able value.
+            variant: Send to this production variant (else weighted random).
+            target_model: ``MODEL:VERSION`` on a multi-model endpoint.
+            inference_id: Recorded with captured traffic.
+
+        Returns:
+            The parsed JSON answer: ``{"predictions": [{"label", "confidence", "probabilities"}]}``.
+
+        Raises:
+            InvalidInput (HTTP 400), NotFound (404), UnsupportedFormat (415), else
+            InvocationError with the data plane's message, ``.code`` (its x-amzn-ErrorType)
+            and ``.status``.
+
+        Example::
+
+            out = c.invoke("digits", instances=images[:4].tolist())
+            [p["label"] for p in out["predictions"]]
+        """
+        return self._invocation(name, instances=instances, body=body, content_type=content_type,
+                                variant=variant, target_model=target_model,
+                                inference_id=inference_id).json()
+
+    def _invocation(self, name: str, *, instances: Any = None, body: Any = None,
+                    content_type: str = "application/json", variant: str | None = None,
+                    target_model: str | None = None,
+                    inference_id: str | None = None) -> httpx.Response:
+        """The data plane's raw 200 response (the CLI also reads its variant header)."""
+        import json as _jsonlib
+
+        if (instances is None) == (body is None):
+            raise InvalidInput("give either instances or body")
+        if instances is not None:
+            content, content_type = _jsonlib.dumps({"instances": instances}).encode(), "application/json"
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            content = bytes(body)
+        elif isinstance(body, str):
+            content = body.encode("utf-8")
+        else:
+            content = _jsonlib.dumps(body).encode()
+        headers = {"Content-Type": content_type}
+        for header, value in (("X-Amzn-SageMaker-Target-Variant", variant),
+                              ("X-Amzn-SageMaker-Target-Model", target_model),
+                              ("X-Amzn-SageMaker-Inference-Id", inference_id)):
+            if value:
+                headers[header] = value
+        for attempt in (0, 1):
+            url = self._invocation_url(name, fresh=attempt > 0)
+            request = self._http.build_request("POST", url, content=content, headers=headers)
+            # the control plane's token is not the data plane's: send LOOPML_SERVING_TOKEN only
+            request.headers.pop("Authorization", None)
+            serving_token = self._serving_token()
+            if serving_token:
+                request.headers["Authorization"] = f"Bearer {serving_token}"
+            try:
+                resp = self._http.send(request)
+            except httpx.ConnectError:
+                if attempt == 0:
+                    continue  # the data plane may have moved (control plane restarted): ask again
+                raise LoopMLError(f"the data plane of endpoint {name!r} is not reachable at "
+                                  f"{url}") from None
+            except httpx.TimeoutException:
+                raise LoopMLError(f"endpoint {name!r} did not answer in {self.timeout:g}s") from None
+            except httpx.TransportError as exc:
+                raise LoopMLError(f"invoking endpoint {name!r} at {url} failed: {exc}") from None
+            if resp.status_code >= 400:
+                raise _invocation_error(name, resp)
+            return resp
+        raise AssertionError("unreachable")
+
+    def _invocation_url(self, name: str, *, fresh: bool = False) -> str:
+        cache: dict[str, str] = self.__dict__.setdefault("_endpoint_urls", {})
+        if fresh or name not in cache:
+            url = self.endpoint(name).get("url")
+            if not url:
+                raise LoopMLError(f"endpoint {name!r} has no data-plane address: the control plane "
+                                  f"at {self.url} runs no data plane (started without its control loop?)")
+            cache[name] = _reachable(url, self.url)
+        return cache[name]
+
+    def _serving_token(self) -> str | None:
+        if "_serving_token_value" not in self.__dict__:
+            self.__dict__["_serving_token_value"] = load_settings().serving_token
+        return self.__dict__["_serving_token_value"]
+
+
+class EndpointFailed(LoopMLError):
+    """The serving process could not load an endpoint's current generation (``.record``)."""
+
+    code = "endpoint_failed"
+
+    def __init__(self, message: str, record: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class EndpointTimeout(LoopMLError):
+    """An endpoint did not become ready in time (``.record`` is the last one read)."""
+
+    code = "timeout"
+
+    def __init__(self, message: str, record: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class InvocationError(LoopMLError):
+    """The data plane refused or failed an invocation: ``code`` is its ``x-amzn-ErrorType``
+    (ModelError, ServiceUnavailable, ModelNotReadyException…), ``status`` the HTTP status,
+    ``retry_after`` its Retry-After seconds (503/429: try again shortly)."""
+
+    code = "invocation_error"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int = 500,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _endpoint_fields(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _reachable(url: str, api_url: str) -> str:
+    """The control plane names the data plane as it sees it (127.0.0.1 when bound locally or to
+    every interface); a client on another machine reaches it at the API's host instead."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    loopback = ("127.0.0.1", "localhost", "::1")
+    dp, api = urlsplit(url), urlsplit(api_url)
+    if dp.hostname in loopback and api.hostname and api.hostname not in loopback:
+        host = f"[{api.hostname}]" if ":" in api.hostname else api.hostname
+        return urlunsplit(dp._replace(netloc=f"{host}:{dp.port}" if dp.port else host))
+    return url
+
+
+def _invocation_error(name: str, resp: httpx.Response) -> LoopMLError:
+    from loopml.core.errors import NotFound, UnsupportedFormat
+
+    kind = resp.headers.get("x-amzn-errortype") or ""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    message = None
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("Message") or body.get("error")
+    if not message:
+        text = resp.text.strip()
+        message = text.splitlines()[0][:200] if text else f"HTTP {resp.status_code} {resp.reason_phrase}"
+    message = str(message)
+    if resp.status_code == 400:
+        return InvalidInput(message)
+    if resp.status_code == 404:
+        return NotFound(message)
+    if resp.status_code == 415:
+        return UnsupportedFormat(message)
+    retry = resp.headers.get("retry-after")
+    try:
+        retry_after = float(retry) if retry else None
+    except ValueError:
+        retry_after = None
+    if resp.status_code == 401:
+        message += " (set LOOPML_SERVING_TOKEN to the data plane's token)"
+    err = InvocationError(f"endpoint {name!r}: {message}", code=kind or None,
+                          status=resp.status_code, retry_after=retry_after)
+    if resp.status_code in (401, 403, 413):
+        err.exit_code = 2  # the caller's to fix
+    return err
 
 
 def load_settings(**overrides: Any):

@@ -1,44 +1,108 @@
-"""The real-time data plane: a raw ASGI app speaking the SageMaker runtime contract.
+"""The real-time data plane: one raw ASGI app for every endpoint of a serving process.
 
-    GET  /ping                              200 when every host is loaded, else 503
-    POST /endpoints/{name}/invocations      body → codecs.decode → ModelHost → encode_predictions
+    GET  /ping, /healthz, /readyz            health (ping/readyz: 200 once every endpoint is loaded)
+    GET  /metrics                            Prometheus text format
+    GET  /openapi.json                       this API, for clients and fuzzers
+    POST /endpoints/{name}/invocations       the SageMaker runtime contract (boto3 works unmodified)
+    /v2/...                                  the Open Inference Protocol v2 (tritonclient works)
 
 Raw ASGI (no framework, no middleware) keeps the per-request overhead at the transport floor
-(docs: ../shared/design/dependency-notes.md "HTTP serving"). Errors follow SageMaker: the HTTP
-status, header ``x-amzn-ErrorType: <Code>`` and JSON ``{"message": ...}`` so boto3 raises its
-modelled exceptions (ValidationError, ModelError, InternalFailure, ServiceUnavailable).
+(docs/benchmarks.md). Errors follow SageMaker: the HTTP status, header
+``x-amzn-ErrorType: <Code>`` and JSON ``{"message": ...}``, so boto3 raises its modelled
+exceptions (ValidationError, ModelError, ModelNotReadyException, ServiceUnavailable).
 
-With ``token`` set every route but ``/ping`` needs ``Authorization: Bearer <token>`` (boto3
-signs with SigV4 instead, so token auth and boto3 clients do not mix). ``/ping`` stays open for
-load-balancer health checks. The app closes its hosts' batchers on lifespan shutdown.
+With ``token`` set every route but the health checks needs ``Authorization: Bearer <token>``
+(boto3 signs with SigV4 instead, so token auth and boto3 clients do not mix).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import random
 import re
+import time
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
-from loopml.core.errors import InvalidInput, LoopMLError, UnsupportedFormat
+import numpy as np
+
+from loopml.core.errors import InvalidInput, LoopMLError, NotFound, UnsupportedFormat
+from loopml.serving import oip
 from loopml.serving.batcher import BatcherClosed, QueueFull
+from loopml.serving.capture import CaptureWriter
 from loopml.serving.codecs import decode, encode_predictions, error_body
 from loopml.serving.host import ModelHost
+from loopml.serving.live import LiveEndpoint, Variant
+from loopml.serving.metrics import ServingMetrics
+from loopml.serving.model_cache import ModelNotReady
+from loopml.serving.openapi import OPENAPI_JSON
 
-__all__ = ["create_data_plane", "MAX_BODY_BYTES"]
+__all__ = ["create_data_plane", "MAX_BODY_BYTES", "StaticEndpoints"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 6_291_456  # SageMaker's synchronous invocation limit
 _INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
-_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _JSON = b"application/json"
-_VARIANT = b"AllTraffic"
+_HEALTH = ("/ping", "/healthz", "/readyz")
+_MAX_SHADOW_TASKS = 1000
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Endpoints(Protocol):
+    """What the app needs of the endpoint table (serving.manager.EndpointManager)."""
+
+    def get(self, name: str) -> LiveEndpoint | None: ...
+    def loading(self, name: str) -> bool: ...
+    def ready(self) -> bool: ...
+    def lookup(self, name: str, version: str | None) -> ModelHost: ...
+    async def target_model(self, ep: LiveEndpoint, ref: str) -> Variant: ...
+
+
+class StaticEndpoints:
+    """A fixed ``name → ModelHost`` table (one variant ``AllTraffic`` each): for embedding a
+    data plane without a metadata store (tests, benchmarks)."""
+
+    def __init__(self, hosts: dict[str, ModelHost]) -> None:
+        from loopml.serving.spec import validate_name
+
+        self.live = {}
+        for name, host in hosts.items():
+            validate_name(name)
+            variant = Variant(name="AllTraffic", host=host, weight=1.0, model=host.model_name,
+                              version=int(host.model_version))
+            self.live[name] = LiveEndpoint(name=name, generation=1, variants=[variant])
+
+    def get(self, name: str) -> LiveEndpoint | None:
+        return self.live.get(name)
+
+    def loading(self, name: str) -> bool:
+        return False
+
+    def ready(self) -> bool:
+        return all(h.loaded for ep in self.live.values() for h in ep.hosts())
+
+    def lookup(self, name: str, version: str | None) -> ModelHost:
+        ep = self.live.get(name)
+        if ep is None:
+            raise NotFound(f"model {name!r} not found")
+        return ep.variants[0].host
+
+    async def target_model(self, ep: LiveEndpoint, ref: str) -> Variant:
+        raise InvalidInput(f"endpoint {ep.name!r} is not a multi-model endpoint")
+
+    async def close(self) -> None:
+        for ep in self.live.values():
+            for host in ep.hosts():
+                try:
+                    await host.close()
+                except Exception:  # one host failing to close must not block the others
+                    log.exception("closing endpoint %r failed", ep.name)
 
 
 class _HttpError(Exception):
@@ -49,10 +113,13 @@ class _HttpError(Exception):
         self.headers = headers or []
 
 
-async def _respond(send: Send, status: int, body: bytes,
-                   headers: list[tuple[bytes, bytes]]) -> None:
+_RETRY = [(b"retry-after", b"1")]
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
+                   content_type: bytes = _JSON) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", _JSON),
+                "headers": [(b"content-type", content_type),
                             (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
 
@@ -94,14 +161,46 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def create_data_plane(hosts: dict[str, ModelHost], *, token: str | None = None):
-    """An ASGI app serving ``hosts`` (endpoint name → loaded ModelHost)."""
-    hosts = dict(hosts)
-    for name in hosts:
-        if not _NAME.match(name):
-            raise InvalidInput(f"endpoint name {name!r} is invalid: letters, digits and "
-                               "hyphens, starting and ending alphanumeric, at most 63 chars")
+def _model_error(exc: BaseException, where: str) -> _HttpError:
+    """Map what decoding or the model raised to the SageMaker error it is."""
+    if isinstance(exc, UnsupportedFormat):
+        return _HttpError(415, "ValidationError", exc.message)
+    if isinstance(exc, (InvalidInput, NotFound)):
+        return _HttpError(400, "ValidationError", exc.message)
+    if isinstance(exc, ModelNotReady):
+        return _HttpError(429, "ModelNotReadyException", exc.message, _RETRY)
+    if isinstance(exc, (QueueFull, BatcherClosed)):
+        return _HttpError(503, "ServiceUnavailable", exc.message, _RETRY)
+    if isinstance(exc, LoopMLError):
+        log.warning("%s: model error: %s", where, exc.message)
+        return _HttpError(424, "ModelError", f"{where} failed: {exc.message}")
+    log.error("%s: model failure", where, exc_info=exc)
+    return _HttpError(424, "ModelError", f"{where} failed: {type(exc).__name__}")
+
+
+def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str | None = None,
+                      metrics: ServingMetrics | None = None,
+                      capture: CaptureWriter | None = None,
+                      on_shutdown: Callable[[], Awaitable[None]] | None = None):
+    """An ASGI app serving ``endpoints`` (an EndpointManager, or a ``name → ModelHost`` dict)."""
+    owned_static = isinstance(endpoints, dict)
+    table: Any = StaticEndpoints(endpoints) if owned_static else endpoints
+    metrics = metrics or ServingMetrics()
     expected_auth = None if token is None else b"Bearer " + token.encode("utf-8")
+    shadow_tasks: set[asyncio.Task] = set()
+
+    def batcher_stats():
+        seen = set()
+        for name, ep in list(getattr(table, "live", {}).items()):
+            for v in [*ep.variants, *([ep.shadow] if ep.shadow else [])]:
+                if id(v.host) in seen:
+                    continue
+                seen.add(id(v.host))
+                yield name, v.name, v.host.batcher.stats()
+
+    metrics.add_source(batcher_stats)
+    if capture is not None:
+        metrics.set_capture_source(capture.stats)
 
     async def lifespan(receive: Receive, send: Send) -> None:
         while True:
@@ -109,48 +208,147 @@ def create_data_plane(hosts: dict[str, ModelHost], *, token: str | None = None):
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for host in hosts.values():
+                if shadow_tasks:
+                    await asyncio.wait(list(shadow_tasks), timeout=5)
+                if owned_static:
+                    await table.close()
+                if on_shutdown is not None:
                     try:
-                        await host.close()
-                    except Exception:  # one host failing to close must not block the others
-                        log.exception("closing endpoint %r failed", host.name)
+                        await on_shutdown()
+                    except Exception:
+                        log.exception("data plane shutdown hook failed")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def run_shadow(ep: LiveEndpoint, raw: Any, proba: np.ndarray, body: bytes,
+                   content_type: str | None, inference_id: str | None, captured: bool) -> None:
+        shadow = ep.shadow
+        if shadow is None or len(shadow_tasks) >= _MAX_SHADOW_TASKS:
+            return  # a slow shadow never grows memory without bound
+
+        async def go() -> None:
+            t0 = time.perf_counter()
+            try:
+                out = await shadow.host.predict_raw(raw)
+            except Exception as exc:  # noqa: BLE001 - shadow failures never reach the caller
+                log.debug("shadow of %s failed: %s", ep.name, exc)
+                metrics.stats_for(ep.name, shadow.name).observe(500, time.perf_counter() - t0)
+                return
+            latency = time.perf_counter() - t0
+            metrics.stats_for(ep.name, shadow.name).observe(200, latency)
+            metrics.count_shadow(ep.name, bool(np.array_equal(out.argmax(axis=1),
+                                                              proba.argmax(axis=1))))
+            if captured and capture is not None:
+                capture.record(ep.name, shadow.name, input_body=body,
+                               input_content_type=content_type,
+                               output_body=encode_predictions(out, shadow.host.label_names),
+                               inference_id=inference_id, model=shadow.model,
+                               model_version=shadow.version, latency_ms=latency * 1000.0,
+                               shadow=True)
+
+        task = asyncio.get_running_loop().create_task(go())
+        shadow_tasks.add(task)
+        task.add_done_callback(shadow_tasks.discard)
+
     async def invoke(name: str, scope: Scope, receive: Receive, send: Send,
-                     request_id: bytes) -> None:
-        host = hosts.get(name)
-        if host is None:
+                     request_id: bytes, t0: float) -> None:
+        ep = table.get(name)
+        if ep is None:
+            if table.loading(name):
+                raise _HttpError(503, "ServiceUnavailable",
+                                 f"endpoint {name} is loading; retry shortly", _RETRY)
             raise _HttpError(404, "ValidationError", f"Endpoint {name} not found.")
-        body = await _read_body(scope, receive)
-        if body is None:
-            return  # the client went away
-        content_type = None
+        content_type = target_variant = target_model = inference_id = None
         for key, value in scope["headers"]:
             if key == b"content-type":
                 content_type = value.decode("latin-1")
-                break
+            elif key == b"x-amzn-sagemaker-target-variant":
+                target_variant = value.decode("latin-1")
+            elif key == b"x-amzn-sagemaker-target-model":
+                target_model = value.decode("latin-1")
+            elif key == b"x-amzn-sagemaker-inference-id":
+                inference_id = value.decode("latin-1")
+        variant_name = target_variant or "-"
+        status = 500
         try:
-            raw, _ = decode(body, content_type, host.kind, shape=host.shape,
-                            columns=host.columns, text_column=host.text_column)
-            proba = await host.predict_raw(raw)
-            out = encode_predictions(proba, host.label_names)
-        except UnsupportedFormat as exc:
-            raise _HttpError(415, "ValidationError", exc.message) from None
-        except InvalidInput as exc:
-            raise _HttpError(400, "ValidationError", exc.message) from None
-        except (QueueFull, BatcherClosed) as exc:
-            raise _HttpError(503, "ServiceUnavailable", exc.message,
-                             [(b"retry-after", b"1")]) from None
-        except LoopMLError as exc:
-            log.warning("endpoint %r: model error: %s", name, exc.message)
-            raise _HttpError(424, "ModelError", f"model {name!r} failed: {exc.message}") from None
-        except Exception as exc:
-            log.exception("endpoint %r: model failure", name)
-            raise _HttpError(424, "ModelError",
-                             f"model {name!r} failed: {type(exc).__name__}") from None
-        await _respond(send, 200, out, [(b"x-amzn-invoked-production-variant", _VARIANT),
-                                         (b"x-amzn-requestid", request_id)])
+            if inference_id is not None and not 1 <= len(inference_id) <= 64:
+                raise _HttpError(400, "ValidationError",
+                                 "X-Amzn-SageMaker-Inference-Id must be 1 to 64 characters")
+            try:
+                variant = (await table.target_model(ep, target_model) if target_model
+                           else ep.pick(target_variant))
+            except LoopMLError as exc:
+                raise _model_error(exc, f"endpoint {name!r}") from None
+            variant_name = variant.name
+            host = variant.host
+            host.batcher.announce()  # the batch may wait for this request while its body arrives
+            announced = True
+            try:
+                body = await _read_body(scope, receive)
+                if body is None:
+                    status = 499
+                    return  # the client went away
+                raw, _ = decode(body, content_type, host.kind, shape=host.shape,
+                                columns=host.columns, text_column=host.text_column)
+                announced = False
+                try:
+                    proba = await host.predict_raw(raw, announced=True)
+                except BatcherClosed:
+                    # the version was swapped out while this request was arriving: use the
+                    # endpoint's current generation once (zero failed requests on a switch)
+                    ep = table.get(name) or ep
+                    variant = ep.pick(variant.name if target_variant else None) \
+                        if not target_model else variant
+                    variant_name, host = variant.name, variant.host
+                    proba = await host.predict_raw(raw)
+                out = encode_predictions(proba, host.label_names)
+            except _HttpError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to the SageMaker error it is
+                raise _model_error(exc, f"endpoint {name!r}") from None
+            finally:
+                if announced:
+                    host.batcher.withdraw()
+            status = 200
+            await _respond(send, 200, out, [(b"x-amzn-invoked-production-variant",
+                                             variant.name_bytes),
+                                            (b"x-amzn-requestid", request_id)])
+            captured = ep.capture_fraction > 0 and capture is not None and (
+                ep.capture_fraction >= 1.0 or random.random() < ep.capture_fraction)
+            if captured:
+                capture.record(name, variant.name, input_body=body,
+                               input_content_type=content_type, output_body=out,
+                               inference_id=inference_id, model=variant.model,
+                               model_version=variant.version,
+                               latency_ms=(time.perf_counter() - t0) * 1000.0)
+            if ep.shadow is not None:
+                run_shadow(ep, raw, proba, body, content_type, inference_id, captured)
+        except _HttpError as exc:
+            status = exc.status
+            raise
+        finally:
+            metrics.stats_for(name, variant_name).observe(status, time.perf_counter() - t0)
+
+    async def v2(scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        if scope["method"] == "POST":
+            body = await _read_body(scope, receive)
+            if body is None:
+                return
+        headers = dict(scope["headers"])
+        status, extra, out = await oip.handle_v2(scope["method"], scope["path"], headers, body,
+                                                 table)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", str(len(out)).encode()), *extra]})
+        await send({"type": "http.response.body", "body": out})
+
+    def authorised(scope: Scope) -> bool:
+        if expected_auth is None:
+            return True
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                return hmac.compare_digest(value, expected_auth)
+        return False
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -159,35 +357,45 @@ def create_data_plane(hosts: dict[str, ModelHost], *, token: str | None = None):
             return
         if kind != "http":
             return
+        t0 = time.perf_counter()
         request_id = str(uuid.uuid4()).encode()
         path, method = scope["path"], scope["method"]
         try:
             try:
-                if path == "/ping":
+                if path in _HEALTH:
                     if method not in ("GET", "HEAD"):
-                        raise _HttpError(405, "ValidationError", f"{method} /ping is not allowed")
-                    ready = all(h.loaded for h in hosts.values())
-                    await _respond(send, 200 if ready else 503,
-                                   b'{"status":"ok"}' if ready else b'{"status":"loading"}',
+                        raise _HttpError(405, "ValidationError", f"{method} {path} is not allowed")
+                    ok = path == "/healthz" or table.ready()
+                    await _respond(send, 200 if ok else 503,
+                                   b'{"status":"ok"}' if ok else b'{"status":"loading"}',
                                    [(b"x-amzn-requestid", request_id)])
                     return
-                if expected_auth is not None:
-                    got = b""
-                    for key, value in scope["headers"]:
-                        if key == b"authorization":
-                            got = value
-                            break
-                    if not hmac.compare_digest(got, expected_auth):
-                        raise _HttpError(401, "AccessDeniedException",
-                                         "missing or invalid bearer token",
-                                         [(b"www-authenticate", b"Bearer")])
+                if not authorised(scope):
+                    if path.startswith("/v2"):
+                        await _respond(send, 401, b'{"error":"missing or invalid bearer token"}',
+                                       [(b"www-authenticate", b"Bearer")])
+                        return
+                    raise _HttpError(401, "AccessDeniedException",
+                                     "missing or invalid bearer token",
+                                     [(b"www-authenticate", b"Bearer")])
                 match = _INVOKE.match(path)
-                if match is None:
-                    raise _HttpError(404, "ValidationError", f"no route for {path}")
-                if method != "POST":
-                    raise _HttpError(405, "ValidationError", f"{method} {path} is not allowed; "
-                                                             "use POST")
-                await invoke(match.group(1), scope, receive, send, request_id)
+                if match is not None:
+                    if method != "POST":
+                        raise _HttpError(405, "ValidationError",
+                                         f"{method} {path} is not allowed; use POST")
+                    await invoke(match.group(1), scope, receive, send, request_id, t0)
+                    return
+                if path == "/v2" or path.startswith("/v2/"):
+                    await v2(scope, receive, send)
+                    return
+                if path == "/metrics" and method == "GET":
+                    body, ctype = metrics.render()
+                    await _respond(send, 200, body, [], ctype.encode())
+                    return
+                if path == "/openapi.json" and method == "GET":
+                    await _respond(send, 200, OPENAPI_JSON, [])
+                    return
+                raise _HttpError(404, "ValidationError", f"no route for {method} {path}")
             except _HttpError as exc:
                 await _error(send, exc, request_id)
         except Exception:
@@ -198,5 +406,6 @@ def create_data_plane(hosts: dict[str, ModelHost], *, token: str | None = None):
             except Exception:
                 pass  # the response had already started: nothing more to say
 
-    app.hosts = hosts  # type: ignore[attr-defined]
+    app.endpoints = table  # type: ignore[attr-defined]
+    app.metrics = metrics  # type: ignore[attr-defined]
     return app

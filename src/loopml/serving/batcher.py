@@ -137,6 +137,7 @@ class Batcher:
         buckets: Sequence[int] | None = None,
         max_queue_rows: int = 10_000,
         name: str = "",
+        wait_only_for_announced: bool = False,
     ) -> None:
         if not callable(predict):
             raise ValueError(f"predict must be callable, got {type(predict).__name__}")
@@ -173,6 +174,11 @@ class Batcher:
         self._buckets = bucket_sizes
         self._max_queue_rows = int(max_queue_rows)
         self._name = name
+        # With this, a batch waits (up to max_delay) only while requests are known to be on
+        # their way (``announce``d: headers read, body still arriving) — never for requests
+        # that may not come, so a lone request runs at once (HTTP layer sets it).
+        self._wait_announced = bool(wait_only_for_announced)
+        self._announced = 0
 
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix=f"loopml-batcher-{name or 'model'}")
@@ -208,6 +214,10 @@ class Batcher:
         return self._max_batch_size
 
     @property
+    def max_delay_ms(self) -> float:
+        return self._max_delay_s * 1000.0
+
+    @property
     def buckets(self) -> tuple[int, ...]:
         return self._buckets
 
@@ -215,8 +225,19 @@ class Batcher:
     def closed(self) -> bool:
         return self._closing
 
-    async def submit(self, rows: np.ndarray) -> np.ndarray:
+    def announce(self) -> None:
+        """A request for this batcher has started arriving (pair with ``submit(announced=True)``
+        or ``withdraw()``)."""
+        self._announced += 1
+
+    def withdraw(self) -> None:
+        """An announced request will not be submitted (bad input, client gone)."""
+        self._announced -= 1
+
+    async def submit(self, rows: np.ndarray, *, announced: bool = False) -> np.ndarray:
         """Predict ``rows`` (shape ``(n, ...)``, n ≥ 1); returns exactly n output rows, in order."""
+        if announced:
+            self._announced -= 1
         if self._closing:
             raise BatcherClosed(f"batcher {self._name!r} is closed", batcher=self._name)
         loop = asyncio.get_running_loop()
@@ -286,6 +307,7 @@ class Batcher:
             "failed_requests": self._n_failed,
             "rejected_requests": self._n_rejected,
             "queue_rows": self._queue_rows,
+            "announced": self._announced,
             "isolation_retries": self._n_isolation_retries,
             "loop_errors": self._n_loop_errors,
             "loop_restarts": self._n_loop_restarts,
@@ -426,6 +448,8 @@ class Batcher:
                 rows += nxt.n
             if rows >= max_rows or self._closing or loop.time() >= deadline:
                 return True
+            if self._wait_announced and self._announced <= 0:
+                return True  # nobody else is on the way: waiting would only add latency
             self._wakeup.clear()
             try:
                 async with asyncio.timeout_at(deadline):

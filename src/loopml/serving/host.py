@@ -41,13 +41,18 @@ class ModelHost:
                             for c in features_cfg.get("columns") or []] or None
         self.text_column: str = str(features_cfg.get("text_column") or "text")
         self.batcher = Batcher(bundle.runtime.predict, max_batch_size=max_batch_size,
-                               max_delay_ms=max_delay_ms, name=self.name)
+                               max_delay_ms=max_delay_ms, name=self.name,
+                               wait_only_for_announced=True)
         self._closed = False
+        # registry identity (set by the model cache; OIP metadata and captured data name it)
+        self.model_name: str = self.name
+        self.model_version: str = "1"
 
     @classmethod
     def load(cls, folder: str | Path, *, max_batch_size: int = 64, max_delay_ms: float = 2.0,
-             runtime: str = "auto", name: str = "", warmup: bool = True) -> "ModelHost":
-        bundle = load_bundle(folder, runtime=runtime, intra_op_threads=1)
+             runtime: str = "auto", name: str = "", warmup: bool = True,
+             trusted: bool = False) -> "ModelHost":
+        bundle = load_bundle(folder, runtime=runtime, intra_op_threads=1, trusted=trusted)
         host = cls(bundle, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, name=name)
         if warmup:
             host.warmup()
@@ -66,12 +71,19 @@ class ModelHost:
                 raise CorruptArtifact(f"model {self.name!r} returned shape {np.shape(out)} for a "
                                       f"warm-up batch of {size}; expected ({size}, {n_classes})")
 
-    async def predict_raw(self, raw: Any) -> np.ndarray:
-        """RAW rows (as ``codecs.decode`` returns them) → (N, n_classes) probabilities."""
-        x = self.bundle.features.transform(raw)
-        if len(x) == 0:
-            raise InvalidInput("a request needs at least one row")
-        return await self.batcher.submit(x)
+    async def predict_raw(self, raw: Any, *, announced: bool = False) -> np.ndarray:
+        """RAW rows (as ``codecs.decode`` returns them) → (N, n_classes) probabilities.
+
+        ``announced``: the caller called ``batcher.announce()`` when the request started."""
+        try:
+            x = self.bundle.features.transform(raw)
+            if len(x) == 0:
+                raise InvalidInput("a request needs at least one row")
+        except BaseException:
+            if announced:
+                self.batcher.withdraw()
+            raise
+        return await self.batcher.submit(x, announced=announced)
 
     def stats(self) -> dict[str, Any]:
         return {"runtime": self.bundle.runtime_name, **self.batcher.stats()}

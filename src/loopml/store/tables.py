@@ -149,5 +149,23 @@ class AliasEvent(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Endpoint(Base):
+    """A real-time endpoint: the desired spec (as written), its resolved model versions, and
+    what the serving process last reported. ``generation`` bumps on every change of the
+    resolved spec; the endpoint is ready when ``served_generation`` caught up with it."""
+
+    __tablename__ = "endpoints"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    resolved: Mapped[dict[str, Any]] = mapped_column(JSON)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    served_generation: Mapped[int] = mapped_column(Integer, default=0)
+    served: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 __all__ = ["Base", "Dataset", "DatasetVersion", "Job", "JobEvent", "JobMetric", "JobLog",
-           "Model", "ModelVersion", "ModelAlias", "AliasEvent", "Float"]
+           "Model", "ModelVersion", "ModelAlias", "AliasEvent", "Endpoint", "Float"]

@@ -1,7 +1,8 @@
 """The control plane's reconcile loop over the metadata store.
 
 Each tick: reap ended workers, carry out cancellations and time limits, re-attach or fail
-running jobs nobody watches (after a restart), then dispatch queued jobs to free slots.
+running jobs nobody watches (after a restart), dispatch queued jobs to free slots, then keep
+endpoints at their desired state (controlplane.endpoints).
 Every step runs in its own exception boundary: one bad job never stops the loop.
 """
 
@@ -13,6 +14,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Callable
 
+from loopml.controlplane.endpoints import EndpointSupervisor
 from loopml.core.timeutil import parse_iso, utcnow
 from loopml.platform import Platform
 from loopml.store.jobs_repo import CANCELLED, FAILED, QUEUED, RUNNING
@@ -36,9 +38,11 @@ class ControlLoop:
         self._thread: threading.Thread | None = None
         self._first = True
         self._cancel_seen: dict[str, float] = {}
+        self.endpoints = EndpointSupervisor(platform)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        self.endpoints.bind()  # the data plane's port is known (and held) from the start
         self._thread = threading.Thread(target=self._run, name="loopml-control-loop", daemon=True)
         self._thread.start()
 
@@ -47,6 +51,7 @@ class ControlLoop:
         if self._thread:
             self._thread.join(timeout=10)
         self.executor.shutdown()
+        self.endpoints.stop()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -55,7 +60,7 @@ class ControlLoop:
 
     # -- one reconciliation pass --------------------------------------------------------------
     def tick(self) -> None:
-        for step in (self._reap, self._reconcile_running, self._dispatch):
+        for step in (self._reap, self._reconcile_running, self._dispatch, self.endpoints.tick):
             self._guard(step)
         self._first = False
 

@@ -1,0 +1,796 @@
+"""Serving speed (issue 3): LoopML's data plane vs its in-process ceiling and two peers, one run.
+
+    .venv/bin/python bench/serving.py [--duration 10] [--quick] [--no-bentoml]
+                                      [--soak 300] [--profile 15] [--workdir DIR]
+
+Trains the seed CNN (`cnn` template) on the `mnist` sample for 2 epochs in-process, saves a
+LoopML bundle, and measures, one 28×28 grayscale image per request (JSON body
+``{"instances": [[[28 floats] x 28]]}``, raw pixel values 0.0–255.0):
+
+  in-process   the ceiling, no HTTP: ONNX Runtime ``bundle.runtime.predict`` (1 intra-op
+               thread, as the data plane loads it) and, for reference, Keras
+               ``predict_on_batch``, at batch 1 and 32: samples/s, p50/p99 ms per call
+  loopml       LoopML's data plane (ModelHost + create_data_plane under uvicorn, subprocess)
+               at POST /endpoints/mnist/invocations, JSON body and the same image as one
+               (1, 28, 28) float32 ``application/x-npy`` body
+  fastapi      FastAPI + uvicorn, Keras predict_on_batch per request (bench/peers/fastapi_plain.py)
+  bentoml      BentoML with adaptive batching (batchable API, max_batch_size=32, Keras
+               predict_on_batch padded to bucket sizes; bench/peers/bentoml_service.py)
+
+each at concurrency 1 and 32: requests/s, p50, p99, errors (non-2xx + socket errors), the
+server's RSS after its cells and its CPU ms per request (utime+stime of its process tree over
+the cell). Then the ratios issue 3 sets goals for. Every server is first checked to answer the
+right label for a known MNIST test image (one the model classifies correctly in-process), then
+warmed up (``--warmup`` s at concurrency 32: several hundred requests) before any measurement.
+``--soak S`` then runs LoopML at concurrency 32 for S s and reports its RSS at start and end;
+``--profile S`` samples LoopML with py-spy during an extra S-second c=32 run and prints where
+its time goes. Not a test: figures only. On this 2-core shared machine the load generator and
+the server share the cores: read the ratios, not the absolutes.
+
+Why these choices:
+  * wrk (C, epoll, closed loop: each connection sends its next request when the previous
+    answer arrives) as the load generator: a Python client costs more CPU per request than the
+    servers under test and would measure itself. One wrk thread (``-t1``) leaves the second
+    core to the server. Its body comes from a file through a tiny Lua script, so JSON and npy
+    bodies go through the same path. Latency percentiles are wrk's (``--latency``).
+  * Servers run as subprocesses (fresh interpreter each, nothing shared with the bench
+    process, killed by process group). LoopML's launch lives in ``launch_loopml`` alone, so it
+    can be swapped for ``loopml`` starting the endpoint itself.
+  * BentoML lives in its own venv (/work/bench-venvs/bentoml, created on first use with the
+    project's keras and tensorflow-cpu versions): bentoml pins its own web stack (starlette,
+    uvicorn, pydantic, opentelemetry...) that must not leak into the project's venv, and the
+    peer must not be able to import loopml. ``--no-bentoml`` skips it.
+  * The peers load a plain Keras file, not the bundle's model.keras: that one starts with
+    LoopML's custom ``Standardize`` layer, which a process without loopml cannot deserialise.
+    ``export_peer_model`` rebuilds the same graph with the built-in ``Rescaling(1/std,
+    -mean/std)`` in its place (the same affine map, weights shared with the trained layers) and
+    checks its outputs match the bundle's; so peers get the same raw-pixel bodies as LoopML and
+    compute the same function, loaded with ``safe_mode=True``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PEERS = HERE / "peers"
+BENTO_VENV = Path("/work/bench-venvs/bentoml")
+PY_SPY = Path("/work/bench-venvs/tools/bin/py-spy")
+ENDPOINT = "mnist"
+CONCURRENCIES = (1, 32)
+BATCHES = (1, 32)
+JSON_TYPE, NPY_TYPE = "application/json", "application/x-npy"
+READY_TIMEOUT_S = 180.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# issue 3's goals
+GOAL_VS_BENTOML = 4.0          # LoopML / BentoML req/s at c=32, at least
+GOAL_OF_CEILING = 0.25         # LoopML c=32 req/s / in-process ONNX batch-32 samples/s, at least
+GOAL_OVERHEAD_MS = 1.0         # LoopML c=1 p50 - in-process batch-1 p50, at most
+GOAL_P99_MS = 25.0             # LoopML p99 at c=32, at most
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Model:
+    bundle: Path                 # LoopML bundle folder
+    peer_model: Path             # plain Keras file for the peers
+    label_names: list[str]
+    x_test: np.ndarray           # raw test images (N, 28, 28, 1) uint8
+    check_image: np.ndarray      # (28, 28) raw pixels the model classifies right
+    check_label: str
+
+
+def prepare_model(folder: Path, epochs: int) -> Model:
+    """Train the seed CNN on mnist (or reuse ``folder``'s), save the bundle and the peer model."""
+    from loopml.datasets.samples import load_sample
+    from loopml.datasets.schema import infer_schema
+    from loopml.datasets.splits import stratified_split
+    from loopml.models.bundle import load_bundle
+
+    content = load_sample("mnist")
+    schema = infer_schema(content)
+    classes = [str(c) for c in schema["classes"]]
+    splits = stratified_split(content.labels, seed=42)
+    train, test = content.take(splits["train"]), content.take(splits["test"])
+    bundle, peer_model = folder / "bundle", folder / "peer" / "model.keras"
+    if (bundle / "loopml.json").is_file() and peer_model.is_file():
+        log(f"reusing the model in {folder}")
+    else:
+        train_bundle(bundle, train, schema, classes, epochs)
+        export_peer_model(bundle, peer_model, test.images[:256])
+    onnx = load_bundle(bundle, runtime="onnx", intra_op_threads=1)
+    predicted = onnx.predict_proba(test.images).argmax(axis=1)
+    truth = np.array([classes.index(str(c)) for c in test.labels])
+    log(f"test accuracy (ONNX, {len(truth)} images): {np.mean(predicted == truth):.3f}")
+    i = int(np.flatnonzero(predicted == truth)[0])
+    return Model(bundle, peer_model, classes, test.images, test.images[i, :, :, 0],
+                 classes[truth[i]])
+
+
+def train_bundle(folder: Path, train: Any, schema: dict[str, Any], classes: list[str],
+                 epochs: int) -> None:
+    from loopml.models.bundle import save_bundle
+    from loopml.models.features import fit_features
+    from loopml.models.hparams import validate_hparams
+    from loopml.models.templates import build_model
+
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[str(c)] for c in train.labels], dtype=np.int64)
+    hp = validate_hparams("cnn", {"epochs": epochs})
+    features = fit_features(train, hp, schema)
+    model = build_model("cnn", hp, schema, features)
+    t0 = time.perf_counter()
+    model.fit(features.transform(train.images), y, epochs=epochs, batch_size=hp["batch_size"],
+              verbose=0)
+    log(f"trained cnn on {len(y)} mnist images, {epochs} epoch(s), "
+        f"{time.perf_counter() - t0:.1f} s")
+    manifest = save_bundle(folder, model, features, {"label_names": classes})
+    log(f"bundle saved to {folder}, runtimes {manifest['runtimes']}")
+
+
+def export_peer_model(bundle: Path, path: Path, probe_raw: np.ndarray) -> None:
+    """The bundle's Keras model with ``Standardize`` replaced by the built-in ``Rescaling``."""
+    import keras
+
+    from loopml.models.runtime import load_keras_model
+
+    model = load_keras_model(bundle / "model.keras")
+    standardize = model.get_layer("standardize")
+    mean = float(np.asarray(standardize.mean.numpy()))
+    std = float(np.asarray(standardize.std.numpy()))
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    x = keras.layers.Rescaling(1.0 / std, offset=-mean / std, name="standardize")(inputs)
+    for layer in model.layers:
+        if layer is standardize or isinstance(layer, keras.layers.InputLayer):
+            continue
+        x = layer(x)
+    peer = keras.Model(inputs, x, name="cnn_plain")
+    probe = probe_raw.astype(np.float32)
+    diff = float(np.max(np.abs(peer.predict_on_batch(probe) - model.predict_on_batch(probe))))
+    if diff > 1e-4:
+        raise SystemExit(f"peer model differs from the bundle's by {diff:.2e}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    peer.save(path)
+    log(f"peer model (Rescaling instead of Standardize, max |diff| {diff:.1e}) saved to {path}")
+
+
+# --------------------------------------------------------------------------- in-process ceiling
+
+
+@dataclass
+class InProcess:
+    name: str
+    batch: int
+    samples_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+def time_calls(fn: Callable[[np.ndarray], Any], batches: list[np.ndarray],
+               seconds: float) -> tuple[float, list[float]]:
+    """(samples/s, per-call seconds) of fn over ``seconds`` (different inputs each call)."""
+    for x in batches[:3]:
+        fn(x)  # warm-up
+    times: list[float] = []
+    samples = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 20:
+        x = batches[len(times) % len(batches)]
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+        samples += len(x)
+    return samples / sum(times), times
+
+
+def in_process(model: Model, seconds: float) -> list[InProcess]:
+    from loopml.models.bundle import load_bundle
+
+    runtimes = {"ONNX Runtime": load_bundle(model.bundle, runtime="onnx", intra_op_threads=1),
+                "Keras predict_on_batch": load_bundle(model.bundle, runtime="keras")}
+    rows = []
+    for name, bundle in runtimes.items():
+        x_all = bundle.features.transform(model.x_test)
+        for batch in BATCHES:
+            batches = [x_all[i:i + batch] for i in range(0, len(x_all) - batch + 1, batch)][:64]
+            samples_s, times = time_calls(bundle.runtime.predict, batches, seconds)
+            ms = np.array(times) * 1e3
+            rows.append(InProcess(name, batch, samples_s, float(np.percentile(ms, 50)),
+                                  float(np.percentile(ms, 99))))
+            log(f"in-process {name} batch {batch}: {samples_s:,.0f} samples/s, "
+                f"p50 {rows[-1].p50_ms:.3f} ms")
+    return rows
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen
+    url: str                     # http://127.0.0.1:PORT/path
+    log_path: Path
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        m = re.match(r"http://([^:/]+):(\d+)", self.url)
+        assert m
+        return m.group(1), int(m.group(2))
+
+    @property
+    def path(self) -> str:
+        return "/" + self.url.split("/", 3)[3]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn(name: str, cmd: list[str], url: str, workdir: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> Server:
+    """Start a server in its own process group, output to workdir/NAME.log."""
+    log_path = workdir / f"{name}.log"
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow",
+                **(env or {})}
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                                cwd=cwd, start_new_session=True)
+    log(f"{name}: started pid {proc.pid}: {' '.join(map(str, cmd))}")
+    return Server(name, proc, url, log_path)
+
+
+def launch_loopml(model: Model, workdir: Path) -> Server:
+    """LoopML's data plane serving the bundle as endpoint ``mnist``. The one place to swap."""
+    port = free_port()
+    return spawn("loopml", [sys.executable, str(PEERS / "loopml_server.py"), str(model.bundle),
+                            str(port), ENDPOINT],
+                 f"http://127.0.0.1:{port}/endpoints/{ENDPOINT}/invocations", workdir)
+
+
+def launch_fastapi(model: Model, workdir: Path) -> Server:
+    port = free_port()
+    return spawn("fastapi", [sys.executable, str(PEERS / "fastapi_plain.py"),
+                             str(model.peer_model), str(port)],
+                 f"http://127.0.0.1:{port}/predict", workdir)
+
+
+def launch_bentoml(model: Model, workdir: Path) -> Server:
+    port = free_port()
+    home = workdir / "bentoml-home"
+    home.mkdir(exist_ok=True)
+    return spawn("bentoml", [str(BENTO_VENV / "bin" / "bentoml"), "serve",
+                             "bentoml_service:Mnist", "--host", "127.0.0.1", "--port", str(port)],
+                 f"http://127.0.0.1:{port}/predict", workdir,
+                 env={"LOOPML_BENCH_PEER_MODEL": str(model.peer_model),
+                      "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True",
+                      "PATH": f"{BENTO_VENV / 'bin'}:{os.environ.get('PATH', '')}"},
+                 cwd=PEERS)
+
+
+def ensure_bentoml_venv() -> None:
+    """Create /work/bench-venvs/bentoml (bentoml + the project's keras/tensorflow-cpu) if missing."""
+    if (BENTO_VENV / "bin" / "bentoml").is_file():
+        return
+    python = shutil.which("python3.11") or sys.executable
+    pins = [f"keras=={metadata.version('keras')}",
+            f"tensorflow-cpu=={metadata.version('tensorflow-cpu')}"]
+    steps = [[python, "-m", "venv", str(BENTO_VENV)],
+             [str(BENTO_VENV / "bin" / "pip"), "install", "--quiet", "bentoml", *pins]]
+    log(f"BentoML venv {BENTO_VENV} missing: creating it (a few minutes, once)")
+    for cmd in steps:
+        log("  $ " + " ".join(cmd))
+        subprocess.run(cmd, check=True)
+    torch = subprocess.run([str(BENTO_VENV / "bin" / "pip"), "show", "torch"],
+                           capture_output=True)
+    if torch.returncode == 0:
+        log(f"  warning: torch got installed into {BENTO_VENV}; the peer does not use it")
+
+
+def stop(server: Server) -> None:
+    """SIGTERM the server's process group, SIGKILL it after 15 s."""
+    if server.proc.poll() is None:
+        try:
+            os.killpg(server.proc.pid, signal.SIGTERM)
+            server.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(5)
+        except ProcessLookupError:
+            pass
+
+
+def log_tail(server: Server, lines: int = 30) -> str:
+    try:
+        return "\n".join(server.log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------- HTTP checks
+
+
+@dataclass
+class Body:
+    label: str                   # e.g. "JSON" / "npy"
+    content_type: str
+    path: Path                   # the body, on disk for wrk
+
+
+def post(server: Server, body: bytes, content_type: str, timeout: float = 30.0
+         ) -> tuple[int, bytes]:
+    host, port = server.host_port
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("POST", server.path, body=body, headers={"Content-Type": content_type})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def predicted_label(payload: Any, label_names: list[str]) -> str:
+    """The label of the first prediction in any of the three servers' answer shapes."""
+    first = payload["predictions"][0] if isinstance(payload, dict) else payload[0]
+    if isinstance(first, dict):
+        return str(first["label"])                     # LoopML
+    return label_names[int(np.argmax(first))]          # probability rows (FastAPI, BentoML)
+
+
+def wait_ready(server: Server, body: Body) -> None:
+    """Poll with a real request until it answers 200 (or the process dies / times out)."""
+    deadline = time.perf_counter() + READY_TIMEOUT_S
+    content = body.path.read_bytes()
+    while time.perf_counter() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n"
+                               f"{log_tail(server)}")
+        try:
+            status, _ = post(server, content, body.content_type, timeout=5)
+            if status == 200:
+                log(f"{server.name}: ready after {time.perf_counter() - server.started:.1f} s")
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{server.name} not ready after {READY_TIMEOUT_S:.0f} s:\n"
+                       f"{log_tail(server)}")
+
+
+def check_answer(server: Server, body: Body, model: Model) -> None:
+    status, answer = post(server, body.path.read_bytes(), body.content_type)
+    if status != 200:
+        raise RuntimeError(f"{server.name} ({body.label}): HTTP {status}: {answer[:300]!r}")
+    label = predicted_label(json.loads(answer), model.label_names)
+    if label != model.check_label:
+        raise RuntimeError(f"{server.name} ({body.label}) answered {label!r} for an image of "
+                           f"{model.check_label!r}: {answer[:300]!r}")
+    log(f"{server.name} ({body.label}): answers {label!r} for the check image, "
+        f"{len(answer)} bytes")
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class Cell:
+    server: str
+    concurrency: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_ms_per_req: float | None = None
+    rss_mb: float | None = None
+
+
+LUA = """local f = assert(io.open({path}, "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = {content_type}
+"""
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def lua_script(body: Body) -> Path:
+    script = body.path.with_suffix(".lua")
+    # a JSON string literal is a valid Lua one for these plain ASCII paths / media types
+    script.write_text(LUA.format(path=json.dumps(str(body.path)),
+                                 content_type=json.dumps(body.content_type)))
+    return script
+
+
+def duration_ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(f"unparsable wrk duration {text!r}")
+    return float(m.group(1)) * _UNITS_MS[m.group(2)]
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    def find(pattern: str, default: str | None = None) -> str:
+        m = re.search(pattern, out)
+        if m is None:
+            if default is None:
+                raise ValueError(f"wrk output lacks {pattern!r}:\n{out}")
+            return default
+        return m.group(1)
+
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                              r"timeout (\d+)", out)
+    return {
+        "requests": int(find(r"(\d+) requests in")),
+        "rps": float(find(r"Requests/sec:\s+([\d.]+)")),
+        "p50_ms": duration_ms(find(r"\n\s+50%\s+(\S+)")),
+        "p99_ms": duration_ms(find(r"\n\s+99%\s+(\S+)")),
+        "errors": int(find(r"Non-2xx or 3xx responses: (\d+)", "0"))
+                  + (sum(int(g) for g in socket_errors.groups()) if socket_errors else 0),
+    }
+
+
+def run_wrk(server: Server, body: Body, concurrency: int, seconds: float) -> dict[str, float]:
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency",
+           "--timeout", "5s", "-s", str(lua_script(body)), server.url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
+    return parse_wrk(done.stdout)
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def process_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of the process tree rooted at pid, MiB."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process tree rooted at pid (live processes only), seconds."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK_TCK
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def measure(server: Server, body: Body, label: str, seconds: float) -> list[Cell]:
+    cells = []
+    for concurrency in CONCURRENCIES:
+        cpu0 = cpu_seconds(server.proc.pid)
+        r = run_wrk(server, body, concurrency, seconds)
+        cpu = cpu_seconds(server.proc.pid) - cpu0
+        cells.append(Cell(label, concurrency, int(r["requests"]), r["rps"], r["p50_ms"],
+                          r["p99_ms"], int(r["errors"]),
+                          cpu * 1e3 / r["requests"] if r["requests"] else None))
+        log(f"{label} c={concurrency}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
+            f"p99 {r['p99_ms']:.2f} ms, errors {int(r['errors'])}")
+    rss = rss_mb(server.proc.pid)
+    for cell in cells:
+        cell.rss_mb = rss
+    return cells
+
+
+def bench_server(server: Server, bodies: list[Body], model: Model, args: argparse.Namespace
+                 ) -> list[Cell]:
+    """Ready → right answer for every body → warm-up → the cells of every body."""
+    wait_ready(server, bodies[0])
+    for body in bodies:
+        check_answer(server, body, model)
+    warm = run_wrk(server, bodies[0], 32, args.warmup)
+    log(f"{server.name}: warm-up {int(warm['requests'])} requests, "
+        f"{int(warm['errors'])} errors")
+    cells = []
+    for body in bodies:
+        label = server.name if len(bodies) == 1 else f"{server.name} ({body.label})"
+        cells += measure(server, body, label, args.duration)
+    return cells
+
+
+def soak(server: Server, body: Body, seconds: float) -> dict[str, float]:
+    rss_start = rss_mb(server.proc.pid)
+    log(f"soak: loopml at c=32 for {seconds:.0f} s, RSS at start {rss_start:.1f} MiB")
+    r = run_wrk(server, body, 32, seconds)
+    return {**r, "seconds": seconds, "rss_start": rss_start, "rss_end": rss_mb(server.proc.pid)}
+
+
+def profile(server: Server, body: Body, seconds: float, workdir: Path) -> str:
+    """py-spy samples of the server during a c=32 wrk run → top functions (text)."""
+    if not PY_SPY.is_file():
+        return (f"py-spy not found at {PY_SPY}: python3.11 -m venv /work/bench-venvs/tools && "
+                f"/work/bench-venvs/tools/bin/pip install py-spy")
+    raw = workdir / "loopml.pyspy.txt"
+    spy = subprocess.Popen([str(PY_SPY), "record", "--pid", str(server.proc.pid), "--duration",
+                            str(max(1, round(seconds))), "--rate", "250", "--format", "raw",
+                            "--threads", "--function", "--nonblocking", "--output", str(raw)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    r = run_wrk(server, body, 32, seconds)
+    _, err = spy.communicate(timeout=60)
+    if not raw.is_file():
+        return f"py-spy failed: {err.decode(errors='replace')[-500:]}"
+    return summarize_profile(raw.read_text(), r["rps"], seconds)
+
+
+def summarize_profile(raw: str, rps: float, seconds: float, top: int = 18) -> str:
+    """Collapsed stacks → samples per thread, top functions by self and by inclusive samples."""
+    threads: dict[str, int] = {}
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        thread, frames = frames[0], frames[1:]
+        if frames and frames[0].startswith("process "):
+            frames = frames[1:]
+        total += count
+        threads[thread] = threads.get(thread, 0) + count
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+
+    def pct(n: int) -> str:
+        return f"{100 * n / total:5.1f} %"
+
+    out = [f"py-spy, LoopML at c=32, {seconds:.0f} s ({rps:,.0f} req/s under the profiler), "
+           f"{total} samples of non-idle threads"]
+    out.append("  per thread:")
+    out += [f"    {pct(n)}  {t}" for t, n in sorted(threads.items(), key=lambda kv: -kv[1])]
+    out.append("  top functions by own samples:")
+    out += [f"    {pct(n)}  {f}" for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]]
+    out.append("  top functions by inclusive samples:")
+    out += [f"    {pct(n)}  {f}" for f, n in
+            sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]]
+    return "\n".join(out) if total else "py-spy recorded no samples"
+
+
+# --------------------------------------------------------------------------- report
+
+
+def write_bodies(model: Model, folder: Path) -> tuple[Body, Body]:
+    image = model.check_image.astype(np.float64)
+    json_path, npy_path = folder / "body.json", folder / "body.npy"
+    json_path.write_text(json.dumps({"instances": [image.tolist()]}))
+    with open(npy_path, "wb") as f:
+        np.save(f, model.check_image[np.newaxis].astype(np.float32))
+    return Body("JSON", JSON_TYPE, json_path), Body("npy", NPY_TYPE, npy_path)
+
+
+def markdown_tables(ceiling: list[InProcess], cells: list[Cell]) -> str:
+    out = ["| in-process (no HTTP) | batch | samples/s | p50 ms | p99 ms |",
+           "| --- | ---: | ---: | ---: | ---: |"]
+    out += [f"| {r.name} | {r.batch} | {r.samples_s:,.0f} | {r.p50_ms:.3f} | {r.p99_ms:.3f} |"
+            for r in ceiling]
+    out += ["", "| server | concurrency | req/s | p50 ms | p99 ms | errors | CPU ms/req | RSS MiB |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for c in cells:
+        cpu = "" if c.cpu_ms_per_req is None else f"{c.cpu_ms_per_req:.2f}"
+        rss = "" if c.rss_mb is None else f"{c.rss_mb:,.0f}"
+        out.append(f"| {c.server} | {c.concurrency} | {c.rps:,.0f} | {c.p50_ms:.2f} | "
+                   f"{c.p99_ms:.2f} | {c.errors} | {cpu} | {rss} |")
+    return "\n".join(out)
+
+
+def goals(ceiling: list[InProcess], cells: list[Cell]) -> str:
+    def cell(server: str, concurrency: int) -> Cell | None:
+        return next((c for c in cells if c.server == server and c.concurrency == concurrency),
+                    None)
+
+    onnx = {r.batch: r for r in ceiling if r.name == "ONNX Runtime"}
+    loopml1, loopml32 = cell("loopml (JSON)", 1), cell("loopml (JSON)", 32)
+    bento32 = cell("bentoml", 32)
+    rows = ["| goal (issue 3), LoopML JSON | measured | target | met |", "| --- | ---: | ---: | :-: |"]
+
+    def row(name: str, value: float | None, fmt: str, target: str, ok: bool | None) -> None:
+        shown = "n/a" if value is None else format(value, fmt)
+        rows.append(f"| {name} | {shown} | {target} | {'' if ok is None else ('yes' if ok else 'NO')} |")
+
+    if loopml32 and bento32:
+        ratio = loopml32.rps / bento32.rps
+        row("req/s at c=32, LoopML / BentoML", ratio, ".1f", f"≥ {GOAL_VS_BENTOML:.0f}×",
+            ratio >= GOAL_VS_BENTOML)
+    else:
+        row("req/s at c=32, LoopML / BentoML", None, "", f"≥ {GOAL_VS_BENTOML:.0f}×", None)
+    if loopml32:
+        share = loopml32.rps / onnx[32].samples_s
+        row("c=32 req/s / in-process ONNX batch-32 samples/s", 100 * share, ".0f",
+            f"≥ {100 * GOAL_OF_CEILING:.0f} %", share >= GOAL_OF_CEILING)
+        row("p99 at c=32, ms", loopml32.p99_ms, ".2f", f"≤ {GOAL_P99_MS:.0f}",
+            loopml32.p99_ms <= GOAL_P99_MS)
+    if loopml1:
+        overhead = loopml1.p50_ms - onnx[1].p50_ms
+        row("c=1 p50 − in-process batch-1 p50, ms", overhead, ".2f", f"≤ {GOAL_OVERHEAD_MS:.0f}",
+            overhead <= GOAL_OVERHEAD_MS)
+    return "\n".join(rows)
+
+
+def versions() -> str:
+    names = ["onnxruntime", "keras", "tensorflow-cpu", "uvicorn", "fastapi"]
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    bento = BENTO_VENV / "bin" / "python"
+    if bento.is_file():
+        v = subprocess.run([str(bento), "-c", "import importlib.metadata as m; "
+                                              "print(m.version('bentoml'))"],
+                           capture_output=True, text=True).stdout.strip()
+        if v:
+            found.append(f"bentoml {v}")
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    found.append((wrk.stdout or wrk.stderr).split(" Copyright")[0].strip())
+    return ", ".join(found)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=None,
+                    help="seconds per measured cell (default 10, --quick 3)")
+    ap.add_argument("--warmup", type=float, default=None,
+                    help="warm-up seconds at c=32 per server (default 3, --quick 1)")
+    ap.add_argument("--quick", action="store_true", help="1 epoch, short cells")
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 2)")
+    ap.add_argument("--no-bentoml", action="store_true", help="skip the BentoML peer")
+    ap.add_argument("--no-fastapi", action="store_true", help="skip the FastAPI peer")
+    ap.add_argument("--soak", type=float, default=0.0,
+                    help="then run LoopML at c=32 this many seconds, RSS at start/end "
+                         "(issue 3: 300)")
+    ap.add_argument("--profile", type=float, default=0.0,
+                    help="then py-spy LoopML during a c=32 run of this many seconds")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep the model, bodies and server logs here (a model already there "
+                         "is reused); default: a temporary folder, removed")
+    args = ap.parse_args()
+    args.duration = args.duration or (3.0 if args.quick else 10.0)
+    args.warmup = args.warmup or (1.0 if args.quick else 3.0)
+    args.epochs = args.epochs or (1 if args.quick else 2)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get update && apt-get install -y wrk")
+    if not args.no_bentoml:
+        ensure_bentoml_venv()
+    t_start = time.perf_counter()
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # tf2onnx's np.object probe
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="loopml-bench-serving-")
+        workdir = Path(tmp.name)
+    else:
+        workdir = args.workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        model = prepare_model(workdir, args.epochs)
+        json_body, npy_body = write_bodies(model, workdir)
+        log(f"check image: a {model.check_label!r}; JSON body {json_body.path.stat().st_size:,} "
+            f"bytes, npy body {npy_body.path.stat().st_size:,} bytes")
+        ceiling = in_process(model, args.duration / 2)
+
+        launchers: list[tuple[Callable[[Model, Path], Server], list[Body]]] = [
+            (launch_loopml, [json_body, npy_body])]
+        if not args.no_fastapi:
+            launchers.append((launch_fastapi, [json_body]))
+        if not args.no_bentoml:
+            launchers.append((launch_bentoml, [json_body]))
+        cells: list[Cell] = []
+        extras: list[str] = []
+        for launch, bodies in launchers:
+            server = launch(model, workdir)
+            try:
+                cells += bench_server(server, bodies, model, args)
+                if server.name == "loopml" and args.soak > 0:
+                    s = soak(server, json_body, args.soak)
+                    extras.append(
+                        f"soak: LoopML (JSON) at c=32 for {s['seconds']:.0f} s: "
+                        f"{s['rps']:,.0f} req/s, p50 {s['p50_ms']:.2f} ms, p99 "
+                        f"{s['p99_ms']:.2f} ms, errors {int(s['errors'])}; server RSS "
+                        f"{s['rss_start']:.1f} MiB at start, {s['rss_end']:.1f} MiB at end "
+                        f"({s['rss_end'] - s['rss_start']:+.1f} MiB)")
+                if server.name == "loopml" and args.profile > 0:
+                    extras.append(profile(server, json_body, args.profile, workdir))
+            finally:
+                stop(server)
+
+        print(f"\n## Serving benchmark: seed CNN on mnist, one 28×28 image per request\n")
+        print(f"wrk -t1 -c{{1,32}} -d{args.duration:.0f}s --latency, closed loop; "
+              f"{args.warmup:.0f} s warm-up at c=32 per server; JSON body "
+              f"{json_body.path.stat().st_size:,} B, npy body {npy_body.path.stat().st_size:,} B; "
+              f"in-process: {args.duration / 2:.0f} s per row\n")
+        print(markdown_tables(ceiling, cells))
+        print()
+        print(goals(ceiling, cells))
+        for extra in extras:
+            print("\n" + extra)
+        print(f"\n{versions()}; {os.cpu_count()} CPUs, load avg "
+              f"{os.getloadavg()[0]:.1f}, total {time.perf_counter() - t_start:.0f} s")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

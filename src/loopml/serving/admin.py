@@ -1,0 +1,64 @@
+"""Endpoint management as the API offers it: validate, resolve model references, record.
+
+Nothing here talks to the serving process: it writes the desired state; the control plane
+and the serving process converge on it (``ready`` in the record says when they have).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loopml.core.errors import InvalidInput
+from loopml.platform import Platform
+from loopml.serving.spec import normalise_spec, resolve_spec, validate_name
+
+__all__ = ["create_endpoint", "update_endpoint", "delete_endpoint", "get_endpoint",
+           "list_endpoints"]
+
+
+def _resolve(platform: Platform, spec: dict[str, Any]) -> dict[str, Any]:
+    models = platform.models
+    resolved = resolve_spec(spec, lambda m, v, a: models.get(m, version=v, alias=a))
+    kinds = {v["kind"] for v in resolved["variants"]}
+    if resolved.get("shadow"):
+        kinds.add(resolved["shadow"]["kind"])
+    if len(kinds) > 1:
+        raise InvalidInput(f"the variants of an endpoint must take the same input; got models "
+                           f"for {', '.join(sorted(kinds))} data")
+    return resolved
+
+
+def _with_url(record: dict[str, Any], data_plane_url: str | None) -> dict[str, Any]:
+    record["url"] = (f"{data_plane_url}/endpoints/{record['name']}/invocations"
+                     if data_plane_url else None)
+    return record
+
+
+def create_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
+                    data_plane_url: str | None = None) -> dict[str, Any]:
+    validate_name(name)
+    spec = normalise_spec(raw)
+    record = platform.endpoints.create(name, spec, _resolve(platform, spec))
+    return _with_url(record, data_plane_url)
+
+
+def update_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
+                    data_plane_url: str | None = None) -> dict[str, Any]:
+    current = platform.endpoints.get(name)
+    spec = normalise_spec(raw, base=current["spec"])
+    record = platform.endpoints.update(name, spec, _resolve(platform, spec),
+                                       message="updated by request")
+    return _with_url(record, data_plane_url)
+
+
+def delete_endpoint(platform: Platform, name: str) -> None:
+    platform.endpoints.delete(name)
+
+
+def get_endpoint(platform: Platform, name: str, *,
+                 data_plane_url: str | None = None) -> dict[str, Any]:
+    return _with_url(platform.endpoints.get(name), data_plane_url)
+
+
+def list_endpoints(platform: Platform, *, data_plane_url: str | None = None) -> list[dict[str, Any]]:
+    return [_with_url(r, data_plane_url) for r in platform.endpoints.list()]

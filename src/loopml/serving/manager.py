@@ -1,0 +1,220 @@
+"""The serving process's view of the endpoints: kept in step with the metadata store.
+
+Every ``poll_s`` the manager reads the endpoints' generations (one small query); an endpoint
+whose generation changed is rebuilt in its own task and exception boundary: its model
+versions load (or are reused from the cache), then the new ``LiveEndpoint`` replaces the old
+in one assignment, the serving process reports it to the store, and versions no endpoint uses
+any more are drained and unloaded a moment later. A version that fails to load leaves the old
+generation serving and marks the endpoint ``Failed`` with the reason (retried later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from loopml.core.errors import InvalidInput, NotFound
+from loopml.platform import Platform
+from loopml.registry.refs import parse_model_ref
+from loopml.serving.host import ModelHost
+from loopml.serving.live import LiveEndpoint, Variant
+from loopml.serving.model_cache import Key, ModelCache
+
+log = logging.getLogger("loopml.serving.manager")
+
+RETRY_FAILED_S = 30.0
+RELEASE_DELAY_S = 1.0  # requests that picked the old hosts finish reading their bodies first
+_REF_TTL_S = 2.0
+
+
+def _key(model: str, version: int, resolved: dict[str, Any]) -> Key:
+    return (model, int(version), int(resolved["max_batch_size"]),
+            float(resolved["max_batch_delay_ms"]))
+
+
+class EndpointManager:
+    def __init__(self, platform: Platform, cache: ModelCache, *, poll_s: float = 0.25) -> None:
+        self.platform = platform
+        self.cache = cache
+        self.poll_s = poll_s
+        self.live: dict[str, LiveEndpoint] = {}
+        self.known: dict[str, int] = {}
+        self._failed: dict[str, tuple[int, float]] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._refs: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.synced = asyncio.Event()
+
+    # -- what the data plane asks ----------------------------------------------------------
+    def get(self, name: str) -> LiveEndpoint | None:
+        return self.live.get(name)
+
+    def loading(self, name: str) -> bool:
+        return name in self.known and name not in self.live
+
+    def ready(self) -> bool:
+        return self.synced.is_set() and all(
+            name in self.live and self.live[name].generation == gen
+            for name, gen in self.known.items() if name not in self._failed)
+
+    def lookup(self, name: str, version: str | None) -> ModelHost:
+        """OIP: model name = endpoint name; a version picks the variant serving it."""
+        ep = self.live.get(name)
+        if ep is None:
+            raise NotFound(f"model {name!r} not found" + (" (still loading)" if self.loading(name)
+                                                          else ""))
+        if version is None:
+            return ep.pick().host
+        for v in ep.variants:
+            if str(v.version) == version:
+                return v.host
+        raise NotFound(f"model {name!r} has no version {version!r} being served")
+
+    async def target_model(self, ep: LiveEndpoint, ref: str) -> Variant:
+        """Multi-model endpoints: ``X-Amzn-SageMaker-Target-Model: MODEL[:VERSION|@ALIAS]``."""
+        if not ep.multi_model:
+            raise InvalidInput(f"endpoint {ep.name!r} is not a multi-model endpoint; "
+                               "create it with --multi-model to use a target model")
+        if len(ref) > 200:
+            raise InvalidInput("target model reference is too long")
+        rec = await self._resolve_ref(ref)
+        base = ep.variants[0]
+        resolved = {"max_batch_size": base.host.batcher.max_batch_size,
+                    "max_batch_delay_ms": base.host.batcher.max_delay_ms}
+        key = _key(rec["name"], rec["version"], resolved)
+        host = await self.cache.get(key, lambda: rec, pinned=self.pinned())
+        return Variant(name=base.name, host=host, weight=0.0, model=rec["name"],
+                       version=int(rec["version"]))
+
+    async def _resolve_ref(self, ref: str) -> dict[str, Any]:
+        now = time.monotonic()
+        hit = self._refs.get(ref)
+        if hit is not None and now - hit[0] < _REF_TTL_S:
+            return hit[1]
+        name, version, alias = parse_model_ref(ref)
+        rec = await asyncio.to_thread(self.platform.models.get, name, version, alias)
+        if len(self._refs) > 1000:
+            self._refs.clear()
+        self._refs[ref] = (now, rec)
+        return rec
+
+    def pinned(self) -> set[Key]:
+        keys: set[Key] = set()
+        for ep in self.live.values():
+            for host in ep.hosts():
+                keys.add(self._host_key(host))
+        return keys
+
+    @staticmethod
+    def _host_key(host: ModelHost) -> Key:
+        return (host.model_name, int(host.model_version), host.batcher.max_batch_size,
+                float(host.batcher.max_delay_ms))
+
+    # -- keeping in step -------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        parent = os.getppid()
+        while not stop.is_set():
+            try:
+                await self.sync_once()
+            except Exception:  # noqa: BLE001 - the store may be briefly unavailable
+                log.exception("endpoint sync failed")
+            try:
+                await asyncio.wait_for(stop.wait(), self.poll_s)
+            except TimeoutError:
+                pass
+            if os.getppid() != parent:
+                log.warning("the control plane went away: stopping")
+                stop.set()
+
+    async def sync_once(self) -> None:
+        gens = await asyncio.to_thread(self.platform.endpoints.generations)
+        self.known = gens
+        for name in [n for n in self.live if n not in gens]:
+            old = self.live.pop(name)
+            self._failed.pop(name, None)
+            log.info("endpoint %s deleted", name)
+            asyncio.get_running_loop().create_task(self._release(old))
+        now = time.monotonic()
+        for name, gen in gens.items():
+            current = self.live.get(name)
+            if current is not None and current.generation == gen:
+                continue
+            failed = self._failed.get(name)
+            if failed is not None and failed[0] == gen and now < failed[1]:
+                continue
+            task = self._tasks.get(name)
+            if task is not None and not task.done():
+                continue
+            self._tasks[name] = asyncio.get_running_loop().create_task(self._apply(name))
+        self.synced.set()
+
+    async def _apply(self, name: str) -> None:
+        try:
+            rec = await asyncio.to_thread(self.platform.endpoints.get, name)
+        except NotFound:
+            return
+        gen, res = rec["generation"], rec["resolved"]
+        old = self.live.get(name)
+        try:
+            new = await self._build(name, gen, res)
+        except Exception as exc:  # noqa: BLE001 - the endpoint's own boundary
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            log.error("endpoint %s generation %s failed to load: %s", name, gen, message)
+            self._failed[name] = (gen, time.monotonic() + RETRY_FAILED_S)
+            if old is not None:
+                message += f" (still serving generation {old.generation})"
+            await asyncio.to_thread(self.platform.endpoints.report, name, gen, ok=False,
+                                    served=None, message=f"loading failed: {message}")
+            return
+        if self.known.get(name) is None:  # deleted while loading
+            await self._release(new, delay=0)
+            return
+        self.live[name] = new
+        self._failed.pop(name, None)
+        served = {"pid": os.getpid(),
+                  "variants": [{"name": v.name, "model": v.model, "version": v.version,
+                                "runtime": v.host.bundle.runtime_name} for v in new.variants],
+                  "shadow": ({"model": new.shadow.model, "version": new.shadow.version}
+                             if new.shadow else None)}
+        await asyncio.to_thread(self.platform.endpoints.report, name, gen, ok=True,
+                                served=served)
+        if old is not None:
+            await self._release(old)
+
+    async def _build(self, name: str, gen: int, res: dict[str, Any]) -> LiveEndpoint:
+        pinned = self.pinned()
+
+        async def variant(v: dict[str, Any]) -> Variant:
+            key = _key(v["model"], v["version"], res)
+            pinned.add(key)
+            host = await self.cache.get(key, lambda: v, pinned=pinned)
+            return Variant(name=v["name"], host=host, weight=float(v.get("weight", 0.0)),
+                           model=v["model"], version=int(v["version"]))
+
+        variants = [await variant(v) for v in res["variants"]]
+        shadow = await variant(res["shadow"]) if res.get("shadow") else None
+        kinds = {v.host.kind for v in variants} | ({shadow.host.kind} if shadow else set())
+        if len(kinds) > 1:
+            raise InvalidInput(f"the variants of endpoint {name!r} take different inputs "
+                               f"({', '.join(sorted(kinds))})")
+        return LiveEndpoint(name=name, generation=gen, variants=variants, shadow=shadow,
+                            capture_fraction=float(res.get("capture_percent", 0.0)) / 100.0,
+                            multi_model=bool(res.get("multi_model")))
+
+    async def _release(self, ep: LiveEndpoint, delay: float = RELEASE_DELAY_S) -> None:
+        """Unload the hosts of a replaced/deleted endpoint that nothing else uses."""
+        if delay:
+            await asyncio.sleep(delay)
+        pinned = self.pinned()
+        for host in ep.hosts():
+            key = self._host_key(host)
+            if key not in pinned and self.cache.peek(key) is host:
+                await self.cache.unload(key)
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        self.live.clear()
+        await self.cache.close()

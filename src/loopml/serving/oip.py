@@ -1,0 +1,692 @@
+"""The Open Inference Protocol v2 (KServe V2 / Triton HTTP) for the real-time data plane.
+
+``handle_v2(method, path, headers, body, backend)`` answers every path under ``/v2``; the ASGI
+app reads the body (and caps its size) and sends what this returns. Routes::
+
+    GET  /v2                                            server metadata
+    GET  /v2/health/live | /v2/health/ready             200, or 503 while not ready
+    GET  /v2/models/{name}[/versions/{v}]               model metadata
+    GET  /v2/models/{name}[/versions/{v}]/ready         200, or 503 while not loaded
+    POST /v2/models/{name}[/versions/{v}]/infer         inference
+
+The model name is the ENDPOINT name; ``backend.lookup(name, version)`` finds its ModelHost.
+
+Inputs. One input named "input" (any name is accepted when there is exactly one):
+
+    image    numeric tensor [N, *row_shape], [N, prod(row_shape)] or, when the row shape ends
+             in 1, [N, *row_shape[:-1]] — validated like the SageMaker codecs (NaN/Inf refused)
+    text     BYTES [N] or [N, 1] (UTF-8)
+    tabular  numeric or BYTES [N, n_columns], columns in the model's order (BYTES cells read
+             like CSV cells: "" → missing, numbers → numbers); or ONE INPUT PER COLUMN, each
+             named after its column, shape [N] or [N, 1] (lets columns have different types)
+
+Outputs: "probabilities" FP32 [N, C] (label order as in ``label_names``), "label" BYTES [N],
+"confidence" FP32 [N]; all three when the request names none. ``"classification": k`` on
+"probabilities" (tritonclient ``class_count=k``) returns Triton's BYTES [N, k] of
+``"<prob>:<index>:<label>"``, most likely first.
+
+Binary tensor extension: with the ``Inference-Header-Content-Length: n`` request header the
+first n body bytes are the JSON header and the rest are the inputs that carry
+``"parameters": {"binary_data_size": k}``, in input order (BYTES elements: 4-byte
+little-endian length + bytes). An output is returned in binary when it asks for
+``"binary_data": true`` or, when it says nothing, the request has
+``"parameters": {"binary_data_output": true}``; the response then carries
+``Inference-Header-Content-Length`` and content type application/octet-stream.
+``Content-Encoding: gzip|deflate`` request bodies are inflated (capped at
+``MAX_INFLATED_BYTES``); responses are never compressed.
+
+Errors are JSON ``{"error": "..."}``: 400 bad request, 404 unknown model/version/route, 405 wrong
+method, 413 inflated body too large, 415 unknown content encoding, 503 not ready / queue full
+(with ``retry-after``), 500 model failure (logged). ``handle_v2`` never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+import zlib
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Sequence
+
+import numpy as np
+import orjson
+
+from loopml import __version__
+from loopml.core.errors import InvalidInput, NotFound
+from loopml.serving.batcher import BatcherClosed, QueueFull
+from loopml.serving.codecs import (_check_rows, _csv_value, _image_array, _json_type, _records,
+                                   _texts)
+
+if TYPE_CHECKING:
+    from loopml.serving.host import ModelHost
+
+__all__ = ["OipBackend", "handle_v2", "server_metadata", "model_metadata", "DATATYPES",
+           "MAX_INFLATED_BYTES", "MAX_ROWS"]
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS = 10_000  # as codecs.decode
+MAX_TEXT_CHARS = 100_000  # as codecs.decode
+MAX_INFLATED_BYTES = 64 * 1024 * 1024  # a gzip/deflate request body inflates to at most this
+MAX_DIMS = 32
+OUTPUTS = ("probabilities", "label", "confidence")
+INPUT_NAME = "input"
+
+_NUMERIC = {"BOOL": np.dtype("?"), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
+            "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"),
+            "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+            "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+DATATYPES = (*_NUMERIC, "BYTES")
+_JSON_CT = (b"content-type", b"application/json")
+_BINARY_CT = (b"content-type", b"application/octet-stream")
+_LEN = struct.Struct("<I")
+_FP32 = np.dtype("<f4")
+
+
+class OipBackend(Protocol):
+    def lookup(self, name: str, version: str | None) -> "ModelHost":  # raises NotFound
+        ...
+
+    def ready(self) -> bool:  # whole server ready
+        ...
+
+
+class _Error(Exception):
+    def __init__(self, status: int, message: str,
+                 headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, list(headers)
+
+
+class _Tensor(NamedTuple):
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    value: Any  # np.ndarray of shape ``shape`` (numeric) or a flat list[str] (BYTES)
+
+
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def _json(status: int, doc: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> Response:
+    return status, [_JSON_CT, *headers], orjson.dumps(doc)
+
+
+def _error(exc: _Error) -> Response:
+    return _json(exc.status, {"error": exc.message}, exc.headers)
+
+
+# --------------------------------------------------------------------------- routing
+
+
+async def handle_v2(method: str, path: str, headers: dict[bytes, bytes], body: bytes,
+                    backend: OipBackend) -> Response:
+    """Route any path starting with /v2. Returns (status, extra headers incl content-type,
+    body). Never raises (a client's mistake is a 4xx, anything else a logged 500)."""
+    try:
+        return await _route(method, path, headers, body, backend)
+    except _Error as exc:
+        return _error(exc)
+    except Exception:
+        log.exception("OIP: unexpected failure on %s %s", method, path)
+        return _json(500, {"error": "internal failure"})
+
+
+def _allow(method: str, allowed: str, path: str) -> None:
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise _Error(405, f"{method} {path} is not allowed; use {allowed}",
+                     [(b"allow", allowed.encode())])
+
+
+async def _route(method: str, path: str, headers: dict[bytes, bytes], body: bytes,
+                 backend: OipBackend) -> Response:
+    parts = path.rstrip("/").split("/")  # "/v2/models/x" → ["", "v2", "models", "x"]
+    if len(parts) < 2 or parts[0] or parts[1] != "v2":
+        raise _Error(404, f"no route for {path}")
+    rest = parts[2:]
+    if not rest:
+        _allow(method, "GET", path)
+        return _json(200, server_metadata())
+    if rest[0] == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
+        _allow(method, "GET", path)
+        if rest[1] == "live":
+            return _json(200, {"live": True})
+        ready = bool(backend.ready())
+        return _json(200 if ready else 503, {"ready": ready})
+    if rest[0] != "models" or len(rest) < 2 or not rest[1]:
+        raise _Error(404, f"no route for {path}")
+    name, tail = rest[1], rest[2:]
+    version: str | None = None
+    if tail[:1] == ["versions"]:
+        if len(tail) < 2 or not tail[1]:
+            raise _Error(404, f"no route for {path}")
+        version, tail = tail[1], tail[2:]
+    if len(tail) > 1 or (tail and tail[0] not in ("ready", "infer")):
+        raise _Error(404, f"no route for {path}")
+    action = tail[0] if tail else "metadata"
+    _allow(method, "POST" if action == "infer" else "GET", path)
+    host = _lookup(backend, name, version)
+    if action == "metadata":
+        return _json(200, model_metadata(host, name))
+    if action == "ready":
+        ready = bool(getattr(host, "loaded", True))
+        return _json(200 if ready else 503, {"name": _model_name(host, name), "ready": ready})
+    return await _infer(host, name, headers, body)
+
+
+def _lookup(backend: OipBackend, name: str, version: str | None) -> "ModelHost":
+    try:
+        return backend.lookup(name, version)
+    except NotFound as exc:
+        raise _Error(404, exc.message) from None
+
+
+def _model_name(host: Any, name: str) -> str:
+    return str(getattr(host, "model_name", None) or name)
+
+
+def _model_version(host: Any) -> str:
+    version = getattr(host, "model_version", None)
+    return "1" if version is None or version == "" else str(version)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def server_metadata() -> dict[str, Any]:
+    return {"name": "loopml", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+def _tabular_datatype(host: Any) -> str:
+    """FP32 when every column is numeric (per the bundle's features config), else BYTES."""
+    try:
+        columns = (host.bundle.meta.get("features") or {}).get("columns") or []
+        if columns and all(isinstance(c, dict) and c.get("type") == "numeric" for c in columns):
+            return "FP32"
+    except Exception:  # no bundle / unusual meta: BYTES is always accepted
+        pass
+    return "BYTES"
+
+
+def model_metadata(host: Any, name: str) -> dict[str, Any]:
+    kind = host.kind
+    if kind == "image":
+        shape = [-1, *host.shape] if host.shape else [-1, -1]
+        spec = {"name": INPUT_NAME, "datatype": "FP32", "shape": shape}
+    elif kind == "text":
+        spec = {"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}
+    else:
+        spec = {"name": INPUT_NAME, "datatype": _tabular_datatype(host),
+                "shape": [-1, len(host.columns) if host.columns else -1]}
+    runtime = getattr(getattr(host, "bundle", None), "runtime_name", None)
+    return {"name": _model_name(host, name), "versions": [_model_version(host)],
+            "platform": f"loopml_{runtime}" if runtime else "loopml",
+            "inputs": [spec],
+            "outputs": [{"name": "probabilities", "datatype": "FP32",
+                         "shape": [-1, len(host.label_names)]},
+                        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                        {"name": "confidence", "datatype": "FP32", "shape": [-1]}]}
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+def _inflate(body: bytes, encoding: bytes) -> bytes:
+    enc = encoding.strip().lower()
+    if enc in (b"", b"identity"):
+        return body
+    if enc == b"gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif enc == b"deflate":
+        inflater = zlib.decompressobj(zlib.MAX_WBITS)
+    else:
+        raise _Error(415, f"content encoding {enc.decode('latin-1')!r} is not supported; "
+                          "use gzip, deflate or none")
+    try:
+        out = inflater.decompress(body, MAX_INFLATED_BYTES + 1)
+    except zlib.error as exc:
+        raise _Error(400, f"request body is not valid {enc.decode()} data: {exc}") from None
+    if len(out) > MAX_INFLATED_BYTES:
+        raise _Error(413, f"request body inflates to more than {MAX_INFLATED_BYTES} bytes")
+    if not inflater.eof:
+        raise _Error(400, f"request body is truncated {enc.decode()} data")
+    return out
+
+
+def _split_body(headers: dict[bytes, bytes], body: bytes) -> tuple[Any, memoryview | None]:
+    """(parsed JSON header, binary section or None)."""
+    raw_len = headers.get(b"inference-header-content-length")
+    view = memoryview(body)
+    binary: memoryview | None = None
+    if raw_len is not None:
+        try:
+            n = int(raw_len)
+        except ValueError:
+            raise _Error(400, "Inference-Header-Content-Length must be an integer, got "
+                              f"{raw_len[:40]!r}") from None
+        if n < 0 or n > len(body):
+            raise _Error(400, f"Inference-Header-Content-Length is {n} but the body has "
+                              f"{len(body)} bytes")
+        view, binary = view[:n], view[n:]
+    if len(view) == 0:
+        raise _Error(400, "request body is empty; send the JSON inference request")
+    try:
+        doc = orjson.loads(view)
+    except orjson.JSONDecodeError as exc:
+        raise _Error(400, f"malformed JSON at position {exc.pos} (line {exc.lineno}, column "
+                          f"{exc.colno}): {exc.msg}") from None
+    return doc, binary
+
+
+def _params(obj: dict, where: str) -> dict:
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise _Error(400, f'{where} "parameters" must be an object, got {_json_type(params)}')
+    return params
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(type(d) is int for d in value):
+        raise _Error(400, f'{where} "shape" must be a list of integers, got {value!r:.80}')
+    if len(value) > MAX_DIMS:
+        raise _Error(400, f"{where} has {len(value)} dimensions; at most {MAX_DIMS} allowed")
+    if any(d < 0 for d in value):
+        raise _Error(400, f"{where} shape {value} has a negative dimension")
+    return tuple(value)
+
+
+def _flatten_strings(data: Any, where: str) -> list[str]:
+    out: list[str] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, list):
+                if len(stack) > MAX_DIMS:
+                    raise _Error(400, f"{where} data is nested too deeply")
+                stack.append(iter(item))
+                break
+            else:
+                raise _Error(400, f"{where} is BYTES: its data must be strings, got "
+                                  f"{_json_type(item)}")
+        else:
+            stack.pop()
+    return out
+
+
+def _numeric_json(data: list, datatype: str, count: int, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(data)  # dtype discovered, then checked: strict (no "1" → 1.0)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise _Error(400, f"{where} data is ragged or not numeric: {exc}") from None
+    kind = arr.dtype.kind
+    if arr.size == 0:
+        ok = True  # the count check below decides
+    elif datatype == "BOOL":
+        ok = kind == "b"
+    elif datatype.startswith(("INT", "UINT")):
+        ok = kind in "biu"
+    else:
+        ok = kind in "biuf"
+    if not ok:
+        what = {"U": "strings", "S": "bytes", "O": "null, objects, mixed types or integers "
+                "too large", "f": "fractional numbers", "i": "integers", "u": "integers",
+                "b": "booleans"}.get(kind, f"dtype {arr.dtype}")
+        raise _Error(400, f"{where} is {datatype} but its data holds {what}")
+    if arr.size != count:
+        raise _Error(400, f"{where} has {arr.size} data elements but its shape needs {count}")
+    dtype = _NUMERIC[datatype]
+    if dtype.kind in "iu" and arr.size and kind in "iu":
+        info = np.iinfo(dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise _Error(400, f"{where} data has values outside the {datatype} range "
+                              f"[{info.min}, {info.max}]")
+    with np.errstate(over="ignore", invalid="ignore"):  # FP16/FP32 overflow → inf: refused later
+        return arr.astype(dtype, copy=False)
+
+
+def _reshape(arr: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    try:
+        return arr.reshape(shape)
+    except (ValueError, OverflowError) as exc:  # e.g. [0, 10**30]: no such array
+        raise _Error(400, f"{where} shape {list(shape)} is not a valid array shape: {exc}") \
+            from None
+
+
+def _bytes_elements(buf: memoryview, count: int, where: str) -> list[str]:
+    if count * 4 > len(buf):
+        raise _Error(400, f"{where} binary data has {len(buf)} bytes: too short for {count} "
+                          "BYTES elements (each a 4-byte length + bytes)")
+    out: list[str] = []
+    pos, end = 0, len(buf)
+    for i in range(count):
+        if pos + 4 > end:
+            raise _Error(400, f"{where} binary data is truncated at element {i}")
+        (size,) = _LEN.unpack_from(buf, pos)
+        pos += 4
+        if pos + size > end:
+            raise _Error(400, f"{where} binary data is truncated: element {i} claims {size} "
+                              f"bytes, {end - pos} left")
+        try:
+            out.append(str(buf[pos:pos + size], "utf-8"))
+        except UnicodeDecodeError as exc:
+            raise _Error(400, f"{where} element {i} is not valid UTF-8 (byte {exc.start})") \
+                from None
+        pos += size
+    if pos != end:
+        raise _Error(400, f"{where} binary data has {end - pos} trailing bytes after {count} "
+                          "elements")
+    return out
+
+
+def _parse_inputs(doc: Any, binary: memoryview | None) -> list[_Tensor]:
+    if not isinstance(doc, dict):
+        raise _Error(400, f"inference request must be a JSON object, got {_json_type(doc)}")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _Error(400, 'inference request needs "inputs": a non-empty list of tensors')
+    tensors: list[_Tensor] = []
+    offset = 0
+    for i, spec in enumerate(inputs):
+        if not isinstance(spec, dict):
+            raise _Error(400, f"input {i} must be an object, got {_json_type(spec)}")
+        name = spec.get("name")
+        if not isinstance(name, str):
+            raise _Error(400, f'input {i} needs a string "name"')
+        where = f"input {name!r}"
+        datatype = spec.get("datatype")
+        if datatype not in DATATYPES:
+            raise _Error(400, f"{where} has datatype {datatype!r:.40}; expected one of "
+                              f"{', '.join(DATATYPES)}")
+        shape = _shape(spec.get("shape"), where)
+        count = math.prod(shape)
+        params = _params(spec, where)
+        if "shared_memory_region" in params:
+            raise _Error(400, f"{where}: shared memory is not supported")
+        size = params.get("binary_data_size")
+        if size is not None:
+            if type(size) is not int or size < 0:
+                raise _Error(400, f"{where} binary_data_size must be a non-negative integer")
+            if "data" in spec:
+                raise _Error(400, f'{where} has both "data" and binary_data_size')
+            if binary is None:
+                raise _Error(400, f"{where} has binary_data_size but the request has no "
+                                  "Inference-Header-Content-Length header (no binary section)")
+            if offset + size > len(binary):
+                raise _Error(400, f"{where} binary data is truncated: needs {size} bytes at "
+                                  f"offset {offset}, the binary section has {len(binary)}")
+            chunk = binary[offset:offset + size]
+            offset += size
+            if datatype == "BYTES":
+                value: Any = _bytes_elements(chunk, count, where)
+            else:
+                dtype = _NUMERIC[datatype]
+                if size != count * dtype.itemsize:
+                    raise _Error(400, f"{where} binary data has {size} bytes; shape {list(shape)}"
+                                      f" {datatype} needs {count * dtype.itemsize}")
+                value = _reshape(np.frombuffer(chunk, dtype=dtype), shape, where)
+                if not value.flags.aligned:
+                    value = value.copy()
+        else:
+            data = spec.get("data")
+            if not isinstance(data, list):
+                raise _Error(400, f'{where} needs "data" (a list) or binary data, got '
+                                  f"{_json_type(data)}")
+            if datatype == "BYTES":
+                value = _flatten_strings(data, where)
+                if len(value) != count:
+                    raise _Error(400, f"{where} has {len(value)} data elements but its shape "
+                                      f"needs {count}")
+            else:
+                value = _reshape(_numeric_json(data, datatype, count, where), shape, where)
+        tensors.append(_Tensor(name, datatype, shape, value))
+    if binary is not None and offset != len(binary):
+        raise _Error(400, f"the binary section has {len(binary) - offset} bytes not claimed by "
+                          "any input's binary_data_size")
+    return tensors
+
+
+class _Out(NamedTuple):
+    name: str
+    binary: bool
+    classes: int  # classification top-k (0: plain tensor)
+
+
+def _parse_outputs(doc: dict) -> list[_Out]:
+    default_binary = _params(doc, "request").get("binary_data_output", False)
+    if not isinstance(default_binary, bool):
+        raise _Error(400, '"binary_data_output" must be true or false')
+    outputs = doc.get("outputs")
+    if outputs is None:
+        return [_Out(name, default_binary, 0) for name in OUTPUTS]
+    if not isinstance(outputs, list) or not outputs:
+        raise _Error(400, '"outputs" must be a non-empty list of {"name": ...} objects')
+    result: list[_Out] = []
+    for i, spec in enumerate(outputs):
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise _Error(400, f'output {i} must be an object with a string "name"')
+        name = spec["name"]
+        if name not in OUTPUTS:
+            raise _Error(400, f"unknown output {name!r:.80}; this model has outputs "
+                              f"{', '.join(OUTPUTS)}")
+        if any(o.name == name for o in result):
+            raise _Error(400, f"output {name!r} is requested twice")
+        params = _params(spec, f"output {name!r}")
+        if "shared_memory_region" in params:
+            raise _Error(400, f"output {name!r}: shared memory is not supported")
+        binary = params.get("binary_data", default_binary)
+        if not isinstance(binary, bool):
+            raise _Error(400, f'output {name!r} "binary_data" must be true or false')
+        classes = params.get("classification", 0)
+        if type(classes) is not int or classes < 0:
+            raise _Error(400, f'output {name!r} "classification" must be a non-negative integer')
+        if classes and name != "probabilities":
+            raise _Error(400, f'"classification" applies to the "probabilities" output, not '
+                              f"{name!r}")
+        result.append(_Out(name, binary, classes))
+    return result
+
+
+# --------------------------------------------------------------------------- tensors → RAW rows
+
+
+def _rows(t: _Tensor) -> int:
+    if not t.shape:
+        raise _Error(400, f"input {t.name!r} is a scalar (shape []); the first dimension must "
+                          "be the batch (rows)")
+    n = t.shape[0]
+    try:
+        _check_rows(n, MAX_ROWS)
+    except InvalidInput as exc:
+        raise _Error(400, f"input {t.name!r}: {exc.message}") from None
+    return n
+
+
+def _one_input(tensors: list[_Tensor], kind: str) -> _Tensor:
+    if len(tensors) != 1:
+        raise _Error(400, f"a(n) {kind} model takes exactly one input ({INPUT_NAME!r}), got "
+                          f"{len(tensors)}: {', '.join(repr(t.name) for t in tensors)[:200]}")
+    return tensors[0]
+
+
+def _image_raw(tensors: list[_Tensor], host: Any) -> np.ndarray:
+    t = _one_input(tensors, "image")
+    if t.datatype == "BYTES":
+        raise _Error(400, f"input {t.name!r} for an image model must be numeric (e.g. FP32), "
+                          "got BYTES")
+    _rows(t)
+    if len(t.shape) < 2:
+        want = f"[N, {', '.join(map(str, host.shape))}]" if host.shape else "[N, ...]"
+        raise _Error(400, f"input {t.name!r} has shape {list(t.shape)}; an image model expects "
+                          f"{want} (the first dimension is the batch)")
+    return _image_array(t.value, f"input {t.name!r} values", host.shape)
+
+
+def _text_raw(tensors: list[_Tensor], host: Any) -> list[str]:
+    t = _one_input(tensors, "text")
+    if t.datatype != "BYTES":
+        raise _Error(400, f"input {t.name!r} for a text model must be BYTES (UTF-8 strings), "
+                          f"got {t.datatype}")
+    _rows(t)
+    if len(t.shape) > 2 or (len(t.shape) == 2 and t.shape[1] != 1):
+        raise _Error(400, f"input {t.name!r} has shape {list(t.shape)}; a text model expects "
+                          "[N] or [N, 1] (one text per row)")
+    return _texts(t.value, MAX_TEXT_CHARS, host.text_column)
+
+
+def _cells(t: _Tensor) -> list[Any]:
+    """A tensor → flat list of Python cells (BYTES read like CSV cells, numbers as floats)."""
+    if t.datatype == "BYTES":
+        return [_csv_value(s) for s in t.value]
+    return t.value.astype(np.float64).ravel().tolist()
+
+
+def _tabular_raw(tensors: list[_Tensor], host: Any) -> list[dict]:
+    columns: list[str] | None = host.columns
+    by_column = columns is not None and all(t.name in columns for t in tensors) and not (
+        len(tensors) == 1 and len(tensors[0].shape) == 2 and tensors[0].shape[1] == len(columns)
+        and len(columns) > 1)
+    if len(tensors) == 1 and not by_column:
+        t = tensors[0]
+        n = _rows(t)
+        if columns is None:
+            raise _Error(400, "this model does not record its column order; send one input per "
+                              "column, each named after its column")
+        if t.shape != (n, len(columns)):
+            raise _Error(400, f"input {t.name!r} has shape {list(t.shape)}; this tabular model "
+                              f"expects [N, {len(columns)}] (columns {', '.join(columns)})")
+        flat = _cells(t)
+        width = len(columns)
+        rows = [flat[i:i + width] for i in range(0, len(flat), width)]
+        return _checked_records(rows, columns)
+    if not by_column:
+        raise _Error(400, f"a tabular model takes one input {INPUT_NAME!r} [N, n_columns] or one "
+                          f"input per column named after it ({', '.join(columns or [])[:200]}); "
+                          f"got {', '.join(repr(t.name) for t in tensors)[:200]}")
+    n = _rows(tensors[0])
+    names, values = [], []
+    for t in tensors:
+        if t.name in names:
+            raise _Error(400, f"column input {t.name!r} is given twice")
+        if t.shape not in ((n,), (n, 1)):
+            raise _Error(400, f"column input {t.name!r} has shape {list(t.shape)}; expected "
+                              f"[{n}] or [{n}, 1] (all column inputs have the same rows)")
+        names.append(t.name)
+        values.append(_cells(t))
+    return _checked_records([dict(zip(names, row)) for row in zip(*values)], None)
+
+
+def _checked_records(rows: list, columns: Sequence[str] | None) -> list[dict]:
+    try:
+        return _records(rows, columns, MAX_TEXT_CHARS)
+    except InvalidInput as exc:
+        raise _Error(400, exc.message) from None
+
+
+# --------------------------------------------------------------------------- inference
+
+
+@lru_cache(maxsize=256)
+def _label_table(labels: tuple[str, ...]) -> tuple[list[bytes], list[str]]:
+    """Each label as a length-prefixed BYTES element (binary output) and as a str."""
+    return [_LEN.pack(len(b)) + b for b in (s.encode("utf-8") for s in labels)], list(labels)
+
+
+def _bytes_binary(items: list[str]) -> bytes:
+    return b"".join(_LEN.pack(len(b)) + b for b in (s.encode("utf-8") for s in items))
+
+
+async def _infer(host: Any, name: str, headers: dict[bytes, bytes], body: bytes) -> Response:
+    encoding = headers.get(b"content-encoding")
+    if encoding is not None:
+        body = _inflate(body, encoding)
+    doc, binary = _split_body(headers, body)
+    tensors = _parse_inputs(doc, binary)
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _Error(400, f'"id" must be a string, got {_json_type(request_id)}')
+    outputs = _parse_outputs(doc)
+    kind = host.kind
+    try:
+        if kind == "image":
+            raw: Any = _image_raw(tensors, host)
+        elif kind == "text":
+            raw = _text_raw(tensors, host)
+        else:
+            raw = _tabular_raw(tensors, host)
+    except InvalidInput as exc:  # codecs' validators
+        raise _Error(400, exc.message) from None
+    if not getattr(host, "loaded", True):
+        raise _Error(503, f"model {name!r} is not ready", [(b"retry-after", b"1")])
+    try:
+        proba = await host.predict_raw(raw)
+    except InvalidInput as exc:  # incl. UnsupportedFormat
+        raise _Error(400, exc.message) from None
+    except (QueueFull, BatcherClosed) as exc:
+        raise _Error(503, exc.message, [(b"retry-after", b"1")]) from None
+    except Exception as exc:
+        log.exception("OIP: model %r failed", name)
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        raise _Error(500, f"model failed: {message}") from None
+    return _response(host, name, request_id, outputs, proba, len(raw))
+
+
+def _response(host: Any, name: str, request_id: str | None, outputs: list[_Out],
+              proba: Any, n: int) -> Response:
+    proba = np.ascontiguousarray(proba, dtype=_FP32)
+    n_classes = len(host.label_names)
+    if proba.shape != (n, n_classes):
+        log.error("OIP: model %r returned shape %s for %d rows and %d labels", name,
+                  proba.shape, n, n_classes)
+        raise _Error(500, f"model failed: it returned shape {list(proba.shape)}; expected "
+                          f"[{n}, {n_classes}]")
+    prefixed, labels = _label_table(tuple(str(s) for s in host.label_names))
+    best = proba.argmax(axis=1) if n_classes else np.zeros(n, dtype=np.int64)
+    tensors: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for out in outputs:
+        if out.name == "probabilities" and out.classes:
+            k = min(out.classes, n_classes)
+            order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+            top = np.take_along_axis(proba, order, axis=1).tolist()
+            items = [f"{p:f}:{j}:{labels[j]}" for prow, jrow in zip(top, order.tolist())
+                     for p, j in zip(prow, jrow)]
+            datatype, shape = "BYTES", [n, k]
+            data: Any = items
+            raw = _bytes_binary(items) if out.binary else b""
+        elif out.name == "probabilities":
+            datatype, shape, data = "FP32", [n, n_classes], proba
+            raw = proba.tobytes() if out.binary else b""
+        elif out.name == "confidence":
+            conf = np.ascontiguousarray(proba[np.arange(n), best]) if n_classes else \
+                np.zeros(n, dtype=_FP32)
+            datatype, shape, data = "FP32", [n], conf
+            raw = conf.tobytes() if out.binary else b""
+        else:  # label
+            idx = best.tolist()
+            datatype, shape = "BYTES", [n]
+            if out.binary:
+                data, raw = None, b"".join([prefixed[j] for j in idx])
+            else:
+                data, raw = [labels[j] for j in idx], b""
+        tensor: dict[str, Any] = {"name": out.name, "datatype": datatype, "shape": shape}
+        if out.binary:
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = data.ravel() if isinstance(data, np.ndarray) else data
+        tensors.append(tensor)
+    doc: dict[str, Any] = {"model_name": _model_name(host, name),
+                           "model_version": _model_version(host)}
+    if request_id is not None:
+        doc["id"] = request_id
+    doc["outputs"] = tensors
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return 200, [_JSON_CT], header
+    return 200, [_BINARY_CT, (b"inference-header-content-length", str(len(header)).encode())], \
+        b"".join([header, *chunks])

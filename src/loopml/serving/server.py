@@ -1,0 +1,111 @@
+"""The serving process: ``python -m loopml.serving.server --fd N`` (started by the control plane).
+
+It serves every endpoint on the listening socket it inherits (so restarts never drop the
+port), keeps its endpoints in step with the metadata store (serving.manager), captures
+traffic to the artifact store (serving.capture) and exits when its parent control plane is
+gone. SIGTERM/SIGINT: uvicorn stops accepting, finishes in-flight requests, then the
+batchers drain and the capture writer flushes — nothing answered goes uncaptured.
+
+Settings come from LOOPML_* variables (the control plane passes its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+
+from loopml.core.settings import load_settings
+
+log = logging.getLogger("loopml.serving.server")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m loopml.serving.server")
+    p.add_argument("--fd", type=int, help="listening socket inherited from the control plane")
+    p.add_argument("--host", default=None, help="bind here instead of --fd (standalone use)")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--parent-pid", type=int, default=None)
+    return p.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from loopml.platform import Platform
+    from loopml.serving.app import create_data_plane
+    from loopml.serving.capture import CaptureWriter
+    from loopml.serving.manager import EndpointManager
+    from loopml.serving.metrics import ServingMetrics
+    from loopml.serving.model_cache import ModelCache
+
+    settings = load_settings()
+    platform = Platform(settings, create_schema=False)
+    cache = ModelCache(platform.artifacts, settings.home / "cache" / "models",
+                       memory_mb=settings.serving_memory_mb)
+    manager = EndpointManager(platform, cache)
+    capture = CaptureWriter(platform.artifacts, settings.capture_prefix)
+    metrics = ServingMetrics()
+    stop = asyncio.Event()
+
+    async def on_shutdown() -> None:
+        stop.set()
+        await manager.close()  # batchers drain: every accepted request is answered
+        await asyncio.to_thread(capture.close)  # ... and captured
+
+    app = create_data_plane(manager, token=settings.serving_token, metrics=metrics,
+                            capture=capture, on_shutdown=on_shutdown)
+    config = uvicorn.Config(app, loop="none", http="httptools", lifespan="on",
+                            log_level=settings.log_level.lower(), access_log=False,
+                            timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+    else:
+        family = socket.AF_INET6 if ":" in (args.host or "") else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host or settings.serving_host, args.port if args.port is not None
+                   else settings.serving_port))
+        sock.listen(2048)
+    sync = asyncio.get_running_loop().create_task(manager.run(stop))
+
+    async def watch_stop() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.get_running_loop().create_task(watch_stop())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        stop.set()
+        for task in (sync, watcher):
+            task.cancel()
+        if not capture.closed:
+            await manager.close()
+            capture.close()
+        platform.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        runner = asyncio.run
+    try:
+        runner(serve(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
