@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serving.py [--duration 10] [--quick] [--no-bentoml]
                                       [--soak 300] [--profile 15] [--workdir DIR]
+                                      [--servers loopml,fastapi,bentoml]
 
 Trains the seed CNN (`cnn` template) on the `mnist` sample for 2 epochs in-process, saves a
 LoopML bundle, and measures, one 28×28 grayscale image per request (JSON body
@@ -18,10 +19,12 @@ LoopML bundle, and measures, one 28×28 grayscale image per request (JSON body
                predict_on_batch padded to bucket sizes; bench/peers/bentoml_service.py)
 
 each at concurrency 1 and 32: requests/s, p50, p99, errors (non-2xx + socket errors), the
-server's RSS after its cells and its CPU ms per request (utime+stime of its process tree over
-the cell). Then the ratios issue 3 sets goals for. Every server is first checked to answer the
-right label for a known MNIST test image (one the model classifies correctly in-process), then
-warmed up (``--warmup`` s at concurrency 32: several hundred requests) before any measurement.
+server's RSS after its cells, its CPU ms per request (utime+stime of its process tree over the
+cell) and the CPU other processes used meanwhile (/proc/stat busy time minus the server's, wrk's
+and the bench's, in cores: the machine is shared, this says how noisy each cell was). Then the
+ratios issue 3 sets goals for. Every server is first checked to answer the right label for a
+known MNIST test image (one the model classifies correctly in-process), then warmed up at
+concurrency 32 (``--warmup``-second wrk runs until at least 300 requests) before measuring.
 ``--soak S`` then runs LoopML at concurrency 32 for S s and reports its RSS at start and end;
 ``--profile S`` samples LoopML with py-spy during an extra S-second c=32 run and prints where
 its time goes. Not a test: figures only. On this 2-core shared machine the load generator and
@@ -55,6 +58,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -82,6 +86,9 @@ CONCURRENCIES = (1, 32)
 BATCHES = (1, 32)
 JSON_TYPE, NPY_TYPE = "application/json", "application/x-npy"
 READY_TIMEOUT_S = 180.0
+WARMUP_REQUESTS = 300          # at least, per server, at c=32
+WARMUP_MAX_S = 90.0
+SERVERS = ("loopml", "fastapi", "bentoml")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # issue 3's goals
@@ -413,6 +420,7 @@ class Cell:
     p99_ms: float
     errors: int
     cpu_ms_per_req: float | None = None
+    others_cores: float | None = None  # CPU used by other processes on the machine meanwhile
     rss_mb: float | None = None
 
 
@@ -427,7 +435,7 @@ _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
 def lua_script(body: Body) -> Path:
-    script = body.path.with_suffix(".lua")
+    script = body.path.with_name(body.path.name + ".lua")
     # a JSON string literal is a valid Lua one for these plain ASCII paths / media types
     script.write_text(LUA.format(path=json.dumps(str(body.path)),
                                  content_type=json.dumps(body.content_type)))
@@ -504,6 +512,20 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent non-idle since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process and its waited-for children (wrk runs)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the process tree rooted at pid (live processes only), seconds."""
     total = 0
@@ -522,14 +544,19 @@ def cpu_seconds(pid: int) -> float:
 def measure(server: Server, body: Body, label: str, seconds: float) -> list[Cell]:
     cells = []
     for concurrency in CONCURRENCIES:
-        cpu0 = cpu_seconds(server.proc.pid)
+        t0, busy0 = time.perf_counter(), machine_busy_seconds()
+        cpu0, ours0 = cpu_seconds(server.proc.pid), children_cpu_seconds()
         r = run_wrk(server, body, concurrency, seconds)
         cpu = cpu_seconds(server.proc.pid) - cpu0
+        ours = children_cpu_seconds() - ours0
+        others = (machine_busy_seconds() - busy0 - cpu - ours) / (time.perf_counter() - t0)
         cells.append(Cell(label, concurrency, int(r["requests"]), r["rps"], r["p50_ms"],
                           r["p99_ms"], int(r["errors"]),
-                          cpu * 1e3 / r["requests"] if r["requests"] else None))
+                          cpu * 1e3 / r["requests"] if r["requests"] else None,
+                          max(0.0, others)))
         log(f"{label} c={concurrency}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
-            f"p99 {r['p99_ms']:.2f} ms, errors {int(r['errors'])}")
+            f"p99 {r['p99_ms']:.2f} ms, errors {int(r['errors'])}, "
+            f"other processes {others:.2f} cores")
     rss = rss_mb(server.proc.pid)
     for cell in cells:
         cell.rss_mb = rss
@@ -542,9 +569,13 @@ def bench_server(server: Server, bodies: list[Body], model: Model, args: argpars
     wait_ready(server, bodies[0])
     for body in bodies:
         check_answer(server, body, model)
-    warm = run_wrk(server, bodies[0], 32, args.warmup)
-    log(f"{server.name}: warm-up {int(warm['requests'])} requests, "
-        f"{int(warm['errors'])} errors")
+    warmed = errors = 0
+    start = time.perf_counter()
+    while warmed < WARMUP_REQUESTS and time.perf_counter() - start < WARMUP_MAX_S:
+        warm = run_wrk(server, bodies[0], 32, args.warmup)
+        warmed, errors = warmed + int(warm["requests"]), errors + int(warm["errors"])
+    log(f"{server.name}: warm-up {warmed} requests in {time.perf_counter() - start:.0f} s, "
+        f"{errors} errors")
     cells = []
     for body in bodies:
         label = server.name if len(bodies) == 1 else f"{server.name} ({body.label})"
@@ -565,8 +596,9 @@ def profile(server: Server, body: Body, seconds: float, workdir: Path) -> str:
         return (f"py-spy not found at {PY_SPY}: python3.11 -m venv /work/bench-venvs/tools && "
                 f"/work/bench-venvs/tools/bin/pip install py-spy")
     raw = workdir / "loopml.pyspy.txt"
+    rate = 250
     spy = subprocess.Popen([str(PY_SPY), "record", "--pid", str(server.proc.pid), "--duration",
-                            str(max(1, round(seconds))), "--rate", "250", "--format", "raw",
+                            str(max(1, round(seconds))), "--rate", str(rate), "--format", "raw",
                             "--threads", "--function", "--nonblocking", "--output", str(raw)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)
@@ -574,10 +606,10 @@ def profile(server: Server, body: Body, seconds: float, workdir: Path) -> str:
     _, err = spy.communicate(timeout=60)
     if not raw.is_file():
         return f"py-spy failed: {err.decode(errors='replace')[-500:]}"
-    return summarize_profile(raw.read_text(), r["rps"], seconds)
+    return summarize_profile(raw.read_text(), r["rps"], seconds, rate)
 
 
-def summarize_profile(raw: str, rps: float, seconds: float, top: int = 18) -> str:
+def summarize_profile(raw: str, rps: float, seconds: float, rate: int, top: int = 18) -> str:
     """Collapsed stacks → samples per thread, top functions by self and by inclusive samples."""
     threads: dict[str, int] = {}
     own: dict[str, int] = {}
@@ -603,9 +635,10 @@ def summarize_profile(raw: str, rps: float, seconds: float, top: int = 18) -> st
         return f"{100 * n / total:5.1f} %"
 
     out = [f"py-spy, LoopML at c=32, {seconds:.0f} s ({rps:,.0f} req/s under the profiler), "
-           f"{total} samples of non-idle threads"]
-    out.append("  per thread:")
-    out += [f"    {pct(n)}  {t}" for t, n in sorted(threads.items(), key=lambda kv: -kv[1])]
+           f"{total} samples of non-idle threads at {rate} Hz"]
+    out.append("  per thread: share of samples, (share of the wall time it was running)")
+    out += [f"    {pct(n)}  ({100 * n / (rate * seconds):3.0f} % busy)  {t}"
+            for t, n in sorted(threads.items(), key=lambda kv: -kv[1])]
     out.append("  top functions by own samples:")
     out += [f"    {pct(n)}  {f}" for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]]
     out.append("  top functions by inclusive samples:")
@@ -631,13 +664,15 @@ def markdown_tables(ceiling: list[InProcess], cells: list[Cell]) -> str:
            "| --- | ---: | ---: | ---: | ---: |"]
     out += [f"| {r.name} | {r.batch} | {r.samples_s:,.0f} | {r.p50_ms:.3f} | {r.p99_ms:.3f} |"
             for r in ceiling]
-    out += ["", "| server | concurrency | req/s | p50 ms | p99 ms | errors | CPU ms/req | RSS MiB |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    out += ["", "| server | concurrency | req/s | p50 ms | p99 ms | errors | server CPU ms/req "
+                "| server RSS MiB | others' CPU (cores) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for c in cells:
         cpu = "" if c.cpu_ms_per_req is None else f"{c.cpu_ms_per_req:.2f}"
         rss = "" if c.rss_mb is None else f"{c.rss_mb:,.0f}"
+        others = "" if c.others_cores is None else f"{c.others_cores:.2f}"
         out.append(f"| {c.server} | {c.concurrency} | {c.rps:,.0f} | {c.p50_ms:.2f} | "
-                   f"{c.p99_ms:.2f} | {c.errors} | {cpu} | {rss} |")
+                   f"{c.p99_ms:.2f} | {c.errors} | {cpu} | {rss} | {others} |")
     return "\n".join(out)
 
 
@@ -706,7 +741,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="1 epoch, short cells")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 2)")
     ap.add_argument("--no-bentoml", action="store_true", help="skip the BentoML peer")
-    ap.add_argument("--no-fastapi", action="store_true", help="skip the FastAPI peer")
+    ap.add_argument("--servers", default=",".join(SERVERS),
+                    help=f"comma-separated subset of {','.join(SERVERS)} (default: all)")
     ap.add_argument("--soak", type=float, default=0.0,
                     help="then run LoopML at c=32 this many seconds, RSS at start/end "
                          "(issue 3: 300)")
@@ -719,6 +755,13 @@ def parse_args() -> argparse.Namespace:
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.warmup = args.warmup or (1.0 if args.quick else 3.0)
     args.epochs = args.epochs or (1 if args.quick else 2)
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(args.servers) - set(SERVERS)
+    if unknown:
+        ap.error(f"unknown --servers {sorted(unknown)}; choose from {', '.join(SERVERS)}")
+    if args.no_bentoml and "bentoml" in args.servers:
+        args.servers.remove("bentoml")
+        log("--no-bentoml: skipping the BentoML peer (no LoopML/BentoML ratio in this run)")
     return args
 
 
@@ -726,7 +769,7 @@ def main() -> None:
     args = parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get update && apt-get install -y wrk")
-    if not args.no_bentoml:
+    if "bentoml" in args.servers:
         ensure_bentoml_venv()
     t_start = time.perf_counter()
     import warnings
@@ -750,12 +793,11 @@ def main() -> None:
             f"bytes, npy body {npy_body.path.stat().st_size:,} bytes")
         ceiling = in_process(model, args.duration / 2)
 
-        launchers: list[tuple[Callable[[Model, Path], Server], list[Body]]] = [
-            (launch_loopml, [json_body, npy_body])]
-        if not args.no_fastapi:
-            launchers.append((launch_fastapi, [json_body]))
-        if not args.no_bentoml:
-            launchers.append((launch_bentoml, [json_body]))
+        every: dict[str, tuple[Callable[[Model, Path], Server], list[Body]]] = {
+            "loopml": (launch_loopml, [json_body, npy_body]),
+            "fastapi": (launch_fastapi, [json_body]),
+            "bentoml": (launch_bentoml, [json_body])}
+        launchers = [every[name] for name in args.servers]
         cells: list[Cell] = []
         extras: list[str] = []
         for launch, bodies in launchers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import re
 import struct
 import threading
@@ -628,7 +629,7 @@ _request = st.fixed_dictionaries({"inputs": st.lists(_input, max_size=3) | _json
        doc=_request | _json, binary=st.binary(max_size=300),
        header_len=st.none() | st.integers(-5, 2000))
 def test_random_requests_never_5xx(http, model, doc, binary, header_len):
-    head = orjson.dumps(doc)
+    head = json.dumps(doc).encode()  # (orjson refuses ints past 64 bits: json sends them)
     headers = {}
     content = head
     if header_len is not None:
@@ -639,3 +640,40 @@ def test_random_requests_never_5xx(http, model, doc, binary, header_len):
     assert r.status_code < 500, (doc, r.text)
     if r.status_code != 200:
         assert isinstance(r.json()["error"], str)
+
+
+_IMAGE_SHAPES = [(8, 8, 1), (64,), (8, 8), (8, 8, 2), (63,), (1, 64), (8, 8, 1, 1)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rows=st.integers(1, 4), row_shape=st.sampled_from(_IMAGE_SHAPES),
+       datatype=st.sampled_from(["FP32", "FP64", "FP16", "UINT8", "INT16", "BOOL"]),
+       binary=st.booleans(), special=st.sampled_from([None, np.nan, np.inf, 1e6]),
+       seed=st.integers(0, 2**16))
+def test_random_image_tensors(triton, host, rows, row_shape, datatype, binary, special, seed):
+    """Near-valid image tensors: 200 with the runtime's answer when acceptable, else a 400."""
+    from tritonclient.utils import triton_to_np_dtype
+
+    dtype = triton_to_np_dtype(datatype)
+    x = np.random.default_rng(seed).uniform(0, 16, (rows, *row_shape))
+    if special is not None and dtype().dtype.kind == "f":
+        x.flat[seed % x.size] = special
+    x = x.astype(dtype)
+    inp = tritonhttp.InferInput("input", list(x.shape), datatype)
+    inp.set_data_from_numpy(x, binary_data=binary)
+    outputs = [tritonhttp.InferRequestedOutput(n, binary_data=binary) for n in OUTPUTS]
+    as_float = x.astype(np.float32)
+    acceptable = row_shape in [(8, 8, 1), (64,), (8, 8)] and np.isfinite(as_float).all()
+    try:
+        result = triton.infer("digits", [inp], outputs=outputs)
+    except tritonhttp.InferenceServerException as exc:
+        assert not acceptable and exc.status() == "400", exc
+        return
+    assert acceptable
+    _check(result, host, as_float.reshape(rows, 8, 8, 1))
+
+
+def test_head_and_trailing_slash(http):
+    assert http.head("/v2/health/live").status_code == 200
+    assert http.get("/v2/").json()["name"] == "loopml"
+    assert http.get("/v2/models/digits/").json()["name"] == "digits"

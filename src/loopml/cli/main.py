@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from loopml import __version__
-from loopml.cli import datasets, db, jobs, models, predict, server, train
+from loopml.cli import datasets, db, endpoints, jobs, models, predict, server, train
 from loopml.core.errors import LoopMLError
 
 
@@ -58,6 +58,7 @@ app.add_typer(datasets.app, name="datasets")
 app.command("train", help=train.train.__doc__)(train.train)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
+app.add_typer(endpoints.app, name="endpoints")
 app.command("predict", help=predict.predict.__doc__)(predict.predict)
 app.command("server", help=server.server.__doc__)(server.server)
 app.add_typer(db.app, name="db")

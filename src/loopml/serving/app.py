@@ -196,7 +196,8 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                 if id(v.host) in seen:
                     continue
                 seen.add(id(v.host))
-                yield name, v.name, v.host.batcher.stats()
+                yield name, v.name, {**v.host.batcher.stats(),
+                                     "max_batch_size": v.host.batcher.max_batch_size}
 
     metrics.add_source(batcher_stats)
     if capture is not None:

@@ -58,7 +58,11 @@ _MAX_EPOCH_S = 253402300800  # 10000-01-01: event times outside [0, this) are re
 
 
 class _Pending(NamedTuple):
-    """One captured request, exactly as record() got it (no work done on the hot path)."""
+    """One captured request, exactly as record() got it (no work done on the hot path).
+
+    record() builds a plain tuple in this field order (cheaper than the NamedTuple's __new__);
+    the flusher views it as a _Pending.
+    """
 
     event_time: float
     endpoint: str
@@ -73,6 +77,10 @@ class _Pending(NamedTuple):
     latency_ms: float
     shadow: bool
     size: int
+
+
+_SIZE = len(_Pending._fields) - 1
+assert _Pending._fields[_SIZE] == "size"
 
 
 class _File(NamedTuple):
@@ -118,7 +126,7 @@ class CaptureWriter:
 
         self._lock = threading.Lock()        # guards _buf and the pending counters (held briefly)
         self._flush_lock = threading.Lock()  # one flush at a time (thread, flush(), close())
-        self._buf: list[_Pending] = []
+        self._buf: list[tuple] = []          # _Pending fields, as plain tuples
         self._buf_bytes = 0                  # of _buf only: wakes the thread early (not the retries)
         self._retry: list[_File] = []        # failed files, rewritten at the next flush
         self._pending_records = 0            # in _buf + in flight + in _retry
@@ -146,9 +154,9 @@ class CaptureWriter:
         The bodies are kept by reference until the flush: pass ``bytes`` (not a buffer reused later).
         """
         size = len(input_body) + len(output_body) + _RECORD_OVERHEAD_BYTES
-        item = _Pending(time.time() if event_time is None else event_time, endpoint, variant,
-                        input_body, input_content_type, output_body, output_content_type,
-                        inference_id, model, model_version, latency_ms, shadow, size)
+        item = (time.time() if event_time is None else event_time, endpoint, variant,
+                input_body, input_content_type, output_body, output_content_type,
+                inference_id, model, model_version, latency_ms, shadow, size)
         with self._lock:
             if (self._closed or self._pending_records >= self.max_pending_records
                     or self._pending_bytes + size > self.max_pending_bytes):
@@ -202,7 +210,7 @@ class CaptureWriter:
                 try:
                     files.extend(self._serialize(buf))
                 except Exception:  # noqa: BLE001 - a bug here must not leak the pending counts
-                    self._give_up(len(buf), sum(item.size for item in buf))
+                    self._give_up(len(buf), sum(item[_SIZE] for item in buf))
                     log.exception("data capture: could not serialize %d records; they are dropped", len(buf))
             for i, f in enumerate(files):
                 if not self._write(f):
@@ -233,10 +241,10 @@ class CaptureWriter:
             if error:
                 self._n_errors += 1
 
-    def _serialize(self, buf: list[_Pending]) -> list[_File]:
+    def _serialize(self, buf: list[tuple]) -> list[_File]:
         """Group by (endpoint, variant, UTC hour), in arrival order; one file per group."""
         groups: dict[tuple[str, str, int], list[_Pending]] = {}
-        for item in buf:
+        for item in map(_Pending._make, buf):
             t = item.event_time
             if not (isinstance(t, (int, float)) and 0 <= t < _MAX_EPOCH_S):  # also False for NaN
                 item = item._replace(event_time=time.time())
@@ -308,6 +316,7 @@ class CaptureWriter:
         """Flush everything and stop the thread. Idempotent; record() afterwards returns False.
 
         A write still failing after a few attempts is given up: its records count as dropped.
+        It blocks on I/O: from an event loop, call it via ``asyncio.to_thread`` (or at shutdown).
         """
         with self._lock:
             if self._closed:

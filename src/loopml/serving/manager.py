@@ -52,7 +52,8 @@ class EndpointManager:
         return self.live.get(name)
 
     def loading(self, name: str) -> bool:
-        return name in self.known and name not in self.live
+        # before the first sync every name may exist: 503 + Retry-After, never a false 404
+        return not self.synced.is_set() or (name in self.known and name not in self.live)
 
     def ready(self) -> bool:
         return self.synced.is_set() and all(

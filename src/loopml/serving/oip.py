@@ -461,10 +461,10 @@ def _parse_outputs(doc: dict) -> list[_Out]:
     if not isinstance(default_binary, bool):
         raise _Error(400, '"binary_data_output" must be true or false')
     outputs = doc.get("outputs")
-    if outputs is None:
+    if outputs is None or outputs == []:  # none named: all of them
         return [_Out(name, default_binary, 0) for name in OUTPUTS]
-    if not isinstance(outputs, list) or not outputs:
-        raise _Error(400, '"outputs" must be a non-empty list of {"name": ...} objects')
+    if not isinstance(outputs, list):
+        raise _Error(400, '"outputs" must be a list of {"name": ...} objects')
     result: list[_Out] = []
     for i, spec in enumerate(outputs):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
@@ -545,39 +545,49 @@ def _cells(t: _Tensor) -> list[Any]:
     return t.value.astype(np.float64).ravel().tolist()
 
 
+def _per_column(tensors: list[_Tensor], columns: list[str] | None) -> bool:
+    """One input per column (each named after it) rather than one [N, n_columns] matrix?"""
+    if columns is None or not all(t.name in columns for t in tensors):
+        return False
+    if len(tensors) > 1:
+        return True
+    shape = tensors[0].shape  # one input named after a column: unless shaped like the matrix
+    return not (len(columns) > 1 and len(shape) == 2 and shape[1] == len(columns))
+
+
 def _tabular_raw(tensors: list[_Tensor], host: Any) -> list[dict]:
     columns: list[str] | None = host.columns
-    by_column = columns is not None and all(t.name in columns for t in tensors) and not (
-        len(tensors) == 1 and len(tensors[0].shape) == 2 and tensors[0].shape[1] == len(columns)
-        and len(columns) > 1)
-    if len(tensors) == 1 and not by_column:
-        t = tensors[0]
-        n = _rows(t)
-        if columns is None:
-            raise _Error(400, "this model does not record its column order; send one input per "
-                              "column, each named after its column")
-        if t.shape != (n, len(columns)):
-            raise _Error(400, f"input {t.name!r} has shape {list(t.shape)}; this tabular model "
-                              f"expects [N, {len(columns)}] (columns {', '.join(columns)})")
-        flat = _cells(t)
-        width = len(columns)
-        rows = [flat[i:i + width] for i in range(0, len(flat), width)]
-        return _checked_records(rows, columns)
-    if not by_column:
+    if _per_column(tensors, columns):
+        n = _rows(tensors[0])
+        names, values = [], []
+        for t in tensors:
+            if t.name in names:
+                raise _Error(400, f"column input {t.name!r} is given twice")
+            if t.shape not in ((n,), (n, 1)):
+                raise _Error(400, f"column input {t.name!r} has shape {list(t.shape)}; expected "
+                                  f"[{n}] or [{n}, 1] (all column inputs have the same rows)")
+            names.append(t.name)
+            values.append(_cells(t))
+        return _checked_records([dict(zip(names, row)) for row in zip(*values)], None)
+    if len(tensors) != 1:
         raise _Error(400, f"a tabular model takes one input {INPUT_NAME!r} [N, n_columns] or one "
                           f"input per column named after it ({', '.join(columns or [])[:200]}); "
                           f"got {', '.join(repr(t.name) for t in tensors)[:200]}")
-    n = _rows(tensors[0])
-    names, values = [], []
-    for t in tensors:
-        if t.name in names:
-            raise _Error(400, f"column input {t.name!r} is given twice")
-        if t.shape not in ((n,), (n, 1)):
-            raise _Error(400, f"column input {t.name!r} has shape {list(t.shape)}; expected "
-                              f"[{n}] or [{n}, 1] (all column inputs have the same rows)")
-        names.append(t.name)
-        values.append(_cells(t))
-    return _checked_records([dict(zip(names, row)) for row in zip(*values)], None)
+    t = tensors[0]
+    n = _rows(t)
+    if columns is None:
+        raise _Error(400, "this model does not record its column order; send one input per "
+                          "column, each named after its column")
+    width = len(columns)
+    if t.shape != (n, width):
+        raise _Error(400, f"input {t.name!r} has shape {list(t.shape)}; this tabular model "
+                          f"expects [N, {width}] (columns {', '.join(columns)})")
+    if t.datatype == "BYTES":
+        flat = _cells(t)
+        rows = [flat[i:i + width] for i in range(0, len(flat), width)]
+    else:
+        rows = t.value.astype(np.float64).tolist()
+    return _checked_records(rows, columns)
 
 
 def _checked_records(rows: list, columns: Sequence[str] | None) -> list[dict]:
@@ -591,9 +601,10 @@ def _checked_records(rows: list, columns: Sequence[str] | None) -> list[dict]:
 
 
 @lru_cache(maxsize=256)
-def _label_table(labels: tuple[str, ...]) -> tuple[list[bytes], list[str]]:
+def _label_table(labels: tuple[Any, ...]) -> tuple[list[bytes], list[str]]:
     """Each label as a length-prefixed BYTES element (binary output) and as a str."""
-    return [_LEN.pack(len(b)) + b for b in (s.encode("utf-8") for s in labels)], list(labels)
+    names = [str(s) for s in labels]
+    return [_LEN.pack(len(b)) + b for b in (s.encode("utf-8") for s in names)], names
 
 
 def _bytes_binary(items: list[str]) -> bytes:
@@ -639,46 +650,46 @@ def _response(host: Any, name: str, request_id: str | None, outputs: list[_Out],
               proba: Any, n: int) -> Response:
     proba = np.ascontiguousarray(proba, dtype=_FP32)
     n_classes = len(host.label_names)
-    if proba.shape != (n, n_classes):
+    if proba.shape != (n, n_classes) or not n_classes:
         log.error("OIP: model %r returned shape %s for %d rows and %d labels", name,
                   proba.shape, n, n_classes)
         raise _Error(500, f"model failed: it returned shape {list(proba.shape)}; expected "
                           f"[{n}, {n_classes}]")
-    prefixed, labels = _label_table(tuple(str(s) for s in host.label_names))
-    best = proba.argmax(axis=1) if n_classes else np.zeros(n, dtype=np.int64)
     tensors: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for out in outputs:
-        if out.name == "probabilities" and out.classes:
-            k = min(out.classes, n_classes)
-            order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-            top = np.take_along_axis(proba, order, axis=1).tolist()
-            items = [f"{p:f}:{j}:{labels[j]}" for prow, jrow in zip(top, order.tolist())
-                     for p, j in zip(prow, jrow)]
-            datatype, shape = "BYTES", [n, k]
-            data: Any = items
-            raw = _bytes_binary(items) if out.binary else b""
-        elif out.name == "probabilities":
-            datatype, shape, data = "FP32", [n, n_classes], proba
-            raw = proba.tobytes() if out.binary else b""
-        elif out.name == "confidence":
-            conf = np.ascontiguousarray(proba[np.arange(n), best]) if n_classes else \
-                np.zeros(n, dtype=_FP32)
-            datatype, shape, data = "FP32", [n], conf
-            raw = conf.tobytes() if out.binary else b""
-        else:  # label
-            idx = best.tolist()
-            datatype, shape = "BYTES", [n]
-            if out.binary:
-                data, raw = None, b"".join([prefixed[j] for j in idx])
+        binary = out.binary
+        data: Any = None
+        if out.name == "probabilities":
+            if out.classes:
+                k = min(out.classes, n_classes)
+                labels = _label_table(tuple(host.label_names))[1]
+                order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+                top = np.take_along_axis(proba, order, axis=1).tolist()
+                data = [f"{p:f}:{j}:{labels[j]}" for prow, jrow in zip(top, order.tolist())
+                        for p, j in zip(prow, jrow)]
+                tensor = {"name": "probabilities", "datatype": "BYTES", "shape": [n, k]}
+                raw = _bytes_binary(data) if binary else b""
             else:
-                data, raw = [labels[j] for j in idx], b""
-        tensor: dict[str, Any] = {"name": out.name, "datatype": datatype, "shape": shape}
-        if out.binary:
+                tensor = {"name": "probabilities", "datatype": "FP32", "shape": [n, n_classes]}
+                data, raw = proba.ravel(), proba.tobytes() if binary else b""
+        elif out.name == "confidence":
+            conf = proba.max(axis=1)
+            tensor = {"name": "confidence", "datatype": "FP32", "shape": [n]}
+            data, raw = conf, conf.tobytes() if binary else b""
+        else:  # label
+            prefixed, labels = _label_table(tuple(host.label_names))
+            idx = proba.argmax(axis=1).tolist()
+            tensor = {"name": "label", "datatype": "BYTES", "shape": [n]}
+            if binary:
+                raw = b"".join([prefixed[j] for j in idx])
+            else:
+                data = [labels[j] for j in idx]
+        if binary:
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            tensor["data"] = data.ravel() if isinstance(data, np.ndarray) else data
+            tensor["data"] = data
         tensors.append(tensor)
     doc: dict[str, Any] = {"model_name": _model_name(host, name),
                            "model_version": _model_version(host)}

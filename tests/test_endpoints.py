@@ -1,0 +1,357 @@
+"""Real-time endpoints end to end: control loop → serving process → real clients.
+
+A real ControlLoop (as `loopml server` runs it) supervises a real serving process on
+127.0.0.1:<free port>; model versions are real (tiny digits CNNs, tests/serving_support.py);
+clients are httpx, an unmodified boto3 ``sagemaker-runtime`` client and tritonclient.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import orjson
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+import httpx  # noqa: E402
+
+from loopml.core.settings import Settings  # noqa: E402
+from tests.serving_support import Hammer, register, wait_for  # noqa: E402
+
+pytest_plugins = ("tests.serving_support",)
+
+
+@contextmanager
+def control_plane(tmp_path, monkeypatch=None, **overrides) -> Iterator[tuple]:
+    from loopml.controlplane import ControlLoop
+    from loopml.platform import Platform
+
+    for var in list(os.environ):
+        if var.startswith("LOOPML_") and not var.startswith("LOOPML_TEST_") and monkeypatch:
+            monkeypatch.delenv(var)
+    settings = Settings(home=tmp_path / "home", port=0, serving_port=0, token=None,
+                        reconcile_interval_s=0.2, **overrides)
+    platform = Platform(settings)
+    loop = ControlLoop(platform)
+    loop.start()
+    try:
+        yield platform, loop
+    finally:
+        loop.stop()
+        platform.close()
+
+
+def create(platform, loop, name: str, **spec) -> dict:
+    from loopml.serving.admin import create_endpoint
+
+    return create_endpoint(platform, name, spec, data_plane_url=loop.endpoints.url)
+
+
+def wait_ready(platform, name: str, generation: int | None = None, timeout: float = 90) -> dict:
+    def ready():
+        rec = platform.endpoints.get(name)
+        if rec["status"] == "Failed" and (generation is None or rec["generation"] == generation):
+            raise AssertionError(f"endpoint {name} failed: {rec['message']}")
+        ok = rec["ready"] and (generation is None or rec["served_generation"] >= generation)
+        return rec if ok else None
+    return wait_for(ready, timeout, what=f"endpoint {name} ready")
+
+
+def images_body(images: np.ndarray) -> bytes:
+    return orjson.dumps({"instances": images.tolist()})
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, digit_bundles):
+    """One control plane + serving process for the module, with digits v1 and v2 registered
+    and endpoint ``digits`` on v2 (100 % capture)."""
+    tmp = tmp_path_factory.mktemp("served")
+    with control_plane(tmp) as (platform, loop):
+        register(platform, "digits", digit_bundles[0])
+        register(platform, "digits", digit_bundles[1])
+        create(platform, loop, "digits", model="digits:2", capture_percent=100)
+        wait_ready(platform, "digits")
+        yield platform, loop
+
+
+def test_invoke_json_npy_csv_and_boto3(served, digits_data):
+    platform, loop = served
+    images, target = digits_data
+    url = f"{loop.endpoints.url}/endpoints/digits/invocations"
+    r = httpx.post(url, content=images_body(images[:16]),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-amzn-invoked-production-variant"] == "primary"
+    preds = r.json()["predictions"]
+    assert len(preds) == 16
+    for p in preds:
+        assert p["label"] in [str(i) for i in range(10)]
+        assert 0 < p["confidence"] <= 1 and p["probabilities"][p["label"]] == p["confidence"]
+    accuracy = np.mean([p["label"] == str(t) for p, t in zip(preds, target[:16])])
+    assert accuracy >= 0.5  # v2 is a (small) trained model, not noise
+
+    buf = io.BytesIO()
+    np.save(buf, images[:4])
+    r_npy = httpx.post(url, content=buf.getvalue(), headers={"content-type": "application/x-npy"})
+    assert [p["label"] for p in r_npy.json()["predictions"]] == [p["label"] for p in preds[:4]]
+    csv = "\n".join(",".join(str(v) for v in img.ravel()) for img in images[:2])
+    r_csv = httpx.post(url, content=csv, headers={"content-type": "text/csv"})
+    assert r_csv.status_code == 200, r_csv.text
+    assert [p["label"] for p in r_csv.json()["predictions"]] == [p["label"] for p in preds[:2]]
+
+    import boto3
+    import botocore
+
+    rt = boto3.client("sagemaker-runtime", endpoint_url=loop.endpoints.url, region_name="us-east-1",
+                      aws_access_key_id="x", aws_secret_access_key="x")
+    out = rt.invoke_endpoint(EndpointName="digits", ContentType="application/json",
+                             Body=images_body(images[:3]), InferenceId="req-42")
+    assert out["InvokedProductionVariant"] == "primary"
+    assert [p["label"] for p in orjson.loads(out["Body"].read())["predictions"]] == \
+        [p["label"] for p in preds[:3]]
+    with pytest.raises(rt.exceptions.ValidationError):
+        rt.invoke_endpoint(EndpointName="digits", ContentType="application/json", Body=b"{oops")
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        rt.invoke_endpoint(EndpointName="nope", ContentType="application/json",
+                           Body=images_body(images[:1]))
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+@pytest.mark.parametrize("body,ctype,status,needle", [
+    (b"{not json", "application/json", 400, "JSON"),
+    (b'{"instances": []}', "application/json", 400, ""),
+    (b'{"instances": [[1, 2, 3]]}', "application/json", 400, "shape"),
+    (b'{"instances": [[[NaN]]]}', "application/json", 400, ""),
+    (b"hello", "application/x-weird", 415, "application/x-weird"),
+])
+def test_bad_input_is_4xx_and_the_server_keeps_serving(served, digits_data, body, ctype, status,
+                                                       needle):
+    platform, loop = served
+    url = f"{loop.endpoints.url}/endpoints/digits/invocations"
+    r = httpx.post(url, content=body, headers={"content-type": ctype})
+    assert r.status_code == status, r.text
+    assert r.headers["x-amzn-errortype"] == "ValidationError"
+    assert needle.lower() in r.json()["message"].lower()
+    ok = httpx.post(url, content=images_body(digits_data[0][:1]),
+                    headers={"content-type": "application/json"})
+    assert ok.status_code == 200
+
+
+def test_oversized_body_is_413(served):
+    platform, loop = served
+    r = httpx.post(f"{loop.endpoints.url}/endpoints/digits/invocations",
+                   content=b"[" + b"0," * 3_200_000 + b"0]",
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "limit" in r.json()["message"]
+
+
+def test_health_metrics_and_capture(served, digits_data):
+    platform, loop = served
+    base = loop.endpoints.url
+    for path in ("/ping", "/healthz", "/readyz", "/v2/health/ready"):
+        assert httpx.get(base + path).status_code == 200, path
+    before = httpx.get(base + "/metrics").text
+    for _ in range(3):
+        httpx.post(f"{base}/endpoints/digits/invocations", content=images_body(digits_data[0][:2]),
+                   headers={"content-type": "application/json",
+                            "X-Amzn-SageMaker-Inference-Id": "trace-7"})
+    text = httpx.get(base + "/metrics").text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    ok = [s for s in families["loopml_requests"].samples
+          if s.labels.get("endpoint") == "digits" and s.labels.get("code") == "200"]
+    assert ok and ok[0].value >= 3
+    assert "loopml_batch_size_rows_bucket" in text and "loopml_queue_depth_rows" in text
+    assert before != text
+
+    from loopml.serving.capture import read_captured
+
+    def captured():
+        return [r for r in read_captured(platform.artifacts, "capture", "digits", "primary")
+                if r["eventMetadata"].get("inferenceId") == "trace-7"]
+    records = wait_for(lambda: len(captured()) >= 3 and captured(), 15, what="capture files")
+    rec = records[0]
+    assert rec["captureData"]["endpointInput"]["encoding"] == "JSON"
+    assert orjson.loads(rec["captureData"]["endpointInput"]["data"])["instances"]
+    assert orjson.loads(rec["captureData"]["endpointOutput"]["data"])["predictions"]
+    meta = rec["eventMetadata"]
+    assert meta["modelVersion"] == 2 and meta["model"] == "digits" and meta["latencyMs"] > 0
+
+
+def test_tritonclient_open_inference_protocol(served, digits_data):
+    import tritonclient.http as triton
+
+    platform, loop = served
+    images = digits_data[0][:5]
+    client = triton.InferenceServerClient(loop.endpoints.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("digits")
+    meta = client.get_model_metadata("digits")
+    assert meta["name"] == "digits" and "2" in meta["versions"]
+    inp = triton.InferInput("input", list(images.shape), "FP32")
+    inp.set_data_from_numpy(images.astype(np.float32), binary_data=True)
+    result = client.infer("digits", [inp], outputs=[
+        triton.InferRequestedOutput("probabilities", binary_data=True),
+        triton.InferRequestedOutput("label", binary_data=False)])
+    proba = result.as_numpy("probabilities")
+    assert proba.shape == (5, 10)
+    r = httpx.post(f"{loop.endpoints.url}/endpoints/digits/invocations",
+                   content=images_body(images), headers={"content-type": "application/json"})
+    labels = [p["label"] for p in r.json()["predictions"]]
+    assert [str(i) for i in proba.argmax(axis=1)] == labels
+    assert [x.decode() if isinstance(x, bytes) else x for x in result.as_numpy("label")] == labels
+
+
+def test_alias_move_switches_versions_without_failed_requests(tmp_path, digit_bundles,
+                                                              digits_data):
+    with control_plane(tmp_path) as (platform, loop):
+        register(platform, "digits", digit_bundles[0])
+        register(platform, "digits", digit_bundles[1])
+        platform.models.set_alias("digits", "production", 1)
+        rec = create(platform, loop, "digits", model="digits@production")
+        rec = wait_ready(platform, "digits")
+        assert rec["served"]["variants"][0]["version"] == 1
+        url = f"{loop.endpoints.url}/endpoints/digits/invocations"
+        with Hammer(url, images_body(digits_data[0][:1]), threads=4) as hammer:
+            wait_for(lambda: len(hammer.codes) > 50, 30, what="traffic before the switch")
+            platform.models.set_alias("digits", "production", 2)
+            rec = wait_for(lambda: (r := platform.endpoints.get("digits"))["ready"]
+                           and r["served"]["variants"][0]["version"] == 2 and r, 60,
+                           what="the endpoint to follow the alias")
+            n = len(hammer.codes)
+            wait_for(lambda: len(hammer.codes) > n + 50, 30, what="traffic after the switch")
+        assert "alias moved" in (rec["message"] or "") or rec["generation"] == 2
+        assert hammer.errors == []
+        assert set(hammer.codes) == {200}, sorted(set(hammer.codes))
+
+
+def test_crashed_serving_process_is_restarted_and_gap_gets_503(tmp_path, digit_bundles,
+                                                                digits_data):
+    with control_plane(tmp_path) as (platform, loop):
+        register(platform, "digits", digit_bundles[1])
+        create(platform, loop, "digits", model="digits:1")
+        rec = wait_ready(platform, "digits")
+        pid = rec["served"]["pid"]
+        url = f"{loop.endpoints.url}/endpoints/digits/invocations"
+        with Hammer(url, images_body(digits_data[0][:1]), threads=2) as hammer:
+            wait_for(lambda: len(hammer.codes) > 20, 30, what="traffic")
+            os.kill(pid, signal.SIGKILL)
+            rec = wait_for(lambda: (r := platform.endpoints.get("digits"))["ready"]
+                           and r["served"]["pid"] != pid and r, 90, what="restart")
+            n = len(hammer.codes)
+            wait_for(lambda: len(hammer.codes) > n + 20, 30, what="traffic after restart")
+        # requests in flight at the kill may see a reset connection; nothing hangs (20 s
+        # client timeout), and the gap is answered 503 or queued until the new process is up
+        assert all(c in (200, 503) for c in hammer.codes), sorted(set(hammer.codes))
+        assert not [e for e in hammer.errors if "Timeout" in e], hammer.errors
+        assert hammer.codes[-1] == 200
+        r = httpx.post(url, content=images_body(digits_data[0][:1]),
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 200
+
+
+def test_variants_shadow_and_capture_count_across_graceful_stop(tmp_path, digit_bundles,
+                                                                digits_data):
+    images = digits_data[0]
+    with control_plane(tmp_path) as (platform, loop):
+        register(platform, "digits", digit_bundles[0])
+        register(platform, "digits", digit_bundles[1])
+        create(platform, loop, "digits", model="digits:1",
+               variants=[{"name": "canary", "ref": "digits:2", "weight": 1.0}],
+               shadow="digits:2", capture_percent=100)
+        wait_ready(platform, "digits")
+        url = f"{loop.endpoints.url}/endpoints/digits/invocations"
+        seen = {}
+        answered = 0
+        with httpx.Client() as client:
+            for i in range(40):
+                r = client.post(url, content=images_body(images[i:i + 1]),
+                                headers={"content-type": "application/json"})
+                assert r.status_code == 200
+                answered += 1
+                v = r.headers["x-amzn-invoked-production-variant"]
+                seen[v] = seen.get(v, 0) + 1
+            for name in ("primary", "canary"):
+                r = client.post(url, content=images_body(images[:1]),
+                                headers={"content-type": "application/json",
+                                         "X-Amzn-SageMaker-Target-Variant": name})
+                assert r.headers["x-amzn-invoked-production-variant"] == name
+                seen[name] += 1
+                answered += 1
+            r = client.post(url, content=images_body(images[:1]),
+                            headers={"content-type": "application/json",
+                                     "X-Amzn-SageMaker-Target-Variant": "nope"})
+            assert r.status_code == 400 and "nope" in r.json()["message"]
+            metrics = wait_for(lambda: (t := client.get(f"{loop.endpoints.url}/metrics").text)
+                               .count("loopml_shadow_comparisons_total{") and t, 10,
+                               what="shadow comparisons")
+        assert set(seen) == {"primary", "canary"}, seen
+        assert 'result="agree"' in metrics or 'result="disagree"' in metrics
+        loop.stop()  # graceful: SIGTERM → drain → capture flushed
+
+        from loopml.serving.capture import read_captured
+
+        store = platform.artifacts
+        primary = list(read_captured(store, "capture", "digits", "primary"))
+        canary = list(read_captured(store, "capture", "digits", "canary"))
+        shadow = list(read_captured(store, "capture", "digits", "shadow"))
+        assert len(primary) + len(canary) == answered
+        assert len(primary) == seen["primary"] and len(canary) == seen["canary"]
+        assert len(shadow) == answered  # every answered request was mirrored to the shadow
+        assert all(r["eventMetadata"]["modelVersion"] == 2 for r in shadow)
+        keys = store.list("capture/digits/primary")
+        assert keys and all(k.endswith(".jsonl") and k.count("/") == 7 for k in keys), keys
+
+
+def test_multi_model_endpoint_loads_target_model_on_first_use(tmp_path, digit_bundles,
+                                                              digits_data):
+    from loopml.models.bundle import load_bundle
+
+    images = digits_data[0][:4]
+    with control_plane(tmp_path) as (platform, loop):
+        register(platform, "digits", digit_bundles[0])
+        register(platform, "digits", digit_bundles[1])
+        create(platform, loop, "many", model="digits:1", multi_model=True)
+        wait_ready(platform, "many")
+        url = f"{loop.endpoints.url}/endpoints/many/invocations"
+        r = httpx.post(url, content=images_body(images),
+                       headers={"content-type": "application/json",
+                                "X-Amzn-SageMaker-Target-Model": "digits:2"}, timeout=60)
+        assert r.status_code == 200, r.text
+        v2 = load_bundle(digit_bundles[1], runtime="onnx")
+        expected = v2.runtime.predict(v2.features.transform(images[..., np.newaxis]))
+        got = np.array([[p["probabilities"][str(c)] for c in range(10)]
+                        for p in r.json()["predictions"]])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        r1 = httpx.post(url, content=images_body(images), headers={"content-type": "application/json"})
+        assert r1.json() != r.json()  # without a target: the endpoint's own version 1
+        r = httpx.post(url, content=images_body(images),
+                       headers={"content-type": "application/json",
+                                "X-Amzn-SageMaker-Target-Model": "digits:9"})
+        assert r.status_code in (400, 404) and "9" in r.json()["message"]
+
+
+def test_data_plane_token(tmp_path, digit_bundles, digits_data):
+    with control_plane(tmp_path, serving_token="s3cret") as (platform, loop):
+        register(platform, "digits", digit_bundles[1])
+        create(platform, loop, "digits", model="digits:1")
+        wait_ready(platform, "digits")
+        url = f"{loop.endpoints.url}/endpoints/digits/invocations"
+        body = images_body(digits_data[0][:1])
+        r = httpx.post(url, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        r = httpx.post(url, content=body, headers={"content-type": "application/json",
+                                                   "authorization": "Bearer wrong"})
+        assert r.status_code == 401
+        r = httpx.post(url, content=body, headers={"content-type": "application/json",
+                                                   "authorization": "Bearer s3cret"})
+        assert r.status_code == 200
+        assert httpx.get(loop.endpoints.url + "/ping").status_code == 200  # health stays open
