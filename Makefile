@@ -13,11 +13,11 @@ $(VENV)/bin/python:
 
 # Stamp files: reinstall only when pyproject.toml changes.
 $(VENV)/.installed-samples: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install --quiet -e '.[samples]'
+	$(PIP) install --quiet -e '.[samples,clients]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install --quiet -e '.[samples,test]'
+	$(PIP) install --quiet -e '.[samples,clients,test]'
 	touch $@ $(VENV)/.installed-samples
 
 install: $(VENV)/.installed-samples

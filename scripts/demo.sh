@@ -14,6 +14,13 @@ try: s.bind(("127.0.0.1", 8080)); print(8080)
 except OSError: s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 fi
 export LOOPML_PORT
+if [ -z "${LOOPML_SERVING_PORT:-}" ]; then  # the data plane: 8081 unless it is taken
+  LOOPML_SERVING_PORT=$("$PY" -c 'import socket; s=socket.socket()
+try: s.bind(("127.0.0.1", 8081)); print(8081)
+except OSError: s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
+export LOOPML_SERVING_PORT
+DATA_URL="http://127.0.0.1:${LOOPML_SERVING_PORT}"
 export LOOPML_API_URL="http://127.0.0.1:${LOOPML_PORT}"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -48,4 +55,17 @@ loopml predict mnist-cnn mnist:test --limit 10
 step "Batch prediction: 5 held-out BBC articles"
 loopml predict bbc-news-rnn bbc-news:test --limit 5
 
-step "Done. Stopping the control plane."
+step "Deploy the CNN as real-time endpoint 'mnist' (follows alias production; 100 % capture)"
+VERSION=$("$PY" -c 'from loopml.sdk.client import Client; print(Client().model_version("mnist-cnn")["version"])')
+loopml models alias set mnist-cnn production "$VERSION"
+loopml endpoints delete mnist >/dev/null 2>&1 || true  # a re-run replaces the previous one
+loopml endpoints create mnist --model mnist-cnn@production --capture 100 --wait
+loopml endpoints list
+
+step "Real requests to ${DATA_URL}: HTTP JSON, boto3 sagemaker-runtime, binary npy"
+"$PY" scripts/demo_invoke.py "$DATA_URL" "$LOOPML_HOME/mnist-request.json"
+echo "curl -X POST -H 'Content-Type: application/json' --data-binary @mnist-request.json $DATA_URL/endpoints/mnist/invocations"
+curl -fsS -X POST -H 'Content-Type: application/json' --data-binary @"$LOOPML_HOME/mnist-request.json" \
+  "$DATA_URL/endpoints/mnist/invocations" | "$PY" -c 'import json,sys; p=json.load(sys.stdin)["predictions"][0]; print(f"  label {p[\"label\"]}  confidence {p[\"confidence\"]:.3f}")'
+
+step "Done. Stopping the control plane (and its serving process)."

@@ -244,7 +244,9 @@ def _wait(c: Client, name: str, *, timeout: float, live: bool) -> dict[str, Any]
             task = progress.add_task(f"{name}: waiting", total=None)
 
             def show(rec: dict[str, Any]) -> None:
-                note = f" - {rec['message']}" if rec.get("message") else ""
+                from rich.markup import escape
+
+                note = f" - {escape(str(rec['message']))}" if rec.get("message") else ""
                 progress.update(task, description=f"{name}: {styled(rec.get('status'))} "
                                 f"(generation {rec.get('generation')}){note}")
 
@@ -295,7 +297,9 @@ def print_endpoint(record: dict[str, Any]) -> None:
         ("generation", f"{record.get('generation')} (serving {record.get('served_generation') or '-'})"),
     ]
     if record.get("message"):
-        pairs.append(("message", str(record["message"])))
+        from rich.markup import escape
+
+        pairs.append(("message", escape(str(record["message"]))))  # e.g. "variants: ['a']" is not markup
     pairs += [("url", record.get("url") or "- (no data plane running)"),
               ("capture", f"{num(float(spec.get('capture_percent') or 0), 1)} %"),
               ("batching", f"up to {spec.get('max_batch_size', '-')} rows, "
