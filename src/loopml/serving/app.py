@@ -59,6 +59,7 @@ class Endpoints(Protocol):
 
     def get(self, name: str) -> LiveEndpoint | None: ...
     def loading(self, name: str) -> bool: ...
+    def failure(self, name: str) -> str | None: ...
     def ready(self) -> bool: ...
     def lookup(self, name: str, version: str | None) -> ModelHost: ...
     async def target_model(self, ep: LiveEndpoint, ref: str) -> Variant: ...
@@ -83,6 +84,9 @@ class StaticEndpoints:
 
     def loading(self, name: str) -> bool:
         return False
+
+    def failure(self, name: str) -> str | None:
+        return None
 
     def ready(self) -> bool:
         return all(h.loaded for ep in self.live.values() for h in ep.hosts())
@@ -255,6 +259,9 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                      request_id: bytes, t0: float) -> None:
         ep = table.get(name)
         if ep is None:
+            failure = table.failure(name)
+            if failure is not None:
+                raise _HttpError(424, "ModelError", f"endpoint {name} failed to load: {failure}")
             if table.loading(name):
                 raise _HttpError(503, "ServiceUnavailable",
                                  f"endpoint {name} is loading; retry shortly", _RETRY)

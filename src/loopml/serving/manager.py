@@ -42,7 +42,7 @@ class EndpointManager:
         self.poll_s = poll_s
         self.live: dict[str, LiveEndpoint] = {}
         self.known: dict[str, int] = {}
-        self._failed: dict[str, tuple[int, float]] = {}
+        self._failed: dict[str, tuple[int, float, str]] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._refs: dict[str, tuple[float, dict[str, Any]]] = {}
         self.synced = asyncio.Event()
@@ -53,7 +53,13 @@ class EndpointManager:
 
     def loading(self, name: str) -> bool:
         # before the first sync every name may exist: 503 + Retry-After, never a false 404
-        return not self.synced.is_set() or (name in self.known and name not in self.live)
+        return not self.synced.is_set() or (name in self.known and name not in self.live
+                                            and name not in self._failed)
+
+    def failure(self, name: str) -> str | None:
+        """Why an endpoint with nothing to serve failed to load (None when it did not fail)."""
+        failed = self._failed.get(name)
+        return failed[2] if failed is not None and name not in self.live else None
 
     def ready(self) -> bool:
         return self.synced.is_set() and all(
@@ -163,7 +169,7 @@ class EndpointManager:
         except Exception as exc:  # noqa: BLE001 - the endpoint's own boundary
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             log.error("endpoint %s generation %s failed to load: %s", name, gen, message)
-            self._failed[name] = (gen, time.monotonic() + RETRY_FAILED_S)
+            self._failed[name] = (gen, time.monotonic() + RETRY_FAILED_S, message)
             if old is not None:
                 message += f" (still serving generation {old.generation})"
             await asyncio.to_thread(self.platform.endpoints.report, name, gen, ok=False,
