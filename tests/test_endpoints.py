@@ -28,6 +28,7 @@ from tests.serving_support import Hammer, register, wait_for  # noqa: E402
 pytest_plugins = ("tests.serving_support",)
 
 
+
 @contextmanager
 def control_plane(tmp_path, monkeypatch=None, **overrides) -> Iterator[tuple]:
     from loopml.controlplane import ControlLoop
