@@ -34,7 +34,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from loopml import __version__  # noqa: E402
 from loopml.core.errors import InvalidInput, NotFound  # noqa: E402
-from loopml.serving.batcher import QueueFull  # noqa: E402
+from loopml.serving.batcher import BatcherClosed, QueueFull  # noqa: E402
 from loopml.serving.host import ModelHost  # noqa: E402
 from loopml.serving.oip import OUTPUTS, handle_v2  # noqa: E402
 
@@ -577,7 +577,7 @@ def test_model_failures_map_to_status_codes(caplog):
     assert "boom" in caplog.text
     status, _, out = _call("POST", "/v2/models/m/infer", body, FakeHost())
     doc = orjson.loads(out)
-    assert status == 200 and doc["model_name"] == "fake-model" and doc["model_version"] == "7"
+    assert status == 200 and doc["model_name"] == "m" and doc["model_version"] == "7"
     assert doc["outputs"][1] == {"name": "label", "datatype": "BYTES", "shape": [1],
                                  "data": ["b"]}
 
@@ -590,6 +590,35 @@ def test_not_ready():
     body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     status, _, out = _call("POST", "/v2/models/m/infer", body, host)
     assert status == 503 and host.calls == 0, out
+
+
+class SwapBackend(Backend):
+    """Hands out ``hosts`` one after the other: a version switch during a request."""
+
+    def __init__(self, *hosts: Any) -> None:
+        super().__init__({})
+        self.queue = list(hosts)
+
+    def lookup(self, name: str, version: str | None) -> Any:
+        return self.queue.pop(0) if len(self.queue) > 1 else self.queue[0]
+
+
+def test_version_switch_retries_once_on_the_current_host():
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                     "data": [1, 2, 3, 4]}]})
+    old, new = FakeHost(BatcherClosed("endpoint is switching")), FakeHost()
+    status, _, out = asyncio.run(handle_v2("POST", "/v2/models/m/infer", {}, body,
+                                           SwapBackend(old, new)))
+    assert status == 200 and (old.calls, new.calls) == (1, 1), out
+    unloaded, new = FakeHost(loaded=False), FakeHost()
+    status, _, out = asyncio.run(handle_v2("POST", "/v2/models/m/infer", {}, body,
+                                           SwapBackend(unloaded, new)))
+    assert status == 200 and (unloaded.calls, new.calls) == (0, 1), out
+    first, second = FakeHost(BatcherClosed("closed")), FakeHost(BatcherClosed("closed too"))
+    status, headers, out = asyncio.run(handle_v2("POST", "/v2/models/m/infer", {}, body,
+                                                 SwapBackend(first, second)))
+    assert status == 503 and (b"retry-after", b"1") in headers, out
+    assert (first.calls, second.calls) == (1, 1)
 
 
 def test_gzip_bomb_refused():
@@ -691,7 +720,7 @@ def _request(draw) -> tuple[bytes, dict]:
     return head + binary, {"inference-header-content-length": str(n)}
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 @given(model=st.sampled_from(["digits", "news", "table"]), request=_request())
 def test_random_requests_never_5xx(http, model, request):
     content, headers = request

@@ -21,7 +21,7 @@ Inputs. One input named "input" (any name is accepted when there is exactly one)
              named after its column, shape [N] or [N, 1] (lets columns have different types)
 
 Outputs: "probabilities" FP32 [N, C] (label order as in ``label_names``), "label" BYTES [N],
-"confidence" FP32 [N]; all three when the request names none. ``"classification": k`` on
+"confidence" FP32 [N]; all three when the request names none ("outputs" absent or []). ``"classification": k`` on
 "probabilities" (tritonclient ``class_count=k``) returns Triton's BYTES [N, k] of
 ``"<prob>:<index>:<label>"``, most likely first.
 
@@ -37,7 +37,14 @@ little-endian length + bytes). An output is returned in binary when it asks for
 
 Errors are JSON ``{"error": "..."}``: 400 bad request, 404 unknown model/version/route, 405 wrong
 method, 413 inflated body too large, 415 unknown content encoding, 503 not ready / queue full
-(with ``retry-after``), 500 model failure (logged). ``handle_v2`` never raises.
+(with ``retry-after``), 500 model failure (logged). ``handle_v2`` never raises. A host that is
+closed (``BatcherClosed`` or ``loaded`` false: its version was swapped out while the request
+arrived) is looked up again once and the request runs on the current host.
+
+Host attributes used: ``kind``, ``shape``, ``columns``, ``text_column``, ``label_names``,
+``async predict_raw(raw)``; optional ``loaded``, ``model_name``, ``model_version``,
+``bundle.runtime_name`` (metadata "platform") and ``bundle.meta["features"]["columns"]``
+(tabular metadata datatype: FP32 when every column is numeric, else BYTES).
 """
 
 from __future__ import annotations
@@ -172,7 +179,7 @@ async def _route(method: str, path: str, headers: dict[bytes, bytes], body: byte
     if action == "ready":
         ready = bool(getattr(host, "loaded", True))
         return _json(200 if ready else 503, {"name": _model_name(host, name), "ready": ready})
-    return await _infer(host, name, headers, body)
+    return await _infer(backend, name, version, host, headers, body)
 
 
 def _lookup(backend: OipBackend, name: str, version: str | None) -> "ModelHost":
@@ -183,7 +190,9 @@ def _lookup(backend: OipBackend, name: str, version: str | None) -> "ModelHost":
 
 
 def _model_name(host: Any, name: str) -> str:
-    return str(getattr(host, "model_name", None) or name)
+    # the OIP model is the endpoint: clients address it by that name, so answer with it
+    # (the registry model and version behind it are in "versions" / "model_version")
+    return name
 
 
 def _model_version(host: Any) -> str:
@@ -611,7 +620,20 @@ def _bytes_binary(items: list[str]) -> bytes:
     return b"".join(_LEN.pack(len(b)) + b for b in (s.encode("utf-8") for s in items))
 
 
-async def _infer(host: Any, name: str, headers: dict[bytes, bytes], body: bytes) -> Response:
+def _raw_rows(tensors: list[_Tensor], host: Any) -> Any:
+    """The request's tensors → RAW rows for ``host.predict_raw`` (as codecs.decode gives)."""
+    try:
+        if host.kind == "image":
+            return _image_raw(tensors, host)
+        if host.kind == "text":
+            return _text_raw(tensors, host)
+        return _tabular_raw(tensors, host)
+    except InvalidInput as exc:  # codecs' validators
+        raise _Error(400, exc.message) from None
+
+
+async def _infer(backend: OipBackend, name: str, version: str | None, host: Any,
+                 headers: dict[bytes, bytes], body: bytes) -> Response:
     encoding = headers.get(b"content-encoding")
     if encoding is not None:
         body = _inflate(body, encoding)
@@ -621,28 +643,27 @@ async def _infer(host: Any, name: str, headers: dict[bytes, bytes], body: bytes)
     if request_id is not None and not isinstance(request_id, str):
         raise _Error(400, f'"id" must be a string, got {_json_type(request_id)}')
     outputs = _parse_outputs(doc)
-    kind = host.kind
-    try:
-        if kind == "image":
-            raw: Any = _image_raw(tensors, host)
-        elif kind == "text":
-            raw = _text_raw(tensors, host)
-        else:
-            raw = _tabular_raw(tensors, host)
-    except InvalidInput as exc:  # codecs' validators
-        raise _Error(400, exc.message) from None
-    if not getattr(host, "loaded", True):
-        raise _Error(503, f"model {name!r} is not ready", [(b"retry-after", b"1")])
-    try:
-        proba = await host.predict_raw(raw)
-    except InvalidInput as exc:  # incl. UnsupportedFormat
-        raise _Error(400, exc.message) from None
-    except (QueueFull, BatcherClosed) as exc:
-        raise _Error(503, exc.message, [(b"retry-after", b"1")]) from None
-    except Exception as exc:
-        log.exception("OIP: model %r failed", name)
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        raise _Error(500, f"model failed: {message}") from None
+    for attempt in (1, 2):
+        raw = _raw_rows(tensors, host)
+        try:
+            if not getattr(host, "loaded", True):
+                raise BatcherClosed(f"model {name!r} is not ready")
+            proba = await host.predict_raw(raw)
+            break
+        except InvalidInput as exc:  # incl. UnsupportedFormat
+            raise _Error(400, exc.message) from None
+        except BatcherClosed as exc:
+            # the version was swapped out while this request arrived: once, use the current one
+            fresh = _lookup(backend, name, version) if attempt == 1 else host
+            if fresh is host:
+                raise _Error(503, exc.message, [(b"retry-after", b"1")]) from None
+            host = fresh
+        except QueueFull as exc:
+            raise _Error(503, exc.message, [(b"retry-after", b"1")]) from None
+        except Exception as exc:
+            log.exception("OIP: model %r failed", name)
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            raise _Error(500, f"model failed: {message}") from None
     return _response(host, name, request_id, outputs, proba, len(raw))
 
 
