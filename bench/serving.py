@@ -19,12 +19,13 @@ LoopML bundle, and measures, one 28×28 grayscale image per request (JSON body
                predict_on_batch padded to bucket sizes; bench/peers/bentoml_service.py)
 
 each at concurrency 1 and 32: requests/s, p50, p99, errors (non-2xx + socket errors), the
-server's RSS after its cells, its CPU ms per request (utime+stime of its process tree over the
-cell) and the CPU other processes used meanwhile (/proc/stat busy time minus the server's, wrk's
-and the bench's, in cores: the machine is shared, this says how noisy each cell was). Then the
-ratios issue 3 sets goals for. Every server is first checked to answer the right label for a
-known MNIST test image (one the model classifies correctly in-process), then warmed up at
-concurrency 32 (``--warmup``-second wrk runs until at least 300 requests) before measuring.
+server's RSS after its cells and its CPU ms per request (utime+stime of its process tree over
+the cell). Every row, in-process ones too, also shows the CPU other processes used meanwhile
+(/proc/stat busy time minus the server's, wrk's and the bench's, in cores of 2): the machine is
+shared, this says how noisy that row was. Then the ratios issue 3 sets goals for. Every server
+is first checked to answer the right label for a known MNIST test image (one the model
+classifies correctly in-process), then warmed up at concurrency 32 (``--warmup``-second wrk
+runs until at least 300 requests) before measuring.
 ``--soak S`` then runs LoopML at concurrency 32 for S s and reports its RSS at start and end;
 ``--profile S`` samples LoopML with py-spy during an extra S-second c=32 run and prints where
 its time goes. Not a test: figures only. On this 2-core shared machine the load generator and
@@ -62,7 +63,6 @@ import resource
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,6 +85,9 @@ ENDPOINT = "mnist"
 CONCURRENCIES = (1, 32)
 BATCHES = (1, 32)
 JSON_TYPE, NPY_TYPE = "application/json", "application/x-npy"
+ONNX = "ONNX Runtime"
+ONNX_PACED = "ONNX Runtime, 1 ms idle between calls"
+PACED_GAP_S = 0.001            # like c=1 over HTTP: each call follows an idle gap (cold caches)
 READY_TIMEOUT_S = 180.0
 WARMUP_REQUESTS = 300          # at least, per server, at c=32
 WARMUP_MAX_S = 90.0
@@ -202,9 +205,10 @@ class InProcess:
     others_cores: float          # CPU used by other processes on the machine meanwhile
 
 
-def time_calls(fn: Callable[[np.ndarray], Any], batches: list[np.ndarray],
-               seconds: float) -> tuple[float, list[float]]:
-    """(samples/s, per-call seconds) of fn over ``seconds`` (different inputs each call)."""
+def time_calls(fn: Callable[[np.ndarray], Any], batches: list[np.ndarray], seconds: float,
+               gap_s: float = 0.0) -> tuple[float, list[float]]:
+    """(samples/s while calling, per-call seconds) of fn over ``seconds``, a different input each
+    call, sleeping ``gap_s`` between calls (not counted)."""
     for x in batches[:3]:
         fn(x)  # warm-up
     times: list[float] = []
@@ -216,28 +220,32 @@ def time_calls(fn: Callable[[np.ndarray], Any], batches: list[np.ndarray],
         fn(x)
         times.append(time.perf_counter() - t0)
         samples += len(x)
+        if gap_s:
+            time.sleep(gap_s)
     return samples / sum(times), times
 
 
 def in_process(model: Model, seconds: float) -> list[InProcess]:
     from loopml.models.bundle import load_bundle
 
-    runtimes = {"ONNX Runtime": load_bundle(model.bundle, runtime="onnx", intra_op_threads=1),
-                "Keras predict_on_batch": load_bundle(model.bundle, runtime="keras")}
+    onnx = load_bundle(model.bundle, runtime="onnx", intra_op_threads=1)
+    keras_bundle = load_bundle(model.bundle, runtime="keras")
+    variants = [(ONNX, onnx, batch, 0.0) for batch in BATCHES]
+    variants += [(ONNX_PACED, onnx, 1, PACED_GAP_S)]
+    variants += [("Keras predict_on_batch", keras_bundle, batch, 0.0) for batch in BATCHES]
     rows = []
-    for name, bundle in runtimes.items():
+    for name, bundle, batch, gap_s in variants:
         x_all = bundle.features.transform(model.x_test)
-        for batch in BATCHES:
-            batches = [x_all[i:i + batch] for i in range(0, len(x_all) - batch + 1, batch)][:64]
-            t0, busy0, ours0 = time.perf_counter(), machine_busy_seconds(), children_cpu_seconds()
-            samples_s, times = time_calls(bundle.runtime.predict, batches, seconds)
-            others = (machine_busy_seconds() - busy0 - (children_cpu_seconds() - ours0)) / (
-                time.perf_counter() - t0)
-            ms = np.array(times) * 1e3
-            rows.append(InProcess(name, batch, samples_s, float(np.percentile(ms, 50)),
-                                  float(np.percentile(ms, 99)), max(0.0, others)))
-            log(f"in-process {name} batch {batch}: {samples_s:,.0f} samples/s, "
-                f"p50 {rows[-1].p50_ms:.3f} ms, other processes {others:.2f} cores")
+        batches = [x_all[i:i + batch] for i in range(0, len(x_all) - batch + 1, batch)][:64]
+        t0, busy0, ours0 = time.perf_counter(), machine_busy_seconds(), children_cpu_seconds()
+        samples_s, times = time_calls(bundle.runtime.predict, batches, seconds, gap_s)
+        ours = children_cpu_seconds() - ours0
+        others = (machine_busy_seconds() - busy0 - ours) / (time.perf_counter() - t0)
+        ms = np.array(times) * 1e3
+        rows.append(InProcess(name, batch, samples_s, float(np.percentile(ms, 50)),
+                              float(np.percentile(ms, 99)), max(0.0, others)))
+        log(f"in-process {name} batch {batch}: {samples_s:,.0f} samples/s, "
+            f"p50 {rows[-1].p50_ms:.3f} ms, other processes {others:.2f} cores")
     return rows
 
 
@@ -311,7 +319,7 @@ def launch_bentoml(model: Model, workdir: Path) -> Server:
 
 
 def ensure_bentoml_venv() -> None:
-    """Create /work/bench-venvs/bentoml (bentoml + the project's keras/tensorflow-cpu) if missing."""
+    """Create the BentoML venv (bentoml + the project's keras/tensorflow-cpu) if missing."""
     if (BENTO_VENV / "bin" / "bentoml").is_file():
         return
     python = shutil.which("python3.11") or sys.executable
@@ -587,11 +595,38 @@ def bench_server(server: Server, bodies: list[Body], model: Model, args: argpars
     return cells
 
 
-def soak(server: Server, body: Body, seconds: float) -> dict[str, float]:
+def run_server(launch: Callable[[Model, Path], Server], bodies: list[Body], model: Model,
+               workdir: Path, args: argparse.Namespace) -> tuple[list[Cell], list[str]]:
+    """Launch, measure, (LoopML: soak, profile), stop → (cells, extra report lines).
+
+    A server that fails (does not start, answers wrong, wrk errors) is reported, not fatal."""
+    server = launch(model, workdir)
+    try:
+        cells = bench_server(server, bodies, model, args)
+        extras = []
+        if server.name == "loopml" and args.soak > 0:
+            extras.append(soak(server, bodies[0], args.soak))
+        if server.name == "loopml" and args.profile > 0:
+            extras.append(profile(server, bodies[0], args.profile, workdir))
+        return cells, extras
+    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        log(f"{server.name}: FAILED, left out of the table: {exc}")
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return [], [f"{server.name}: FAILED ({type(exc).__name__}): {first_line}"]
+    finally:
+        stop(server)
+
+
+def soak(server: Server, body: Body, seconds: float) -> str:
+    """LoopML at c=32 for ``seconds``: throughput, latency, errors, RSS at start and end."""
     rss_start = rss_mb(server.proc.pid)
-    log(f"soak: loopml at c=32 for {seconds:.0f} s, RSS at start {rss_start:.1f} MiB")
+    log(f"soak: {server.name} at c=32 for {seconds:.0f} s, RSS at start {rss_start:.1f} MiB")
     r = run_wrk(server, body, 32, seconds)
-    return {**r, "seconds": seconds, "rss_start": rss_start, "rss_end": rss_mb(server.proc.pid)}
+    rss_end = rss_mb(server.proc.pid)
+    return (f"soak: {server.name} ({body.label}) at c=32 for {seconds:.0f} s: "
+            f"{r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+            f"errors {int(r['errors'])}; server RSS {rss_start:.1f} MiB at start, "
+            f"{rss_end:.1f} MiB at end ({rss_end - rss_start:+.1f} MiB)")
 
 
 def profile(server: Server, body: Body, seconds: float, workdir: Path) -> str:
@@ -610,10 +645,11 @@ def profile(server: Server, body: Body, seconds: float, workdir: Path) -> str:
     _, err = spy.communicate(timeout=60)
     if not raw.is_file():
         return f"py-spy failed: {err.decode(errors='replace')[-500:]}"
-    return summarize_profile(raw.read_text(), r["rps"], seconds, rate)
+    return summarize_profile(raw.read_text(), f"LoopML (JSON) at c=32, {seconds:.0f} s, "
+                             f"{r['rps']:,.0f} req/s under the profiler", seconds, rate)
 
 
-def summarize_profile(raw: str, rps: float, seconds: float, rate: int, top: int = 18) -> str:
+def summarize_profile(raw: str, title: str, seconds: float, rate: int, top: int = 18) -> str:
     """Collapsed stacks → samples per thread, top functions by self and by inclusive samples."""
     threads: dict[str, int] = {}
     own: dict[str, int] = {}
@@ -638,8 +674,7 @@ def summarize_profile(raw: str, rps: float, seconds: float, rate: int, top: int 
     def pct(n: int) -> str:
         return f"{100 * n / total:5.1f} %"
 
-    out = [f"py-spy, LoopML at c=32, {seconds:.0f} s ({rps:,.0f} req/s under the profiler), "
-           f"{total} samples of non-idle threads at {rate} Hz"]
+    out = [f"py-spy, {title}: {total} samples of non-idle threads at {rate} Hz"]
     out.append("  per thread: share of samples, (share of the wall time it was running)")
     out += [f"    {pct(n)}  ({100 * n / (rate * seconds):3.0f} % busy)  {t}"
             for t, n in sorted(threads.items(), key=lambda kv: -kv[1])]
@@ -685,14 +720,16 @@ def goals(ceiling: list[InProcess], cells: list[Cell]) -> str:
         return next((c for c in cells if c.server == server and c.concurrency == concurrency),
                     None)
 
-    onnx = {r.batch: r for r in ceiling if r.name == "ONNX Runtime"}
+    onnx = {r.batch: r for r in ceiling if r.name == ONNX}
     loopml1, loopml32 = cell("loopml (JSON)", 1), cell("loopml (JSON)", 32)
     bento32 = cell("bentoml", 32)
-    rows = ["| goal (issue 3), LoopML JSON | measured | target | met |", "| --- | ---: | ---: | :-: |"]
+    rows = ["| goal (issue 3), LoopML JSON | measured | target | met |",
+            "| --- | ---: | ---: | :-: |"]
 
     def row(name: str, value: float | None, fmt: str, target: str, ok: bool | None) -> None:
         shown = "n/a" if value is None else format(value, fmt)
-        rows.append(f"| {name} | {shown} | {target} | {'' if ok is None else ('yes' if ok else 'NO')} |")
+        met = "" if ok is None else ("yes" if ok else "NO")
+        rows.append(f"| {name} | {shown} | {target} | {met} |")
 
     if loopml32 and bento32:
         ratio = loopml32.rps / bento32.rps
@@ -805,25 +842,13 @@ def main() -> None:
         cells: list[Cell] = []
         extras: list[str] = []
         for launch, bodies in launchers:
-            server = launch(model, workdir)
-            try:
-                cells += bench_server(server, bodies, model, args)
-                if server.name == "loopml" and args.soak > 0:
-                    s = soak(server, json_body, args.soak)
-                    extras.append(
-                        f"soak: LoopML (JSON) at c=32 for {s['seconds']:.0f} s: "
-                        f"{s['rps']:,.0f} req/s, p50 {s['p50_ms']:.2f} ms, p99 "
-                        f"{s['p99_ms']:.2f} ms, errors {int(s['errors'])}; server RSS "
-                        f"{s['rss_start']:.1f} MiB at start, {s['rss_end']:.1f} MiB at end "
-                        f"({s['rss_end'] - s['rss_start']:+.1f} MiB)")
-                if server.name == "loopml" and args.profile > 0:
-                    extras.append(profile(server, json_body, args.profile, workdir))
-            finally:
-                stop(server)
+            server_cells, server_extras = run_server(launch, bodies, model, workdir, args)
+            cells += server_cells
+            extras += server_extras
 
-        print(f"\n## Serving benchmark: seed CNN on mnist, one 28×28 image per request\n")
-        print(f"wrk -t1 -c{{1,32}} -d{args.duration:.0f}s --latency, closed loop; "
-              f"{args.warmup:.0f} s warm-up at c=32 per server; JSON body "
+        print("\n## Serving benchmark: seed CNN on mnist, one 28×28 image per request\n")
+        print(f"wrk -t1 -c{{1,32}} -d{args.duration:.0f}s --latency, closed loop; warm-up ≥ "
+              f"{WARMUP_REQUESTS} requests at c=32 per server; JSON body "
               f"{json_body.path.stat().st_size:,} B, npy body {npy_body.path.stat().st_size:,} B; "
               f"in-process: {args.duration / 2:.0f} s per row\n")
         print(markdown_tables(ceiling, cells))

@@ -402,3 +402,23 @@ def test_payload_fuzz_never_5xx(served, payload, ctype):
     assert r.status_code < 500, r.text
     if r.status_code >= 400:
         assert r.json()["message"] and r.headers["x-amzn-errortype"]
+
+
+def test_capture_counts_equal_answers_under_load_across_a_graceful_stop(tmp_path, digit_bundles,
+                                                                        digits_data):
+    from loopml.serving.capture import read_captured
+
+    with control_plane(tmp_path) as (platform, loop):
+        register(platform, "digits", digit_bundles[1])
+        create(platform, loop, "digits", model="digits:1", capture_percent=100)
+        wait_ready(platform, "digits")
+        url = f"{loop.endpoints.url}/endpoints/digits/invocations"
+        with Hammer(url, images_body(digits_data[0][:2]), threads=8) as hammer:
+            wait_for(lambda: len(hammer.codes) > 300, 60, what="load")
+            loop.stop()  # SIGTERM while 8 clients keep sending: drain, answer, flush
+        answered = sum(1 for c in hammer.codes if c == 200)
+        captured = list(read_captured(platform.artifacts, "capture", "digits", "primary"))
+        assert answered > 300
+        assert len(captured) == answered, (len(captured), answered, set(hammer.codes))
+        ids = {r["eventMetadata"]["eventId"] for r in captured}
+        assert len(ids) == len(captured)  # no record written twice
