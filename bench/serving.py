@@ -778,7 +778,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=None,
                     help="seconds per measured cell (default 10, --quick 3)")
     ap.add_argument("--warmup", type=float, default=None,
-                    help="warm-up seconds at c=32 per server (default 3, --quick 1)")
+                    help="seconds of each warm-up wrk run at c=32, repeated until "
+                         f"{WARMUP_REQUESTS} requests (default 3, --quick 1)")
     ap.add_argument("--quick", action="store_true", help="1 epoch, short cells")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 2)")
     ap.add_argument("--no-bentoml", action="store_true", help="skip the BentoML peer")

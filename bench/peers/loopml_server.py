@@ -24,6 +24,7 @@ def main() -> None:
     host = ModelHost.load(folder, name=name)
     app = create_data_plane({name: host})
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                proxy_headers=False, server_header=False, date_header=False,
                 log_level="warning", access_log=False)
 
 

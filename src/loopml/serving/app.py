@@ -22,8 +22,9 @@ import hmac
 import logging
 import random
 import re
+import itertools
+import os
 import time
-import uuid
 from typing import Any, Awaitable, Callable, Protocol
 
 import numpy as np
@@ -192,6 +193,9 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
     metrics = metrics or ServingMetrics()
     expected_auth = None if token is None else b"Bearer " + token.encode("utf-8")
     shadow_tasks: set[asyncio.Task] = set()
+    # request ids: a random per-process prefix + a counter (uuid4 per request costs ~5 µs)
+    id_prefix = os.urandom(6).hex() + "-"
+    id_counter = itertools.count(1)
 
     def batcher_stats():
         seen = set()
@@ -366,7 +370,7 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
         if kind != "http":
             return
         t0 = time.perf_counter()
-        request_id = str(uuid.uuid4()).encode()
+        request_id = f"{id_prefix}{next(id_counter)}".encode()
         path, method = scope["path"], scope["method"]
         try:
             try:

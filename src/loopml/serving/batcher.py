@@ -138,6 +138,7 @@ class Batcher:
         max_queue_rows: int = 10_000,
         name: str = "",
         wait_only_for_announced: bool = False,
+        inline_when_idle: bool = False,
     ) -> None:
         if not callable(predict):
             raise ValueError(f"predict must be callable, got {type(predict).__name__}")
@@ -179,6 +180,11 @@ class Batcher:
         # that may not come, so a lone request runs at once (HTTP layer sets it).
         self._wait_announced = bool(wait_only_for_announced)
         self._announced = 0
+        # A lone request with nothing queued or arriving runs on the event loop itself: the
+        # hop to the worker thread and back (two wake-ups) costs more than a small predict,
+        # and the loop has nothing else to do meanwhile.
+        self._inline_when_idle = bool(inline_when_idle)
+        self._n_inline = 0
 
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix=f"loopml-batcher-{name or 'model'}")
@@ -308,6 +314,7 @@ class Batcher:
             "rejected_requests": self._n_rejected,
             "queue_rows": self._queue_rows,
             "announced": self._announced,
+            "inline_batches": self._n_inline,
             "isolation_retries": self._n_isolation_retries,
             "loop_errors": self._n_loop_errors,
             "loop_restarts": self._n_loop_restarts,
@@ -468,7 +475,12 @@ class Batcher:
         self._n_batches += 1
         self._histogram[total] = self._histogram.get(total, 0) + 1
         try:
-            out = await self._loop.run_in_executor(self._executor, self._call_predict, x)
+            if (self._inline_when_idle and len(live) == 1 and not self._queue
+                    and self._announced <= 0):
+                self._n_inline += 1
+                out = self._call_predict(x)
+            else:
+                out = await self._loop.run_in_executor(self._executor, self._call_predict, x)
         except Exception as exc:
             if len(live) == 1:
                 _set_exception(live[0], exc)

@@ -178,9 +178,13 @@ def _image_array(rows: Any, source: str, shape: Sequence[int] | None) -> np.ndar
                            "or flat (N, H*W*C)")
     if shape is not None:
         _check_image_shape(arr.shape, tuple(int(d) for d in shape), source)
+    integral = arr.dtype.kind in "iub"
     with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 → inf, below
         arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
+    if integral:
+        if arr.size and not np.isfinite(arr.max()):  # only overflow can make an integer inf
+            raise InvalidInput(f"{source} contain numbers too large for float32")
+    elif not np.isfinite(arr).all():
         raise InvalidInput(f"{source} contain NaN or infinite pixel values "
                            "(or numbers too large for float32)")
     return arr
