@@ -227,3 +227,18 @@ def test_encode_predictions_round_trip():
 
 def test_error_body():
     assert orjson.loads(error_body('bad "x"')) == {"message": 'bad "x"'}
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 4), flat=st.booleans(), ints=st.booleans(), seed=st.integers(0, 2**16))
+def test_fast_image_path_equals_the_strict_path(n, flat, ints, seed):
+    from loopml.serving.codecs import _image_array
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 5, 4)) if ints else rng.normal(size=(n, 5, 4)) * 1e3
+    rows = images.reshape(n, -1) if flat else images
+    body = orjson.dumps({"instances": rows.tolist()})
+    fast, _ = decode(body, "application/json", "image", shape=[5, 4, 1])
+    strict = _image_array(orjson.loads(body)["instances"], "x", [5, 4, 1])
+    assert fast.dtype == np.float32 and fast.shape == strict.shape
+    np.testing.assert_array_equal(fast, strict)
