@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/serving.py [--duration 10] [--quick] [--no-bentoml]
                                       [--soak 300] [--profile 15] [--workdir DIR]
-                                      [--servers loopml,fastapi,bentoml]
+                                      [--servers loopml,fastapi,bentoml] [--loopml-static]
 
 Trains the seed CNN (`cnn` template) on the `mnist` sample for 2 epochs in-process, saves a
 LoopML bundle, and measures, one 28×28 grayscale image per request (JSON body
@@ -11,9 +11,21 @@ LoopML bundle, and measures, one 28×28 grayscale image per request (JSON body
   in-process   the ceiling, no HTTP: ONNX Runtime ``bundle.runtime.predict`` (1 intra-op
                thread, as the data plane loads it) and, for reference, Keras
                ``predict_on_batch``, at batch 1 and 32: samples/s, p50/p99 ms per call
-  loopml       LoopML's data plane (ModelHost + create_data_plane under uvicorn, subprocess)
-               at POST /endpoints/mnist/invocations, JSON body and the same image as one
-               (1, 28, 28) float32 ``application/x-npy`` body
+  loopml       LoopML itself: ``loopml server`` (the control plane) in a fresh LOOPML_HOME,
+               the bundle registered as model ``mnist-cnn`` version 1, endpoint ``mnist``
+               created with the SDK (``create_endpoint(..., wait=True)``); the control plane's
+               serving process (``python -m loopml.serving.server``) answers on the data-plane
+               port. Three rows: POST /endpoints/mnist/invocations with the JSON body and with
+               the same image as one (1, 28, 28) float32 ``application/x-npy`` body, and the
+               Open Inference Protocol's binary path as tritonclient sends it:
+               POST /v2/models/mnist/infer, ``Inference-Header-Content-Length`` + a JSON header
+               + the raw FP32 [1, 28, 28] tensor (3,136 bytes), label and confidence asked for
+               in JSON. Its server CPU / RSS / py-spy figures are the serving process's (pid
+               from the endpoint record's ``served.pid``); the control plane's own CPU is
+               printed apart (and is part of the others' CPU column).
+  loopml-static  (``--loopml-static``) the earlier stand-in, for comparison: ModelHost +
+               ``create_data_plane({name: host})`` under uvicorn (bench/peers/loopml_server.py),
+               no control plane, no metadata store
   fastapi      FastAPI + uvicorn, Keras predict_on_batch per request (bench/peers/fastapi_plain.py)
   bentoml      BentoML with adaptive batching (batchable API, max_batch_size=32, Keras
                predict_on_batch padded to bucket sizes; bench/peers/bentoml_service.py)
@@ -38,8 +50,8 @@ Why these choices:
     core to the server. Its body comes from a file through a tiny Lua script, so JSON and npy
     bodies go through the same path. Latency percentiles are wrk's (``--latency``).
   * Servers run as subprocesses (fresh interpreter each, nothing shared with the bench
-    process, killed by process group). LoopML's launch lives in ``launch_loopml`` alone, so it
-    can be swapped for ``loopml`` starting the endpoint itself.
+    process, killed by process group: for LoopML the control plane's group, which holds its
+    serving process). LoopML's launch lives in ``launch_loopml`` alone.
   * BentoML lives in its own venv (/work/bench-venvs/bentoml, created on first use with the
     project's keras and tensorflow-cpu versions): bentoml pins its own web stack (starlette,
     uvicorn, pydantic, opentelemetry...) that must not leak into the project's venv, and the
@@ -82,16 +94,18 @@ PEERS = HERE / "peers"
 BENTO_VENV = Path("/work/bench-venvs/bentoml")
 PY_SPY = Path("/work/bench-venvs/tools/bin/py-spy")
 ENDPOINT = "mnist"
+LOOPML_MODEL = "mnist-cnn"
 CONCURRENCIES = (1, 32)
 BATCHES = (1, 32)
 JSON_TYPE, NPY_TYPE = "application/json", "application/x-npy"
+OCTET_TYPE = "application/octet-stream"
 ONNX = "ONNX Runtime"
 ONNX_PACED = "ONNX Runtime, 1 ms idle between calls"
 PACED_GAP_S = 0.001            # like c=1 over HTTP: each call follows an idle gap (cold caches)
 READY_TIMEOUT_S = 180.0
 WARMUP_REQUESTS = 300          # at least, per server, at c=32
 WARMUP_MAX_S = 90.0
-SERVERS = ("loopml", "fastapi", "bentoml")
+SERVERS = ("loopml", "fastapi", "bentoml", "loopml-static")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # issue 3's goals
@@ -255,10 +269,18 @@ def in_process(model: Model, seconds: float) -> list[InProcess]:
 @dataclass
 class Server:
     name: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen       # what we started (and stop, by process group)
     url: str                     # http://127.0.0.1:PORT/path
     log_path: Path
     started: float = field(default_factory=time.perf_counter)
+    serving_pid: int | None = None  # the process that answers, when not proc (LoopML: the
+                                    # serving process the control plane supervises)
+    note: str = ""                  # how it was started, for the report
+
+    @property
+    def pid(self) -> int:
+        """The process whose CPU, RSS and stacks are the server's figures."""
+        return self.serving_pid or self.proc.pid
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -281,7 +303,8 @@ def spawn(name: str, cmd: list[str], url: str, workdir: Path, env: dict[str, str
           cwd: Path | None = None) -> Server:
     """Start a server in its own process group, output to workdir/NAME.log."""
     log_path = workdir / f"{name}.log"
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow",
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
+    full_env = {**inherited, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow",
                 **(env or {})}
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env,
@@ -291,10 +314,103 @@ def spawn(name: str, cmd: list[str], url: str, workdir: Path, env: dict[str, str
 
 
 def launch_loopml(model: Model, workdir: Path) -> Server:
-    """LoopML's data plane serving the bundle as endpoint ``mnist``. The one place to swap."""
+    """LoopML itself: ``loopml server`` (control plane) in a fresh LOOPML_HOME, the bundle
+    registered as ``mnist-cnn`` version 1, endpoint ``mnist`` created with the SDK (``wait``).
+
+    The control plane starts the serving process (``python -m loopml.serving.server``) on the
+    data-plane port; the returned Server's ``pid`` is that serving process (from the endpoint
+    record's ``served.pid``), so CPU, RSS and py-spy figures are the data plane's alone.
+    Stopping the control plane's process group stops the serving process too."""
+    from loopml.sdk.client import Client
+
+    home = workdir / "loopml-home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    api_port, data_port = free_port(), free_port()
+    env = {"LOOPML_HOME": str(home), "LOOPML_PORT": str(api_port),
+           "LOOPML_SERVING_PORT": str(data_port), "LOOPML_API_URL": f"http://127.0.0.1:{api_port}"}
+    version = register_bundle(env, model.bundle, LOOPML_MODEL)
+    loopml_bin = Path(sys.executable).with_name("loopml")
+    server = spawn("loopml", [str(loopml_bin), "server", "--port", str(api_port)],
+                   f"http://127.0.0.1:{data_port}/endpoints/{ENDPOINT}/invocations", workdir,
+                   env=env)
+    client = Client(f"http://127.0.0.1:{api_port}", token="", timeout=10)
+    try:
+        deadline = time.perf_counter() + READY_TIMEOUT_S
+        while True:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"loopml server exited with {server.proc.returncode}:\n"
+                                   f"{log_tail(server)}")
+            try:
+                client.endpoints()
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"loopml server not up after {READY_TIMEOUT_S:.0f} s:\n"
+                                       f"{log_tail(server)}") from None
+                time.sleep(0.25)
+        log(f"loopml: control plane up after {time.perf_counter() - server.started:.1f} s; "
+            f"creating endpoint {ENDPOINT} → {LOOPML_MODEL}:{version}")
+        t0 = time.perf_counter()
+        record = client.create_endpoint(ENDPOINT, model=f"{LOOPML_MODEL}:{version}", wait=True,
+                                        timeout=READY_TIMEOUT_S)
+        served = record.get("served") or {}
+        if not record.get("ready") or not served.get("pid"):
+            raise RuntimeError(f"endpoint {ENDPOINT} not serving: {record}")
+        data_plane = str(record.get("url") or "").rstrip("/")
+        server.url = f"{data_plane}/endpoints/{ENDPOINT}/invocations"
+        server.serving_pid = int(served["pid"])
+        runtime = ",".join(v.get("runtime", "?") for v in served.get("variants", []))
+        server.note = (f"loopml: `loopml server` (control plane, pid {server.proc.pid}) → "
+                       f"serving process pid {server.serving_pid} on {data_plane}, endpoint "
+                       f"{ENDPOINT} = {LOOPML_MODEL}:{version} ({runtime}), status "
+                       f"{record.get('status')}")
+        log(f"{server.note}; create_endpoint(wait=True) took {time.perf_counter() - t0:.1f} s")
+    except BaseException:
+        stop(server)
+        raise
+    finally:
+        client.close()
+    return server
+
+
+def register_bundle(env: dict[str, str], bundle: Path, name: str) -> int:
+    """Record ``bundle`` as the next version of model ``name`` in the LOOPML_HOME of ``env``
+    (artifact upload + ``models.add_version``, as tests/serving_support.py does) → version."""
+    from loopml.core.settings import load_settings
+    from loopml.platform import Platform
+
+    saved = {k: v for k, v in os.environ.items() if k.startswith("LOOPML_")}
+    for k in saved:
+        del os.environ[k]
+    os.environ.update(env)
+    try:
+        platform = Platform(load_settings())
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+        os.environ.update(saved)
+    try:
+        manifest = json.loads((bundle / "loopml.json").read_text())
+        version = platform.models.next_version(name)
+        prefix = f"models/{name}/v{version}"
+        platform.artifacts.upload_dir(bundle, prefix)
+        platform.models.add_version(
+            name, version, dataset="mnist:bench", kind=manifest["kind"], template="cnn",
+            hparams={}, metrics={}, lineage={"source": "bench/serving.py"},
+            runtimes=manifest["runtimes"], trusted=False, artifact_prefix=prefix)
+    finally:
+        platform.close()
+    log(f"loopml: registered {bundle} as {name}:{version} in {env['LOOPML_HOME']}")
+    return version
+
+
+def launch_loopml_static(model: Model, workdir: Path) -> Server:
+    """The earlier stand-in (``--loopml-static``): ModelHost + create_data_plane({name: host})
+    under uvicorn (bench/peers/loopml_server.py), no control plane, no metadata store."""
     port = free_port()
-    return spawn("loopml", [sys.executable, str(PEERS / "loopml_server.py"), str(model.bundle),
-                            str(port), ENDPOINT],
+    return spawn("loopml-static", [sys.executable, str(PEERS / "loopml_server.py"),
+                                   str(model.bundle), str(port), ENDPOINT],
                  f"http://127.0.0.1:{port}/endpoints/{ENDPOINT}/invocations", workdir)
 
 
@@ -365,14 +481,19 @@ class Body:
     label: str                   # e.g. "JSON" / "npy"
     content_type: str
     path: Path                   # the body, on disk for wrk
+    route: str | None = None     # request path instead of the server's (e.g. OIP's /v2/...)
+    headers: dict[str, str] = field(default_factory=dict)  # more request headers
+
+    def all_headers(self) -> dict[str, str]:
+        return {"Content-Type": self.content_type, **self.headers}
 
 
-def post(server: Server, body: bytes, content_type: str, timeout: float = 30.0
-         ) -> tuple[int, bytes]:
+def post(server: Server, body: Body, timeout: float = 30.0) -> tuple[int, bytes]:
     host, port = server.host_port
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request("POST", server.path, body=body, headers={"Content-Type": content_type})
+        conn.request("POST", body.route or server.path, body=body.path.read_bytes(),
+                     headers=body.all_headers())
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -380,7 +501,10 @@ def post(server: Server, body: bytes, content_type: str, timeout: float = 30.0
 
 
 def predicted_label(payload: Any, label_names: list[str]) -> str:
-    """The label of the first prediction in any of the three servers' answer shapes."""
+    """The label of the first prediction in any of the servers' answer shapes."""
+    if isinstance(payload, dict) and "outputs" in payload:          # OIP v2 (JSON outputs)
+        outputs = {o["name"]: o for o in payload["outputs"]}
+        return str(outputs["label"]["data"][0])
     first = payload["predictions"][0] if isinstance(payload, dict) else payload[0]
     if isinstance(first, dict):
         return str(first["label"])                     # LoopML
@@ -390,13 +514,12 @@ def predicted_label(payload: Any, label_names: list[str]) -> str:
 def wait_ready(server: Server, body: Body) -> None:
     """Poll with a real request until it answers 200 (or the process dies / times out)."""
     deadline = time.perf_counter() + READY_TIMEOUT_S
-    content = body.path.read_bytes()
     while time.perf_counter() < deadline:
         if server.proc.poll() is not None:
             raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n"
                                f"{log_tail(server)}")
         try:
-            status, _ = post(server, content, body.content_type, timeout=5)
+            status, _ = post(server, body, timeout=5)
             if status == 200:
                 log(f"{server.name}: ready after {time.perf_counter() - server.started:.1f} s")
                 return
@@ -408,7 +531,7 @@ def wait_ready(server: Server, body: Body) -> None:
 
 
 def check_answer(server: Server, body: Body, model: Model) -> None:
-    status, answer = post(server, body.path.read_bytes(), body.content_type)
+    status, answer = post(server, body)
     if status != 200:
         raise RuntimeError(f"{server.name} ({body.label}): HTTP {status}: {answer[:300]!r}")
     label = predicted_label(json.loads(answer), model.label_names)
@@ -440,7 +563,6 @@ LUA = """local f = assert(io.open({path}, "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
-wrk.headers["Content-Type"] = {content_type}
 """
 
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -448,9 +570,11 @@ _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 def lua_script(body: Body) -> Path:
     script = body.path.with_name(body.path.name + ".lua")
-    # a JSON string literal is a valid Lua one for these plain ASCII paths / media types
-    script.write_text(LUA.format(path=json.dumps(str(body.path)),
-                                 content_type=json.dumps(body.content_type)))
+    # a JSON string literal is a valid Lua one for these plain ASCII paths / header values
+    text = LUA.format(path=json.dumps(str(body.path)))
+    text += "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n"
+                    for k, v in body.all_headers().items())
+    script.write_text(text)
     return script
 
 
@@ -482,9 +606,16 @@ def parse_wrk(out: str) -> dict[str, float]:
     }
 
 
+def url_of(server: Server, body: Body) -> str:
+    if body.route is None:
+        return server.url
+    host, port = server.host_port
+    return f"http://{host}:{port}{body.route}"
+
+
 def run_wrk(server: Server, body: Body, concurrency: int, seconds: float) -> dict[str, float]:
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency",
-           "--timeout", "5s", "-s", str(lua_script(body)), server.url]
+           "--timeout", "5s", "-s", str(lua_script(body)), url_of(server, body)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
@@ -557,9 +688,9 @@ def measure(server: Server, body: Body, label: str, seconds: float) -> list[Cell
     cells = []
     for concurrency in CONCURRENCIES:
         t0, busy0 = time.perf_counter(), machine_busy_seconds()
-        cpu0, ours0 = cpu_seconds(server.proc.pid), children_cpu_seconds()
+        cpu0, ours0 = cpu_seconds(server.pid), children_cpu_seconds()
         r = run_wrk(server, body, concurrency, seconds)
-        cpu = cpu_seconds(server.proc.pid) - cpu0
+        cpu = cpu_seconds(server.pid) - cpu0
         ours = children_cpu_seconds() - ours0
         others = (machine_busy_seconds() - busy0 - cpu - ours) / (time.perf_counter() - t0)
         cells.append(Cell(label, concurrency, int(r["requests"]), r["rps"], r["p50_ms"],
@@ -569,7 +700,7 @@ def measure(server: Server, body: Body, label: str, seconds: float) -> list[Cell
         log(f"{label} c={concurrency}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, "
             f"p99 {r['p99_ms']:.2f} ms, errors {int(r['errors'])}, "
             f"other processes {others:.2f} cores")
-    rss = rss_mb(server.proc.pid)
+    rss = rss_mb(server.pid)
     for cell in cells:
         cell.rss_mb = rss
     return cells
@@ -600,29 +731,53 @@ def run_server(launch: Callable[[Model, Path], Server], bodies: list[Body], mode
     """Launch, measure, (LoopML: soak, profile), stop → (cells, extra report lines).
 
     A server that fails (does not start, answers wrong, wrk errors) is reported, not fatal."""
-    server = launch(model, workdir)
+    failures = (RuntimeError, OSError, ValueError, subprocess.SubprocessError)
+
+    def failed(name: str, exc: BaseException) -> tuple[list[Cell], list[str]]:
+        log(f"{name}: FAILED, left out of the table: {exc}")
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return [], [f"{name}: FAILED ({type(exc).__name__}): {first_line}"]
+
     try:
+        server = launch(model, workdir)
+    except failures as exc:
+        return failed(launch.__name__.removeprefix("launch_").replace("_", "-"), exc)
+    try:
+        supervisor0 = supervisor_cpu_seconds(server)
+        t0 = time.perf_counter()
         cells = bench_server(server, bodies, model, args)
-        extras = []
+        extras = [server.note] if server.note else []
+        if server.serving_pid:
+            cpu = supervisor_cpu_seconds(server) - supervisor0
+            rss = rss_mb(server.proc.pid) - rss_mb(server.pid)
+            extras.append(f"{server.name} control plane (pid {server.proc.pid}, not in the "
+                          f"server columns, counted in others' CPU): {cpu:.2f} CPU s over the "
+                          f"{time.perf_counter() - t0:.0f} s of its checks, warm-up and cells "
+                          f"({cpu / (time.perf_counter() - t0):.3f} cores), RSS {rss:,.0f} MiB")
         if server.name == "loopml" and args.soak > 0:
             extras.append(soak(server, bodies[0], args.soak))
         if server.name == "loopml" and args.profile > 0:
             extras.append(profile(server, bodies[0], args.profile, workdir))
         return cells, extras
-    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
-        log(f"{server.name}: FAILED, left out of the table: {exc}")
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        return [], [f"{server.name}: FAILED ({type(exc).__name__}): {first_line}"]
+    except failures as exc:
+        return failed(server.name, exc)
     finally:
         stop(server)
 
 
+def supervisor_cpu_seconds(server: Server) -> float:
+    """CPU seconds of what we started minus the serving process's (0 when they are one)."""
+    if not server.serving_pid:
+        return 0.0
+    return cpu_seconds(server.proc.pid) - cpu_seconds(server.pid)
+
+
 def soak(server: Server, body: Body, seconds: float) -> str:
     """LoopML at c=32 for ``seconds``: throughput, latency, errors, RSS at start and end."""
-    rss_start = rss_mb(server.proc.pid)
+    rss_start = rss_mb(server.pid)
     log(f"soak: {server.name} at c=32 for {seconds:.0f} s, RSS at start {rss_start:.1f} MiB")
     r = run_wrk(server, body, 32, seconds)
-    rss_end = rss_mb(server.proc.pid)
+    rss_end = rss_mb(server.pid)
     return (f"soak: {server.name} ({body.label}) at c=32 for {seconds:.0f} s: "
             f"{r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
             f"errors {int(r['errors'])}; server RSS {rss_start:.1f} MiB at start, "
@@ -636,7 +791,7 @@ def profile(server: Server, body: Body, seconds: float, workdir: Path) -> str:
                 f"/work/bench-venvs/tools/bin/pip install py-spy")
     raw = workdir / "loopml.pyspy.txt"
     rate = 250
-    spy = subprocess.Popen([str(PY_SPY), "record", "--pid", str(server.proc.pid), "--duration",
+    spy = subprocess.Popen([str(PY_SPY), "record", "--pid", str(server.pid), "--duration",
                             str(max(1, round(seconds))), "--rate", str(rate), "--format", "raw",
                             "--threads", "--function", "--nonblocking", "--output", str(raw)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -689,13 +844,29 @@ def summarize_profile(raw: str, title: str, seconds: float, rate: int, top: int 
 # --------------------------------------------------------------------------- report
 
 
-def write_bodies(model: Model, folder: Path) -> tuple[Body, Body]:
+def write_bodies(model: Model, folder: Path) -> tuple[Body, Body, Body]:
+    """The check image as a JSON body, an npy body and an OIP v2 binary-tensor body."""
     image = model.check_image.astype(np.float64)
-    json_path, npy_path = folder / "body.json", folder / "body.npy"
+    json_path, npy_path, oip_path = folder / "body.json", folder / "body.npy", folder / "body.oip"
     json_path.write_text(json.dumps({"instances": [image.tolist()]}))
     with open(npy_path, "wb") as f:
         np.save(f, model.check_image[np.newaxis].astype(np.float32))
-    return Body("JSON", JSON_TYPE, json_path), Body("npy", NPY_TYPE, npy_path)
+    header, tensor = oip_binary_body(model.check_image)
+    oip_path.write_bytes(header + tensor)
+    oip = Body("OIP binary", OCTET_TYPE, oip_path, route=f"/v2/models/{ENDPOINT}/infer",
+               headers={"Inference-Header-Content-Length": str(len(header))})
+    return Body("JSON", JSON_TYPE, json_path), Body("npy", NPY_TYPE, npy_path), oip
+
+
+def oip_binary_body(image: np.ndarray) -> tuple[bytes, bytes]:
+    """(JSON header, raw tensor) of a tritonclient-style infer request: one FP32 [1, 28, 28]
+    input in binary, the label and confidence outputs asked for in JSON."""
+    tensor = np.ascontiguousarray(image[np.newaxis], dtype="<f4").tobytes()
+    header = {"inputs": [{"name": "input", "shape": [1, *image.shape], "datatype": "FP32",
+                          "parameters": {"binary_data_size": len(tensor)}}],
+              "outputs": [{"name": "label", "parameters": {"binary_data": False}},
+                          {"name": "confidence", "parameters": {"binary_data": False}}]}
+    return json.dumps(header, separators=(",", ":")).encode(), tensor
 
 
 def markdown_tables(ceiling: list[InProcess], cells: list[Cell]) -> str:
@@ -783,8 +954,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="1 epoch, short cells")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 2)")
     ap.add_argument("--no-bentoml", action="store_true", help="skip the BentoML peer")
-    ap.add_argument("--servers", default=",".join(SERVERS),
-                    help=f"comma-separated subset of {','.join(SERVERS)} (default: all)")
+    ap.add_argument("--servers", default=",".join(SERVERS[:3]),
+                    help=f"comma-separated subset of {','.join(SERVERS)} "
+                         f"(default: {','.join(SERVERS[:3])})")
+    ap.add_argument("--loopml-static", action="store_true",
+                    help="also run the earlier static stand-in (create_data_plane({name: host}) "
+                         "under uvicorn, no control plane) for comparison")
     ap.add_argument("--soak", type=float, default=0.0,
                     help="then run LoopML at c=32 this many seconds, RSS at start/end "
                          "(issue 3: 300)")
@@ -801,6 +976,8 @@ def parse_args() -> argparse.Namespace:
     unknown = set(args.servers) - set(SERVERS)
     if unknown:
         ap.error(f"unknown --servers {sorted(unknown)}; choose from {', '.join(SERVERS)}")
+    if args.loopml_static and "loopml-static" not in args.servers:
+        args.servers.append("loopml-static")
     if args.no_bentoml and "bentoml" in args.servers:
         args.servers.remove("bentoml")
         log("--no-bentoml: skipping the BentoML peer (no LoopML/BentoML ratio in this run)")
@@ -830,15 +1007,17 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
     try:
         model = prepare_model(workdir, args.epochs)
-        json_body, npy_body = write_bodies(model, workdir)
+        json_body, npy_body, oip_body = write_bodies(model, workdir)
         log(f"check image: a {model.check_label!r}; JSON body {json_body.path.stat().st_size:,} "
-            f"bytes, npy body {npy_body.path.stat().st_size:,} bytes")
+            f"bytes, npy body {npy_body.path.stat().st_size:,} bytes, OIP binary body "
+            f"{oip_body.path.stat().st_size:,} bytes")
         ceiling = in_process(model, args.duration / 2)
 
         every: dict[str, tuple[Callable[[Model, Path], Server], list[Body]]] = {
-            "loopml": (launch_loopml, [json_body, npy_body]),
+            "loopml": (launch_loopml, [json_body, npy_body, oip_body]),
             "fastapi": (launch_fastapi, [json_body]),
-            "bentoml": (launch_bentoml, [json_body])}
+            "bentoml": (launch_bentoml, [json_body]),
+            "loopml-static": (launch_loopml_static, [json_body, npy_body, oip_body])}
         launchers = [every[name] for name in args.servers]
         cells: list[Cell] = []
         extras: list[str] = []
@@ -850,7 +1029,9 @@ def main() -> None:
         print("\n## Serving benchmark: seed CNN on mnist, one 28×28 image per request\n")
         print(f"wrk -t1 -c{{1,32}} -d{args.duration:.0f}s --latency, closed loop; warm-up ≥ "
               f"{WARMUP_REQUESTS} requests at c=32 per server; JSON body "
-              f"{json_body.path.stat().st_size:,} B, npy body {npy_body.path.stat().st_size:,} B; "
+              f"{json_body.path.stat().st_size:,} B, npy body {npy_body.path.stat().st_size:,} B, "
+              f"OIP binary body {oip_body.path.stat().st_size:,} B "
+              f"(POST /v2/models/{ENDPOINT}/infer); "
               f"in-process: {args.duration / 2:.0f} s per row\n")
         print(markdown_tables(ceiling, cells))
         print()

@@ -422,3 +422,36 @@ def test_capture_counts_equal_answers_under_load_across_a_graceful_stop(tmp_path
         assert len(captured) == answered, (len(captured), answered, set(hammer.codes))
         ids = {r["eventMetadata"]["eventId"] for r in captured}
         assert len(ids) == len(captured)  # no record written twice
+
+
+def test_per_endpoint_api_keys(tmp_path, digit_bundles, digits_data):
+    from loopml.serving.admin import update_endpoint
+
+    with control_plane(tmp_path) as (platform, loop):
+        register(platform, "digits", digit_bundles[1])
+        rec = create(platform, loop, "locked", model="digits:1", new_key=True)
+        key = rec["api_key"]
+        assert key.startswith("lml_") and key not in str(platform.endpoints.get("locked"))
+        create(platform, loop, "open", model="digits:1")
+        wait_ready(platform, "locked")
+        wait_ready(platform, "open")
+        base = loop.endpoints.url
+        body = images_body(digits_data[0][:1])
+        json_ct = {"content-type": "application/json"}
+        assert httpx.post(f"{base}/endpoints/locked/invocations", content=body,
+                          headers=json_ct).status_code == 401
+        assert httpx.post(f"{base}/endpoints/locked/invocations", content=body,
+                          headers={**json_ct, "authorization": "Bearer nope"}).status_code == 401
+        ok = httpx.post(f"{base}/endpoints/locked/invocations", content=body,
+                        headers={**json_ct, "authorization": f"Bearer {key}"})
+        assert ok.status_code == 200, ok.text
+        assert httpx.get(f"{base}/v2/models/locked").status_code == 401
+        assert httpx.get(f"{base}/v2/models/locked",
+                         headers={"authorization": f"Bearer {key}"}).status_code == 200
+        # other endpoints stay open; revoking the keys opens this one again
+        assert httpx.post(f"{base}/endpoints/open/invocations", content=body,
+                          headers=json_ct).status_code == 200
+        rec = update_endpoint(platform, "locked", {"clear_keys": True})
+        wait_ready(platform, "locked", rec["generation"])
+        assert httpx.post(f"{base}/endpoints/locked/invocations", content=body,
+                          headers=json_ct).status_code == 200

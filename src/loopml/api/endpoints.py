@@ -45,6 +45,8 @@ class EndpointIn(BaseModel):
     max_batch_size: int | None = Field(None, description="adaptive batching: rows per batch (default 64)")
     max_batch_delay_ms: float | None = Field(None, description="longest wait to fill a batch (default 2)")
     multi_model: bool | None = Field(None, description="allow X-Amzn-SageMaker-Target-Model (default false)")
+    new_key: bool = Field(False, description="make an API key for this endpoint: returned once as "
+                          "api_key (only its SHA-256 is kept); invocations then need it")
 
 
 class EndpointPatch(BaseModel):
@@ -56,6 +58,8 @@ class EndpointPatch(BaseModel):
     max_batch_size: int | None = None
     max_batch_delay_ms: float | None = None
     multi_model: bool | None = None
+    new_key: bool = Field(False, description="add an API key (returned once as api_key)")
+    clear_keys: bool = Field(False, description="revoke every API key of the endpoint")
 
 
 class Endpoint(BaseModel):
@@ -70,6 +74,7 @@ class Endpoint(BaseModel):
     served: dict[str, Any] | None = None
     ready: bool = Field(description="InService at the current generation")
     url: str | None = Field(None, description="POST invocations here (null: no data plane running)")
+    api_key: str | None = Field(None, description="only in the answer that made it; shown once")
     created_at: str | None = None
     updated_at: str | None = None
 

@@ -82,6 +82,8 @@ def create(
     max_batch_delay_ms: BatchDelayOpt = None,
     multi_model: Annotated[bool, typer.Option(
         "--multi-model", help="Allow X-Amzn-SageMaker-Target-Model (any version of the models).")] = False,
+    new_key: Annotated[bool, typer.Option(
+        "--new-key", help="Make an API key (printed once); invocations then need it.")] = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -93,7 +95,7 @@ def create(
     kwargs = _spec_kwargs(model, variant, capture, max_batch_size, max_batch_delay_ms,
                           True if multi_model else None)
     c = client()
-    record = c.create_endpoint(name, shadow=shadow, **kwargs)
+    record = c.create_endpoint(name, shadow=shadow, new_key=new_key, **kwargs)
     _finish(c, record, wait=wait, timeout=timeout, as_json=as_json, verb="created")
 
 
@@ -109,6 +111,10 @@ def update(
     max_batch_delay_ms: BatchDelayOpt = None,
     multi_model: Annotated[Optional[bool], typer.Option(
         "--multi-model/--single-model", help="Allow X-Amzn-SageMaker-Target-Model or not.")] = None,
+    new_key: Annotated[bool, typer.Option(
+        "--new-key", help="Add an API key (printed once).")] = False,
+    clear_keys: Annotated[bool, typer.Option(
+        "--clear-keys", help="Revoke every API key of the endpoint.")] = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -125,12 +131,13 @@ def update(
     kwargs = _spec_kwargs(model, variant, capture, max_batch_size, max_batch_delay_ms, multi_model)
     if shadow is not None or no_shadow:
         kwargs["shadow"] = None if no_shadow else shadow
-    if all(v is None for v in kwargs.values()) and "shadow" not in kwargs:
+    if all(v is None for v in kwargs.values()) and "shadow" not in kwargs \
+            and not new_key and not clear_keys:
         raise InvalidInput(f"nothing to change on endpoint {name!r}: give --model, --variant, "
                            "--shadow/--no-shadow, --capture, --max-batch-size, "
                            "--max-batch-delay-ms or --multi-model/--single-model")
     c = client()
-    record = c.update_endpoint(name, **kwargs)
+    record = c.update_endpoint(name, new_key=new_key, clear_keys=clear_keys, **kwargs)
     _finish(c, record, wait=wait, timeout=timeout, as_json=as_json, verb="updated")
 
 
@@ -170,6 +177,8 @@ def invoke(
     variant: Annotated[Optional[str], typer.Option("--variant", help="Send to this production variant.")] = None,
     target_model: Annotated[Optional[str], typer.Option(
         "--target-model", metavar="MODEL:VERSION", help="Multi-model endpoints: the model to use.")] = None,
+    key: Annotated[Optional[str], typer.Option(
+        "--key", envvar="LOOPML_ENDPOINT_KEY", help="The endpoint's API key, if it has keys.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Predict with an endpoint: one row per instance with its label and confidence.
@@ -178,7 +187,7 @@ def invoke(
     """
     body, ctype = _body(data, file, content_type)
     resp = client()._invocation(name, body=body, content_type=ctype, variant=variant,
-                                target_model=target_model)
+                                target_model=target_model, api_key=key)
     try:
         answer = resp.json()
     except ValueError:
@@ -214,8 +223,11 @@ def _body(data: str | None, file: str | None, content_type: str | None) -> tuple
 def _finish(c: Client, record: dict[str, Any], *, wait: bool, timeout: float, as_json: bool,
             verb: str) -> None:
     name = record["name"]
+    api_key = record.get("api_key")
     if wait:
         record = _wait(c, name, timeout=timeout, live=not as_json)
+        if api_key:
+            record["api_key"] = api_key
     if as_json:
         print_json(record)
         return
@@ -223,6 +235,9 @@ def _finish(c: Client, record: dict[str, Any], *, wait: bool, timeout: float, as
     out.print(f"{verb} endpoint [bold]{name}[/] (generation {record['generation']}): "
               f"{styled(record['status'])}")
     print_endpoint(record)
+    if api_key:
+        out.print(f"API key (shown once; send it as 'Authorization: Bearer <key>'): "
+                  f"[bold]{api_key}[/]")
     if not wait:
         out.print(f"the control plane is loading it; follow with: loopml endpoints show {name} "
                   f"(or add --wait)")

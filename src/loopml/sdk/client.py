@@ -498,7 +498,8 @@ class Client:
                         variants: list[dict[str, Any]] | None = None, shadow: str | None = None,
                         capture_percent: float | None = None, max_batch_size: int | None = None,
                         max_batch_delay_ms: float | None = None, multi_model: bool | None = None,
-                        wait: bool = False, timeout: float = 300) -> dict[str, Any]:
+                        wait: bool = False, timeout: float = 300,
+                        new_key: bool = False) -> dict[str, Any]:
         """Create a real-time endpoint serving ``model`` (and/or weighted ``variants``).
 
         Args:
@@ -512,6 +513,8 @@ class Client:
             capture_percent: Share of requests (0-100) whose input and output are captured.
             max_batch_size, max_batch_delay_ms: Adaptive batching (defaults 64 rows, 2 ms).
             multi_model: Allow ``target_model`` on invocations.
+            new_key: Make an API key; the record's ``api_key`` shows it once (invoke with
+                ``api_key=``).
             wait: Return only once the endpoint serves (``wait_endpoint``).
             timeout: Seconds ``wait`` may take.
 
@@ -529,14 +532,26 @@ class Client:
             multi_model=multi_model)}
         if shadow is not None:
             body["shadow"] = shadow
+        if new_key:
+            body["new_key"] = True
         record = self._json("POST", "/endpoints", json=body)
-        return self.wait_endpoint(name, timeout=timeout) if wait else record
+        return self._settled(name, record, wait, timeout)
+
+    def _settled(self, name: str, record: dict[str, Any], wait: bool,
+                 timeout: float) -> dict[str, Any]:
+        if not wait:
+            return record
+        ready = self.wait_endpoint(name, timeout=timeout)
+        if record.get("api_key"):
+            ready["api_key"] = record["api_key"]  # shown once: keep it in what we return
+        return ready
 
     def update_endpoint(self, name: str, model: str | None = None,
                         variants: list[dict[str, Any]] | None = None, shadow: Any = _KEEP,
                         capture_percent: float | None = None, max_batch_size: int | None = None,
                         max_batch_delay_ms: float | None = None, multi_model: bool | None = None,
-                        wait: bool = False, timeout: float = 300) -> dict[str, Any]:
+                        wait: bool = False, timeout: float = 300, new_key: bool = False,
+                        clear_keys: bool = False) -> dict[str, Any]:
         """Change an endpoint: only the arguments given change (a new ``generation``).
 
         ``model`` replaces the variants by one ``primary``; ``variants`` replaces them all.
@@ -557,8 +572,12 @@ class Client:
                                 max_batch_delay_ms=max_batch_delay_ms, multi_model=multi_model)
         if shadow is not _KEEP:
             body["shadow"] = shadow
+        if new_key:
+            body["new_key"] = True
+        if clear_keys:
+            body["clear_keys"] = True
         record = self._json("PATCH", f"/endpoints/{_seg(name)}", json=body)
-        return self.wait_endpoint(name, timeout=timeout) if wait else record
+        return self._settled(name, record, wait, timeout)
 
     def endpoints(self) -> list[dict[str, Any]]:
         """All endpoints, by name, with their status.
@@ -631,7 +650,8 @@ class Client:
 
     def invoke(self, name: str, instances: Any = None, body: Any = None,
                content_type: str = "application/json", variant: str | None = None,
-               target_model: str | None = None, inference_id: str | None = None) -> Any:
+               target_model: str | None = None, inference_id: str | None = None,
+               api_key: str | None = None) -> Any:
         """Predict with a real-time endpoint (the data plane's ``invocations``, SageMaker-style).
 
         Args:
@@ -643,6 +663,7 @@ class Client:
             variant: Send to this production variant (else weighted random).
             target_model: ``MODEL:VERSION`` on a multi-model endpoint.
             inference_id: Recorded with captured traffic.
+            api_key: The endpoint's API key (else LOOPML_SERVING_TOKEN, when set).
 
         Returns:
             The parsed JSON answer: ``{"predictions": [{"label", "confidence", "probabilities"}]}``.
@@ -659,12 +680,13 @@ class Client:
         """
         return self._invocation(name, instances=instances, body=body, content_type=content_type,
                                 variant=variant, target_model=target_model,
-                                inference_id=inference_id).json()
+                                inference_id=inference_id, api_key=api_key).json()
 
     def _invocation(self, name: str, *, instances: Any = None, body: Any = None,
                     content_type: str = "application/json", variant: str | None = None,
                     target_model: str | None = None,
-                    inference_id: str | None = None) -> httpx.Response:
+                    inference_id: str | None = None,
+                    api_key: str | None = None) -> httpx.Response:
         """The data plane's raw 200 response (the CLI also reads its variant header)."""
         import json as _jsonlib
 
@@ -689,7 +711,7 @@ class Client:
             request = self._http.build_request("POST", url, content=content, headers=headers)
             # the control plane's token is not the data plane's: send LOOPML_SERVING_TOKEN only
             request.headers.pop("Authorization", None)
-            serving_token = self._serving_token()
+            serving_token = api_key or self._serving_token()
             if serving_token:
                 request.headers["Authorization"] = f"Bearer {serving_token}"
             try:

@@ -6,11 +6,13 @@ and the serving process converge on it (``ready`` in the record says when they h
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from typing import Any
 
 from loopml.core.errors import InvalidInput
 from loopml.platform import Platform
-from loopml.serving.spec import normalise_spec, resolve_spec, validate_name
+from loopml.serving.spec import MAX_KEYS, normalise_spec, resolve_spec, validate_name
 
 __all__ = ["create_endpoint", "update_endpoint", "delete_endpoint", "get_endpoint",
            "list_endpoints"]
@@ -34,20 +36,45 @@ def _with_url(record: dict[str, Any], data_plane_url: str | None) -> dict[str, A
     return record
 
 
+def _keys(raw: dict[str, Any], current: list[str]) -> tuple[dict[str, Any], str | None]:
+    """``new_key``: make an API key (returned once; only its SHA-256 is kept);
+    ``clear_keys``: revoke every key. Both are requests, not spec fields."""
+    raw = dict(raw)
+    new_key, clear = raw.pop("new_key", False), raw.pop("clear_keys", False)
+    if "key_hashes" in raw:
+        raise InvalidInput("key_hashes cannot be set directly; use new_key / clear_keys")
+    hashes = [] if clear else list(current)
+    key = None
+    if new_key:
+        if len(hashes) >= MAX_KEYS:
+            raise InvalidInput(f"an endpoint has at most {MAX_KEYS} keys; clear them first")
+        key = "lml_" + secrets.token_urlsafe(32)
+        hashes.append(hashlib.sha256(key.encode()).hexdigest())
+    if new_key or clear:
+        raw["key_hashes"] = hashes
+    return raw, key
+
+
 def create_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
                     data_plane_url: str | None = None) -> dict[str, Any]:
     validate_name(name)
+    raw, key = _keys(raw, [])
     spec = normalise_spec(raw)
     record = platform.endpoints.create(name, spec, _resolve(platform, spec))
+    if key:
+        record["api_key"] = key
     return _with_url(record, data_plane_url)
 
 
 def update_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
                     data_plane_url: str | None = None) -> dict[str, Any]:
     current = platform.endpoints.get(name)
+    raw, key = _keys(raw, current["spec"].get("key_hashes") or [])
     spec = normalise_spec(raw, base=current["spec"])
     record = platform.endpoints.update(name, spec, _resolve(platform, spec),
                                        message="updated by request")
+    if key:
+        record["api_key"] = key
     return _with_url(record, data_plane_url)
 
 

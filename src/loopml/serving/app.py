@@ -11,13 +11,15 @@ Raw ASGI (no framework, no middleware) keeps the per-request overhead at the tra
 ``x-amzn-ErrorType: <Code>`` and JSON ``{"message": ...}``, so boto3 raises its modelled
 exceptions (ValidationError, ModelError, ModelNotReadyException, ServiceUnavailable).
 
-With ``token`` set every route but the health checks needs ``Authorization: Bearer <token>``
-(boto3 signs with SigV4 instead, so token auth and boto3 clients do not mix).
+With ``token`` set every route but the health checks needs ``Authorization: Bearer <token>``;
+an endpoint with API keys (``key_hashes``) needs one of them (or the token) on its own routes
+(boto3 signs with SigV4 instead, so bearer auth and boto3 clients do not mix).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import random
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 6_291_456  # SageMaker's synchronous invocation limit
 _INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
+_OIP_MODEL = re.compile(r"^/v2/models/([^/]+)")
 _JSON = b"application/json"
 _HEALTH = ("/ping", "/healthz", "/readyz")
 _MAX_SHADOW_TASKS = 1000
@@ -354,13 +357,23 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                     "headers": [(b"content-length", str(len(out)).encode()), *extra]})
         await send({"type": "http.response.body", "body": out})
 
-    def authorised(scope: Scope) -> bool:
-        if expected_auth is None:
-            return True
+    def authorised(scope: Scope, path: str) -> bool:
+        """The data plane's token, or (for one endpoint's routes) one of its API keys."""
+        bearer = None
         for key, value in scope["headers"]:
             if key == b"authorization":
-                return hmac.compare_digest(value, expected_auth)
-        return False
+                bearer = value
+                break
+        if expected_auth is not None and bearer is not None and \
+                hmac.compare_digest(bearer, expected_auth):
+            return True
+        match = _INVOKE.match(path) or _OIP_MODEL.match(path)
+        ep = table.get(match.group(1)) if match is not None else None
+        hashes = ep.key_hashes if ep is not None else ()
+        if hashes:
+            return bearer is not None and bearer.startswith(b"Bearer ") and \
+                hashlib.sha256(bearer[7:]).hexdigest() in hashes
+        return expected_auth is None
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -382,7 +395,7 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                                    b'{"status":"ok"}' if ok else b'{"status":"loading"}',
                                    [(b"x-amzn-requestid", request_id)])
                     return
-                if not authorised(scope):
+                if not authorised(scope, path):
                     if path.startswith("/v2"):
                         await _respond(send, 401, b'{"error":"missing or invalid bearer token"}',
                                        [(b"www-authenticate", b"Bearer")])

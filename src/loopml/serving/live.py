@@ -39,6 +39,7 @@ class LiveEndpoint:
     shadow: Variant | None = None
     capture_fraction: float = 0.0
     multi_model: bool = False
+    key_hashes: frozenset[str] = frozenset()
     _by_name: dict[str, Variant] = field(default_factory=dict, repr=False)
     _cumulative: list[float] = field(default_factory=list, repr=False)
 

@@ -208,7 +208,8 @@ class EndpointManager:
                                f"({', '.join(sorted(kinds))})")
         return LiveEndpoint(name=name, generation=gen, variants=variants, shadow=shadow,
                             capture_fraction=float(res.get("capture_percent", 0.0)) / 100.0,
-                            multi_model=bool(res.get("multi_model")))
+                            multi_model=bool(res.get("multi_model")),
+                            key_hashes=frozenset(res.get("key_hashes") or ()))
 
     async def _release(self, ep: LiveEndpoint, delay: float = RELEASE_DELAY_S) -> None:
         """Unload the hosts of a replaced/deleted endpoint that nothing else uses."""

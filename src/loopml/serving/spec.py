@@ -11,6 +11,9 @@ alias), the control plane resolves them to concrete versions (``resolve_spec``).
      "multi_model": false}
 
 Weights are relative, as in SageMaker (``InitialVariantWeight``): traffic share = weight / sum.
+``key_hashes``: SHA-256 digests of per-endpoint API keys (the keys themselves are shown once,
+when made, and never stored); with any, an invocation needs ``Authorization: Bearer <key>``
+(or the data plane's own token).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ SHADOW = "shadow"
 MAX_BATCH_SIZE_LIMIT = 1024
 MAX_DELAY_LIMIT_MS = 1000.0
 _KEYS = {"variants", "shadow", "capture_percent", "max_batch_size", "max_batch_delay_ms",
-         "multi_model", "model"}
+         "multi_model", "model", "key_hashes"}
+_KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
+MAX_KEYS = 10
 
 
 def validate_name(name: str) -> str:
@@ -161,9 +166,14 @@ def normalise_spec(raw: dict[str, Any], *, base: dict[str, Any] | None = None) -
             ref = model_ref_text(shadow) if (shadow.get("alias") or shadow.get("version")) \
                 else shadow["model"]
         shadow = {"name": SHADOW, **_model_ref(ref, "shadow")}
+    hashes = merged.get("key_hashes") or []
+    if not isinstance(hashes, list) or len(hashes) > MAX_KEYS or not all(
+            isinstance(h, str) and _KEY_HASH.match(h) for h in hashes):
+        raise InvalidInput(f"key_hashes must be a list of at most {MAX_KEYS} SHA-256 hex digests")
     return {
         "variants": variants,
         "shadow": shadow,
+        "key_hashes": list(dict.fromkeys(hashes)),
         "capture_percent": _number(merged.get("capture_percent", 0.0), "capture_percent", 0, 100),
         "max_batch_size": _number(merged.get("max_batch_size", 64), "max_batch_size", 1,
                                   MAX_BATCH_SIZE_LIMIT, integer=True),
@@ -190,4 +200,5 @@ def resolve_spec(spec: dict[str, Any],
         "max_batch_size": spec["max_batch_size"],
         "max_batch_delay_ms": spec["max_batch_delay_ms"],
         "multi_model": spec["multi_model"],
+        "key_hashes": list(spec.get("key_hashes") or []),
     }
