@@ -379,7 +379,7 @@ def test_cli_invoke_prints_labels_and_confidences(monkeypatch, tmp_path):
     for word in ("label", "confidence", "setosa", "0.9877", "virginica", "0.5000", "served by variant canary"):
         assert word in out.stdout, (word, out.stdout)
     assert calls[-1] == {"name": "iris", "body": b"[[1, 2]]", "content_type": "application/json",
-                         "variant": "canary", "target_model": None}
+                         "variant": "canary", "target_model": None, "api_key": None}
     (tmp_path / "rows.csv").write_text("1,2\n")
     as_json = runner.invoke(cli_app, ["endpoints", "invoke", "iris", "--file", str(tmp_path / "rows.csv"), "--json"])
     assert json.loads(as_json.stdout)["predictions"][0]["label"] == "setosa"
