@@ -83,6 +83,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -357,7 +358,11 @@ def launch_loopml(model: Model, workdir: Path) -> Server:
         served = record.get("served") or {}
         if not record.get("ready") or not served.get("pid"):
             raise RuntimeError(f"endpoint {ENDPOINT} not serving: {record}")
-        data_plane = str(record.get("url") or "").rstrip("/")
+        # the record's url is the endpoint's invocation URL on the data plane
+        parts = urlsplit(str(record.get("url") or ""))
+        if not parts.netloc:
+            raise RuntimeError(f"endpoint {ENDPOINT} record has no url: {record}")
+        data_plane = f"{parts.scheme}://{parts.netloc}"
         server.url = f"{data_plane}/endpoints/{ENDPOINT}/invocations"
         server.serving_pid = int(served["pid"])
         runtime = ",".join(v.get("runtime", "?") for v in served.get("variants", []))

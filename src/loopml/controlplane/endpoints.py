@@ -33,6 +33,7 @@ def serving_env(settings) -> dict[str, str]:
     """The settings the serving process needs, as LOOPML_* variables (settings given as
     keyword arguments in the parent must reach the child too)."""
     env = dict(os.environ)
+    env.pop("LOOPML_TOKEN", None)  # the control plane's admin token: the data plane needs none
     keys = ("home", "database_url", "artifact_uri", "s3_endpoint_url", "serving_token",
             "serving_memory_mb", "capture_prefix", "log_level")
     dumped = settings.model_dump()
@@ -86,7 +87,6 @@ class EndpointSupervisor:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
             sock.listen(2048)
-            sock.set_inheritable(True)
         except OSError as exc:
             sock.close()
             if self._bind_error is None:
@@ -178,7 +178,8 @@ class EndpointSupervisor:
         log.info("serving process %s started on %s", self._proc.pid, self.url)
 
     # -- shutdown -------------------------------------------------------------------------------
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        # longer than the serving process's graceful shutdown (10 s) + capture flush
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()  # uvicorn drains in-flight requests, capture flushes

@@ -283,7 +283,7 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                 target_model = value.decode("latin-1")
             elif key == b"x-amzn-sagemaker-inference-id":
                 inference_id = value.decode("latin-1")
-        variant_name = target_variant or "-"
+        variant_name = "-"  # until a variant is chosen (a made-up name must not become a label)
         status = 500
         try:
             if inference_id is not None and not 1 <= len(inference_id) <= 64:
@@ -292,7 +292,7 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
             try:
                 variant = (await table.target_model(ep, target_model) if target_model
                            else ep.pick(target_variant))
-            except LoopMLError as exc:
+            except Exception as exc:  # noqa: BLE001 - mapped to the SageMaker error it is
                 raise _model_error(exc, f"endpoint {name!r}") from None
             variant_name = variant.name
             host = variant.host

@@ -40,6 +40,7 @@ class LiveEndpoint:
     capture_fraction: float = 0.0
     multi_model: bool = False
     key_hashes: frozenset[str] = frozenset()
+    incarnation: tuple[str, int] = ("", 0)  # (uid, generation) in the metadata store
     _by_name: dict[str, Variant] = field(default_factory=dict, repr=False)
     _cumulative: list[float] = field(default_factory=list, repr=False)
 

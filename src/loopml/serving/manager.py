@@ -16,12 +16,12 @@ import os
 import time
 from typing import Any
 
-from loopml.core.errors import InvalidInput, NotFound
+from loopml.core.errors import InvalidInput, LoopMLError, NotFound
 from loopml.platform import Platform
 from loopml.registry.refs import parse_model_ref
 from loopml.serving.host import ModelHost
 from loopml.serving.live import LiveEndpoint, Variant
-from loopml.serving.model_cache import Key, ModelCache
+from loopml.serving.model_cache import Key, ModelCache, ModelNotReady
 
 log = logging.getLogger("loopml.serving.manager")
 
@@ -36,15 +36,22 @@ def _key(model: str, version: int, resolved: dict[str, Any]) -> Key:
 
 
 class EndpointManager:
-    def __init__(self, platform: Platform, cache: ModelCache, *, poll_s: float = 0.25) -> None:
+    def __init__(self, platform: Platform, cache: ModelCache, *, poll_s: float = 0.25,
+                 parent_pid: int | None = None) -> None:
         self.platform = platform
         self.cache = cache
         self.poll_s = poll_s
+        self.parent_pid = parent_pid
         self.live: dict[str, LiveEndpoint] = {}
-        self.known: dict[str, int] = {}
-        self._failed: dict[str, tuple[int, float, str]] = {}
+        # name → (uid, generation) as last read: uid tells a re-created endpoint from the old one
+        self.known: dict[str, tuple[str, int]] = {}
+        self._failed: dict[str, tuple[tuple[str, int], float, str]] = {}
+        self._unreported: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self._tasks: dict[str, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
+        self._building: dict[Key, int] = {}  # keys held by builds in progress (pinned)
         self._refs: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._target_failures: dict[str, tuple[float, BaseException]] = {}
         self.synced = asyncio.Event()
 
     # -- what the data plane asks ----------------------------------------------------------
@@ -63,15 +70,19 @@ class EndpointManager:
 
     def ready(self) -> bool:
         return self.synced.is_set() and all(
-            name in self.live and self.live[name].generation == gen
-            for name, gen in self.known.items() if name not in self._failed)
+            name in self.live and self.live[name].incarnation == key
+            for name, key in self.known.items() if name not in self._failed)
 
     def lookup(self, name: str, version: str | None) -> ModelHost:
         """OIP: model name = endpoint name; a version picks the variant serving it."""
         ep = self.live.get(name)
         if ep is None:
-            raise NotFound(f"model {name!r} not found" + (" (still loading)" if self.loading(name)
-                                                          else ""))
+            failure = self.failure(name)
+            if failure is not None:
+                raise ModelNotReady(f"model {name!r} failed to load: {failure}")
+            if self.loading(name):
+                raise ModelNotReady(f"model {name!r} is loading; retry shortly")
+            raise NotFound(f"model {name!r} not found")
         if version is None:
             return ep.pick().host
         for v in ep.variants:
@@ -86,6 +97,24 @@ class EndpointManager:
                                "create it with --multi-model to use a target model")
         if len(ref) > 200:
             raise InvalidInput("target model reference is too long")
+        allowed = {v.model for v in ep.variants}
+        name = parse_model_ref(ref)[0]
+        if name not in allowed:
+            # scoped: an endpoint's callers reach versions of its own models, not the registry
+            raise InvalidInput(f"target model {ref!r} is not served by endpoint {ep.name!r}; "
+                               f"it serves versions of {', '.join(sorted(allowed))}")
+        failed = self._target_failures.get(ref)
+        if failed is not None and time.monotonic() < failed[0]:
+            raise failed[1]
+        try:
+            return await self._target(ep, ref)
+        except LoopMLError as exc:
+            if len(self._target_failures) > 1000:
+                self._target_failures.clear()
+            self._target_failures[ref] = (time.monotonic() + 10.0, exc)  # no load storms
+            raise
+
+    async def _target(self, ep: LiveEndpoint, ref: str) -> Variant:
         rec = await self._resolve_ref(ref)
         base = ep.variants[0]
         resolved = {"max_batch_size": base.host.batcher.max_batch_size,
@@ -108,7 +137,7 @@ class EndpointManager:
         return rec
 
     def pinned(self) -> set[Key]:
-        keys: set[Key] = set()
+        keys: set[Key] = set(self._building)
         for ep in self.live.values():
             for host in ep.hosts():
                 keys.add(self._host_key(host))
@@ -121,8 +150,12 @@ class EndpointManager:
 
     # -- keeping in step -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        parent = os.getppid()
+        parent = self.parent_pid or os.getppid()
         while not stop.is_set():
+            if os.getppid() != parent:
+                log.warning("the control plane (pid %s) went away: stopping", parent)
+                stop.set()
+                break
             try:
                 await self.sync_once()
             except Exception:  # noqa: BLE001 - the store may be briefly unavailable
@@ -131,82 +164,122 @@ class EndpointManager:
                 await asyncio.wait_for(stop.wait(), self.poll_s)
             except TimeoutError:
                 pass
-            if os.getppid() != parent:
-                log.warning("the control plane went away: stopping")
-                stop.set()
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     async def sync_once(self) -> None:
-        gens = await asyncio.to_thread(self.platform.endpoints.generations)
-        self.known = gens
-        for name in [n for n in self.live if n not in gens]:
-            old = self.live.pop(name)
-            self._failed.pop(name, None)
-            log.info("endpoint %s deleted", name)
-            asyncio.get_running_loop().create_task(self._release(old))
+        known = await asyncio.to_thread(self.platform.endpoints.generations)
+        self.known = known
+        for name in [n for n in self.live if self.live[n].incarnation[0] != known.get(n, ("",))[0]]:
+            old = self.live.pop(name)  # deleted (or deleted and re-created: a new uid)
+            log.info("endpoint %s removed", name)
+            self._spawn(self._release(old))
+        for name in [n for n in self._failed if n not in known]:
+            del self._failed[name]
+        for name, (uid, gen, served) in list(self._unreported.items()):
+            if await self._report(name, uid, gen, served):
+                del self._unreported[name]
         now = time.monotonic()
-        for name, gen in gens.items():
+        for name, key in known.items():
             current = self.live.get(name)
-            if current is not None and current.generation == gen:
+            if current is not None and current.incarnation == key:
                 continue
             failed = self._failed.get(name)
-            if failed is not None and failed[0] == gen and now < failed[1]:
+            if failed is not None and failed[0] == key and now < failed[1]:
                 continue
             task = self._tasks.get(name)
             if task is not None and not task.done():
                 continue
             self._tasks[name] = asyncio.get_running_loop().create_task(self._apply(name))
+        for name in [n for n, t in self._tasks.items() if t.done() and n not in known]:
+            del self._tasks[name]
         self.synced.set()
+
+    async def _report(self, name: str, uid: str, gen: int, served: dict[str, Any]) -> bool:
+        try:
+            await asyncio.to_thread(self.platform.endpoints.report, name, gen, ok=True,
+                                    served=served, uid=uid)
+            return True
+        except Exception:  # noqa: BLE001 - retried at the next sync
+            log.exception("reporting endpoint %s failed; will retry", name)
+            return False
 
     async def _apply(self, name: str) -> None:
         try:
             rec = await asyncio.to_thread(self.platform.endpoints.get, name)
         except NotFound:
             return
-        gen, res = rec["generation"], rec["resolved"]
+        uid, gen, res = rec["uid"], rec["generation"], rec["resolved"]
         old = self.live.get(name)
+        if old is not None and old.incarnation[0] != uid:
+            old = None  # a re-created endpoint does not inherit the old one's versions
         try:
-            new = await self._build(name, gen, res)
+            new = await self._build(name, (uid, gen), res)
         except Exception as exc:  # noqa: BLE001 - the endpoint's own boundary
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             log.error("endpoint %s generation %s failed to load: %s", name, gen, message)
-            self._failed[name] = (gen, time.monotonic() + RETRY_FAILED_S, message)
+            self._failed[name] = ((uid, gen), time.monotonic() + RETRY_FAILED_S, message)
             if old is not None:
                 message += f" (still serving generation {old.generation})"
-            await asyncio.to_thread(self.platform.endpoints.report, name, gen, ok=False,
-                                    served=None, message=f"loading failed: {message}")
+            try:
+                await asyncio.to_thread(self.platform.endpoints.report, name, gen, ok=False,
+                                        served=None, message=f"loading failed: {message}",
+                                        uid=uid)
+            except Exception:  # noqa: BLE001
+                log.exception("reporting endpoint %s failed", name)
             return
-        if self.known.get(name) is None:  # deleted while loading
+        if self.known.get(name, ("",))[0] != uid:  # deleted while loading
             await self._release(new, delay=0)
             return
+        previous = self.live.get(name)
         self.live[name] = new
         self._failed.pop(name, None)
-        served = {"pid": os.getpid(),
-                  "variants": [{"name": v.name, "model": v.model, "version": v.version,
-                                "runtime": v.host.bundle.runtime_name} for v in new.variants],
-                  "shadow": ({"model": new.shadow.model, "version": new.shadow.version}
-                             if new.shadow else None)}
-        await asyncio.to_thread(self.platform.endpoints.report, name, gen, ok=True,
-                                served=served)
-        if old is not None:
-            await self._release(old)
+        try:
+            served = {"pid": os.getpid(),
+                      "variants": [{"name": v.name, "model": v.model, "version": v.version,
+                                    "runtime": v.host.bundle.runtime_name} for v in new.variants],
+                      "shadow": ({"model": new.shadow.model, "version": new.shadow.version}
+                                 if new.shadow else None)}
+            if not await self._report(name, uid, gen, served):
+                self._unreported[name] = (uid, gen, served)
+        finally:
+            if previous is not None:
+                self._spawn(self._release(previous))
 
-    async def _build(self, name: str, gen: int, res: dict[str, Any]) -> LiveEndpoint:
-        pinned = self.pinned()
+    async def _build(self, name: str, incarnation: tuple[str, int],
+                     res: dict[str, Any]) -> LiveEndpoint:
+        held: list[Key] = []
 
         async def variant(v: dict[str, Any]) -> Variant:
             key = _key(v["model"], v["version"], res)
-            pinned.add(key)
-            host = await self.cache.get(key, lambda: v, pinned=pinned)
+            self._building[key] = self._building.get(key, 0) + 1  # pinned until built
+            held.append(key)
+            host = await self.cache.get(key, lambda: v, pinned=self.pinned())
             return Variant(name=v["name"], host=host, weight=float(v.get("weight", 0.0)),
                            model=v["model"], version=int(v["version"]))
 
-        variants = [await variant(v) for v in res["variants"]]
-        shadow = await variant(res["shadow"]) if res.get("shadow") else None
-        kinds = {v.host.kind for v in variants} | ({shadow.host.kind} if shadow else set())
+        try:
+            variants = [await variant(v) for v in res["variants"]]
+            shadow = await variant(res["shadow"]) if res.get("shadow") else None
+        finally:
+            for key in held:
+                self._building[key] -= 1
+                if not self._building[key]:
+                    del self._building[key]
+        hosts = [v.host for v in variants] + ([shadow.host] if shadow else [])
+        if not all(h.loaded for h in hosts):
+            raise ModelNotReady("a model version was unloaded while the endpoint was built; "
+                                "retrying")
+        kinds = {h.kind for h in hosts}
         if len(kinds) > 1:
             raise InvalidInput(f"the variants of endpoint {name!r} take different inputs "
                                f"({', '.join(sorted(kinds))})")
-        return LiveEndpoint(name=name, generation=gen, variants=variants, shadow=shadow,
+        return LiveEndpoint(name=name, generation=incarnation[1], variants=variants,
+                            shadow=shadow, incarnation=incarnation,
                             capture_fraction=float(res.get("capture_percent", 0.0)) / 100.0,
                             multi_model=bool(res.get("multi_model")),
                             key_hashes=frozenset(res.get("key_hashes") or ()))
@@ -222,7 +295,7 @@ class EndpointManager:
                 await self.cache.unload(key)
 
     async def close(self) -> None:
-        for task in self._tasks.values():
+        for task in [*self._tasks.values(), *self._background]:
             task.cancel()
         self.live.clear()
         await self.cache.close()

@@ -60,7 +60,7 @@ import numpy as np
 import orjson
 
 from loopml import __version__
-from loopml.core.errors import InvalidInput, NotFound
+from loopml.core.errors import InvalidInput, LoopMLError, NotFound
 from loopml.serving.batcher import BatcherClosed, QueueFull
 from loopml.serving.codecs import (_check_rows, _csv_value, _image_array, _json_type, _records,
                                    _texts)
@@ -187,6 +187,10 @@ def _lookup(backend: OipBackend, name: str, version: str | None) -> "ModelHost":
         return backend.lookup(name, version)
     except NotFound as exc:
         raise _Error(404, exc.message) from None
+    except LoopMLError as exc:  # loading or failed to load: retry later, with the reason
+        if exc.status == 503:
+            raise _Error(503, exc.message, [(b"retry-after", b"1")]) from None
+        raise
 
 
 def _model_name(host: Any, name: str) -> str:

@@ -21,6 +21,8 @@ from loopml.core.settings import load_settings
 
 log = logging.getLogger("loopml.serving.server")
 
+GRACEFUL_S = 10  # in-flight requests get this long on SIGTERM (the supervisor waits longer)
+
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loopml.serving.server")
@@ -45,7 +47,7 @@ async def serve(args: argparse.Namespace) -> None:
     platform = Platform(settings, create_schema=False)
     cache = ModelCache(platform.artifacts, settings.home / "cache" / "models",
                        memory_mb=settings.serving_memory_mb)
-    manager = EndpointManager(platform, cache)
+    manager = EndpointManager(platform, cache, parent_pid=args.parent_pid)
     capture = CaptureWriter(platform.artifacts, settings.capture_prefix)
     metrics = ServingMetrics()
     stop = asyncio.Event()
@@ -61,7 +63,7 @@ async def serve(args: argparse.Namespace) -> None:
     config = uvicorn.Config(app, loop="none", http="httptools", lifespan="on",
                             proxy_headers=False, server_header=False, date_header=False,
                             log_level=settings.log_level.lower(), access_log=False,
-                            timeout_graceful_shutdown=30)
+                            timeout_graceful_shutdown=GRACEFUL_S)
     server = uvicorn.Server(config)
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)

@@ -8,6 +8,7 @@ mark a newer spec as served.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import select, update
@@ -22,7 +23,7 @@ CREATING, UPDATING, IN_SERVICE, FAILED = "Creating", "Updating", "InService", "F
 
 
 def endpoint_record(e: t.Endpoint) -> dict[str, Any]:
-    return {"name": e.name, "spec": e.spec, "resolved": e.resolved, "generation": e.generation,
+    return {"name": e.name, "uid": e.uid, "spec": e.spec, "resolved": e.resolved, "generation": e.generation,
             "status": e.status, "message": e.message, "served_generation": e.served_generation,
             "served": e.served,
             "ready": e.status == IN_SERVICE and e.served_generation == e.generation,
@@ -46,7 +47,7 @@ class EndpointRepo:
                     raise Conflict(f"endpoint {name!r} already exists; use `loopml endpoints "
                                    "update` to change it")
                 now = utcnow()
-                row = t.Endpoint(name=name, spec=spec, resolved=resolved, generation=1,
+                row = t.Endpoint(name=name, uid=uuid.uuid4().hex, spec=spec, resolved=resolved, generation=1,
                                  status=CREATING, served_generation=0, created_at=now,
                                  updated_at=now)
                 s.add(row)
@@ -64,10 +65,11 @@ class EndpointRepo:
             rows = s.execute(select(t.Endpoint).order_by(t.Endpoint.name)).scalars()
             return [endpoint_record(e) for e in rows]
 
-    def generations(self) -> dict[str, int]:
-        """name → generation: the serving process's cheap poll."""
+    def generations(self) -> dict[str, tuple[str, int]]:
+        """name → (uid, generation): the serving process's cheap poll."""
         with self.store.session() as s:
-            return dict(s.execute(select(t.Endpoint.name, t.Endpoint.generation)).tuples().all())
+            rows = s.execute(select(t.Endpoint.name, t.Endpoint.uid, t.Endpoint.generation))
+            return {name: (uid, gen) for name, uid, gen in rows.tuples()}
 
     def update(self, name: str, spec: dict[str, Any], resolved: dict[str, Any],
                message: str | None = None) -> dict[str, Any]:
@@ -95,19 +97,20 @@ class EndpointRepo:
             s.delete(self._row(s, name))
 
     def report(self, name: str, generation: int, *, ok: bool, served: dict[str, Any] | None,
-               message: str | None = None) -> bool:
+               message: str | None = None, uid: str | None = None) -> bool:
         """The serving process: ``generation`` is loaded (ok) or failed to load. Applies only
-        while that generation is still the desired one."""
+        while that generation (of that incarnation ``uid``) is still the desired one."""
         values: dict[str, Any] = {"updated_at": utcnow(), "message": message}
         if ok:
             values.update(status=IN_SERVICE, served_generation=generation, served=served)
         else:
             values.update(status=FAILED)
         with self.store.session() as s:
-            return bool(s.execute(
-                update(t.Endpoint).where(t.Endpoint.name == name,
-                                         t.Endpoint.generation == generation)
-                .values(**values)).rowcount)
+            query = update(t.Endpoint).where(t.Endpoint.name == name,
+                                             t.Endpoint.generation == generation)
+            if uid is not None:
+                query = query.where(t.Endpoint.uid == uid)
+            return bool(s.execute(query.values(**values)).rowcount)
 
     def reset_served(self, message: str) -> None:
         """The serving process (re)started: nothing is served until it reports again."""

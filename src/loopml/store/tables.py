@@ -156,6 +156,7 @@ class Endpoint(Base):
 
     __tablename__ = "endpoints"
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32))  # this incarnation: a re-created name differs
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     resolved: Mapped[dict[str, Any]] = mapped_column(JSON)
     generation: Mapped[int] = mapped_column(Integer, default=1)

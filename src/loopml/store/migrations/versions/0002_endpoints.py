@@ -17,6 +17,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table('endpoints',
     sa.Column('name', sa.String(length=63), nullable=False),
+    sa.Column('uid', sa.String(length=32), nullable=False),
     sa.Column('spec', sa.JSON(), nullable=False),
     sa.Column('resolved', sa.JSON(), nullable=False),
     sa.Column('generation', sa.Integer(), nullable=False),
