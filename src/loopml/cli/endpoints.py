@@ -224,6 +224,8 @@ def _finish(c: Client, record: dict[str, Any], *, wait: bool, timeout: float, as
             verb: str) -> None:
     name = record["name"]
     api_key = record.get("api_key")
+    if api_key and wait and not as_json:  # before waiting: a failed wait must not lose it
+        err_console().print(f"API key of {name} (shown once): {api_key}", markup=False)
     if wait:
         record = _wait(c, name, timeout=timeout, live=not as_json)
         if api_key:
@@ -235,7 +237,7 @@ def _finish(c: Client, record: dict[str, Any], *, wait: bool, timeout: float, as
     out.print(f"{verb} endpoint [bold]{name}[/] (generation {record['generation']}): "
               f"{styled(record['status'])}")
     print_endpoint(record)
-    if api_key:
+    if api_key and not wait:
         out.print(f"API key (shown once; send it as 'Authorization: Bearer <key>'): "
                   f"[bold]{api_key}[/]")
     if not wait:

@@ -541,7 +541,11 @@ class Client:
                  timeout: float) -> dict[str, Any]:
         if not wait:
             return record
-        ready = self.wait_endpoint(name, timeout=timeout)
+        try:
+            ready = self.wait_endpoint(name, timeout=timeout)
+        except LoopMLError as exc:
+            exc.api_key = record.get("api_key")  # made and shown once: never lose it
+            raise
         if record.get("api_key"):
             ready["api_key"] = record["api_key"]  # shown once: keep it in what we return
         return ready

@@ -69,10 +69,14 @@ def create_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
 def update_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
                     data_plane_url: str | None = None) -> dict[str, Any]:
     current = platform.endpoints.get(name)
+    keys_only = bool(raw) and set(raw) <= {"new_key", "clear_keys"}
     raw, key = _keys(raw, current["spec"].get("key_hashes") or [])
     spec = normalise_spec(raw, base=current["spec"])
-    record = platform.endpoints.update(name, spec, _resolve(platform, spec),
-                                       message="updated by request")
+    if keys_only:  # revoking keys must work even when a model reference no longer resolves
+        resolved = {**current["resolved"], "key_hashes": spec["key_hashes"]}
+    else:
+        resolved = _resolve(platform, spec)
+    record = platform.endpoints.update(name, spec, resolved, message="updated by request")
     if key:
         record["api_key"] = key
     return _with_url(record, data_plane_url)

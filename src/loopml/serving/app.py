@@ -52,6 +52,7 @@ _OIP_MODEL = re.compile(r"^/v2/models/([^/]+)")
 _JSON = b"application/json"
 _HEALTH = ("/ping", "/healthz", "/readyz")
 _MAX_SHADOW_TASKS = 1000
+_MAX_SHADOW_BYTES = 256 * 2**20  # bodies held by shadow copies in flight
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -196,6 +197,7 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
     metrics = metrics or ServingMetrics()
     expected_auth = None if token is None else b"Bearer " + token.encode("utf-8")
     shadow_tasks: set[asyncio.Task] = set()
+    shadow_bytes = [0]
     # request ids: a random per-process prefix + a counter (uuid4 per request costs ~5 µs)
     id_prefix = os.urandom(6).hex() + "-"
     id_counter = itertools.count(1)
@@ -222,6 +224,8 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
             elif message["type"] == "lifespan.shutdown":
                 if shadow_tasks:
                     await asyncio.wait(list(shadow_tasks), timeout=5)
+                    for task in list(shadow_tasks):
+                        task.cancel()
                 if owned_static:
                     await table.close()
                 if on_shutdown is not None:
@@ -235,7 +239,8 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
     def run_shadow(ep: LiveEndpoint, raw: Any, proba: np.ndarray, body: bytes,
                    content_type: str | None, inference_id: str | None, captured: bool) -> None:
         shadow = ep.shadow
-        if shadow is None or len(shadow_tasks) >= _MAX_SHADOW_TASKS:
+        if shadow is None or len(shadow_tasks) >= _MAX_SHADOW_TASKS or \
+                shadow_bytes[0] + len(body) > _MAX_SHADOW_BYTES:
             return  # a slow shadow never grows memory without bound
 
         async def go() -> None:
@@ -258,9 +263,16 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                                model_version=shadow.version, latency_ms=latency * 1000.0,
                                shadow=True)
 
+        size = len(body)
+        shadow_bytes[0] += size
+
+        def done(task: asyncio.Task) -> None:
+            shadow_tasks.discard(task)
+            shadow_bytes[0] -= size
+
         task = asyncio.get_running_loop().create_task(go())
         shadow_tasks.add(task)
-        task.add_done_callback(shadow_tasks.discard)
+        task.add_done_callback(done)
 
     async def invoke(name: str, scope: Scope, receive: Receive, send: Send,
                      request_id: bytes, t0: float) -> None:

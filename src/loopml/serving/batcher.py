@@ -53,6 +53,7 @@ __all__ = ["Batcher", "BatcherError", "QueueFull", "BatcherClosed", "default_buc
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 1.0
+_INLINE_MAX_ROWS = 4
 
 
 class BatcherError(LoopMLError):
@@ -230,6 +231,11 @@ class Batcher:
     @property
     def closed(self) -> bool:
         return self._closing
+
+    def allow_inline(self, allowed: bool) -> None:
+        """Whether lone small requests may run on the event loop (the host decides from the
+        predict time it measured at warm-up: only a fast model may block the loop)."""
+        self._inline_when_idle = bool(allowed)
 
     def announce(self) -> None:
         """A request for this batcher has started arriving (pair with ``submit(announced=True)``
@@ -475,8 +481,8 @@ class Batcher:
         self._n_batches += 1
         self._histogram[total] = self._histogram.get(total, 0) + 1
         try:
-            if (self._inline_when_idle and len(live) == 1 and not self._queue
-                    and self._announced <= 0):
+            if (self._inline_when_idle and len(live) == 1 and total <= _INLINE_MAX_ROWS
+                    and not self._queue and self._announced <= 0):
                 self._n_inline += 1
                 out = self._call_predict(x)
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -49,6 +50,8 @@ class ModelCache:
         self._loading: dict[Key, asyncio.Future] = {}
         self.loads = 0
         self.unloads = 0
+        self._download_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     # -- lookup --------------------------------------------------------------------------------
     def peek(self, key: Key) -> ModelHost | None:
@@ -93,14 +96,18 @@ class ModelCache:
         model, version, max_batch, delay = key
         rec = version_record()
         folder = self.cache_dir / model / str(version)
-        if not (folder / "loopml.json").is_file():
-            tmp = self.cache_dir / model / f".{version}-{uuid.uuid4().hex[:8]}"
-            try:
-                self.artifacts.download_dir(rec["artifact_prefix"], tmp, required=("loopml.json",))
-                shutil.rmtree(folder, ignore_errors=True)
-                tmp.rename(folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        with self._locks_guard:  # one download per version, even for several batch settings
+            lock = self._download_locks.setdefault((model, int(version)), threading.Lock())
+        with lock:
+            if not (folder / "loopml.json").is_file():
+                tmp = self.cache_dir / model / f".{version}-{uuid.uuid4().hex[:8]}"
+                try:
+                    self.artifacts.download_dir(rec["artifact_prefix"], tmp,
+                                                required=("loopml.json",))
+                    shutil.rmtree(folder, ignore_errors=True)  # a partial copy from a crash
+                    tmp.rename(folder)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
         t0 = time.perf_counter()
         host = ModelHost.load(folder, max_batch_size=max_batch, max_delay_ms=delay,
                               name=f"{model}:{version}", trusted=bool(rec.get("trusted")))
