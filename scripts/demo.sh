@@ -66,6 +66,8 @@ step "Real requests to ${DATA_URL}: HTTP JSON, boto3 sagemaker-runtime, binary n
 "$PY" scripts/demo_invoke.py "$DATA_URL" "$LOOPML_HOME/mnist-request.json"
 echo "curl -X POST -H 'Content-Type: application/json' --data-binary @mnist-request.json $DATA_URL/endpoints/mnist/invocations"
 curl -fsS -X POST -H 'Content-Type: application/json' --data-binary @"$LOOPML_HOME/mnist-request.json" \
-  "$DATA_URL/endpoints/mnist/invocations" | "$PY" -c 'import json,sys; p=json.load(sys.stdin)["predictions"][0]; print(f"  label {p[\"label\"]}  confidence {p[\"confidence\"]:.3f}")'
+  "$DATA_URL/endpoints/mnist/invocations" | "$PY" -c 'import json, sys
+p = json.load(sys.stdin)["predictions"][0]
+print("  label %s  confidence %.3f" % (p["label"], p["confidence"]))'
 
 step "Done. Stopping the control plane (and its serving process)."
