@@ -210,6 +210,16 @@ def test_tritonclient_open_inference_protocol(served, digits_data):
     assert [str(i) for i in proba.argmax(axis=1)] == labels
     assert [x.decode() if isinstance(x, bytes) else x for x in result.as_numpy("label")] == labels
 
+    # OIP traffic is counted and captured like invocations (binary request → BASE64)
+    from loopml.serving.capture import read_captured
+
+    def oip_records():
+        return [r for r in read_captured(platform.artifacts, "capture", "digits", "primary")
+                if r["captureData"]["endpointInput"]["encoding"] == "BASE64"
+                and r["captureData"]["endpointOutput"]["observedContentType"]
+                == "application/octet-stream"]
+    assert wait_for(oip_records, 15, what="captured OIP traffic")
+
 
 def test_alias_move_switches_versions_without_failed_requests(tmp_path, digit_bundles,
                                                               digits_data):

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 6_291_456  # SageMaker's synchronous invocation limit
 _INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _OIP_MODEL = re.compile(r"^/v2/models/([^/]+)")
+_OIP_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
 _JSON = b"application/json"
 _HEALTH = ("/ping", "/healthz", "/readyz")
 _MAX_SHADOW_TASKS = 1000
@@ -112,6 +113,23 @@ class StaticEndpoints:
                     await host.close()
                 except Exception:  # one host failing to close must not block the others
                     log.exception("closing endpoint %r failed", ep.name)
+
+
+class _Tracking:
+    """An OIP backend that remembers the host it handed out (metrics and capture name the
+    variant that answered)."""
+
+    __slots__ = ("table", "host")
+
+    def __init__(self, table: Any) -> None:
+        self.table, self.host = table, None
+
+    def lookup(self, name: str, version: str | None) -> ModelHost:
+        self.host = self.table.lookup(name, version)
+        return self.host
+
+    def ready(self) -> bool:
+        return self.table.ready()
 
 
 class _HttpError(Exception):
@@ -356,18 +374,38 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
         finally:
             metrics.stats_for(name, variant_name).observe(status, time.perf_counter() - t0)
 
-    async def v2(scope: Scope, receive: Receive, send: Send) -> None:
+    async def v2(scope: Scope, receive: Receive, send: Send, t0: float) -> None:
         body = b""
         if scope["method"] == "POST":
             body = await _read_body(scope, receive)
             if body is None:
                 return
         headers = dict(scope["headers"])
+        infer = _OIP_INFER.match(scope["path"]) if scope["method"] == "POST" else None
+        backend = _Tracking(table) if infer is not None else table
         status, extra, out = await oip.handle_v2(scope["method"], scope["path"], headers, body,
-                                                 table)
+                                                 backend)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-length", str(len(out)).encode()), *extra]})
         await send({"type": "http.response.body", "body": out})
+        if infer is not None:  # inference traffic counts and is captured like invocations
+            name = infer.group(1)
+            ep = table.get(name)
+            variant = None
+            if ep is not None and backend.host is not None:
+                variant = next((v for v in ep.variants if v.host is backend.host), None)
+            metrics.stats_for(name, variant.name if variant else "-").observe(
+                status, time.perf_counter() - t0)
+            if status == 200 and variant is not None and capture is not None and \
+                    ep.capture_fraction > 0 and (ep.capture_fraction >= 1.0
+                                                 or random.random() < ep.capture_fraction):
+                out_type = next((v for k, v in extra if k == b"content-type"), _JSON)
+                capture.record(name, variant.name, input_body=body,
+                               input_content_type=headers.get(b"content-type", b"").decode(
+                                   "latin-1") or "application/json",
+                               output_body=out, output_content_type=out_type.decode("latin-1"),
+                               model=variant.model, model_version=variant.version,
+                               latency_ms=(time.perf_counter() - t0) * 1000.0)
 
     def authorised(scope: Scope, path: str) -> bool:
         """The data plane's token, or (for one endpoint's routes) one of its API keys."""
@@ -423,7 +461,7 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                     await invoke(match.group(1), scope, receive, send, request_id, t0)
                     return
                 if path == "/v2" or path.startswith("/v2/"):
-                    await v2(scope, receive, send)
+                    await v2(scope, receive, send, t0)
                     return
                 if path == "/metrics" and method == "GET":
                     body, ctype = metrics.render()
