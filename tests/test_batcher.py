@@ -628,3 +628,24 @@ def test_property_every_request_gets_exactly_its_rows(config):
         assert real <= max_batch
         assert x.shape[0] == min(size for size in allowed if size >= real)
         assert (x[real:] == x[real - 1]).all()
+
+
+def test_pipeline_batches_take_at_most_half_of_the_rows_in_flight():
+    """With ``pipeline`` a batch never swallows every waiting request: the event loop decodes
+    and answers one half while the model runs the other."""
+    sizes: list[int] = []
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        sizes.append(len(x))
+        return np.zeros((len(x), 2), dtype=np.float32)
+
+    async def run() -> None:
+        batcher = Batcher(predict, max_batch_size=64, max_delay_ms=50, buckets=range(1, 65),
+                          pipeline=True)
+        rows = np.ones((1, 3), dtype=np.float32)
+        out = await asyncio.gather(*[batcher.submit(rows) for _ in range(32)])
+        assert len(out) == 32
+        await batcher.close()
+
+    asyncio.run(run())
+    assert sum(sizes) == 32 and max(sizes) <= 16, sizes

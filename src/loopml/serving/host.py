@@ -46,7 +46,7 @@ class ModelHost:
         self.text_column: str = str(features_cfg.get("text_column") or "text")
         self.batcher = Batcher(bundle.runtime.predict, max_batch_size=max_batch_size,
                                max_delay_ms=max_delay_ms, name=self.name,
-                               wait_only_for_announced=True)
+                               wait_only_for_announced=True, pipeline=True)
         self._closed = False
         # registry identity (set by the model cache; OIP metadata and captured data name it)
         self.model_name: str = self.name
