@@ -52,7 +52,7 @@ Why these choices:
   * Servers run as subprocesses (fresh interpreter each, nothing shared with the bench
     process, killed by process group: for LoopML the control plane's group, which holds its
     serving process). LoopML's launch lives in ``launch_loopml`` alone.
-  * BentoML lives in its own venv (/work/bench-venvs/bentoml, created on first use with the
+  * BentoML lives in its own venv (../bench-venvs/bentoml beside the checkout, created on first use with the
     project's keras and tensorflow-cpu versions): bentoml pins its own web stack (starlette,
     uvicorn, pydantic, opentelemetry...) that must not leak into the project's venv, and the
     peer must not be able to import loopml. ``--no-bentoml`` skips it.
@@ -92,8 +92,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "peers"
-BENTO_VENV = Path("/work/bench-venvs/bentoml")
-PY_SPY = Path("/work/bench-venvs/tools/bin/py-spy")
+# peers' venvs live beside the checkout (never inside the project's .venv); override with
+# LOOPML_BENCH_VENVS
+VENVS = Path(os.environ.get("LOOPML_BENCH_VENVS", HERE.parent.parent / "bench-venvs"))
+BENTO_VENV = VENVS / "bentoml"
+PY_SPY = VENVS / "tools" / "bin" / "py-spy"
 ENDPOINT = "mnist"
 LOOPML_MODEL = "mnist-cnn"
 CONCURRENCIES = (1, 32)
