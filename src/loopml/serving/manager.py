@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from loopml.core.errors import InvalidInput, LoopMLError, NotFound
 from loopml.platform import Platform
@@ -37,11 +37,13 @@ def _key(model: str, version: int, resolved: dict[str, Any]) -> Key:
 
 class EndpointManager:
     def __init__(self, platform: Platform, cache: ModelCache, *, poll_s: float = 0.25,
-                 parent_pid: int | None = None) -> None:
+                 parent_pid: int | None = None,
+                 on_removed: Callable[[str], None] | None = None) -> None:
         self.platform = platform
         self.cache = cache
         self.poll_s = poll_s
         self.parent_pid = parent_pid
+        self.on_removed = on_removed  # e.g. drop the endpoint's metric series
         self.live: dict[str, LiveEndpoint] = {}
         # name → (uid, generation) as last read: uid tells a re-created endpoint from the old one
         self.known: dict[str, tuple[str, int]] = {}
@@ -177,6 +179,8 @@ class EndpointManager:
         for name in [n for n in self.live if self.live[n].incarnation[0] != known.get(n, ("",))[0]]:
             old = self.live.pop(name)  # deleted (or deleted and re-created: a new uid)
             log.info("endpoint %s removed", name)
+            if self.on_removed is not None:
+                self.on_removed(name)
             self._spawn(self._release(old))
         for name in [n for n in self._failed if n not in known]:
             del self._failed[name]

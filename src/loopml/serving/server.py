@@ -47,9 +47,10 @@ async def serve(args: argparse.Namespace) -> None:
     platform = Platform(settings, create_schema=False)
     cache = ModelCache(platform.artifacts, settings.home / "cache" / "models",
                        memory_mb=settings.serving_memory_mb)
-    manager = EndpointManager(platform, cache, parent_pid=args.parent_pid)
     capture = CaptureWriter(platform.artifacts, settings.capture_prefix)
     metrics = ServingMetrics()
+    manager = EndpointManager(platform, cache, parent_pid=args.parent_pid,
+                              on_removed=metrics.remove_endpoint)
     stop = asyncio.Event()
 
     async def on_shutdown() -> None:
