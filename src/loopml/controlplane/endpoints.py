@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ class EndpointSupervisor:
         self._crashes = 0
         self._next_start = 0.0
         self._log_path = Path(self.settings.home) / "logs" / "serving.log"
+        self._lock = threading.Lock()  # a tick still running must not start a process after stop()
+        self._stopped = False
 
     # -- the data plane's address ------------------------------------------------------------
     @property
@@ -78,7 +81,7 @@ class EndpointSupervisor:
         return f"http://{'[' + host + ']' if ':' in host else host}:{addr[1]}"
 
     def bind(self) -> None:
-        if self._sock is not None:
+        if self._sock is not None or self._stopped:
             return
         host, port = self.settings.serving_host, self.settings.serving_port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -161,6 +164,11 @@ class EndpointSupervisor:
         self._start()
 
     def _start(self) -> None:
+        with self._lock:
+            if not self._stopped and self._sock is not None:
+                self._spawn()
+
+    def _spawn(self) -> None:
         assert self._sock is not None
         self.platform.endpoints.reset_served("serving process starting")
         fd = self._sock.fileno()
@@ -180,7 +188,9 @@ class EndpointSupervisor:
     # -- shutdown -------------------------------------------------------------------------------
     def stop(self, timeout: float = 30.0) -> None:
         # longer than the serving process's graceful shutdown (10 s) + capture flush
-        proc, self._proc = self._proc, None
+        with self._lock:
+            self._stopped = True
+            proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()  # uvicorn drains in-flight requests, capture flushes
             try:
