@@ -394,7 +394,8 @@ def test_openapi_fuzz_never_5xx(served):
 
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=20),
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers(-2**63, 2**63 - 1)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner,
                                                                 max_size=4),
     max_leaves=40)
