@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -44,26 +42,8 @@ def platform(settings: Settings):
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[str]:
     """create_app(settings) under a real uvicorn on 127.0.0.1:<free port>, with the control loop."""
-    import uvicorn
-
     from loopml.api.app import create_app
+    from tests.asgi_server import serve_asgi
 
-    app = create_app(settings, start_loop=_controlplane_available())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="loopml-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive():
-            pytest.fail("the test server exited during startup (see the log above)")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            pytest.fail("the test server did not start within 60 s")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        assert not thread.is_alive(), "the test server did not shut down"
+    with serve_asgi(create_app(settings, start_loop=_controlplane_available())) as url:
+        yield url

@@ -285,15 +285,12 @@ def test_invalid_names_are_dropped_not_retried_forever(store: ArtifactStore):
     writer.close()
 
 
-def test_record_is_cheap(store: ArtifactStore):
+def test_many_records_are_all_written_on_close(store: ArtifactStore):
     writer = CaptureWriter(store, flush_interval_s=60, max_pending_records=200_000)
     body, out = b'{"instances":[[1,2,3]]}', b'{"predictions":[1]}'
     n = 20_000
-    t0 = time.perf_counter()
     for _ in range(n):
         writer.record("ep", "blue", input_body=body, input_content_type="application/json", output_body=out)
-    per_call = (time.perf_counter() - t0) / n
-    assert per_call < 20e-6, f"record() took {per_call * 1e6:.1f} µs"  # ~1 µs expected
     writer.close()
     assert writer.stats()["captured"] == n
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +22,7 @@ import httpx  # noqa: E402
 
 from loopml.serving.app import MAX_BODY_BYTES, create_data_plane  # noqa: E402
 from loopml.serving.host import ModelHost  # noqa: E402
+from tests.asgi_server import serve_asgi  # noqa: E402
 
 N_CONCURRENT = 64
 
@@ -60,22 +59,6 @@ def bundle_dir(tmp_path_factory, digits_images) -> Path:
     return folder
 
 
-def _serve(app) -> tuple[str, object, threading.Thread]:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, name="loopml-data-plane", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "the data plane exited during startup"
-        assert time.monotonic() < deadline, "the data plane did not start within 30 s"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return f"http://127.0.0.1:{port}", server, thread
-
-
 @pytest.fixture(scope="module")
 def host(bundle_dir) -> ModelHost:
     # a longer delay than the default makes coalescing deterministic on a shared 2-core box
@@ -84,13 +67,8 @@ def host(bundle_dir) -> ModelHost:
 
 @pytest.fixture(scope="module")
 def server_url(host) -> Iterator[str]:
-    url, server, thread = _serve(create_data_plane({"digits": host}))
-    try:
+    with serve_asgi(create_data_plane({"digits": host}), "loopml-data-plane") as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the data plane did not shut down"
 
 
 @pytest.fixture(scope="module")

@@ -466,3 +466,25 @@ def test_per_endpoint_api_keys(tmp_path, digit_bundles, digits_data):
         wait_ready(platform, "locked", rec["generation"])
         assert httpx.post(f"{base}/endpoints/locked/invocations", content=body,
                           headers=json_ct).status_code == 200
+
+
+def test_sdk_invoke_against_the_real_data_plane(served, digits_data, monkeypatch):
+    from loopml.core.errors import InvalidInput, NotFound, UnsupportedFormat
+    from loopml.sdk.client import Client
+    from loopml.serving.admin import get_endpoint
+
+    platform, loop = served
+    c = Client("http://127.0.0.1:1", token="")
+    # the control plane's lookup (covered in test_endpoints_surface); the data plane is real
+    monkeypatch.setattr(c, "endpoint", lambda name: get_endpoint(
+        platform, "digits", data_plane_url=loop.endpoints.url) | {"name": name, "url": (
+            f"{loop.endpoints.url}/endpoints/{name}/invocations")})
+    out = c.invoke("digits", instances=digits_data[0][:2].tolist(), inference_id="sdk-1")
+    assert len(out["predictions"]) == 2
+    assert {p["label"] for p in out["predictions"]} <= {str(i) for i in range(10)}
+    with pytest.raises(InvalidInput, match="malformed JSON"):
+        c.invoke("digits", body=b"{oops", content_type="application/json")
+    with pytest.raises(UnsupportedFormat, match="text/xml"):
+        c.invoke("digits", body=b"<a/>", content_type="text/xml")
+    with pytest.raises(NotFound, match="nope"):
+        c.invoke("nope", instances=[[0]])

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from loopml.cli.main import app as cli_app
 from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound, UnsupportedFormat
 from loopml.sdk.client import Client, EndpointFailed, EndpointTimeout, InvocationError
+from tests.test_cli import ok_json, one_line_error
 
 HEAVY = ("keras", "tensorflow", "numpy", "pandas", "fastapi", "loopml.store", "loopml.api", "sqlalchemy")
 
@@ -72,21 +73,6 @@ def assert_error(resp: httpx.Response, status: int, code: str, *fragments: str) 
     for fragment in fragments:
         assert fragment in body["message"], body
     return body
-
-
-def ok_json(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return json.loads(result.stdout)
-
-
-def one_line_error(result, code: int, *fragments: str) -> str:
-    assert result.exit_code == code, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def versions(record: dict) -> dict[str, tuple[str, int, float]]:

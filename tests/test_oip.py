@@ -14,8 +14,6 @@ import json
 import math
 import re
 import struct
-import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,6 +35,7 @@ from loopml.core.errors import InvalidInput, NotFound  # noqa: E402
 from loopml.serving.batcher import BatcherClosed, QueueFull  # noqa: E402
 from loopml.serving.host import ModelHost  # noqa: E402
 from loopml.serving.oip import OUTPUTS, handle_v2  # noqa: E402
+from tests.asgi_server import serve_asgi  # noqa: E402
 
 TOL = 1e-5
 
@@ -181,24 +180,8 @@ def oip_app(backend: Backend):
 
 @pytest.fixture(scope="module")
 def server_url(hosts) -> Iterator[str]:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(oip_app(Backend(hosts)), host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="oip-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "the server exited during startup"
-        assert time.monotonic() < deadline, "the server did not start within 30 s"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the server did not shut down"
+    with serve_asgi(oip_app(Backend(hosts)), "oip-test-server") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -143,6 +143,11 @@ class _HttpError(Exception):
 _RETRY = [(b"retry-after", b"1")]
 
 
+def _unauthorised() -> "_HttpError":
+    return _HttpError(401, "AccessDeniedException", "missing or invalid bearer token",
+                      [(b"www-authenticate", b"Bearer")])
+
+
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]],
                    content_type: bytes = _JSON) -> None:
     await send({"type": "http.response.start", "status": status,
@@ -295,16 +300,8 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
     async def invoke(name: str, scope: Scope, receive: Receive, send: Send,
                      request_id: bytes, t0: float) -> None:
         ep = table.get(name)
-        if ep is None:
-            failure = table.failure(name)
-            if failure is not None:
-                raise _HttpError(424, "ModelError", f"endpoint {name} failed to load: {failure}")
-            if table.loading(name):
-                raise _HttpError(503, "ServiceUnavailable",
-                                 f"endpoint {name} is loading; retry shortly", _RETRY)
-            raise _HttpError(404, "ValidationError", f"Endpoint {name} not found.")
-        content_type = target_variant = target_model = inference_id = None
-        for key, value in scope["headers"]:
+        content_type = target_variant = target_model = inference_id = bearer = None
+        for key, value in scope["headers"]:  # one pass over the headers
             if key == b"content-type":
                 content_type = value.decode("latin-1")
             elif key == b"x-amzn-sagemaker-target-variant":
@@ -313,6 +310,18 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                 target_model = value.decode("latin-1")
             elif key == b"x-amzn-sagemaker-inference-id":
                 inference_id = value.decode("latin-1")
+            elif key == b"authorization":
+                bearer = value
+        if not allowed(bearer, ep):
+            raise _unauthorised()
+        if ep is None:
+            failure = table.failure(name)
+            if failure is not None:
+                raise _HttpError(424, "ModelError", f"endpoint {name} failed to load: {failure}")
+            if table.loading(name):
+                raise _HttpError(503, "ServiceUnavailable",
+                                 f"endpoint {name} is loading; retry shortly", _RETRY)
+            raise _HttpError(404, "ValidationError", f"Endpoint {name} not found.")
         variant_name = "-"  # until a variant is chosen (a made-up name must not become a label)
         status = 500
         try:
@@ -407,23 +416,21 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                                model=variant.model, model_version=variant.version,
                                latency_ms=(time.perf_counter() - t0) * 1000.0)
 
-    def authorised(scope: Scope, path: str) -> bool:
-        """The data plane's token, or (for one endpoint's routes) one of its API keys."""
-        bearer = None
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                bearer = value
-                break
+    def allowed(bearer: bytes | None, ep: LiveEndpoint | None) -> bool:
+        """The data plane's token, or (on the routes of ``ep``) one of its API keys."""
         if expected_auth is not None and bearer is not None and \
                 hmac.compare_digest(bearer, expected_auth):
             return True
-        match = _INVOKE.match(path) or _OIP_MODEL.match(path)
-        ep = table.get(match.group(1)) if match is not None else None
-        hashes = ep.key_hashes if ep is not None else ()
-        if hashes:
+        if ep is not None and ep.key_hashes:
             return bearer is not None and bearer.startswith(b"Bearer ") and \
-                hashlib.sha256(bearer[7:]).hexdigest() in hashes
+                hashlib.sha256(bearer[7:]).hexdigest() in ep.key_hashes
         return expected_auth is None
+
+    def authorised(scope: Scope, path: str) -> bool:
+        """Routes other than invocations (which check inside ``invoke``, after its lookup)."""
+        bearer = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        match = _OIP_MODEL.match(path)
+        return allowed(bearer, table.get(match.group(1)) if match is not None else None)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -445,21 +452,19 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                                    b'{"status":"ok"}' if ok else b'{"status":"loading"}',
                                    [(b"x-amzn-requestid", request_id)])
                     return
-                if not authorised(scope, path):
-                    if path.startswith("/v2"):
-                        await _respond(send, 401, b'{"error":"missing or invalid bearer token"}',
-                                       [(b"www-authenticate", b"Bearer")])
-                        return
-                    raise _HttpError(401, "AccessDeniedException",
-                                     "missing or invalid bearer token",
-                                     [(b"www-authenticate", b"Bearer")])
                 match = _INVOKE.match(path)
-                if match is not None:
+                if match is not None:  # the hot path: auth is checked after its one lookup
                     if method != "POST":
                         raise _HttpError(405, "ValidationError",
                                          f"{method} {path} is not allowed; use POST")
                     await invoke(match.group(1), scope, receive, send, request_id, t0)
                     return
+                if not authorised(scope, path):
+                    if path.startswith("/v2"):
+                        await _respond(send, 401, b'{"error":"missing or invalid bearer token"}',
+                                       [(b"www-authenticate", b"Bearer")])
+                        return
+                    raise _unauthorised()
                 if path == "/v2" or path.startswith("/v2/"):
                     await v2(scope, receive, send, t0)
                     return

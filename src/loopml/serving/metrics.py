@@ -34,6 +34,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from loopml.serving.batcher import default_buckets
+
 __all__ = ["EndpointStats", "ServingMetrics", "LATENCY_BUCKETS_S"]
 
 log = logging.getLogger(__name__)
@@ -231,15 +233,8 @@ class ServingMetrics:
 
 
 def _batch_buckets(max_batch_size: int) -> tuple[int, ...]:
-    if max_batch_size <= 0:
-        return _DEFAULT_BATCH_BUCKETS
-    sizes = []
-    size = 1
-    while size < max_batch_size:
-        sizes.append(size)
-        size *= 2
-    sizes.append(max_batch_size)
-    return tuple(sizes)
+    # the batcher's own bucket sizes: each histogram bucket is a padded batch shape
+    return default_buckets(max_batch_size) if max_batch_size > 0 else _DEFAULT_BATCH_BUCKETS
 
 
 class _Collector:

@@ -1,0 +1,34 @@
+"""Run an ASGI app under a real uvicorn on 127.0.0.1:<free port> in a thread (for tests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+
+@contextmanager
+def serve_asgi(app, name: str = "loopml-test-server", startup_s: float = 60) -> Iterator[str]:
+    """Yield the base URL while ``app`` serves; shut it down (lifespan included) afterwards."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_s
+    while not server.started:
+        if not thread.is_alive():
+            raise AssertionError(f"{name} exited during startup (see the log above)")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise AssertionError(f"{name} did not start within {startup_s:g} s")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        assert not thread.is_alive(), f"{name} did not shut down"
