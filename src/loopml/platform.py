@@ -12,8 +12,11 @@ from loopml.core.settings import Settings
 from loopml.store.datasets_repo import DatasetRepo
 from loopml.store.db import MetadataStore
 from loopml.store.endpoints_repo import EndpointRepo
+from loopml.store.functions_repo import FunctionRepo
 from loopml.store.jobs_repo import JobRepo
 from loopml.store.models_repo import ModelRepo
+from loopml.store.triggers_repo import TriggerRepo
+from loopml.store.workflows_repo import WorkflowRepo
 
 
 class Platform:
@@ -37,6 +40,18 @@ class Platform:
     @cached_property
     def endpoints(self) -> EndpointRepo:
         return EndpointRepo(self.meta)
+
+    @cached_property
+    def functions(self) -> FunctionRepo:
+        return FunctionRepo(self.meta)
+
+    @cached_property
+    def triggers(self) -> TriggerRepo:
+        return TriggerRepo(self.meta)
+
+    @cached_property
+    def workflows(self) -> WorkflowRepo:
+        return WorkflowRepo(self.meta)
 
     def close(self) -> None:
         self.meta.dispose()

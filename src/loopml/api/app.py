@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from loopml import __version__
-from loopml.api import datasets, endpoints, jobs, models
+from loopml.api import datasets, endpoints, functions, jobs, models, triggers, workflows
 from loopml.api.errors import BearerTokenMiddleware, CatchAllMiddleware, install_handlers
 from loopml.core.settings import Settings
 from loopml.platform import Platform
@@ -73,6 +73,9 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(endpoints.router)
+    app.include_router(functions.router)
+    app.include_router(triggers.router)
+    app.include_router(workflows.router)
 
     # add_middleware wraps outward: the token check runs first, the catch-all sits inside it
     app.add_middleware(CatchAllMiddleware)

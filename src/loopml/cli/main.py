@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from loopml import __version__
-from loopml.cli import datasets, db, endpoints, jobs, models, predict, server, train
+from loopml.cli import datasets, db, endpoints, functions, jobs, models, predict, server, train, triggers, workflows
 from loopml.core.errors import LoopMLError
 
 
@@ -59,6 +59,10 @@ app.command("train", help=train.train.__doc__)(train.train)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
 app.add_typer(endpoints.app, name="endpoints")
+app.add_typer(functions.app, name="functions")
+app.add_typer(triggers.app, name="triggers")
+app.add_typer(workflows.app, name="workflows")
+app.add_typer(workflows.executions_app, name="executions")
 app.command("predict", help=predict.predict.__doc__)(predict.predict)
 app.command("server", help=server.server.__doc__)(server.server)
 app.add_typer(db.app, name="db")

@@ -2,7 +2,9 @@
 
 Each tick: reap ended workers, carry out cancellations and time limits, re-attach or fail
 running jobs nobody watches (after a restart), dispatch queued jobs to free slots, then keep
-endpoints at their desired state (controlplane.endpoints).
+endpoints at their desired state (controlplane.endpoints), fire triggers (controlplane.triggers),
+run queued function invocations (controlplane.functions) and advance workflow executions
+(controlplane.workflows).
 Every step runs in its own exception boundary: one bad job never stops the loop.
 """
 
@@ -15,6 +17,9 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from loopml.controlplane.endpoints import EndpointSupervisor
+from loopml.controlplane.functions import FunctionDispatcher
+from loopml.controlplane.triggers import TriggerPoller
+from loopml.controlplane.workflows import WorkflowRunner
 from loopml.core.timeutil import parse_iso, utcnow
 from loopml.platform import Platform
 from loopml.store.jobs_repo import CANCELLED, FAILED, QUEUED, RUNNING
@@ -39,6 +44,9 @@ class ControlLoop:
         self._first = True
         self._cancel_seen: dict[str, float] = {}
         self.endpoints = EndpointSupervisor(platform)
+        self.functions = FunctionDispatcher(platform)
+        self.triggers = TriggerPoller(platform)
+        self.workflows = WorkflowRunner(platform)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -50,6 +58,8 @@ class ControlLoop:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
+        for part in (self.triggers, self.workflows, self.functions):
+            self._guard(part.stop)
         self.executor.shutdown()
         self.endpoints.stop()
 
@@ -60,7 +70,8 @@ class ControlLoop:
 
     # -- one reconciliation pass --------------------------------------------------------------
     def tick(self) -> None:
-        for step in (self._reap, self._reconcile_running, self._dispatch, self.endpoints.tick):
+        for step in (self._reap, self._reconcile_running, self._dispatch, self.endpoints.tick,
+                     self.triggers.tick, self.functions.tick, self.workflows.tick):
             self._guard(step)
         self._first = False
 
@@ -68,7 +79,7 @@ class ControlLoop:
         try:
             step()
         except Exception:  # noqa: BLE001 - the loop must never die (see Ray's controller)
-            log.exception("control loop step %s failed", step.__name__)
+            log.exception("control loop step %s failed", step.__qualname__)
 
     def _reap(self) -> None:
         jobs = self.platform.jobs

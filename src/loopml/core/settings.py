@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     serving_token: str | None = Field(None, description="If set, data-plane requests need 'Authorization: Bearer <token>'.")
     serving_memory_mb: int = Field(2048, ge=16, description="Model memory budget of the serving process; least-recently-used models unload past it.")
     capture_prefix: str = Field("capture", description="Artifact-store prefix of captured endpoint traffic.")
+    function_concurrency: int = Field(4, ge=1, description="Function invocations running at once (each in its own process).")
+    trigger_poll_interval_s: float = Field(1.0, gt=0, description="How often object and cron triggers are checked.")
     log_level: str = Field("warning", description="Server log level.")
 
     @field_validator("home", mode="before")

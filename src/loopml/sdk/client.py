@@ -26,6 +26,9 @@ import httpx
 
 from loopml import __version__
 from loopml.core.errors import InvalidInput, LoopMLError, error_from_dict
+from loopml.sdk.functions import FunctionsAPI
+from loopml.sdk.triggers import TriggersAPI
+from loopml.sdk.workflows import WorkflowsAPI
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 _REMOTE_PREFIXES = ("sample:", "s3://", "s3a://", "gs://", "http://", "https://", "file:")
@@ -57,7 +60,7 @@ class _Keep:
 _KEEP: Any = _Keep()  # update_endpoint(shadow=...) left out: keep the shadow
 
 
-class Client:
+class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI):
     """A connection to one LoopML control plane.
 
     Args:

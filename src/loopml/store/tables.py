@@ -168,5 +168,143 @@ class Endpoint(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+# -- automation (issue 4): functions, workflows and their executions, triggers ------------------
+
+
+class Function(Base):
+    """A Lambda-like function: code in the artifact store, run in its own process per invocation."""
+
+    __tablename__ = "functions"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    handler: Mapped[str] = mapped_column(String(255))  # "module.function" inside the code
+    code_key: Mapped[str] = mapped_column(Text)  # artifact key of the uploaded file or zip
+    code_sha256: Mapped[str] = mapped_column(String(64))
+    timeout_s: Mapped[float] = mapped_column(Float)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    environment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FunctionInvocation(Base):
+    """One run of a function: queued → running → succeeded | failed, with its result, error and logs."""
+
+    __tablename__ = "function_invocations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    function: Mapped[str] = mapped_column(String(63), index=True)  # no FK: history outlives the function
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    source: Mapped[str | None] = mapped_column(String(160), nullable=True)  # cli | trigger:NAME | execution:ID
+    event: Mapped[Any] = mapped_column(JSON, nullable=True)
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    error_type: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    logs: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_memory_mb: Mapped[float | None] = mapped_column(Float, nullable=True)
+    worker_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    worker_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Workflow(Base):
+    """A state machine in Amazon States Language (validated when written)."""
+
+    __tablename__ = "workflows"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)  # the text as written (JSON or YAML)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkflowExecution(Base):
+    """One execution: the engine's whole state (``state``) and the work it is waiting on
+    (``pending``: tasks started and timers due), written in one transaction after every event."""
+
+    __tablename__ = "executions"
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(63), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # PENDING | RUNNING | SUCCEEDED | FAILED | TIMED_OUT | ABORTED
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)  # snapshot: editing the workflow never changes a run
+    input: Mapped[Any] = mapped_column(JSON, nullable=True)
+    output: Mapped[Any] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    cause: Mapped[str | None] = mapped_column(Text, nullable=True)
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    next_due: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)  # optimistic lock: one writer per event
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ExecutionEvent(Base):
+    """The execution history, event by event (like Step Functions' GetExecutionHistory)."""
+
+    __tablename__ = "execution_events"
+    __table_args__ = (UniqueConstraint("execution_id", "seq", name="uq_execution_event_seq"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    details: Mapped[Any] = mapped_column(JSON, nullable=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Trigger(Base):
+    """What starts a function or a workflow: new objects, a cron schedule, a webhook, an alert."""
+
+    __tablename__ = "triggers"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # objects | cron | webhook | alert
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    target_kind: Mapped[str] = mapped_column(String(16))  # function | workflow
+    target: Mapped[str] = mapped_column(String(63))
+    status: Mapped[str] = mapped_column(String(16))  # active | paused
+    secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cursor: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TriggerObject(Base):
+    """Objects an object trigger has seen (its persisted cursor): a key fires again only when
+    its etag changes (an overwrite), never twice for the same content."""
+
+    __tablename__ = "trigger_objects"
+    trigger: Mapped[str] = mapped_column(ForeignKey("triggers.name", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    etag: Mapped[str] = mapped_column(String(160))
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TriggerFiring(Base):
+    """Every firing and what it started; ``dedupe_key`` makes a firing happen at most once."""
+
+    __tablename__ = "trigger_firings"
+    __table_args__ = (UniqueConstraint("trigger", "dedupe_key", name="uq_trigger_firing_dedupe"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    trigger: Mapped[str] = mapped_column(ForeignKey("triggers.name", ondelete="CASCADE"), index=True)
+    dedupe_key: Mapped[str | None] = mapped_column(String(1200), nullable=True)
+    event: Mapped[Any] = mapped_column(JSON, nullable=True)
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(63))
+    started_id: Mapped[str | None] = mapped_column(String(96), nullable=True)  # invocation or execution id
+    status: Mapped[str] = mapped_column(String(16))  # started | failed | skipped
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 __all__ = ["Base", "Dataset", "DatasetVersion", "Job", "JobEvent", "JobMetric", "JobLog",
-           "Model", "ModelVersion", "ModelAlias", "AliasEvent", "Endpoint", "Float"]
+           "Model", "ModelVersion", "ModelAlias", "AliasEvent", "Endpoint", "Function", "FunctionInvocation",
+           "Workflow", "WorkflowExecution", "ExecutionEvent", "Trigger", "TriggerObject", "TriggerFiring",
+           "Float"]
