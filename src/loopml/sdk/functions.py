@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from loopml.core.errors import InvalidInput
+
+
+def _seg(value: str) -> str:
+    if not value:
+        raise InvalidInput("an empty name was given")
+    return quote(value, safe="")
 
 
 class FunctionsAPI:
@@ -10,3 +24,109 @@ class FunctionsAPI:
 
     _json: Any
     _send: Any
+    timeout: float
+
+    def create_function(self, name: str, file: str | os.PathLike, handler: str | None = None,
+                        timeout_s: float = 60, memory_mb: int = 512,
+                        environment: dict[str, str] | None = None, replace: bool = False,
+                        description: str | None = None) -> dict[str, Any]:
+        """Create (or with ``replace=True`` replace) a function from a ``.py`` file or a folder.
+
+        Args:
+            name: Lowercase letters, digits and ``-``.
+            file: The handler's ``.py`` file, or a folder (zipped and uploaded).
+            handler: ``MODULE.FUNCTION``; default ``<file stem>.handler`` (a folder with one
+                top-level ``.py``: that module's ``handler``).
+            timeout_s: The invocation is killed after this many seconds (``Function.Timeout``).
+            memory_mb: Memory cap of the invocation's process (``Function.MemoryExceeded``).
+            environment: Extra environment variables of the function's process.
+
+        Returns:
+            The function record (``name``, ``handler``, ``code_sha256``, ``timeout_s``, …).
+
+        Example::
+
+            c.create_function("resize", "resize.py", timeout_s=30, memory_mb=256)
+        """
+        from loopml.sdk.client import zip_folder  # the client module imports this one
+
+        path = Path(file).expanduser()
+        if not path.exists():
+            raise InvalidInput(f"function code {os.fspath(file)!r} does not exist")
+        if path.is_dir():
+            payload: Any = (f"{path.resolve().name or 'code'}.zip", zip_folder(path), "application/zip")
+        else:
+            payload = (path.name, path.read_bytes(), "text/x-python")
+        fields: dict[str, Any] = {"name": name, "timeout_s": str(timeout_s), "memory_mb": str(memory_mb),
+                                  "replace": "true" if replace else "false"}
+        if handler:
+            fields["handler"] = handler
+        if environment:
+            fields["environment"] = json.dumps(environment)
+        if description:
+            fields["description"] = description
+        return self._json("POST", "/functions", data=fields, files={"code": payload})
+
+    def update_function(self, name: str, file: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+        """Replace a function's code and configuration (``create_function(..., replace=True)``)."""
+        return self.create_function(name, file, replace=True, **kwargs)
+
+    def functions(self) -> list[dict[str, Any]]:
+        """All functions, by name."""
+        return self._json("GET", "/functions")
+
+    def function(self, name: str) -> dict[str, Any]:
+        """One function's configuration."""
+        return self._json("GET", f"/functions/{_seg(name)}")
+
+    def delete_function(self, name: str) -> dict[str, Any]:
+        """Delete a function (its invocation history stays). Returns ``{"deleted": name}``."""
+        return self._json("DELETE", f"/functions/{_seg(name)}")
+
+    def invoke_function(self, name: str, event: Any = None, mode: str = "sync") -> dict[str, Any]:
+        """Invoke a function.
+
+        ``mode="sync"`` waits for the end and returns the finished invocation record — also when
+        the function failed: check ``record["status"]`` (``succeeded``/``failed``), ``result``,
+        ``error_type``, ``error_message``, ``logs``. ``mode="async"`` returns the queued record.
+
+        Example::
+
+            r = c.invoke_function("resize", {"key": "images/cat.png"})
+            print(r["status"], r["result"] if r["status"] == "succeeded" else r["error_message"])
+        """
+        if mode not in ("sync", "async"):
+            raise InvalidInput(f"mode {mode!r} is not valid: use sync or async")
+        # the server bounds a sync call by the function's timeout: no read timeout here
+        timeout = httpx.Timeout(self.timeout, read=None) if mode == "sync" else None
+        kwargs: dict[str, Any] = {"json": {"event": event, "mode": mode}}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        return self._json("POST", f"/functions/{_seg(name)}/invocations", **kwargs)
+
+    def function_invocations(self, name: str, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Invocations of a function, newest first (optionally only one ``status``)."""
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        return self._json("GET", f"/functions/{_seg(name)}/invocations", params=params)
+
+    def function_invocation(self, name: str, id: str) -> dict[str, Any]:
+        """One invocation record."""
+        return self._json("GET", f"/functions/{_seg(name)}/invocations/{_seg(id)}")
+
+    def wait_function_invocation(self, name: str, id: str, timeout: float = 900,
+                                 poll: float = 0.25) -> dict[str, Any]:
+        """Poll an (async) invocation until it ended or ``timeout`` passed; the last record."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.function_invocation(name, id)
+            if record["status"] in ("succeeded", "failed") or time.monotonic() >= deadline:
+                return record
+            time.sleep(poll)
+
+    def function_logs(self, name: str, limit: int = 5) -> list[dict[str, Any]]:
+        """The logs of the latest ``limit`` invocations, newest first: ``[{id, status, logs, …}]``."""
+        return self._json("GET", f"/functions/{_seg(name)}/logs", params={"limit": limit})

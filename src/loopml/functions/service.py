@@ -1,0 +1,94 @@
+"""What the API calls: create/replace a function (code checked and stored first), delete one,
+and check an invocation's event. The control plane runs invocations (controlplane.functions)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from loopml.core.errors import Conflict, InvalidInput, NotFound
+from loopml.functions.code import MAX_CODE_BYTES, prepare_code, validate_function_name
+from loopml.platform import Platform
+
+MIN_MEMORY_MB, MAX_MEMORY_MB = 64, 65536
+MAX_TIMEOUT_S = 24 * 3600.0
+__all__ = ["MAX_CODE_BYTES", "check_event", "create_function", "delete_function", "parse_environment",
+           "validate_config"]
+MAX_EVENT_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+RESERVED_ENV = ("LOOPML_API_URL", "LOOPML_TOKEN", "LOOPML_FUNCTION_NAME")
+
+
+def validate_config(timeout_s: float, memory_mb: int, environment: dict[str, Any] | None) -> dict[str, str]:
+    if not timeout_s > 0 or timeout_s > MAX_TIMEOUT_S:
+        raise InvalidInput(f"timeout {timeout_s:g} s is not valid: give more than 0 and at most "
+                           f"{MAX_TIMEOUT_S:g} seconds")
+    if not MIN_MEMORY_MB <= memory_mb <= MAX_MEMORY_MB:
+        raise InvalidInput(f"memory {memory_mb} MB is not valid: give {MIN_MEMORY_MB} to {MAX_MEMORY_MB} MB")
+    env: dict[str, str] = {}
+    for key, value in (environment or {}).items():
+        if not ENV_KEY_RE.fullmatch(str(key)):
+            raise InvalidInput(f"environment variable name {key!r} is not valid")
+        if key in RESERVED_ENV:
+            raise InvalidInput(f"environment variable {key} is set by LoopML and cannot be overridden")
+        if isinstance(value, (dict, list)) or value is None:
+            raise InvalidInput(f"environment variable {key}: the value must be a string, not {value!r}")
+        env[str(key)] = str(value)
+    return env
+
+
+def parse_environment(text: str | None) -> dict[str, Any]:
+    """The API's ``environment`` form field: a JSON object (or empty)."""
+    if not text:
+        return {}
+    try:
+        env = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"environment is not valid JSON: {exc}") from None
+    if not isinstance(env, dict):
+        raise InvalidInput("environment must be a JSON object of NAME: value")
+    return env
+
+
+def check_event(event: Any) -> Any:
+    size = len(json.dumps(event))
+    if size > MAX_EVENT_BYTES:
+        raise InvalidInput(f"event is {size} bytes: the limit is {MAX_EVENT_BYTES} bytes")
+    return event
+
+
+def create_function(platform: Platform, name: str, *, filename: str, data: bytes,
+                    handler: str | None = None, timeout_s: float = 60, memory_mb: int = 512,
+                    environment: dict[str, Any] | None = None, description: str | None = None,
+                    replace: bool = False) -> dict[str, Any]:
+    """Check name, config and code (handler present, no syntax error), store the code under
+    ``functions/{name}/{sha16}/`` and write the record (the code first, then the record)."""
+    validate_function_name(name)
+    env = validate_config(timeout_s, memory_mb, environment)
+    bundle = prepare_code(filename, data, handler.strip() if handler else None)
+    if not replace:
+        try:
+            platform.functions.get(name)
+        except NotFound:
+            pass  # a new name
+        else:
+            raise Conflict(f"function {name!r} already exists; use --replace (or "
+                           "`loopml functions update`) to change it")
+    sha = hashlib.sha256(bundle.data).hexdigest()
+    key = f"functions/{name}/{sha[:16]}/{bundle.filename}"
+    if not platform.artifacts.exists(key):
+        platform.artifacts.put_bytes(key, bundle.data)
+    return platform.functions.create(name, handler=bundle.handler, code_key=key, code_sha256=sha,
+                                     timeout_s=timeout_s, memory_mb=memory_mb, environment=env,
+                                     description=description, replace=replace)
+
+
+def delete_function(platform: Platform, name: str) -> dict[str, Any]:
+    record = platform.functions.delete(name)
+    try:
+        platform.artifacts.delete(f"functions/{name}")
+    except Exception:  # noqa: BLE001 - the record is gone; leftover code is harmless
+        pass
+    return record
