@@ -114,16 +114,18 @@ class CatchAllMiddleware:
 
 
 class BearerTokenMiddleware:
-    """With a token configured, every route except /health needs ``Authorization: Bearer <token>``."""
+    """With a token configured, every route except /health and /hooks/ needs ``Authorization: Bearer <token>``."""
 
     OPEN_PATHS = frozenset({"/health"})
+    OPEN_PREFIXES = ("/hooks/",)  # webhook triggers check their own per-hook secret
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.OPEN_PATHS:
+        if (scope["type"] != "http" or scope.get("path") in self.OPEN_PATHS
+                or str(scope.get("path", "")).startswith(self.OPEN_PREFIXES)):
             await self.app(scope, receive, send)
             return
         header = b""

@@ -1,7 +1,151 @@
-"""/triggers: see loopml.triggers (filled in by issue 4)."""
+"""/triggers: what starts a function or a workflow (new objects, a cron schedule, a webhook, a
+monitor alert), their firing history and a manual test fire; and /hooks/{name}, where webhook
+triggers are called (authenticated by each hook's own secret, not by the API token)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+from typing import Any
 
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from loopml.platform import Platform
+from loopml.triggers import service
+
+log = logging.getLogger("loopml.api")
 router = APIRouter(prefix="/triggers", tags=["triggers"])
+hooks_router = APIRouter(prefix="/hooks", tags=["triggers"])
+
+
+class TriggerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="1-63 letters, digits, '-' or '_'", examples=["new-images"])
+    kind: str = Field(description="objects | cron | webhook | alert", examples=["objects"])
+    objects_uri: str | None = Field(None, description="objects: s3://bucket/prefix/, file:///abs/dir/, "
+                                    "/abs/dir, or a key prefix inside LoopML's artifact store")
+    suffix: str | None = Field(None, description="objects: only keys ending with this (e.g. .zip)")
+    cron: str | None = Field(None, description="cron: minute hour day month weekday", examples=["*/5 * * * *"])
+    tz: str | None = Field(None, description="cron: IANA time zone (default UTC)", examples=["Europe/Paris"])
+    missed: str | None = Field(None, description="cron: runs missed while the server was down: skip "
+                               "(default) | catch-up (one run for the latest)")
+    monitor: str | None = Field(None, description="alert: the model monitor whose alerts fire it")
+    function: str | None = Field(None, description="start this function (exactly one of function/workflow)")
+    workflow: str | None = Field(None, description="start an execution of this workflow")
+
+
+class FireIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event: Any = Field(None, description="the event to send (default: a sample of the trigger's shape)")
+
+
+class Trigger(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    kind: str
+    spec: dict[str, Any]
+    target: dict[str, Any] = Field(description="{kind: function|workflow, name}")
+    status: str = Field(description="active | paused")
+    created_at: str | None = None
+    last_firing: dict[str, Any] | None = None
+    url: str | None = Field(None, description="webhooks: POST here with the secret")
+
+
+class TriggerCreated(Trigger):
+    secret: str | None = Field(None, description="webhooks: only in the answer that made it; shown once")
+
+
+class Fired(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    firing: int
+    status: str = Field(description="started | failed")
+    started: dict[str, Any] | None = Field(None, description="{kind: function|workflow, id}")
+    error: str | None = None
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+def _platform(request: Request) -> Platform:
+    return request.app.state.platform
+
+
+def _poke(request: Request, answer: dict[str, Any]) -> None:
+    """Cut latency: ask the dispatcher to look now (optional: only when the loop offers it)."""
+    started = answer.get("started") or {}
+    control = getattr(request.app.state, "control", None)
+    part = getattr(control, "functions" if started.get("kind") == "function" else "workflows", None)
+    run_now = getattr(part, "run_now", None)
+    if started.get("id") and callable(run_now):
+        try:
+            run_now(started["id"])
+        except Exception:  # noqa: BLE001 - the firing is committed; the loop picks it up anyway
+            log.warning("could not poke the dispatcher for %s", started["id"], exc_info=True)
+
+
+@router.post("", response_model=TriggerCreated, status_code=201,
+             summary="Create a trigger (a webhook's secret is in this answer only)")
+def create_trigger(body: TriggerIn, request: Request) -> dict[str, Any]:
+    fields = body.model_dump(exclude={"name", "kind", "function", "workflow"})
+    return service.create_trigger(_platform(request), body.name, body.kind, function=body.function,
+                                  workflow=body.workflow, **fields)
+
+
+@router.get("", response_model=list[Trigger], summary="Triggers, by name")
+def list_triggers(request: Request) -> list[dict[str, Any]]:
+    return service.list_triggers(_platform(request))
+
+
+@router.get("/{name}", response_model=Trigger, summary="One trigger with its last firing")
+def get_trigger(name: str, request: Request) -> dict[str, Any]:
+    return service.get_trigger(_platform(request), name)
+
+
+@router.post("/{name}/pause", response_model=Trigger, summary="Stop firing (objects keep arriving)")
+def pause_trigger(name: str, request: Request) -> dict[str, Any]:
+    return service.pause_trigger(_platform(request), name)
+
+
+@router.post("/{name}/resume", response_model=Trigger, summary="Fire again")
+def resume_trigger(name: str, request: Request) -> dict[str, Any]:
+    return service.resume_trigger(_platform(request), name)
+
+
+@router.delete("/{name}", response_model=Deleted, summary="Delete a trigger and its history")
+def delete_trigger(name: str, request: Request) -> dict[str, Any]:
+    service.delete_trigger(_platform(request), name)
+    return {"deleted": name}
+
+
+@router.get("/{name}/history", summary="Every firing (newest first) and what it started")
+def trigger_history(name: str, request: Request,
+                    limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
+    return service.history(_platform(request), name, limit=limit)
+
+
+@router.post("/{name}/fire", response_model=Fired, status_code=202,
+             summary="Test fire: start the target now with an event (or a sample one)")
+def fire_trigger(name: str, request: Request, body: FireIn | None = None) -> dict[str, Any]:
+    answer = service.fire_manual(_platform(request), name, body.event if body else None)
+    _poke(request, answer)
+    return answer
+
+
+@hooks_router.post("/{name}", response_model=Fired, status_code=202,
+                   summary="Call a webhook trigger: 'Authorization: Bearer SECRET' or "
+                           "'X-LoopML-Hook-Secret: SECRET'; a JSON body (or none)")
+async def call_hook(name: str, request: Request) -> JSONResponse:
+    body = await request.body()
+    secret = request.headers.get("x-loopml-hook-secret")
+    if secret is None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        secret = value.strip() if scheme.lower() == "bearer" else None
+    headers = {k: request.headers[k] for k in ("content-type", "user-agent", "idempotency-key")
+               if k in request.headers}
+    answer = await run_in_threadpool(service.fire_webhook, _platform(request), name, secret=secret,
+                                     body=body, headers=headers)
+    _poke(request, answer)
+    return JSONResponse(answer, status_code=202)

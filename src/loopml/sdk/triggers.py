@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
+
+from loopml.core.errors import InvalidInput
+
+
+def _seg(value: str) -> str:
+    return quote(str(value), safe="")
 
 
 class TriggersAPI:
@@ -10,3 +17,68 @@ class TriggersAPI:
 
     _json: Any
     _send: Any
+
+    def create_trigger(self, name: str, *, objects: str | None = None, cron: str | None = None,
+                       tz: str | None = None, missed: str = "skip", webhook: bool = False,
+                       alert: str | None = None, suffix: str | None = None, function: str | None = None,
+                       workflow: str | None = None) -> dict[str, Any]:
+        """Create a trigger that starts ``function`` or ``workflow`` (exactly one).
+
+        Args:
+            name: Trigger name (letters, digits, ``-``, ``_``).
+            objects: New objects under ``s3://bucket/prefix/``, ``file:///abs/dir/``, ``/abs/dir``
+                or a key prefix in LoopML's artifact store fire it, once each (``suffix`` filters).
+            cron: A cron expression (``"*/5 * * * *"``) in time zone ``tz`` (default UTC);
+                ``missed``: ``skip`` or ``catch-up`` for runs missed while the server was down.
+            webhook: ``POST /hooks/{name}`` with the secret fires it; the record's ``secret`` is
+                shown only in this answer.
+            alert: The model monitor whose alerts fire it.
+
+        Example::
+
+            c.create_trigger("new-images", objects="s3://data/incoming/", suffix=".png",
+                             function="thumbnail")
+        """
+        sources = {"objects": objects is not None, "cron": cron is not None, "webhook": bool(webhook),
+                   "alert": alert is not None}
+        chosen = [k for k, on in sources.items() if on]
+        if len(chosen) != 1:
+            raise InvalidInput("give exactly one of objects, cron, webhook or alert")
+        kind = chosen[0]
+        body: dict[str, Any] = {"name": name, "kind": kind, "function": function, "workflow": workflow}
+        if kind == "objects":
+            body.update(objects_uri=objects, suffix=suffix)
+        elif kind == "cron":
+            body.update(cron=cron, tz=tz, missed=missed)
+        elif kind == "alert":
+            body.update(monitor=alert)
+        return self._json("POST", "/triggers", json={k: v for k, v in body.items() if v is not None})
+
+    def triggers(self) -> list[dict[str, Any]]:
+        """Every trigger, by name, with its last firing."""
+        return self._json("GET", "/triggers")
+
+    def trigger(self, name: str) -> dict[str, Any]:
+        """One trigger: spec, target, status, last firing (and ``next_run`` for cron)."""
+        return self._json("GET", f"/triggers/{_seg(name)}")
+
+    def pause_trigger(self, name: str) -> dict[str, Any]:
+        return self._json("POST", f"/triggers/{_seg(name)}/pause")
+
+    def resume_trigger(self, name: str) -> dict[str, Any]:
+        return self._json("POST", f"/triggers/{_seg(name)}/resume")
+
+    def delete_trigger(self, name: str) -> dict[str, Any]:
+        return self._json("DELETE", f"/triggers/{_seg(name)}")
+
+    def trigger_history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Every firing, newest first: ``{id, at, status, dedupe_key, started_id, error, event}``."""
+        return self._json("GET", f"/triggers/{_seg(name)}/history", params={"limit": limit})
+
+    def fire_trigger(self, name: str, event: Any = None) -> dict[str, Any]:
+        """Test fire: start the target now with ``event`` (default: a sample of the trigger's shape).
+
+        Returns:
+            ``{"firing": id, "status": "started"|"failed", "started": {"kind", "id"}}``
+        """
+        return self._json("POST", f"/triggers/{_seg(name)}/fire", json={"event": event})

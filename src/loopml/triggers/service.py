@@ -1,0 +1,234 @@
+"""Triggers: create / list / pause / resume / delete, and every way a trigger fires.
+
+What the API calls (and the poller, and the model monitors through ``fire_alert``). Each firing
+and what it starts are written in one transaction by ``TriggerRepo.fire`` (see store/triggers_repo).
+A target that no longer exists does not stop anything: the firing is recorded ``failed`` with
+``"function 'x' not found"``, and for an object that object is still marked seen (it would
+otherwise fail again on every poll forever; fire it again with ``triggers fire`` once fixed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from datetime import datetime
+from typing import Any, Callable
+
+from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound
+from loopml.core.timeutil import iso, utcnow
+from loopml.platform import Platform
+from loopml.store.triggers_repo import ACTIVE, FAILED, PAUSED, Firing
+from loopml.triggers import cron as cron_mod
+from loopml.triggers.events import alert_event, sample_event, webhook_event
+from loopml.triggers.objects import ObjectLister, parse_location
+
+KINDS = ("objects", "cron", "webhook", "alert")
+TARGET_KINDS = ("function", "workflow")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+MAX_WEBHOOK_BODY = 1024 * 1024
+_KIND_FIELDS = {"objects": ("objects_uri", "suffix"), "cron": ("cron", "tz", "missed"),
+                "webhook": (), "alert": ("monitor",)}
+
+
+class Unauthorized(LoopMLError):
+    """A webhook call without its trigger's secret (HTTP 401, not recorded)."""
+
+    code = "unauthorized"
+    status = 401
+    exit_code = 2
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# -- create / read / change ----------------------------------------------------------------------
+
+def _spec(platform: Platform, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    for other, names in _KIND_FIELDS.items():
+        for field in names:
+            if other != kind and fields.get(field) is not None:
+                raise InvalidInput(f"{field}: only for {other} triggers, not {kind}")
+    unknown = set(fields) - {f for names in _KIND_FIELDS.values() for f in names}
+    if unknown:
+        raise InvalidInput(f"{sorted(unknown)[0]}: not a trigger field")
+    if kind == "objects":
+        location = parse_location(fields.get("objects_uri") or "", platform.settings)
+        suffix = fields.get("suffix") or None
+        return {"objects_uri": fields.get("objects_uri"), "uri": location.uri,
+                "location": location.to_spec(), "suffix": suffix}
+    if kind == "cron":
+        return cron_mod.validate(fields.get("cron"), fields.get("tz"), fields.get("missed"))
+    if kind == "alert":
+        monitor = (fields.get("monitor") or "").strip()
+        if not monitor:
+            raise InvalidInput("monitor: name the model monitor whose alerts fire this trigger")
+        return {"monitor": monitor}
+    return {}
+
+
+def create_trigger(platform: Platform, name: str, kind: str, *, function: str | None = None,
+                   workflow: str | None = None, now: Callable[[], datetime] = utcnow,
+                   **fields: Any) -> dict[str, Any]:
+    """A new active trigger. ``fields``: objects_uri, suffix (objects); cron, tz, missed (cron);
+    monitor (alert). A webhook's record carries its ``secret``: returned here only, once."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInput(f"name: {name!r} must be 1-63 letters, digits, '-' or '_' (starting with a "
+                           "letter or digit)")
+    if kind not in KINDS:
+        raise InvalidInput(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
+    if (function is None) == (workflow is None):
+        raise InvalidInput("target: give exactly one of function or workflow")
+    target_kind, target = ("function", function) if function is not None else ("workflow", workflow)
+    spec = _spec(platform, kind, fields)
+    secret = cursor = None
+    seen: list[tuple[str, str]] = []
+    if kind == "webhook":
+        secret = secrets.token_urlsafe(32)
+    elif kind == "cron":
+        cursor = {"last": iso(now())}  # the first run is the first scheduled time after creation
+    elif kind == "objects":
+        seen = [(o.key, o.etag) for o in _list(platform, spec, settled_only=False).values()]
+    record = platform.triggers.create(name, kind, spec, target_kind, str(target),
+                                      secret_hash=hash_secret(secret) if secret else None,
+                                      cursor=cursor, seen=seen)
+    if secret:
+        record["secret"] = secret
+    return record
+
+
+def _list(platform: Platform, spec: dict[str, Any], *, settled_only: bool) -> dict[str, Any]:
+    from loopml.triggers.objects import Location
+
+    lister = ObjectLister(Location.from_spec(spec["location"]), platform.settings, spec.get("suffix"))
+    try:
+        return lister.list(settled_only=settled_only)
+    except LoopMLError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - credentials, endpoint, permissions: say which URI
+        raise InvalidInput(f"objects_uri: cannot list {spec['uri']}: {type(exc).__name__}: {exc}") from None
+
+
+def get_trigger(platform: Platform, name: str) -> dict[str, Any]:
+    return _with_next(platform.triggers.get(name))
+
+
+def list_triggers(platform: Platform) -> list[dict[str, Any]]:
+    return [_with_next(r) for r in platform.triggers.list()]
+
+
+def _with_next(record: dict[str, Any]) -> dict[str, Any]:
+    if record["kind"] == "cron" and record["status"] == ACTIVE and (record.get("cursor") or {}).get("last"):
+        from loopml.core.timeutil import parse_iso
+
+        spec = record["spec"]
+        record["next_run"] = iso(cron_mod.next_time(spec["cron"], spec["tz"], parse_iso(record["cursor"]["last"])))
+    return record
+
+
+def pause_trigger(platform: Platform, name: str) -> dict[str, Any]:
+    return platform.triggers.set_status(name, PAUSED)
+
+
+def resume_trigger(platform: Platform, name: str, *, now: Callable[[], datetime] = utcnow) -> dict[str, Any]:
+    """Objects that arrived while paused fire after resume (the cursor kept them); scheduled times
+    that passed while paused are not runs missed by an outage: the schedule restarts from now."""
+    current = platform.triggers.get(name)
+    cursor = {"last": iso(now())} if current["kind"] == "cron" and current["status"] == PAUSED else None
+    return _with_next(platform.triggers.set_status(name, ACTIVE, cursor=cursor))
+
+
+def delete_trigger(platform: Platform, name: str) -> None:
+    platform.triggers.delete(name)
+
+
+def history(platform: Platform, name: str, limit: int = 100) -> list[dict[str, Any]]:
+    return platform.triggers.firings(name, limit=limit)
+
+
+# -- firing from outside: tests, webhooks, monitor alerts ----------------------------------------
+
+def _started(firing: dict[str, Any]) -> dict[str, Any]:
+    answer = {"firing": firing["id"], "status": firing["status"],
+              "started": {"kind": firing["target"]["kind"], "id": firing["started_id"]}
+              if firing["started_id"] else None}
+    if firing.get("error"):
+        answer["error"] = firing["error"]
+    return answer
+
+
+def fire_manual(platform: Platform, name: str, event: Any = None) -> dict[str, Any]:
+    """The console's Test button: one firing (no dedupe) with ``event`` or a sample of the trigger's
+    own shape; works on a paused trigger too (it is an explicit request)."""
+    record = platform.triggers.get(name)
+    written = platform.triggers.fire(name, [Firing(sample_event(record) if event is None else event)],
+                                     require_active=False)
+    if not written:
+        raise NotFound(f"trigger {name!r} not found")
+    return _started(written[0])
+
+
+def fire_webhook(platform: Platform, name: str, *, secret: str | None, body: bytes,
+                 headers: dict[str, str]) -> dict[str, Any]:
+    """``POST /hooks/{name}``: check the secret, parse the body, fire (once per Idempotency-Key)."""
+    try:
+        kind, status, secret_hash = platform.triggers.secret_hash(name)
+    except NotFound:
+        raise NotFound(f"no webhook trigger {name!r}") from None
+    if kind != "webhook" or not secret_hash:
+        raise NotFound(f"no webhook trigger {name!r} (trigger {name!r} is a {kind} trigger)")
+    if not secret:
+        raise Unauthorized(f"webhook {name!r} needs its secret: send 'Authorization: Bearer SECRET' "
+                           "or 'X-LoopML-Hook-Secret: SECRET'")
+    if not hmac.compare_digest(hash_secret(secret), secret_hash):
+        raise Unauthorized(f"wrong secret for webhook {name!r}")
+    if status != ACTIVE:
+        raise Conflict(f"trigger {name!r} is paused: resume it with `loopml triggers resume {name}`")
+    problem, parsed = _parse_body(body)
+    if problem:
+        event = webhook_event(name, None, headers)
+        event["raw_body"] = body[:2000].decode("utf-8", "replace")
+        platform.triggers.fire(name, [Firing(event, status=FAILED, error=problem)])
+        raise InvalidInput(problem)
+    key = headers.get("idempotency-key") or None
+    if key and len(key) > 1000:
+        raise InvalidInput("Idempotency-Key: at most 1000 characters")
+    written = platform.triggers.fire(name, [Firing(webhook_event(name, parsed, headers), dedupe_key=key)])
+    if written:
+        return _started(written[0])
+    previous = platform.triggers.firing_by_dedupe(name, key) if key else None
+    if previous is None:  # paused or deleted between the check and the write
+        raise Conflict(f"trigger {name!r} is not active")
+    return {**_started(previous), "duplicate": True}
+
+
+def _parse_body(body: bytes) -> tuple[str | None, Any]:
+    if len(body) > MAX_WEBHOOK_BODY:
+        return f"body: {len(body)} bytes is more than the {MAX_WEBHOOK_BODY} allowed", None
+    if not body.strip():
+        return None, {}
+    try:
+        return None, json.loads(body)
+    except UnicodeDecodeError:
+        return "body: not UTF-8 text; send JSON", None
+    except json.JSONDecodeError as exc:
+        return f"body: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", None
+
+
+def fire_alert(platform: Platform, monitor: str, alert: dict[str, Any]) -> list[dict[str, Any]]:
+    """Fire every active alert trigger on ``monitor`` once per ``alert["id"]`` (what model monitors
+    call). Returns the firings written (none for an alert id already fired)."""
+    if not isinstance(alert, dict):
+        raise InvalidInput("alert: must be an object with an 'id'")
+    alert_id = alert.get("id")
+    dedupe = str(alert_id) if alert_id is not None else None
+    written: list[dict[str, Any]] = []
+    for trigger in platform.triggers.active(["alert"]):
+        if trigger["spec"].get("monitor") != monitor:
+            continue
+        firing = Firing(alert_event(trigger["name"], monitor, alert), dedupe_key=dedupe)
+        written += platform.triggers.fire(trigger["name"], [firing])
+    return written
