@@ -27,6 +27,8 @@ class DatasetIn(BaseModel):
     format: Format | None = Field(None, description="inferred from the source when omitted")
     label: str | None = Field(None, description="label column of a table")
     text: str | None = Field(None, description="text column of a table")
+    extend: bool = Field(False, description="append the source's rows to the newest version's rows "
+                         "(same kind, shape and classes) instead of replacing them")
 
 
 class DatasetVersion(BaseModel):
@@ -75,10 +77,12 @@ def parse_version(version: str, what: str) -> int | None:
 
 
 def _register(platform: Platform, response: Response, name: str, source: str, fmt: str | None,
-              label: str | None, text: str | None, source_label: str | None = None) -> dict[str, Any]:
+              label: str | None, text: str | None, source_label: str | None = None,
+              extend: bool = False) -> dict[str, Any]:
     from loopml.datasets.service import register  # numpy/pandas: only when a dataset is added
 
-    record = register(platform, name, source, fmt=fmt, label=label, text=text, source_label=source_label)
+    record = register(platform, name, source, fmt=fmt, label=label, text=text, source_label=source_label,
+                      extend=extend)
     response.status_code = 201 if record["created"] else 200
     return record
 
@@ -92,7 +96,8 @@ def list_datasets(request: Request) -> list[dict[str, Any]]:
              responses={200: {"description": "identical content already registered (created=false)"}},
              summary="Register a sample or a server-visible file/folder")
 def add_dataset(body: DatasetIn, request: Request, response: Response) -> dict[str, Any]:
-    return _register(_platform(request), response, body.name, body.source, body.format, body.label, body.text)
+    return _register(_platform(request), response, body.name, body.source, body.format, body.label, body.text,
+                     extend=body.extend)
 
 
 @router.post("/upload", response_model=DatasetRegistered, status_code=201,
@@ -107,6 +112,7 @@ def upload_dataset(
     label: Annotated[str | None, Form()] = None,
     text: Annotated[str | None, Form()] = None,
     source: Annotated[str | None, Form(description="where the upload came from (recorded only)")] = None,
+    extend: Annotated[bool, Form(description="append to the newest version's rows")] = False,
 ) -> dict[str, Any]:
     platform = _platform(request)
     filename = safe_filename(file.filename or "upload")
@@ -120,7 +126,8 @@ def upload_dataset(
         if saved.suffix.lower() == ".zip":
             path = dataset_root(safe_unzip(saved, Path(tmp) / "unzipped"))
         label_src = source or f"upload:{file.filename or filename}"
-        return _register(platform, response, name, str(path), fmt, label, text, source_label=label_src)
+        return _register(platform, response, name, str(path), fmt, label, text, source_label=label_src,
+                         extend=extend)
 
 
 @router.get("/{name}", response_model=DatasetVersions, summary="Every version of a dataset")

@@ -15,7 +15,7 @@ from loopml.platform import Platform
 router = APIRouter(tags=["jobs"])
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-Kind = Literal["train", "predict"]
+Kind = Literal["train", "predict", "evaluate"]
 ParamValue = bool | int | float | str  # bool first: JSON true must not become 1
 CHUNK = 1024 * 1024
 
@@ -31,6 +31,8 @@ class TrainIn(BaseModel):
     register_as: str | None = Field(None, description="register the trained model under this name")
     time_limit_s: float | None = Field(None, gt=0, description="stop training after this many seconds")
     resume: str | None = Field(None, description="id of a job whose checkpoint to resume from")
+    register_model: bool = Field(True, alias="register", description="false: upload the model bundle but register no version "
+                           "(result model_ref job:<id>; register it later with POST /jobs/{id}/register)")
 
 
 class PredictIn(BaseModel):
@@ -38,6 +40,21 @@ class PredictIn(BaseModel):
     model: str = Field(description="NAME, NAME:VERSION or NAME@ALIAS", examples=["digits@prod"])
     input: str = Field(description="dataset:NAME[:VERSION]:SPLIT or upload:<key>", examples=["dataset:mnist:test"])
     limit: int | None = Field(None, ge=1, description="predict at most this many rows")
+
+
+class EvaluateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    models: dict[str, str] = Field(description="label -> NAME, NAME:VERSION, NAME@ALIAS or job:ID",
+                                   examples=[{"challenger": "job:job-0123456789", "champion": "mnist-cnn@production"}])
+    dataset: str = Field(description="NAME or NAME:VERSION", examples=["mnist"])
+    split: Literal["train", "validation", "test"] = "test"
+    metric: Literal["accuracy", "macro_f1", "loss"] = "accuracy"
+    min_improvement: float | None = Field(None, description="challenger must beat champion by this much (default 0)")
+
+
+class RegisterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, description="model name (default: the job's register_as)")
 
 
 class Job(BaseModel):
@@ -100,7 +117,20 @@ def _training():
 def submit_train(body: TrainIn, request: Request) -> dict[str, Any]:
     return _training().submit_training(
         _platform(request), dataset=body.dataset, model=body.model, params=body.params,
-        register_as=body.register_as, time_limit_s=body.time_limit_s, resume=body.resume)
+        register_as=body.register_as, time_limit_s=body.time_limit_s, resume=body.resume,
+        register=body.register_model)
+
+
+@router.post("/jobs/evaluate", response_model=Job, status_code=201,
+             summary="Evaluate models on the same rows of a dataset split (challenger vs champion)")
+def submit_evaluate(body: EvaluateIn, request: Request) -> dict[str, Any]:
+    return _training().submit_evaluation(_platform(request), models=body.models, dataset=body.dataset,
+                                         split=body.split, metric=body.metric, min_improvement=body.min_improvement)
+
+
+@router.post("/jobs/{job_id}/register", summary="Register the model of a training job run with register=false")
+def register_job_model(job_id: str, request: Request, body: RegisterIn | None = None) -> dict[str, Any]:
+    return _training().register_trained(_platform(request), job_id, name=body.name if body else None)
 
 
 @router.post("/jobs/predict", response_model=Job, status_code=201, summary="Submit a batch prediction job")

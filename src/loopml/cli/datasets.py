@@ -29,14 +29,18 @@ def add(
     format: Annotated[Optional[Format], typer.Option("--format", help="Inferred when omitted.")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="Label column of a table.")] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="Text column of a table.")] = None,
+    extend: Annotated[bool, typer.Option("--extend", help="Append SOURCE's rows to the newest version "
+                                         "(same kind, shape and classes).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Register SOURCE as a version of NAME (identical content keeps its version).
 
     Examples: loopml datasets add mnist sample:mnist;
-    loopml datasets add penguins ./penguins.csv --label species
+    loopml datasets add penguins ./penguins.csv --label species;
+    loopml datasets add mnist s3://bucket/incoming/batch-1.zip --extend
     """
-    record = client().add_dataset(name, source, format=format.value if format else None, label=label, text=text)
+    record = client().add_dataset(name, source, format=format.value if format else None, label=label, text=text,
+                                  extend=extend)
     if as_json:
         print_json(record)
         return

@@ -27,6 +27,7 @@ class Status(str, Enum):
 class Kind(str, Enum):
     train = "train"
     predict = "predict"
+    evaluate = "evaluate"
 
 
 def styled(status: str) -> str:
@@ -37,7 +38,11 @@ def describe(job: dict[str, Any]) -> str:
     """What a job works on, in a few words."""
     spec = job.get("spec") or {}
     if job["kind"] == "train":
-        return f"{spec.get('model', '?')} on {spec.get('dataset', '?')} -> {spec.get('register_as', '?')}"
+        target = spec.get("register_as", "?") if spec.get("register", True) else f"{spec.get('register_as', '?')} (unregistered)"
+        return f"{spec.get('model', '?')} on {spec.get('dataset', '?')} -> {target}"
+    if job["kind"] == "evaluate":
+        models = ", ".join(f"{k}={v.get('ref', '?')}" for k, v in (spec.get("models") or {}).items())
+        return f"{models} on {spec.get('dataset', '?')}:{spec.get('split', '?')}"
     source = spec.get("input") or {}
     what = (f"{source.get('dataset')}:{source.get('split')}" if source.get("type") == "dataset"
             else source.get("key", "?") if isinstance(source, dict) else str(source))
@@ -81,6 +86,10 @@ def print_job(job: dict[str, Any]) -> None:
         pairs.append(("reason", job["reason"]))
     if model:
         pairs.append(("model", f"{model.get('name')}:{model.get('version')}"))
+    elif result.get("model_ref"):
+        pairs.append(("model", f"{result['model_ref']} (not registered)"))
+    if job["kind"] == "evaluate" and result.get("reason"):
+        pairs.append(("decision", result["reason"]))
     if job.get("cancel_requested") and job["status"] == "running":
         pairs.append(("cancel", "requested"))
     out.print(fields_table(pairs))
@@ -90,6 +99,12 @@ def print_job(job: dict[str, Any]) -> None:
                         rows=[(styled(e["status"]), when(e.get("at")), e.get("message") or "") for e in events]))
     print_epochs(job.get("metrics") or [])
     print_evaluation(result.get("evaluation"), result.get("metrics"))
+    if job["kind"] == "evaluate" and result.get("results"):
+        out.print(table("label", "model", "accuracy", "macro_f1", "loss", "rows",
+                        title=f"Evaluation on {result.get('dataset')}:{result.get('split')}", rows=[
+                            (label, r.get("resolved") or r.get("ref"), r.get("accuracy", r.get("missing", "")),
+                             r.get("macro_f1"), r.get("loss"), r.get("rows"))
+                            for label, r in result["results"].items()]))
 
 
 def print_epochs(metrics: list[dict[str, Any]]) -> None:

@@ -40,12 +40,13 @@ class ControlLoop:
         self.platform = platform
         self.executor = executor or LocalExecutor(platform.settings)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._first = True
         self._cancel_seen: dict[str, float] = {}
         self.endpoints = EndpointSupervisor(platform)
         self.functions = FunctionDispatcher(platform)
-        self.triggers = TriggerPoller(platform)
+        self.triggers = TriggerPoller(platform, on_fired=self._fired)
         self.workflows = WorkflowRunner(platform)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -56,6 +57,7 @@ class ControlLoop:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
         for part in (self.triggers, self.workflows, self.functions):
@@ -65,8 +67,19 @@ class ControlLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             self.tick()
-            self._stop.wait(self.platform.settings.reconcile_interval_s)
+            self._wake.wait(self.platform.settings.reconcile_interval_s)
+
+    def wake(self) -> None:
+        """Run the next tick now (new work arrived), not after the reconcile interval."""
+        self._wake.set()
+
+    def _fired(self, firings: list[dict]) -> None:
+        for firing in firings:
+            if firing.get("status") == "started" and firing["target"]["kind"] == "function" and firing.get("started_id"):
+                self.functions.run_now(firing["started_id"])
+        self.wake()  # pending executions start on the next tick
 
     # -- one reconciliation pass --------------------------------------------------------------
     def tick(self) -> None:

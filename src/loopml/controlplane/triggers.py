@@ -23,9 +23,11 @@ log = logging.getLogger("loopml.controlplane.triggers")
 
 
 class TriggerPoller:
-    def __init__(self, platform: Platform, *, now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, platform: Platform, *, now: Callable[[], datetime] = utcnow,
+                 on_fired: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
         self.platform = platform
         self.now = now
+        self.on_fired = on_fired  # the control loop starts what fired at once, not at its next tick
         self._listers: dict[str, tuple[Any, ObjectLister]] = {}  # name → (spec it was built for, lister)
         self._errors: dict[str, str] = {}  # last error per trigger, logged once until it changes
         self._stop = threading.Event()
@@ -65,7 +67,12 @@ class TriggerPoller:
                 if self._stop.is_set() and self._thread is not None:
                     break
                 written += self._poll_one(trigger)
-            return written
+        if written and self.on_fired is not None:
+            try:
+                self.on_fired(written)
+            except Exception:  # noqa: BLE001 - a latency shortcut; the next tick starts them anyway
+                log.exception("starting fired targets early failed")
+        return written
 
     def _poll_one(self, trigger: dict[str, Any]) -> list[dict[str, Any]]:
         name = trigger["name"]

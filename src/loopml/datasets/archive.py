@@ -79,5 +79,9 @@ def dataset_root(folder: Path) -> Path:
         return entries[0]
     if len(entries) == 1:  # one wrapping folder, as `zip -r data.zip data/` makes
         inner = visible(entries[0])
-        return inner[0] if len(inner) == 1 and inner[0].is_file() else entries[0]
+        if len(inner) == 1 and inner[0].is_file():
+            return inner[0]
+        if inner and all(p.is_file() for p in inner):
+            return folder  # not a wrapper: the one class folder of a batch (7/img-001.png, …)
+        return entries[0]
     return folder

@@ -55,11 +55,11 @@ def label_strings(values: np.ndarray | pd.Series | list) -> np.ndarray:
     return np.asarray(out, dtype=object)
 
 
-def _check_classes(labels: np.ndarray, where: str) -> None:
+def _check_classes(labels: np.ndarray, where: str, min_classes: int = 2) -> None:
     if labels.shape[0] == 0:
         raise InvalidInput(f"{where} has no rows")
     classes = sorted(set(labels.tolist()))
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise InvalidInput(f"{where} has only 1 class ({classes[0]!r}); need at least 2")
 
 
@@ -159,7 +159,7 @@ def _as_images(x: np.ndarray) -> np.ndarray | None:
     return _image_dtype(np.ascontiguousarray(x))
 
 
-def read_npz(path: Path, label: str | None = None) -> DatasetContent:
+def read_npz(path: Path, label: str | None = None, min_classes: int = 2) -> DatasetContent:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -182,7 +182,7 @@ def read_npz(path: Path, label: str | None = None) -> DatasetContent:
         raise InvalidInput(f"{where}: array {x_key!r} must be (N,D), (N,H,W) or (N,H,W,C) with N > 0, "
                            f"got shape {x.shape}")
     labels = _npz_labels(arrays[y_key], x.shape[0], where)
-    _check_classes(labels, where)
+    _check_classes(labels, where, min_classes)
     meta = {"source": str(path), "format": "npz"}
     images = _as_images(x)
     if images is not None:
@@ -248,7 +248,7 @@ def _infer_text_column(df: pd.DataFrame) -> str | None:
 
 
 def read_table(path: Path, fmt: str, label: str | None = None, text: str | None = None,
-               want_text: bool = False) -> DatasetContent:
+               want_text: bool = False, min_classes: int = 2) -> DatasetContent:
     """csv/parquet -> tabular content, or text content when ``text`` is given or inferred."""
     df = _read_table(path, fmt)
     df.columns = [str(c) for c in df.columns]
@@ -262,7 +262,7 @@ def read_table(path: Path, fmt: str, label: str | None = None, text: str | None 
         meta["dropped_rows_missing_label"] = int(missing.sum())
         df = df.loc[~missing].reset_index(drop=True)
     labels = label_strings(df[label_col])
-    _check_classes(labels, f"{name} (label column {label_col!r})")
+    _check_classes(labels, f"{name} (label column {label_col!r})", min_classes)
     features = df.drop(columns=[label_col])
     if text is not None and text not in features.columns:
         listing = ", ".join(features.columns)
@@ -287,7 +287,7 @@ def read_table(path: Path, fmt: str, label: str | None = None, text: str | None 
 # ---------------------------------------------------------------- folders
 
 
-def read_image_folder(folder: Path) -> DatasetContent:
+def read_image_folder(folder: Path, min_classes: int = 2) -> DatasetContent:
     """class subfolders of png/jpg/bmp/gif -> uint8 (N,H,W,C); one mode and size for all."""
     from PIL import Image, UnidentifiedImageError
 
@@ -317,13 +317,13 @@ def read_image_folder(folder: Path) -> DatasetContent:
     if images.ndim == 3:
         images = images[..., np.newaxis]
     labels = np.asarray([c for c, _ in pairs], dtype=object)
-    _check_classes(labels, f"folder {folder}")
+    _check_classes(labels, f"folder {folder}", min_classes)
     meta = {"source": str(folder), "format": "images", "mode": mode, "size": list(size),
             "resized": int(sum(n for s, n in sizes.items() if s != size))}
     return DatasetContent(kind="image", labels=labels, images=images, meta=meta)
 
 
-def read_text_folder(folder: Path) -> DatasetContent:
+def read_text_folder(folder: Path, min_classes: int = 2) -> DatasetContent:
     """class subfolders of .txt files -> text content with column "text"."""
     pairs = _class_files(folder, TEXT_EXTENSIONS)
     texts = []
@@ -333,7 +333,7 @@ def read_text_folder(folder: Path) -> DatasetContent:
         except OSError as e:
             raise InvalidInput(f"text file {f} cannot be read ({e})") from None
     labels = np.asarray([c for c, _ in pairs], dtype=object)
-    _check_classes(labels, f"folder {folder}")
+    _check_classes(labels, f"folder {folder}", min_classes)
     frame = pd.DataFrame({"text": pd.Series(texts, dtype=object)})
     return DatasetContent(kind="text", labels=labels, frame=frame, text_column="text",
                           meta={"source": str(folder), "format": "text"})
@@ -343,8 +343,11 @@ def read_text_folder(folder: Path) -> DatasetContent:
 
 
 def read_source(path: str, fmt: str | None = None, label: str | None = None,
-                text: str | None = None) -> DatasetContent:
-    """Read a local file or folder as a dataset; ``fmt`` is inferred when None."""
+                text: str | None = None, min_classes: int = 2) -> DatasetContent:
+    """Read a local file or folder as a dataset; ``fmt`` is inferred when None.
+
+    ``min_classes=1`` accepts a batch of a single class (rows appended to an existing dataset).
+    """
     p = Path(path).expanduser()
     if not p.exists():
         raise InvalidInput(f"dataset source {path} does not exist")
@@ -356,16 +359,16 @@ def read_source(path: str, fmt: str | None = None, label: str | None = None,
     if fmt == "images" and not p.is_dir():
         raise UnsupportedFormat(f"format images expects a folder of class subfolders, but {path} is a file")
     if fmt == "npz":
-        return read_npz(p, label)
+        return read_npz(p, label, min_classes)
     if fmt in ("csv", "parquet"):
-        return read_table(p, fmt, label, text)
+        return read_table(p, fmt, label, text, min_classes=min_classes)
     if fmt == "images":
-        return read_image_folder(p)
+        return read_image_folder(p, min_classes)
     # fmt == "text": a folder of class subfolders, or a csv/parquet with a text column
     if p.is_dir():
-        return read_text_folder(p)
+        return read_text_folder(p, min_classes)
     table_fmt = _EXTENSION_FORMATS.get(p.suffix.lower())
     if table_fmt not in ("csv", "parquet"):
         raise UnsupportedFormat(f"format text expects a folder of class subfolders of .txt files "
                                 f"or a .csv/.parquet file with a text column, got {path}")
-    return read_table(p, table_fmt, label, text, want_text=True)
+    return read_table(p, table_fmt, label, text, want_text=True, min_classes=min_classes)

@@ -38,29 +38,44 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 
 
 def read_any(source: str, fmt: str | None, label: str | None, text: str | None,
-             s3_endpoint_url: str | None = None) -> DatasetContent:
+             s3_endpoint_url: str | None = None, min_classes: int = 2) -> DatasetContent:
     if source.startswith("sample:"):
         from loopml.datasets.samples import load_sample
 
         return load_sample(source.split(":", 1)[1])
     if "://" in source and not source.startswith("file://"):
-        return _read_remote(source, fmt, label, text, s3_endpoint_url)
+        return _read_remote(source, fmt, label, text, s3_endpoint_url, min_classes)
     source = source[len("file://"):] if source.startswith("file://") else source
     if not os.path.exists(source):
         raise InvalidInput(f"source {source!r} does not exist (use a file, a folder, or sample:NAME)")
+    return _read_local(source, fmt, label, text, min_classes)
+
+
+def _read_local(path: str, fmt: str | None, label: str | None, text: str | None,
+                min_classes: int = 2) -> DatasetContent:
+    """A local file or folder; a .zip (of class folders, or of one data file) is unpacked first."""
     from loopml.datasets.formats import read_source
 
-    return read_source(source, fmt, label=label, text=text)
+    if path.lower().endswith(".zip") and os.path.isfile(path):
+        import tempfile
+        from pathlib import Path
+
+        from loopml.datasets.archive import dataset_root, safe_unzip
+
+        with tempfile.TemporaryDirectory(prefix="loopml-unzip-") as tmp:
+            root = dataset_root(safe_unzip(Path(path), Path(tmp) / "data"))
+            content = read_source(str(root), fmt, label=label, text=text, min_classes=min_classes)
+            content.meta["source"] = path
+            return content
+    return read_source(path, fmt, label=label, text=text, min_classes=min_classes)
 
 
 def _read_remote(uri: str, fmt: str | None, label: str | None, text: str | None,
-                 s3_endpoint_url: str | None) -> DatasetContent:
+                 s3_endpoint_url: str | None, min_classes: int = 2) -> DatasetContent:
     """An s3:// (or other fsspec) file or folder: copied to a temporary folder, then read."""
     import tempfile
 
     import fsspec
-
-    from loopml.datasets.formats import read_source
 
     protocol = uri.split("://", 1)[0]
     opts = {"client_kwargs": {"endpoint_url": s3_endpoint_url}} if protocol in ("s3", "s3a") and s3_endpoint_url else {}
@@ -77,27 +92,48 @@ def _read_remote(uri: str, fmt: str | None, label: str | None, text: str | None,
             fs.get(path + "/", local + "/", recursive=True)
         else:
             fs.get_file(path, local)
-        return read_source(local, fmt, label=label, text=text)
+        return _read_local(local, fmt, label, text, min_classes)
 
 
 def register(platform: Platform, name: str, source: str, *, fmt: str | None = None, label: str | None = None,
              text: str | None = None, seed: int = 42, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-             source_label: str | None = None) -> dict[str, Any]:
-    """Add ``source`` as a version of ``name``; returns the version record and whether it was new."""
+             source_label: str | None = None, extend: bool = False) -> dict[str, Any]:
+    """Add ``source`` as a version of ``name``; returns the version record and whether it was new.
+
+    ``extend=True``: the new version is the newest version's rows plus the rows of ``source``
+    (same kind, shape and classes). The old rows keep their split; only the new rows are split,
+    so a model trained on the previous version never finds its training rows in the new test
+    split. Extending a dataset that has no version yet registers ``source`` as version 1.
+    """
     from loopml.datasets.hashing import content_hash
     from loopml.datasets.schema import infer_schema
     from loopml.datasets.serialize import dump_content
     from loopml.datasets.splits import stratified_split
 
     validate_name(name)
-    content = read_any(source, fmt, label, text, platform.settings.s3_endpoint_url)
+    base = _latest_or_none(platform, name) if extend else None
+    # a batch appended to a dataset may hold a single class; a dataset on its own needs two
+    content = read_any(source, fmt, label, text, platform.settings.s3_endpoint_url,
+                       min_classes=1 if base is not None else 2)
+    if base is not None:
+        from loopml.datasets.extend import append_rows
+
+        base_content, base_splits = load_version(platform, base)
+        new_rows = stratified_split(content.labels, seed=seed, fractions=fractions)
+        content = append_rows(base_content, content, what=f"{base['ref']} + {source}")
+        splits = {k: np.concatenate([base_splits[k], new_rows[k] + len(base_content)]).astype(np.int64)
+                  for k in SPLITS}
+        source_label = f"{base['ref']} + {source_label or source}"
+    else:
+        splits = None
     digest = content_hash(content)
     existing = platform.datasets.find_by_hash(name, digest)
     if existing is not None:
         return {**existing, "created": False}
 
     schema = infer_schema(content)
-    splits = stratified_split(content.labels, seed=seed, fractions=fractions)
+    if splits is None:
+        splits = stratified_split(content.labels, seed=seed, fractions=fractions)
     prefix = join("datasets", name, digest[:16])
     for fname, data in dump_content(content).items():
         platform.artifacts.put_bytes(join(prefix, fname), data)
@@ -118,6 +154,15 @@ def register(platform: Platform, name: str, source: str, *, fmt: str | None = No
             if again is not None:
                 return {**again, "created": False}
     raise InvalidInput(f"could not allocate a version for dataset {name!r}; try again")
+
+
+def _latest_or_none(platform: Platform, name: str) -> dict[str, Any] | None:
+    from loopml.core.errors import NotFound
+
+    try:
+        return platform.datasets.get(name)
+    except NotFound:
+        return None
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

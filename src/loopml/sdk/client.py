@@ -160,7 +160,7 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI):
 
     # -- datasets --------------------------------------------------------------------------
     def add_dataset(self, name: str, source: str | os.PathLike, format: str | None = None,
-                    label: str | None = None, text: str | None = None) -> dict[str, Any]:
+                    label: str | None = None, text: str | None = None, extend: bool = False) -> dict[str, Any]:
         """Register ``source`` as a new version of dataset ``name`` (same content → same version).
 
         Args:
@@ -170,6 +170,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI):
                 server can see.
             format: ``npz``, ``csv``, ``parquet``, ``images`` or ``text``; inferred when None.
             label: Label column of a table. text: Text column of a table.
+            extend: Append the source's rows to the newest version's rows (same kind, shape
+                and classes) instead of registering the source on its own.
 
         Returns:
             The version record with ``created`` (False when identical content was already there).
@@ -184,7 +186,9 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI):
                   if v is not None}
         local = Path(source_str).expanduser()
         if source_str.startswith(_REMOTE_PREFIXES) or not local.exists():
-            return self._json("POST", "/datasets", json={**fields, "source": source_str})
+            return self._json("POST", "/datasets", json={**fields, "source": source_str, "extend": extend})
+        if extend:
+            fields["extend"] = "true"
         fields["source"] = str(local.resolve())  # recorded as where the data came from
         if local.is_dir():
             files = {"file": (f"{local.resolve().name or 'data'}.zip", zip_folder(local), "application/zip")}

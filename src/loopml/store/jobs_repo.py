@@ -6,8 +6,9 @@ import uuid
 from typing import Any, Iterable
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import NotFound
+from loopml.core.errors import Conflict, NotFound
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t
@@ -26,12 +27,18 @@ class JobRepo:
         self.store = store
 
     def create(self, kind: str, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
-        with self.store.session() as s:
-            job = t.Job(id=job_id or new_job_id(), kind=kind, status=QUEUED, spec=spec)
-            s.add(job)
-            s.flush()
-            s.add(t.JobEvent(job_id=job.id, status=QUEUED, at=job.created_at))
-            return records.job(job)
+        """Queue a job; a caller-chosen ``job_id`` that already exists raises Conflict (exactly-once dispatch)."""
+        try:
+            with self.store.session() as s:
+                job = t.Job(id=job_id or new_job_id(), kind=kind, status=QUEUED, spec=spec)
+                s.add(job)
+                s.flush()
+                s.add(t.JobEvent(job_id=job.id, status=QUEUED, at=job.created_at))
+                return records.job(job)
+        except IntegrityError:
+            if job_id is None:
+                raise
+            raise Conflict(f"job {job_id!r} already exists", job_id=job_id) from None
 
     def get(self, job_id: str) -> dict[str, Any]:
         with self.store.session() as s:

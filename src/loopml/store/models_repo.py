@@ -150,7 +150,8 @@ class ModelRepo:
                     s.flush()
                     record = records.model_version(row, name, [])
                     now = utcnow()
-                    full = {**result, "model": {"name": name, "version": row.version, "ref": record["ref"]}}
+                    full = {**result, "model": {"name": name, "version": row.version, "ref": record["ref"]},
+                            "model_ref": record["ref"]}
                     moved = s.execute(update(t.Job).where(t.Job.id == job_id, t.Job.status == "running",
                                                           t.Job.cancel_requested.is_(False))
                                       .values(status="succeeded", ended_at=now, result=full, reason=None)).rowcount
@@ -158,6 +159,36 @@ class ModelRepo:
                         raise JobNoLongerRunning(job_id)
                     s.add(t.JobEvent(job_id=job_id, status="succeeded", at=now,
                                      message=f"registered {record['ref']}"))
+                    return record
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not allocate a version number for model {name!r}")
+
+    def register_job_bundle(self, job_id: str, name: str, *, fields: dict[str, Any]) -> dict[str, Any]:
+        """Register the bundle of an already-succeeded job (trained with register=False) as
+        ``name``:<next>, once: if a version of this job exists it is returned instead. The
+        version and the job's result (``model_ref``, ``registered``) are written in ONE transaction."""
+        for _attempt in range(5):
+            try:
+                with self.store.session() as s:
+                    job = s.get(t.Job, job_id, with_for_update=True)
+                    if job is None:
+                        raise NotFound(f"job {job_id!r} not found")
+                    found = s.execute(select(t.ModelVersion, t.Model.name).join(t.Model)
+                                      .where(t.ModelVersion.job_id == job_id)
+                                      .order_by(t.ModelVersion.id).limit(1)).first()
+                    if found is not None:
+                        row, existing_name = found
+                        return records.model_version(row, existing_name, self._aliases(s, row.model_id).get(row.version, []))
+                    m = self._model(s, name, create=True)
+                    top = s.execute(select(func.max(t.ModelVersion.version))
+                                    .where(t.ModelVersion.model_id == m.id)).scalar()
+                    row = t.ModelVersion(model_id=m.id, version=(top or 0) + 1, job_id=job_id, **fields)
+                    s.add(row)
+                    s.flush()
+                    record = records.model_version(row, name, [])
+                    job.result = {**(job.result or {}), "registered": True, "model_ref": record["ref"],
+                                  "model": {"name": name, "version": row.version, "ref": record["ref"]}}
                     return record
             except IntegrityError:
                 continue

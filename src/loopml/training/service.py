@@ -13,13 +13,14 @@ import tempfile
 from typing import Any, BinaryIO
 
 from loopml.artifacts.keys import join, validate_key
-from loopml.core.errors import InvalidInput, NotFound
+from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.datasets.service import parse_ref, validate_name
 from loopml.platform import Platform
 from loopml.registry.refs import parse_model_ref
 
 SPLITS = ("train", "validation", "test")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 
 
 def upload_user_file(platform: Platform, filename: str, data: bytes | BinaryIO, kind: str = "model") -> str:
@@ -51,12 +52,27 @@ def upload_user_file(platform: Platform, filename: str, data: bytes | BinaryIO, 
     return key
 
 
+def validate_job_id(job_id: str | None) -> str | None:
+    """A caller-chosen job id (workflows derive them, for exactly-once dispatch): it names artifact folders."""
+    if job_id is not None and not _JOB_ID_RE.fullmatch(job_id):
+        raise InvalidInput(f"job id {job_id!r} is not valid: letters, digits, '.', '_' or '-', at most 32 characters")
+    return job_id
+
+
 def submit_training(platform: Platform, *, dataset: str | None = None, model: str | None = None, params: dict[str, Any] | None = None,
                     register_as: str | None = None, time_limit_s: float | None = None,
-                    resume: str | None = None) -> dict[str, Any]:
-    """Validate and queue a training job. Raises before queueing if anything is wrong."""
+                    resume: str | None = None, register: bool = True, job_id: str | None = None) -> dict[str, Any]:
+    """Validate and queue a training job. Raises before queueing if anything is wrong.
+
+    ``register=False``: the job trains, evaluates and uploads the bundle but registers no
+    version; its result carries ``model_ref="job:<id>"`` and what ``register_trained`` needs.
+    ``job_id``: a caller-chosen id (an existing one raises Conflict).
+    """
     from loopml.models.hparams import TEMPLATES, check_template_suits, template_for_kind, validate_hparams
 
+    validate_job_id(job_id)
+    if not isinstance(register, bool):
+        raise InvalidInput(f"register must be true or false, got {register!r}")
     params = dict(params or {})
     resume_from = None
     if resume:
@@ -97,8 +113,9 @@ def submit_training(platform: Platform, *, dataset: str | None = None, model: st
     register_as = validate_name(register_as or f"{name}-{template if template != 'file' else 'custom'}", "model")
     spec = {"dataset": ds["ref"], "dataset_name": name, "dataset_version": ds["version"], "kind": ds["kind"],
             "model": model, "template": template, "user_model_key": user_key, "hparams": hparams,
-            "register_as": register_as, "time_limit_s": time_limit_s, "resume_from": resume_from}
-    return platform.jobs.create("train", spec)
+            "register_as": register_as, "time_limit_s": time_limit_s, "resume_from": resume_from,
+            "register": register}
+    return platform.jobs.create("train", spec, job_id=job_id)
 
 
 def parse_input(platform: Platform, spec: str) -> dict[str, Any]:
@@ -124,7 +141,8 @@ def parse_input(platform: Platform, spec: str) -> dict[str, Any]:
     return {"type": "dataset", "dataset": ds["ref"], "name": name, "version": ds["version"], "split": split}
 
 
-def submit_prediction(platform: Platform, *, model: str, input: str, limit: int | None = None) -> dict[str, Any]:
+def submit_prediction(platform: Platform, *, model: str, input: str, limit: int | None = None,
+                      job_id: str | None = None) -> dict[str, Any]:
     """Queue a batch prediction (SageMaker's batch transform) of a registered model version."""
     name, version, alias = parse_model_ref(model)
     mv = platform.models.get(name, version, alias)
@@ -133,4 +151,117 @@ def submit_prediction(platform: Platform, *, model: str, input: str, limit: int 
     source = parse_input(platform, input)
     spec = {"model": mv["ref"], "model_name": name, "model_version": mv["version"], "input": source,
             "limit": limit}
-    return platform.jobs.create("predict", spec)
+    return platform.jobs.create("predict", spec, job_id=validate_job_id(job_id))
+
+
+# ------------------------------------------------------------------ evaluation and late registration
+
+EVAL_METRICS = {"accuracy": "higher", "macro_f1": "higher", "loss": "lower"}
+
+
+def _trained_job(platform: Platform, job_id: str) -> dict[str, Any]:
+    """A succeeded training job with an uploaded bundle, or a clear refusal."""
+    job = platform.jobs.get(job_id)
+    if job["kind"] != "train":
+        raise InvalidInput(f"job {job_id!r} is a {job['kind']} job, not a training job")
+    if job["status"] != "succeeded":
+        raise Conflict(f"job {job_id!r} is {job['status']}; only a succeeded training job has a model")
+    if not (job.get("result") or {}).get("artifact_prefix") and not (job.get("result") or {}).get("model"):
+        raise InvalidInput(f"job {job_id!r} recorded no model bundle (it ran before unregistered training existed)")
+    return job
+
+
+def resolve_eval_model(platform: Platform, label: str, ref: Any) -> dict[str, Any]:
+    """One entry of ``models``: a registered version, an unregistered job's bundle, or a missing alias."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise InvalidInput(f"models.{label}: a model reference is required (NAME, NAME:VERSION, NAME@ALIAS or job:ID)")
+    ref = ref.strip()
+    try:
+        return _resolve_eval_model(platform, ref)
+    except (NotFound, Conflict) as exc:  # a reference the caller got wrong: refused before queueing
+        raise InvalidInput(f"models.{label}: {exc.message}") from None
+
+
+def _resolve_eval_model(platform: Platform, ref: str) -> dict[str, Any]:
+    if ref.startswith("job:"):
+        job = _trained_job(platform, ref[4:])
+        result = job["result"]
+        prefix = result.get("artifact_prefix")
+        if not prefix:  # registered at training time, before artifact_prefix was in results
+            prefix = platform.models.get(result["model"]["name"], result["model"]["version"])["artifact_prefix"]
+        return {"ref": ref, "job_id": job["id"], "artifact_prefix": prefix, "kind": job["spec"]["kind"],
+                "trusted": False}
+    name, version, alias = parse_model_ref(ref)
+    try:
+        mv = platform.models.get(name, version, alias)
+    except NotFound as exc:
+        if alias is None:
+            raise
+        # a first deployment has no champion yet: recorded in the result, not refused
+        missing = f"alias {alias} of {name} is not set" if "alias" in exc.message else exc.message
+        return {"ref": ref, "missing": missing}
+    return {"ref": ref, "name": name, "version": mv["version"], "resolved": mv["ref"],
+            "artifact_prefix": mv["artifact_prefix"], "kind": mv["kind"], "trusted": bool(mv.get("trusted"))}
+
+
+def submit_evaluation(platform: Platform, *, models: dict[str, str], dataset: str, split: str = "test",
+                      metric: str = "accuracy", min_improvement: float | None = None,
+                      job_id: str | None = None) -> dict[str, Any]:
+    """Queue an "evaluate" job: every model on the same rows of one dataset version's split.
+
+    With labels "challenger" and "champion" the result also says whether to promote.
+    """
+    validate_job_id(job_id)
+    if not isinstance(models, dict) or not models:
+        raise InvalidInput("models must map labels to model references, e.g. {\"challenger\": \"job:…\", "
+                           "\"champion\": \"mnist-cnn@production\"}")
+    if not isinstance(dataset, str) or not dataset:
+        raise InvalidInput("a dataset is required (NAME or NAME:VERSION)")
+    if split not in SPLITS:
+        raise InvalidInput(f"split {split!r} must be one of {', '.join(SPLITS)}")
+    if metric not in EVAL_METRICS:
+        raise InvalidInput(f"metric {metric!r} must be one of {', '.join(EVAL_METRICS)}")
+    if min_improvement is not None and (isinstance(min_improvement, bool)
+                                        or not isinstance(min_improvement, (int, float))):
+        raise InvalidInput(f"min_improvement must be a number, got {min_improvement!r}")
+    name, version = parse_ref(dataset)
+    try:
+        ds = platform.datasets.get(name, version)
+    except NotFound as exc:
+        raise InvalidInput(exc.message) from None
+    entries = {}
+    for label, ref in models.items():
+        if not isinstance(label, str) or not _FILE_RE.fullmatch(label):
+            raise InvalidInput(f"model label {label!r} is not valid: letters, digits, '.', '_' or '-'")
+        entry = resolve_eval_model(platform, label, ref)
+        if "missing" not in entry and entry["kind"] != ds["kind"]:
+            raise InvalidInput(f"models.{label}: {entry['ref']} is a {entry['kind']} model; "
+                               f"dataset {ds['ref']} is {ds['kind']}")
+        entries[label] = entry
+    spec = {"dataset": ds["ref"], "dataset_name": name, "dataset_version": ds["version"], "split": split,
+            "metric": metric, "min_improvement": float(min_improvement or 0.0), "models": entries}
+    return platform.jobs.create("evaluate", spec, job_id=job_id)
+
+
+def register_trained(platform: Platform, job_id: str, name: str | None = None) -> dict[str, Any]:
+    """Register the bundle of a succeeded ``register=False`` training job as a new version.
+
+    Idempotent: a job already registered (by this call or at training time) returns its version.
+    """
+    job = _trained_job(platform, job_id)
+    result = job["result"]
+    if name is not None:
+        validate_name(name, "model")
+    if result.get("model"):  # registered at training time, or by an earlier call
+        model = result["model"]
+        if name is not None and name != model["name"]:
+            raise Conflict(f"job {job_id} is already registered as {model['ref']}; not as {name!r}")
+        return platform.models.get(model["name"], model["version"])
+    registration = result.get("registration")
+    if not registration:
+        raise InvalidInput(f"job {job_id} recorded nothing to register")
+    target = name or result.get("register_as") or job["spec"]["register_as"]
+    record = platform.models.register_job_bundle(job_id, target, fields=registration)
+    if record["name"] != target:
+        raise Conflict(f"job {job_id} is already registered as {record['ref']}; not as {target!r}")
+    return record

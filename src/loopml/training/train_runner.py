@@ -19,7 +19,7 @@ from loopml.datasets.content import DatasetContent
 from loopml.datasets.service import load_version
 from loopml.platform import Platform
 from loopml.store.models_repo import JobNoLongerRunning
-from loopml.store.jobs_repo import CANCELLED, FAILED, RUNNING
+from loopml.store.jobs_repo import CANCELLED, FAILED, RUNNING, SUCCEEDED
 from loopml.training.evaluation import classification_report
 
 _CKPT_RE = re.compile(r"epoch-(\d+)\.npz$")
@@ -207,17 +207,34 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
     lineage = {"dataset": ds["ref"], "dataset_hash": ds["content_hash"], "job_id": job_id,
                "resumed_from": spec.get("resume_from"), "frameworks": info.get("frameworks", {}),
                "python": pyplatform.python_version()}
+    fields = {"dataset": ds["ref"], "kind": content.kind, "template": spec["model"], "hparams": hp,
+              "metrics": metrics, "lineage": lineage, "runtimes": info.get("runtimes", ["keras"]),
+              "artifact_prefix": prefix}
+    result = {"metrics": metrics, "evaluation": evaluation, "epochs_run": epochs_run, "dataset": ds["ref"],
+              "register_as": spec["register_as"], "artifact_prefix": prefix}
+    if not spec.get("register", True):
+        _finish_unregistered(platform, job_id, prefix, {**result, "registered": False, "model_ref": f"job:{job_id}",
+                                                         "registration": fields}, sync_logs)
+        return
     print(f"registering {spec['register_as']} (runtimes: {', '.join(info.get('runtimes', ['keras']))})", flush=True)
     sync_logs()
     try:
-        record = platform.models.register_from_job(
-            job_id, spec["register_as"],
-            fields={"dataset": ds["ref"], "kind": content.kind, "template": spec["model"], "hparams": hp,
-                    "metrics": metrics, "lineage": lineage, "runtimes": info.get("runtimes", ["keras"]),
-                    "artifact_prefix": prefix},
-            result={"metrics": metrics, "evaluation": evaluation, "epochs_run": epochs_run})
+        record = platform.models.register_from_job(job_id, spec["register_as"], fields=fields,
+                                                   result={**result, "registered": True})
     except JobNoLongerRunning:
         platform.artifacts.delete(prefix)
         print("job was cancelled before registration; model version not registered", flush=True)
         return
     print(f"registered model version {record['ref']}", flush=True)
+
+
+def _finish_unregistered(platform: Platform, job_id: str, prefix: str, result: dict[str, Any],
+                         sync_logs: Callable[[], None]) -> None:
+    """register=False: the bundle is uploaded, the result says how to register it later."""
+    print(f"model bundle saved under {prefix} (not registered: model_ref job:{job_id})", flush=True)
+    sync_logs()
+    if platform.jobs.get(job_id)["cancel_requested"] or not platform.jobs.transition(
+            job_id, SUCCEEDED, expect=[RUNNING], reason=None, result=result):
+        platform.artifacts.delete(prefix)
+        platform.jobs.transition(job_id, CANCELLED, expect=[RUNNING], reason="cancelled before it finished")
+        print("job was cancelled before it finished; model bundle discarded", flush=True)

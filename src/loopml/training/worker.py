@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             from loopml.training import predict_runner
 
             predict_runner.run(platform, job, sync_logs=sink.sync)
+        elif job["kind"] == "evaluate":
+            from loopml.training import evaluate_runner
+
+            evaluate_runner.run(platform, job, sync_logs=sink.sync)
         else:
             raise LoopMLError(f"unknown job kind {job['kind']!r}")
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded, explained status
