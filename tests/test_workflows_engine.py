@@ -811,3 +811,14 @@ def test_the_valid_example_runs():
     assert result.execution.status == SUCCEEDED
     assert [c.resource for c in result.tasks] == ["loopml:train", "loopml:register"]
     assert result.execution.output == [1, 2]  # the Map's array replaced its input (no ResultPath)
+
+
+def test_finished_branches_keep_their_events_in_the_history():
+    # a branch that finishes inside one event is removed from the parent: its events must not be lost
+    d = {"StartAt": "Fan", "States": {"Fan": {"Type": "Parallel", "End": True, "Branches": [
+        {"StartAt": "B1", "States": {"B1": {"Type": "Pass", "Result": 1, "End": True}}},
+        {"StartAt": "B2", "States": {"B2": {"Type": "Pass", "Result": 2, "End": True}}}]}}}
+    ex = simulate(d, {}).execution
+    entered = [h["state"] for h in ex.history if h["type"] == "StateEntered"]
+    assert entered == ["Fan", "B1", "B2"]
+    assert [h.get("branch") for h in ex.history if h["type"] == "ExecutionSucceeded"] == ["1.0", "1.1", None]

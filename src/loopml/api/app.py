@@ -75,7 +75,9 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.include_router(endpoints.router)
     app.include_router(functions.router)
     app.include_router(triggers.router)
+    app.include_router(triggers.hooks_router)
     app.include_router(workflows.router)
+    app.include_router(workflows.executions_router)
 
     # add_middleware wraps outward: the token check runs first, the catch-all sits inside it
     app.add_middleware(CatchAllMiddleware)

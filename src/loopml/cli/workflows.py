@@ -1,9 +1,276 @@
-"""``loopml workflows``."""
+"""``loopml workflows`` and ``loopml executions``: Step Functions-style state machines and their runs."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
 import typer
 
-app = typer.Typer(help="Workflows.", no_args_is_help=True)
+from loopml.cli.output import client, console, emit, err_console, fields_table, print_json, table, when
+from loopml.core.errors import InvalidInput
 
-executions_app = typer.Typer(help="Workflow executions.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from loopml.sdk.client import Client
+
+app = typer.Typer(help="Workflows: state machines in Amazon States Language whose tasks are LoopML "
+                       "actions (train, evaluate, register, set-alias, deploy, predict, functions).",
+                  no_args_is_help=True)
+
+executions_app = typer.Typer(help="Workflow executions: status, history, stop.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+STATUS_STYLE = {"SUCCEEDED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red",
+                "TIMED_OUT": "red", "ABORTED": "magenta"}
+TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+def styled(status: str | None) -> str:
+    status = status or "-"
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _input(text: str | None) -> Any:
+    """--input JSON, or @FILE holding JSON."""
+    if text is None:
+        return None
+    if text.startswith("@"):
+        path = Path(text[1:]).expanduser()
+        if not path.is_file():
+            raise InvalidInput(f"input file {text[1:]!r} does not exist")
+        text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"--input is not valid JSON: {exc}") from None
+
+
+# -- workflows -----------------------------------------------------------------------------------
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Workflow name (letters, digits, '-', '_').")],
+    definition: Annotated[Optional[Path], typer.Option(
+        "--definition", "-d", metavar="FILE.json|yaml", help="The state machine in Amazon States Language.")] = None,
+    template: Annotated[Optional[str], typer.Option(
+        "--template", help="A built-in workflow instead of a file (e.g. retrain).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Template parameter: dataset.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Template parameter: model template.")] = None,
+    endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="Template parameter: endpoint.")] = None,
+    min_improvement: Annotated[Optional[float], typer.Option(
+        "--min-improvement", help="Template parameter: promote only if better by this much.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Template parameter: epochs.")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Template parameter: metric.")] = None,
+    description: Annotated[Optional[str], typer.Option("--description", help="What it is for.")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the definition of an existing workflow.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a workflow from an ASL file (JSON or YAML) or a template.
+
+    Example: loopml workflows create nightly --definition nightly.asl.yaml
+    """
+    if (definition is None) == (template is None):
+        raise InvalidInput("give --definition FILE or --template NAME (one of them)")
+    c = client()
+    if template is not None:
+        params = {k: v for k, v in {"dataset": dataset, "model": model, "endpoint": endpoint,
+                                    "min_improvement": min_improvement, "epochs": epochs,
+                                    "metric": metric}.items() if v is not None}
+        record = c.create_workflow(name, template=template, template_params=params,
+                                   description=description, replace=replace)
+    else:
+        assert definition is not None
+        if not definition.is_file():
+            raise InvalidInput(f"definition file {str(definition)!r} does not exist")
+        record = c.create_workflow(name, definition.read_text(encoding="utf-8"), description=description,
+                                   replace=replace)
+    if as_json:
+        print_json(record)
+    else:
+        states = len(record["definition"].get("States", {}))
+        console().print(f"workflow [bold]{record['name']}[/] {'saved' if replace else 'created'} "
+                        f"({states} states); start it with `loopml workflows start {record['name']}`")
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """Workflows, by name."""
+    def render(rows: list[dict[str, Any]]) -> None:
+        console().print(table("name", "states", "start at", "description", "updated", rows=[
+            (r["name"], len(r["definition"].get("States", {})), r["definition"].get("StartAt", "-"),
+             r.get("description") or "", when(r.get("updated_at"))) for r in rows]))
+    emit(client().workflows(), as_json, render)
+
+
+@app.command("show")
+def show(name: Annotated[str, typer.Argument(help="The workflow.")], as_json: JsonOpt = False) -> None:
+    """The workflow's definition as YAML (as written when it was written in YAML)."""
+    def render(record: dict[str, Any]) -> None:
+        if record.get("description"):
+            console().print(f"# {record['description']}")
+        source = record.get("source") or ""
+        if not source.strip() or source.lstrip().startswith("{"):  # written as JSON: show it as YAML
+            try:
+                import yaml
+            except ImportError:
+                source = json.dumps(record["definition"], indent=2)
+            else:
+                source = yaml.safe_dump(record["definition"], sort_keys=False, allow_unicode=True)
+        typer.echo(source.rstrip("\n"))
+    emit(client().workflow(name), as_json, render)
+
+
+@app.command("delete")
+def delete(name: Annotated[str, typer.Argument(help="The workflow.")], as_json: JsonOpt = False) -> None:
+    """Delete a workflow (running executions finish on their own copy of the definition)."""
+    gone = client().delete_workflow(name)
+    if as_json:
+        print_json(gone)
+    else:
+        console().print(f"workflow [bold]{name}[/] deleted")
+
+
+@app.command("start")
+def start(
+    name: Annotated[str, typer.Argument(help="The workflow.")],
+    input: Annotated[Optional[str], typer.Option(
+        "--input", "-i", metavar="JSON|@FILE", help="The execution's input (default {}).")] = None,
+    execution_name: Annotated[Optional[str], typer.Option("--name", help="The execution id (unique).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the execution until it ends; exit 1 unless "
+                                                      "it succeeded.")] = False,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS",
+                                                     help="How long --wait waits.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start an execution.
+
+    Example: loopml workflows start nightly --input '{"dataset": "mnist"}' --wait
+    """
+    c = client()
+    record = c.start_execution(name, _input(input), name=execution_name)
+    if not wait:
+        if as_json:
+            print_json(record)
+        else:
+            console().print(f"execution [bold]{record['id']}[/] started; follow it with "
+                            f"`loopml executions show {record['id']}`")
+        return
+    if not as_json:
+        console().print(f"execution [bold]{record['id']}[/] started")
+    final = _follow(c, record["id"], timeout=timeout, live=not as_json)
+    if as_json:
+        print_json(final)
+    else:
+        _print_outcome(final)
+    if final["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+def _follow(c: Client, execution_id: str, *, timeout: float | None, live: bool, poll: float = 0.5) -> dict[str, Any]:
+    """Poll the execution, printing each state as it is entered and exited, until it ends."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen = 0
+    while True:
+        record = c.execution(execution_id)
+        if live:
+            for ev in c.execution_history(execution_id)[seen:]:
+                seen += 1
+                line = _event_line(ev)
+                if line:
+                    console().print(line)
+        if record["status"] in TERMINAL:
+            return record
+        if deadline is not None and time.monotonic() > deadline:
+            err_console().print(f"execution {execution_id} is still {record['status']} after {timeout:g} s "
+                                "(it keeps running)")
+            raise typer.Exit(1)
+        time.sleep(poll)
+
+
+def _event_line(ev: dict[str, Any]) -> str | None:
+    details = ev.get("details") or {}
+    kind, state = ev["type"], ev.get("state")
+    if kind == "StateEntered":
+        return f"{when(ev['at'])}  → {state}"
+    if kind == "StateExited":
+        return f"{when(ev['at'])}  ← {state}"
+    if kind in ("TaskFailed", "RetryScheduled", "ErrorCaught"):
+        return f"{when(ev['at'])}    {kind} {state}: {details.get('error')} {details.get('cause') or ''}".rstrip()
+    if kind == "WaitStarted":
+        return f"{when(ev['at'])}    waiting {details.get('seconds', 0):g} s"
+    return None
+
+
+def _print_outcome(record: dict[str, Any]) -> None:
+    out = console()
+    out.print(f"status: {styled(record['status'])}")
+    if record["status"] == "SUCCEEDED":
+        out.print("output: " + json.dumps(record.get("output"), default=str), markup=False)
+    else:
+        err_console().print(f"error: {record.get('error') or '-'}", markup=False)
+        if record.get("cause"):
+            err_console().print(f"cause: {record['cause']}", markup=False)
+
+
+# -- executions ---------------------------------------------------------------------------------
+
+
+@executions_app.command("list")
+def executions_list(
+    workflow: Annotated[Optional[str], typer.Option("--workflow", "-w", help="Only this workflow's.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only this status (RUNNING, FAILED, …).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Executions, newest first."""
+    def render(rows: list[dict[str, Any]]) -> None:
+        console().print(table("id", "workflow", "status", "state / error", "started", "ended", rows=[
+            (r["id"], r["workflow"], styled(r["status"]), r.get("current_state") or r.get("error") or "",
+             when(r.get("started_at")), when(r.get("ended_at"))) for r in rows]))
+    emit(client().executions(workflow=workflow, status=status, limit=limit), as_json, render)
+
+
+@executions_app.command("show")
+def executions_show(execution_id: Annotated[str, typer.Argument(help="The execution.")],
+                    as_json: JsonOpt = False) -> None:
+    """One execution: status, current state, input, output, error and cause."""
+    def render(r: dict[str, Any]) -> None:
+        pairs = [("id", r["id"]), ("workflow", r["workflow"]), ("status", styled(r["status"])),
+                 ("current state", r.get("current_state") or "-"), ("started", when(r.get("started_at"))),
+                 ("ended", when(r.get("ended_at"))), ("input", _short(r.get("input"), 200))]
+        if r["status"] == "SUCCEEDED":
+            pairs.append(("output", _short(r.get("output"), 400)))
+        if r.get("error"):
+            pairs += [("error", r["error"]), ("cause", r.get("cause") or "-")]
+        console().print(fields_table(pairs))
+    emit(client().execution(execution_id), as_json, render)
+
+
+@executions_app.command("history")
+def executions_history(execution_id: Annotated[str, typer.Argument(help="The execution.")],
+                       as_json: JsonOpt = False) -> None:
+    """The execution's events, in order."""
+    def render(rows: list[dict[str, Any]]) -> None:
+        console().print(table("seq", "time", "type", "state", "details", rows=[
+            (str(r["seq"]), when(r["at"]), r["type"], r.get("state") or "",
+             _short(r.get("details") or "", 100)) for r in rows]))
+    emit(client().execution_history(execution_id), as_json, render)
+
+
+@executions_app.command("stop")
+def executions_stop(execution_id: Annotated[str, typer.Argument(help="The execution.")],
+                    as_json: JsonOpt = False) -> None:
+    """Stop an execution (ABORTED at the control plane's next tick; its running jobs are cancelled)."""
+    record = client().stop_execution(execution_id)
+    if as_json:
+        print_json(record)
+    else:
+        console().print(f"execution [bold]{execution_id}[/] is stopping")

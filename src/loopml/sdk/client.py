@@ -262,7 +262,7 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI):
     # -- jobs ------------------------------------------------------------------------------
     def train(self, dataset: str | None = None, model: str | None = None, params: dict[str, Any] | None = None,
               register_as: str | None = None, time_limit_s: float | None = None,
-              resume: str | None = None) -> dict[str, Any]:
+              resume: str | None = None, register: bool = True) -> dict[str, Any]:
         """Submit a training job (validated before it is queued).
 
         Args:
@@ -273,6 +273,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI):
             params: Hyperparameters, e.g. ``{"epochs": 3, "learning_rate": 1e-3}``.
             register_as: Model name to register the result under.
             time_limit_s: Stop after this many seconds. resume: Job id to resume from.
+            register: False trains and uploads the model but registers no version (the result's
+                ``model_ref`` is ``job:<id>``; evaluate it, then :meth:`register_trained`).
 
         Returns:
             The queued job record (``id``, ``status``, ``spec``…).
@@ -284,8 +286,21 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI):
         if model and model.endswith(".py") and not model.startswith("file:"):
             model = "file:" + self.upload_file(model, kind="model")
         body = {"dataset": dataset, "model": model, "params": dict(params or {}), "register_as": register_as,
-                "time_limit_s": time_limit_s, "resume": resume}
+                "time_limit_s": time_limit_s, "resume": resume, "register": register}
         return self._json("POST", "/jobs/train", json=body)
+
+    def evaluate(self, models: dict[str, str], dataset: str, split: str = "test", metric: str = "accuracy",
+                 min_improvement: float | None = None) -> dict[str, Any]:
+        """Submit an evaluation job: every model in ``models`` (label → ``NAME[:VERSION|@ALIAS]`` or
+        ``job:<id>``) on the same rows of ``dataset``'s ``split``. With labels ``challenger`` and
+        ``champion`` the result also says whether to ``promote`` (by ``min_improvement``) and why."""
+        body = {"models": models, "dataset": dataset, "split": split, "metric": metric,
+                "min_improvement": min_improvement}
+        return self._json("POST", "/jobs/evaluate", json=body)
+
+    def register_trained(self, job_id: str, name: str | None = None) -> dict[str, Any]:
+        """Register the model of a succeeded ``register=False`` training job (idempotent)."""
+        return self._json("POST", f"/jobs/{_seg(job_id)}/register", json={"name": name})
 
     def predict(self, model: str, input: str | os.PathLike, limit: int | None = None) -> dict[str, Any]:
         """Submit a batch prediction.

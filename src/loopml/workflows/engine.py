@@ -642,6 +642,9 @@ class Execution:
         while self._fanout is not None:
             f = self._fanout
             for key, child in list(self._children.items()):
+                if child.done:  # keep a finished branch's events: they are part of the execution's history
+                    self.history += [{"branch": child._prefix.rstrip("/"), **h} for h in child.history]
+                    child.history = []
                 if child.status == SUCCEEDED:
                     f["results"][int(key)] = child.output
                     f["done"] += 1

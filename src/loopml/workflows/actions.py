@@ -1,0 +1,312 @@
+"""LoopML actions: what a Task state's ``Resource`` runs.
+
+Each action starts its work and returns a *handle* (JSON, persisted in the execution's
+``pending`` before anything else happens), then is polled every control-loop tick until it
+reports an :class:`Outcome`. Nothing here waits: jobs run in worker processes, functions in the
+function dispatcher, endpoints in the serving process.
+
+Starting is idempotent: the child's id (job id, invocation id) is derived from the execution and
+the task token (``TaskContext.child_id``), so a runner that restarts between starting a child and
+recording its handle finds the child again instead of starting it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from loopml.core.errors import InvalidInput, LoopMLError, NotFound
+from loopml.core.timeutil import iso, parse_iso
+from loopml.platform import Platform
+
+FUNCTION_PREFIX = "loopml:function:"
+TASK_FAILED = "States.TaskFailed"
+TIMEOUT = "States.Timeout"
+
+
+@dataclass
+class TaskContext:
+    platform: Platform
+    execution_id: str
+    token: str
+    state: str
+    now: datetime
+
+    def child_id(self, prefix: str = "job-", length: int = 10) -> str:
+        digest = hashlib.sha1(f"{self.execution_id}/{self.token}".encode()).hexdigest()
+        return prefix + digest[:length]
+
+
+@dataclass
+class Outcome:
+    """A finished task: ``output`` when ``error`` is None, else the error and its cause."""
+
+    output: Any = None
+    error: str | None = None
+    cause: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class TaskError(Exception):
+    """An action refusing its input or failing: becomes the task's failure (error, cause)."""
+
+    def __init__(self, cause: str, error: str = TASK_FAILED) -> None:
+        super().__init__(cause)
+        self.error, self.cause = error, cause
+
+
+@dataclass
+class Action:
+    """``start(ctx, params) -> handle``; ``poll(ctx, handle) -> Outcome | None``; ``cancel``."""
+
+    start: Callable[[TaskContext, dict[str, Any]], dict[str, Any]]
+    poll: Callable[[TaskContext, dict[str, Any]], Outcome | None] = field(
+        default=lambda ctx, handle: Outcome(handle.get("output")))
+    cancel: Callable[[TaskContext, dict[str, Any]], None] = field(default=lambda ctx, handle: None)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _params(params: Any, resource: str) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise TaskError(f"{resource}: the task input must be an object (use Parameters), got "
+                        f"{type(params).__name__}")
+    return params
+
+
+def _required(params: dict[str, Any], key: str, resource: str) -> Any:
+    if params.get(key) in (None, ""):
+        raise TaskError(f"{resource}: Parameters.{key} is required")
+    return params[key]
+
+
+def _call_supported(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` with only the keyword arguments it accepts (helpers grow them over time)."""
+    try:
+        accepted = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(*args, **kwargs)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    return fn(*args, **kwargs)
+
+
+def _training_service() -> Any:
+    from loopml.training import service
+
+    return service
+
+
+# -- jobs (train, evaluate, predict) ----------------------------------------------------------------
+
+
+def _existing_job(ctx: TaskContext, job_id: str) -> dict[str, Any] | None:
+    try:
+        return ctx.platform.jobs.get(job_id)
+    except NotFound:
+        return None
+
+
+def _job_action(submit: Callable[[TaskContext, dict[str, Any], str], dict[str, Any]], resource: str) -> Action:
+    def start(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
+        job_id = ctx.child_id("job-")
+        if _existing_job(ctx, job_id) is None:  # after a restart: the job is already there
+            job_id = submit(ctx, _params(params, resource), job_id)["id"]
+        return {"job_id": job_id}
+
+    def poll(ctx: TaskContext, handle: dict[str, Any]) -> Outcome | None:
+        job = ctx.platform.jobs.get(handle["job_id"])
+        if job["status"] == "succeeded":
+            result = job["result"] if isinstance(job["result"], dict) else {"result": job["result"]}
+            return Outcome({**result, "job_id": job["id"]})
+        if job["status"] in ("failed", "cancelled"):
+            return Outcome(error=TASK_FAILED, cause=f"job {job['id']} {job['status']}: {job['reason'] or 'no reason'}")
+        return None
+
+    def cancel(ctx: TaskContext, handle: dict[str, Any]) -> None:
+        try:
+            ctx.platform.jobs.request_cancel(handle["job_id"])
+        except LoopMLError:
+            pass  # already ended or gone
+
+    return Action(start, poll, cancel)
+
+
+def _submit_train(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str, Any]:
+    return _call_supported(_training_service().submit_training, ctx.platform,
+                           dataset=_required(p, "dataset", "loopml:train"), model=p.get("model"),
+                           params=p.get("params"), register_as=p.get("register_as"),
+                           time_limit_s=p.get("time_limit_s"), register=p.get("register", True), job_id=job_id)
+
+
+def _submit_evaluate(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str, Any]:
+    submit = getattr(_training_service(), "submit_evaluation", None)
+    if submit is None:
+        raise TaskError("loopml:evaluate is not available in this LoopML (no submit_evaluation)")
+    models = _required(p, "models", "loopml:evaluate")
+    if not isinstance(models, dict):
+        raise TaskError("loopml:evaluate: Parameters.models must be an object {label: model ref}")
+    return _call_supported(submit, ctx.platform, models=models, dataset=_required(p, "dataset", "loopml:evaluate"),
+                           split=p.get("split", "test"), metric=p.get("metric", "accuracy"),
+                           min_improvement=p.get("min_improvement"), job_id=job_id)
+
+
+def _submit_predict(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str, Any]:
+    return _call_supported(_training_service().submit_prediction, ctx.platform,
+                           model=_required(p, "model", "loopml:predict"),
+                           input=_required(p, "input", "loopml:predict"), limit=p.get("limit"), job_id=job_id)
+
+
+# -- registry (in-process, quick, idempotent) --------------------------------------------------------
+
+
+def _register(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
+    p = _params(params, "loopml:register")
+    register = getattr(_training_service(), "register_trained", None)
+    if register is None:
+        raise TaskError("loopml:register is not available in this LoopML (no register_trained)")
+    return {"output": register(ctx.platform, str(_required(p, "job", "loopml:register")), name=p.get("name"))}
+
+
+def _set_alias(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
+    p = _params(params, "loopml:set-alias")
+    model, alias = str(_required(p, "model", "loopml:set-alias")), _required(p, "alias", "loopml:set-alias")
+    version = p.get("version")
+    if version is None and ":" in model:  # "mnist-cnn:4"
+        model, version = model.rsplit(":", 1)
+    if version is None:
+        raise TaskError("loopml:set-alias: Parameters.version is required")
+    try:
+        number = int(version)
+    except (TypeError, ValueError):
+        raise TaskError(f"loopml:set-alias: version {version!r} is not a number") from None
+    record = ctx.platform.models.set_alias(model, str(alias), number, actor=f"workflow:{ctx.execution_id}")
+    return {"output": record}
+
+
+# -- deploy (an endpoint; waits until it serves) ------------------------------------------------------
+
+
+def _deploy_start(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
+    from loopml.serving import admin
+
+    p = _params(params, "loopml:deploy")
+    name = str(_required(p, "endpoint", "loopml:deploy"))
+    model = p.get("model")
+    if model:
+        try:
+            ctx.platform.endpoints.get(name)
+            record = admin.update_endpoint(ctx.platform, name, {"model": model})
+        except NotFound:
+            record = admin.create_endpoint(ctx.platform, name, {"model": model})
+    else:
+        record = ctx.platform.endpoints.get(name)
+    deadline = ctx.now + timedelta(seconds=float(p.get("timeout_s", 600)))
+    return {"endpoint": name, "generation": record["generation"], "wait": bool(p.get("wait", True)),
+            "deadline": iso(deadline)}
+
+
+def _deploy_output(record: dict[str, Any]) -> dict[str, Any]:
+    variants = (record.get("resolved") or {}).get("variants") or []
+    return {"endpoint": record["name"], "generation": record["generation"], "served": record.get("served"),
+            "versions": [f"{v.get('model')}:{v.get('version')}" for v in variants]}
+
+
+def _deploy_poll(ctx: TaskContext, handle: dict[str, Any]) -> Outcome | None:
+    record = ctx.platform.endpoints.get(handle["endpoint"])
+    if not handle.get("wait", True):
+        return Outcome(_deploy_output(record))
+    if record["generation"] >= handle["generation"]:
+        if record["ready"]:
+            return Outcome(_deploy_output(record))
+        if record["status"] == "Failed":
+            return Outcome(error=TASK_FAILED, cause=f"endpoint {record['name']} failed: {record['message'] or ''}")
+    if ctx.now >= parse_iso(handle["deadline"]):
+        return Outcome(error=TIMEOUT, cause=f"endpoint {record['name']} did not serve its generation "
+                                             f"{record['generation']} in time (status {record['status']})")
+    return None
+
+
+# -- functions ------------------------------------------------------------------------------------------
+
+
+def _function_start(ctx: TaskContext, params: Any, name: str) -> dict[str, Any]:
+    repo = ctx.platform.workflows
+    invocation_id = ctx.child_id("inv-", 16)
+    try:
+        repo.invocation(invocation_id)
+    except NotFound:
+        if not repo.function_exists(name):
+            raise TaskError(f"function {name!r} not found") from None
+        repo.ensure_invocation(name, params, source=f"execution:{ctx.execution_id}", invocation_id=invocation_id)
+    return {"invocation_id": invocation_id, "function": name}
+
+
+def _function_poll(ctx: TaskContext, handle: dict[str, Any]) -> Outcome | None:
+    inv = ctx.platform.workflows.invocation(handle["invocation_id"])
+    if inv["status"] == "succeeded":
+        return Outcome(inv["result"])
+    if inv["status"] == "failed":
+        error = inv["error_type"] or "Function.Failed"
+        return Outcome(error=TIMEOUT if error == "Function.Timeout" else error, cause=inv["error_message"] or "")
+    return None
+
+
+# -- the table -------------------------------------------------------------------------------------------
+
+ACTIONS: dict[str, Action] = {
+    "loopml:train": _job_action(_submit_train, "loopml:train"),
+    "loopml:evaluate": _job_action(_submit_evaluate, "loopml:evaluate"),
+    "loopml:predict": _job_action(_submit_predict, "loopml:predict"),
+    "loopml:register": Action(_register),
+    "loopml:set-alias": Action(_set_alias),
+    "loopml:deploy": Action(_deploy_start, _deploy_poll),
+}
+RESOURCES = (*ACTIONS, FUNCTION_PREFIX + "NAME")
+
+
+def action_for(resource: str) -> Action:
+    """The action behind a Task's Resource (TaskError for one that is not a LoopML action)."""
+    if resource in ACTIONS:
+        return ACTIONS[resource]
+    if resource.startswith(FUNCTION_PREFIX) and len(resource) > len(FUNCTION_PREFIX):
+        name = resource[len(FUNCTION_PREFIX):]
+        return Action(lambda ctx, params: _function_start(ctx, params, name), _function_poll)
+    raise TaskError(f"Resource {resource!r} is not a LoopML action")
+
+
+def is_action(resource: Any) -> bool:
+    return isinstance(resource, str) and (resource in ACTIONS or (
+        resource.startswith(FUNCTION_PREFIX) and len(resource) > len(FUNCTION_PREFIX)))
+
+
+def _task_states(machine: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for name, body in (machine.get("States") or {}).items():
+        if not isinstance(body, dict):
+            continue
+        if body.get("Type") == "Task":
+            out.append((name, body))
+        for branch in body.get("Branches") or []:
+            out += _task_states(branch)
+        for key in ("ItemProcessor", "Iterator"):
+            if isinstance(body.get(key), dict):
+                out += _task_states(body[key])
+    return out
+
+
+def check_resources(definition: dict[str, Any]) -> None:
+    """Refuse a Task whose Resource is not a LoopML action, naming the state (InvalidInput)."""
+    for name, body in _task_states(definition):
+        if not is_action(body.get("Resource")):
+            raise InvalidInput(f"state {name}: Resource {body.get('Resource')!r} is not a LoopML action "
+                               f"({', '.join(RESOURCES)})", state=name, field="Resource")

@@ -1,0 +1,75 @@
+"""Workflow management as the API offers it: validate definitions, start and stop executions.
+
+A definition is checked when written (ASL rules, and every Task's Resource must be a LoopML
+action), so an execution never starts from a machine that cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from loopml.core.errors import InvalidInput
+from loopml.platform import Platform
+from loopml.workflows.actions import check_resources
+from loopml.workflows.asl import load_definition, parse_definition
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_EXECUTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InvalidInput(f"workflow name {name!r} is not valid: use letters, digits, '-' and '_' "
+                           "(at most 63 characters, starting with a letter or digit)")
+    return name
+
+
+def pretty_source(definition: dict[str, Any]) -> str:
+    """The definition as readable YAML (JSON when PyYAML is missing)."""
+    try:
+        import yaml
+    except ImportError:
+        return json.dumps(definition, indent=2)
+    return yaml.safe_dump(definition, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def _render_template(platform: Platform, template: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        from loopml.workflows import templates
+    except ImportError:
+        raise InvalidInput(f"workflow template {template!r}: templates are not available in this LoopML") from None
+    return templates.render(platform, template, dict(params or {}))
+
+
+def create_workflow(platform: Platform, name: str, *, definition: dict[str, Any] | None = None,
+                    source: str | None = None, description: str | None = None, replace: bool = False,
+                    template: str | None = None, template_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate and store a workflow from a definition object, its JSON/YAML text or a template."""
+    validate_name(name)
+    given = [what for what, value in (("definition", definition), ("source", source), ("template", template))
+             if value is not None]
+    if len(given) != 1:
+        raise InvalidInput("give exactly one of definition (an object), source (JSON or YAML text) or template"
+                           + (f"; got {', '.join(given)}" if given else ""))
+    if template is not None:
+        definition = _render_template(platform, template, template_params)
+        source = None
+    elif source is not None:
+        definition = parse_definition(source)
+    if not isinstance(definition, dict):
+        raise InvalidInput("definition: must be an object with StartAt and States")
+    load_definition(definition)
+    check_resources(definition)
+    return platform.workflows.create(name, definition, source=source or pretty_source(definition),
+                                     description=description, replace=replace)
+
+
+def start_execution(platform: Platform, workflow: str, input: Any = None, *, name: str | None = None,
+                    source: str | None = "api") -> dict[str, Any]:
+    """A PENDING execution (the control plane's runner starts it within a tick)."""
+    if name is not None and not _EXECUTION_NAME_RE.fullmatch(name):
+        raise InvalidInput(f"execution name {name!r} is not valid: letters, digits, '.', '-' and '_' "
+                           "(at most 80 characters)")
+    return platform.workflows.start(workflow, {} if input is None else input, name=name, source=source)
