@@ -47,7 +47,7 @@ class ControlLoop:
         self.endpoints = EndpointSupervisor(platform)
         self.functions = FunctionDispatcher(platform)
         self.triggers = TriggerPoller(platform, on_fired=self._fired)
-        self.workflows = WorkflowRunner(platform)
+        self.workflows = WorkflowRunner(platform, start_function=self.functions.run_now)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:

@@ -81,7 +81,8 @@ class _Run:
         return self.runner.clock()
 
     def context(self, token: str, task: dict[str, Any]) -> TaskContext:
-        return TaskContext(self.runner.platform, self.id, token, task.get("state") or "", self.now())
+        return TaskContext(self.runner.platform, self.id, token, task.get("state") or "", self.now(),
+                           start_function=self.runner.start_function)
 
     def note(self, kind: str, state: str | None, **details: Any) -> None:
         """A runner event (TaskStarted, …) after the engine's events so far."""
@@ -148,10 +149,12 @@ class _Run:
 
 
 class WorkflowRunner:
-    def __init__(self, platform: Platform, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, platform: Platform, clock: Callable[[], datetime] | None = None,
+                 start_function: Callable[[str], Any] | None = None) -> None:
         self.platform = platform
         self.repo = platform.workflows
         self.clock = clock or utcnow
+        self.start_function = start_function  # the function dispatcher's run_now, when in a control loop
 
     def tick(self) -> None:
         now = self.clock()

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from loopml.core.errors import Conflict, NotFound
 from loopml.core.timeutil import iso, parse_iso, utcnow
 from loopml.store import tables as t
-from loopml.store.automation_rows import pending_execution, queued_invocation
+from loopml.store.automation_rows import pending_execution
 from loopml.store.db import MetadataStore
 
 PENDING, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
@@ -200,32 +200,8 @@ class WorkflowRepo:
             return execution_record(row)
 
     # -- function invocations started by loopml:function:NAME tasks ---------------------------
-    def function_exists(self, name: str) -> bool:
-        with self.store.session() as s:
-            return s.get(t.Function, name) is not None
-
-    def ensure_invocation(self, function: str, event: Any, *, source: str, invocation_id: str) -> dict[str, Any]:
-        """Queue the invocation ``invocation_id`` unless it exists (exactly once across restarts)."""
-        with self.store.session() as s:
-            row = s.get(t.FunctionInvocation, invocation_id)
-            if row is None:
-                row = queued_invocation(function, event, source=source, invocation_id=invocation_id)
-                s.add(row)
-                s.flush()
-            return _invocation_record(row)
-
-    def invocation(self, invocation_id: str) -> dict[str, Any]:
-        with self.store.session() as s:
-            row = s.get(t.FunctionInvocation, invocation_id)
-            if row is None:
-                raise NotFound(f"invocation {invocation_id!r} not found")
-            return _invocation_record(row)
-
     def delete_executions(self, workflow: str) -> int:  # used by tests and housekeeping
         with self.store.session() as s:
             return s.execute(delete(t.WorkflowExecution).where(t.WorkflowExecution.workflow == workflow)).rowcount
 
 
-def _invocation_record(row: t.FunctionInvocation) -> dict[str, Any]:
-    return {"id": row.id, "function": row.function, "status": row.status, "result": row.result,
-            "error_type": row.error_type, "error_message": row.error_message}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from loopml.core.errors import InvalidInput, LoopMLError, NotFound
+from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound
 from loopml.core.timeutil import iso, parse_iso
 from loopml.platform import Platform
 
@@ -34,6 +34,7 @@ class TaskContext:
     token: str
     state: str
     now: datetime
+    start_function: Callable[[str], Any] | None = None  # the dispatcher's run_now: no wait for its tick
 
     def child_id(self, prefix: str = "job-", length: int = 10) -> str:
         digest = hashlib.sha1(f"{self.execution_id}/{self.token}".encode()).hexdigest()
@@ -240,19 +241,24 @@ def _deploy_poll(ctx: TaskContext, handle: dict[str, Any]) -> Outcome | None:
 
 
 def _function_start(ctx: TaskContext, params: Any, name: str) -> dict[str, Any]:
-    repo = ctx.platform.workflows
-    invocation_id = ctx.child_id("inv-", 16)
+    repo = ctx.platform.functions
+    invocation_id = ctx.child_id("inv-", 16)  # deterministic: a restart finds it instead of queueing another
     try:
         repo.invocation(invocation_id)
     except NotFound:
-        if not repo.function_exists(name):
+        try:
+            repo.enqueue(name, params, source=f"execution:{ctx.execution_id}", invocation_id=invocation_id)
+        except NotFound:
             raise TaskError(f"function {name!r} not found") from None
-        repo.ensure_invocation(name, params, source=f"execution:{ctx.execution_id}", invocation_id=invocation_id)
+        except Conflict:
+            pass  # queued by an earlier attempt that crashed before saving its handle
+        if ctx.start_function is not None:
+            ctx.start_function(invocation_id)
     return {"invocation_id": invocation_id, "function": name}
 
 
 def _function_poll(ctx: TaskContext, handle: dict[str, Any]) -> Outcome | None:
-    inv = ctx.platform.workflows.invocation(handle["invocation_id"])
+    inv = ctx.platform.functions.invocation(handle["invocation_id"])
     if inv["status"] == "succeeded":
         return Outcome(inv["result"])
     if inv["status"] == "failed":
