@@ -70,4 +70,23 @@ curl -fsS -X POST -H 'Content-Type: application/json' --data-binary @"$LOOPML_HO
 p = json.load(sys.stdin)["predictions"][0]
 print("  label %s  confidence %.3f" % (p["label"], p["confidence"]))'
 
+step "Automation: a function, a new-data trigger and the retraining workflow"
+for old in "triggers delete mnist-new-data" "workflows delete retrain-mnist" "functions delete ingest-mnist"; do
+  loopml $old >/dev/null 2>&1 || true  # a re-run replaces the previous ones
+done
+loopml functions create ingest-mnist --file examples/functions/ingest_new_data.py \
+  --env DATASET=mnist --env WORKFLOW=retrain-mnist --timeout 600
+loopml workflows create retrain-mnist --template retrain --dataset mnist --model cnn --endpoint mnist \
+  --epochs 10 --min-improvement 0.002
+loopml workflows show retrain-mnist | head -40
+loopml triggers create mnist-new-data --objects incoming/mnist/ --suffix .zip --function ingest-mnist
+loopml triggers list
+
+step "New labelled images arrive → trigger → function (new dataset version) → retraining workflow → endpoint"
+"$PY" scripts/demo_new_data.py 1000 "incoming/mnist/delivery-$(date +%Y%m%d%H%M%S).zip"
+"$PY" scripts/demo_automation.py mnist-new-data mnist 1800
+loopml triggers history mnist-new-data
+loopml models alias history mnist-cnn
+"$PY" scripts/demo_invoke.py "$DATA_URL" "$LOOPML_HOME/mnist-request.json"
+
 step "Done. Stopping the control plane (and its serving process)."

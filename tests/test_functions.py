@@ -258,6 +258,11 @@ def test_cli(cli, tmp_path):
     result = cli("functions", "invoke", "hello", "--event", "{not json")
     assert result.exit_code == 2 and result.stderr.strip().startswith("error: --event is not valid JSON")
     assert len(result.stderr.strip().splitlines()) == 1
+    binary = tmp_path / "binary.dat"
+    binary.write_bytes(b"\x7fELF\x02\x01\xd0\xff")  # used to end in a UnicodeDecodeError traceback
+    result = cli("functions", "invoke", "hello", "--event", f"@{binary}")
+    assert result.exit_code == 2 and "is not UTF-8 text" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
     result = cli("functions", "create", "boom", "--file", str(FIXTURES / "boom.py"))
     assert result.exit_code == 0, result.output

@@ -471,7 +471,19 @@ def test_cron_validation(plat: Platform):
         service.create_trigger(plat, "bad", "webhook", tz="UTC", function="echo")
     with pytest.raises(InvalidInput, match="workflow 'ghost' not found"):
         service.create_trigger(plat, "bad", "cron", cron="* * * * *", workflow="ghost")
+    # a folder of the zone database and an overlong name used to escape as OSError (HTTP 500)
+    for zone in ("Europe", "x" * 300):
+        with pytest.raises(InvalidInput, match="^tz: unknown time zone"):
+            service.create_trigger(plat, "bad", "cron", cron="* * * * *", tz=zone, function="echo")
+    # valid syntax, but no such date: refused, instead of a trigger whose list/show answer 500
+    with pytest.raises(InvalidInput, match="^cron: '0 0 31 2 \\*' never fires"):
+        service.create_trigger(plat, "bad", "cron", cron="0 0 31 2 *", function="echo")
     assert plat.triggers.list() == []
+    # one written before this check (or by an older LoopML) still lists, with no next run
+    plat.triggers.create("feb31", "cron", {"cron": "0 0 31 2 *", "tz": "UTC", "missed": "skip"}, "function",
+                         "echo", cursor={"last": "2026-01-01T00:00:00Z"})
+    assert [r["next_run"] for r in service.list_triggers(plat)] == [None]
+    assert service.get_trigger(plat, "feb31")["next_run"] is None
 
 
 # -- alerts ----------------------------------------------------------------------------------------
@@ -550,6 +562,14 @@ def test_webhook_over_http(api: httpx.Client, targets: Platform):
     assert_error(bad, 400, "invalid_input", "body: not valid JSON")
     [last] = api.get("/triggers/deploy/history", params={"limit": 1}).json()
     assert last["status"] == "failed" and "not valid JSON" in last["error"] and last["started_id"] is None
+
+    for body in (b"NaN", b"[1e999]"):  # not JSON numbers (PostgreSQL's json type refuses them)
+        assert_error(api.post("/hooks/deploy", content=body, headers={"Authorization": f"Bearer {secret}"}),
+                     400, "invalid_input", "body: not valid JSON")
+    # the body is read only up to the limit (the route is open: no API token), then refused
+    huge = b"[" + b"1," * service.MAX_WEBHOOK_BODY + b"1]"
+    assert_error(api.post("/hooks/deploy", content=huge, headers={"Authorization": f"Bearer {secret}"}),
+                 400, "invalid_input", "more than the 1048576 bytes allowed")
 
     assert api.post("/triggers/deploy/pause").json()["status"] == "paused"
     assert_error(api.post("/hooks/deploy", json={}, headers={"Authorization": f"Bearer {secret}"}),

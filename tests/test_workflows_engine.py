@@ -122,6 +122,14 @@ def test_parameters_and_intrinsic_functions():
     assert err.value.error == "States.IntrinsicFailure"
 
 
+def test_array_range_is_capped_at_1000_items():
+    # an execution input must not make the control plane build a billion-item list (Step Functions' cap)
+    assert len(resolve_template({"r.$": "States.ArrayRange(1, 1000, 1)"}, {})["r"]) == 1000
+    with pytest.raises(WorkflowError) as err:
+        resolve_template({"r.$": "States.ArrayRange(1, $.n, 1)"}, {"n": 10**9})
+    assert (err.value.error, "more than 1000" in err.value.cause) == ("States.IntrinsicFailure", True)
+
+
 # -- Pass, Succeed, Fail and the data flow -----------------------------------------------------------------
 
 

@@ -255,6 +255,23 @@ def test_fail_state_and_no_choice_matched(platform, tick) -> None:
     assert (status(platform, ex_id)["error"], status(platform, ex_id)["cause"]) == ("Custom.Error", "because")
 
 
+def test_input_the_engine_cannot_handle_fails_the_execution_instead_of_every_tick(platform, tick) -> None:
+    # a Wait past year 9999 (OverflowError in the engine) and a task timeout past it (in the runner)
+    # used to raise at every tick, leaving the execution PENDING / RUNNING forever
+    wait = {"StartAt": "W", "States": {"W": {"Type": "Wait", "SecondsPath": "$.s", "End": True}}}
+    ex_id = run_workflow(platform, "huge-wait", wait, {"s": 10**30})
+    add_function(platform, "f")
+    task = {"StartAt": "T", "States": {"T": fn_task("f", TimeoutSecondsPath="$.s", End=True)}}
+    ex_task = run_workflow(platform, "huge-timeout", task, {"s": 10**15})
+    tick()
+    for execution_id in (ex_id, ex_task):
+        record = status(platform, execution_id)
+        assert (record["status"], record["error"]) == ("FAILED", "States.Runtime")
+        assert "could not advance" in record["cause"]
+        assert events(platform, execution_id)[-1]["type"] == "ExecutionFailed"
+    assert invocations(platform, "f") == []  # nothing started for the failed task
+
+
 # -- Retry, Catch and timeouts with the fake clock -------------------------------------------------
 
 

@@ -170,6 +170,10 @@ def test_cli(cli, tmp_path) -> None:
     record = ok_json(result)
     assert record["status"] == "SUCCEEDED" and record["output"] == {"greeting": "hi dee"}
     one_line_error(cli("workflows", "start", "hello", "--input", "{nope"), 2, "--input is not valid JSON")
+    binary = tmp_path / "binary.dat"
+    binary.write_bytes(b"\x7fELF\x02\x01\xd0\xff")  # used to end in a UnicodeDecodeError traceback
+    one_line_error(cli("workflows", "start", "hello", "--input", f"@{binary}"), 2, "is not UTF-8 text")
+    one_line_error(cli("workflows", "create", "bin", "--definition", str(binary)), 2, "is not UTF-8 text")
 
     rows = ok_json(cli("executions", "list", "--workflow", "hello", "--json"))
     assert len(rows) == 3

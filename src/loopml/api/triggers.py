@@ -134,11 +134,24 @@ def fire_trigger(name: str, request: Request, body: FireIn | None = None) -> dic
     return answer
 
 
+async def _capped_body(request: Request, cap: int) -> bytes:
+    """At most ``cap`` bytes of the body: /hooks/ is open to the internet (no API token), so an
+    anonymous caller must not make the server buffer an unbounded body before the secret check.
+    A body over the limit is refused (after the secret check) by ``fire_webhook``."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk[:cap - size])
+        size += len(chunks[-1])
+        if size >= cap:
+            break
+    return b"".join(chunks)
+
+
 @hooks_router.post("/{name}", response_model=Fired, status_code=202,
                    summary="Call a webhook trigger: 'Authorization: Bearer SECRET' or "
                            "'X-LoopML-Hook-Secret: SECRET'; a JSON body (or none)")
 async def call_hook(name: str, request: Request) -> JSONResponse:
-    body = await request.body()
+    body = await _capped_body(request, service.MAX_WEBHOOK_BODY + 1)
     secret = request.headers.get("x-loopml-hook-secret")
     if secret is None:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")

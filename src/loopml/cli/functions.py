@@ -153,6 +153,8 @@ def _event(text: str | None) -> Any:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidInput(f"--event {text}: cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise InvalidInput(f"--event {text}: {path} is not UTF-8 text (give a JSON file)") from None
         what = f"--event file {path}"
     try:
         return json.loads(text)

@@ -37,6 +37,15 @@ def _short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} {str(path)!r} is not UTF-8 text") from None
+    except OSError as exc:
+        raise InvalidInput(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+
+
 def _input(text: str | None) -> Any:
     """--input JSON, or @FILE holding JSON."""
     if text is None:
@@ -45,7 +54,7 @@ def _input(text: str | None) -> Any:
         path = Path(text[1:]).expanduser()
         if not path.is_file():
             raise InvalidInput(f"input file {text[1:]!r} does not exist")
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path, "input file")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -90,7 +99,7 @@ def create(
         assert definition is not None
         if not definition.is_file():
             raise InvalidInput(f"definition file {str(definition)!r} does not exist")
-        record = c.create_workflow(name, definition.read_text(encoding="utf-8"), description=description,
+        record = c.create_workflow(name, _read_text(definition, "definition file"), description=description,
                                    replace=replace)
     if as_json:
         print_json(record)

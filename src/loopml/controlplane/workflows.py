@@ -142,9 +142,19 @@ class _Run:
         self.revision += 1
         self.events, self.started_at = [], None
 
-    def feed(self, cmds: list[Command]) -> None:
-        """Apply the commands of one engine event and save."""
-        self.apply(cmds)
+    def feed(self, event: Callable[[], list[Command]]) -> None:
+        """Run one engine event, apply its commands and save. An event that raises (an engine
+        fault, or input no state can handle, e.g. a Wait or a task timeout past year 9999) fails
+        the execution with States.Runtime: otherwise it would fail again at every tick, forever."""
+        try:
+            self.apply(event())
+        except StaleExecution:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one execution's fault is that execution's failure
+            log.exception("execution %s: the engine could not handle an event", self.id)
+            cause = f"LoopML could not advance the execution: {type(exc).__name__}: {str(exc)[:500]}"
+            self.note("ExecutionFailed", None, error="States.Runtime", cause=cause)
+            self.finish(FAILED, error="States.Runtime", cause=cause)
         self.commit()
 
 
@@ -226,7 +236,7 @@ class WorkflowRunner:
             run.commit()
             return run
         run.status = RUNNING
-        run.feed(ex.start({} if rec["input"] is None else rec["input"], now=now))
+        run.feed(lambda: ex.start({} if rec["input"] is None else rec["input"], now=now))
         return run
 
     def _round(self, run: _Run) -> bool:
@@ -253,10 +263,10 @@ class WorkflowRunner:
                 progressed = True
                 run.pending["tasks"].pop(token, None)
                 if outcome.ok:
-                    run.feed(run.ex.on_task_result(token, outcome.output, now=now))
+                    run.feed(lambda: run.ex.on_task_result(token, outcome.output, now=now))
                 else:
-                    run.feed(run.ex.on_task_failure(token, outcome.error or "States.TaskFailed", outcome.cause,
-                                                    now=now))
+                    run.feed(lambda: run.ex.on_task_failure(token, outcome.error or "States.TaskFailed",
+                                                            outcome.cause, now=now))
         for token, timer in sorted(run.pending["timers"].items(), key=lambda kv: kv[1]["due"]):
             if run.done:
                 return progressed
@@ -265,7 +275,7 @@ class WorkflowRunner:
             progressed = True
             del run.pending["timers"][token]
             run.timed_out = timer["reason"] == "execution-timeout"
-            run.feed(run.ex.on_timer_fired(token, now=now))
+            run.feed(lambda: run.ex.on_timer_fired(token, now=now))
             run.timed_out = False
         return progressed
 

@@ -23,7 +23,7 @@ def zone(name: str | None) -> ZoneInfo:
     name = name or "UTC"
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder, an overlong name
         raise InvalidInput(f"tz: unknown time zone {name!r} (use an IANA name such as Europe/Paris or UTC)") from None
 
 
@@ -36,7 +36,11 @@ def validate(expr: str | None, tz: str | None, missed: str | None) -> dict[str, 
         raise InvalidInput("cron: give a cron expression such as '*/5 * * * *'")
     if not croniter.is_valid(expr):
         raise InvalidInput(f"cron: {expr!r} is not a valid cron expression (minute hour day month weekday)")
-    zone(tz)
+    tzinfo = zone(tz)
+    try:  # e.g. '0 0 31 2 *' is valid syntax but never comes: refuse it now, not at every poll
+        croniter(expr, datetime.now(timezone.utc).astimezone(tzinfo)).get_next(datetime)
+    except Exception:  # noqa: BLE001 - croniter's CroniterBadDateError and friends
+        raise InvalidInput(f"cron: {expr!r} never fires (no such date)") from None
     missed = missed or "skip"
     if missed not in MISSED_POLICIES:
         raise InvalidInput(f"missed: {missed!r} is not a policy; use skip or catch-up")

@@ -125,7 +125,10 @@ def _with_next(record: dict[str, Any]) -> dict[str, Any]:
         from loopml.core.timeutil import parse_iso
 
         spec = record["spec"]
-        record["next_run"] = iso(cron_mod.next_time(spec["cron"], spec["tz"], parse_iso(record["cursor"]["last"])))
+        try:
+            record["next_run"] = iso(cron_mod.next_time(spec["cron"], spec["tz"], parse_iso(record["cursor"]["last"])))
+        except Exception:  # noqa: BLE001 - a schedule with no next date must not break list/show
+            record["next_run"] = None
     return record
 
 
@@ -207,15 +210,32 @@ def fire_webhook(platform: Platform, name: str, *, secret: str | None, body: byt
 
 def _parse_body(body: bytes) -> tuple[str | None, Any]:
     if len(body) > MAX_WEBHOOK_BODY:
-        return f"body: {len(body)} bytes is more than the {MAX_WEBHOOK_BODY} allowed", None
+        return f"body: more than the {MAX_WEBHOOK_BODY} bytes allowed", None
     if not body.strip():
         return None, {}
     try:
-        return None, json.loads(body)
+        return None, json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except _NotFinite as exc:  # NaN / Infinity: not JSON, and PostgreSQL's json type refuses them
+        return f"body: not valid JSON ({exc})", None
     except UnicodeDecodeError:
         return "body: not UTF-8 text; send JSON", None
     except json.JSONDecodeError as exc:
         return f"body: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", None
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFinite(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NotFinite(f"{text} is out of range for a JSON number")
+    return value
 
 
 def fire_alert(platform: Platform, monitor: str, alert: dict[str, Any]) -> list[dict[str, Any]]:

@@ -213,7 +213,24 @@ def _deploy_start(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
         record = ctx.platform.endpoints.get(name)
     deadline = ctx.now + timedelta(seconds=float(p.get("timeout_s", 600)))
     return {"endpoint": name, "generation": record["generation"], "wait": bool(p.get("wait", True)),
-            "deadline": iso(deadline)}
+            "deadline": iso(deadline), "expect": _expected_versions(ctx, record)}
+
+
+def _versions(resolved: dict[str, Any] | None) -> dict[str, int]:
+    return {v["name"]: v["version"] for v in (resolved or {}).get("variants") or []}
+
+
+def _expected_versions(ctx: TaskContext, record: dict[str, Any]) -> dict[str, int]:
+    """What the endpoint must serve before the task is done: its spec resolved NOW. Right after a
+    set-alias the record still shows the old versions (the control plane re-resolves aliases at
+    its next tick), so "ready" alone would end the rollout before it started."""
+    from loopml.serving.spec import resolve_spec
+
+    models = ctx.platform.models
+    try:
+        return _versions(resolve_spec(record["spec"], lambda m, v, a: models.get(m, version=v, alias=a)))
+    except LoopMLError:
+        return _versions(record.get("resolved"))
 
 
 def _deploy_output(record: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +244,7 @@ def _deploy_poll(ctx: TaskContext, handle: dict[str, Any]) -> Outcome | None:
     if not handle.get("wait", True):
         return Outcome(_deploy_output(record))
     if record["generation"] >= handle["generation"]:
-        if record["ready"]:
+        if record["ready"] and _versions(record.get("resolved")) == handle.get("expect", _versions(record.get("resolved"))):
             return Outcome(_deploy_output(record))
         if record["status"] == "Failed":
             return Outcome(error=TASK_FAILED, cause=f"endpoint {record['name']} failed: {record['message'] or ''}")

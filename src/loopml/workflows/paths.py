@@ -305,6 +305,9 @@ def _unescape_literal(s: str) -> str:
     return s.replace("\\{", "{").replace("\\}", "}")
 
 
+ARRAY_RANGE_MAX = 1000
+
+
 def _eval_call(call: _Call, data: Any, context: Any, new_uuid: Callable[[], str]) -> Any:
     args = [_eval_arg(a, data, context, new_uuid) for a in call.args]
     name = call.name
@@ -368,6 +371,9 @@ def _eval_call(call: _Call, data: Any, context: Any, new_uuid: Callable[[], str]
             start, end, step = args
             if step == 0:
                 raise WorkflowError("States.IntrinsicFailure", "States.ArrayRange: step must not be 0")
+            if (end - start) / step + 1 > ARRAY_RANGE_MAX:  # Step Functions' limit; else one input could exhaust memory
+                raise WorkflowError("States.IntrinsicFailure",
+                                    f"States.ArrayRange: more than {ARRAY_RANGE_MAX} items")
             out = []
             v = start
             while (step > 0 and v <= end) or (step < 0 and v >= end):
