@@ -543,6 +543,39 @@ def test_deploy_waits_until_the_endpoint_serves(platform, clock, tick) -> None:
     assert (status(platform, ex_id)["status"], status(platform, ex_id)["error"]) == ("FAILED", "States.Timeout")
 
 
+def test_rollout_after_set_alias_waits_for_the_new_version(platform, tick) -> None:
+    """Right after set-alias the endpoint record still shows the old version, ready: the rollout
+    must wait until the endpoint serves the version the alias points at now."""
+    from loopml.serving import admin
+
+    add_model_version(platform, "tiny", 1)
+    add_model_version(platform, "tiny", 2)
+    platform.models.set_alias("tiny", "production", 1)
+    admin.create_endpoint(platform, "tiny-ep", {"model": "tiny@production"})
+    first = platform.endpoints.get("tiny-ep")
+    platform.endpoints.report("tiny-ep", first["generation"], ok=True, served={"variants": []})
+    definition = {"StartAt": "Promote", "States": {
+        "Promote": {"Type": "Task", "Resource": "loopml:set-alias", "ResultPath": None, "Next": "Rollout",
+                    "Parameters": {"model": "tiny", "alias": "production", "version": 2}},
+        "Rollout": {"Type": "Task", "Resource": "loopml:deploy", "End": True,
+                    "Parameters": {"endpoint": "tiny-ep", "timeout_s": 60}}}}
+    ex_id = run_workflow(platform, "rollout", definition)
+    tick()
+    assert status(platform, ex_id)["status"] == "RUNNING"  # v1 is ready, but v2 is what it must serve
+    # the control plane follows the alias (EndpointSupervisor), the serving process reports it
+    from loopml.serving.spec import resolve_spec
+
+    fresh = resolve_spec(first["spec"], lambda m, v, a: platform.models.get(m, version=v, alias=a))
+    assert platform.endpoints.re_resolve("tiny-ep", first["generation"], fresh, "alias moved")
+    tick()
+    assert status(platform, ex_id)["status"] == "RUNNING"  # generation 2 not served yet
+    platform.endpoints.report("tiny-ep", first["generation"] + 1, ok=True, served={"variants": []})
+    tick()
+    record = status(platform, ex_id)
+    assert record["status"] == "SUCCEEDED", record
+    assert record["output"]["versions"] == ["tiny:2"]
+
+
 # -- scale -------------------------------------------------------------------------------------------
 
 
