@@ -78,7 +78,7 @@ loopml functions create ingest-mnist --file examples/functions/ingest_new_data.p
   --env DATASET=mnist --env WORKFLOW=retrain-mnist --timeout 600
 loopml workflows create retrain-mnist --template retrain --dataset mnist --model cnn --endpoint mnist \
   --epochs 10 --min-improvement 0.002
-loopml workflows show retrain-mnist | head -40
+loopml workflows show retrain-mnist | head -30
 loopml triggers create mnist-new-data --objects incoming/mnist/ --suffix .zip --function ingest-mnist
 loopml triggers list
 

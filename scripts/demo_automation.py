@@ -55,7 +55,11 @@ def follow_execution(c: Client, execution_id: str, timeout: float) -> dict:
             if kind == "StateEntered":
                 print(f"    → {state}")
             elif kind == "TaskSucceeded":
-                print(f"      {state} done: {brief(d.get('output'))}")
+                out = d.get("output") or {}
+                if isinstance(out, dict) and "promote" in out:  # the evaluation: say what it decided and why
+                    print(f"      {state}: {out.get('reason')}")
+                else:
+                    print(f"      {state} done: {brief(out)}")
             elif kind in ("TaskFailed", "ExecutionFailed", "ErrorCaught", "RetryScheduled"):
                 print(f"      {kind} {state or ''}: {d.get('error', '')} {d.get('cause', '')[:160]}")
         seen = len(events)
@@ -77,7 +81,7 @@ def main() -> None:
     out = record.get("output") or {}
     print(f"  execution {record['status']}" + (f": {record.get('error')} {record.get('cause')}" if record.get("error") else ""))
     if out.get("promoted"):
-        print(f"  promoted: {brief(out)}")
+        print(f"  promoted {out.get('ref')} to {out.get('model')}@{out.get('alias')}: {out.get('reason')}")
     else:
         print(f"  kept the champion: {out.get('reason') or brief(out)}")
     ep = c.endpoint(endpoint)
