@@ -311,3 +311,21 @@ def test_lifespan_builds_and_closes_its_own_platform(settings):
     with TestClient(create_app(settings, start_loop=False)) as client:
         assert client.get("/datasets").json() == []
     assert (settings.home / "loopml.db").exists()
+
+
+def test_nan_and_infinity_in_json_bodies_are_refused_with_400(live_server) -> None:
+    """Python's json (FastAPI's) accepts NaN/Infinity/1e999; PostgreSQL's json refuses them later."""
+    import httpx
+
+    for body in (b'{"event": NaN}', b'{"event": [Infinity]}', b'{"event": {"x": 1e999}}', b'{"event": -Infinity}'):
+        resp = httpx.post(f"{live_server}/functions/nope/invocations", content=body,
+                          headers={"Content-Type": "application/json"})
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json()["code"] == "invalid_input" and "body:" in resp.json()["message"]
+    # ordinary JSON still reaches the route (here: a 404 naming the missing function)
+    resp = httpx.post(f"{live_server}/functions/nope/invocations", content=b'{"event": {"x": 1.5}}',
+                      headers={"Content-Type": "application/json"})
+    assert resp.status_code == 404 and "nope" in resp.json()["message"]
+    # a body that is not JSON at all keeps the route's own 400
+    resp = httpx.post(f"{live_server}/jobs/train", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert resp.status_code == 400

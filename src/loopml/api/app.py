@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from loopml import __version__
 from loopml.api import datasets, endpoints, functions, jobs, models, triggers, workflows
-from loopml.api.errors import BearerTokenMiddleware, CatchAllMiddleware, install_handlers
+from loopml.api.errors import BearerTokenMiddleware, CatchAllMiddleware, StrictJSONMiddleware, install_handlers
 from loopml.core.settings import Settings
 from loopml.platform import Platform
 
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.include_router(workflows.executions_router)
 
     # add_middleware wraps outward: the token check runs first, the catch-all sits inside it
+    app.add_middleware(StrictJSONMiddleware)
     app.add_middleware(CatchAllMiddleware)
     if settings.token:
         app.add_middleware(BearerTokenMiddleware, token=settings.token)

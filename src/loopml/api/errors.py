@@ -113,6 +113,66 @@ class CatchAllMiddleware:
                 await _send_json(send, 500, error_body("error", "internal server error (details are in the server log)"))
 
 
+class _NotJSON(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NotJSON(f"{text} is out of range for a JSON number")
+    return value
+
+
+class StrictJSONMiddleware:
+    """JSON request bodies must be real JSON: Python's parser (FastAPI's) accepts NaN, Infinity
+    and 1e999, which PostgreSQL's json columns then refuse (a 500 after the fact). Bodies up to
+    8 MiB are checked here and replayed to the app unchanged; other parse errors are left to the
+    route's own validation."""
+
+    LIMIT = 8 << 20
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH")
+                or b"json" not in dict(scope.get("headers") or []).get(b"content-type", b"")):
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more and size <= self.LIMIT:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if not more:  # the whole body is here (a larger one streams on unchecked)
+            try:
+                json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+            except _NotJSON as exc:
+                await _send_json(send, 400, error_body("invalid_input", f"body: {exc}"))
+                return
+            except ValueError:
+                pass  # not JSON at all: the route says so in its own words
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": more}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 class BearerTokenMiddleware:
     """With a token configured, every route except /health and /hooks/ needs ``Authorization: Bearer <token>``."""
 
