@@ -15,6 +15,7 @@ from loopml.store.endpoints_repo import EndpointRepo
 from loopml.store.functions_repo import FunctionRepo
 from loopml.store.jobs_repo import JobRepo
 from loopml.store.models_repo import ModelRepo
+from loopml.store.monitors_repo import MonitorRepo
 from loopml.store.triggers_repo import TriggerRepo
 from loopml.store.workflows_repo import WorkflowRepo
 
@@ -52,6 +53,10 @@ class Platform:
     @cached_property
     def workflows(self) -> WorkflowRepo:
         return WorkflowRepo(self.meta)
+
+    @cached_property
+    def monitors(self) -> MonitorRepo:
+        return MonitorRepo(self.meta)
 
     def close(self) -> None:
         self.meta.dispose()

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from loopml import __version__
-from loopml.api import datasets, endpoints, functions, jobs, models, triggers, workflows
+from loopml.api import datasets, endpoints, functions, jobs, models, monitors, triggers, workflows
 from loopml.api.errors import BearerTokenMiddleware, CatchAllMiddleware, StrictJSONMiddleware, install_handlers
 from loopml.core.settings import Settings
 from loopml.platform import Platform
@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.include_router(triggers.hooks_router)
     app.include_router(workflows.router)
     app.include_router(workflows.executions_router)
+    app.include_router(monitors.router)
+    app.include_router(monitors.alerts_router)
 
     # add_middleware wraps outward: the token check runs first, the catch-all sits inside it
     app.add_middleware(StrictJSONMiddleware)

@@ -13,7 +13,8 @@ import typer
 from typer.core import TyperGroup
 
 from loopml import __version__
-from loopml.cli import datasets, db, endpoints, functions, jobs, models, predict, server, train, triggers, workflows
+from loopml.cli import (datasets, db, endpoints, functions, jobs, models, monitors, predict, server, train, triggers,
+                        workflows)
 from loopml.core.errors import LoopMLError
 
 
@@ -63,6 +64,8 @@ app.add_typer(functions.app, name="functions")
 app.add_typer(triggers.app, name="triggers")
 app.add_typer(workflows.app, name="workflows")
 app.add_typer(workflows.executions_app, name="executions")
+app.add_typer(monitors.app, name="monitors")
+app.add_typer(monitors.alerts_app, name="alerts")
 app.command("predict", help=predict.predict.__doc__)(predict.predict)
 app.command("server", help=server.server.__doc__)(server.server)
 app.add_typer(db.app, name="db")

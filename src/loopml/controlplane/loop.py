@@ -3,8 +3,8 @@
 Each tick: reap ended workers, carry out cancellations and time limits, re-attach or fail
 running jobs nobody watches (after a restart), dispatch queued jobs to free slots, then keep
 endpoints at their desired state (controlplane.endpoints), fire triggers (controlplane.triggers),
-run queued function invocations (controlplane.functions) and advance workflow executions
-(controlplane.workflows).
+run queued function invocations (controlplane.functions), advance workflow executions
+(controlplane.workflows) and queue scheduled monitor runs (controlplane.monitors).
 Every step runs in its own exception boundary: one bad job never stops the loop.
 """
 
@@ -18,6 +18,7 @@ from typing import Callable
 
 from loopml.controlplane.endpoints import EndpointSupervisor
 from loopml.controlplane.functions import FunctionDispatcher
+from loopml.controlplane.monitors import MonitorScheduler
 from loopml.controlplane.triggers import TriggerPoller
 from loopml.controlplane.workflows import WorkflowRunner
 from loopml.core.timeutil import parse_iso, utcnow
@@ -48,6 +49,7 @@ class ControlLoop:
         self.functions = FunctionDispatcher(platform)
         self.triggers = TriggerPoller(platform, on_fired=self._fired)
         self.workflows = WorkflowRunner(platform, start_function=self.functions.run_now)
+        self.monitors = MonitorScheduler(platform, on_queued=lambda _run: self.wake())
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -60,7 +62,7 @@ class ControlLoop:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
-        for part in (self.triggers, self.workflows, self.functions):
+        for part in (self.triggers, self.workflows, self.functions, self.monitors):
             self._guard(part.stop)
         self.executor.shutdown()
         self.endpoints.stop()
@@ -84,7 +86,7 @@ class ControlLoop:
     # -- one reconciliation pass --------------------------------------------------------------
     def tick(self) -> None:
         for step in (self._reap, self._reconcile_running, self._dispatch, self.endpoints.tick,
-                     self.triggers.tick, self.functions.tick, self.workflows.tick):
+                     self.triggers.tick, self.functions.tick, self.workflows.tick, self.monitors.tick):
             self._guard(step)
         self._first = False
 

@@ -27,6 +27,7 @@ import httpx
 from loopml import __version__
 from loopml.core.errors import InvalidInput, LoopMLError, error_from_dict
 from loopml.sdk.functions import FunctionsAPI
+from loopml.sdk.monitors import MonitorsAPI
 from loopml.sdk.triggers import TriggersAPI
 from loopml.sdk.workflows import WorkflowsAPI
 
@@ -60,7 +61,7 @@ class _Keep:
 _KEEP: Any = _Keep()  # update_endpoint(shadow=...) left out: keep the shadow
 
 
-class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI):
+class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
     """A connection to one LoopML control plane.
 
     Args:

@@ -304,7 +304,85 @@ class TriggerFiring(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
+
+# -- monitoring (issue 5): model monitors, their runs, ground-truth labels, alerts ------------------
+
+
+class Monitor(Base):
+    """A model monitor on an endpoint (variant): drift against the baseline, quality against labels."""
+
+    __tablename__ = "monitors"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(63), index=True)
+    variant: Mapped[str | None] = mapped_column(String(63), nullable=True)  # None: the first variant
+    schedule: Mapped[str | None] = mapped_column(String(120), nullable=True)  # cron expression
+    tz: Mapped[str] = mapped_column(String(64), default="UTC")
+    window_s: Mapped[int] = mapped_column(Integer)
+    min_samples: Mapped[int] = mapped_column(Integer)
+    thresholds: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    webhooks: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16))  # active | paused
+    cursor: Mapped[datetime | None] = mapped_column(nullable=True)  # newest inference time read
+    next_run_at: Mapped[datetime | None] = mapped_column(nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MonitorRun(Base):
+    """One run of a monitor (a job of kind "monitor"): the window read, what it found, its report."""
+
+    __tablename__ = "monitor_runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    monitor: Mapped[str] = mapped_column(String(63), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued | running | succeeded | failed | insufficient
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True)  # manual | schedule
+    since: Mapped[datetime | None] = mapped_column(nullable=True)
+    until: Mapped[datetime | None] = mapped_column(nullable=True)
+    rows: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    malformed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    violations: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    report_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class MonitorLabel(Base):
+    """Ground truth for one captured inference (a re-upload replaces the label)."""
+
+    __tablename__ = "monitor_labels"
+    monitor: Mapped[str] = mapped_column(String(63), primary_key=True)
+    inference_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    label: Mapped[str] = mapped_column(String(255))
+    uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Alert(Base):
+    """A violation seen by a monitor: open while it lasts (one open alert per monitor and key, held
+    by the unique ``open_key``: the key while open, NULL once resolved), resolved when it recovers."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("monitor", "open_key", name="uq_alert_open_key"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    monitor: Mapped[str] = mapped_column(String(63), index=True)
+    key: Mapped[str] = mapped_column(String(255))  # feature or metric name
+    open_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open | resolved
+    severity: Mapped[str] = mapped_column(String(16))
+    statistic: Mapped[dict[str, Any]] = mapped_column(JSON)
+    message: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the last run that saw it
+    notifications: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    first_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 __all__ = ["Base", "Dataset", "DatasetVersion", "Job", "JobEvent", "JobMetric", "JobLog",
            "Model", "ModelVersion", "ModelAlias", "AliasEvent", "Endpoint", "Function", "FunctionInvocation",
            "Workflow", "WorkflowExecution", "ExecutionEvent", "Trigger", "TriggerObject", "TriggerFiring",
-           "Float"]
+           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "Float"]

@@ -202,6 +202,8 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         meta = {"label_names": classes, "dataset": ds["ref"], "job_id": job_id, "template": spec["template"], "hparams": hp,
                 "metrics": metrics, "label_column": content.label_column}
         info = save_bundle(bundle_dir, model, features, meta, reference_inputs=reference)
+        has_baseline = _write_baseline(bundle_dir, model, features, raw_inputs(parts["train"]), schema, classes,
+                                       ds["ref"], job_id)
         prefix = join("models", spec["register_as"], job_id)
         platform.artifacts.upload_dir(bundle_dir, prefix)
     lineage = {"dataset": ds["ref"], "dataset_hash": ds["content_hash"], "job_id": job_id,
@@ -211,7 +213,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
               "metrics": metrics, "lineage": lineage, "runtimes": info.get("runtimes", ["keras"]),
               "artifact_prefix": prefix}
     result = {"metrics": metrics, "evaluation": evaluation, "epochs_run": epochs_run, "dataset": ds["ref"],
-              "register_as": spec["register_as"], "artifact_prefix": prefix}
+              "register_as": spec["register_as"], "artifact_prefix": prefix, "baseline": has_baseline}
     if not spec.get("register", True):
         _finish_unregistered(platform, job_id, prefix, {**result, "registered": False, "model_ref": f"job:{job_id}",
                                                          "registration": fields}, sync_logs)
@@ -226,6 +228,36 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         print("job was cancelled before registration; model version not registered", flush=True)
         return
     print(f"registered model version {record['ref']}", flush=True)
+
+
+# --------------------------------------------------------------------------- monitoring baseline
+
+
+def _write_baseline(bundle_dir: str, model: Any, features: Any, train_raw: Any, schema: dict[str, Any],
+                    classes: list[str], dataset_ref: str, job_id: str) -> bool:
+    """The version's monitoring baseline (training-split profile + embeddings) into the bundle
+    folder, so it uploads with it. Never fails the job: on any error one line, no baseline
+    (``loopml monitors baseline NAME:V`` backfills it)."""
+    t0 = time.monotonic()
+    try:
+        from loopml.models.bundle import keras_probabilities
+        from loopml.models.embeddings import embed_transformed
+        from loopml.monitoring.baseline_job import compute_baseline, vocab_of, write_baseline
+
+        profile, embeddings = compute_baseline(
+            kind=features.kind, raw=train_raw, schema=schema, class_names=classes,
+            predict_proba=lambda rows: keras_probabilities(model, features.transform(rows)),
+            embed_rows=lambda rows: embed_transformed(model, features.transform(rows)),
+            vocab=vocab_of(features), source={"dataset": dataset_ref, "split": "train", "by": f"job {job_id}"})
+        write_baseline(bundle_dir, profile, embeddings)
+    except Exception as exc:  # noqa: BLE001 - a baseline problem must never fail the training
+        print(f"baseline skipped ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+              f"backfill it later with `loopml monitors baseline`", flush=True)
+        return False
+    source = profile.get("source", {})
+    print(f"baseline: {source.get('profiled_rows')} training rows profiled, {source.get('embedded_rows')} "
+          f"embedded in {time.monotonic() - t0:.1f} s", flush=True)
+    return True
 
 
 def _finish_unregistered(platform: Platform, job_id: str, prefix: str, result: dict[str, Any],

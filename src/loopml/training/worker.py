@@ -57,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
             from loopml.training import evaluate_runner
 
             evaluate_runner.run(platform, job, sync_logs=sink.sync)
+        elif job["kind"] == "monitor":
+            from loopml.monitoring import run as monitor_run
+
+            monitor_run.run(platform, job)
+        elif job["kind"] == "baseline":
+            from loopml.monitoring import baseline_job
+
+            baseline_job.run(platform, job)
         else:
             raise LoopMLError(f"unknown job kind {job['kind']!r}")
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded, explained status

@@ -1,0 +1,1 @@
+"""Model monitoring: baselines, drift against them, quality with ground truth, reports and alerts."""

@@ -1,0 +1,226 @@
+"""A model version's baseline: the profile of its training split, stored with the version.
+
+    {artifact_prefix}/baseline/profile.json    monitoring.profile.build_profile of ≤ 5,000 training
+                                               rows (+ "schema": the dataset schema, "source")
+    {artifact_prefix}/baseline/embeddings.npy  penultimate-layer embeddings of ≤ 2,000 of them
+
+Written at registration by the training job (``training/train_runner.py`` calls
+``write_baseline``: the files go into the bundle folder and upload with it) and, for versions
+that have none, by a ``baseline`` job (``loopml monitors baseline NAME:V`` → ``submit_baseline`` →
+the worker runs ``run``). ``load_baseline`` is what a monitor run reads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from loopml.artifacts.keys import join
+from loopml.core.errors import CorruptArtifact, InvalidInput, NotFound
+from loopml.platform import Platform
+
+__all__ = ["BASELINE_DIR", "PROFILE_FILE", "EMBEDDINGS_FILE", "compute_baseline", "write_baseline",
+           "load_baseline", "submit_baseline", "run", "raw_inputs", "vocab_of"]
+
+log = logging.getLogger(__name__)
+
+BASELINE_DIR = "baseline"
+PROFILE_FILE = "profile.json"
+EMBEDDINGS_FILE = "embeddings.npy"
+MAX_PROFILE_ROWS = 5_000
+MAX_EMBED_ROWS = 2_000
+
+
+def raw_inputs(content: Any) -> Any:
+    """What a client would send for a dataset's rows (as training.train_runner.raw_inputs)."""
+    if content.kind == "image":
+        return content.images
+    if content.kind == "text":
+        return content.texts
+    return content.frame
+
+
+def vocab_of(features: Any) -> dict[str, int] | None:
+    """A text pipeline's vocabulary (token → id) from its tokenizer file; None for other kinds."""
+    if getattr(features, "kind", None) != "text":
+        return None
+    for name, content in features.files().items():
+        if name.endswith(".json"):
+            doc = json.loads(content)
+            vocab = (doc.get("model") or {}).get("vocab")
+            if isinstance(vocab, dict):
+                return {str(k): int(v) for k, v in vocab.items()}
+    return None
+
+
+def compute_baseline(*, kind: str, raw: Any, schema: dict[str, Any], class_names: list[str],
+                     predict_proba: Callable[[Any], np.ndarray],
+                     embed_rows: Callable[[Any], np.ndarray] | None, vocab: dict[str, int] | None = None,
+                     seed: int = 0, source: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any], np.ndarray | None]:
+    """(profile, embeddings) of ≤ MAX_PROFILE_ROWS training rows (sampled with ``seed``)."""
+    from loopml.models.embeddings import sample_rows, take_rows
+    from loopml.monitoring.profile import build_profile
+
+    n = len(raw)
+    if n == 0:
+        raise InvalidInput("the training split is empty: no baseline")
+    sample = take_rows(raw, sample_rows(n, MAX_PROFILE_ROWS, seed))
+    proba = np.asarray(predict_proba(sample), dtype=np.float32)
+    embeddings = None
+    if embed_rows is not None:
+        embeddings = np.asarray(embed_rows(take_rows(sample, sample_rows(len(sample), MAX_EMBED_ROWS, seed))),
+                                dtype=np.float32)
+    profile = build_profile(kind=kind, raw=sample, proba=proba, class_names=[str(c) for c in class_names],
+                            schema=schema, vocab=vocab, embeddings=embeddings, seed=seed)
+    profile["schema"] = schema  # what decode_window / a run need to read captured rows
+    profile["source"] = {**(source or {}), "training_rows": int(n), "profiled_rows": int(len(sample)),
+                         "embedded_rows": 0 if embeddings is None else int(len(embeddings)), "seed": seed}
+    return profile, embeddings
+
+
+def _profile_bytes(profile: dict[str, Any]) -> bytes:
+    def default(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+    return json.dumps(profile, default=default).encode("utf-8")
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_baseline(folder: str | Path, profile: dict[str, Any], embeddings: np.ndarray | None) -> list[str]:
+    """Write baseline/profile.json (+ embeddings.npy) into a bundle folder; returns the files."""
+    out = Path(folder) / BASELINE_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PROFILE_FILE).write_bytes(_profile_bytes(profile))
+    written = [f"{BASELINE_DIR}/{PROFILE_FILE}"]
+    if embeddings is not None:
+        (out / EMBEDDINGS_FILE).write_bytes(_npy_bytes(embeddings))
+        written.append(f"{BASELINE_DIR}/{EMBEDDINGS_FILE}")
+    return written
+
+
+def _hint(record: dict[str, Any]) -> str:
+    return f"run `loopml monitors baseline {record['name']}:{record['version']}`"
+
+
+def load_baseline(platform: Platform, model_version_record: dict[str, Any]
+                  ) -> tuple[dict[str, Any], np.ndarray | None]:
+    """(profile, embeddings or None) of a model version; NotFound (saying how to backfill) when
+    it has no baseline, CorruptArtifact when its files cannot be read."""
+    record = model_version_record
+    base = join(record["artifact_prefix"], BASELINE_DIR)
+    try:
+        data = platform.artifacts.get_bytes(join(base, PROFILE_FILE))
+    except NotFound:
+        raise NotFound(f"model version {record['name']}:{record['version']} has no baseline; "
+                       f"{_hint(record)}") from None
+    try:
+        profile = json.loads(data)
+        if not isinstance(profile, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptArtifact(f"baseline of {record['name']}:{record['version']} cannot be read ({exc}); "
+                              f"{_hint(record)} again") from None
+    try:
+        raw = platform.artifacts.get_bytes(join(base, EMBEDDINGS_FILE))
+    except NotFound:
+        return profile, None
+    try:
+        embeddings = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CorruptArtifact(f"baseline embeddings of {record['name']}:{record['version']} cannot be "
+                              f"read ({exc}); {_hint(record)} again") from None
+    return profile, embeddings
+
+
+def submit_baseline(platform: Platform, model_ref: str) -> dict[str, Any]:
+    """Queue a baseline job for NAME:VERSION | NAME@ALIAS | NAME (newest); unknown → NotFound."""
+    from loopml.registry.refs import parse_model_ref
+
+    if not isinstance(model_ref, str) or not model_ref.strip():
+        raise InvalidInput("a baseline needs a model reference: NAME:VERSION, NAME@ALIAS or NAME")
+    name, version, alias = parse_model_ref(model_ref.strip())
+    record = platform.models.get(name, version, alias)
+    return platform.jobs.create("baseline", {"model": record["name"], "version": int(record["version"])})
+
+
+def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None) -> None:
+    """The ``baseline`` job: profile the version's training split, upload baseline/*."""
+    from loopml.datasets.service import load_version, parse_ref
+    from loopml.models.bundle import load_bundle
+    from loopml.store.jobs_repo import CANCELLED, RUNNING, SUCCEEDED
+
+    job_id, spec = job["id"], job["spec"]
+    record = platform.models.get(str(spec["model"]), int(spec["version"]))
+    if not record.get("dataset"):
+        raise InvalidInput(f"model version {record['ref']} records no dataset: no training split to profile")
+    ds_name, ds_version = parse_ref(str(record["dataset"]))
+    ds = platform.datasets.get(ds_name, ds_version)
+    if platform.jobs.heartbeat(job_id, {"step": "loading"}):
+        _cancelled(platform, job_id, sync_logs, CANCELLED, RUNNING)
+        return
+    t0 = time.monotonic()
+    content, splits = load_version(platform, ds)
+    train = content.take(splits["train"])
+    print(f"model {record['ref']}: training split of {ds['ref']}, {len(train)} rows", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        platform.artifacts.download_dir(record["artifact_prefix"], tmp, required=("loopml.json",))
+        trusted = bool(record.get("trusted"))
+        bundle = load_bundle(tmp, runtime="auto", trusted=trusted)
+        if platform.jobs.heartbeat(job_id, {"step": "profiling"}):
+            _cancelled(platform, job_id, sync_logs, CANCELLED, RUNNING)
+            return
+
+        def embed_rows(rows: Any) -> np.ndarray | None:
+            from loopml.models.embeddings import embed
+
+            return embed(tmp, rows, max_rows=MAX_EMBED_ROWS, trusted=trusted)
+
+        embedder: Callable[[Any], np.ndarray] | None = embed_rows
+        if importlib.util.find_spec("keras") is None:  # embeddings need the Keras model
+            print("keras is not installed: the baseline has no embeddings", flush=True)
+            embedder = None
+        profile, embeddings = compute_baseline(
+            kind=bundle.kind, raw=raw_inputs(train), schema=ds["schema"], class_names=bundle.label_names,
+            predict_proba=bundle.predict_proba, embed_rows=embedder, vocab=vocab_of(bundle.features),
+            source={"dataset": ds["ref"], "split": "train", "by": f"job {job_id}"})
+    base = join(record["artifact_prefix"], BASELINE_DIR)
+    if embeddings is not None:
+        platform.artifacts.put_bytes(join(base, EMBEDDINGS_FILE), _npy_bytes(embeddings))
+    else:
+        platform.artifacts.delete(join(base, EMBEDDINGS_FILE))  # never keep a stale one
+    platform.artifacts.put_bytes(join(base, PROFILE_FILE), _profile_bytes(profile))  # last: it marks done
+    seconds = round(time.monotonic() - t0, 2)
+    result = {"model": record["name"], "version": record["version"], "model_ref": record["ref"],
+              "dataset": ds["ref"], "profile_key": join(base, PROFILE_FILE),
+              "embeddings_key": join(base, EMBEDDINGS_FILE) if embeddings is not None else None,
+              "rows": profile["source"]["profiled_rows"], "embedded_rows": profile["source"]["embedded_rows"],
+              "seconds": seconds}
+    print(f"baseline of {record['ref']}: {result['rows']} rows profiled, {result['embedded_rows']} embedded "
+          f"in {seconds} s → {result['profile_key']}", flush=True)
+    sync_logs()
+    platform.jobs.transition(job_id, SUCCEEDED, expect=[RUNNING], result=result)
+
+
+def _cancelled(platform: Platform, job_id: str, sync_logs: Callable[[], None], cancelled: str,
+               running: str) -> None:
+    print("cancelled", flush=True)
+    sync_logs()
+    platform.jobs.transition(job_id, cancelled, expect=[running], reason="cancelled by request")

@@ -1,0 +1,435 @@
+"""One monitor run (a job of kind "monitor", spec {"monitor", "run_id"}), in the worker.
+
+    monitor + run row (→ running) → what the endpoint's variant serves now (model version)
+    → its baseline (missing: the run fails, saying how to backfill)
+    → captured traffic in (cursor or now − window, now − settle] (streaming, columnar)
+    → decoded rows of the served version → min-samples check (insufficient: no alerts, the
+      cursor stays so data accumulates) → current profile on the baseline's binning
+    → drift (+ embeddings for image/text models) → quality with uploaded labels (+ per hour)
+    → shadow comparison → report JSON + HTML in the artifact store
+    → the run's outcome and the monitor's cursor (one transaction) → alerts (never fail the run)
+
+Printed lines are the job's logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import tempfile
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+import numpy as np
+
+from loopml.artifacts.keys import join
+from loopml.core.errors import InvalidInput, LoopMLError, NotFound
+from loopml.core.timeutil import iso, parse_iso, utcnow
+from loopml.platform import Platform
+from loopml.store.jobs_repo import RUNNING as JOB_RUNNING
+from loopml.store.jobs_repo import SUCCEEDED as JOB_SUCCEEDED
+from loopml.store.monitors_repo import FAILED, INSUFFICIENT, SUCCEEDED
+
+log = logging.getLogger("loopml.monitoring.run")
+CAPTURE_SETTLE_S = 5.0  # capture lands about once a second: leave the newest seconds to the next run
+MIN_LABELLED = 50  # labelled rows needed before accuracy can raise (or resolve) an alert
+MAX_EMBED_ROWS = 2000
+QUALITY_WINDOW = timedelta(hours=1)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run(platform: Platform, job: dict[str, Any], *, now: Callable[[], datetime] = utcnow) -> dict[str, Any]:
+    """Run the job's monitor run; returns the finished run record. A failure is recorded on the run
+    (and re-raised, so the worker fails the job with the same reason)."""
+    spec = job.get("spec") or {}
+    name, run_id = spec.get("monitor"), spec.get("run_id")
+    if not name or not run_id:
+        raise InvalidInput(f"monitor job {job.get('id')}: spec needs monitor and run_id, got {spec}")
+    try:
+        finished = _execute(platform, name, run_id, now())
+    except BaseException as exc:
+        reason = _one_line(exc)
+        try:
+            platform.monitors.finish_run(run_id, FAILED, error=reason)
+        except NotFound:
+            pass  # the monitor (and its runs) was deleted meanwhile
+        _say(f"run {run_id} failed: {reason}")
+        raise
+    if job.get("id"):
+        platform.jobs.transition(job["id"], JOB_SUCCEEDED, expect=[JOB_RUNNING],
+                                 result={"run_id": run_id, "status": finished["status"],
+                                         "violations": len(finished["violations"]),
+                                         "report_key": finished.get("report_key")})
+    return finished
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, LoopMLError):
+        return exc.message.strip().splitlines()[0][:500] if exc.message.strip() else type(exc).__name__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:500]
+
+
+# -- what is served, and what it was trained on -------------------------------------------------
+
+def served_variant(endpoint: dict[str, Any], variant: str | None) -> tuple[dict[str, Any], bool]:
+    """(resolved variant, is_shadow) of the monitored variant (None: the first one)."""
+    resolved = endpoint.get("resolved") or {}
+    variants = list(resolved.get("variants") or [])
+    shadow = resolved.get("shadow")
+    if variant is None:
+        if not variants:
+            raise InvalidInput(f"endpoint {endpoint['name']!r} serves no variant")
+        return variants[0], False
+    for v in variants:
+        if v["name"] == variant:
+            return v, False
+    if shadow and shadow.get("name") == variant:
+        return shadow, True
+    raise InvalidInput(f"endpoint {endpoint['name']!r} has no variant {variant!r} any more")
+
+
+def model_context(platform: Platform, version: dict[str, Any]) -> dict[str, Any]:
+    """kind, schema, class names and (text) vocabulary of a model version, from its bundle."""
+    prefix = version["artifact_prefix"]
+    try:
+        manifest = json.loads(platform.artifacts.get_bytes(join(prefix, "loopml.json")))
+    except Exception as exc:  # noqa: BLE001 - say which version's files are missing
+        raise NotFound(f"model {version['ref']}: its bundle manifest {prefix}/loopml.json cannot be read "
+                       f"({type(exc).__name__})") from None
+    schema = manifest.get("schema") or {}
+    if not schema and version.get("dataset"):
+        ds_name, _, ds_version = str(version["dataset"]).partition(":")
+        try:
+            schema = platform.datasets.get(ds_name, int(ds_version) if ds_version.isdigit() else None)["schema"]
+        except LoopMLError:
+            schema = {}
+    if not schema:  # decode and profile read a bundle manifest too (its features / input signature)
+        schema = manifest
+    class_names = [str(c) for c in manifest.get("label_names") or schema.get("classes") or []]
+    vocab = None
+    if version["kind"] == "text":
+        try:
+            tokenizer = json.loads(platform.artifacts.get_bytes(join(prefix, "tokenizer.json")))
+            vocab = dict((tokenizer.get("model") or {}).get("vocab") or {}) or None
+        except Exception:  # noqa: BLE001 - without a vocabulary the OOV rate is simply not computed
+            vocab = None
+    return {"kind": version["kind"], "schema": schema, "class_names": class_names, "vocab": vocab}
+
+
+def only_version(window: Any, version: int) -> tuple[Any, int]:
+    """The records the served version answered (an alias may have moved inside the window)."""
+    versions = window.model_versions.to_list() if hasattr(window.model_versions, "to_list") \
+        else list(window.model_versions)
+    keep = [i for i, v in enumerate(versions) if v is None or int(v) == int(version)]
+    if len(keep) == len(versions):
+        return window, 0
+    taken = {f.name: getattr(window, f.name).take(keep) for f in dataclasses.fields(window)
+             if hasattr(getattr(window, f.name), "take")}
+    return dataclasses.replace(window, **taken), len(versions) - len(keep)
+
+
+def _rows_of(values: Any, keep: Any) -> list[Any]:
+    values = values.to_list() if hasattr(values, "to_list") else list(values)
+    return [values[int(k)] for k in np.asarray(keep, dtype=np.int64)]
+
+
+def _times(values: list[Any]) -> list[datetime]:
+    return [v if isinstance(v, datetime) else parse_iso(str(v)) for v in values]
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> dict[str, Any]:
+    from loopml.monitoring.baseline_job import load_baseline
+    from loopml.monitoring.capture_reader import read_window
+    from loopml.monitoring.decode import decode_window
+
+    monitors = platform.monitors
+    monitor = monitors.get(name)
+    run = monitors.get_run(name, run_id)
+    until = started - timedelta(seconds=CAPTURE_SETTLE_S)
+    since = parse_iso(monitor["cursor"]) if monitor["cursor"] else until - timedelta(seconds=monitor["window_s"])
+    if since >= until:
+        since = until - timedelta(seconds=1)
+    monitors.start_run(run_id, since=since, until=until)
+    _say(f"monitor {name} run {run_id}: endpoint {monitor['endpoint']}, window {iso(since)} .. {iso(until)}")
+
+    endpoint = platform.endpoints.get(monitor["endpoint"])
+    variant, is_shadow = served_variant(endpoint, monitor["variant"])
+    version = platform.models.get(variant["model"], variant["version"])
+    context = model_context(platform, version)
+    _say(f"variant {variant['name']} serves {version['ref']} ({context['kind']}, "
+         f"{len(context['class_names'])} classes)")
+    baseline, baseline_embeddings = load_baseline(platform, version)
+
+    window = read_window(platform.artifacts, platform.settings.capture_prefix, monitor["endpoint"],
+                         variant["name"], since=since, until=until)
+    _say(f"read {len(window)} captured records from {window.files} files ({window.malformed} malformed lines skipped)")
+    if window.malformed:
+        log.warning("monitor %s: %d malformed capture lines skipped", name, window.malformed)
+    window, other_versions = only_version(window, version["version"])
+    if other_versions:
+        _say(f"{other_versions} records answered by other versions of {variant['model']} are left out")
+    decoded = decode_window(window, kind=context["kind"], schema=context["schema"],
+                            class_names=context["class_names"])
+    rows = len(decoded.predicted)
+    base_summary = {"records": len(window), "rows": rows, "malformed": window.malformed,
+                    "undecodable": decoded.undecodable, "files": window.files, "other_versions": other_versions,
+                    "model": {"name": version["name"], "version": version["version"]},
+                    "variant": variant["name"], "kind": context["kind"]}
+    if decoded.undecodable:
+        _say(f"{decoded.undecodable} records could not be decoded and are skipped")
+    thresholds = {**(monitor["thresholds"] or {})}
+    min_samples = int(thresholds.get("min_samples") or monitor["min_samples"])
+    if rows < min_samples:
+        _say(f"insufficient data: {rows} rows < min samples {min_samples}; nothing is judged, the window "
+             "keeps accumulating")
+        return monitors.finish_run(
+            run_id, INSUFFICIENT, rows=rows, malformed=window.malformed, violations=[],
+            summary={**base_summary, "min_samples": min_samples, "checked": []},
+            cursor=since if monitor["cursor"] is None else None)
+
+    from loopml.monitoring.drift import compare
+    from loopml.monitoring.profile import build_profile
+
+    current = build_profile(kind=context["kind"], raw=decoded.raw, proba=decoded.proba,
+                            class_names=context["class_names"], schema=context["schema"], vocab=context["vocab"],
+                            reference=baseline, predicted=list(decoded.predicted), confidence=decoded.confidence)
+    current_embeddings = None
+    if baseline_embeddings is not None and context["kind"] in ("image", "text"):
+        current_embeddings = _embed(platform, version, decoded.raw)
+    drift = compare(baseline, current, thresholds={**thresholds, "min_samples": min_samples},
+                    baseline_embeddings=baseline_embeddings, current_embeddings=current_embeddings)
+    violations = [_drift_violation(v) for v in drift.get("violations") or []]
+    checked = [str(f["name"]) for f in drift.get("features") or []]
+    _say(f"drift: {len(drift.get('features') or [])} checks, {len(violations)} violated")
+    for f in drift.get("features") or []:
+        _say("  " + _feature_line(f))
+
+    record_ids = window.inference_ids.to_list()
+    row_records = np.asarray(decoded.keep, dtype=np.int64)
+    row_ids = [record_ids[int(k)] for k in row_records]
+    single = _single_row_records(row_records)
+    predicted = [str(p) for p in decoded.predicted]
+    quality_part = _quality(platform, name, row_ids, single, predicted, _rows_of(window.inference_times, row_records),
+                            context["class_names"], thresholds)
+    if quality_part.get("evaluated"):
+        checked.append("quality.accuracy")
+    if quality_part.get("violation"):
+        violations.append(quality_part.pop("violation"))
+    quality_part.pop("violation", None)
+
+    shadow_part = None
+    resolved_shadow = (endpoint.get("resolved") or {}).get("shadow")
+    if resolved_shadow and not is_shadow:
+        production = {i: p for i, p, one in zip(row_ids, predicted, single) if one and i}
+        shadow_part = _shadow(platform, monitor, name, variant["name"], resolved_shadow, since, until, production)
+
+    report = {"monitor": name, "run_id": run_id, "endpoint": monitor["endpoint"], "variant": variant["name"],
+              "model": {"name": version["name"], "version": version["version"], "kind": context["kind"]},
+              "class_names": context["class_names"],
+              "window": {"since": iso(since), "until": iso(until), "last_time": iso(window.last_time)},
+              **{k: base_summary[k] for k in ("records", "rows", "malformed", "undecodable", "files",
+                                              "other_versions")},
+              "thresholds": drift.get("thresholds"), "min_samples": min_samples,
+              "drift": drift, "baseline": baseline, "current": current,
+              "quality": quality_part.get("quality"), "quality_windows": quality_part.get("over_time"),
+              "labels": quality_part.get("labels"), "shadow": shadow_part,
+              "violations": violations, "created_at": iso(utcnow())}
+    key = _write_report(platform, name, run_id, report)
+    _say(f"report: {key}")
+    summary = {**base_summary, "min_samples": min_samples, "checked": checked,
+               "features": [_feature_summary(f) for f in drift.get("features") or []],
+               "quality": _quality_summary(quality_part), "shadow": _shadow_summary(shadow_part),
+               "report_html": key[:-len("json")] + "html"}
+    finished = monitors.finish_run(run_id, SUCCEEDED, rows=rows, malformed=window.malformed,
+                                   violations=_json_safe(violations), summary=_json_safe(summary), report_key=key,
+                                   cursor=window.last_time or until)
+    finished = _alerts(platform, monitor, finished)
+    _say(f"run {run_id} succeeded: {rows} rows, {len(violations)} violations")
+    return finished
+
+
+def _embed(platform: Platform, version: dict[str, Any], raw: Any) -> np.ndarray | None:
+    from loopml.models.embeddings import embed
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="loopml-monitor-") as tmp:
+            folder = platform.artifacts.download_dir(version["artifact_prefix"], tmp)
+            return embed(folder, raw, max_rows=MAX_EMBED_ROWS, seed=0)
+    except Exception as exc:  # noqa: BLE001 - the embedding test is skipped, the rest of the run stands
+        _say(f"embeddings not computed ({_one_line(exc)}); the embedding drift test is skipped")
+        return None
+
+
+def _single_row_records(row_records: np.ndarray) -> np.ndarray:
+    """Row mask: rows that are their record's only row (a label keyed by inference id is theirs)."""
+    if row_records.size == 0:
+        return np.zeros(0, dtype=bool)
+    _values, inverse, counts = np.unique(row_records, return_inverse=True, return_counts=True)
+    return counts[inverse] == 1
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _feature_line(f: dict[str, Any]) -> str:
+    stats = ", ".join(f"{k} {_fmt(v)}" for k, v in (f.get("statistics") or {}).items())
+    limits = ", ".join(f"{k} {_fmt(v)}" for k, v in (f.get("thresholds") or {}).items())
+    flag = "VIOLATED" if f.get("violated") else "ok"
+    return (f"{f.get('name')}: {stats} (thresholds {limits}; n {f.get('n_baseline')} vs {f.get('n_current')}) "
+            f"{flag}")
+
+
+def _drift_violation(f: dict[str, Any]) -> dict[str, Any]:
+    return {**f, "key": str(f.get("name")), "severity": "warning",
+            "message": f"drift in {f.get('name')}: " + _feature_line(f).split(": ", 1)[-1]}
+
+
+def _feature_summary(f: dict[str, Any]) -> dict[str, Any]:
+    return {k: f.get(k) for k in ("name", "type", "statistics", "thresholds", "violated", "n_baseline", "n_current")}
+
+
+def _quality(platform: Platform, name: str, row_ids: list[Any], single: np.ndarray, predicted: list[str],
+             times: list[Any], class_names: list[str], thresholds: dict[str, Any]) -> dict[str, Any]:
+    """Join uploaded labels by inference id → quality, quality per hour and the accuracy floor
+    (M1's check_quality: below the floor AND a one-sided binomial test agrees)."""
+    ids = [i for i, one in zip(row_ids, single) if i and one]
+    labels = platform.monitors.labels_for(name, ids) if ids else {}
+    if not labels:
+        return {"labels": {"joined": 0}}
+    from loopml.monitoring.drift import check_quality
+    from loopml.monitoring.quality import quality, quality_over_windows
+
+    pick = [k for k, (i, one) in enumerate(zip(row_ids, single)) if one and i in labels]
+    y_true = [labels[row_ids[k]] for k in pick]
+    y_pred = [predicted[k] for k in pick]
+    q = quality(y_true, y_pred, class_names)
+    over = quality_over_windows(_times([times[k] for k in pick]), y_true, y_pred, class_names, QUALITY_WINDOW)
+    out: dict[str, Any] = {"quality": q, "over_time": over, "labels": {"joined": len(pick)}}
+    _say(f"quality: accuracy {_fmt(q.get('accuracy'))} on {len(pick)} labelled rows")
+    floor = thresholds.get("accuracy")
+    if floor is None:
+        return out
+    item = check_quality(q, {"accuracy": floor})
+    out["check"] = item
+    if item["violated"]:
+        accuracy = item["statistics"]["accuracy"]
+        out["violation"] = {**item, "key": "quality.accuracy", "severity": "critical",
+                            "message": f"accuracy {accuracy:.3f} < {floor:g} on {len(pick)} labelled rows "
+                                       f"(binomial p {_fmt(item['statistics'].get('accuracy_pvalue'))})"}
+    if item["violated"] or len(pick) >= MIN_LABELLED:
+        out["evaluated"] = True  # enough evidence to raise, or to resolve, the accuracy alert
+    else:
+        _say(f"accuracy not judged: {len(pick)} labelled rows < {MIN_LABELLED}")
+    return out
+
+
+def _quality_summary(part: dict[str, Any]) -> dict[str, Any] | None:
+    q = part.get("quality")
+    if not q:
+        return None
+    return {"accuracy": q.get("accuracy"), "n": q.get("n"), "evaluated": bool(part.get("evaluated"))}
+
+
+def _shadow(platform: Platform, monitor: dict[str, Any], name: str, production_variant: str,
+            shadow: dict[str, Any], since: datetime, until: datetime, prod_pred: dict[str, str]) -> dict[str, Any]:
+    """The shadow variant's predictions on the same requests (joined by inference id): agreement
+    with production and, with labels, both qualities side by side (M1's shadow_comparison)."""
+    from loopml.monitoring.capture_reader import read_window
+    from loopml.monitoring.decode import decode_window
+    from loopml.monitoring.quality import shadow_comparison
+
+    part: dict[str, Any] = {"production_variant": production_variant, "shadow_variant": shadow["name"],
+                            "model": {"name": shadow["model"], "version": shadow["version"]}}
+    try:
+        version = platform.models.get(shadow["model"], shadow["version"])
+        context = model_context(platform, version)
+        window = read_window(platform.artifacts, platform.settings.capture_prefix, monitor["endpoint"],
+                             shadow["name"], since=since, until=until)
+        decoded = decode_window(window, kind=context["kind"], schema=context["schema"],
+                                class_names=context["class_names"])
+        rec = np.asarray(decoded.keep, dtype=np.int64)
+        ids = window.inference_ids.to_list()
+        shadow_pred = {ids[int(k)]: str(p) for k, p, one in zip(rec, decoded.predicted, _single_row_records(rec))
+                       if one and ids[int(k)]}
+        common = [i for i in prod_pred if i in shadow_pred]
+        labels = platform.monitors.labels_for(name, common) if common else {}
+        part.update(shadow_comparison([labels.get(i) for i in common], [prod_pred[i] for i in common],
+                                      [shadow_pred[i] for i in common], context["class_names"]))
+        part["shadow_rows"] = len(decoded.predicted)
+        _say(f"shadow {shadow['name']} ({shadow['model']}:{shadow['version']}): {len(common)} joined requests, "
+             f"agreement {_fmt(part.get('agreement'))}")
+    except Exception as exc:  # noqa: BLE001 - the comparison is extra; the monitored variant's run stands
+        part["error"] = _one_line(exc)
+        _say(f"shadow comparison skipped: {part['error']}")
+    return part
+
+
+def _shadow_summary(part: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not part:
+        return None
+    out = {k: part.get(k) for k in ("shadow_variant", "model", "n", "labelled", "agreement", "accuracy_delta", "error")
+           if part.get(k) is not None}
+    if part.get("labelled"):
+        out["accuracy"] = {k: (part.get(k) or {}).get("accuracy") for k in ("production", "shadow")}
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    """numpy scalars/arrays → Python; NaN/inf → None (strict JSON for the report and PostgreSQL)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, datetime):
+        return iso(value)
+    return value
+
+
+def _write_report(platform: Platform, name: str, run_id: str, report: dict[str, Any]) -> str:
+    from loopml.monitoring.report import render_html
+    from loopml.monitoring.service import report_key
+
+    safe = _json_safe(report)
+    html_key, json_key = report_key(name, run_id, "html"), report_key(name, run_id, "json")
+    try:
+        html = render_html(safe)
+    except Exception as exc:  # noqa: BLE001 - a plotting bug must not lose the findings
+        log.exception("monitor %s: rendering the HTML report failed", name)
+        html = (f"<!doctype html><meta charset='utf-8'><title>{name} {run_id}</title>"
+                f"<p>the HTML report could not be rendered ({type(exc).__name__}); see report.json</p>")
+    platform.artifacts.put_bytes(html_key, html.encode("utf-8"))
+    platform.artifacts.put_bytes(json_key, json.dumps(safe, allow_nan=False).encode("utf-8"))
+    return json_key
+
+
+def _alerts(platform: Platform, monitor: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    from loopml.monitoring.alerts import process_run
+
+    try:
+        changes = process_run(platform, monitor, run)
+    except Exception:  # noqa: BLE001 - alerts never fail a finished run
+        log.exception("monitor %s run %s: processing alerts failed", monitor["name"], run["id"])
+        _say("alerts could not be processed (see the server log)")
+        return run
+    alerts = {k: [a["id"] + " " + a["key"] for a in v] for k, v in changes.items()}
+    for kind, items in alerts.items():
+        for item in items:
+            _say(f"alert {kind}: {item}")
+    return platform.monitors.update_summary(run["id"], {"alerts": alerts})
