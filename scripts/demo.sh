@@ -89,4 +89,18 @@ loopml triggers history mnist-new-data
 loopml models alias history mnist-cnn
 "$PY" scripts/demo_invoke.py "$DATA_URL" "$LOOPML_HOME/mnist-request.json"
 
+step "Monitoring: a monitor on endpoint mnist, an alert trigger, retraining on labelled traffic"
+for old in "triggers delete mnist-drift" "workflows delete retrain-on-drift" "monitors delete mnist-mon"; do
+  loopml $old >/dev/null 2>&1 || true
+done
+loopml monitors create mnist-mon --endpoint mnist --window 1h --min-samples 150
+loopml workflows create retrain-on-drift --template retrain --dataset mnist-live --model cnn --endpoint mnist \
+  --monitor mnist-mon --min-labels 500 --epochs 10 --min-improvement 0.02
+loopml triggers create mnist-drift --alert mnist-mon --workflow retrain-on-drift
+
+step "The closed loop: clean traffic → shift → alert → labels → retraining → clean again"
+"$PY" scripts/demo_monitoring.py "$DATA_URL" mnist-mon mnist mnist-drift "$LOOPML_HOME"
+loopml alerts list
+loopml monitors runs mnist-mon
+
 step "Done. Stopping the control plane (and its serving process)."

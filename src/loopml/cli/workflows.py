@@ -78,6 +78,10 @@ def create(
         "--min-improvement", help="Template parameter: promote only if better by this much.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Template parameter: epochs.")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="Template parameter: metric.")] = None,
+    monitor: Annotated[Optional[str], typer.Option(
+        "--monitor", help="Template parameter: train on this monitor's labelled traffic (waits for labels).")] = None,
+    min_labels: Annotated[Optional[int], typer.Option(
+        "--min-labels", min=1, help="Template parameter: labelled requests needed before training.")] = None,
     description: Annotated[Optional[str], typer.Option("--description", help="What it is for.")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the definition of an existing workflow.")] = False,
     as_json: JsonOpt = False,
@@ -92,7 +96,8 @@ def create(
     if template is not None:
         params = {k: v for k, v in {"dataset": dataset, "model": model, "endpoint": endpoint,
                                     "min_improvement": min_improvement, "epochs": epochs,
-                                    "metric": metric}.items() if v is not None}
+                                    "metric": metric, "monitor": monitor,
+                                    "min_labels": min_labels}.items() if v is not None}
         record = c.create_workflow(name, template=template, template_params=params,
                                    description=description, replace=replace)
     else:
