@@ -413,13 +413,15 @@ def test_registration_writes_the_baseline_with_the_bundle(trained):
     keys = plat.artifacts.list(version["artifact_prefix"])
     assert f"{version['artifact_prefix']}/baseline/profile.json" in keys
     profile, emb = load_baseline(plat, version)
-    train_rows = plat.datasets.get("digits")["splits"]["counts"]["train"]
-    assert profile["kind"] == "image" and profile["rows"] == min(train_rows, 5000)
+    counts = plat.datasets.get("digits")["splits"]["counts"]
+    held_out = counts["validation"] + counts["test"]  # live traffic is unseen data: so is the baseline
+    assert profile["source"]["split"] == "validation+test"
+    assert profile["kind"] == "image" and profile["rows"] == min(held_out, 5000)
     assert {"mean_intensity", "contrast", "ink_fraction"} <= set(profile["features"])
     assert sum(profile["predictions"]["classes"].values()) == profile["rows"]
     assert profile["schema"]["classes"] == [str(i) for i in range(10)]
     dense = int(version["hparams"]["dense_units"])  # the seed CNN's penultimate layer
-    assert emb.dtype == np.float32 and emb.shape == (min(train_rows, 2000), dense)
+    assert emb.dtype == np.float32 and emb.shape == (min(held_out, 2000), dense)
     assert profile["embedding"] == {"dim": dense, "n": emb.shape[0]}
     logs = "\n".join(line["text"] for line in plat.jobs.logs(job["id"]))
     assert "baseline:" in logs and "embedded in" in logs

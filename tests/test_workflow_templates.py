@@ -109,6 +109,50 @@ def test_a_weaker_challenger_keeps_the_champion_and_input_picks_the_dataset(plat
     assert out["challenger"] == "job:job-t1" and out["reason"].endswith("keep")
 
 
+def test_with_a_monitor_it_waits_for_labelled_traffic_and_trains_on_exactly_that_version(plat):
+    from loopml.workflows.paths import WorkflowError
+
+    plat.monitors.create("mnist-mon", endpoint="mnist", variant=None, schedule=None, tz="UTC", window_s=3600,
+                         min_samples=200, thresholds={}, webhooks=[], next_run_at=None)
+    definition = render(plat, "retrain", {**PARAMS, "dataset": "mnist-live", "monitor": "mnist-mon",
+                                          "min_labels": 50, "label_retry_s": 2})
+    validate_definition(definition)
+    states = definition["States"]
+    assert definition["StartAt"] == "CollectLabelled" and "CheckInput" not in states
+    collect = states["CollectLabelled"]
+    assert collect["Resource"] == "loopml:labelled-data" and collect["ResultPath"] == "$.labelled"
+    assert collect["Parameters"] == {"monitor": "mnist-mon", "dataset": "mnist-live", "extend": True,
+                                     "min_labels": 50}
+    assert collect["Retry"] == [{"ErrorEquals": ["Monitor.NotEnoughLabels"], "IntervalSeconds": 2,
+                                 "BackoffRate": 1.0, "MaxAttempts": 60}]
+    assert "monitor mnist-mon" in definition["Comment"]
+
+    calls: list = []
+    tasks = fake_tasks(True, calls)
+    attempts = []
+
+    def run(resource: str, payload):
+        if resource == "loopml:labelled-data":
+            attempts.append(payload)
+            if len(attempts) < 3:
+                raise WorkflowError("Monitor.NotEnoughLabels", f"{len(attempts)} labelled requests, 50 needed")
+            return {"ref": "mnist-live:3", "rows": 900, "labelled": 300}
+        return tasks(resource, payload)
+
+    sim = simulate(definition, {"source": "loopml.monitor", "alert": {"id": "alert-1"}}, run)
+    assert sim.execution.status == "SUCCEEDED", sim.execution.error
+    assert len(attempts) == 3 and calls[0] == ("loopml:train", calls[0][1])
+    assert calls[0][1]["dataset"] == "mnist-live:3"  # the version just registered, not "the newest"
+    assert sim.execution.output["dataset"] == "mnist-live:3"
+
+    with pytest.raises(InvalidInput, match="monitor 'nope' not found"):
+        render(plat, "retrain", {**PARAMS, "monitor": "nope"})
+    with pytest.raises(InvalidInput, match="need a monitor"):
+        render(plat, "retrain", {**PARAMS, "min_labels": 5})
+    with pytest.raises(InvalidInput, match="min_labels 0"):
+        render(plat, "retrain", {**PARAMS, "monitor": "mnist-mon", "min_labels": 0})
+
+
 def test_a_pinned_endpoint_is_refused_with_the_fix(plat):
     with pytest.raises(InvalidInput) as err:
         render(plat, "retrain", {**PARAMS, "endpoint": "pinned"})

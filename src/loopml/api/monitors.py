@@ -41,6 +41,13 @@ class LabelsIn(BaseModel):
     labels: list[Any] = Field(description="[{inference_id, label}, ...]")
 
 
+class LabelledDatasetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = Field(description="the dataset the labelled requests become a version of", examples=["mnist-live"])
+    extend: bool = Field(True, description="append to the dataset's newest version (else a version of its own)")
+    min_labels: int = Field(100, description="fewer labelled requests: 409 (not enough labels yet)")
+
+
 class BaselineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="MODEL:VERSION (or MODEL@ALIAS)", examples=["mnist:3"])
@@ -175,6 +182,13 @@ async def upload_labels(name: str, request: Request) -> dict[str, Any]:
         raise InvalidInput("body: send {\"labels\": [{\"inference_id\": ..., \"label\": ...}]} or a multipart "
                            "file") from None
     return await run_in_threadpool(service.upload_labels, platform, name, rows=rows)
+
+
+@router.post("/{name}/dataset", status_code=201,
+             summary="The monitor's labelled captured requests as a new dataset version (409: too few labels)")
+def labelled_dataset(name: str, body: LabelledDatasetIn, request: Request) -> dict[str, Any]:
+    return service.labelled_dataset(_platform(request), name, body.dataset, extend=body.extend,
+                                    min_labels=body.min_labels)
 
 
 @alerts_router.get("", summary="Alerts, newest first (?open=true for the open ones, ?monitor=NAME)")

@@ -1,5 +1,5 @@
 """``loopml monitors`` (create, list, show, run, runs, report, pause, resume, delete, baseline,
-labels) and ``loopml alerts`` (list, show)."""
+labels, dataset) and ``loopml alerts`` (list, show)."""
 
 from __future__ import annotations
 
@@ -234,7 +234,7 @@ def baseline(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compute (backfill) a model version's baseline from its training split."""
+    """Compute (backfill) a model version's baseline from its dataset's held-out rows."""
     job = client().baseline(model, wait=wait)
     if as_json:
         print_json(job)
@@ -265,6 +265,27 @@ def labels(
         out.print(f"{unknown['count']} inference ids were not seen in the endpoint's capture of the last 30 days: "
                   + ", ".join(unknown.get("first") or []) + (" ..." if unknown["count"] > len(unknown.get("first") or []) else ""),
                   markup=False)
+
+
+@app.command("dataset")
+def dataset(
+    name: NameArg,
+    dataset_name: Annotated[str, typer.Option("--dataset", metavar="D", help=(
+        "The dataset the labelled requests become a version of.")) ],
+    extend: Annotated[bool, typer.Option("--extend/--no-extend", help=(
+        "Append to the dataset's newest version (default) or register the rows on their own.")) ] = True,
+    min_labels: Annotated[int, typer.Option("--min-labels", help="Fewer labelled requests: refused.")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register the monitor's labelled captured requests (inputs + true labels) as a dataset version."""
+    record = client().labelled_dataset(name, dataset_name, extend=extend, min_labels=min_labels)
+    if as_json:
+        print_json(record)
+        return
+    skipped = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in (record.get("skipped") or {}).items() if n)
+    state = "registered" if record.get("created") else "already registered (same rows)"
+    console().print(f"dataset {record['ref']} {state}: {record['labelled']} labelled requests, "
+                    f"{record['rows']} rows in all" + (f"; left out: {skipped}" if skipped else ""), markup=False)
 
 
 # -- alerts -----------------------------------------------------------------------------------

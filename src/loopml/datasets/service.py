@@ -105,16 +105,42 @@ def register(platform: Platform, name: str, source: str, *, fmt: str | None = No
     so a model trained on the previous version never finds its training rows in the new test
     split. Extending a dataset that has no version yet registers ``source`` as version 1.
     """
-    from loopml.datasets.hashing import content_hash
-    from loopml.datasets.schema import infer_schema
-    from loopml.datasets.serialize import dump_content
-    from loopml.datasets.splits import stratified_split
-
     validate_name(name)
     base = _latest_or_none(platform, name) if extend else None
     # a batch appended to a dataset may hold a single class; a dataset on its own needs two
     content = read_any(source, fmt, label, text, platform.settings.s3_endpoint_url,
                        min_classes=1 if base is not None else 2)
+    fmt_used = fmt or content.meta.get("format") or ("sample" if source.startswith("sample:") else "auto")
+    return _store_version(platform, name, content, base=base, seed=seed, fractions=fractions,
+                          source=source, source_label=source_label, fmt=fmt_used)
+
+
+def register_content(platform: Platform, name: str, content: DatasetContent, *, extend: bool = True,
+                     source_label: str, seed: int = 42,
+                     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> dict[str, Any]:
+    """Register rows built in memory (e.g. labelled captured traffic) as a version of ``name``,
+    exactly as ``register`` does with a source read from disk (``extend``: appended to the newest
+    version's rows, old rows keep their split)."""
+    validate_name(name)
+    if len(content) == 0:
+        raise InvalidInput(f"dataset {name}: no rows to register")
+    base = _latest_or_none(platform, name) if extend else None
+    if base is None and len(set(content.labels.tolist())) < 2:
+        raise InvalidInput(f"dataset {name}: a new dataset needs at least 2 classes, these rows have "
+                           f"{len(set(content.labels.tolist()))}")
+    return _store_version(platform, name, content, base=base, seed=seed, fractions=fractions,
+                          source=source_label, source_label=source_label, fmt="rows")
+
+
+def _store_version(platform: Platform, name: str, content: DatasetContent, *, base: dict[str, Any] | None,
+                   seed: int, fractions: tuple[float, float, float], source: str, source_label: str | None,
+                   fmt: str) -> dict[str, Any]:
+    """hash → (same content? same version) → write artifacts → record (the shared tail of registering)."""
+    from loopml.datasets.hashing import content_hash
+    from loopml.datasets.schema import infer_schema
+    from loopml.datasets.serialize import dump_content
+    from loopml.datasets.splits import stratified_split
+
     if base is not None:
         from loopml.datasets.extend import append_rows
 
@@ -139,13 +165,12 @@ def register(platform: Platform, name: str, source: str, *, fmt: str | None = No
         platform.artifacts.put_bytes(join(prefix, fname), data)
     buf = _npz_bytes({k: v.astype(np.int64) for k, v in splits.items()})
     platform.artifacts.put_bytes(join(prefix, "splits.npz"), buf)
-    fmt_used = fmt or content.meta.get("format") or ("sample" if source.startswith("sample:") else "auto")
     for _attempt in range(3):  # two writers racing for the same number: retry with the next one
         version = platform.datasets.next_version(name)
         try:
             record = platform.datasets.add_version(
                 name, version, content_hash=digest, kind=content.kind, source=source_label or source,
-                format=fmt_used, rows=len(content), schema=schema, artifact_prefix=prefix,
+                format=fmt, rows=len(content), schema=schema, artifact_prefix=prefix,
                 splits={"seed": seed, "fractions": list(fractions),
                         "counts": {k: int(len(v)) for k, v in splits.items()}})
             return {**record, "created": True}

@@ -4,8 +4,9 @@ A violation opens an alert, or bumps the open alert of the same key (deduplicate
 open); a key this run checked and found fine resolves its open alert. Only a NEWLY opened alert
 notifies: every webhook of the monitor gets an HTTP POST with a JSON body (5 s timeout, 2 tries;
 failures are recorded on the alert, never raised), and every active alert trigger on the monitor
-fires once (``loopml.triggers.service.fire_alert``, deduplicated on the alert id) — which can
-start the retraining workflow.
+fires once per run that opened alerts (``loopml.triggers.service.fire_alert`` with the first
+opened alert, deduplicated on its id; the others are listed in ``opened_with``) — which can
+start the retraining workflow once, however many features drifted together.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def post_webhook(url: str, body: dict[str, Any], *, tries: int = WEBHOOK_TRIES,
     return outcome
 
 
-def _notify(platform: Platform, monitor: dict[str, Any], run: dict[str, Any], alert: dict[str, Any]) -> None:
+def _notify(platform: Platform, monitor: dict[str, Any], run: dict[str, Any], alert: dict[str, Any],
+            *, fire: bool = True, together: list[dict[str, Any]] | None = None) -> None:
     notifications = []
     body = alert_payload(monitor, run, alert, platform.settings.resolved_api_url)
     for url in monitor.get("webhooks") or []:
@@ -66,21 +68,29 @@ def _notify(platform: Platform, monitor: dict[str, Any], run: dict[str, Any], al
         if not outcome["ok"]:
             log.warning("alert %s: webhook %s failed: %s", alert["id"], url, outcome.get("error"))
         notifications.append(outcome)
+    if fire:
+        notifications += _fire_triggers(platform, monitor, run, alert, together or [])
+    if notifications:
+        platform.monitors.set_notifications(alert["id"], notifications)
+        alert["notifications"] = notifications
+
+
+def _fire_triggers(platform: Platform, monitor: dict[str, Any], run: dict[str, Any], alert: dict[str, Any],
+                   together: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fire the monitor's alert triggers with ``alert`` (+ the other alerts its run opened)."""
     try:
         from loopml.triggers.service import fire_alert
 
         event = {**alert, "endpoint": monitor["endpoint"], "variant": monitor.get("variant"),
                  "report_key": run.get("report_key")}
-        for firing in fire_alert(platform, monitor["name"], event):
-            notifications.append({"trigger": firing["trigger"], "ok": firing["status"] == "started",
-                                  "started_id": firing.get("started_id"), "error": firing.get("error"),
-                                  "at": firing.get("at")})
+        if together:
+            event["opened_with"] = [{"id": a["id"], "key": a["key"]} for a in together]
+        return [{"trigger": firing["trigger"], "ok": firing["status"] == "started",
+                 "started_id": firing.get("started_id"), "error": firing.get("error"), "at": firing.get("at")}
+                for firing in fire_alert(platform, monitor["name"], event)]
     except Exception as exc:  # noqa: BLE001 - recorded on the alert, never raised
         log.exception("alert %s: firing alert triggers failed", alert["id"])
-        notifications.append({"trigger": "*", "ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]})
-    if notifications:
-        platform.monitors.set_notifications(alert["id"], notifications)
-        alert["notifications"] = notifications
+        return [{"trigger": "*", "ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}]
 
 
 def violation_entries(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -107,9 +117,12 @@ def process_run(platform: Platform, monitor: dict[str, Any], run: dict[str, Any]
         return {"opened": [], "updated": [], "resolved": []}
     checked = (run.get("summary") or {}).get("checked")
     changes = platform.monitors.record_alerts(monitor["name"], run["id"], violation_entries(run), checked=checked)
-    for alert in changes["opened"]:
+    # One drift event usually opens several alerts at once (pixels, classes, embeddings…): each
+    # notifies its webhooks, but alert triggers fire once per run — one retraining, not one per key.
+    opened = changes["opened"]
+    for k, alert in enumerate(opened):
         try:
-            _notify(platform, monitor, run, alert)
+            _notify(platform, monitor, run, alert, fire=k == 0, together=opened[1:] if k == 0 else None)
         except Exception:  # noqa: BLE001 - one alert's notification never stops the others
             log.exception("alert %s: notifying failed", alert["id"])
     return changes

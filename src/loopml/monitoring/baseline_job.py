@@ -1,6 +1,6 @@
-"""A model version's baseline: the profile of its training split, stored with the version.
+"""A model version's baseline: the profile of its dataset's HELD-OUT rows, stored with the version.
 
-    {artifact_prefix}/baseline/profile.json    monitoring.profile.build_profile of ≤ 5,000 training
+    {artifact_prefix}/baseline/profile.json    monitoring.profile.build_profile of ≤ 5,000 held-out
                                                rows (+ "schema": the dataset schema, "source")
     {artifact_prefix}/baseline/embeddings.npy  penultimate-layer embeddings of ≤ 2,000 of them
 
@@ -8,6 +8,12 @@ Written at registration by the training job (``training/train_runner.py`` calls
 ``write_baseline``: the files go into the bundle folder and upload with it) and, for versions
 that have none, by a ``baseline`` job (``loopml monitors baseline NAME:V`` → ``submit_baseline`` →
 the worker runs ``run``). ``load_baseline`` is what a monitor run reads.
+
+Held-out rows (validation + test splits), not the training split: live traffic is unseen data,
+and a model is more confident on rows it was trained on — a training-split baseline makes the
+confidence (and embedding) distributions of perfectly normal traffic look drifted. With fewer
+than ``MIN_HELD_OUT`` held-out rows the training split is used instead (a tiny baseline would
+make every test weak).
 """
 
 from __future__ import annotations
@@ -37,6 +43,17 @@ PROFILE_FILE = "profile.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 MAX_PROFILE_ROWS = 5_000
 MAX_EMBED_ROWS = 2_000
+MIN_HELD_OUT = 200
+
+
+def baseline_rows(content: Any, splits: dict[str, np.ndarray]) -> tuple[Any, str]:
+    """(rows to profile, which split) of a dataset version: validation+test, or the training
+    split when those hold fewer than MIN_HELD_OUT rows."""
+    held_out = np.sort(np.concatenate([np.asarray(splits.get(k, []), dtype=np.int64)
+                                       for k in ("validation", "test")]))
+    if len(held_out) >= MIN_HELD_OUT:
+        return content.take(held_out), "validation+test"
+    return content.take(np.asarray(splits["train"], dtype=np.int64)), "train"
 
 
 def raw_inputs(content: Any) -> Any:
@@ -66,13 +83,13 @@ def compute_baseline(*, kind: str, raw: Any, schema: dict[str, Any], class_names
                      embed_rows: Callable[[Any], np.ndarray] | None, vocab: dict[str, int] | None = None,
                      seed: int = 0, source: dict[str, Any] | None = None
                      ) -> tuple[dict[str, Any], np.ndarray | None]:
-    """(profile, embeddings) of ≤ MAX_PROFILE_ROWS training rows (sampled with ``seed``)."""
+    """(profile, embeddings) of ≤ MAX_PROFILE_ROWS rows (sampled with ``seed``)."""
     from loopml.models.embeddings import sample_rows, take_rows
     from loopml.monitoring.profile import build_profile
 
     n = len(raw)
     if n == 0:
-        raise InvalidInput("the training split is empty: no baseline")
+        raise InvalidInput("no rows to profile: no baseline")
     sample = take_rows(raw, sample_rows(n, MAX_PROFILE_ROWS, seed))
     proba = np.asarray(predict_proba(sample), dtype=np.float32)
     embeddings = None
@@ -82,7 +99,7 @@ def compute_baseline(*, kind: str, raw: Any, schema: dict[str, Any], class_names
     profile = build_profile(kind=kind, raw=sample, proba=proba, class_names=[str(c) for c in class_names],
                             schema=schema, vocab=vocab, embeddings=embeddings, seed=seed)
     profile["schema"] = schema  # what decode_window / a run need to read captured rows
-    profile["source"] = {**(source or {}), "training_rows": int(n), "profiled_rows": int(len(sample)),
+    profile["source"] = {**(source or {}), "rows": int(n), "profiled_rows": int(len(sample)),
                          "embedded_rows": 0 if embeddings is None else int(len(embeddings)), "seed": seed}
     return profile, embeddings
 
@@ -162,7 +179,7 @@ def submit_baseline(platform: Platform, model_ref: str) -> dict[str, Any]:
 
 
 def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None) -> None:
-    """The ``baseline`` job: profile the version's training split, upload baseline/*."""
+    """The ``baseline`` job: profile the version's held-out rows, upload baseline/*."""
     from loopml.datasets.service import load_version, parse_ref
     from loopml.models.bundle import load_bundle
     from loopml.store.jobs_repo import CANCELLED, RUNNING, SUCCEEDED
@@ -170,7 +187,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
     job_id, spec = job["id"], job["spec"]
     record = platform.models.get(str(spec["model"]), int(spec["version"]))
     if not record.get("dataset"):
-        raise InvalidInput(f"model version {record['ref']} records no dataset: no training split to profile")
+        raise InvalidInput(f"model version {record['ref']} records no dataset: no rows to profile")
     ds_name, ds_version = parse_ref(str(record["dataset"]))
     ds = platform.datasets.get(ds_name, ds_version)
     if platform.jobs.heartbeat(job_id, {"step": "loading"}):
@@ -178,8 +195,8 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         return
     t0 = time.monotonic()
     content, splits = load_version(platform, ds)
-    train = content.take(splits["train"])
-    print(f"model {record['ref']}: training split of {ds['ref']}, {len(train)} rows", flush=True)
+    rows, split = baseline_rows(content, splits)
+    print(f"model {record['ref']}: {split} split of {ds['ref']}, {len(rows)} rows", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         platform.artifacts.download_dir(record["artifact_prefix"], tmp, required=("loopml.json",))
         trusted = bool(record.get("trusted"))
@@ -198,9 +215,9 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
             print("keras is not installed: the baseline has no embeddings", flush=True)
             embedder = None
         profile, embeddings = compute_baseline(
-            kind=bundle.kind, raw=raw_inputs(train), schema=ds["schema"], class_names=bundle.label_names,
+            kind=bundle.kind, raw=raw_inputs(rows), schema=ds["schema"], class_names=bundle.label_names,
             predict_proba=bundle.predict_proba, embed_rows=embedder, vocab=vocab_of(bundle.features),
-            source={"dataset": ds["ref"], "split": "train", "by": f"job {job_id}"})
+            source={"dataset": ds["ref"], "split": split, "by": f"job {job_id}"})
     base = join(record["artifact_prefix"], BASELINE_DIR)
     if embeddings is not None:
         platform.artifacts.put_bytes(join(base, EMBEDDINGS_FILE), _npy_bytes(embeddings))

@@ -221,4 +221,7 @@ def column_values(frame: pd.DataFrame, name: str, kind: str) -> np.ndarray | lis
     series = frame[name]
     if kind == "numeric":
         return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return [category_key(v) for v in series.tolist()]
+    # one category_key call per distinct value, not per row (a million-row window has a handful)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    keys = np.array([category_key(u) for u in uniques] + [None], dtype=object)  # code -1 → None
+    return keys[codes].tolist()

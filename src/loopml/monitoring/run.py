@@ -212,13 +212,20 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
     for f in drift.get("features") or []:
         _say("  " + _feature_line(f))
 
-    record_ids = window.inference_ids.to_list()
-    row_records = np.asarray(decoded.keep, dtype=np.int64)
-    row_ids = [record_ids[int(k)] for k in row_records]
-    single = _single_row_records(row_records)
-    predicted = [str(p) for p in decoded.predicted]
-    quality_part = _quality(platform, name, row_ids, single, predicted, _rows_of(window.inference_times, row_records),
-                            context["class_names"], thresholds)
+    # per-row ids and times only when something joins on them: building them for a million rows
+    # of unlabelled traffic cost more than the drift itself
+    resolved_shadow = (endpoint.get("resolved") or {}).get("shadow")
+    has_labels = monitors.count_labels(name) > 0
+    quality_part: dict[str, Any] = {"labels": {"joined": 0}}
+    if has_labels or (resolved_shadow and not is_shadow):
+        record_ids = window.inference_ids.to_list()
+        row_records = np.asarray(decoded.keep, dtype=np.int64)
+        row_ids = [record_ids[int(k)] for k in row_records]
+        single = _single_row_records(row_records)
+        predicted = [str(p) for p in decoded.predicted]
+    if has_labels:
+        quality_part = _quality(platform, name, row_ids, single, predicted,
+                                _rows_of(window.inference_times, row_records), context["class_names"], thresholds)
     if quality_part.get("evaluated"):
         checked.append("quality.accuracy")
     if quality_part.get("violation"):
@@ -226,7 +233,6 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
     quality_part.pop("violation", None)
 
     shadow_part = None
-    resolved_shadow = (endpoint.get("resolved") or {}).get("shadow")
     if resolved_shadow and not is_shadow:
         production = {i: p for i, p, one in zip(row_ids, predicted, single) if one and i}
         shadow_part = _shadow(platform, monitor, name, variant["name"], resolved_shadow, since, until, production)

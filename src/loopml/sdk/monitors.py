@@ -125,6 +125,17 @@ class MonitorsAPI:
             return self._json("POST", f"/monitors/{_seg(name)}/labels", files={"file": (path.name, f)},
                               data={"format": format} if format else None)
 
+    def labelled_dataset(self, name: str, dataset: str, extend: bool = True, min_labels: int = 100) -> dict[str, Any]:
+        """Register monitor ``name``'s labelled captured requests (true labels uploaded with
+        :meth:`upload_labels`) as a new version of ``dataset`` — appended to its newest version
+        with ``extend``. Raises Conflict while fewer than ``min_labels`` are labelled.
+
+        Returns:
+            The dataset version record (``ref``, ``rows``, …) + ``labelled`` and ``skipped`` counts.
+        """
+        return self._json("POST", f"/monitors/{_seg(name)}/dataset",
+                          json={"dataset": dataset, "extend": extend, "min_labels": min_labels})
+
     def baseline(self, model_ref: str, wait: bool = False, timeout: float = 900) -> dict[str, Any]:
         """Compute (backfill) the baseline of ``MODEL:VERSION``: returns the job (the final one with ``wait``)."""
         job = self._json("POST", "/monitors/baselines", json={"model": model_ref})

@@ -202,7 +202,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         meta = {"label_names": classes, "dataset": ds["ref"], "job_id": job_id, "template": spec["template"], "hparams": hp,
                 "metrics": metrics, "label_column": content.label_column}
         info = save_bundle(bundle_dir, model, features, meta, reference_inputs=reference)
-        has_baseline = _write_baseline(bundle_dir, model, features, raw_inputs(parts["train"]), schema, classes,
+        has_baseline = _write_baseline(bundle_dir, model, features, content, splits, schema, classes,
                                        ds["ref"], job_id)
         prefix = join("models", spec["register_as"], job_id)
         platform.artifacts.upload_dir(bundle_dir, prefix)
@@ -233,29 +233,31 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
 # --------------------------------------------------------------------------- monitoring baseline
 
 
-def _write_baseline(bundle_dir: str, model: Any, features: Any, train_raw: Any, schema: dict[str, Any],
-                    classes: list[str], dataset_ref: str, job_id: str) -> bool:
-    """The version's monitoring baseline (training-split profile + embeddings) into the bundle
-    folder, so it uploads with it. Never fails the job: on any error one line, no baseline
-    (``loopml monitors baseline NAME:V`` backfills it)."""
+def _write_baseline(bundle_dir: str, model: Any, features: Any, content: DatasetContent,
+                    splits: dict[str, np.ndarray], schema: dict[str, Any], classes: list[str], dataset_ref: str,
+                    job_id: str) -> bool:
+    """The version's monitoring baseline (profile + embeddings of the dataset's held-out rows,
+    see monitoring/baseline_job.py) into the bundle folder, so it uploads with it. Never fails the
+    job: on any error one line, no baseline (``loopml monitors baseline NAME:V`` backfills it)."""
     t0 = time.monotonic()
     try:
         from loopml.models.bundle import keras_probabilities
         from loopml.models.embeddings import embed_transformed
-        from loopml.monitoring.baseline_job import compute_baseline, vocab_of, write_baseline
+        from loopml.monitoring.baseline_job import baseline_rows, compute_baseline, vocab_of, write_baseline
 
+        rows, split = baseline_rows(content, splits)
         profile, embeddings = compute_baseline(
-            kind=features.kind, raw=train_raw, schema=schema, class_names=classes,
+            kind=features.kind, raw=raw_inputs(rows), schema=schema, class_names=classes,
             predict_proba=lambda rows: keras_probabilities(model, features.transform(rows)),
             embed_rows=lambda rows: embed_transformed(model, features.transform(rows)),
-            vocab=vocab_of(features), source={"dataset": dataset_ref, "split": "train", "by": f"job {job_id}"})
+            vocab=vocab_of(features), source={"dataset": dataset_ref, "split": split, "by": f"job {job_id}"})
         write_baseline(bundle_dir, profile, embeddings)
     except Exception as exc:  # noqa: BLE001 - a baseline problem must never fail the training
         print(f"baseline skipped ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
               f"backfill it later with `loopml monitors baseline`", flush=True)
         return False
     source = profile.get("source", {})
-    print(f"baseline: {source.get('profiled_rows')} training rows profiled, {source.get('embedded_rows')} "
+    print(f"baseline: {source.get('profiled_rows')} {source.get('split')} rows profiled, {source.get('embedded_rows')} "
           f"embedded in {time.monotonic() - t0:.1f} s", flush=True)
     return True
 

@@ -194,6 +194,33 @@ def _set_alias(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"output": record}
 
 
+# -- labelled traffic → dataset (in-process, idempotent: same rows → same version) -------------------
+
+NOT_ENOUGH_LABELS = "Monitor.NotEnoughLabels"
+
+
+def _labelled_data(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
+    """A model monitor's labelled captured requests as a new version of a dataset; too few labels
+    fail with ``Monitor.NotEnoughLabels`` (a Retry on it waits for labels to arrive)."""
+    from loopml.monitoring.service import NotEnoughLabels, labelled_dataset
+
+    p = _params(params, "loopml:labelled-data")
+    monitor = str(_required(p, "monitor", "loopml:labelled-data"))
+    dataset = str(_required(p, "dataset", "loopml:labelled-data"))
+    extend, min_labels = p.get("extend", True), p.get("min_labels", 100)
+    if not isinstance(extend, bool):
+        raise TaskError(f"loopml:labelled-data: extend must be true or false, got {extend!r}")
+    try:
+        record = labelled_dataset(ctx.platform, monitor, dataset, extend=extend, min_labels=min_labels)
+    except NotEnoughLabels as exc:
+        raise TaskError(exc.message, error=NOT_ENOUGH_LABELS) from None
+    except LoopMLError as exc:
+        raise TaskError(f"loopml:labelled-data: {exc.message}") from None
+    return {"output": {"ref": record["ref"], "dataset": record["name"], "version": record["version"],
+                       "rows": record["rows"], "labelled": record["labelled"], "created": record["created"],
+                       "skipped": record.get("skipped") or {}}}
+
+
 # -- deploy (an endpoint; waits until it serves) ------------------------------------------------------
 
 
@@ -292,6 +319,7 @@ ACTIONS: dict[str, Action] = {
     "loopml:predict": _job_action(_submit_predict, "loopml:predict"),
     "loopml:register": Action(_register),
     "loopml:set-alias": Action(_set_alias),
+    "loopml:labelled-data": Action(_labelled_data),
     "loopml:deploy": Action(_deploy_start, _deploy_poll),
 }
 RESOURCES = (*ACTIONS, FUNCTION_PREFIX + "NAME")
