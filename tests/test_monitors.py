@@ -416,8 +416,11 @@ def time_folder(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y/%m/%d/%H")
 
 
-def test_a_real_run_finds_drift_raises_alerts_and_measures_quality(plat: Platform, digit_bundles, digits_data, tmp_path):
+def test_a_real_run_finds_drift_raises_alerts_and_measures_quality(plat: Platform, digit_bundles, digits_data, tmp_path,
+                                                                   monkeypatch):
     baseline_job = pytest.importorskip("loopml.monitoring.baseline_job")
+    # one capture file per chunk: the run reads and decodes chunk by chunk and merges the rows
+    monkeypatch.setattr("loopml.monitoring.run.FILES_PER_CHUNK", 1)
     import time as _time
 
     import numpy as np
@@ -478,3 +481,31 @@ def test_a_real_run_finds_drift_raises_alerts_and_measures_quality(plat: Platfor
     insufficient = run_once()  # nothing new since the cursor
     assert insufficient["status"] == "insufficient" and insufficient["rows"] == 0
     assert {a["id"] for a in plat.monitors.alerts(open=True, monitor="m")} == {a["id"] for a in opened}
+
+
+def test_chunks_of_a_window_merge_into_one_decoded_window() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from loopml.monitoring.decode import Decoded
+    from loopml.monitoring.run import _merge_decoded
+
+    a = Decoded(raw=pd.DataFrame({"x": [1.0, 2.0]}), proba=None, predicted=["a", "b"],
+                confidence=np.array([0.9, 0.8]), keep=np.array([0, 1]), undecodable=1)
+    empty = Decoded(raw=pd.DataFrame({"x": []}), proba=None, predicted=[], confidence=np.array([]),
+                    keep=np.array([], dtype=np.int64), undecodable=2)
+    b = Decoded(raw=pd.DataFrame({"x": [3.0]}), proba=None, predicted=["c"], confidence=np.array([0.7]),
+                keep=np.array([0]), undecodable=0)
+    merged = _merge_decoded([(a, 0), (empty, 3), (b, 3)])  # the first chunk held 3 records (one undecodable)
+    assert merged.raw["x"].tolist() == [1.0, 2.0, 3.0]
+    assert merged.predicted == ["a", "b", "c"] and merged.confidence.tolist() == [0.9, 0.8, 0.7]
+    assert merged.keep.tolist() == [0, 1, 3] and merged.undecodable == 3
+    images = _merge_decoded([(dataclasses_replace(a, raw=np.zeros((2, 2, 2, 1))), 0),
+                             (dataclasses_replace(b, raw=np.ones((1, 2, 2, 1))), 2)])
+    assert images.raw.shape == (3, 2, 2, 1) and images.keep.tolist() == [0, 1, 2]
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)

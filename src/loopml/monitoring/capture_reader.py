@@ -396,7 +396,7 @@ def _and(a: Any, b: Any) -> Any:
 
 def read_window(store: ArtifactStore, prefix: str, endpoint: str, variant: str | None, *,
                 since: datetime | None, until: datetime | None,
-                columns: Iterable[str] = ALL_COLUMNS) -> CaptureWindow:
+                columns: Iterable[str] = ALL_COLUMNS, keys: Sequence[str] | None = None) -> CaptureWindow:
     """Captured records of ``endpoint`` (``variant``, or all variants for None) with inference time
     in (since, until]; either bound None = open. ``columns``: the CaptureWindow columns to read
     (the others come back as nulls; ``inference_times`` is always read). Records are ordered by
@@ -408,7 +408,9 @@ def read_window(store: ArtifactStore, prefix: str, endpoint: str, variant: str |
         raise InvalidInput(f"unknown capture column(s) {', '.join(unknown)}; expected some of "
                            f"{', '.join(ALL_COLUMNS)}")
     since, until = _as_utc(since, "since"), _as_utc(until, "until")
-    keys = capture_files(store, prefix, endpoint, variant, since=since, until=until)
+    if keys is None:  # given: a caller reading a long window a few files at a time (capture_files)
+        keys = capture_files(store, prefix, endpoint, variant, since=since, until=until)
+    keys = list(keys)
     schema = _schema(columns)
     lo = pa.scalar(since, type=_TS) if since is not None else None
     hi = pa.scalar(until, type=_TS) if until is not None else None

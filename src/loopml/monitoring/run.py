@@ -134,6 +134,95 @@ def only_version(window: Any, version: int) -> tuple[Any, int]:
     return dataclasses.replace(window, **taken), len(versions) - len(keep)
 
 
+FILES_PER_CHUNK = 8  # capture files read and decoded at a time: their text is freed before the next
+
+
+@dataclasses.dataclass
+class _Lists:
+    """Per-chunk Arrow columns of a window read in chunks, flattened only when asked."""
+
+    parts: list[Any]
+
+    def to_list(self) -> list[Any]:
+        out: list[Any] = []
+        for part in self.parts:
+            out += part.to_list()
+        return out
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+
+@dataclasses.dataclass
+class DecodedWindow:
+    """What a run keeps of its window once decoded: ids and times (for labels), counts, cursor."""
+
+    inference_ids: _Lists
+    inference_times: _Lists
+    malformed: int = 0
+    files: int = 0
+    last_time: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self.inference_times)
+
+
+def read_and_decode(platform: Platform, endpoint: str, variant: str, version: int, context: dict[str, Any], *,
+                    since: datetime, until: datetime) -> tuple[DecodedWindow, Any, int]:
+    """Read the window a few files at a time and decode each chunk before reading the next, so
+    the captured text of the whole window is never in memory at once (a million tabular records:
+    ~0.8 GB of JSON) — only the decoded rows are. Returns (window, decoded rows, records of other
+    versions left out)."""
+    from loopml.monitoring.capture_reader import capture_files, read_window
+    from loopml.monitoring.decode import decode_window
+
+    prefix = platform.settings.capture_prefix
+    keys = capture_files(platform.artifacts, prefix, endpoint, variant, since=since, until=until)
+    out = DecodedWindow(_Lists([]), _Lists([]))
+    parts: list[Any] = []
+    other_versions, offset = 0, 0
+    for start in range(0, max(len(keys), 1), FILES_PER_CHUNK):
+        chunk = read_window(platform.artifacts, prefix, endpoint, variant, since=since, until=until,
+                            keys=keys[start:start + FILES_PER_CHUNK])
+        out.malformed += chunk.malformed
+        out.files += chunk.files
+        if chunk.last_time is not None and (out.last_time is None or chunk.last_time > out.last_time):
+            out.last_time = chunk.last_time
+        chunk, other = only_version(chunk, version)
+        other_versions += other
+        decoded = decode_window(chunk, kind=context["kind"], schema=context["schema"],
+                                class_names=context["class_names"])
+        out.inference_ids.parts.append(chunk.inference_ids)
+        out.inference_times.parts.append(chunk.inference_times)
+        parts.append((decoded, offset))
+        offset += len(chunk)
+        del chunk
+    return out, _merge_decoded(parts), other_versions
+
+
+def _merge_decoded(parts: list[tuple[Any, int]]) -> Any:
+    import pandas as pd
+
+    full = [(d, off) for d, off in parts if d.rows] or parts[-1:]
+    if len(full) == 1 and full[0][1] == 0:
+        return full[0][0]
+    first = full[0][0]
+    if isinstance(first.raw, pd.DataFrame):
+        raw: Any = pd.concat([d.raw for d, _ in full], ignore_index=True)
+    elif isinstance(first.raw, np.ndarray):
+        raw = np.concatenate([d.raw for d, _ in full])
+    else:
+        raw = [x for d, _ in full for x in d.raw]
+    probas = [d.proba for d, _ in full]
+    return dataclasses.replace(
+        first, raw=raw,
+        proba=np.concatenate(probas) if all(p is not None for p in probas) else None,
+        predicted=[p for d, _ in full for p in d.predicted],
+        confidence=np.concatenate([np.asarray(d.confidence, dtype=np.float64) for d, _ in full]),
+        keep=np.concatenate([np.asarray(d.keep, dtype=np.int64) + off for d, off in full]),
+        undecodable=sum(d.undecodable for d, _ in parts))
+
+
 def _rows_of(values: Any, keep: Any) -> list[Any]:
     values = values.to_list() if hasattr(values, "to_list") else list(values)
     return [values[int(k)] for k in np.asarray(keep, dtype=np.int64)]
@@ -147,8 +236,6 @@ def _times(values: list[Any]) -> list[datetime]:
 
 def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> dict[str, Any]:
     from loopml.monitoring.baseline_job import load_baseline
-    from loopml.monitoring.capture_reader import read_window
-    from loopml.monitoring.decode import decode_window
 
     monitors = platform.monitors
     monitor = monitors.get(name)
@@ -168,16 +255,14 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
          f"{len(context['class_names'])} classes)")
     baseline, baseline_embeddings = load_baseline(platform, version)
 
-    window = read_window(platform.artifacts, platform.settings.capture_prefix, monitor["endpoint"],
-                         variant["name"], since=since, until=until)
-    _say(f"read {len(window)} captured records from {window.files} files ({window.malformed} malformed lines skipped)")
+    window, decoded, other_versions = read_and_decode(platform, monitor["endpoint"], variant["name"],
+                                                      version["version"], context, since=since, until=until)
+    _say(f"read {len(window) + other_versions} captured records from {window.files} files "
+         f"({window.malformed} malformed lines skipped)")
     if window.malformed:
         log.warning("monitor %s: %d malformed capture lines skipped", name, window.malformed)
-    window, other_versions = only_version(window, version["version"])
     if other_versions:
         _say(f"{other_versions} records answered by other versions of {variant['model']} are left out")
-    decoded = decode_window(window, kind=context["kind"], schema=context["schema"],
-                            class_names=context["class_names"])
     rows = len(decoded.predicted)
     base_summary = {"records": len(window), "rows": rows, "malformed": window.malformed,
                     "undecodable": decoded.undecodable, "files": window.files, "other_versions": other_versions,
