@@ -509,3 +509,23 @@ def dataclasses_replace(obj, **changes):
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
+
+
+def test_bad_webhook_urls_and_nul_labels_are_input_errors(plat: Platform):
+    """Review fixes: urlsplit raised ValueError ('http://[::1', a port out of range) → a 500; a NUL in
+    an inference id or label reached PostgreSQL's text column → a 500. Both are the user's mistake."""
+    from loopml.monitoring import service
+
+    add_endpoint(plat, "mnist")
+    for bad in ("http://[::1", "http://hooks.example:99999/a", "http://hooks.example:0/a"):
+        with pytest.raises(InvalidInput, match="webhook"):
+            service.create_monitor(plat, "m", "mnist", webhooks=[bad])
+    assert plat.monitors.list() == []
+    record = service.create_monitor(plat, "m", "mnist", webhooks=["http://[::1]:8080/hook"])
+    assert record["webhooks"] == ["http://[::1]:8080/hook"]
+    rows = [{"inference_id": "a\x00b", "label": "1"}, {"inference_id": "c", "label": "1\x00"},
+            {"inference_id": "d", "label": "2"}]
+    answer = service.upload_labels(plat, "m", rows=rows)
+    assert (answer["stored"], answer["invalid"]) == (1, 2)
+    with pytest.raises(InvalidInput, match="no valid rows"):
+        service.upload_labels(plat, "m", data=b"inference_id,label\nx\x00,1\n", filename="l.csv")

@@ -240,6 +240,8 @@ def test_cli(cli, plat, tmp_path: Path):
     one_line_error(cli("monitors", "create", "m", "--endpoint", "mnist", "--threshold", "psi"), 2, "KEY=VALUE")
     one_line_error(cli("monitors", "create", "m", "--endpoint", "mnist", "--window", "1y"), 2, "window")
     one_line_error(cli("monitors", "create", "m", "--endpoint", "mnist", "--schedule", "often"), 2, "cron")
+    one_line_error(cli("monitors", "create", "m", "--endpoint", "mnist", "--webhook", "http://[::1"), 2,
+                   "webhook 'http://[::1': must be an http:// or https:// URL")  # was a 500 (urlsplit's ValueError)
     one_line_error(cli("monitors", "show", "nope"), 2, "monitor 'nope' not found")
     one_line_error(cli("monitors", "run", "nope"), 2, "monitor 'nope' not found")
 
@@ -273,6 +275,8 @@ def test_cli(cli, plat, tmp_path: Path):
     page = tmp_path / "report.html"
     assert cli("monitors", "report", "m", run["id"], "--html", str(page)).exit_code == 0
     assert "report" in page.read_text()
+    one_line_error(cli("monitors", "report", "m", run["id"], "--html", str(tmp_path / "no-dir" / "r.html")), 2,
+                   "cannot write it")  # was an OSError traceback
     [alert] = ok_json(cli("alerts", "list", "--open", "--json"))
     assert alert["key"] == "pixel"
     listed = cli("alerts", "list", "--monitor", "m")

@@ -204,7 +204,10 @@ def report(
     c = client()
     if html is not None:
         page = c.monitor_report(name, run_id, format="html")
-        html.write_text(page, encoding="utf-8")
+        try:
+            html.write_text(page, encoding="utf-8")
+        except OSError as exc:  # a path the user got wrong: one line, exit 2 (not a traceback)
+            raise InvalidInput(f"--html {html}: cannot write it ({exc.strerror or exc})") from None
         console().print(f"wrote {html} ({len(page)} bytes)")
         return
     print_json(c.monitor_report(name, run_id, format="json"))

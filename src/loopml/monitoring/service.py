@@ -133,8 +133,13 @@ def parse_webhooks(raw: Any) -> list[str]:
         raise InvalidInput("webhooks: give a list of http(s) URLs")
     urls = []
     for url in raw:
-        parts = urlsplit(str(url)) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+        try:  # urlsplit / .port raise ValueError on e.g. "http://[::1" or a port out of range
+            parts = urlsplit(url) if isinstance(url, str) else None
+            valid = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname) \
+                and len(url) <= 2000 and (parts.port is None or parts.port > 0)
+        except ValueError:
+            valid = False
+        if not valid:
             raise InvalidInput(f"webhook {url!r}: must be an http:// or https:// URL")
         urls.append(url)
     if len(urls) > MAX_WEBHOOKS:
@@ -320,7 +325,8 @@ def _valid_label(row: Any) -> tuple[str, str] | None:
         return None
     ident, label = (str(ident).strip() if isinstance(ident, (str, int)) and not isinstance(ident, bool) else ""), \
         str(label).strip()
-    if not ident or not label or len(ident) > MAX_ID_LEN or len(label) > MAX_LABEL_LEN:
+    if not ident or not label or len(ident) > MAX_ID_LEN or len(label) > MAX_LABEL_LEN \
+            or "\x00" in ident or "\x00" in label:  # PostgreSQL text refuses NUL (a 500, not a count)
         return None
     return ident, label
 
