@@ -20,6 +20,7 @@ from loopml.cli.main import app as cli_app
 from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound, UnsupportedFormat
 from loopml.sdk.client import Client, EndpointFailed, EndpointTimeout, InvocationError
 from tests.test_cli import ok_json, one_line_error
+from tests.surface_support import assert_error, cli_runner
 
 HEAVY = ("keras", "tensorflow", "numpy", "pandas", "fastapi", "loopml.store", "loopml.api", "sqlalchemy")
 
@@ -58,21 +59,7 @@ def sdk(live_server, registry):
 
 @pytest.fixture
 def cli(live_server, registry, monkeypatch):
-    monkeypatch.setenv("LOOPML_API_URL", live_server)
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(cli_app, list(args), catch_exceptions=False)
-    return run
-
-
-def assert_error(resp: httpx.Response, status: int, code: str, *fragments: str) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert body["code"] == code, body
-    for fragment in fragments:
-        assert fragment in body["message"], body
-    return body
+    return cli_runner(live_server, monkeypatch)
 
 
 def versions(record: dict) -> dict[str, tuple[str, int, float]]:

@@ -309,7 +309,7 @@ def _train_bundle(folder: Path, sample: str, template: str, params: dict, rows: 
     from loopml.models.features import fit_features
     from loopml.models.hparams import validate_hparams
     from loopml.models.templates import build_model
-    from loopml.monitoring.baseline_job import raw_inputs
+    from loopml.training.train_runner import raw_inputs
 
     content = load_sample(sample)
     idx = np.random.default_rng(0).permutation(len(content))[:rows]

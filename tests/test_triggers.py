@@ -19,9 +19,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
-from loopml.cli.main import app as cli_app
 from loopml.controlplane.triggers import TriggerPoller
 from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.core.settings import Settings
@@ -32,6 +30,7 @@ from loopml.store.db import MetadataStore
 from loopml.store.triggers_repo import Firing, TriggerRepo
 from loopml.triggers import service
 from tests.test_cli import ok_json, one_line_error
+from tests.surface_support import assert_error, cli_runner
 
 pytest_plugins = ("tests.backends",)
 
@@ -517,15 +516,6 @@ def api(live_server: str, targets: Platform):
         yield http
 
 
-def assert_error(resp: httpx.Response, status: int, code: str, *fragments: str) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert body["code"] == code, body
-    for fragment in fragments:
-        assert fragment in body["message"], body
-    return body
-
-
 def test_webhook_over_http(api: httpx.Client, targets: Platform):
     created = api.post("/triggers", json={"name": "deploy", "kind": "webhook", "workflow": "flow"})
     assert created.status_code == 201, created.text
@@ -659,11 +649,7 @@ def test_sdk_round_trip(live_server: str, targets: Platform):
 
 
 def test_cli(live_server: str, targets: Platform, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv("LOOPML_API_URL", live_server)
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(cli_app, list(args), catch_exceptions=False)
+    run = cli_runner(live_server, monkeypatch)
 
     one_line_error(run("triggers", "create", "x", "--function", "echo"), 2, "exactly one of --objects")
     one_line_error(run("triggers", "create", "x", "--webhook", "--cron", "* * * * *", "--function", "echo"), 2,

@@ -387,17 +387,18 @@ def test_execution_timeout_is_timed_out(platform, clock, tick) -> None:
 
 @pytest.fixture
 def fake_training(platform, monkeypatch):
-    """submit_training as the training helper provides it, minus the validation of a real dataset:
-    the job it queues is what the runner waits for."""
+    """The real submit_training (a real `digits` dataset: validated, then queued; no control loop
+    runs the job, the test plays the worker), counting its calls."""
+    from loopml.datasets.service import register
     from loopml.training import service as training
 
+    register(platform, "digits", "sample:digits")
     submitted: list[dict[str, Any]] = []
+    real = training.submit_training
 
-    def submit_training(plat, *, dataset=None, model=None, params=None, register_as=None, time_limit_s=None,
-                        register=True, job_id=None, resume=None):
-        submitted.append({"dataset": dataset, "model": model, "params": params, "job_id": job_id})
-        return plat.jobs.create("train", {"dataset": dataset, "model": model, "hparams": params or {},
-                                          "register": register}, job_id=job_id)
+    def submit_training(plat, **kwargs):
+        submitted.append(kwargs)
+        return real(plat, **kwargs)
 
     monkeypatch.setattr(training, "submit_training", submit_training)
     return submitted
@@ -412,7 +413,7 @@ TRAIN = {"StartAt": "Train", "States": {
 
 def test_restart_resumes_running_task_and_wait_without_duplicates(platform, clock, tick, fake_training,
                                                                   monkeypatch) -> None:
-    ex_id = run_workflow(platform, "train", TRAIN, {"dataset": "mnist"})
+    ex_id = run_workflow(platform, "train", TRAIN, {"dataset": "digits"})
     # crash right after the job was started, before its handle was saved
     real_save = WorkflowRepo.save
     calls = {"n": 0}
@@ -451,7 +452,7 @@ def test_restart_resumes_running_task_and_wait_without_duplicates(platform, cloc
 
 
 def test_failed_job_is_task_failed_and_stop_aborts(platform, clock, tick, fake_training) -> None:
-    ex_id = run_workflow(platform, "train", TRAIN, {"dataset": "mnist"})
+    ex_id = run_workflow(platform, "train", TRAIN, {"dataset": "digits"})
     tick()
     job_id = platform.jobs.list()[0]["id"]
     platform.jobs.transition(job_id, "failed", expect=["queued"], reason="out of memory")
@@ -460,7 +461,7 @@ def test_failed_job_is_task_failed_and_stop_aborts(platform, clock, tick, fake_t
     assert (record["status"], record["error"]) == ("FAILED", "States.TaskFailed")
     assert "out of memory" in record["cause"]
 
-    ex_id = service.start_execution(platform, "train", {"dataset": "mnist"})["id"]
+    ex_id = service.start_execution(platform, "train", {"dataset": "digits"})["id"]
     tick()
     job_id = next(j["id"] for j in platform.jobs.list() if j["status"] == "queued")
     platform.workflows.request_stop(ex_id)
@@ -472,7 +473,7 @@ def test_failed_job_is_task_failed_and_stop_aborts(platform, clock, tick, fake_t
     with pytest.raises(Conflict):
         platform.workflows.request_stop(ex_id)
 
-    pending = service.start_execution(platform, "train", {"dataset": "mnist"})["id"]
+    pending = service.start_execution(platform, "train", {"dataset": "digits"})["id"]
     platform.workflows.request_stop(pending)
     tick()
     assert status(platform, pending)["status"] == "ABORTED"

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from loopml.cli.main import app as cli_app
 from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.sdk.client import Client
 from tests.test_cli import ok_json, one_line_error
+from tests.surface_support import assert_error, cli_runner
 
 HELLO = {"StartAt": "Hello", "States": {
     "Hello": {"Type": "Pass", "Parameters": {"greeting.$": "States.Format('hi {}', $.who)"}, "Next": "Check"},
@@ -53,21 +52,7 @@ def sdk(live_server):
 
 @pytest.fixture
 def cli(live_server, monkeypatch):
-    monkeypatch.setenv("LOOPML_API_URL", live_server)
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(cli_app, list(args), catch_exceptions=False)
-    return run
-
-
-def assert_error(resp: httpx.Response, status: int, code: str, *fragments: str) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert body["code"] == code, body
-    for fragment in fragments:
-        assert fragment in body["message"], body
-    return body
+    return cli_runner(live_server, monkeypatch)
 
 
 def test_rest_workflows_and_executions(api) -> None:

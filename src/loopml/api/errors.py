@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopml.core.errors import LoopMLError
+from loopml.core.jsonutil import NotStrictJSON, loads_strict
 
 log = logging.getLogger("loopml.api")
 
@@ -113,21 +114,6 @@ class CatchAllMiddleware:
                 await _send_json(send, 500, error_body("error", "internal server error (details are in the server log)"))
 
 
-class _NotJSON(ValueError):
-    pass
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NotJSON(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise _NotJSON(f"{text} is out of range for a JSON number")
-    return value
-
-
 class StrictJSONMiddleware:
     """JSON request bodies must be real JSON: Python's parser (FastAPI's) accepts NaN, Infinity
     and 1e999, which PostgreSQL's json columns then refuse (a 500 after the fact). Bodies up to
@@ -155,8 +141,8 @@ class StrictJSONMiddleware:
         body = b"".join(chunks)
         if not more:  # the whole body is here (a larger one streams on unchecked)
             try:
-                json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
-            except _NotJSON as exc:
+                loads_strict(body)
+            except NotStrictJSON as exc:
                 await _send_json(send, 400, error_body("invalid_input", f"body: {exc}"))
                 return
             except ValueError:

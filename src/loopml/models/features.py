@@ -272,7 +272,7 @@ class TextFeatures(Features):
 OTHER = "__other__"  # one-hot slot for unseen or missing categories
 
 
-def _category_key(value: Any) -> str | None:
+def category_key(value: Any) -> str | None:
     """One spelling per category: 3, 3.0, "3" and np.int64(3) all map to "3"."""
     if value is None:
         return None
@@ -325,7 +325,7 @@ class TabularFeatures(Features):
                 columns.append({"name": str(name), "type": "numeric", "fill": fill,
                                 "indicator": bool(values.isna().any())})
             else:
-                keys = {k for k in map(_category_key, series.tolist()) if k is not None}
+                keys = {k for k in map(category_key, series.tolist()) if k is not None}
                 columns.append({"name": str(name), "type": "categorical",
                                 "categories": sorted(keys)})
         matrix = _encode(columns, frame).astype(np.float64)
@@ -430,7 +430,7 @@ def _encode(columns: list[dict[str, Any]], frame: pd.DataFrame) -> np.ndarray:
             index = {c: i for i, c in enumerate(col["categories"])}
             other = len(index)
             positions = np.fromiter((index.get(k, other) if k is not None else other
-                                     for k in map(_category_key, series.tolist())), dtype=np.int64,
+                                     for k in map(category_key, series.tolist())), dtype=np.int64,
                                     count=n)
             onehot = np.zeros((n, other + 1), dtype=np.float64)
             onehot[np.arange(n), positions] = 1.0

@@ -34,7 +34,7 @@ from loopml.core.errors import CorruptArtifact, InvalidInput, NotFound
 from loopml.platform import Platform
 
 __all__ = ["BASELINE_DIR", "PROFILE_FILE", "EMBEDDINGS_FILE", "compute_baseline", "write_baseline",
-           "load_baseline", "submit_baseline", "run", "raw_inputs", "vocab_of"]
+           "load_baseline", "submit_baseline", "run", "vocab_of"]
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +54,6 @@ def baseline_rows(content: Any, splits: dict[str, np.ndarray]) -> tuple[Any, str
     if len(held_out) >= MIN_HELD_OUT:
         return content.take(held_out), "validation+test"
     return content.take(np.asarray(splits["train"], dtype=np.int64)), "train"
-
-
-def raw_inputs(content: Any) -> Any:
-    """What a client would send for a dataset's rows (as training.train_runner.raw_inputs)."""
-    if content.kind == "image":
-        return content.images
-    if content.kind == "text":
-        return content.texts
-    return content.frame
 
 
 def vocab_of(features: Any) -> dict[str, int] | None:
@@ -214,6 +205,8 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         if importlib.util.find_spec("keras") is None:  # embeddings need the Keras model
             print("keras is not installed: the baseline has no embeddings", flush=True)
             embedder = None
+        from loopml.training.train_runner import raw_inputs
+
         profile, embeddings = compute_baseline(
             kind=bundle.kind, raw=raw_inputs(rows), schema=ds["schema"], class_names=bundle.label_names,
             predict_proba=bundle.predict_proba, embed_rows=embedder, vocab=vocab_of(bundle.features),

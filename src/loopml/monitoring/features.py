@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from loopml.core.errors import InvalidInput
+from loopml.models.features import category_key
 
 IMAGE_FEATURES = ("mean_intensity", "contrast", "ink_fraction", "centroid_row", "centroid_col", "bbox_fraction")
 SPECIAL_TOKENS = frozenset({"[PAD]", "[UNK]"})
@@ -167,25 +168,6 @@ def token_counts(tokens: Iterable[list[str] | None]) -> Counter:
 
 
 # --------------------------------------------------------------------------- tabular
-
-
-def category_key(value: Any) -> str | None:
-    """One spelling per category (3, 3.0, "3", np.int64(3) → "3"); None/NaN → None (missing)."""
-    if value is None:
-        return None
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return None
-        if float(value).is_integer():
-            return str(int(value))
-    if isinstance(value, (np.integer, np.bool_)):
-        value = value.item()
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(value)
 
 
 def tabular_columns(schema: dict | None, frame: pd.DataFrame | None = None) -> list[tuple[str, str]]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from loopml.core.errors import InvalidInput
 from loopml.core.timeutil import iso, parse_iso
+from loopml.training.evaluation import per_class_metrics
 
 
 def _classes(class_names: Sequence[str], *label_lists: Sequence[str]) -> list[str]:
@@ -39,15 +40,7 @@ def quality(y_true: Sequence[str], y_pred: Sequence[str], class_names: Sequence[
     cm = np.zeros((k, k), dtype=np.int64)
     if truth:
         np.add.at(cm, (np.array([index[v] for v in truth]), np.array([index[v] for v in pred])), 1)
-    per_class: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(classes):
-        tp = int(cm[i, i])
-        predicted, actual = int(cm[:, i].sum()), int(cm[i, :].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": round(precision, 4), "recall": round(recall, 4),
-                           "f1": round(f1, 4), "support": actual}
+    per_class = per_class_metrics(cm, classes)
     n = len(truth)
     supported = [c["f1"] for c in per_class.values() if c["support"]]
     return {"n": n,

@@ -75,7 +75,10 @@ def histogram_edges(values: Any, n_bins: int = N_BINS) -> list[float]:
     edges = np.unique(qs[np.isfinite(qs)])
     if edges.size <= 1:
         v = float(edges[0]) if edges.size else float(x[0])
-        edges = np.array([np.nextafter(v, -np.inf), v])
+        with np.errstate(over="ignore"):
+            below = np.nextafter(v, -np.inf)
+        # at the lowest float nothing lies below: bin the value with the edge just above it
+        edges = np.array([below, v] if np.isfinite(below) else [v, np.nextafter(v, np.inf)])
     return [float(e) for e in edges]
 
 

@@ -135,6 +135,16 @@ class ModelRepo:
             return [{"alias": e.alias, "from_version": e.from_version, "to_version": e.to_version,
                      "actor": e.actor, "at": iso(e.at)} for e in rows.scalars()]
 
+    def _insert_next_version(self, s, name: str, job_id: str,
+                             fields: dict[str, Any]) -> tuple[t.ModelVersion, dict[str, Any]]:
+        """Version ``name``:<highest + 1> in session ``s`` (a racing writer → IntegrityError: retry)."""
+        m = self._model(s, name, create=True)
+        top = s.execute(select(func.max(t.ModelVersion.version)).where(t.ModelVersion.model_id == m.id)).scalar()
+        row = t.ModelVersion(model_id=m.id, version=(top or 0) + 1, job_id=job_id, **fields)
+        s.add(row)
+        s.flush()
+        return row, records.model_version(row, name, [])
+
     def register_from_job(self, job_id: str, name: str, *, fields: dict[str, Any],
                           result: dict[str, Any]) -> dict[str, Any]:
         """Insert version ``name``:<next> and mark the job succeeded in ONE transaction, so a
@@ -142,13 +152,7 @@ class ModelRepo:
         for _attempt in range(5):  # concurrent registrations of one name: retry with the next number
             try:
                 with self.store.session() as s:
-                    m = self._model(s, name, create=True)
-                    top = s.execute(select(func.max(t.ModelVersion.version))
-                                    .where(t.ModelVersion.model_id == m.id)).scalar()
-                    row = t.ModelVersion(model_id=m.id, version=(top or 0) + 1, job_id=job_id, **fields)
-                    s.add(row)
-                    s.flush()
-                    record = records.model_version(row, name, [])
+                    row, record = self._insert_next_version(s, name, job_id, fields)
                     now = utcnow()
                     full = {**result, "model": {"name": name, "version": row.version, "ref": record["ref"]},
                             "model_ref": record["ref"]}
@@ -180,13 +184,7 @@ class ModelRepo:
                     if found is not None:
                         row, existing_name = found
                         return records.model_version(row, existing_name, self._aliases(s, row.model_id).get(row.version, []))
-                    m = self._model(s, name, create=True)
-                    top = s.execute(select(func.max(t.ModelVersion.version))
-                                    .where(t.ModelVersion.model_id == m.id)).scalar()
-                    row = t.ModelVersion(model_id=m.id, version=(top or 0) + 1, job_id=job_id, **fields)
-                    s.add(row)
-                    s.flush()
-                    record = records.model_version(row, name, [])
+                    row, record = self._insert_next_version(s, name, job_id, fields)
                     job.result = {**(job.result or {}), "registered": True, "model_ref": record["ref"],
                                   "model": {"name": name, "version": row.version, "ref": record["ref"]}}
                     return record

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound
+from loopml.core.jsonutil import NotStrictJSON, loads_strict
 from loopml.core.timeutil import iso, utcnow
 from loopml.platform import Platform
 from loopml.store.triggers_repo import ACTIVE, FAILED, PAUSED, Firing
@@ -214,28 +215,13 @@ def _parse_body(body: bytes) -> tuple[str | None, Any]:
     if not body.strip():
         return None, {}
     try:
-        return None, json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
-    except _NotFinite as exc:  # NaN / Infinity: not JSON, and PostgreSQL's json type refuses them
+        return None, loads_strict(body)
+    except NotStrictJSON as exc:  # NaN / Infinity: not JSON, and PostgreSQL's json type refuses them
         return f"body: not valid JSON ({exc})", None
     except UnicodeDecodeError:
         return "body: not UTF-8 text; send JSON", None
     except json.JSONDecodeError as exc:
         return f"body: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", None
-
-
-class _NotFinite(ValueError):
-    pass
-
-
-def _no_constant(name: str) -> Any:
-    raise _NotFinite(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise _NotFinite(f"{text} is out of range for a JSON number")
-    return value
 
 
 def fire_alert(platform: Platform, monitor: str, alert: dict[str, Any]) -> list[dict[str, Any]]:
