@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -107,12 +108,36 @@ def register(platform: Platform, name: str, source: str, *, fmt: str | None = No
     """
     validate_name(name)
     base = _latest_or_none(platform, name) if extend else None
+    if base is not None:
+        fmt, label, text = inherited_options(base, source, fmt, label, text)
     # a batch appended to a dataset may hold a single class; a dataset on its own needs two
     content = read_any(source, fmt, label, text, platform.settings.s3_endpoint_url,
                        min_classes=1 if base is not None else 2)
     fmt_used = fmt or content.meta.get("format") or ("sample" if source.startswith("sample:") else "auto")
     return _store_version(platform, name, content, base=base, seed=seed, fractions=fractions,
                           source=source, source_label=source_label, fmt=fmt_used)
+
+
+def inherited_options(base: dict[str, Any], source: str, fmt: str | None, label: str | None,
+                      text: str | None) -> tuple[str | None, str | None, str | None]:
+    """The reading options an extension takes from the version it extends, unless given.
+
+    Label and text column: always (a batch is read as the dataset was). Format: a forced
+    ``text`` always (short texts would not be guessed), any other only when the new file's
+    extension names none — a CSV dataset may still grow from a Parquet file or a zip.
+    """
+    from loopml.datasets.formats import _EXTENSION_FORMATS, FORMATS
+
+    schema = base.get("schema") or {}
+    if base.get("kind") in ("tabular", "text") and base.get("format") != "npz":
+        label = label or schema.get("label")  # a column; npz keys and image folders are found anyway
+    text = text or schema.get("text")
+    recorded = base.get("format")
+    if fmt is None and recorded in FORMATS:
+        suffix = PurePosixPath(source.rstrip("/")).suffix.lower()
+        if recorded == "text" or (suffix and suffix != ".zip" and suffix not in _EXTENSION_FORMATS):
+            fmt = recorded
+    return fmt, label, text
 
 
 def register_content(platform: Platform, name: str, content: DatasetContent, *, extend: bool = True,
