@@ -25,7 +25,9 @@ class LoopMLGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except LoopMLError as err:
-            click.echo(f"error: {err.message}", err=True)
+            from loopml.cli.errors import cli_message
+
+            click.echo(f"error: {cli_message(err)}", err=True)
             ctx.exit(err.exit_code)
 
 

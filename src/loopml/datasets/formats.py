@@ -28,6 +28,8 @@ _X_KEYS = ("x", "images", "image")
 _Y_KEYS = ("y", "labels", "label")
 _MIN_IMAGE_SIDE = 8  # (N, 4) iris-like tables must not become 2x2 images
 _TEXT_MIN_MEAN_CHARS = 30
+_TEXT_MIN_MEAN_WORDS = 3  # ... or sentences of 3+ words,
+_TEXT_MIN_UNIQUE_SHARE = 0.5  # half of them distinct (categories repeat)
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -94,7 +96,7 @@ def _infer_folder_format(folder: Path) -> str:
     if n_images and n_texts:
         raise UnsupportedFormat(
             f"folder {folder} mixes {n_images} image files and {n_texts} .txt files; "
-            "pass fmt='images' or fmt='text'"
+            "pass format=images or format=text", field="format"
         )
     if n_images:
         return "images"
@@ -111,7 +113,7 @@ def _infer_format(path: Path) -> str:
     if fmt is None:
         raise UnsupportedFormat(
             f"cannot tell the format of {path} from its extension {path.suffix or '(none)'!r}; "
-            "use .npz, .csv, .parquet, or a folder of class subfolders, or pass fmt"
+            "use .npz, .csv, .parquet, or a folder of class subfolders, or pass format=FORMAT", field="format"
         )
     return fmt
 
@@ -228,7 +230,7 @@ def _pick_label(df: pd.DataFrame, label: str | None, name: str) -> str:
             return lowered[candidate]
     raise InvalidInput(
         f"{name} has no label column (looked for {', '.join(LABEL_CANDIDATES)}); "
-        f"pass label=COLUMN; columns: {listing}"
+        f"pass label=COLUMN; columns: {listing}", field="label"
     )
 
 
@@ -238,13 +240,27 @@ def _is_string_column(col: pd.Series) -> bool:
     return False
 
 
-def _infer_text_column(df: pd.DataFrame) -> str | None:
-    """The one string column with long values (mean > 30 chars), if exactly one exists."""
-    long_columns = [
-        c for c in df.columns
-        if _is_string_column(df[c]) and df[c].dropna().str.len().mean() > _TEXT_MIN_MEAN_CHARS
-    ]
-    return long_columns[0] if len(long_columns) == 1 else None
+def _is_free_text(col: pd.Series) -> bool:
+    """Long values (mean > 30 chars), or short sentences: several words each, mostly unique."""
+    if not _is_string_column(col):
+        return False
+    values = col.dropna()
+    if values.empty:
+        return False
+    if values.str.len().mean() > _TEXT_MIN_MEAN_CHARS:
+        return True
+    return (values.str.split().str.len().mean() >= _TEXT_MIN_MEAN_WORDS
+            and values.nunique() >= _TEXT_MIN_UNIQUE_SHARE * len(values))
+
+
+def _infer_text_column(df: pd.DataFrame, name: str) -> str | None:
+    """The free-text column, if there is one; several are the user's to choose between."""
+    columns = [str(c) for c in df.columns if _is_free_text(df[c])]
+    if len(columns) > 1:
+        raise InvalidInput(f"{name} has {len(columns)} free-text columns ({', '.join(columns)}): a text "
+                           "dataset reads one; pass text=COLUMN (or remove them for a tabular dataset)",
+                           field="text")
+    return columns[0] if columns else None
 
 
 def read_table(path: Path, fmt: str, label: str | None = None, text: str | None = None,
@@ -267,10 +283,10 @@ def read_table(path: Path, fmt: str, label: str | None = None, text: str | None 
     if text is not None and text not in features.columns:
         listing = ", ".join(features.columns)
         raise InvalidInput(f"text column {text!r} not found in {name}; columns: {listing}")
-    text_col = text or _infer_text_column(features)
+    text_col = text or _infer_text_column(features, name)
     if want_text and text_col is None:
         raise InvalidInput(f"{name} has no text column (a string column with mean length > "
-                           f"{_TEXT_MIN_MEAN_CHARS} chars); pass text=COLUMN")
+                           f"{_TEXT_MIN_MEAN_CHARS} chars, or of sentences); pass text=COLUMN", field="text")
     if text_col is not None:
         dropped = [c for c in features.columns if c != text_col]
         if dropped:

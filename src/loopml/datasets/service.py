@@ -162,6 +162,7 @@ def _store_version(platform: Platform, name: str, content: DatasetContent, *, ba
                    fmt: str) -> dict[str, Any]:
     """hash → (same content? same version) → write artifacts → record (the shared tail of registering)."""
     from loopml.datasets.hashing import content_hash
+    from loopml.datasets.labels import check_classifiable
     from loopml.datasets.schema import infer_schema
     from loopml.datasets.serialize import dump_content
     from loopml.datasets.splits import stratified_split
@@ -177,6 +178,7 @@ def _store_version(platform: Platform, name: str, content: DatasetContent, *, ba
         source_label = f"{base['ref']} + {source_label or source}"
     else:
         splits = None
+    check_classifiable(content)
     digest = content_hash(content)
     existing = platform.datasets.find_by_hash(name, digest)
     if existing is not None:

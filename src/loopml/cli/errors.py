@@ -1,0 +1,36 @@
+"""API errors in the CLI's words: the API names its request fields, the CLI its flags.
+
+An error about one request field carries ``details["field"]``; its message names the field as
+``FIELD=VALUE`` or, first thing in the message, as ``FIELD``. The CLI rewrites those to the
+flag from the one table below (``label=COLUMN`` → ``--label COLUMN``), so the API and SDK keep
+saying ``label=COLUMN`` and the command line says ``--label COLUMN``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from loopml.core.errors import LoopMLError
+
+# request field → the flag that sets it (the same name in every command that has it)
+FLAGS = {
+    "label": "--label",
+    "text": "--text",
+    "format": "--format",
+    "capture_percent": "--capture",
+    "max_batch_size": "--max-batch-size",
+    "max_batch_delay_ms": "--max-batch-delay-ms",
+    "multi_model": "--multi-model",
+    "api_key": "--key",
+}
+
+
+def cli_message(err: LoopMLError) -> str:
+    """``err.message`` with its field named as the CLI flag, when the table has one."""
+    field = (err.details or {}).get("field")
+    flag = FLAGS.get(field) if isinstance(field, str) else None
+    if flag is None:
+        return err.message
+    name = re.escape(field)
+    message = re.sub(rf"(?<![\w.-]){name}=", f"{flag} ", err.message)
+    return re.sub(rf"^{name}(?![\w.=-])", flag, message)
