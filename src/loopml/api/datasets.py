@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -11,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopml.core.errors import InvalidInput
+from loopml.core.errors import InvalidInput, paths_shown_as
 from loopml.datasets.archive import dataset_root, safe_unzip
 from loopml.platform import Platform
 
@@ -118,8 +119,9 @@ def upload_dataset(
     filename = safe_filename(file.filename or "upload")
     tmp_root = platform.settings.home / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="upload-") as tmp:
-        saved = Path(tmp) / filename
+    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="upload-") as tmp, \
+            paths_shown_as({str(Path(tmp) / "unzipped"): filename, tmp + os.sep: ""}):
+        saved = Path(tmp) / filename  # messages name the user's file, not this copy
         with saved.open("wb") as out:
             shutil.copyfileobj(file.file, out, 1024 * 1024)
         path = saved

@@ -23,6 +23,8 @@ FLAGS = {
     "multi_model": "--multi-model",
     "api_key": "--key",
 }
+# flags that also read an environment variable, named where the message asks for the flag
+ENVVARS = {"api_key": "LOOPML_ENDPOINT_KEY"}
 
 
 def cli_message(err: LoopMLError) -> str:
@@ -32,5 +34,7 @@ def cli_message(err: LoopMLError) -> str:
     if flag is None:
         return err.message
     name = re.escape(field)
-    message = re.sub(rf"(?<![\w.-]){name}=", f"{flag} ", err.message)
+    message, asked = re.subn(rf"(?<![\w.-]){name}=(\S+)", rf"{flag} \1", err.message)
+    if asked and field in ENVVARS:
+        message = re.sub(rf"{re.escape(flag)} (\S+)", rf"{flag} \1 (or set {ENVVARS[field]})", message, count=1)
     return re.sub(rf"^{name}(?![\w.=-])", flag, message)

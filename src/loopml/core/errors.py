@@ -15,6 +15,8 @@ Messages name the object and the bad value.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -67,6 +69,21 @@ class SchemaOutOfDate(LoopMLError):
     code = "schema_out_of_date"
     status = 503
     exit_code = 2
+
+
+@contextmanager
+def paths_shown_as(names: dict[str, str]) -> Iterator[None]:
+    """A LoopMLError raised inside names the user's file (``names[path]``), not the temporary
+    copy it was read from (an upload, an unpacked zip, a downloaded s3:// object)."""
+    try:
+        yield
+    except LoopMLError as err:
+        message = err.message
+        for path, shown in sorted(names.items(), key=lambda kv: -len(kv[0])):  # the longest first
+            message = message.replace(path, shown)
+        err.message = message
+        err.args = (message,)
+        raise
 
 
 _BY_CODE = {cls.code: cls for cls in (LoopMLError, InvalidInput, UnsupportedFormat, NotFound,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from loopml.artifacts.keys import join
-from loopml.core.errors import Conflict, CorruptArtifact, InvalidInput
+from loopml.core.errors import Conflict, CorruptArtifact, InvalidInput, paths_shown_as
 from loopml.datasets.content import DatasetContent
 from loopml.platform import Platform
 
@@ -63,7 +63,8 @@ def _read_local(path: str, fmt: str | None, label: str | None, text: str | None,
 
         from loopml.datasets.archive import dataset_root, safe_unzip
 
-        with tempfile.TemporaryDirectory(prefix="loopml-unzip-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="loopml-unzip-") as tmp, \
+                paths_shown_as({str(Path(tmp) / "data"): path, tmp: path}):
             root = dataset_root(safe_unzip(Path(path), Path(tmp) / "data"))
             content = read_source(str(root), fmt, label=label, text=text, min_classes=min_classes)
             content.meta["source"] = path
@@ -93,7 +94,8 @@ def _read_remote(uri: str, fmt: str | None, label: str | None, text: str | None,
             fs.get(path + "/", local + "/", recursive=True)
         else:
             fs.get_file(path, local)
-        return _read_local(local, fmt, label, text, min_classes)
+        with paths_shown_as({local: uri.rstrip("/")}):
+            return _read_local(local, fmt, label, text, min_classes)
 
 
 def register(platform: Platform, name: str, source: str, *, fmt: str | None = None, label: str | None = None,

@@ -690,7 +690,7 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
             variant: Send to this production variant (else weighted random).
             target_model: ``MODEL:VERSION`` on a multi-model endpoint.
             inference_id: Recorded with captured traffic.
-            api_key: The endpoint's API key (else LOOPML_SERVING_TOKEN, when set).
+            api_key: The endpoint's API key, when it has keys (else LOOPML_SERVING_TOKEN, when set).
 
         Returns:
             The parsed JSON answer: ``{"predictions": [{"label", "confidence", "probabilities"}]}``.
@@ -752,10 +752,33 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
                 raise LoopMLError(f"endpoint {name!r} did not answer in {self.timeout:g}s") from None
             except httpx.TransportError as exc:
                 raise LoopMLError(f"invoking endpoint {name!r} at {url} failed: {exc}") from None
+            if resp.status_code == 401:
+                raise self._unauthorised(name, resp, api_key=api_key, token=serving_token)
             if resp.status_code >= 400:
                 raise _invocation_error(name, resp)
             return resp
         raise AssertionError("unreachable")
+
+    def _unauthorised(self, name: str, resp: httpx.Response, *, api_key: str | None,
+                      token: str | None) -> LoopMLError:
+        """A 401 says what to send: the endpoint's key (it has keys) or the data plane's token."""
+        try:
+            keyed = bool((self.endpoint(name).get("spec") or {}).get("key_hashes"))
+        except LoopMLError:
+            keyed = False
+        if keyed and api_key:
+            message, field = f"the API key given is not one of endpoint {name!r}'s keys", "api_key"
+        elif keyed:
+            message, field = f"endpoint {name!r} needs one of its API keys: pass api_key=KEY", "api_key"
+        elif token:
+            message, field = "LOOPML_SERVING_TOKEN does not match the data plane's token", None
+        else:
+            message, field = "the data plane needs its token: set LOOPML_SERVING_TOKEN", None
+        err = _invocation_error(name, resp)  # its code, status and exit code; these words
+        err.message, err.args = message, (message,)
+        if field:
+            err.details = {"field": field}
+        return err
 
     def _invocation_url(self, name: str, *, fresh: bool = False) -> str:
         cache: dict[str, str] = self.__dict__.setdefault("_endpoint_urls", {})
@@ -852,8 +875,6 @@ def _invocation_error(name: str, resp: httpx.Response) -> LoopMLError:
         retry_after = float(retry) if retry else None
     except ValueError:
         retry_after = None
-    if resp.status_code == 401:
-        message += " (set LOOPML_SERVING_TOKEN to the data plane's token)"
     err = InvocationError(f"endpoint {name!r}: {message}", code=kind or None,
                           status=resp.status_code, retry_after=retry_after)
     if resp.status_code in (401, 403, 413):

@@ -91,12 +91,13 @@ def parse_variant_flag(text: str) -> dict[str, Any]:
 
 
 def _number(value: Any, key: str, lo: float, hi: float, *, integer: bool = False) -> float | int:
+    # details name the field: the CLI says its flag instead (--capture for capture_percent)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidInput(f"{key} must be a number, got {value!r}")
+        raise InvalidInput(f"{key} must be a number, got {value!r}", field=key)
     if integer and int(value) != value:
-        raise InvalidInput(f"{key} must be a whole number, got {value!r}")
+        raise InvalidInput(f"{key} must be a whole number, got {value!r}", field=key)
     if not lo <= value <= hi:
-        raise InvalidInput(f"{key} must be between {lo:g} and {hi:g}, got {value!r}")
+        raise InvalidInput(f"{key} must be between {lo:g} and {hi:g}, got {value!r}", field=key)
     return int(value) if integer else float(value)
 
 

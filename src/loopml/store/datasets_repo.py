@@ -11,6 +11,7 @@ from loopml.core.errors import Conflict, NotFound
 from loopml.store import records
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
+from loopml.store.names import missing
 
 
 class DatasetRepo:
@@ -73,7 +74,7 @@ class DatasetRepo:
             rows = s.execute(select(t.DatasetVersion).join(t.Dataset).where(t.Dataset.name == name)
                              .order_by(t.DatasetVersion.version)).scalars().all()
             if not rows:
-                raise NotFound(f"dataset {name!r} not found")
+                raise missing(s, t.Dataset, "dataset", name)
             return [records.dataset_version(r, name) for r in rows]
 
     def get(self, name: str, version: int | None = None, *, session=None) -> dict[str, Any]:
@@ -86,7 +87,7 @@ class DatasetRepo:
             if row is None:
                 exists = s.execute(select(t.Dataset.id).where(t.Dataset.name == name)).scalar()
                 if exists is None:
-                    raise NotFound(f"dataset {name!r} not found")
+                    raise missing(s, t.Dataset, "dataset", name)
                 raise NotFound(f"dataset {name!r} has no version {version}")
             return records.dataset_version(row, name)
         if session is not None:

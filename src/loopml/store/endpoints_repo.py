@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import Conflict, NotFound
+from loopml.core.errors import Conflict
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
+from loopml.store.names import missing
 
 CREATING, UPDATING, IN_SERVICE, FAILED = "Creating", "Updating", "InService", "Failed"
 
@@ -37,7 +38,7 @@ class EndpointRepo:
     def _row(self, s, name: str, *, lock: bool = False) -> t.Endpoint:
         row = s.get(t.Endpoint, name, with_for_update=lock)
         if row is None:
-            raise NotFound(f"endpoint {name!r} not found")
+            raise missing(s, t.Endpoint, "endpoint", name)
         return row
 
     def create(self, name: str, spec: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:

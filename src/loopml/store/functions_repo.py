@@ -18,6 +18,7 @@ from loopml.core.timeutil import iso, utcnow
 from loopml.store import tables as t
 from loopml.store.automation_rows import INVOCATION_QUEUED, queued_invocation
 from loopml.store.db import MetadataStore
+from loopml.store.names import missing
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = INVOCATION_QUEUED, "running", "succeeded", "failed"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
@@ -73,7 +74,7 @@ class FunctionRepo:
         with self.store.session() as s:
             row = s.get(t.Function, name)
             if row is None:
-                raise NotFound(f"function {name!r} not found")
+                raise missing(s, t.Function, "function", name)
             return function_record(row)
 
     def list(self) -> list[dict[str, Any]]:
@@ -85,7 +86,7 @@ class FunctionRepo:
         with self.store.session() as s:
             row = s.get(t.Function, name)
             if row is None:
-                raise NotFound(f"function {name!r} not found")
+                raise missing(s, t.Function, "function", name)
             record = function_record(row)
             s.delete(row)
             return record
@@ -97,7 +98,7 @@ class FunctionRepo:
         try:
             with self.store.session() as s:
                 if s.get(t.Function, name) is None:
-                    raise NotFound(f"function {name!r} not found")
+                    raise missing(s, t.Function, "function", name)
                 row = queued_invocation(name, event, source=source, invocation_id=invocation_id)
                 s.add(row)
                 s.flush()

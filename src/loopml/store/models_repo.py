@@ -13,6 +13,7 @@ from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
+from loopml.store.names import missing
 
 class JobNoLongerRunning(Exception):
     """The job was cancelled or failed while its model was being saved: nothing registered."""
@@ -29,7 +30,7 @@ class ModelRepo:
         m = s.execute(select(t.Model).where(t.Model.name == name)).scalar()
         if m is None:
             if not create:
-                raise NotFound(f"model {name!r} not found")
+                raise missing(s, t.Model, "model", name)
             m = t.Model(name=name)
             s.add(m)
             s.flush()

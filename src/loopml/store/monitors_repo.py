@@ -21,6 +21,7 @@ from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
+from loopml.store.names import missing
 from loopml.store.jobs_repo import QUEUED as JOB_QUEUED
 from loopml.store.jobs_repo import new_job_id
 
@@ -70,7 +71,7 @@ class MonitorRepo:
     def _row(s, name: str, *, lock: bool = False) -> t.Monitor:
         row = s.get(t.Monitor, name, with_for_update=lock)
         if row is None:
-            raise NotFound(f"monitor {name!r} not found")
+            raise missing(s, t.Monitor, "monitor", name)
         return row
 
     @staticmethod
@@ -78,7 +79,7 @@ class MonitorRepo:
         """Serialise writers of one monitor: a no-op UPDATE of its row as the transaction's first
         statement takes SQLite's write lock (before anything is read) and PostgreSQL's row lock."""
         if not s.execute(update(t.Monitor).where(t.Monitor.name == name).values(name=t.Monitor.name)).rowcount:
-            raise NotFound(f"monitor {name!r} not found")
+            raise missing(s, t.Monitor, "monitor", name)
 
     def create(self, name: str, *, endpoint: str, variant: str | None, schedule: str | None, tz: str,
                window_s: int, min_samples: int, thresholds: dict[str, Any], webhooks: list[str],

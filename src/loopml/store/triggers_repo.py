@@ -17,11 +17,12 @@ from typing import Any, Iterable
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import Conflict, InvalidInput, NotFound
+from loopml.core.errors import Conflict, InvalidInput
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import tables as t
 from loopml.store.automation_rows import pending_execution, queued_invocation
 from loopml.store.db import MetadataStore
+from loopml.store.names import missing
 
 ACTIVE, PAUSED = "active", "paused"
 STARTED, FAILED, SKIPPED = "started", "failed", "skipped"
@@ -70,7 +71,7 @@ class TriggerRepo:
     def _row(s, name: str) -> t.Trigger:
         row = s.get(t.Trigger, name)
         if row is None:
-            raise NotFound(f"trigger {name!r} not found")
+            raise missing(s, t.Trigger, "trigger", name)
         return row
 
     @staticmethod

@@ -18,6 +18,7 @@ from loopml.core.timeutil import iso, parse_iso, utcnow
 from loopml.store import tables as t
 from loopml.store.automation_rows import pending_execution
 from loopml.store.db import MetadataStore
+from loopml.store.names import missing
 
 PENDING, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
     "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -77,7 +78,7 @@ class WorkflowRepo:
         with self.store.session() as s:
             row = s.get(t.Workflow, name)
             if row is None:
-                raise NotFound(f"workflow {name!r} not found")
+                raise missing(s, t.Workflow, "workflow", name)
             return workflow_record(row)
 
     def list(self) -> list[dict[str, Any]]:
@@ -88,7 +89,7 @@ class WorkflowRepo:
         with self.store.session() as s:
             row = s.get(t.Workflow, name)
             if row is None:
-                raise NotFound(f"workflow {name!r} not found")
+                raise missing(s, t.Workflow, "workflow", name)
             s.delete(row)
 
     # -- executions ---------------------------------------------------------------------------
@@ -99,7 +100,7 @@ class WorkflowRepo:
             with self.store.session() as s:
                 wf = s.get(t.Workflow, workflow)
                 if wf is None:
-                    raise NotFound(f"workflow {workflow!r} not found")
+                    raise missing(s, t.Workflow, "workflow", workflow)
                 if name is not None and s.get(t.WorkflowExecution, name) is not None:
                     raise Conflict(f"execution {name!r} already exists; executions names are unique")
                 row = pending_execution(wf, input, source=source, execution_id=name)

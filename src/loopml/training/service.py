@@ -132,11 +132,15 @@ def parse_input(platform: Platform, spec: str) -> dict[str, Any]:
     elif len(parts) == 3:
         name, version, split = parts[0], parts[1], parts[2]
     else:
-        raise InvalidInput(f"input {spec!r}: use NAME[:VERSION]:SPLIT (e.g. mnist:test) or a file")
-    if split not in SPLITS:
-        raise InvalidInput(f"input {spec!r}: split {split!r} must be one of {', '.join(SPLITS)}")
+        raise InvalidInput(f"input {body!r}: use NAME[:VERSION]:SPLIT (e.g. mnist:test) or a file")
+    if split not in SPLITS:  # in the user's words: "dataset:" is the SDK's prefix, not theirs
+        import difflib
+
+        close = difflib.get_close_matches(split, SPLITS, n=1)
+        raise InvalidInput(f"dataset {name} has no split {split!r} ({', '.join(SPLITS)})"
+                           + (f"; did you mean {close[0]!r}?" if close else ""))
     if version is not None and version != "latest" and not version.isdigit():
-        raise InvalidInput(f"input {spec!r}: version {version!r} must be a number")
+        raise InvalidInput(f"input {body!r}: version {version!r} must be a number")
     ds = platform.datasets.get(name, int(version) if version and version.isdigit() else None)
     return {"type": "dataset", "dataset": ds["ref"], "name": name, "version": ds["version"], "split": split}
 
