@@ -324,7 +324,7 @@ def test_cli_mistakes_are_one_line_and_exit_2(cli, tmp_path):
     one_line_error(cli("endpoints", "create", "ep", "--model", "ghost:1"), 2, "ghost")
     one_line_error(cli("endpoints", "create", "ep"), 2, "needs a model")
     one_line_error(cli("endpoints", "create", "bad_name", "--model", "tiny:1"), 2, "bad_name")
-    one_line_error(cli("endpoints", "create", "ep", "--model", "tiny:1", "--capture", "200"), 2, "capture_percent")
+    one_line_error(cli("endpoints", "create", "ep", "--model", "tiny:1", "--capture", "200"), 2, "--capture must be between 0 and 100")
     assert cli("endpoints", "create", "ep", "--model", "tiny:1").exit_code == 0
     one_line_error(cli("endpoints", "create", "ep", "--model", "tiny:1"), 2, "already exists")
     one_line_error(cli("endpoints", "update", "ep"), 2, "nothing to change")
