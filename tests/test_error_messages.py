@@ -86,6 +86,11 @@ def test_the_cli_names_its_flags_the_api_its_fields(live_server, settings, tmp_p
     r = httpx.post(f"{live_server}/endpoints", json={"name": "ep", "model": "tiny:1", "capture_percent": 150})
     body = assert_error(r, 400, "invalid_input", "capture_percent must be between 0 and 100")
     assert body["details"] == {"field": "capture_percent"}
+    Client(live_server).create_endpoint("watched", model="tiny:1", capture_percent=10)
+    line = one_line(run("monitors", "create", "m", "--endpoint", "watched", "--min-samples", "0"))
+    assert line.startswith("error: --min-samples: must be a whole number between 1 and")
+    line = one_line(run("monitors", "create", "m", "--endpoint", "watched", "--window", "5x"))
+    assert line == "error: --window: '5x' is not a duration; use e.g. 30m, 1h or 2d"
 
     table = tmp_path / "birds.csv"
     table.write_text("island,kind\nDream,Adelie\nBiscoe,Gentoo\n")

@@ -22,6 +22,10 @@ FLAGS = {
     "max_batch_delay_ms": "--max-batch-delay-ms",
     "multi_model": "--multi-model",
     "api_key": "--key",
+    "window": "--window",
+    "min_samples": "--min-samples",
+    "min_labels": "--min-labels",
+    "variant": "--variant",
 }
 # flags that also read an environment variable, named where the message asks for the flag
 ENVVARS = {"api_key": "LOOPML_ENDPOINT_KEY"}

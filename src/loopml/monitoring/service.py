@@ -61,18 +61,18 @@ def validate_name(name: Any) -> str:
 def parse_window(value: Any) -> int:
     """'1h', '30m', '2d', '90s', '1w' or whole seconds → seconds (1 minute .. 90 days)."""
     if isinstance(value, bool):
-        raise InvalidInput(f"window: {value!r} is not a duration; use e.g. 30m, 1h or 2d")
+        raise InvalidInput(f"window: {value!r} is not a duration; use e.g. 30m, 1h or 2d", field="window")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value) or int(value) != value:
-            raise InvalidInput(f"window: {value!r} is not a whole number of seconds")
+            raise InvalidInput(f"window: {value!r} is not a whole number of seconds", field="window")
         seconds = int(value)
     else:
         match = _WINDOW_RE.match(str(value)) if isinstance(value, str) else None
         if not match:
-            raise InvalidInput(f"window: {value!r} is not a duration; use e.g. 30m, 1h or 2d")
+            raise InvalidInput(f"window: {value!r} is not a duration; use e.g. 30m, 1h or 2d", field="window")
         seconds = int(match.group(1)) * _UNITS[match.group(2)]
     if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
-        raise InvalidInput(f"window: {value!r} must be between 1m and 90d")
+        raise InvalidInput(f"window: {value!r} must be between 1m and 90d", field="window")
     return seconds
 
 
@@ -150,7 +150,8 @@ def parse_webhooks(raw: Any) -> list[str]:
 def _min_samples(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or int(value) != value or not 1 <= value <= MAX_MIN_SAMPLES:
-        raise InvalidInput(f"min_samples: must be a whole number between 1 and {MAX_MIN_SAMPLES}, got {value!r}")
+        raise InvalidInput(f"min_samples: must be a whole number between 1 and {MAX_MIN_SAMPLES}, got {value!r}",
+                           field="min_samples")
     return int(value)
 
 
@@ -170,7 +171,7 @@ def check_endpoint(platform: Platform, endpoint: Any, variant: str | None) -> di
         names = endpoint_variants(record)
         if variant not in names:
             raise InvalidInput(f"variant: endpoint {endpoint!r} has no variant {variant!r} (it has "
-                               f"{', '.join(names)})")
+                               f"{', '.join(names)})", field="variant")
     if not float((record.get("spec") or {}).get("capture_percent") or 0) > 0:
         raise InvalidInput(f"endpoint {endpoint} captures no traffic: `loopml endpoints update {endpoint} "
                            "--capture 100` first")
@@ -474,7 +475,8 @@ def labelled_dataset(platform: Platform, monitor: str, dataset: str, *, extend: 
 def _min_labels_value(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or int(value) != value or not 1 <= value <= MAX_MIN_LABELS:
-        raise InvalidInput(f"min_labels: must be a whole number between 1 and {MAX_MIN_LABELS}, got {value!r}")
+        raise InvalidInput(f"min_labels: must be a whole number between 1 and {MAX_MIN_LABELS}, got {value!r}",
+                           field="min_labels")
     return int(value)
 
 
