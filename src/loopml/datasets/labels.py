@@ -2,7 +2,7 @@
 is a measurement (body mass, price, age in days) is refused before it becomes hundreds of
 one-row "classes".
 
-The rule (documented in docs/datasets.md): the labels all read as numbers, there are more than
+The rule (documented in the README's "Using it"): the labels all read as numbers, there are more than
 ``MAX_NUMERIC_CLASSES`` distinct values, and either some value has a fractional part or there
 are fewer than ``MIN_ROWS_PER_CLASS`` rows per distinct value on average. Integer class codes
 with enough rows each (CIFAR-100's 0..99) stay classes; so do 20 or fewer distinct values.
