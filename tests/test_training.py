@@ -124,6 +124,7 @@ def test_user_model_that_raises_fails_with_reason_and_traceback(plat, loop):
     done = wait(plat, job["id"])
     assert done["status"] == "failed"
     assert "boom in user code" in done["reason"] and "\n" not in done["reason"]
+    assert "build_model in 'broken.py' raised" in done["reason"]  # the user's file, not a temporary copy
     logs = "\n".join(line["text"] for line in plat.jobs.logs(job["id"]))
     assert "Traceback" in logs and "boom in user code" in logs
     with pytest.raises(NotFound):

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from loopml.artifacts.keys import join
-from loopml.core.errors import InvalidInput
+from loopml.core.errors import InvalidInput, paths_shown_as
 from loopml.core.timeutil import parse_iso, utcnow
 from loopml.datasets.content import DatasetContent
 from loopml.datasets.service import load_version
@@ -122,8 +122,9 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
     else:
         features = fit_features(parts["train"], hp, schema)
         if spec["template"] == "file":
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, spec["user_model_key"].rsplit("/", 1)[-1])
+            filename = spec["user_model_key"].rsplit("/", 1)[-1]
+            with tempfile.TemporaryDirectory() as tmp, paths_shown_as({os.path.join(tmp, filename): filename}):
+                path = os.path.join(tmp, filename)  # a failure names the user's file, not this copy
                 platform.artifacts.get_file(spec["user_model_key"], path)
                 model = build_model("file:" + path, hp, schema, features)
         else:
