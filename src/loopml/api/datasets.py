@@ -29,7 +29,8 @@ class DatasetIn(BaseModel):
     label: str | None = Field(None, description="label column of a table")
     text: str | None = Field(None, description="text column of a table")
     extend: bool = Field(False, description="append the source's rows to the newest version's rows "
-                         "(same kind, shape and classes) instead of replacing them")
+                         "(same kind, shape and classes) instead of replacing them; label and text "
+                         "default to that version's")
 
 
 class DatasetVersion(BaseModel):

@@ -30,7 +30,8 @@ def add(
     label: Annotated[Optional[str], typer.Option("--label", help="Label column of a table.")] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="Text column of a table.")] = None,
     extend: Annotated[bool, typer.Option("--extend", help="Append SOURCE's rows to the newest version "
-                                         "(same kind, shape and classes).")] = False,
+                                         "(same kind, shape and classes), read with its --label/--text "
+                                         "unless given.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Register SOURCE as a version of NAME (identical content keeps its version).

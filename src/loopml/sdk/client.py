@@ -172,7 +172,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
             format: ``npz``, ``csv``, ``parquet``, ``images`` or ``text``; inferred when None.
             label: Label column of a table. text: Text column of a table.
             extend: Append the source's rows to the newest version's rows (same kind, shape
-                and classes) instead of registering the source on its own.
+                and classes) instead of registering the source on its own; ``label``, ``text``
+                (and a ``text`` format) default to that version's.
 
         Returns:
             The version record with ``created`` (False when identical content was already there).
