@@ -150,6 +150,7 @@ def test_short_free_text_in_a_csv_is_read_as_text(tmp_path):
     df.to_csv(tmp_path / "reviews.csv", index=False)
     content = read_source(str(tmp_path / "reviews.csv"))
     assert content.kind == "text" and content.text_column == "review"
+    assert read_source(str(tmp_path / "reviews.csv"), fmt="csv").kind == "tabular"  # a format given: a table
 
 
 def test_two_free_text_columns_ask_which_one(live_server, tmp_path, monkeypatch):
@@ -159,9 +160,12 @@ def test_two_free_text_columns_ask_which_one(live_server, tmp_path, monkeypatch)
     run = cli_runner(live_server, monkeypatch)
     out = run("datasets", "add", "reviews", str(tmp_path / "reviews.csv"))
     assert out.exit_code == 2, out.output
-    assert "free-text columns (title, review)" in out.stderr and "--text COLUMN" in out.stderr
+    assert out.stderr.strip().endswith("has 2 free-text columns (title, review): a text dataset reads one; "
+                                       "pass --text COLUMN, or --format csv to keep it a table")
     out = run("datasets", "add", "reviews", str(tmp_path / "reviews.csv"), "--text", "review", "--json")
     assert out.exit_code == 0 and '"kind": "text"' in out.stdout
+    out = run("datasets", "add", "table", str(tmp_path / "reviews.csv"), "--format", "csv", "--json")
+    assert out.exit_code == 0 and '"kind": "tabular"' in out.stdout
 
 
 def rng_ints(rows: int) -> list[int]:

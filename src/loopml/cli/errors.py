@@ -1,6 +1,6 @@
 """API errors in the CLI's words: the API names its request fields, the CLI its flags.
 
-An error about one request field carries ``details["field"]``; its message names the field as
+An error about a request field carries ``details["field"]`` (a name or a list); its message names it as
 ``FIELD=VALUE`` or, first thing in the message, as ``FIELD``. The CLI rewrites those to the
 flag from the one table below (``label=COLUMN`` → ``--label COLUMN``), so the API and SDK keep
 saying ``label=COLUMN`` and the command line says ``--label COLUMN``.
@@ -32,13 +32,17 @@ ENVVARS = {"api_key": "LOOPML_ENDPOINT_KEY"}
 
 
 def cli_message(err: LoopMLError) -> str:
-    """``err.message`` with its field named as the CLI flag, when the table has one."""
-    field = (err.details or {}).get("field")
-    flag = FLAGS.get(field) if isinstance(field, str) else None
-    if flag is None:
-        return err.message
-    name = re.escape(field)
-    message, asked = re.subn(rf"(?<![\w.-]){name}=(\S+)", rf"{flag} \1", err.message)
-    if asked and field in ENVVARS:
-        message = re.sub(rf"{re.escape(flag)} (\S+)", rf"{flag} \1 (or set {ENVVARS[field]})", message, count=1)
-    return re.sub(rf"^{name}(?![\w.=-])", flag, message)
+    """``err.message`` with its field(s) named as CLI flags, where the table has them."""
+    fields = (err.details or {}).get("field")
+    message = err.message
+    for field in [fields] if isinstance(fields, str) else fields if isinstance(fields, list) else []:
+        flag = FLAGS.get(field) if isinstance(field, str) else None
+        if flag is None:
+            continue
+        name = re.escape(field)
+        message, asked = re.subn(rf"(?<![\w.-]){name}=([^\s,;)]+)", rf"{flag} \1", message)
+        if asked and field in ENVVARS:
+            message = re.sub(rf"{re.escape(flag)} (\S+)", rf"{flag} \1 (or set {ENVVARS[field]})", message,
+                             count=1)
+        message = re.sub(rf"^{name}(?![\w.=-])", flag, message)
+    return message

@@ -253,19 +253,21 @@ def _is_free_text(col: pd.Series) -> bool:
             and values.nunique() >= _TEXT_MIN_UNIQUE_SHARE * len(values))
 
 
-def _infer_text_column(df: pd.DataFrame, name: str) -> str | None:
-    """The free-text column, if there is one; several are the user's to choose between."""
+def _infer_text_column(df: pd.DataFrame, name: str, fmt: str | None) -> str | None:
+    """The free-text column, if there is one; several are the user's to choose between
+    (``fmt``: the table format that would keep it a table)."""
     columns = [str(c) for c in df.columns if _is_free_text(df[c])]
     if len(columns) > 1:
+        table = f", or format={fmt} to keep it a table" if fmt else ""
         raise InvalidInput(f"{name} has {len(columns)} free-text columns ({', '.join(columns)}): a text "
-                           "dataset reads one; pass text=COLUMN (or remove them for a tabular dataset)",
-                           field="text")
+                           f"dataset reads one; pass text=COLUMN{table}", field=["text", "format"])
     return columns[0] if columns else None
 
 
 def read_table(path: Path, fmt: str, label: str | None = None, text: str | None = None,
-               want_text: bool = False, min_classes: int = 2) -> DatasetContent:
-    """csv/parquet -> tabular content, or text content when ``text`` is given or inferred."""
+               want_text: bool = False, min_classes: int = 2, infer_text: bool = True) -> DatasetContent:
+    """csv/parquet -> tabular content, or text content when ``text`` is given or inferred
+    (``infer_text=False``: the format was given, the table stays a table)."""
     df = _read_table(path, fmt)
     df.columns = [str(c) for c in df.columns]
     name = path.name
@@ -283,7 +285,8 @@ def read_table(path: Path, fmt: str, label: str | None = None, text: str | None 
     if text is not None and text not in features.columns:
         listing = ", ".join(features.columns)
         raise InvalidInput(f"text column {text!r} not found in {name}; columns: {listing}")
-    text_col = text or _infer_text_column(features, name)
+    text_col = text or (_infer_text_column(features, name, None if want_text else fmt)
+                        if infer_text or want_text else None)
     if want_text and text_col is None:
         raise InvalidInput(f"{name} has no text column (a string column with mean length > "
                            f"{_TEXT_MIN_MEAN_CHARS} chars, or of sentences); pass text=COLUMN", field="text")
@@ -369,6 +372,7 @@ def read_source(path: str, fmt: str | None = None, label: str | None = None,
         raise InvalidInput(f"dataset source {path} does not exist")
     if fmt is not None and fmt not in FORMATS:
         raise UnsupportedFormat(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    infer_text = fmt is None  # --format csv|parquet: a table, whatever its strings look like
     fmt = fmt or _infer_format(p)
     if fmt in ("npz", "csv", "parquet") and p.is_dir():
         raise UnsupportedFormat(f"format {fmt} expects a file, but {path} is a folder")
@@ -377,7 +381,7 @@ def read_source(path: str, fmt: str | None = None, label: str | None = None,
     if fmt == "npz":
         return read_npz(p, label, min_classes)
     if fmt in ("csv", "parquet"):
-        return read_table(p, fmt, label, text, min_classes=min_classes)
+        return read_table(p, fmt, label, text, min_classes=min_classes, infer_text=infer_text)
     if fmt == "images":
         return read_image_folder(p, min_classes)
     # fmt == "text": a folder of class subfolders, or a csv/parquet with a text column
