@@ -60,6 +60,11 @@ def test_extend_inherits_the_label_column_sdk_and_cli(live_server, tmp_path, mon
     r = httpx.post(f"{live_server}/datasets", json={"name": "birds", "source": str(more), "extend": True})
     assert r.status_code == 201 and r.json()["rows"] == 84, r.text
 
+    # a batch of a table is read as a table, even if a column of it looks like sentences
+    notes = pd.read_csv(more).assign(island=[f"seen near rock {i} today" for i in range(9)])
+    notes.to_csv(tmp_path / "notes.csv", index=False)
+    assert c.add_dataset("birds", str(tmp_path / "notes.csv"), extend=True)["kind"] == "tabular"
+
 
 def test_extend_inherits_the_text_column_and_format(platform, tmp_path):
     # short texts are not guessed as text: version 1 said --format text --text note

@@ -126,7 +126,8 @@ def inherited_options(base: dict[str, Any], source: str, fmt: str | None, label:
 
     Label and text column: always (a batch is read as the dataset was). Format: a forced
     ``text`` always (short texts would not be guessed), any other only when the new file's
-    extension names none — a CSV dataset may still grow from a Parquet file or a zip.
+    extension names none — a CSV dataset may still grow from a Parquet file or a zip; a table's
+    csv/parquet batch is read as a table (no free-text guess).
     """
     from loopml.datasets.formats import _EXTENSION_FORMATS, FORMATS
 
@@ -135,10 +136,12 @@ def inherited_options(base: dict[str, Any], source: str, fmt: str | None, label:
         label = label or schema.get("label")  # a column; npz keys and image folders are found anyway
     text = text or schema.get("text")
     recorded = base.get("format")
+    suffix = PurePosixPath(source.rstrip("/")).suffix.lower()
     if fmt is None and recorded in FORMATS:
-        suffix = PurePosixPath(source.rstrip("/")).suffix.lower()
         if recorded == "text" or (suffix and suffix != ".zip" and suffix not in _EXTENSION_FORMATS):
             fmt = recorded
+    if fmt is None and base.get("kind") == "tabular" and _EXTENSION_FORMATS.get(suffix) in ("csv", "parquet"):
+        fmt = _EXTENSION_FORMATS[suffix]  # a format given: the batch is read as a table, like the rows it joins
     return fmt, label, text
 
 
