@@ -146,9 +146,12 @@ def test_a_missing_endpoint_key_says_how_to_send_it(live_server, settings, digit
     finally:
         plat.close()
     c = Client(live_server)
-    key = c.create_endpoint("locked", model="digits:1", new_key=True, wait=True, timeout=120)["api_key"]
-    instances = digits_data[0][:1].tolist()
     run = cli_runner(live_server, monkeypatch)
+    made = run("endpoints", "create", "locked", "--model", "digits:1", "--new-key", "--wait", "--timeout", "120")
+    assert made.exit_code == 0, made.output
+    key = made.stderr.split("(shown once): ", 1)[1].split()[0]
+    assert '-H "Authorization: Bearer $LOOPML_ENDPOINT_KEY"' in made.stdout  # the curl example sends the key
+    instances = digits_data[0][:1].tolist()
     body = '{"instances": %s}' % instances
     line = one_line(run("endpoints", "invoke", "locked", "--data", body))
     assert line == "error: endpoint 'locked' needs one of its API keys: pass --key KEY (or set LOOPML_ENDPOINT_KEY)"

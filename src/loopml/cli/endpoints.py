@@ -368,7 +368,9 @@ def _confidence(value: Any) -> str:
 def curl_example(c: Client, record: dict[str, Any], url: str) -> str:
     """A ready-to-paste request with an input of the right shape (from the training dataset's
     schema; a placeholder when it cannot be found)."""
-    auth = ' -H "Authorization: Bearer $LOOPML_SERVING_TOKEN"' if c._serving_token() else ""
+    keyed = bool((record.get("spec") or {}).get("key_hashes"))  # its keys answer, else the data plane's token
+    auth = ' -H "Authorization: Bearer $LOOPML_ENDPOINT_KEY"' if keyed else \
+        ' -H "Authorization: Bearer $LOOPML_SERVING_TOKEN"' if c._serving_token() else ""
     head = f"curl -sS -X POST {shlex.quote(url)} -H 'Content-Type: application/json'{auth}"
     variants = (record.get("resolved") or {}).get("variants") or []
     schema: dict[str, Any] = {}
