@@ -13,7 +13,7 @@ from loopml.core.errors import NotFound
 from loopml.sdk.client import Client, InvocationError
 from tests.surface_support import assert_error, cli_runner
 
-pytest_plugins = ("tests.serving_support",)
+pytest_plugins = ("tests.serving_support", "tests.backends")
 
 
 def one_line(out) -> str:
@@ -63,6 +63,25 @@ def test_upload_errors_name_the_users_file_not_the_temporary_copy(live_server, s
     r = httpx.post(f"{live_server}/datasets", json={"name": "x", "source": str(flat)})
     assert_error(r, 400, "invalid_input", f"folder {flat} has no class subfolders")
     assert "loopml-unzip-" not in r.json()["message"]
+
+
+def test_an_s3_source_is_named_not_its_downloaded_copy(tmp_path, moto_endpoint, s3_bucket, monkeypatch):
+    from loopml.core.errors import InvalidInput
+    from loopml.core.settings import Settings
+    from loopml.datasets.service import register
+    from loopml.platform import Platform
+    from tests.backends import s3_client
+
+    for var in ("LOOPML_DATABASE_URL", "LOOPML_ARTIFACT_URI"):
+        monkeypatch.delenv(var, raising=False)
+    s3_client(moto_endpoint).put_object(Bucket=s3_bucket, Key="incoming/bad.csv", Body=b'a,label\n1,"x\n')
+    plat = Platform(Settings(home=tmp_path / "home", s3_endpoint_url=moto_endpoint))
+    try:
+        with pytest.raises(InvalidInput) as err:
+            register(plat, "x", f"s3://{s3_bucket}/incoming/bad.csv")
+    finally:
+        plat.close()
+    assert err.value.message.startswith(f"s3://{s3_bucket}/incoming/bad.csv cannot be read as csv")
 
 
 def test_a_mistyped_split_names_the_dataset_and_its_splits(live_server, settings, monkeypatch):
