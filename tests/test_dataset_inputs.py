@@ -80,6 +80,11 @@ def test_extend_inherits_the_text_column_and_format(platform, tmp_path):
     v2 = register(platform, "notes", str(notes(tmp_path / "b.csv", 4, 1)), extend=True)
     assert (v2["kind"], v2["rows"], v2["format"]) == ("text", 24, "text")
     assert v2["schema"]["label"] == "grade" and v2["schema"]["text"] == "note"
+    # a file whose extension names no format is read in the format of the version it extends
+    register(platform, "birds", str(penguins_like(tmp_path / "p.csv")), label="kind")
+    batch = penguins_like(tmp_path / "batch.data", rows=6, seed=4)
+    v2 = register(platform, "birds", str(batch), extend=True)
+    assert (v2["rows"], v2["format"], v2["schema"]["label"]) == (66, "csv", "kind")
 
 
 def test_readme_ingest_function_extends_a_csv_dataset(settings, live_server, tmp_path):

@@ -106,6 +106,11 @@ def _infer_folder_format(folder: Path) -> str:
     raise UnsupportedFormat(f"folder {folder} holds no image or .txt files (found: {found})")
 
 
+def extension_format(name: str) -> str | None:
+    """The format a file name's extension names (``.csv`` → csv), if any."""
+    return _EXTENSION_FORMATS.get(Path(name).suffix.lower())
+
+
 def _infer_format(path: Path) -> str:
     if path.is_dir():
         return _infer_folder_format(path)

@@ -129,19 +129,21 @@ def inherited_options(base: dict[str, Any], source: str, fmt: str | None, label:
     extension names none — a CSV dataset may still grow from a Parquet file or a zip; a table's
     csv/parquet batch is read as a table (no free-text guess).
     """
-    from loopml.datasets.formats import _EXTENSION_FORMATS, FORMATS
+    from loopml.datasets.formats import FORMATS, extension_format
 
     schema = base.get("schema") or {}
     if base.get("kind") in ("tabular", "text") and base.get("format") != "npz":
         label = label or schema.get("label")  # a column; npz keys and image folders are found anyway
     text = text or schema.get("text")
     recorded = base.get("format")
-    suffix = PurePosixPath(source.rstrip("/")).suffix.lower()
+    name = PurePosixPath(source.rstrip("/")).name
+    named = extension_format(name)
     if fmt is None and recorded in FORMATS:
-        if recorded == "text" or (suffix and suffix != ".zip" and suffix not in _EXTENSION_FORMATS):
+        unnamed_file = "." in name and not name.lower().endswith(".zip") and named is None
+        if recorded == "text" or unnamed_file:
             fmt = recorded
-    if fmt is None and base.get("kind") == "tabular" and _EXTENSION_FORMATS.get(suffix) in ("csv", "parquet"):
-        fmt = _EXTENSION_FORMATS[suffix]  # a format given: the batch is read as a table, like the rows it joins
+    if fmt is None and base.get("kind") == "tabular" and named in ("csv", "parquet"):
+        fmt = named  # a format given: the batch is read as a table, like the rows it joins
     return fmt, label, text
 
 
