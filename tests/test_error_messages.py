@@ -175,7 +175,7 @@ def test_a_missing_endpoint_key_says_how_to_send_it(live_server, settings, digit
     line = one_line(run("endpoints", "invoke", "locked", "--data", body))
     assert line == "error: endpoint 'locked' needs one of its API keys: pass --key KEY (or set LOOPML_ENDPOINT_KEY)"
     line = one_line(run("endpoints", "invoke", "locked", "--data", body, "--key", "nope"))
-    assert line == "error: the API key given is not one of endpoint 'locked''s keys"
+    assert line == "error: endpoint 'locked' refused the API key given: it is not one of its keys"
     with pytest.raises(InvocationError, match="pass api_key=KEY") as missing:
         c.invoke("locked", instances=instances)
     assert missing.value.status == 401 and "LOOPML_SERVING_TOKEN" not in str(missing.value)
@@ -183,3 +183,38 @@ def test_a_missing_endpoint_key_says_how_to_send_it(live_server, settings, digit
     monkeypatch.setenv("LOOPML_ENDPOINT_KEY", key)
     out = run("endpoints", "invoke", "locked", "--data", body, "--json")
     assert out.exit_code == 0, out.output
+
+
+@pytest.fixture
+def token_server(settings):
+    """A control plane whose data plane wants LOOPML_SERVING_TOKEN."""
+    from loopml.api.app import create_app
+    from tests.asgi_server import serve_asgi
+
+    settings.serving_token = "dp-secret"
+    with serve_asgi(create_app(settings, start_loop=True)) as url:
+        yield url
+
+
+def test_a_missing_data_plane_token_says_set_loopml_serving_token(token_server, settings, digit_bundles,
+                                                                  digits_data, monkeypatch):
+    from loopml.platform import Platform
+    from tests.serving_support import register
+
+    plat = Platform(settings)
+    try:
+        register(plat, "digits", digit_bundles[0])
+    finally:
+        plat.close()
+    c = Client(token_server)
+    c.create_endpoint("open", model="digits:1", wait=True, timeout=120)
+    instances = digits_data[0][:1].tolist()
+    with pytest.raises(InvocationError, match="^the data plane needs its token: set LOOPML_SERVING_TOKEN$"):
+        c.invoke("open", instances=instances)
+    with pytest.raises(InvocationError, match="has no API keys: the data plane wants its own token"):
+        c.invoke("open", instances=instances, api_key="lml_nope")
+    monkeypatch.setenv("LOOPML_SERVING_TOKEN", "wrong")
+    with pytest.raises(InvocationError, match="LOOPML_SERVING_TOKEN does not match"):
+        Client(token_server).invoke("open", instances=instances)
+    monkeypatch.setenv("LOOPML_SERVING_TOKEN", "dp-secret")
+    assert len(Client(token_server).invoke("open", instances=instances)["predictions"]) == 1

@@ -754,24 +754,26 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
             except httpx.TransportError as exc:
                 raise LoopMLError(f"invoking endpoint {name!r} at {url} failed: {exc}") from None
             if resp.status_code == 401:
-                raise self._unauthorised(name, resp, api_key=api_key, token=serving_token)
+                raise self._unauthorised(name, resp, api_key=api_key)
             if resp.status_code >= 400:
                 raise _invocation_error(name, resp)
             return resp
         raise AssertionError("unreachable")
 
-    def _unauthorised(self, name: str, resp: httpx.Response, *, api_key: str | None,
-                      token: str | None) -> LoopMLError:
+    def _unauthorised(self, name: str, resp: httpx.Response, *, api_key: str | None) -> LoopMLError:
         """A 401 says what to send: the endpoint's key (it has keys) or the data plane's token."""
         try:
             keyed = bool((self.endpoint(name).get("spec") or {}).get("key_hashes"))
         except LoopMLError:
             keyed = False
         if keyed and api_key:
-            message, field = f"the API key given is not one of endpoint {name!r}'s keys", "api_key"
+            message, field = f"endpoint {name!r} refused the API key given: it is not one of its keys", None
         elif keyed:
             message, field = f"endpoint {name!r} needs one of its API keys: pass api_key=KEY", "api_key"
-        elif token:
+        elif api_key:
+            message, field = (f"endpoint {name!r} has no API keys: the data plane wants its own token "
+                              "(set LOOPML_SERVING_TOKEN)"), None
+        elif self._serving_token():
             message, field = "LOOPML_SERVING_TOKEN does not match the data plane's token", None
         else:
             message, field = "the data plane needs its token: set LOOPML_SERVING_TOKEN", None
