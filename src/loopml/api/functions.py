@@ -110,6 +110,27 @@ def create_function(
         description=description, replace=_bool(replace))
 
 
+@router.patch("/{name}", response_model=Function,
+              summary="Change a function: only the fields given (new code, handler, timeout, memory, "
+                      "environment merged: null removes a variable)")
+def update_function(
+    name: str,
+    request: Request,
+    code: Annotated[UploadFile | None, File(description="new code (.py or .zip); absent: keep the code")] = None,
+    handler: Annotated[str | None, Form(description="MODULE.FUNCTION; absent: keep the handler")] = None,
+    timeout_s: Annotated[float | None, Form(description="absent: keep")] = None,
+    memory_mb: Annotated[int | None, Form(description="absent: keep")] = None,
+    environment: Annotated[str | None, Form(description="JSON object merged into the environment: "
+                                            "NAME: value sets, NAME: null removes")] = None,
+    description: Annotated[str | None, Form(description="absent: keep; empty: clear")] = None,
+) -> dict[str, Any]:
+    data = code.file.read(service.MAX_CODE_BYTES + 1) if code is not None else None
+    return service.update_function(
+        _platform(request), name, filename=(code.filename or "handler.py") if code is not None else None, data=data,
+        handler=handler or None, timeout_s=timeout_s, memory_mb=memory_mb,
+        environment=service.parse_environment(environment), description=description)
+
+
 @router.get("", response_model=list[Function], summary="Functions, by name")
 def list_functions(request: Request) -> list[dict[str, Any]]:
     return _platform(request).functions.list()
