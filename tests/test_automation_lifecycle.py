@@ -98,3 +98,124 @@ def test_functions_update_keeps_what_is_not_given(sdk: Client, run, server: str,
     assert sdk.function("envy")["handler"] == "envy.handler"
     moved = ok_json(run("functions", "update", "envy", "--file", str(other), "--handler", "other.handler", "--json"))
     assert moved["handler"] == "other.handler" and moved["environment"] == {"A": "9", "B": "b"}
+
+
+# -- item 4: what is in use is not deleted silently; failed firings are re-driven ------------------
+
+OBJECT_HANDLER = '''def handler(event, context):
+    return {"key": event["Records"][0]["s3"]["object"]["key"], "redrive_of": event.get("redrive_of")}
+'''
+
+
+def test_deleting_a_used_function_then_redriving_its_failed_firing(sdk: Client, run, server: str, tmp_path: Path):
+    """The issue's scenario: a function used by an object trigger is deleted; the next object's
+    firing fails; once the function exists again, `triggers redrive` runs it for that object."""
+    code, drop = tmp_path / "seen.py", tmp_path / "drop"
+    code.write_text(OBJECT_HANDLER)
+    sdk.create_function("seen", code)
+    sdk.create_trigger("files", objects=str(drop), function="seen")
+    flow = {"StartAt": "Call", "States": {"Call": {"Type": "Task", "Resource": "loopml:function:seen", "End": True}}}
+    sdk.create_workflow("calls", flow)
+
+    def fired(n: int) -> list[dict]:
+        return poll(lambda: (lambda h: h if len(h) >= n else None)(sdk.trigger_history("files")), f"{n} firings")
+
+    (drop / "a.txt").parent.mkdir(parents=True)
+    (drop / "a.txt").write_text("a")
+    [first] = fired(1)
+    assert first["status"] == "started"
+
+    # in use: refused with the list of dependents (REST 409 + JSON, CLI one line exit 2)
+    with httpx.Client(base_url=server) as http:
+        body = assert_error(http.delete("/functions/seen"), 409, "conflict", "trigger files", "workflow calls",
+                            "--force")
+        assert body["details"]["dependents"] == [{"kind": "trigger", "name": "files"},
+                                                 {"kind": "workflow", "name": "calls", "state": "Call"}]
+    one_line_error(run("functions", "delete", "seen"), 2, "trigger files", "workflow calls (state Call)", "--force")
+    assert sdk.function("seen")["name"] == "seen"
+
+    # --force deletes and says what it breaks
+    forced = run("functions", "delete", "seen", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "this breaks trigger files, workflow calls (state Call)" in forced.stderr
+
+    (drop / "b.txt").write_text("b")
+    failed = fired(2)[0]
+    assert failed["status"] == "failed" and failed["error"] == "function 'seen' not found"
+    # nothing to start yet: refused, nothing recorded
+    one_line_error(run("triggers", "redrive", "files"), 2, "function 'seen' not found")
+    assert len(sdk.trigger_history("files")) == 2
+
+    sdk.create_function("seen", code)
+    redriven = ok_json(run("triggers", "redrive", "files", "--json"))
+    assert [(r["redrive_of"], r["status"]) for r in redriven] == [(failed["id"], "started")]
+    invocation = poll(lambda: (lambda r: r if r["status"] in ("succeeded", "failed") else None)(
+        sdk.function_invocation("seen", redriven[0]["started"]["id"])), "the redriven invocation")
+    assert invocation["status"] == "succeeded", invocation
+    assert invocation["result"] == {"key": "b.txt", "redrive_of": failed["id"]}
+
+    # exactly once: a second redrive starts nothing
+    assert "no failed firings left" in run("triggers", "redrive", "files").stdout
+    one_line_error(run("triggers", "redrive", "files", "--firing", str(failed["id"])), 2, "already redriven")
+    one_line_error(run("triggers", "redrive", "files", "--firing", str(first["id"])), 2, "did not fail")
+    with pytest.raises(Conflict, match="already redriven"):
+        sdk.redrive_trigger("files", failed["id"])
+    history = run("triggers", "history", "files")
+    assert history.exit_code == 0 and "redrive" in history.stdout and "redriven" in history.stdout
+    assert [f["redrive_of"] for f in sdk.trigger_history("files")] == [failed["id"], None, None]
+
+
+def test_in_use_workflows_endpoints_aliases_and_alert_monitors(settings, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    """No control loop here (nothing is served): the records and their dependents only."""
+    from loopml.api.app import create_app
+    from loopml.platform import Platform
+    from tests.asgi_server import serve_asgi
+
+    plat = Platform(settings)
+    try:
+        plat.models.add_version("digits", 1, dataset="digits:1", kind="image", template="cnn", hparams={},
+                                metrics={}, lineage={}, runtimes=["keras"], trusted=False,
+                                artifact_prefix="models/digits/v1")
+        plat.models.set_alias("digits", "prod", 1)
+        with serve_asgi(create_app(settings, platform=plat, start_loop=False)) as url, \
+                httpx.Client(base_url=url) as http, Client(url, token="") as c:
+            run = cli_runner(url, monkeypatch)
+            c.create_workflow("flow", {"StartAt": "Deploy", "States": {"Deploy": {
+                "Type": "Task", "Resource": "loopml:deploy", "Parameters": {"endpoint": "web"}, "End": True}}})
+            assert http.post("/endpoints", json={"name": "web", "model": "digits@prod"}).status_code == 201
+            plat.monitors.create("watch", endpoint="web", variant=None, schedule=None, tz="UTC", window_s=3600,
+                                 min_samples=10, thresholds={}, webhooks=[], next_run_at=None)
+
+            # triggers create --alert NOSUCH is refused like --function NOSUCH
+            one_line_error(run("triggers", "create", "alarm", "--alert", "nosuch", "--workflow", "flow"), 2,
+                           "monitor 'nosuch' not found")
+            assert_error(http.post("/triggers", json={"name": "alarm", "kind": "alert", "monitor": "nosuch",
+                                                      "workflow": "flow"}), 400, "invalid_input", "nosuch")
+            c.create_trigger("alarm", alert="watch", workflow="flow")
+
+            # a workflow started by a trigger
+            body = assert_error(http.delete("/workflows/flow"), 409, "conflict", "trigger alarm")
+            assert body["details"]["dependents"] == [{"kind": "trigger", "name": "alarm"}]
+            one_line_error(run("workflows", "delete", "flow"), 2, "trigger alarm", "--force")
+            # an endpoint watched by a monitor and deployed to by a workflow
+            body = assert_error(http.delete("/endpoints/web"), 409, "conflict", "monitor watch", "workflow flow")
+            assert body["details"]["dependents"] == [{"kind": "monitor", "name": "watch"},
+                                                     {"kind": "workflow", "name": "flow", "state": "Deploy"}]
+            one_line_error(run("endpoints", "delete", "web"), 2, "monitor watch", "--force")
+            # an alias followed by an endpoint
+            body = assert_error(http.delete("/models/digits/aliases/prod"), 409, "conflict", "endpoint web")
+            assert body["details"]["dependents"] == [{"kind": "endpoint", "name": "web"}]
+            one_line_error(run("models", "alias", "delete", "digits", "prod"), 2, "endpoint web", "--force")
+            assert plat.models.get("digits", alias="prod")["version"] == 1
+
+            # --force: done, and the answer names what broke
+            gone = run("models", "alias", "delete", "digits", "prod", "--force")
+            assert gone.exit_code == 0 and "this breaks endpoint web" in gone.stderr
+            assert c.delete_endpoint("web", force=True)["broken"] == [
+                {"kind": "monitor", "name": "watch"}, {"kind": "workflow", "name": "flow", "state": "Deploy"}]
+            assert ok_json(run("workflows", "delete", "flow", "--force", "--json"))["broken"] == \
+                [{"kind": "trigger", "name": "alarm"}]
+            assert_error(http.delete("/workflows/flow"), 404, "not_found")
+    finally:
+        plat.close()

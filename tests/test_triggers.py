@@ -62,6 +62,12 @@ def add_workflow(store: MetadataStore, name: str = "flow") -> None:
         s.add(t.Workflow(name=name, definition=PASS_DEFINITION, source=json.dumps(PASS_DEFINITION)))
 
 
+def add_monitor(plat: Platform, name: str) -> None:
+    """A model monitor record (alert triggers name one); never run here."""
+    plat.monitors.create(name, endpoint="digits", variant=None, schedule=None, tz="UTC", window_s=3600,
+                         min_samples=10, thresholds={}, webhooks=[], next_run_at=None)
+
+
 def remove_function(store: MetadataStore, name: str) -> None:
     with store.session() as s:
         s.delete(s.get(t.Function, name))
@@ -488,6 +494,8 @@ def test_cron_validation(plat: Platform):
 # -- alerts ----------------------------------------------------------------------------------------
 
 def test_fire_alert_once_per_alert_id(plat: Platform):
+    add_monitor(plat, "digits-monitor")
+    add_monitor(plat, "another-monitor")
     service.create_trigger(plat, "drift", "alert", monitor="digits-monitor", function="echo")
     service.create_trigger(plat, "other", "alert", monitor="another-monitor", function="echo")
     alert = {"id": "alert-1", "metric": "psi", "value": 0.4}
@@ -630,6 +638,7 @@ def test_sdk_round_trip(live_server: str, targets: Platform):
         assert created["spec"] == {"cron": "0 3 * * *", "tz": "Europe/Paris", "missed": "catch-up"}
         assert c.trigger("nightly")["next_run"].endswith(":00:00Z")
         assert c.create_trigger("hook", webhook=True, function="echo")["secret"]
+        add_monitor(targets, "digits-monitor")
         c.create_trigger("alarm", alert="digits-monitor", function="echo")
         assert [r["name"] for r in c.triggers()] == ["alarm", "hook", "nightly"]
         fired = c.fire_trigger("nightly")

@@ -76,6 +76,7 @@ class InvocationLogs(BaseModel):
 
 class Deleted(BaseModel):
     deleted: str
+    broken: list[dict[str, Any]] = Field([], description="with force: the dependents now broken")
 
 
 def _platform(request: Request) -> Platform:
@@ -141,10 +142,12 @@ def get_function(name: str, request: Request) -> dict[str, Any]:
     return _platform(request).functions.get(name)
 
 
-@router.delete("/{name}", response_model=Deleted, summary="Delete a function (its invocations stay)")
-def delete_function(name: str, request: Request) -> dict[str, Any]:
-    service.delete_function(_platform(request), name)
-    return {"deleted": name}
+@router.delete("/{name}", response_model=Deleted, response_model_exclude_unset=True,
+               summary="Delete a function (its invocations stay); 409 listing the triggers and workflows "
+                       "that use it unless force=true")
+def delete_function(name: str, request: Request, force: bool = False) -> dict[str, Any]:
+    broken = service.delete_function(_platform(request), name, force=force)
+    return {"deleted": name, **({"broken": broken} if broken else {})}
 
 
 @router.post("/{name}/invocations", response_model=Invocation,

@@ -41,6 +41,12 @@ class FireIn(BaseModel):
     event: Any = Field(None, description="the event to send (default: a sample of the trigger's shape)")
 
 
+class RedriveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    firing: int | None = Field(None, description="this failed firing; default: every failed firing not "
+                               "redriven yet")
+
+
 class Trigger(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
@@ -132,6 +138,16 @@ def fire_trigger(name: str, request: Request, body: FireIn | None = None) -> dic
     answer = service.fire_manual(_platform(request), name, body.event if body else None)
     _poke(request, answer)
     return answer
+
+
+@router.post("/{name}/redrive", response_model=list[Fired], status_code=202,
+             summary="Start the target again for failed firings (each at most once; recorded as firings "
+                     "with redrive_of)")
+def redrive_trigger(name: str, request: Request, body: RedriveIn | None = None) -> list[dict[str, Any]]:
+    answers = service.redrive(_platform(request), name, body.firing if body else None)
+    for answer in answers:
+        _poke(request, answer)
+    return answers
 
 
 async def _capped_body(request: Request, cap: int) -> bytes:

@@ -156,11 +156,17 @@ def _print_invocations(records: list[dict[str, Any]], title: str | None = None) 
         for r in records]))
 
 
+ForceOpt = Annotated[bool, typer.Option("--force", help="Delete even if triggers or workflows use it (they fail).")]
+
+
 @app.command("delete")
-def delete(name: Annotated[str, typer.Argument(help="The function.")]) -> None:
-    """Delete a function (its invocation history stays)."""
-    client().delete_function(name)
+def delete(name: Annotated[str, typer.Argument(help="The function.")], force: ForceOpt = False) -> None:
+    """Delete a function (its invocation history stays). Refused while triggers or workflows use it."""
+    from loopml.cli.output import print_broken
+
+    answer = client().delete_function(name, force=force)
     console().print(f"function {name} deleted")
+    print_broken(answer)
 
 
 def _event(text: str | None) -> Any:

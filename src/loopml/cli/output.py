@@ -52,6 +52,15 @@ def emit(obj: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         render(obj)
 
 
+def print_broken(answer: dict[str, Any]) -> None:
+    """After a forced delete: what it broke (on stderr, so it is seen even when stdout is piped)."""
+    broken = answer.get("broken") or []
+    if broken:
+        names = ", ".join(f"{d['kind']} {d['name']}" + (f" (state {d['state']})" if d.get("state") else "")
+                          for d in broken)
+        err_console().print(f"warning: this breaks {names}", markup=False)
+
+
 def num(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"

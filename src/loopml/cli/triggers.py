@@ -162,15 +162,50 @@ def history(
     emit(client().trigger_history(name, limit=limit), as_json, print_history)
 
 
+def _firing_note(f: dict[str, Any], redriven_by: dict[int, int]) -> str:
+    notes = [f.get("error") or ""]
+    if f.get("redrive_of"):
+        notes.append(f"redrive of firing {f['redrive_of']}")
+    if f["id"] in redriven_by:
+        notes.append(f"redriven by firing {redriven_by[f['id']]}")
+    return "; ".join(n for n in notes if n)
+
+
 def print_history(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console().print("no firings yet")
         return
-    t = table("time", "status", "key / object", "started", "error", rows=[
-        (when(f.get("at")), styled(f.get("status")), _firing_what(f), f.get("started_id") or "-",
-         f.get("error") or "") for f in rows])
-    t.columns[4].overflow = "fold"
+    redriven_by = {f["redrive_of"]: f["id"] for f in rows if f.get("redrive_of")}
+    t = table("firing", "time", "status", "key / object", "started", "error / note", rows=[
+        (str(f["id"]), when(f.get("at")), styled(f.get("status")), _firing_what(f), f.get("started_id") or "-",
+         _firing_note(f, redriven_by)) for f in rows])
+    t.columns[4].no_wrap = True  # ids are copied whole
+    t.columns[3].overflow = t.columns[5].overflow = "fold"
     console().print(t)
+
+
+@app.command("redrive")
+def redrive(
+    name: NameArg,
+    firing: Annotated[Optional[int], typer.Option("--firing", metavar="ID", help=(
+        "Only this failed firing (ids: `loopml triggers history NAME`). Default: every failed firing "
+        "not redriven yet."))] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the target again for failed firings, with their original events (e.g. after
+    re-creating a deleted function). Each firing is redriven at most once; the history records
+    each redrive as a new firing "redrive of firing X"."""
+    answers = client().redrive_trigger(name, firing)
+    if as_json:
+        print_json(answers)
+        return
+    if not answers:
+        console().print(f"trigger {name} has no failed firings left to redrive")
+        return
+    for a in answers:
+        started = a.get("started")
+        what = f"started {started['kind']} {started['id']}" if started else f"{a.get('status')}: {a.get('error')}"
+        console().print(f"redrove firing {a['redrive_of']} as firing {a['firing']}: {what}", markup=False)
 
 
 @app.command("fire")

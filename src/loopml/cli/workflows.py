@@ -143,13 +143,19 @@ def show(name: Annotated[str, typer.Argument(help="The workflow.")], as_json: Js
 
 
 @app.command("delete")
-def delete(name: Annotated[str, typer.Argument(help="The workflow.")], as_json: JsonOpt = False) -> None:
-    """Delete a workflow (running executions finish on their own copy of the definition)."""
-    gone = client().delete_workflow(name)
+def delete(name: Annotated[str, typer.Argument(help="The workflow.")],
+           force: Annotated[bool, typer.Option("--force", help="Delete even if triggers start it (they fail).")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Delete a workflow (running executions finish on their own copy of the definition).
+    Refused while triggers start it."""
+    from loopml.cli.output import print_broken
+
+    gone = client().delete_workflow(name, force=force)
     if as_json:
         print_json(gone)
     else:
         console().print(f"workflow [bold]{name}[/] deleted")
+        print_broken(gone)
 
 
 @app.command("start")

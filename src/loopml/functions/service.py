@@ -139,10 +139,16 @@ def update_function(platform: Platform, name: str, *, filename: str | None = Non
     return platform.functions.update(name, fields, env_patch)
 
 
-def delete_function(platform: Platform, name: str) -> dict[str, Any]:
-    record = platform.functions.delete(name)
+def delete_function(platform: Platform, name: str, *, force: bool = False) -> list[dict[str, Any]]:
+    """Delete the function unless triggers or workflows use it (``force``: delete anyway).
+    Returns the dependents it breaks."""
+    from loopml.workflows.dependents import check_unused, function_dependents
+
+    platform.functions.get(name)
+    broken = check_unused(f"function {name!r}", function_dependents(platform, name), force=force)
+    platform.functions.delete(name)
     try:
         platform.artifacts.delete(f"functions/{name}")
     except Exception:  # noqa: BLE001 - the record is gone; leftover code is harmless
         pass
-    return record
+    return broken

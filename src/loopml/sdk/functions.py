@@ -112,9 +112,11 @@ class FunctionsAPI:
         """One function's configuration."""
         return self._json("GET", f"/functions/{_seg(name)}")
 
-    def delete_function(self, name: str) -> dict[str, Any]:
-        """Delete a function (its invocation history stays). Returns ``{"deleted": name}``."""
-        return self._json("DELETE", f"/functions/{_seg(name)}")
+    def delete_function(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Delete a function (its invocation history stays). Refused (Conflict, the dependents in
+        ``details``) while triggers or workflows use it, unless ``force``. Returns
+        ``{"deleted": name, "broken": [dependents]}``."""
+        return self._json("DELETE", f"/functions/{_seg(name)}", params={"force": "true"} if force else None)
 
     def invoke_function(self, name: str, event: Any = None, mode: str = "sync") -> dict[str, Any]:
         """Invoke a function.

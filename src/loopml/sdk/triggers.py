@@ -75,6 +75,16 @@ class TriggersAPI:
         """Every firing, newest first: ``{id, at, status, dedupe_key, started_id, error, event}``."""
         return self._json("GET", f"/triggers/{_seg(name)}/history", params={"limit": limit})
 
+    def redrive_trigger(self, name: str, firing: int | None = None) -> list[dict[str, Any]]:
+        """Start the target again for failed firing ``firing`` (Conflict if it was already
+        redriven), or for every failed firing not redriven yet. Each redrive is recorded in the
+        history as a firing with ``redrive_of``.
+
+        Returns:
+            ``[{"firing": new id, "redrive_of": id, "status", "started": {"kind", "id"}}]``
+        """
+        return self._json("POST", f"/triggers/{_seg(name)}/redrive", json={"firing": firing})
+
     def fire_trigger(self, name: str, event: Any = None) -> dict[str, Any]:
         """Test fire: start the target now with ``event`` (default: a sample of the trigger's shape).
 

@@ -26,6 +26,7 @@ from loopml.store.db import MetadataStore
 ACTIVE, PAUSED = "active", "paused"
 STARTED, FAILED, SKIPPED = "started", "failed", "skipped"
 OBJECT_BATCH = 100  # objects per firing transaction: a crash loses nothing and repeats nothing
+REDRIVE_PREFIX = "redrive:"  # dedupe key of a redrive: "redrive:<firing id>", so at most one each
 
 
 @dataclass
@@ -43,7 +44,9 @@ class Firing:
 def firing_record(f: t.TriggerFiring) -> dict[str, Any]:
     return {"id": f.id, "trigger": f.trigger, "at": iso(f.at), "status": f.status,
             "dedupe_key": f.dedupe_key, "target": {"kind": f.target_kind, "name": f.target},
-            "started_id": f.started_id, "error": f.error, "event": f.event}
+            "started_id": f.started_id, "error": f.error, "event": f.event,
+            "redrive_of": int(f.dedupe_key[len(REDRIVE_PREFIX):])
+            if f.dedupe_key and f.dedupe_key.startswith(REDRIVE_PREFIX) else None}
 
 
 def trigger_record(row: t.Trigger, last: t.TriggerFiring | None = None,
@@ -166,6 +169,33 @@ class TriggerRepo:
             if status:
                 query = query.where(t.TriggerFiring.status == status)
             return s.execute(query).scalar_one()
+
+    def firing(self, name: str, firing_id: int) -> dict[str, Any]:
+        with self.store.session() as s:
+            self._row(s, name)
+            row = s.get(t.TriggerFiring, firing_id)
+            if row is None or row.trigger != name:
+                raise NotFound(f"trigger {name!r} has no firing {firing_id}")
+            return firing_record(row)
+
+    def failed_firings(self, name: str) -> list[dict[str, Any]]:
+        """Failed firings of ``name``, oldest first, each with ``redriven_by`` (the id of the
+        firing that re-drove it, or None)."""
+        with self.store.session() as s:
+            self._row(s, name)
+            redrives = {int(key[len(REDRIVE_PREFIX):]): firing_id for key, firing_id in s.execute(
+                select(t.TriggerFiring.dedupe_key, t.TriggerFiring.id).where(
+                    t.TriggerFiring.trigger == name, t.TriggerFiring.dedupe_key.like(REDRIVE_PREFIX + "%")))}
+            rows = s.execute(select(t.TriggerFiring).where(t.TriggerFiring.trigger == name,
+                                                           t.TriggerFiring.status == FAILED)
+                             .order_by(t.TriggerFiring.id)).scalars()
+            return [{**firing_record(f), "redriven_by": redrives.get(f.id)} for f in rows]
+
+    def target_missing(self, name: str) -> str | None:
+        """"function 'x' not found" when the trigger's target does not exist (else None)."""
+        with self.store.session() as s:
+            row = self._row(s, name)
+            return self._target_missing(s, row.target_kind, row.target)
 
     def firing_by_dedupe(self, name: str, dedupe_key: str) -> dict[str, Any] | None:
         with self.store.session() as s:

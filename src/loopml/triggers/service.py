@@ -21,7 +21,7 @@ from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound
 from loopml.core.jsonutil import NotStrictJSON, loads_strict
 from loopml.core.timeutil import iso, utcnow
 from loopml.platform import Platform
-from loopml.store.triggers_repo import ACTIVE, FAILED, PAUSED, Firing
+from loopml.store.triggers_repo import ACTIVE, FAILED, PAUSED, REDRIVE_PREFIX, Firing
 from loopml.triggers import cron as cron_mod
 from loopml.triggers.events import alert_event, sample_event, webhook_event
 from loopml.triggers.objects import ObjectLister, parse_location
@@ -67,6 +67,10 @@ def _spec(platform: Platform, kind: str, fields: dict[str, Any]) -> dict[str, An
         monitor = (fields.get("monitor") or "").strip()
         if not monitor:
             raise InvalidInput("monitor: name the model monitor whose alerts fire this trigger")
+        try:
+            platform.monitors.get(monitor)
+        except NotFound:
+            raise InvalidInput(f"monitor: monitor {monitor!r} not found (see `loopml monitors list`)") from None
         return {"monitor": monitor}
     return {}
 
@@ -173,6 +177,47 @@ def fire_manual(platform: Platform, name: str, event: Any = None) -> dict[str, A
     if not written:
         raise NotFound(f"trigger {name!r} not found")
     return _started(written[0])
+
+
+def _redrivable(firing: dict[str, Any]) -> bool:
+    """A failed firing whose event is what the source meant (not a webhook body that was not JSON)."""
+    return firing["status"] == FAILED and not (firing.get("error") or "").startswith("body:")
+
+
+def redrive(platform: Platform, name: str, firing_id: int | None = None) -> list[dict[str, Any]]:
+    """Start the target again for failed firings, each with its original event (plus
+    ``redrive_of``): firing ``firing_id``, or every failed firing not redriven yet, oldest first.
+    Each redrive is a firing of its own, deduplicated on ``redrive:<id>``: a firing is redriven at
+    most once, however often (or concurrently) this is called. Refused while the target is missing."""
+    missing = platform.triggers.target_missing(name)
+    if missing:
+        raise Conflict(f"trigger {name!r} cannot redrive: its target {missing} (create it, or point the "
+                       f"trigger elsewhere with `loopml triggers update {name}`)")
+    if firing_id is not None:
+        firing = platform.triggers.firing(name, firing_id)
+        if not _redrivable(firing):
+            raise Conflict(f"firing {firing_id} of trigger {name!r} did not fail ({firing['status']}): "
+                           "nothing to redrive" if firing["status"] != FAILED else
+                           f"firing {firing_id} of trigger {name!r} failed on its input ({firing['error']}): "
+                           "redriving cannot help")
+        done = platform.triggers.firing_by_dedupe(name, f"{REDRIVE_PREFIX}{firing_id}")
+        if done is not None:
+            raise Conflict(f"firing {firing_id} of trigger {name!r} was already redriven by firing {done['id']}")
+        todo = [firing]
+    else:
+        todo = [f for f in platform.triggers.failed_firings(name) if f["redriven_by"] is None and _redrivable(f)]
+    answers = []
+    for firing in todo:
+        event = firing["event"]
+        if isinstance(event, dict):
+            event = {**event, "redrive_of": firing["id"]}
+        written = platform.triggers.fire(name, [Firing(event, dedupe_key=f"{REDRIVE_PREFIX}{firing['id']}")],
+                                         require_active=False)
+        if written:  # else someone redrove it meanwhile
+            answers.append({**_started(written[0]), "redrive_of": firing["id"]})
+    if firing_id is not None and not answers:
+        raise Conflict(f"firing {firing_id} of trigger {name!r} was already redriven")
+    return answers
 
 
 def fire_webhook(platform: Platform, name: str, *, secret: str | None, body: bytes,
