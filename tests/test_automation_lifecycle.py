@@ -112,6 +112,7 @@ def test_deleting_a_used_function_then_redriving_its_failed_firing(sdk: Client, 
     firing fails; once the function exists again, `triggers redrive` runs it for that object."""
     code, drop = tmp_path / "seen.py", tmp_path / "drop"
     code.write_text(OBJECT_HANDLER)
+    drop.mkdir()
     sdk.create_function("seen", code)
     sdk.create_trigger("files", objects=str(drop), function="seen")
     flow = {"StartAt": "Call", "States": {"Call": {"Type": "Task", "Resource": "loopml:function:seen", "End": True}}}
@@ -120,7 +121,6 @@ def test_deleting_a_used_function_then_redriving_its_failed_firing(sdk: Client, 
     def fired(n: int) -> list[dict]:
         return poll(lambda: (lambda h: h if len(h) >= n else None)(sdk.trigger_history("files")), f"{n} firings")
 
-    (drop / "a.txt").parent.mkdir(parents=True)
     (drop / "a.txt").write_text("a")
     [first] = fired(1)
     assert first["status"] == "started"
@@ -219,3 +219,173 @@ def test_in_use_workflows_endpoints_aliases_and_alert_monitors(settings, tmp_pat
             assert_error(http.delete("/workflows/flow"), 404, "not_found")
     finally:
         plat.close()
+
+
+# -- item 16: triggers update, GitHub-style signatures, alerts ack/resolve, object locations ----------
+
+@pytest.fixture
+def quiet(settings):
+    """A real API server without the control loop (nothing polls or runs): (platform, url)."""
+    from loopml.api.app import create_app
+    from loopml.platform import Platform
+    from tests.asgi_server import serve_asgi
+
+    plat = Platform(settings)
+    try:
+        with serve_asgi(create_app(settings, platform=plat, start_loop=False)) as url:
+            yield plat, url
+    finally:
+        plat.close()
+
+
+def add_targets(c: Client, tmp_path: Path) -> None:
+    code = tmp_path / "echo.py"
+    code.write_text("def handler(event, context):\n    return event\n")
+    c.create_function("echo", code)
+    c.create_function("other", code, handler="echo.handler")
+    c.create_workflow("flow", {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
+
+
+def test_triggers_update_keeps_what_is_not_given(quiet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    plat, url = quiet
+    run = cli_runner(url, monkeypatch)
+    with Client(url, token="") as c, httpx.Client(base_url=url) as http:
+        add_targets(c, tmp_path)
+        c.create_trigger("nightly", cron="0 3 * * *", tz="Europe/Paris", missed="catch-up", function="echo")
+        before = c.trigger("nightly")
+
+        moved = ok_json(run("triggers", "update", "nightly", "--workflow", "flow", "--json"))
+        assert moved["target"] == {"kind": "workflow", "name": "flow"} and moved["spec"] == before["spec"]
+        assert moved["next_run"] == before["next_run"]
+        changed = c.update_trigger("nightly", cron="30 4 * * *")
+        assert changed["spec"] == {"cron": "30 4 * * *", "tz": "Europe/Paris", "missed": "catch-up"}
+        assert changed["target"] == {"kind": "workflow", "name": "flow"} and changed["next_run"] != before["next_run"]
+        patched = http.patch("/triggers/nightly", json={"tz": "UTC", "function": "other"})
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["spec"]["tz"] == "UTC" and patched.json()["spec"]["cron"] == "30 4 * * *"
+        assert patched.json()["target"] == {"kind": "function", "name": "other"}
+
+        one_line_error(run("triggers", "update", "nightly"), 2, "nothing to change")
+        one_line_error(run("triggers", "update", "nightly", "--suffix", ".csv"), 2, "only for objects triggers")
+        one_line_error(run("triggers", "update", "nightly", "--function", "ghost"), 2, "function 'ghost' not found")
+        one_line_error(run("triggers", "update", "nightly", "--cron", "nope"), 2, "cron:")
+        one_line_error(run("triggers", "update", "ghost", "--function", "echo"), 2, "trigger 'ghost' not found")
+        assert_error(http.patch("/triggers/nightly", json={"kind": "webhook"}), 400, "invalid_input", "kind")
+        assert c.trigger("nightly")["target"] == {"kind": "function", "name": "other"}  # nothing half-changed
+
+    # an object trigger's suffix: objects already there that a wider suffix brings in do not fire;
+    # objects of the old scope that have not fired yet still fire once
+    from loopml.controlplane.triggers import TriggerPoller
+    from loopml.triggers import service
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "old.csv").write_text("1")
+    (inbox / "notes.txt").write_text("2")
+    service.create_trigger(plat, "files", "objects", objects_uri=str(inbox), suffix=".csv", function="echo")
+    (inbox / "new.csv").write_text("3")  # arrived, not polled yet
+    widened = service.update_trigger(plat, "files", suffix="")
+    assert widened["spec"]["suffix"] is None and widened["objects_seen"] == 2
+    (inbox / "later.txt").write_text("4")
+    poller = TriggerPoller(plat)
+    time.sleep(0.3)  # local files fire once settled (0.2 s old)
+    fired = sorted(f["event"]["Records"][0]["s3"]["object"]["key"] for f in poller.poll_once())
+    assert fired == ["later.txt", "new.csv"] and poller.poll_once() == []
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_github_style_webhook_signatures(quiet, tmp_path: Path):
+    plat, url = quiet
+    with Client(url, token="") as c, httpx.Client(base_url=url) as http:
+        add_targets(c, tmp_path)
+        created = c.create_trigger("gh", webhook=True, function="echo")
+        secret = created["secret"]
+        assert created["signatures"] is True and "secret" not in c.trigger("gh")
+
+        body = b'{"ref": "refs/heads/main"}'
+        headers = {"Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1"}
+        ok = http.post("/hooks/gh", content=body, headers={**headers, "X-Hub-Signature-256": sign(secret, body)})
+        assert ok.status_code == 202 and ok.json()["status"] == "started", ok.text
+        invocation = c.function_invocation("echo", ok.json()["started"]["id"])
+        assert invocation["event"]["body"] == {"ref": "refs/heads/main"}
+        assert invocation["event"]["headers"]["x-github-event"] == "push"
+        # GitHub's redelivery carries the same delivery id: not started twice
+        again = http.post("/hooks/gh", content=body, headers={**headers, "X-Hub-Signature-256": sign(secret, body)})
+        assert again.status_code == 202 and again.json()["duplicate"] and again.json()["firing"] == ok.json()["firing"]
+
+        assert_error(http.post("/hooks/gh", content=body, headers={"X-Hub-Signature-256": sign("wrong", body)}),
+                     401, "unauthorized", "does not match")
+        assert_error(http.post("/hooks/gh", content=b"{}", headers={"X-Hub-Signature-256": sign(secret, body)}),
+                     401, "unauthorized", "does not match")
+        assert_error(http.post("/hooks/gh", content=body, headers={"X-Hub-Signature-256": "md5=abc"}),
+                     401, "unauthorized", "sha256=")
+        assert len(c.trigger_history("gh")) == 1  # refused calls are not recorded
+        # Bearer still works beside it
+        bearer = http.post("/hooks/gh", json={"x": 1}, headers={"Authorization": f"Bearer {secret}"})
+        assert bearer.status_code == 202 and bearer.json()["status"] == "started"
+
+        # a webhook created before signatures were supported keeps Bearer only (no secret was kept)
+        from loopml.store import tables as t
+
+        legacy = c.create_trigger("old", webhook=True, function="echo")["secret"]
+        with plat.meta.session() as s:
+            s.get(t.Trigger, "old").hook_secret = None
+        assert c.trigger("old")["signatures"] is False
+        assert_error(http.post("/hooks/old", content=body, headers={"X-Hub-Signature-256": sign(legacy, body)}),
+                     401, "unauthorized", "Bearer")
+        assert http.post("/hooks/old", json={}, headers={"Authorization": f"Bearer {legacy}"}).status_code == 202
+
+
+def test_alerts_ack_and_resolve(quiet, monkeypatch: pytest.MonkeyPatch):
+    plat, url = quiet
+    run = cli_runner(url, monkeypatch)
+    plat.monitors.create("watch", endpoint="web", variant=None, schedule=None, tz="UTC", window_s=3600,
+                         min_samples=10, thresholds={}, webhooks=[], next_run_at=None)
+    drift = [{"key": "pixels", "severity": "warning", "statistic": {}, "message": "drift in pixels"}]
+    [alert] = plat.monitors.record_alerts("watch", "run-1", drift)["opened"]
+
+    acked = ok_json(run("alerts", "ack", alert["id"], "--json"))
+    assert acked["status"] == "open" and acked["acked_at"] and acked["acked_by"].startswith("cli")
+    assert "acked" in run("alerts", "list").stdout and "acked" in run("alerts", "show", alert["id"]).stdout
+    # still open: the next run bumps it (no new alert, nothing notified) and it stays acked
+    changes = plat.monitors.record_alerts("watch", "run-2", drift)
+    assert changes["opened"] == [] and changes["updated"][0]["id"] == alert["id"]
+    assert changes["updated"][0]["acked_at"] == acked["acked_at"]
+
+    with Client(url, token="") as c:
+        resolved = c.resolve_alert(alert["id"], actor="alice")
+        assert resolved["status"] == "resolved" and resolved["resolved_by"] == "alice" and resolved["resolved_at"]
+        with pytest.raises(Conflict, match="already resolved"):
+            c.resolve_alert(alert["id"])
+    one_line_error(run("alerts", "ack", alert["id"]), 2, "only an open alert")
+    one_line_error(run("alerts", "resolve", "alert-nope"), 2, "alert 'alert-nope' not found")
+    with httpx.Client(base_url=url) as http:
+        assert_error(http.post(f"/alerts/{alert['id']}/resolve"), 409, "conflict", "already resolved")
+
+    # a later violation opens a new alert
+    [again] = plat.monitors.record_alerts("watch", "run-3", drift)["opened"]
+    assert again["id"] != alert["id"] and again["acked_at"] is None
+    assert "resolved" in run("alerts", "resolve", again["id"]).stdout
+
+
+def test_object_trigger_locations(quiet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings):
+    plat, url = quiet
+    run = cli_runner(url, monkeypatch)
+    with Client(url, token="") as c, httpx.Client(base_url=url) as http:
+        add_targets(c, tmp_path)
+        missing = tmp_path / "no-such-folder"
+        one_line_error(run("triggers", "create", "in", "--objects", str(missing), "--function", "echo"), 2,
+                       "does not exist")
+        assert_error(http.post("/triggers", json={"name": "in", "kind": "objects", "objects_uri": f"file://{missing}",
+                                                  "function": "echo"}), 400, "invalid_input", "does not exist")
+        one_line_error(run("triggers", "create", "in", "--objects", "./data", "--function", "echo"), 2,
+                       "key prefix inside LoopML's artifact store", "absolute path")
+        out = run("triggers", "create", "in", "--objects", "incoming/", "--function", "echo")
+        assert out.exit_code == 0, out.output
+        where = f"file://{Path(settings.resolved_artifact_uri).resolve()}/incoming/"
+        assert "key prefix inside LoopML's artifact store" in out.stdout and where in out.stdout
+        assert "artifact store" in run("triggers", "create", "--help").stdout
+        assert c.trigger("in")["spec"]["uri"] == where

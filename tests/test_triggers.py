@@ -383,9 +383,10 @@ def test_burst_of_1000_s3_objects_on_postgres_exactly_once(settings: Settings, m
 
 def test_unreachable_listing_is_isolated(plat: Platform, tmp_path: Path, caplog):
     """A trigger whose listing fails is logged; the other triggers keep firing."""
-    good = tmp_path / "good"
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir(), bad.mkdir()
     service.create_trigger(plat, "good", "objects", objects_uri=str(good), function="echo")
-    service.create_trigger(plat, "bad", "objects", objects_uri=str(tmp_path / "bad"), function="echo")
+    service.create_trigger(plat, "bad", "objects", objects_uri=str(bad), function="echo")
     poller = TriggerPoller(plat)
     poller._lister({"name": "bad", "spec": plat.triggers.get("bad")["spec"]}).list = _boom  # type: ignore[method-assign]
     write(good / "a")
@@ -610,6 +611,9 @@ def test_rest_errors_and_objects_fired_by_the_running_poller(api: httpx.Client, 
     assert_error(api.post("/triggers/none/fire", json={}), 404, "not_found")
 
     drop = tmp_path / "api-drop"
+    assert_error(api.post("/triggers", json={"name": "drop", "kind": "objects", "objects_uri": str(drop),
+                                             "function": "echo"}), 400, "invalid_input", "does not exist")
+    drop.mkdir()
     created = api.post("/triggers", json={"name": "drop", "kind": "objects", "objects_uri": str(drop), "function": "echo"})
     assert created.status_code == 201, created.text
     write(drop / "a.csv")
@@ -672,6 +676,7 @@ def test_cli(live_server: str, targets: Platform, monkeypatch: pytest.MonkeyPatc
     assert created["spec"]["tz"] == "Asia/Tokyo"
     out = run("triggers", "create", "gh", "--webhook", "--function", "echo")
     assert out.exit_code == 0 and "shown once" in out.stdout and "/hooks/gh" in out.stdout
+    (tmp_path / "in").mkdir()
     assert run("triggers", "create", "files", "--objects", str(tmp_path / "in"), "--suffix", ".csv",
                "--function", "echo").exit_code == 0
 

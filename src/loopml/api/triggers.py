@@ -36,6 +36,16 @@ class TriggerIn(BaseModel):
     workflow: str | None = Field(None, description="start an execution of this workflow")
 
 
+class TriggerPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    function: str | None = Field(None, description="start this function instead")
+    workflow: str | None = Field(None, description="start this workflow instead")
+    suffix: str | None = Field(None, description="objects: only keys ending with this ('' removes the filter)")
+    cron: str | None = Field(None, description="cron: a new schedule (starts from now)")
+    tz: str | None = Field(None, description="cron: a new time zone")
+    missed: str | None = Field(None, description="cron: skip | catch-up")
+
+
 class FireIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     event: Any = Field(None, description="the event to send (default: a sample of the trigger's shape)")
@@ -57,6 +67,8 @@ class Trigger(BaseModel):
     created_at: str | None = None
     last_firing: dict[str, Any] | None = None
     url: str | None = Field(None, description="webhooks: POST here with the secret")
+    signatures: bool | None = Field(None, description="webhooks: X-Hub-Signature-256 (HMAC of the body) "
+                                    "accepted; false for hooks created before it was supported")
 
 
 class TriggerCreated(Trigger):
@@ -108,6 +120,13 @@ def list_triggers(request: Request) -> list[dict[str, Any]]:
 @router.get("/{name}", response_model=Trigger, summary="One trigger with its last firing")
 def get_trigger(name: str, request: Request) -> dict[str, Any]:
     return service.get_trigger(_platform(request), name)
+
+
+@router.patch("/{name}", response_model=Trigger,
+              summary="Change the target, an object trigger's suffix or a cron trigger's schedule (absent "
+                      "fields keep their value)")
+def update_trigger(name: str, body: TriggerPatch, request: Request) -> dict[str, Any]:
+    return service.update_trigger(_platform(request), name, **body.model_dump())
 
 
 @router.post("/{name}/pause", response_model=Trigger, summary="Stop firing (objects keep arriving)")
@@ -164,17 +183,19 @@ async def _capped_body(request: Request, cap: int) -> bytes:
 
 
 @hooks_router.post("/{name}", response_model=Fired, status_code=202,
-                   summary="Call a webhook trigger: 'Authorization: Bearer SECRET' or "
-                           "'X-LoopML-Hook-Secret: SECRET'; a JSON body (or none)")
+                   summary="Call a webhook trigger: 'Authorization: Bearer SECRET', "
+                           "'X-LoopML-Hook-Secret: SECRET' or GitHub's 'X-Hub-Signature-256: sha256=HMAC' "
+                           "(webhooks created before signatures were supported: Bearer only); a JSON body (or none)")
 async def call_hook(name: str, request: Request) -> JSONResponse:
     body = await _capped_body(request, service.MAX_WEBHOOK_BODY + 1)
     secret = request.headers.get("x-loopml-hook-secret")
     if secret is None:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         secret = value.strip() if scheme.lower() == "bearer" else None
-    headers = {k: request.headers[k] for k in ("content-type", "user-agent", "idempotency-key")
-               if k in request.headers}
+    headers = {k: request.headers[k] for k in ("content-type", "user-agent", "idempotency-key",
+                                               "x-github-event", "x-github-delivery") if k in request.headers}
     answer = await run_in_threadpool(service.fire_webhook, _platform(request), name, secret=secret,
-                                     body=body, headers=headers)
+                                     body=body, headers=headers,
+                                     signature=request.headers.get("x-hub-signature-256"))
     _poke(request, answer)
     return JSONResponse(answer, status_code=202)

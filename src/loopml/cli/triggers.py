@@ -42,12 +42,16 @@ def target_text(record: dict[str, Any]) -> str:
 def create(
     name: NameArg,
     objects: Annotated[Optional[str], typer.Option("--objects", metavar="URI_PREFIX", help=(
-        "Fire once per new object under s3://bucket/prefix/, file:///abs/dir/, /abs/dir or a key "
-        "prefix in LoopML's artifact store."))] = None,
+        "Fire once per new object under s3://bucket/prefix/, file:///abs/dir/ or /abs/dir (an existing "
+        "folder on the server's machine). A relative path such as incoming/ is a key prefix inside "
+        "LoopML's artifact store (LOOPML_ARTIFACT_URI, by default ~/.loopml/artifacts): the output "
+        "says where that is."))] = None,
     cron: Annotated[Optional[str], typer.Option("--cron", metavar="EXPR", help=(
         "Fire on a cron schedule, e.g. '*/5 * * * *'."))] = None,
     webhook: Annotated[bool, typer.Option("--webhook", help=(
-        "Fire on POST /hooks/NAME with the secret (printed once)."))] = False,
+        "Fire on POST /hooks/NAME with the secret (printed once) as 'Authorization: Bearer SECRET', or "
+        "GitHub-style: 'X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>' (GitHub's webhook "
+        "secret field). Webhooks created by older LoopML versions accept Bearer only."))] = False,
     alert: Annotated[Optional[str], typer.Option("--alert", metavar="MONITOR", help=(
         "Fire on every alert of this model monitor."))] = None,
     function: Annotated[Optional[str], typer.Option("--function", metavar="F", help="Invoke this function.")] = None,
@@ -85,8 +89,37 @@ def create(
                   f"[bold]{record['secret']}[/]")
         out.print(f"  curl -X POST {c.url}{record.get('url')} -H 'Authorization: Bearer <secret>' "
                   "-H 'Content-Type: application/json' -d '{}'", markup=False)
+        out.print("GitHub: payload URL as above, content type application/json, this secret as the webhook "
+                  "secret (X-Hub-Signature-256 is checked)", markup=False)
     if record.get("kind") == "objects":
+        if objects is not None and not objects.startswith(("/", "~")) and "://" not in objects:
+            out.print(f"'{objects}' is a key prefix inside LoopML's artifact store: put objects under "
+                      f"{record['spec'].get('uri')}", markup=False)
         out.print(f"{record.get('objects_seen', 0)} existing object(s) recorded as seen (they do not fire)")
+
+
+@app.command("update")
+def update(
+    name: NameArg,
+    function: Annotated[Optional[str], typer.Option("--function", metavar="F", help="Invoke this function instead.")] = None,
+    workflow: Annotated[Optional[str], typer.Option("--workflow", metavar="W", help="Start this workflow instead.")] = None,
+    suffix: Annotated[Optional[str], typer.Option("--suffix", help=(
+        "Objects: only keys ending with this ('' removes the filter; objects already there that it "
+        "brings in do not fire)."))] = None,
+    cron: Annotated[Optional[str], typer.Option("--cron", metavar="EXPR", help="Cron: a new schedule (from now on).")] = None,
+    tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="Cron: a new time zone.")] = None,
+    missed: Annotated[Optional[str], typer.Option("--missed", metavar="POLICY", help="Cron: skip or catch-up.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a trigger's target, suffix or schedule; what is not given is kept (its history and
+    the objects it has seen too).
+
+    Example: loopml triggers update nightly --cron '0 4 * * *' --workflow retrain-mnist
+    """
+    record = client().update_trigger(name, function=function, workflow=workflow, suffix=suffix, cron=cron,
+                                     tz=tz, missed=missed)
+    emit(record, as_json, lambda r: console().print(
+        f"updated trigger [bold]{r['name']}[/]: {source_text(r)} -> {target_text(r)}"))
 
 
 @app.command("list")

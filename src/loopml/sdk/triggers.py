@@ -62,6 +62,21 @@ class TriggersAPI:
         """One trigger: spec, target, status, last firing (and ``next_run`` for cron)."""
         return self._json("GET", f"/triggers/{_seg(name)}")
 
+    def update_trigger(self, name: str, *, function: str | None = None, workflow: str | None = None,
+                       suffix: str | None = None, cron: str | None = None, tz: str | None = None,
+                       missed: str | None = None) -> dict[str, Any]:
+        """Change a trigger; what is not given is kept. ``function``/``workflow``: a new target;
+        ``suffix`` (objects; ``""`` removes it); ``cron``/``tz``/``missed`` (cron: a new schedule
+        starts from now).
+
+        Example::
+
+            c.update_trigger("nightly", cron="0 4 * * *", tz="Europe/Paris")
+        """
+        body = {"function": function, "workflow": workflow, "suffix": suffix, "cron": cron, "tz": tz,
+                "missed": missed}
+        return self._json("PATCH", f"/triggers/{_seg(name)}", json={k: v for k, v in body.items() if v is not None})
+
     def pause_trigger(self, name: str) -> dict[str, Any]:
         return self._json("POST", f"/triggers/{_seg(name)}/pause")
 

@@ -59,6 +59,7 @@ def trigger_record(row: t.Trigger, last: t.TriggerFiring | None = None,
     }
     if row.kind == "webhook":
         record["url"] = f"/hooks/{row.name}"
+        record["signatures"] = row.hook_secret is not None  # X-Hub-Signature-256 accepted
     if objects_seen is not None:
         record["objects_seen"] = objects_seen
     return record
@@ -87,8 +88,8 @@ class TriggerRepo:
                          .order_by(t.TriggerFiring.id.desc()).limit(1)).scalar_one_or_none()
 
     def create(self, name: str, kind: str, spec: dict[str, Any], target_kind: str, target: str, *,
-               secret_hash: str | None = None, cursor: dict[str, Any] | None = None,
-               seen: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+               secret_hash: str | None = None, hook_secret: str | None = None,
+               cursor: dict[str, Any] | None = None, seen: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
         """A new active trigger; ``seen`` (key, etag) are the objects already there (never fired)."""
         try:
             with self.store.session() as s:
@@ -99,7 +100,8 @@ class TriggerRepo:
                     raise InvalidInput(f"{target_kind}: {missing}")
                 now = utcnow()
                 row = t.Trigger(name=name, kind=kind, spec=spec, target_kind=target_kind, target=target,
-                                status=ACTIVE, secret_hash=secret_hash, cursor=cursor, created_at=now,
+                                status=ACTIVE, secret_hash=secret_hash, hook_secret=hook_secret,
+                                cursor=cursor, created_at=now,
                                 updated_at=now)
                 s.add(row)
                 s.flush()
@@ -133,11 +135,36 @@ class TriggerRepo:
                 select(t.TriggerFiring).where(t.TriggerFiring.id.in_(list(last_ids.values())))).scalars()}
             return [trigger_record(r, lasts.get(r.name)) for r in rows]
 
-    def secret_hash(self, name: str) -> tuple[str, str, str | None]:
-        """(kind, status, secret_hash) of a trigger: what the webhook route checks."""
+    def secret_hash(self, name: str) -> tuple[str, str, str | None, str | None]:
+        """(kind, status, secret_hash, hook_secret) of a trigger: what the webhook route checks
+        (``hook_secret``: None for webhooks created before signatures were supported)."""
         with self.store.session() as s:
             row = self._row(s, name)
-            return row.kind, row.status, row.secret_hash
+            return row.kind, row.status, row.secret_hash, row.hook_secret
+
+    def update(self, name: str, *, spec: dict[str, Any] | None = None, target: tuple[str, str] | None = None,
+               cursor: dict[str, Any] | None = None, seen: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+        """Change a trigger's spec / target (which must exist) / cursor in one transaction; ``seen``
+        (key, etag) are objects newly in scope that are already there (recorded, never fired)."""
+        with self.store.session() as s:
+            row = s.get(t.Trigger, name, with_for_update=True)
+            if row is None:
+                raise NotFound(f"trigger {name!r} not found")
+            if target is not None:
+                missing = self._target_missing(s, *target)
+                if missing:
+                    raise InvalidInput(f"{target[0]}: {missing}")
+                row.target_kind, row.target = target
+            if spec is not None:
+                row.spec = spec
+            if cursor is not None:
+                row.cursor = cursor
+            row.updated_at = now = utcnow()
+            known = set(s.execute(select(t.TriggerObject.key).where(t.TriggerObject.trigger == name)).scalars())
+            s.add_all(t.TriggerObject(trigger=name, key=key, etag=etag, seen_at=now)
+                      for key, etag in seen if key not in known)
+            s.flush()
+            return trigger_record(row, self._last_firing(s, name))
 
     def set_status(self, name: str, status: str, *, cursor: dict[str, Any] | None = None) -> dict[str, Any]:
         with self.store.session() as s:
