@@ -389,3 +389,44 @@ def test_object_trigger_locations(quiet, tmp_path: Path, monkeypatch: pytest.Mon
         assert "key prefix inside LoopML's artifact store" in out.stdout and where in out.stdout
         assert "artifact store" in run("triggers", "create", "--help").stdout
         assert c.trigger("in")["spec"]["uri"] == where
+
+
+# -- item 11 (automation parts) -------------------------------------------------------------------
+
+def test_failed_execution_names_its_state_and_text_is_not_escaped(sdk: Client, run):
+    sdk.create_workflow("decide", {"StartAt": "Decide", "States": {
+        "Decide": {"Type": "Pass", "Result": {"reason": "accuracy 0.93 ≥ 0.90: promote"}, "Next": "Call"},
+        "Call": {"Type": "Task", "Resource": "loopml:function:ghost", "End": True}}})
+    sdk.create_workflow("fine", {"StartAt": "Decide", "States": {
+        "Decide": {"Type": "Pass", "Result": {"reason": "accuracy 0.93 ≥ 0.90: promote"}, "End": True}}})
+    failed = run("workflows", "start", "decide", "--wait")
+    assert failed.exit_code == 1 and "error in state Call" in failed.stderr
+    [execution] = sdk.executions(workflow="decide")
+    assert execution["status"] == "FAILED" and execution["failed_state"] == "Call"
+    shown = run("executions", "show", execution["id"])
+    assert "failed in state" in shown.stdout and "Call" in shown.stdout and "ghost" in shown.stdout
+
+    ok = run("workflows", "start", "fine", "--wait")
+    assert ok.exit_code == 0 and "≥" in ok.stdout and "\\u2265" not in ok.stdout
+    [done] = sdk.executions(workflow="fine")
+    for args in (("executions", "show", done["id"]), ("executions", "show", done["id"], "--json"),
+                 ("executions", "history", done["id"], "--json")):
+        out = run(*args)
+        assert out.exit_code == 0 and "≥" in out.stdout and "\\u2265" not in out.stdout, args
+    assert ok_json(run("executions", "show", done["id"], "--json"))["output"]["reason"].endswith("≥ 0.90: promote")
+
+
+def test_monitor_html_report_size_is_in_bytes(quiet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    plat, url = quiet
+    plat.monitors.create("watch", endpoint="web", variant=None, schedule=None, tz="UTC", window_s=3600,
+                         min_samples=10, thresholds={}, webhooks=[], next_run_at=None)
+    report, _job = plat.monitors.create_run("watch")
+    key = f"monitoring/watch/{report['id']}/report.json"
+    plat.artifacts.put_bytes(key, b"{}")
+    plat.artifacts.put_bytes(key[:-4] + "html", "<p>PSI ≥ 0.25 — drift in «pixels»</p>".encode())
+    plat.monitors.finish_run(report["id"], "succeeded", rows=1, violations=[], summary={"checked": []},
+                             report_key=key)
+    page = tmp_path / "report.html"
+    out = cli_runner(url, monkeypatch)("monitors", "report", "watch", report["id"], "--html", str(page))
+    assert out.exit_code == 0, out.output
+    assert f"({page.stat().st_size} bytes)" in out.stdout and "≥" in page.read_text(encoding="utf-8")

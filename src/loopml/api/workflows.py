@@ -55,6 +55,7 @@ class ExecutionRecord(BaseModel):
     error: str | None = None
     cause: str | None = None
     current_state: str | None = None
+    failed_state: str | None = Field(None, description="FAILED / TIMED_OUT: the state it failed in")
     stop_requested: bool = False
     created_at: str | None = None
     started_at: str | None = None

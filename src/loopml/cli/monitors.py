@@ -203,12 +203,12 @@ def report(
     """A run's report: JSON on stdout, or the HTML page into a file."""
     c = client()
     if html is not None:
-        page = c.monitor_report(name, run_id, format="html")
+        data = c.monitor_report(name, run_id, format="html").encode("utf-8")
         try:
-            html.write_text(page, encoding="utf-8")
+            html.write_bytes(data)
         except OSError as exc:  # a path the user got wrong: one line, exit 2 (not a traceback)
             raise InvalidInput(f"--html {html}: cannot write it ({exc.strerror or exc})") from None
-        console().print(f"wrote {html} ({len(page)} bytes)")
+        console().print(f"wrote {html} ({len(data)} bytes)", markup=False)
         return
     print_json(c.monitor_report(name, run_id, format="json"))
 

@@ -38,9 +38,20 @@ def err_console() -> Console:
     return _consoles(2)
 
 
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """JSON as people read it: '≥', 'é' as themselves, not '\\u2265' (still valid JSON).
+    Escaped only when the terminal's encoding cannot show them."""
+    text = json.dumps(obj, default=str, ensure_ascii=False, **kwargs)
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return json.dumps(obj, default=str, **kwargs)
+    return text
+
+
 def print_json(obj: Any) -> None:
     """Plain JSON on stdout (never Rich-styled, so it pipes into jq)."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.write(json_text(obj, indent=2) + "\n")
     sys.stdout.flush()
 
 

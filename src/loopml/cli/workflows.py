@@ -33,7 +33,9 @@ def styled(status: str | None) -> str:
 
 
 def _short(value: Any, width: int = 80) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    from loopml.cli.output import json_text
+
+    text = value if isinstance(value, str) else json_text(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -135,7 +137,7 @@ def show(name: Annotated[str, typer.Argument(help="The workflow.")], as_json: Js
             try:
                 import yaml
             except ImportError:
-                source = json.dumps(record["definition"], indent=2)
+                source = json.dumps(record["definition"], indent=2, ensure_ascii=False)
             else:
                 source = yaml.safe_dump(record["definition"], sort_keys=False, allow_unicode=True)
         typer.echo(source.rstrip("\n"))
@@ -233,9 +235,12 @@ def _print_outcome(record: dict[str, Any]) -> None:
     out = console()
     out.print(f"status: {styled(record['status'])}")
     if record["status"] == "SUCCEEDED":
-        out.print("output: " + json.dumps(record.get("output"), default=str), markup=False)
+        from loopml.cli.output import json_text
+
+        out.print("output: " + json_text(record.get("output")), markup=False)
     else:
-        err_console().print(f"error: {record.get('error') or '-'}", markup=False)
+        where = f" in state {record['failed_state']}" if record.get("failed_state") else ""
+        err_console().print(f"error{where}: {record.get('error') or '-'}", markup=False)
         if record.get("cause"):
             err_console().print(f"cause: {record['cause']}", markup=False)
 
@@ -268,6 +273,8 @@ def executions_show(execution_id: Annotated[str, typer.Argument(help="The execut
                  ("ended", when(r.get("ended_at"))), ("input", _short(r.get("input"), 200))]
         if r["status"] == "SUCCEEDED":
             pairs.append(("output", _short(r.get("output"), 400)))
+        if r.get("failed_state"):
+            pairs.append(("failed in state", r["failed_state"]))
         if r.get("error"):
             pairs += [("error", r["error"]), ("cause", r.get("cause") or "-")]
         console().print(fields_table(pairs))
