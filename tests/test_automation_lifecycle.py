@@ -20,6 +20,7 @@ from loopml.sdk.client import Client
 from tests.surface_support import assert_error, cli_runner
 from tests.test_cli import ok_json, one_line_error
 
+pytest_plugins = ("tests.backends",)
 DEADLINE_S = 120  # a noisy 2-core machine: generous, and no assertion is about time
 
 ENV_HANDLER = '''import os
@@ -430,3 +431,47 @@ def test_monitor_html_report_size_is_in_bytes(quiet, tmp_path: Path, monkeypatch
     out = cli_runner(url, monkeypatch)("monitors", "report", "watch", report["id"], "--html", str(page))
     assert out.exit_code == 0, out.output
     assert f"({page.stat().st_size} bytes)" in out.stdout and "≥" in page.read_text(encoding="utf-8")
+
+
+# -- the store side of the above, on SQLite and PostgreSQL ----------------------------------------
+
+def test_store_contract(metadata_store):
+    from loopml.store import tables as t
+    from loopml.store.monitors_repo import MonitorRepo
+    from loopml.store.triggers_repo import Firing, TriggerRepo
+
+    with metadata_store.session() as s:
+        s.add(t.Function(name="echo", handler="h.main", code_key="functions/echo/h.py", code_sha256="0" * 64,
+                         timeout_s=30.0, memory_mb=128, environment={"A": "1"}))
+    from loopml.store.functions_repo import FunctionRepo
+
+    functions = FunctionRepo(metadata_store)
+    assert functions.update("echo", {"timeout_s": 5.0}, {"B": "2", "A": None})["environment"] == {"B": "2"}
+    with pytest.raises(InvalidInput, match="A is not set"):
+        functions.update("echo", {"memory_mb": 999}, {"A": None})
+    assert functions.get("echo")["memory_mb"] == 128  # nothing half-written
+
+    repo = TriggerRepo(metadata_store)
+    repo.create("t", "objects", {"suffix": ".csv"}, "function", "echo", hook_secret=None, seen=[("a.csv", "1")])
+    [failed] = repo.fire("t", [Firing({"k": 1}, "b.csv#1", status="failed", error="function 'x' not found")])
+    assert [f["id"] for f in repo.failed_firings("t")] == [failed["id"]]
+    [again] = repo.fire("t", [Firing({"k": 1}, f"redrive:{failed['id']}")], require_active=False)
+    assert again["redrive_of"] == failed["id"] and again["status"] == "started"
+    assert repo.fire("t", [Firing({"k": 1}, f"redrive:{failed['id']}")], require_active=False) == []  # once
+    assert repo.failed_firings("t")[0]["redriven_by"] == again["id"]
+
+    updated = repo.update("t", spec={"suffix": None}, seen=[("a.csv", "1"), ("c.txt", "2")])
+    assert updated["spec"] == {"suffix": None} and repo.seen("t") == {"a.csv": "1", "c.txt": "2"}
+    with pytest.raises(InvalidInput, match="workflow 'nope' not found"):
+        repo.update("t", target=("workflow", "nope"))
+
+    monitors = MonitorRepo(metadata_store)
+    monitors.create("m", endpoint="e", variant=None, schedule=None, tz="UTC", window_s=60, min_samples=1,
+                    thresholds={}, webhooks=[], next_run_at=None)
+    drift = [{"key": "k", "severity": "warning", "statistic": {}, "message": "drift"}]
+    [alert] = monitors.record_alerts("m", "run-1", drift)["opened"]
+    assert monitors.ack_alert(alert["id"], actor="bob")["acked_by"] == "bob"
+    assert monitors.resolve_alert(alert["id"])["resolved_by"] == "hand"
+    with pytest.raises(Conflict):
+        monitors.ack_alert(alert["id"])
+    assert monitors.record_alerts("m", "run-2", drift)["opened"][0]["id"] != alert["id"]
