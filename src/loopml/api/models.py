@@ -59,7 +59,10 @@ class AliasMove(BaseModel):
     alias: str
     version: int | None = Field(description="null once deleted")
     previous: int | None = None
-    broken: list[dict[str, Any]] = Field([], description="alias deleted with force: the endpoints that followed it")
+
+
+class AliasDeleted(AliasMove):
+    broken: list[dict[str, Any]] = Field([], description="deleted with force: the endpoints that followed it")
 
 
 class AliasEvent(BaseModel):
@@ -101,7 +104,7 @@ def set_alias(name: str, alias: str, body: AliasIn, request: Request, actor: Act
     return _platform(request).models.set_alias(name, alias, body.version, actor=actor or "api")
 
 
-@router.delete("/{name}/aliases/{alias}", response_model=AliasMove, response_model_exclude_unset=True,
+@router.delete("/{name}/aliases/{alias}", response_model=AliasDeleted, response_model_exclude_unset=True,
                summary="Remove an alias; 409 listing the endpoints that follow it unless force=true")
 def delete_alias(name: str, alias: str, request: Request, actor: ActorHeader = None,
                  force: bool = False) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from loopml.core.errors import InvalidInput
 app = typer.Typer(help="Model monitors: drift of an endpoint's captured traffic against the served model's "
                        "baseline, quality against uploaded labels, alerts that can start retraining.",
                   no_args_is_help=True)
-alerts_app = typer.Typer(help="Alerts raised by model monitors (deduplicated while open, resolved on recovery).",
+alerts_app = typer.Typer(help="Alerts raised by model monitors (deduplicated while open, resolved on recovery "
+                              "or by hand; ack marks one as seen).",
                          no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]

@@ -1,4 +1,4 @@
-"""``loopml triggers``: create, list, show, pause, resume, delete, history, fire."""
+"""``loopml triggers``: create, update, list, show, pause, resume, delete, history, fire, redrive."""
 
 from __future__ import annotations
 

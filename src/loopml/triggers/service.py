@@ -1,10 +1,10 @@
-"""Triggers: create / list / pause / resume / delete, and every way a trigger fires.
+"""Triggers: create / update / list / pause / resume / delete / redrive, and every way a trigger fires.
 
 What the API calls (and the poller, and the model monitors through ``fire_alert``). Each firing
 and what it starts are written in one transaction by ``TriggerRepo.fire`` (see store/triggers_repo).
 A target that no longer exists does not stop anything: the firing is recorded ``failed`` with
 ``"function 'x' not found"``, and for an object that object is still marked seen (it would
-otherwise fail again on every poll forever; fire it again with ``triggers fire`` once fixed).
+otherwise fail again on every poll forever): ``redrive`` re-starts it, once, when the target exists again.
 """
 
 from __future__ import annotations
