@@ -406,6 +406,7 @@ def test_failed_execution_names_its_state_and_text_is_not_escaped(sdk: Client, r
     assert execution["status"] == "FAILED" and execution["failed_state"] == "Call"
     shown = run("executions", "show", execution["id"])
     assert "failed in state" in shown.stdout and "Call" in shown.stdout and "ghost" in shown.stdout
+    assert "Call:" in run("executions", "list", "--workflow", "decide").stdout  # state: error (cut to fit)
 
     ok = run("workflows", "start", "fine", "--wait")
     assert ok.exit_code == 0 and "≥" in ok.stdout and "\\u2265" not in ok.stdout

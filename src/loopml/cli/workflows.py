@@ -258,7 +258,8 @@ def executions_list(
     """Executions, newest first."""
     def render(rows: list[dict[str, Any]]) -> None:
         console().print(table("id", "workflow", "status", "state / error", "started", "ended", rows=[
-            (r["id"], r["workflow"], styled(r["status"]), r.get("current_state") or r.get("error") or "",
+            (r["id"], r["workflow"], styled(r["status"]), r.get("current_state") or (
+                f"{r['failed_state']}: {r.get('error') or '-'}" if r.get("failed_state") else r.get("error") or ""),
              when(r.get("started_at")), when(r.get("ended_at"))) for r in rows]))
     emit(client().executions(workflow=workflow, status=status, limit=limit), as_json, render)
 
