@@ -324,6 +324,9 @@ def test_github_style_webhook_signatures(quiet, tmp_path: Path):
         assert_error(http.post("/hooks/gh", content=body, headers={"X-Hub-Signature-256": "md5=abc"}),
                      401, "unauthorized", "sha256=")
         assert len(c.trigger_history("gh")) == 1  # refused calls are not recorded
+        assert_error(http.post("/hooks/gh", json={}, headers={"Authorization": f"Bearer {secret}",
+                                                             "Idempotency-Key": "redrive:1"}),
+                     400, "invalid_input", "reserved for redrives")
         # Bearer still works beside it
         bearer = http.post("/hooks/gh", json={"x": 1}, headers={"Authorization": f"Bearer {secret}"})
         assert bearer.status_code == 202 and bearer.json()["status"] == "started"
@@ -461,8 +464,11 @@ def test_store_contract(metadata_store):
     assert repo.fire("t", [Firing({"k": 1}, f"redrive:{failed['id']}")], require_active=False) == []  # once
     assert repo.failed_firings("t")[0]["redriven_by"] == again["id"]
 
+    # an object whose key looks like a redrive's is not one
+    [odd] = repo.fire("t", [Firing({"k": 2}, "redrive:7#e1", seen=("redrive:7", "e1"))])
+    assert odd["redrive_of"] is None
     updated = repo.update("t", spec={"suffix": None}, seen=[("a.csv", "1"), ("c.txt", "2")])
-    assert updated["spec"] == {"suffix": None} and repo.seen("t") == {"a.csv": "1", "c.txt": "2"}
+    assert updated["spec"] == {"suffix": None} and repo.seen("t") == {"a.csv": "1", "c.txt": "2", "redrive:7": "e1"}
     with pytest.raises(InvalidInput, match="workflow 'nope' not found"):
         repo.update("t", target=("workflow", "nope"))
 

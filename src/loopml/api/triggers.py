@@ -24,8 +24,9 @@ class TriggerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="1-63 letters, digits, '-' or '_'", examples=["new-images"])
     kind: str = Field(description="objects | cron | webhook | alert", examples=["objects"])
-    objects_uri: str | None = Field(None, description="objects: s3://bucket/prefix/, file:///abs/dir/, "
-                                    "/abs/dir, or a key prefix inside LoopML's artifact store")
+    objects_uri: str | None = Field(None, description="objects: s3://bucket/prefix/, file:///abs/dir/ or "
+                                    "/abs/dir (an existing folder on the server), or a relative key prefix "
+                                    "inside LoopML's artifact store (spec.uri says where)")
     suffix: str | None = Field(None, description="objects: only keys ending with this (e.g. .zip)")
     cron: str | None = Field(None, description="cron: minute hour day month weekday", examples=["*/5 * * * *"])
     tz: str | None = Field(None, description="cron: IANA time zone (default UTC)", examples=["Europe/Paris"])

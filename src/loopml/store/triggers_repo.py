@@ -41,12 +41,18 @@ class Firing:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def redrive_of(dedupe_key: str | None) -> int | None:
+    """The firing a redrive re-drove (its dedupe key is exactly ``redrive:<id>``), else None."""
+    if dedupe_key and dedupe_key.startswith(REDRIVE_PREFIX) and dedupe_key[len(REDRIVE_PREFIX):].isdigit():
+        return int(dedupe_key[len(REDRIVE_PREFIX):])
+    return None
+
+
 def firing_record(f: t.TriggerFiring) -> dict[str, Any]:
     return {"id": f.id, "trigger": f.trigger, "at": iso(f.at), "status": f.status,
             "dedupe_key": f.dedupe_key, "target": {"kind": f.target_kind, "name": f.target},
             "started_id": f.started_id, "error": f.error, "event": f.event,
-            "redrive_of": int(f.dedupe_key[len(REDRIVE_PREFIX):])
-            if f.dedupe_key and f.dedupe_key.startswith(REDRIVE_PREFIX) else None}
+            "redrive_of": redrive_of(f.dedupe_key)}
 
 
 def trigger_record(row: t.Trigger, last: t.TriggerFiring | None = None,
@@ -210,7 +216,7 @@ class TriggerRepo:
         firing that re-drove it, or None)."""
         with self.store.session() as s:
             self._row(s, name)
-            redrives = {int(key[len(REDRIVE_PREFIX):]): firing_id for key, firing_id in s.execute(
+            redrives = {redrive_of(key): firing_id for key, firing_id in s.execute(
                 select(t.TriggerFiring.dedupe_key, t.TriggerFiring.id).where(
                     t.TriggerFiring.trigger == name, t.TriggerFiring.dedupe_key.like(REDRIVE_PREFIX + "%")))}
             rows = s.execute(select(t.TriggerFiring).where(t.TriggerFiring.trigger == name,

@@ -308,6 +308,8 @@ def fire_webhook(platform: Platform, name: str, *, secret: str | None, body: byt
     key = headers.get("idempotency-key") or headers.get("x-github-delivery") or None
     if key and len(key) > 1000:
         raise InvalidInput("Idempotency-Key: at most 1000 characters")
+    if key and key.startswith(REDRIVE_PREFIX):
+        raise InvalidInput(f"Idempotency-Key: {REDRIVE_PREFIX!r} is reserved for redrives; use another key")
     written = platform.triggers.fire(name, [Firing(webhook_event(name, parsed, headers), dedupe_key=key)])
     if written:
         return _started(written[0])
