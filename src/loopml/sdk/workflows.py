@@ -94,7 +94,7 @@ class WorkflowsAPI:
         return self._json("POST", f"/workflows/{_seg(workflow)}/executions", json=body)
 
     def execution(self, execution_id: str) -> dict[str, Any]:
-        """One execution: status, input, output, error, cause, current_state."""
+        """One execution: status, input, output, error, cause, current_state (failed_state once FAILED/TIMED_OUT)."""
         return self._json("GET", f"/executions/{_seg(execution_id)}")
 
     def executions(self, workflow: str | None = None, status: str | None = None,
