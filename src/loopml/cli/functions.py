@@ -83,7 +83,8 @@ def update(
     name: Annotated[str, typer.Argument(help="The function to change.")],
     file: Annotated[Optional[Path], typer.Option(
         "--file", "-f", help="New code: a .py file or a folder (keeps the handler unless --handler).")] = None,
-    handler: HandlerOpt = None,
+    handler: Annotated[Optional[str], typer.Option(
+        "--handler", metavar="MODULE.FUNCTION", help="A new handler (default: keep the current one).")] = None,
     timeout: Annotated[Optional[float], typer.Option(
         "--timeout", metavar="SECONDS", help="Kill the invocation after this.")] = None,
     memory_mb: Annotated[Optional[int], typer.Option(

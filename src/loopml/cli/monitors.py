@@ -335,8 +335,10 @@ def _actor() -> str:
 
 @alerts_app.command("ack")
 def alerts_ack(alert_id: Annotated[str, typer.Argument(metavar="ID", help="Alert id.")], as_json: JsonOpt = False) -> None:
-    """Acknowledge an open alert: it stays open and is shown as acked (alerts notify only when
-    they open, so nothing is sent again); a recovery still resolves it."""
+    """Acknowledge an open alert: it stays open, shown as acked.
+
+    Alerts notify only when they open, so nothing is sent again; a recovery still resolves it.
+    """
     emit(client().ack_alert(alert_id, actor=_actor()), as_json,
          lambda a: console().print(f"alert {a['id']} ({a['monitor']}: {a['key']}) acknowledged", markup=False))
 
@@ -344,7 +346,7 @@ def alerts_ack(alert_id: Annotated[str, typer.Argument(metavar="ID", help="Alert
 @alerts_app.command("resolve")
 def alerts_resolve(alert_id: Annotated[str, typer.Argument(metavar="ID", help="Alert id.")],
                    as_json: JsonOpt = False) -> None:
-    """Close an open alert by hand; the next violation of its key opens a new alert (and notifies)."""
+    """Close an open alert by hand: the next violation opens a new alert."""
     emit(client().resolve_alert(alert_id, actor=_actor()), as_json,
          lambda a: console().print(f"alert {a['id']} ({a['monitor']}: {a['key']}) resolved", markup=False))
 

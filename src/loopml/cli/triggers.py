@@ -111,8 +111,9 @@ def update(
     missed: Annotated[Optional[str], typer.Option("--missed", metavar="POLICY", help="Cron: skip or catch-up.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a trigger's target, suffix or schedule; what is not given is kept (its history and
-    the objects it has seen too).
+    """Change a trigger's target, suffix or schedule; what is not given is kept.
+
+    Its history and the objects it has seen are kept too.
 
     Example: loopml triggers update nightly --cron '0 4 * * *' --workflow retrain-mnist
     """
@@ -225,9 +226,11 @@ def redrive(
         "not redriven yet."))] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start the target again for failed firings, with their original events (e.g. after
-    re-creating a deleted function). Each firing is redriven at most once; the history records
-    each redrive as a new firing "redrive of firing X"."""
+    """Start the target again for failed firings (e.g. after re-creating a deleted function).
+
+    Each failed firing is redriven at most once, with its original event; the history records the
+    redrive as a new firing "redrive of firing X".
+    """
     answers = client().redrive_trigger(name, firing)
     if as_json:
         print_json(answers)
