@@ -292,9 +292,9 @@ def test_alerts_open_dedupe_resolve_notify_and_fire_trigger(plat: Platform, hook
     url, hook = hook_server
     add_endpoint(plat, "mnist")
     add_function(plat.meta, "retrain")
-    triggers.create_trigger(plat, "on-drift", "alert", monitor="m", function="retrain")
     monitor = service.create_monitor(plat, "m", "mnist",
                                      webhooks=[f"{url}/alerts", "http://127.0.0.1:9/unreachable"])
+    triggers.create_trigger(plat, "on-drift", "alert", monitor="m", function="retrain")  # the monitor exists
     drift = {"key": "mean_intensity", "name": "mean_intensity", "type": "numeric",
              "statistics": {"psi": 0.8, "ks_pvalue": 1e-12}, "thresholds": {"psi": 0.25, "ks_pvalue": 0.001},
              "violated": True, "n_baseline": 2000, "n_current": 500, "message": "drift in mean_intensity"}

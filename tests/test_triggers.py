@@ -62,6 +62,12 @@ def add_workflow(store: MetadataStore, name: str = "flow") -> None:
         s.add(t.Workflow(name=name, definition=PASS_DEFINITION, source=json.dumps(PASS_DEFINITION)))
 
 
+def add_monitor(plat: Platform, name: str) -> None:
+    """A model monitor record (alert triggers name one); never run here."""
+    plat.monitors.create(name, endpoint="digits", variant=None, schedule=None, tz="UTC", window_s=3600,
+                         min_samples=10, thresholds={}, webhooks=[], next_run_at=None)
+
+
 def remove_function(store: MetadataStore, name: str) -> None:
     with store.session() as s:
         s.delete(s.get(t.Function, name))
@@ -377,9 +383,10 @@ def test_burst_of_1000_s3_objects_on_postgres_exactly_once(settings: Settings, m
 
 def test_unreachable_listing_is_isolated(plat: Platform, tmp_path: Path, caplog):
     """A trigger whose listing fails is logged; the other triggers keep firing."""
-    good = tmp_path / "good"
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir(), bad.mkdir()
     service.create_trigger(plat, "good", "objects", objects_uri=str(good), function="echo")
-    service.create_trigger(plat, "bad", "objects", objects_uri=str(tmp_path / "bad"), function="echo")
+    service.create_trigger(plat, "bad", "objects", objects_uri=str(bad), function="echo")
     poller = TriggerPoller(plat)
     poller._lister({"name": "bad", "spec": plat.triggers.get("bad")["spec"]}).list = _boom  # type: ignore[method-assign]
     write(good / "a")
@@ -488,6 +495,8 @@ def test_cron_validation(plat: Platform):
 # -- alerts ----------------------------------------------------------------------------------------
 
 def test_fire_alert_once_per_alert_id(plat: Platform):
+    add_monitor(plat, "digits-monitor")
+    add_monitor(plat, "another-monitor")
     service.create_trigger(plat, "drift", "alert", monitor="digits-monitor", function="echo")
     service.create_trigger(plat, "other", "alert", monitor="another-monitor", function="echo")
     alert = {"id": "alert-1", "metric": "psi", "value": 0.4}
@@ -602,6 +611,9 @@ def test_rest_errors_and_objects_fired_by_the_running_poller(api: httpx.Client, 
     assert_error(api.post("/triggers/none/fire", json={}), 404, "not_found")
 
     drop = tmp_path / "api-drop"
+    assert_error(api.post("/triggers", json={"name": "drop", "kind": "objects", "objects_uri": str(drop),
+                                             "function": "echo"}), 400, "invalid_input", "does not exist")
+    drop.mkdir()
     created = api.post("/triggers", json={"name": "drop", "kind": "objects", "objects_uri": str(drop), "function": "echo"})
     assert created.status_code == 201, created.text
     write(drop / "a.csv")
@@ -630,6 +642,7 @@ def test_sdk_round_trip(live_server: str, targets: Platform):
         assert created["spec"] == {"cron": "0 3 * * *", "tz": "Europe/Paris", "missed": "catch-up"}
         assert c.trigger("nightly")["next_run"].endswith(":00:00Z")
         assert c.create_trigger("hook", webhook=True, function="echo")["secret"]
+        add_monitor(targets, "digits-monitor")
         c.create_trigger("alarm", alert="digits-monitor", function="echo")
         assert [r["name"] for r in c.triggers()] == ["alarm", "hook", "nightly"]
         fired = c.fire_trigger("nightly")
@@ -663,6 +676,7 @@ def test_cli(live_server: str, targets: Platform, monkeypatch: pytest.MonkeyPatc
     assert created["spec"]["tz"] == "Asia/Tokyo"
     out = run("triggers", "create", "gh", "--webhook", "--function", "echo")
     assert out.exit_code == 0 and "shown once" in out.stdout and "/hooks/gh" in out.stdout
+    (tmp_path / "in").mkdir()
     assert run("triggers", "create", "files", "--objects", str(tmp_path / "in"), "--suffix", ".csv",
                "--function", "echo").exit_code == 0
 

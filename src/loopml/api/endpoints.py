@@ -81,6 +81,7 @@ class Endpoint(BaseModel):
 
 class Deleted(BaseModel):
     deleted: str
+    broken: list[dict[str, Any]] = Field([], description="with force: the monitors and workflows now broken")
 
 
 def _platform(request: Request) -> Platform:
@@ -125,7 +126,8 @@ def update_endpoint(name: str, body: EndpointPatch, request: Request) -> dict[st
                                  data_plane_url=_data_plane_url(request))
 
 
-@router.delete("/{name}", response_model=Deleted, summary="Delete an endpoint")
-def delete_endpoint(name: str, request: Request) -> dict[str, Any]:
-    admin.delete_endpoint(_platform(request), name)
-    return {"deleted": name}
+@router.delete("/{name}", response_model=Deleted, response_model_exclude_unset=True,
+               summary="Delete an endpoint; 409 listing the monitors and workflows that use it unless force=true")
+def delete_endpoint(name: str, request: Request, force: bool = False) -> dict[str, Any]:
+    broken = admin.delete_endpoint(_platform(request), name, force=force)
+    return {"deleted": name, **({"broken": broken} if broken else {})}

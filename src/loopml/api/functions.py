@@ -76,6 +76,7 @@ class InvocationLogs(BaseModel):
 
 class Deleted(BaseModel):
     deleted: str
+    broken: list[dict[str, Any]] = Field([], description="with force: the dependents now broken")
 
 
 def _platform(request: Request) -> Platform:
@@ -110,6 +111,27 @@ def create_function(
         description=description, replace=_bool(replace))
 
 
+@router.patch("/{name}", response_model=Function,
+              summary="Change a function: only the fields given (new code, handler, timeout, memory, "
+                      "environment merged: null removes a variable)")
+def update_function(
+    name: str,
+    request: Request,
+    code: Annotated[UploadFile | None, File(description="new code (.py or .zip); absent: keep the code")] = None,
+    handler: Annotated[str | None, Form(description="MODULE.FUNCTION; absent: keep the handler")] = None,
+    timeout_s: Annotated[float | None, Form(description="absent: keep")] = None,
+    memory_mb: Annotated[int | None, Form(description="absent: keep")] = None,
+    environment: Annotated[str | None, Form(description="JSON object merged into the environment: "
+                                            "NAME: value sets, NAME: null removes")] = None,
+    description: Annotated[str | None, Form(description="absent: keep; empty: clear")] = None,
+) -> dict[str, Any]:
+    data = code.file.read(service.MAX_CODE_BYTES + 1) if code is not None else None
+    return service.update_function(
+        _platform(request), name, filename=(code.filename or "handler.py") if code is not None else None, data=data,
+        handler=handler or None, timeout_s=timeout_s, memory_mb=memory_mb,
+        environment=service.parse_environment(environment), description=description)
+
+
 @router.get("", response_model=list[Function], summary="Functions, by name")
 def list_functions(request: Request) -> list[dict[str, Any]]:
     return _platform(request).functions.list()
@@ -120,10 +142,12 @@ def get_function(name: str, request: Request) -> dict[str, Any]:
     return _platform(request).functions.get(name)
 
 
-@router.delete("/{name}", response_model=Deleted, summary="Delete a function (its invocations stay)")
-def delete_function(name: str, request: Request) -> dict[str, Any]:
-    service.delete_function(_platform(request), name)
-    return {"deleted": name}
+@router.delete("/{name}", response_model=Deleted, response_model_exclude_unset=True,
+               summary="Delete a function (its invocations stay); 409 listing the triggers and workflows "
+                       "that use it unless force=true")
+def delete_function(name: str, request: Request, force: bool = False) -> dict[str, Any]:
+    broken = service.delete_function(_platform(request), name, force=force)
+    return {"deleted": name, **({"broken": broken} if broken else {})}
 
 
 @router.post("/{name}/invocations", response_model=Invocation,

@@ -61,6 +61,10 @@ class AliasMove(BaseModel):
     previous: int | None = None
 
 
+class AliasDeleted(AliasMove):
+    broken: list[dict[str, Any]] = Field([], description="deleted with force: the endpoints that followed it")
+
+
 class AliasEvent(BaseModel):
     alias: str
     from_version: int | None
@@ -100,12 +104,18 @@ def set_alias(name: str, alias: str, body: AliasIn, request: Request, actor: Act
     return _platform(request).models.set_alias(name, alias, body.version, actor=actor or "api")
 
 
-@router.delete("/{name}/aliases/{alias}", response_model=AliasMove, summary="Remove an alias")
-def delete_alias(name: str, alias: str, request: Request, actor: ActorHeader = None) -> dict[str, Any]:
-    models = _platform(request).models
-    previous = models.get(name, alias=alias)["version"]
-    models.delete_alias(name, alias, actor=actor or "api")
-    return {"name": name, "alias": alias, "version": None, "previous": previous}
+@router.delete("/{name}/aliases/{alias}", response_model=AliasDeleted, response_model_exclude_unset=True,
+               summary="Remove an alias; 409 listing the endpoints that follow it unless force=true")
+def delete_alias(name: str, alias: str, request: Request, actor: ActorHeader = None,
+                 force: bool = False) -> dict[str, Any]:
+    from loopml.workflows.dependents import alias_dependents, check_unused
+
+    platform = _platform(request)
+    previous = platform.models.get(name, alias=alias)["version"]
+    broken = check_unused(f"alias {name}@{alias}", alias_dependents(platform, name, alias), force=force)
+    platform.models.delete_alias(name, alias, actor=actor or "api")
+    return {"name": name, "alias": alias, "version": None, "previous": previous,
+            **({"broken": broken} if broken else {})}
 
 
 @router.get("/{name}/alias-history", response_model=list[AliasEvent], summary="Every alias move, oldest first")

@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -200,3 +200,16 @@ def list_alerts(request: Request, open: bool | None = Query(None), monitor: str 
 @alerts_router.get("/{alert_id}", summary="One alert: key, statistic, counts, notifications")
 def get_alert(alert_id: str, request: Request) -> dict[str, Any]:
     return _platform(request).monitors.alert(alert_id)
+
+
+@alerts_router.post("/{alert_id}/ack", summary="Acknowledge an open alert: it stays open (shown as acked; "
+                                                "it is not notified again) until it recovers or is resolved")
+def ack_alert(alert_id: str, request: Request,
+              actor: str | None = Header(None, alias="X-LoopML-Actor")) -> dict[str, Any]:
+    return _platform(request).monitors.ack_alert(alert_id, actor=actor or "api")
+
+
+@alerts_router.post("/{alert_id}/resolve", summary="Close an open alert by hand; a later violation opens a new one")
+def resolve_alert(alert_id: str, request: Request,
+                  actor: str | None = Header(None, alias="X-LoopML-Actor")) -> dict[str, Any]:
+    return _platform(request).monitors.resolve_alert(alert_id, actor=actor or "api")

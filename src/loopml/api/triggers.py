@@ -24,8 +24,9 @@ class TriggerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="1-63 letters, digits, '-' or '_'", examples=["new-images"])
     kind: str = Field(description="objects | cron | webhook | alert", examples=["objects"])
-    objects_uri: str | None = Field(None, description="objects: s3://bucket/prefix/, file:///abs/dir/, "
-                                    "/abs/dir, or a key prefix inside LoopML's artifact store")
+    objects_uri: str | None = Field(None, description="objects: s3://bucket/prefix/, file:///abs/dir/ or "
+                                    "/abs/dir (an existing folder on the server), or a relative key prefix "
+                                    "inside LoopML's artifact store (spec.uri says where)")
     suffix: str | None = Field(None, description="objects: only keys ending with this (e.g. .zip)")
     cron: str | None = Field(None, description="cron: minute hour day month weekday", examples=["*/5 * * * *"])
     tz: str | None = Field(None, description="cron: IANA time zone (default UTC)", examples=["Europe/Paris"])
@@ -36,9 +37,25 @@ class TriggerIn(BaseModel):
     workflow: str | None = Field(None, description="start an execution of this workflow")
 
 
+class TriggerPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    function: str | None = Field(None, description="start this function instead")
+    workflow: str | None = Field(None, description="start this workflow instead")
+    suffix: str | None = Field(None, description="objects: only keys ending with this ('' removes the filter)")
+    cron: str | None = Field(None, description="cron: a new schedule (starts from now)")
+    tz: str | None = Field(None, description="cron: a new time zone")
+    missed: str | None = Field(None, description="cron: skip | catch-up")
+
+
 class FireIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     event: Any = Field(None, description="the event to send (default: a sample of the trigger's shape)")
+
+
+class RedriveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    firing: int | None = Field(None, description="this failed firing; default: every failed firing not "
+                               "redriven yet")
 
 
 class Trigger(BaseModel):
@@ -51,6 +68,8 @@ class Trigger(BaseModel):
     created_at: str | None = None
     last_firing: dict[str, Any] | None = None
     url: str | None = Field(None, description="webhooks: POST here with the secret")
+    signatures: bool | None = Field(None, description="webhooks: X-Hub-Signature-256 (HMAC of the body) "
+                                    "accepted; false for hooks created before it was supported")
 
 
 class TriggerCreated(Trigger):
@@ -104,6 +123,13 @@ def get_trigger(name: str, request: Request) -> dict[str, Any]:
     return service.get_trigger(_platform(request), name)
 
 
+@router.patch("/{name}", response_model=Trigger,
+              summary="Change the target, an object trigger's suffix or a cron trigger's schedule (absent "
+                      "fields keep their value)")
+def update_trigger(name: str, body: TriggerPatch, request: Request) -> dict[str, Any]:
+    return service.update_trigger(_platform(request), name, **body.model_dump())
+
+
 @router.post("/{name}/pause", response_model=Trigger, summary="Stop firing (objects keep arriving)")
 def pause_trigger(name: str, request: Request) -> dict[str, Any]:
     return service.pause_trigger(_platform(request), name)
@@ -134,6 +160,16 @@ def fire_trigger(name: str, request: Request, body: FireIn | None = None) -> dic
     return answer
 
 
+@router.post("/{name}/redrive", response_model=list[Fired], status_code=202,
+             summary="Start the target again for failed firings (each at most once; recorded as firings "
+                     "with redrive_of)")
+def redrive_trigger(name: str, request: Request, body: RedriveIn | None = None) -> list[dict[str, Any]]:
+    answers = service.redrive(_platform(request), name, body.firing if body else None)
+    for answer in answers:
+        _poke(request, answer)
+    return answers
+
+
 async def _capped_body(request: Request, cap: int) -> bytes:
     """At most ``cap`` bytes of the body: /hooks/ is open to the internet (no API token), so an
     anonymous caller must not make the server buffer an unbounded body before the secret check.
@@ -148,17 +184,19 @@ async def _capped_body(request: Request, cap: int) -> bytes:
 
 
 @hooks_router.post("/{name}", response_model=Fired, status_code=202,
-                   summary="Call a webhook trigger: 'Authorization: Bearer SECRET' or "
-                           "'X-LoopML-Hook-Secret: SECRET'; a JSON body (or none)")
+                   summary="Call a webhook trigger: 'Authorization: Bearer SECRET', "
+                           "'X-LoopML-Hook-Secret: SECRET' or GitHub's 'X-Hub-Signature-256: sha256=HMAC' "
+                           "(webhooks created before signatures were supported: Bearer only); a JSON body (or none)")
 async def call_hook(name: str, request: Request) -> JSONResponse:
     body = await _capped_body(request, service.MAX_WEBHOOK_BODY + 1)
     secret = request.headers.get("x-loopml-hook-secret")
     if secret is None:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         secret = value.strip() if scheme.lower() == "bearer" else None
-    headers = {k: request.headers[k] for k in ("content-type", "user-agent", "idempotency-key")
-               if k in request.headers}
+    headers = {k: request.headers[k] for k in ("content-type", "user-agent", "idempotency-key",
+                                               "x-github-event", "x-github-delivery") if k in request.headers}
     answer = await run_in_threadpool(service.fire_webhook, _platform(request), name, secret=secret,
-                                     body=body, headers=headers)
+                                     body=body, headers=headers,
+                                     signature=request.headers.get("x-hub-signature-256"))
     _poke(request, answer)
     return JSONResponse(answer, status_code=202)

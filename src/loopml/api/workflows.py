@@ -55,6 +55,7 @@ class ExecutionRecord(BaseModel):
     error: str | None = None
     cause: str | None = None
     current_state: str | None = None
+    failed_state: str | None = Field(None, description="FAILED / TIMED_OUT: the state it failed in")
     stop_requested: bool = False
     created_at: str | None = None
     started_at: str | None = None
@@ -71,6 +72,7 @@ class HistoryEvent(BaseModel):
 
 class Deleted(BaseModel):
     deleted: str
+    broken: list[dict[str, Any]] = Field([], description="with force: the triggers now broken")
 
 
 def _platform(request: Request) -> Platform:
@@ -94,11 +96,17 @@ def get_workflow(name: str, request: Request) -> dict[str, Any]:
     return _platform(request).workflows.get(name)
 
 
-@router.delete("/{name}", response_model=Deleted,
-               summary="Delete a workflow (running executions continue on their snapshot)")
-def delete_workflow(name: str, request: Request) -> dict[str, Any]:
-    _platform(request).workflows.delete(name)
-    return {"deleted": name}
+@router.delete("/{name}", response_model=Deleted, response_model_exclude_unset=True,
+               summary="Delete a workflow (running executions continue on their snapshot); 409 listing "
+                       "the triggers that start it unless force=true")
+def delete_workflow(name: str, request: Request, force: bool = False) -> dict[str, Any]:
+    from loopml.workflows.dependents import check_unused, workflow_dependents
+
+    platform = _platform(request)
+    platform.workflows.get(name)
+    broken = check_unused(f"workflow {name!r}", workflow_dependents(platform, name), force=force)
+    platform.workflows.delete(name)
+    return {"deleted": name, **({"broken": broken} if broken else {})}
 
 
 @router.post("/{name}/executions", response_model=ExecutionRecord, status_code=201,

@@ -154,13 +154,20 @@ def show(name: str, as_json: JsonOpt = False) -> None:
 
 
 @app.command("delete")
-def delete(name: str, as_json: JsonOpt = False) -> None:
-    """Delete an endpoint (its models are unloaded; the registry keeps them)."""
-    gone = client().delete_endpoint(name)
+def delete(name: str,
+           force: Annotated[bool, typer.Option("--force", help=(
+               "Delete even if monitors watch it or workflows deploy to it (they fail)."))] = False,
+           as_json: JsonOpt = False) -> None:
+    """Delete an endpoint (its models are unloaded; the registry keeps them). Refused while
+    monitors watch it or workflows deploy to it."""
+    from loopml.cli.output import print_broken
+
+    gone = client().delete_endpoint(name, force=force)
     if as_json:
         print_json(gone)
     else:
         console().print(f"deleted endpoint {name}")
+        print_broken(gone)
 
 
 @app.command("invoke")

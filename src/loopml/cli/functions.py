@@ -80,18 +80,39 @@ def create(
 
 @app.command("update")
 def update(
-    name: Annotated[str, typer.Argument(help="The function to replace.")],
-    file: FileOpt,
-    handler: HandlerOpt = None,
-    timeout: TimeoutOpt = 60.0,
-    memory_mb: MemoryOpt = 512,
-    env: EnvOpt = None,
+    name: Annotated[str, typer.Argument(help="The function to change.")],
+    file: Annotated[Optional[Path], typer.Option(
+        "--file", "-f", help="New code: a .py file or a folder (keeps the handler unless --handler).")] = None,
+    handler: Annotated[Optional[str], typer.Option(
+        "--handler", metavar="MODULE.FUNCTION", help="A new handler (default: keep the current one).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", metavar="SECONDS", help="Kill the invocation after this.")] = None,
+    memory_mb: Annotated[Optional[int], typer.Option(
+        "--memory-mb", metavar="MB", help="Memory cap of the invocation's process.")] = None,
+    env: Annotated[Optional[list[str]], typer.Option(
+        "--env", "-e", metavar="NAME=VALUE", help="Set an environment variable (others are kept); repeatable.")] = None,
+    unset_env: Annotated[Optional[list[str]], typer.Option(
+        "--unset-env", metavar="NAME", help="Remove an environment variable; repeatable.")] = None,
     description: DescOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replace a function's code and configuration (same as create --replace)."""
-    client().function(name)  # NotFound rather than creating a new one
-    _create(name, file, handler, timeout, memory_mb, env, description, True, as_json)
+    """Change a function: only what you give changes, the rest is kept.
+
+    Examples: loopml functions update resize --timeout 120 --env SIZE=256;
+    loopml functions update resize --file resize.py; loopml functions update resize --unset-env SIZE
+    """
+    if not any(v is not None for v in (file, handler, timeout, memory_mb, env, unset_env, description)):
+        raise InvalidInput("nothing to change: give --file, --handler, --timeout, --memory-mb, --env, "
+                           "--unset-env or --description")
+    record = client().update_function(name, file, handler=handler, timeout_s=timeout, memory_mb=memory_mb,
+                                      environment=_env(env), unset_environment=unset_env,
+                                      description=description)
+    if as_json:
+        print_json(record)
+    else:
+        console().print(f"function [bold]{record['name']}[/] updated: handler {record['handler']}, "
+                        f"timeout {record['timeout_s']:g} s, memory {record['memory_mb']} MB, environment "
+                        f"{', '.join(sorted(record['environment'])) or '-'}")
 
 
 @app.command("list")
@@ -136,11 +157,17 @@ def _print_invocations(records: list[dict[str, Any]], title: str | None = None) 
         for r in records]))
 
 
+ForceOpt = Annotated[bool, typer.Option("--force", help="Delete even if triggers or workflows use it (they fail).")]
+
+
 @app.command("delete")
-def delete(name: Annotated[str, typer.Argument(help="The function.")]) -> None:
-    """Delete a function (its invocation history stays)."""
-    client().delete_function(name)
+def delete(name: Annotated[str, typer.Argument(help="The function.")], force: ForceOpt = False) -> None:
+    """Delete a function (its invocation history stays). Refused while triggers or workflows use it."""
+    from loopml.cli.output import print_broken
+
+    answer = client().delete_function(name, force=force)
     console().print(f"function {name} deleted")
+    print_broken(answer)
 
 
 def _event(text: str | None) -> Any:

@@ -95,10 +95,15 @@ def alias_set(name: str, alias: str, version: Annotated[int, typer.Argument(min=
 
 
 @alias_app.command("delete")
-def alias_delete(name: str, alias: str) -> None:
-    """Remove ALIAS from model NAME."""
-    gone = client().delete_alias(name, alias, actor=_actor())
+def alias_delete(name: str, alias: str,
+                 force: Annotated[bool, typer.Option("--force", help=(
+                     "Remove it even if endpoints follow it (they can no longer resolve it)."))] = False) -> None:
+    """Remove ALIAS from model NAME. Refused while endpoints follow it."""
+    from loopml.cli.output import print_broken
+
+    gone = client().delete_alias(name, alias, actor=_actor(), force=force)
     console().print(f"{name}@{alias} removed (was {gone.get('previous')})")
+    print_broken(gone)
 
 
 @alias_app.command("history")

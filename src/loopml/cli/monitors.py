@@ -14,7 +14,8 @@ from loopml.core.errors import InvalidInput
 app = typer.Typer(help="Model monitors: drift of an endpoint's captured traffic against the served model's "
                        "baseline, quality against uploaded labels, alerts that can start retraining.",
                   no_args_is_help=True)
-alerts_app = typer.Typer(help="Alerts raised by model monitors (deduplicated while open, resolved on recovery).",
+alerts_app = typer.Typer(help="Alerts raised by model monitors (deduplicated while open, resolved on recovery "
+                              "or by hand; ack marks one as seen).",
                          no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -203,12 +204,12 @@ def report(
     """A run's report: JSON on stdout, or the HTML page into a file."""
     c = client()
     if html is not None:
-        page = c.monitor_report(name, run_id, format="html")
+        data = c.monitor_report(name, run_id, format="html").encode("utf-8")
         try:
-            html.write_text(page, encoding="utf-8")
+            html.write_bytes(data)
         except OSError as exc:  # a path the user got wrong: one line, exit 2 (not a traceback)
             raise InvalidInput(f"--html {html}: cannot write it ({exc.strerror or exc})") from None
-        console().print(f"wrote {html} ({len(page)} bytes)")
+        console().print(f"wrote {html} ({len(data)} bytes)", markup=False)
         return
     print_json(c.monitor_report(name, run_id, format="json"))
 
@@ -308,10 +309,46 @@ def print_alerts(rows: list[dict[str, Any]]) -> None:
         console().print("no alerts")
         return
     t = table("alert", "monitor", "key", "status", "count", "first", "last", "message", title="Alerts", rows=[
-        (a["id"], a["monitor"], a["key"], styled(a["status"]), str(a["count"]), when(a.get("first_at")),
+        (a["id"], a["monitor"], a["key"], _alert_status(a), str(a["count"]), when(a.get("first_at")),
          when(a.get("last_at")), a.get("message") or "") for a in rows])
     t.columns[7].overflow = "fold"
     console().print(t)
+
+
+def _alert_status(a: dict[str, Any], detail: bool = False) -> str:
+    """open / acked (still open, acknowledged) / resolved; with ``detail`` who did it and when."""
+    if a["status"] == "open" and a.get("acked_at"):
+        return "[yellow]acked[/]" + (f" by {a.get('acked_by') or '-'} at {when(a['acked_at'])}" if detail else "")
+    if a["status"] == "resolved" and a.get("resolved_by") and detail:
+        return f"{styled('resolved')} by {a['resolved_by']}"
+    return styled(a["status"])
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "cli"
+
+
+@alerts_app.command("ack")
+def alerts_ack(alert_id: Annotated[str, typer.Argument(metavar="ID", help="Alert id.")], as_json: JsonOpt = False) -> None:
+    """Acknowledge an open alert: it stays open, shown as acked.
+
+    Alerts notify only when they open, so nothing is sent again; a recovery still resolves it.
+    """
+    emit(client().ack_alert(alert_id, actor=_actor()), as_json,
+         lambda a: console().print(f"alert {a['id']} ({a['monitor']}: {a['key']}) acknowledged", markup=False))
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(alert_id: Annotated[str, typer.Argument(metavar="ID", help="Alert id.")],
+                   as_json: JsonOpt = False) -> None:
+    """Close an open alert by hand: the next violation opens a new alert."""
+    emit(client().resolve_alert(alert_id, actor=_actor()), as_json,
+         lambda a: console().print(f"alert {a['id']} ({a['monitor']}: {a['key']}) resolved", markup=False))
 
 
 @alerts_app.command("show")
@@ -323,7 +360,7 @@ def alerts_show(alert_id: Annotated[str, typer.Argument(metavar="ID", help="Aler
 def print_alert(a: dict[str, Any]) -> None:
     out = console()
     pairs: list[tuple[str, Any]] = [
-        ("alert", a["id"]), ("monitor", a["monitor"]), ("key", a["key"]), ("status", styled(a["status"])),
+        ("alert", a["id"]), ("monitor", a["monitor"]), ("key", a["key"]), ("status", _alert_status(a, detail=True)),
         ("severity", a.get("severity") or "-"), ("count", str(a["count"])), ("first seen", when(a.get("first_at"))),
         ("last seen", when(a.get("last_at"))), ("resolved", when(a.get("resolved_at"))),
         ("last run", a.get("run_id") or "-"), ("message", a.get("message") or "")]

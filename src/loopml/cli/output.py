@@ -38,9 +38,20 @@ def err_console() -> Console:
     return _consoles(2)
 
 
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """JSON as people read it: '≥', 'é' as themselves, not '\\u2265' (still valid JSON).
+    Escaped only when the terminal's encoding cannot show them."""
+    text = json.dumps(obj, default=str, ensure_ascii=False, **kwargs)
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return json.dumps(obj, default=str, **kwargs)
+    return text
+
+
 def print_json(obj: Any) -> None:
     """Plain JSON on stdout (never Rich-styled, so it pipes into jq)."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.write(json_text(obj, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -50,6 +61,15 @@ def emit(obj: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         print_json(obj)
     else:
         render(obj)
+
+
+def print_broken(answer: dict[str, Any]) -> None:
+    """After a forced delete: what it broke (on stderr, so it is seen even when stdout is piped)."""
+    broken = answer.get("broken") or []
+    if broken:
+        names = ", ".join(f"{d['kind']} {d['name']}" + (f" (state {d['state']})" if d.get("state") else "")
+                          for d in broken)
+        err_console().print(f"warning: this breaks {names}", markup=False)
 
 
 def num(value: Any, digits: int = 4) -> str:

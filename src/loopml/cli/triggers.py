@@ -1,4 +1,4 @@
-"""``loopml triggers``: create, list, show, pause, resume, delete, history, fire."""
+"""``loopml triggers``: create, update, list, show, pause, resume, delete, history, fire, redrive."""
 
 from __future__ import annotations
 
@@ -42,12 +42,16 @@ def target_text(record: dict[str, Any]) -> str:
 def create(
     name: NameArg,
     objects: Annotated[Optional[str], typer.Option("--objects", metavar="URI_PREFIX", help=(
-        "Fire once per new object under s3://bucket/prefix/, file:///abs/dir/, /abs/dir or a key "
-        "prefix in LoopML's artifact store."))] = None,
+        "Fire once per new object under s3://bucket/prefix/, file:///abs/dir/ or /abs/dir (an existing "
+        "folder on the server's machine). A relative path such as incoming/ is a key prefix inside "
+        "LoopML's artifact store (LOOPML_ARTIFACT_URI, by default ~/.loopml/artifacts): the output "
+        "says where that is."))] = None,
     cron: Annotated[Optional[str], typer.Option("--cron", metavar="EXPR", help=(
         "Fire on a cron schedule, e.g. '*/5 * * * *'."))] = None,
     webhook: Annotated[bool, typer.Option("--webhook", help=(
-        "Fire on POST /hooks/NAME with the secret (printed once)."))] = False,
+        "Fire on POST /hooks/NAME with the secret (printed once) as 'Authorization: Bearer SECRET', or "
+        "GitHub-style: 'X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>' (GitHub's webhook "
+        "secret field). Webhooks created by older LoopML versions accept Bearer only."))] = False,
     alert: Annotated[Optional[str], typer.Option("--alert", metavar="MONITOR", help=(
         "Fire on every alert of this model monitor."))] = None,
     function: Annotated[Optional[str], typer.Option("--function", metavar="F", help="Invoke this function.")] = None,
@@ -85,8 +89,38 @@ def create(
                   f"[bold]{record['secret']}[/]")
         out.print(f"  curl -X POST {c.url}{record.get('url')} -H 'Authorization: Bearer <secret>' "
                   "-H 'Content-Type: application/json' -d '{}'", markup=False)
+        out.print("GitHub: payload URL as above, content type application/json, this secret as the webhook "
+                  "secret (X-Hub-Signature-256 is checked)", markup=False)
     if record.get("kind") == "objects":
+        if objects is not None and not objects.startswith(("/", "~")) and "://" not in objects:
+            out.print(f"'{objects}' is a key prefix inside LoopML's artifact store: put objects under "
+                      f"{record['spec'].get('uri')}", markup=False)
         out.print(f"{record.get('objects_seen', 0)} existing object(s) recorded as seen (they do not fire)")
+
+
+@app.command("update")
+def update(
+    name: NameArg,
+    function: Annotated[Optional[str], typer.Option("--function", metavar="F", help="Invoke this function instead.")] = None,
+    workflow: Annotated[Optional[str], typer.Option("--workflow", metavar="W", help="Start this workflow instead.")] = None,
+    suffix: Annotated[Optional[str], typer.Option("--suffix", help=(
+        "Objects: only keys ending with this ('' removes the filter; objects already there that it "
+        "brings in do not fire)."))] = None,
+    cron: Annotated[Optional[str], typer.Option("--cron", metavar="EXPR", help="Cron: a new schedule (from now on).")] = None,
+    tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="Cron: a new time zone.")] = None,
+    missed: Annotated[Optional[str], typer.Option("--missed", metavar="POLICY", help="Cron: skip or catch-up.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a trigger's target, suffix or schedule; what is not given is kept.
+
+    Its history and the objects it has seen are kept too.
+
+    Example: loopml triggers update nightly --cron '0 4 * * *' --workflow retrain-mnist
+    """
+    record = client().update_trigger(name, function=function, workflow=workflow, suffix=suffix, cron=cron,
+                                     tz=tz, missed=missed)
+    emit(record, as_json, lambda r: console().print(
+        f"updated trigger [bold]{r['name']}[/]: {source_text(r)} -> {target_text(r)}"))
 
 
 @app.command("list")
@@ -162,15 +196,52 @@ def history(
     emit(client().trigger_history(name, limit=limit), as_json, print_history)
 
 
+def _firing_note(f: dict[str, Any], redriven_by: dict[int, int]) -> str:
+    notes = [f.get("error") or ""]
+    if f.get("redrive_of"):
+        notes.append(f"redrive of firing {f['redrive_of']}")
+    if f["id"] in redriven_by:
+        notes.append(f"redriven by firing {redriven_by[f['id']]}")
+    return "; ".join(n for n in notes if n)
+
+
 def print_history(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console().print("no firings yet")
         return
-    t = table("time", "status", "key / object", "started", "error", rows=[
-        (when(f.get("at")), styled(f.get("status")), _firing_what(f), f.get("started_id") or "-",
-         f.get("error") or "") for f in rows])
-    t.columns[4].overflow = "fold"
+    redriven_by = {f["redrive_of"]: f["id"] for f in rows if f.get("redrive_of")}
+    t = table("firing", "time", "status", "key / object", "started", "error / note", rows=[
+        (str(f["id"]), when(f.get("at")), styled(f.get("status")), _firing_what(f), f.get("started_id") or "-",
+         _firing_note(f, redriven_by)) for f in rows])
+    t.columns[4].no_wrap = True  # ids are copied whole
+    t.columns[3].overflow = t.columns[5].overflow = "fold"
     console().print(t)
+
+
+@app.command("redrive")
+def redrive(
+    name: NameArg,
+    firing: Annotated[Optional[int], typer.Option("--firing", metavar="ID", help=(
+        "Only this failed firing (ids: `loopml triggers history NAME`). Default: every failed firing "
+        "not redriven yet."))] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the target again for failed firings (e.g. after re-creating a deleted function).
+
+    Each failed firing is redriven at most once, with its original event; the history records the
+    redrive as a new firing "redrive of firing X".
+    """
+    answers = client().redrive_trigger(name, firing)
+    if as_json:
+        print_json(answers)
+        return
+    if not answers:
+        console().print(f"trigger {name} has no failed firings left to redrive")
+        return
+    for a in answers:
+        started = a.get("started")
+        what = f"started {started['kind']} {started['id']}" if started else f"{a.get('status')}: {a.get('error')}"
+        console().print(f"redrove firing {a['redrive_of']} as firing {a['firing']}: {what}", markup=False)
 
 
 @app.command("fire")

@@ -33,7 +33,9 @@ def styled(status: str | None) -> str:
 
 
 def _short(value: Any, width: int = 80) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    from loopml.cli.output import json_text
+
+    text = value if isinstance(value, str) else json_text(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -135,7 +137,7 @@ def show(name: Annotated[str, typer.Argument(help="The workflow.")], as_json: Js
             try:
                 import yaml
             except ImportError:
-                source = json.dumps(record["definition"], indent=2)
+                source = json.dumps(record["definition"], indent=2, ensure_ascii=False)
             else:
                 source = yaml.safe_dump(record["definition"], sort_keys=False, allow_unicode=True)
         typer.echo(source.rstrip("\n"))
@@ -143,13 +145,19 @@ def show(name: Annotated[str, typer.Argument(help="The workflow.")], as_json: Js
 
 
 @app.command("delete")
-def delete(name: Annotated[str, typer.Argument(help="The workflow.")], as_json: JsonOpt = False) -> None:
-    """Delete a workflow (running executions finish on their own copy of the definition)."""
-    gone = client().delete_workflow(name)
+def delete(name: Annotated[str, typer.Argument(help="The workflow.")],
+           force: Annotated[bool, typer.Option("--force", help="Delete even if triggers start it (they fail).")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Delete a workflow (running executions finish on their own copy of the definition).
+    Refused while triggers start it."""
+    from loopml.cli.output import print_broken
+
+    gone = client().delete_workflow(name, force=force)
     if as_json:
         print_json(gone)
     else:
         console().print(f"workflow [bold]{name}[/] deleted")
+        print_broken(gone)
 
 
 @app.command("start")
@@ -227,9 +235,12 @@ def _print_outcome(record: dict[str, Any]) -> None:
     out = console()
     out.print(f"status: {styled(record['status'])}")
     if record["status"] == "SUCCEEDED":
-        out.print("output: " + json.dumps(record.get("output"), default=str), markup=False)
+        from loopml.cli.output import json_text
+
+        out.print("output: " + json_text(record.get("output")), markup=False)
     else:
-        err_console().print(f"error: {record.get('error') or '-'}", markup=False)
+        where = f" in state {record['failed_state']}" if record.get("failed_state") else ""
+        err_console().print(f"error{where}: {record.get('error') or '-'}", markup=False)
         if record.get("cause"):
             err_console().print(f"cause: {record['cause']}", markup=False)
 
@@ -247,7 +258,8 @@ def executions_list(
     """Executions, newest first."""
     def render(rows: list[dict[str, Any]]) -> None:
         console().print(table("id", "workflow", "status", "state / error", "started", "ended", rows=[
-            (r["id"], r["workflow"], styled(r["status"]), r.get("current_state") or r.get("error") or "",
+            (r["id"], r["workflow"], styled(r["status"]), r.get("current_state") or (
+                f"{r['failed_state']}: {r.get('error') or '-'}" if r.get("failed_state") else r.get("error") or ""),
              when(r.get("started_at")), when(r.get("ended_at"))) for r in rows]))
     emit(client().executions(workflow=workflow, status=status, limit=limit), as_json, render)
 
@@ -262,6 +274,8 @@ def executions_show(execution_id: Annotated[str, typer.Argument(help="The execut
                  ("ended", when(r.get("ended_at"))), ("input", _short(r.get("input"), 200))]
         if r["status"] == "SUCCEEDED":
             pairs.append(("output", _short(r.get("output"), 400)))
+        if r.get("failed_state"):
+            pairs.append(("failed in state", r["failed_state"]))
         if r.get("error"):
             pairs += [("error", r["error"]), ("cause", r.get("cause") or "-")]
         console().print(fields_table(pairs))

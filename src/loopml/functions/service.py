@@ -15,7 +15,7 @@ from loopml.platform import Platform
 MIN_MEMORY_MB, MAX_MEMORY_MB = 64, 65536
 MAX_TIMEOUT_S = 24 * 3600.0
 __all__ = ["MAX_CODE_BYTES", "check_event", "create_function", "delete_function", "parse_environment",
-           "validate_config"]
+           "update_function", "validate_config"]
 MAX_EVENT_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_ENV = ("LOOPML_API_URL", "LOOPML_TOKEN", "LOOPML_FUNCTION_NAME")
@@ -37,6 +37,17 @@ def validate_config(timeout_s: float, memory_mb: int, environment: dict[str, Any
             raise InvalidInput(f"environment variable {key}: the value must be a string, not {value!r}")
         env[str(key)] = str(value)
     return env
+
+
+def _check_env_patch(patch: dict[str, Any]) -> dict[str, str | None]:
+    """An environment change: NAME: value sets, NAME: null removes (JSON merge patch)."""
+    kept = {k: v for k, v in patch.items() if v is not None}
+    checked: dict[str, str | None] = dict(validate_config(1, MIN_MEMORY_MB, kept))
+    for key in patch:
+        if patch[key] is None:
+            validate_config(1, MIN_MEMORY_MB, {key: ""})  # the name must still be a valid one
+            checked[str(key)] = None
+    return checked
 
 
 def parse_environment(text: str | None) -> dict[str, Any]:
@@ -85,10 +96,59 @@ def create_function(platform: Platform, name: str, *, filename: str, data: bytes
                                      description=description, replace=replace)
 
 
-def delete_function(platform: Platform, name: str) -> dict[str, Any]:
-    record = platform.functions.delete(name)
+def update_function(platform: Platform, name: str, *, filename: str | None = None, data: bytes | None = None,
+                    handler: str | None = None, timeout_s: float | None = None, memory_mb: int | None = None,
+                    environment: dict[str, Any] | None = None,
+                    description: str | None = None) -> dict[str, Any]:
+    """Change what is given and keep the rest (like Lambda's update-function-code/-configuration).
+
+    ``environment`` is merged into the current one: ``NAME: value`` sets, ``NAME: None`` removes.
+    New code keeps the current handler unless ``handler`` is given (refused when the code does
+    not define it); a new handler alone is checked against the current code."""
+    current = platform.functions.get(name)
+    validate_config(current["timeout_s"] if timeout_s is None else timeout_s,
+                    current["memory_mb"] if memory_mb is None else memory_mb, None)
+    env_patch = _check_env_patch(environment or {})
+    fields: dict[str, Any] = {}
+    if data is not None or handler:
+        if data is None:  # a new handler for the current code
+            data = platform.artifacts.get_bytes(current["code_key"])
+            filename = current["code_key"].rsplit("/", 1)[-1]
+        wanted = handler.strip() if handler else current["handler"]
+        try:
+            bundle = prepare_code(filename or "handler.py", data, wanted)
+        except InvalidInput as exc:
+            if handler or not exc.message.startswith("handler "):
+                raise
+            raise InvalidInput(f"{exc.message} (the new code must define the current handler "
+                               f"{current['handler']!r}, or give --handler)") from None
+        sha = hashlib.sha256(bundle.data).hexdigest()
+        key = f"functions/{name}/{sha[:16]}/{bundle.filename}"
+        if not platform.artifacts.exists(key):
+            platform.artifacts.put_bytes(key, bundle.data)
+        fields.update(handler=bundle.handler, code_key=key, code_sha256=sha)
+    if timeout_s is not None:
+        fields["timeout_s"] = float(timeout_s)
+    if memory_mb is not None:
+        fields["memory_mb"] = int(memory_mb)
+    if description is not None:
+        fields["description"] = description or None
+    if not fields and not env_patch:
+        raise InvalidInput("nothing to change: give new code, handler, timeout, memory, environment "
+                           "or description")
+    return platform.functions.update(name, fields, env_patch)
+
+
+def delete_function(platform: Platform, name: str, *, force: bool = False) -> list[dict[str, Any]]:
+    """Delete the function unless triggers or workflows use it (``force``: delete anyway).
+    Returns the dependents it breaks."""
+    from loopml.workflows.dependents import check_unused, function_dependents
+
+    platform.functions.get(name)
+    broken = check_unused(f"function {name!r}", function_dependents(platform, name), force=force)
+    platform.functions.delete(name)
     try:
         platform.artifacts.delete(f"functions/{name}")
     except Exception:  # noqa: BLE001 - the record is gone; leftover code is harmless
         pass
-    return record
+    return broken

@@ -498,15 +498,17 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         return self._json("PUT", f"/models/{_seg(name)}/aliases/{_seg(alias)}", json={"version": version},
                           headers=headers)
 
-    def delete_alias(self, name: str, alias: str, actor: str | None = None) -> dict[str, Any]:
-        """Remove ``alias`` from model ``name``.
+    def delete_alias(self, name: str, alias: str, actor: str | None = None, force: bool = False) -> dict[str, Any]:
+        """Remove ``alias`` from model ``name``; refused (Conflict) while endpoints follow it,
+        unless ``force`` (the answer's ``broken`` lists them).
 
         Example::
 
             c.delete_alias("mnist-cnn", "staging")
         """
         headers = {"X-LoopML-Actor": actor} if actor else None
-        return self._json("DELETE", f"/models/{_seg(name)}/aliases/{_seg(alias)}", headers=headers)
+        return self._json("DELETE", f"/models/{_seg(name)}/aliases/{_seg(alias)}", headers=headers,
+                          params={"force": "true"} if force else None)
 
     def alias_history(self, name: str) -> list[dict[str, Any]]:
         """Every alias move of model ``name``, oldest first (alias, from/to version, actor, at).
@@ -626,17 +628,18 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         """
         return self._json("GET", f"/endpoints/{_seg(name)}")
 
-    def delete_endpoint(self, name: str) -> dict[str, Any]:
-        """Delete an endpoint (the serving process stops serving it).
+    def delete_endpoint(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Delete an endpoint (the serving process stops serving it). Refused (Conflict) while
+        monitors watch it or workflows deploy to it, unless ``force``.
 
         Returns:
-            ``{"deleted": name}``
+            ``{"deleted": name, "broken": [dependents]}``
 
         Example::
 
             c.delete_endpoint("digits")
         """
-        return self._json("DELETE", f"/endpoints/{_seg(name)}")
+        return self._json("DELETE", f"/endpoints/{_seg(name)}", params={"force": "true"} if force else None)
 
     def wait_endpoint(self, name: str, timeout: float = 300, poll: float = 0.25,
                       on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

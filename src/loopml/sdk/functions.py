@@ -19,6 +19,18 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def _code_payload(file: str | os.PathLike) -> tuple[str, bytes, str]:
+    """A ``.py`` file as it is, a folder zipped."""
+    from loopml.sdk.client import zip_folder  # the client module imports this one
+
+    path = Path(file).expanduser()
+    if not path.exists():
+        raise InvalidInput(f"function code {os.fspath(file)!r} does not exist")
+    if path.is_dir():
+        return f"{path.resolve().name or 'code'}.zip", zip_folder(path), "application/zip"
+    return path.name, path.read_bytes(), "text/x-python"
+
+
 class FunctionsAPI:
     """Mixin: relies on the Client's ``_json`` / ``_send`` plumbing."""
 
@@ -48,15 +60,7 @@ class FunctionsAPI:
 
             c.create_function("resize", "resize.py", timeout_s=30, memory_mb=256)
         """
-        from loopml.sdk.client import zip_folder  # the client module imports this one
-
-        path = Path(file).expanduser()
-        if not path.exists():
-            raise InvalidInput(f"function code {os.fspath(file)!r} does not exist")
-        if path.is_dir():
-            payload: Any = (f"{path.resolve().name or 'code'}.zip", zip_folder(path), "application/zip")
-        else:
-            payload = (path.name, path.read_bytes(), "text/x-python")
+        payload = _code_payload(file)
         fields: dict[str, Any] = {"name": name, "timeout_s": str(timeout_s), "memory_mb": str(memory_mb),
                                   "replace": "true" if replace else "false"}
         if handler:
@@ -67,9 +71,38 @@ class FunctionsAPI:
             fields["description"] = description
         return self._json("POST", "/functions", data=fields, files={"code": payload})
 
-    def update_function(self, name: str, file: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
-        """Replace a function's code and configuration (``create_function(..., replace=True)``)."""
-        return self.create_function(name, file, replace=True, **kwargs)
+    def update_function(self, name: str, file: str | os.PathLike | None = None, *, handler: str | None = None,
+                        timeout_s: float | None = None, memory_mb: int | None = None,
+                        environment: dict[str, str | None] | None = None,
+                        unset_environment: list[str] | None = None,
+                        description: str | None = None) -> dict[str, Any]:
+        """Change a function; what is not given keeps its value.
+
+        Args:
+            file: New code (``.py`` or a folder); it keeps the current handler unless ``handler``
+                is given.
+            environment: Merged into the function's environment (``NAME: None`` removes one).
+            unset_environment: Names to remove from the environment.
+
+        Example::
+
+            c.update_function("resize", timeout_s=120, environment={"SIZE": "256"})
+        """
+        fields: dict[str, Any] = {}
+        if handler:
+            fields["handler"] = handler
+        if timeout_s is not None:
+            fields["timeout_s"] = str(timeout_s)
+        if memory_mb is not None:
+            fields["memory_mb"] = str(memory_mb)
+        env: dict[str, Any] = dict(environment or {})
+        env.update({key: None for key in unset_environment or []})
+        if env:
+            fields["environment"] = json.dumps(env)
+        if description is not None:
+            fields["description"] = description
+        files = {"code": _code_payload(file)} if file is not None else None
+        return self._json("PATCH", f"/functions/{_seg(name)}", data=fields, files=files)
 
     def functions(self) -> list[dict[str, Any]]:
         """All functions, by name."""
@@ -79,9 +112,11 @@ class FunctionsAPI:
         """One function's configuration."""
         return self._json("GET", f"/functions/{_seg(name)}")
 
-    def delete_function(self, name: str) -> dict[str, Any]:
-        """Delete a function (its invocation history stays). Returns ``{"deleted": name}``."""
-        return self._json("DELETE", f"/functions/{_seg(name)}")
+    def delete_function(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Delete a function (its invocation history stays). Refused (Conflict, the dependents in
+        ``details``) while triggers or workflows use it, unless ``force``. Returns
+        ``{"deleted": name, "broken": [dependents]}``."""
+        return self._json("DELETE", f"/functions/{_seg(name)}", params={"force": "true"} if force else None)
 
     def invoke_function(self, name: str, event: Any = None, mode: str = "sync") -> dict[str, Any]:
         """Invoke a function.

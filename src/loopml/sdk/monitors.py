@@ -153,3 +153,14 @@ class MonitorsAPI:
     def alert(self, id: str) -> dict[str, Any]:
         """One alert: key, status, statistic, count, first/last seen, notifications."""
         return self._json("GET", f"/alerts/{_seg(id)}")
+
+    def ack_alert(self, id: str, actor: str | None = None) -> dict[str, Any]:
+        """Acknowledge an open alert: it stays open (``acked_at``/``acked_by`` set) until it recovers
+        or is resolved. Conflict for a resolved one."""
+        return self._json("POST", f"/alerts/{_seg(id)}/ack", headers={"X-LoopML-Actor": actor} if actor else None)
+
+    def resolve_alert(self, id: str, actor: str | None = None) -> dict[str, Any]:
+        """Close an open alert by hand (``resolved_by`` set); the next violation of its key opens a
+        new alert. Conflict when it is already resolved."""
+        return self._json("POST", f"/alerts/{_seg(id)}/resolve",
+                          headers={"X-LoopML-Actor": actor} if actor else None)

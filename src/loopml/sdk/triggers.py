@@ -62,6 +62,21 @@ class TriggersAPI:
         """One trigger: spec, target, status, last firing (and ``next_run`` for cron)."""
         return self._json("GET", f"/triggers/{_seg(name)}")
 
+    def update_trigger(self, name: str, *, function: str | None = None, workflow: str | None = None,
+                       suffix: str | None = None, cron: str | None = None, tz: str | None = None,
+                       missed: str | None = None) -> dict[str, Any]:
+        """Change a trigger; what is not given is kept. ``function``/``workflow``: a new target;
+        ``suffix`` (objects; ``""`` removes it); ``cron``/``tz``/``missed`` (cron: a new schedule
+        starts from now).
+
+        Example::
+
+            c.update_trigger("nightly", cron="0 4 * * *", tz="Europe/Paris")
+        """
+        body = {"function": function, "workflow": workflow, "suffix": suffix, "cron": cron, "tz": tz,
+                "missed": missed}
+        return self._json("PATCH", f"/triggers/{_seg(name)}", json={k: v for k, v in body.items() if v is not None})
+
     def pause_trigger(self, name: str) -> dict[str, Any]:
         return self._json("POST", f"/triggers/{_seg(name)}/pause")
 
@@ -74,6 +89,16 @@ class TriggersAPI:
     def trigger_history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
         """Every firing, newest first: ``{id, at, status, dedupe_key, started_id, error, event}``."""
         return self._json("GET", f"/triggers/{_seg(name)}/history", params={"limit": limit})
+
+    def redrive_trigger(self, name: str, firing: int | None = None) -> list[dict[str, Any]]:
+        """Start the target again for failed firing ``firing`` (Conflict if it was already
+        redriven), or for every failed firing not redriven yet. Each redrive is recorded in the
+        history as a firing with ``redrive_of``.
+
+        Returns:
+            ``[{"firing": new id, "redrive_of": id, "status", "started": {"kind", "id"}}]``
+        """
+        return self._json("POST", f"/triggers/{_seg(name)}/redrive", json={"firing": firing})
 
     def fire_trigger(self, name: str, event: Any = None) -> dict[str, Any]:
         """Test fire: start the target now with ``event`` (default: a sample of the trigger's shape).

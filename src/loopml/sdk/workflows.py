@@ -80,9 +80,10 @@ class WorkflowsAPI:
         """One workflow: ``definition`` and ``source`` (as written)."""
         return self._json("GET", f"/workflows/{_seg(name)}")
 
-    def delete_workflow(self, name: str) -> dict[str, Any]:
-        """Delete a workflow; executions already started finish on their snapshot."""
-        return self._json("DELETE", f"/workflows/{_seg(name)}")
+    def delete_workflow(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Delete a workflow; executions already started finish on their snapshot. Refused
+        (Conflict) while triggers start it, unless ``force``: ``{"deleted", "broken"}``."""
+        return self._json("DELETE", f"/workflows/{_seg(name)}", params={"force": "true"} if force else None)
 
     def start_execution(self, workflow: str, input: Any = None, name: str | None = None) -> dict[str, Any]:
         """Start an execution of ``workflow`` with ``input`` (default ``{}``); returns its record
@@ -93,7 +94,7 @@ class WorkflowsAPI:
         return self._json("POST", f"/workflows/{_seg(workflow)}/executions", json=body)
 
     def execution(self, execution_id: str) -> dict[str, Any]:
-        """One execution: status, input, output, error, cause, current_state."""
+        """One execution: status, input, output, error, cause, current_state (failed_state once FAILED/TIMED_OUT)."""
         return self._json("GET", f"/executions/{_seg(execution_id)}")
 
     def executions(self, workflow: str | None = None, status: str | None = None,

@@ -82,8 +82,15 @@ def update_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
     return _with_url(record, data_plane_url)
 
 
-def delete_endpoint(platform: Platform, name: str) -> None:
+def delete_endpoint(platform: Platform, name: str, *, force: bool = False) -> list[dict[str, Any]]:
+    """Delete unless monitors watch it or workflows deploy to it (``force``: anyway); returns
+    the dependents it breaks."""
+    from loopml.workflows.dependents import check_unused, endpoint_dependents
+
+    platform.endpoints.get(name)
+    broken = check_unused(f"endpoint {name!r}", endpoint_dependents(platform, name), force=force)
     platform.endpoints.delete(name)
+    return broken
 
 
 def get_endpoint(platform: Platform, name: str, *,

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import Conflict, NotFound
+from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import tables as t
 from loopml.store.automation_rows import INVOCATION_QUEUED, queued_invocation
@@ -69,6 +69,30 @@ class FunctionRepo:
                 return function_record(row)
         except IntegrityError:
             raise Conflict(f"function {name!r} already exists") from None
+
+    def update(self, name: str, fields: dict[str, Any], env_patch: dict[str, str | None]) -> dict[str, Any]:
+        """Set ``fields`` and merge ``env_patch`` (a None value removes the variable), in one
+        transaction on the locked row: what is not given keeps its value."""
+        with self.store.session() as s:
+            row = s.get(t.Function, name, with_for_update=True)
+            if row is None:
+                raise NotFound(f"function {name!r} not found")
+            for key, value in fields.items():
+                setattr(row, key, value)
+            if env_patch:
+                env = dict(row.environment or {})
+                for key, value in env_patch.items():
+                    if value is None:
+                        if key not in env:
+                            raise InvalidInput(f"environment variable {key} is not set on function {name!r} "
+                                               f"(it has: {', '.join(sorted(env)) or 'none'})")
+                        env.pop(key)
+                    else:
+                        env[key] = value
+                row.environment = env
+            row.updated_at = utcnow()
+            s.flush()
+            return function_record(row)
 
     def get(self, name: str) -> dict[str, Any]:
         with self.store.session() as s:

@@ -59,7 +59,8 @@ def alert_record(a: t.Alert) -> dict[str, Any]:
     return {"id": a.id, "monitor": a.monitor, "key": a.key, "status": a.status, "severity": a.severity,
             "statistic": a.statistic, "message": a.message, "count": a.count, "run_id": a.run_id,
             "notifications": a.notifications or [], "first_at": iso(a.first_at), "last_at": iso(a.last_at),
-            "resolved_at": iso(a.resolved_at)}
+            "resolved_at": iso(a.resolved_at), "acked_at": iso(a.acked_at), "acked_by": a.acked_by,
+            "resolved_by": a.resolved_by}
 
 
 class MonitorRepo:
@@ -334,6 +335,38 @@ class MonitorRepo:
                     out["resolved"].append(row)
             s.flush()
             return {k: [alert_record(a) for a in rows] for k, rows in out.items()}
+
+    def ack_alert(self, alert_id: str, actor: str | None = None) -> dict[str, Any]:
+        """Acknowledge an open alert: it stays open (a recovery still resolves it) and is shown as
+        acked. Acknowledging it again keeps the first acknowledgement."""
+        monitor = self.alert(alert_id)["monitor"]
+        with self.store.session() as s:
+            row = self._alert_row(s, alert_id, monitor)
+            if row.status != OPEN:
+                raise Conflict(f"alert {alert_id} is {row.status}: only an open alert can be acknowledged")
+            if row.acked_at is None:
+                row.acked_at, row.acked_by = utcnow(), actor
+            s.flush()
+            return alert_record(row)
+
+    def resolve_alert(self, alert_id: str, actor: str | None = None) -> dict[str, Any]:
+        """Close an open alert by hand: the next violation of its key opens a new alert."""
+        monitor = self.alert(alert_id)["monitor"]
+        with self.store.session() as s:
+            row = self._alert_row(s, alert_id, monitor)
+            if row.status != OPEN:
+                raise Conflict(f"alert {alert_id} is already {row.status} (at {iso(row.resolved_at)})")
+            row.status, row.open_key, row.resolved_at, row.resolved_by = RESOLVED, None, utcnow(), actor or "hand"
+            s.flush()
+            return alert_record(row)
+
+    def _alert_row(self, s, alert_id: str, monitor: str) -> t.Alert:
+        """The alert, after serialising its monitor's writers (a run may resolve it meanwhile)."""
+        self._lock(s, monitor)
+        row = s.get(t.Alert, alert_id)
+        if row is None:
+            raise NotFound(f"alert {alert_id!r} not found")
+        return row
 
     def set_notifications(self, alert_id: str, notifications: list[dict[str, Any]]) -> None:
         with self.store.session() as s:

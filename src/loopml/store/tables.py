@@ -271,6 +271,9 @@ class Trigger(Base):
     target: Mapped[str] = mapped_column(String(63))
     status: Mapped[str] = mapped_column(String(16))  # active | paused
     secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # webhooks created since 0005: the secret itself, for X-Hub-Signature-256 (an HMAC needs it,
+    # as GitHub keeps it); older hooks have only the hash and accept the Bearer secret alone
+    hook_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
     cursor: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -380,6 +383,9 @@ class Alert(Base):
     first_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    acked_at: Mapped[datetime | None] = mapped_column(nullable=True)  # acknowledged: still open, shown as acked
+    acked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: recovered on its own
 
 
 __all__ = ["Base", "Dataset", "DatasetVersion", "Job", "JobEvent", "JobMetric", "JobLog",

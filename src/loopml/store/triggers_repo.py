@@ -27,6 +27,7 @@ from loopml.store.names import missing
 ACTIVE, PAUSED = "active", "paused"
 STARTED, FAILED, SKIPPED = "started", "failed", "skipped"
 OBJECT_BATCH = 100  # objects per firing transaction: a crash loses nothing and repeats nothing
+REDRIVE_PREFIX = "redrive:"  # dedupe key of a redrive: "redrive:<firing id>", so at most one each
 
 
 @dataclass
@@ -41,10 +42,18 @@ class Firing:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def redrive_of(dedupe_key: str | None) -> int | None:
+    """The firing a redrive re-drove (its dedupe key is exactly ``redrive:<id>``), else None."""
+    if dedupe_key and dedupe_key.startswith(REDRIVE_PREFIX) and dedupe_key[len(REDRIVE_PREFIX):].isdigit():
+        return int(dedupe_key[len(REDRIVE_PREFIX):])
+    return None
+
+
 def firing_record(f: t.TriggerFiring) -> dict[str, Any]:
     return {"id": f.id, "trigger": f.trigger, "at": iso(f.at), "status": f.status,
             "dedupe_key": f.dedupe_key, "target": {"kind": f.target_kind, "name": f.target},
-            "started_id": f.started_id, "error": f.error, "event": f.event}
+            "started_id": f.started_id, "error": f.error, "event": f.event,
+            "redrive_of": redrive_of(f.dedupe_key)}
 
 
 def trigger_record(row: t.Trigger, last: t.TriggerFiring | None = None,
@@ -57,6 +66,7 @@ def trigger_record(row: t.Trigger, last: t.TriggerFiring | None = None,
     }
     if row.kind == "webhook":
         record["url"] = f"/hooks/{row.name}"
+        record["signatures"] = row.hook_secret is not None  # X-Hub-Signature-256 accepted
     if objects_seen is not None:
         record["objects_seen"] = objects_seen
     return record
@@ -85,8 +95,8 @@ class TriggerRepo:
                          .order_by(t.TriggerFiring.id.desc()).limit(1)).scalar_one_or_none()
 
     def create(self, name: str, kind: str, spec: dict[str, Any], target_kind: str, target: str, *,
-               secret_hash: str | None = None, cursor: dict[str, Any] | None = None,
-               seen: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+               secret_hash: str | None = None, hook_secret: str | None = None,
+               cursor: dict[str, Any] | None = None, seen: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
         """A new active trigger; ``seen`` (key, etag) are the objects already there (never fired)."""
         try:
             with self.store.session() as s:
@@ -97,7 +107,8 @@ class TriggerRepo:
                     raise InvalidInput(f"{target_kind}: {missing}")
                 now = utcnow()
                 row = t.Trigger(name=name, kind=kind, spec=spec, target_kind=target_kind, target=target,
-                                status=ACTIVE, secret_hash=secret_hash, cursor=cursor, created_at=now,
+                                status=ACTIVE, secret_hash=secret_hash, hook_secret=hook_secret,
+                                cursor=cursor, created_at=now,
                                 updated_at=now)
                 s.add(row)
                 s.flush()
@@ -131,11 +142,36 @@ class TriggerRepo:
                 select(t.TriggerFiring).where(t.TriggerFiring.id.in_(list(last_ids.values())))).scalars()}
             return [trigger_record(r, lasts.get(r.name)) for r in rows]
 
-    def secret_hash(self, name: str) -> tuple[str, str, str | None]:
-        """(kind, status, secret_hash) of a trigger: what the webhook route checks."""
+    def secret_hash(self, name: str) -> tuple[str, str, str | None, str | None]:
+        """(kind, status, secret_hash, hook_secret) of a trigger: what the webhook route checks
+        (``hook_secret``: None for webhooks created before signatures were supported)."""
         with self.store.session() as s:
             row = self._row(s, name)
-            return row.kind, row.status, row.secret_hash
+            return row.kind, row.status, row.secret_hash, row.hook_secret
+
+    def update(self, name: str, *, spec: dict[str, Any] | None = None, target: tuple[str, str] | None = None,
+               cursor: dict[str, Any] | None = None, seen: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+        """Change a trigger's spec / target (which must exist) / cursor in one transaction; ``seen``
+        (key, etag) are objects newly in scope that are already there (recorded, never fired)."""
+        with self.store.session() as s:
+            row = s.get(t.Trigger, name, with_for_update=True)
+            if row is None:
+                raise NotFound(f"trigger {name!r} not found")
+            if target is not None:
+                missing = self._target_missing(s, *target)
+                if missing:
+                    raise InvalidInput(f"{target[0]}: {missing}")
+                row.target_kind, row.target = target
+            if spec is not None:
+                row.spec = spec
+            if cursor is not None:
+                row.cursor = cursor
+            row.updated_at = now = utcnow()
+            known = set(s.execute(select(t.TriggerObject.key).where(t.TriggerObject.trigger == name)).scalars())
+            s.add_all(t.TriggerObject(trigger=name, key=key, etag=etag, seen_at=now)
+                      for key, etag in seen if key not in known)
+            s.flush()
+            return trigger_record(row, self._last_firing(s, name))
 
     def set_status(self, name: str, status: str, *, cursor: dict[str, Any] | None = None) -> dict[str, Any]:
         with self.store.session() as s:
@@ -167,6 +203,33 @@ class TriggerRepo:
             if status:
                 query = query.where(t.TriggerFiring.status == status)
             return s.execute(query).scalar_one()
+
+    def firing(self, name: str, firing_id: int) -> dict[str, Any]:
+        with self.store.session() as s:
+            self._row(s, name)
+            row = s.get(t.TriggerFiring, firing_id)
+            if row is None or row.trigger != name:
+                raise NotFound(f"trigger {name!r} has no firing {firing_id}")
+            return firing_record(row)
+
+    def failed_firings(self, name: str) -> list[dict[str, Any]]:
+        """Failed firings of ``name``, oldest first, each with ``redriven_by`` (the id of the
+        firing that re-drove it, or None)."""
+        with self.store.session() as s:
+            self._row(s, name)
+            redrives = {redrive_of(key): firing_id for key, firing_id in s.execute(
+                select(t.TriggerFiring.dedupe_key, t.TriggerFiring.id).where(
+                    t.TriggerFiring.trigger == name, t.TriggerFiring.dedupe_key.like(REDRIVE_PREFIX + "%")))}
+            rows = s.execute(select(t.TriggerFiring).where(t.TriggerFiring.trigger == name,
+                                                           t.TriggerFiring.status == FAILED)
+                             .order_by(t.TriggerFiring.id)).scalars()
+            return [{**firing_record(f), "redriven_by": redrives.get(f.id)} for f in rows]
+
+    def target_missing(self, name: str) -> str | None:
+        """"function 'x' not found" when the trigger's target does not exist (else None)."""
+        with self.store.session() as s:
+            row = self._row(s, name)
+            return self._target_missing(s, row.target_kind, row.target)
 
     def firing_by_dedupe(self, name: str, dedupe_key: str) -> dict[str, Any] | None:
         with self.store.session() as s:

@@ -35,6 +35,8 @@ def execution_record(e: t.WorkflowExecution) -> dict[str, Any]:
     state = e.state or {}
     return {"id": e.id, "workflow": e.workflow, "status": e.status, "input": e.input, "output": e.output,
             "error": e.error, "cause": e.cause, "current_state": state.get("current") if e.status == RUNNING else None,
+            # the state the execution was in when it failed or timed out (a Parallel/Map names itself)
+            "failed_state": state.get("current") if e.status in (FAILED, TIMED_OUT) else None,
             "stop_requested": e.stop_requested, "source": e.source, "revision": e.revision,
             "next_due": iso(e.next_due), "created_at": iso(e.created_at), "started_at": iso(e.started_at),
             "ended_at": iso(e.ended_at), "updated_at": iso(e.updated_at)}

@@ -29,7 +29,8 @@ def scheduled_event(trigger: str, scheduled: datetime, missed: int = 0) -> dict[
 
 
 def webhook_event(trigger: str, body: Any, headers: dict[str, str]) -> dict[str, Any]:
-    kept = {k: headers[k] for k in ("content-type", "user-agent", "idempotency-key") if headers.get(k)}
+    kept = {k: headers[k] for k in ("content-type", "user-agent", "idempotency-key", "x-github-event",
+                                    "x-github-delivery") if headers.get(k)}
     return {"source": "loopml.webhook", "trigger": trigger, "body": body, "headers": kept,
             "received_at": iso(utcnow())}
 

@@ -59,6 +59,16 @@ def _clean_prefix(prefix: str, what: str) -> str:
     return prefix
 
 
+def _local_folder(path: Path, uri: str) -> Location:
+    """A folder on the control plane's machine: it must exist (a typo would never fire)."""
+    resolved = path.resolve()
+    if not resolved.is_dir():
+        what = "is not a folder" if resolved.exists() else "does not exist"
+        raise InvalidInput(f"objects_uri: {uri!r} {what} on the control plane's machine (create the folder "
+                           "first; a relative path would mean a key prefix inside LoopML's artifact store)")
+    return Location("file", str(resolved), "")
+
+
 def parse_location(uri: str, settings: Settings) -> Location:
     """``s3://bucket/prefix/``, ``file:///abs/dir/``, ``/abs/dir``, or a key prefix inside LoopML's
     own artifact store (which may itself be local or s3://)."""
@@ -75,12 +85,15 @@ def parse_location(uri: str, settings: Settings) -> Location:
         path = uri[len("file://"):]
         if not path.startswith("/"):
             raise InvalidInput(f"objects_uri: {uri!r} must be an absolute file:///path")
-        return Location("file", str(Path(path).resolve()), "")
+        return _local_folder(Path(path), uri)
     if "://" in uri:
         raise InvalidInput(f"objects_uri: {uri!r}: unsupported scheme (use s3://, file:// or a folder)")
     if uri.startswith("/") or uri.startswith("~"):
-        return Location("file", str(Path(uri).expanduser().resolve()), "")
-    # a key prefix inside the artifact store
+        return _local_folder(Path(uri).expanduser(), uri)
+    # a relative path: a key prefix inside the artifact store (which may itself be s3://)
+    if uri.startswith(("./", "../")) or uri in (".", ".."):
+        raise InvalidInput(f"objects_uri: {uri!r}: a relative path means a key prefix inside LoopML's artifact "
+                           "store, without '.' or '..'; for a local folder give its absolute path")
     prefix = _clean_prefix(uri, uri)
     base = settings.resolved_artifact_uri.rstrip("/")
     if base.startswith(("s3://", "s3a://")):

@@ -1,10 +1,10 @@
-"""Triggers: create / list / pause / resume / delete, and every way a trigger fires.
+"""Triggers: create / update / list / pause / resume / delete / redrive, and every way a trigger fires.
 
 What the API calls (and the poller, and the model monitors through ``fire_alert``). Each firing
 and what it starts are written in one transaction by ``TriggerRepo.fire`` (see store/triggers_repo).
 A target that no longer exists does not stop anything: the firing is recorded ``failed`` with
 ``"function 'x' not found"``, and for an object that object is still marked seen (it would
-otherwise fail again on every poll forever; fire it again with ``triggers fire`` once fixed).
+otherwise fail again on every poll forever): ``redrive`` re-starts it, once, when the target exists again.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound
 from loopml.core.jsonutil import NotStrictJSON, loads_strict
 from loopml.core.timeutil import iso, utcnow
 from loopml.platform import Platform
-from loopml.store.triggers_repo import ACTIVE, FAILED, PAUSED, Firing
+from loopml.store.triggers_repo import ACTIVE, FAILED, PAUSED, REDRIVE_PREFIX, Firing
 from loopml.triggers import cron as cron_mod
 from loopml.triggers.events import alert_event, sample_event, webhook_event
 from loopml.triggers.objects import ObjectLister, parse_location
@@ -67,6 +67,10 @@ def _spec(platform: Platform, kind: str, fields: dict[str, Any]) -> dict[str, An
         monitor = (fields.get("monitor") or "").strip()
         if not monitor:
             raise InvalidInput("monitor: name the model monitor whose alerts fire this trigger")
+        try:
+            platform.monitors.get(monitor)
+        except NotFound:
+            raise InvalidInput(f"monitor: monitor {monitor!r} not found (see `loopml monitors list`)") from None
         return {"monitor": monitor}
     return {}
 
@@ -95,7 +99,7 @@ def create_trigger(platform: Platform, name: str, kind: str, *, function: str | 
         seen = [(o.key, o.etag) for o in _list(platform, spec, settled_only=False).values()]
     record = platform.triggers.create(name, kind, spec, target_kind, str(target),
                                       secret_hash=hash_secret(secret) if secret else None,
-                                      cursor=cursor, seen=seen)
+                                      hook_secret=secret, cursor=cursor, seen=seen)
     if secret:
         record["secret"] = secret
     return record
@@ -131,6 +135,48 @@ def _with_next(record: dict[str, Any]) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - a schedule with no next date must not break list/show
             record["next_run"] = None
     return record
+
+
+_UPDATABLE = {"objects": ("suffix",), "cron": ("cron", "tz", "missed"), "webhook": (), "alert": ()}
+
+
+def update_trigger(platform: Platform, name: str, *, function: str | None = None, workflow: str | None = None,
+                   now: Callable[[], datetime] = utcnow, **fields: Any) -> dict[str, Any]:
+    """Change a trigger's target (function or workflow), an object trigger's ``suffix`` ("" removes
+    it) or a cron trigger's ``cron`` / ``tz`` / ``missed``; what is not given is kept.
+
+    A new schedule starts from now (times it would have had before do not fire). Objects that a
+    wider suffix brings into scope and that are already there are recorded as seen (like at
+    creation); objects in the old scope keep their state, so none is lost or fired twice."""
+    current = platform.triggers.get(name)
+    kind = current["kind"]
+    given = {k: v for k, v in fields.items() if v is not None}
+    for field in given:
+        if field not in {f for names in _UPDATABLE.values() for f in names}:
+            raise InvalidInput(f"{field}: not a field that can be changed (delete and re-create the trigger)")
+        if field not in _UPDATABLE[kind]:
+            raise InvalidInput(f"{field}: only for {'objects' if field == 'suffix' else 'cron'} triggers; "
+                               f"trigger {name!r} is a {kind} trigger")
+    if function is not None and workflow is not None:
+        raise InvalidInput("target: give one of function or workflow, not both")
+    target = ("function", function) if function is not None else ("workflow", workflow) if workflow is not None else None
+    if not given and target is None:
+        raise InvalidInput("nothing to change: give a new target (function or workflow)"
+                           + {"objects": ", suffix", "cron": ", cron, tz or missed"}.get(kind, ""))
+    spec, cursor, seen = None, None, []
+    if kind == "cron" and given:
+        old = current["spec"]
+        spec = cron_mod.validate(given.get("cron", old["cron"]), given.get("tz", old["tz"]),
+                                 given.get("missed", old.get("missed")))
+        if (spec["cron"], spec["tz"]) != (old["cron"], old["tz"]):
+            cursor = {"last": iso(now())}
+    elif kind == "objects" and given:
+        old_suffix = current["spec"].get("suffix")
+        spec = {**current["spec"], "suffix": given["suffix"] or None}
+        seen = [(o.key, o.etag) for o in _list(platform, spec, settled_only=False).values()
+                if old_suffix is not None and not o.key.endswith(old_suffix)]
+    platform.triggers.update(name, spec=spec, target=target, cursor=cursor, seen=seen)
+    return get_trigger(platform, name)
 
 
 def pause_trigger(platform: Platform, name: str) -> dict[str, Any]:
@@ -175,20 +221,82 @@ def fire_manual(platform: Platform, name: str, event: Any = None) -> dict[str, A
     return _started(written[0])
 
 
+def _redrivable(firing: dict[str, Any]) -> bool:
+    """A failed firing whose event is what the source meant (not a webhook body that was not JSON)."""
+    return firing["status"] == FAILED and not (firing.get("error") or "").startswith("body:")
+
+
+def redrive(platform: Platform, name: str, firing_id: int | None = None) -> list[dict[str, Any]]:
+    """Start the target again for failed firings, each with its original event (plus
+    ``redrive_of``): firing ``firing_id``, or every failed firing not redriven yet, oldest first.
+    Each redrive is a firing of its own, deduplicated on ``redrive:<id>``: a firing is redriven at
+    most once, however often (or concurrently) this is called. Refused while the target is missing."""
+    missing = platform.triggers.target_missing(name)
+    if missing:
+        raise Conflict(f"trigger {name!r} cannot redrive: its target {missing} (create it, or point the "
+                       f"trigger elsewhere with `loopml triggers update {name}`)")
+    if firing_id is not None:
+        firing = platform.triggers.firing(name, firing_id)
+        if not _redrivable(firing):
+            raise Conflict(f"firing {firing_id} of trigger {name!r} did not fail ({firing['status']}): "
+                           "nothing to redrive" if firing["status"] != FAILED else
+                           f"firing {firing_id} of trigger {name!r} failed on its input ({firing['error']}): "
+                           "redriving cannot help")
+        done = platform.triggers.firing_by_dedupe(name, f"{REDRIVE_PREFIX}{firing_id}")
+        if done is not None:
+            raise Conflict(f"firing {firing_id} of trigger {name!r} was already redriven by firing {done['id']}")
+        todo = [firing]
+    else:
+        todo = [f for f in platform.triggers.failed_firings(name) if f["redriven_by"] is None and _redrivable(f)]
+    answers = []
+    for firing in todo:
+        event = firing["event"]
+        if isinstance(event, dict):
+            event = {**event, "redrive_of": firing["id"]}
+        written = platform.triggers.fire(name, [Firing(event, dedupe_key=f"{REDRIVE_PREFIX}{firing['id']}")],
+                                         require_active=False)
+        if written:  # else someone redrove it meanwhile
+            answers.append({**_started(written[0]), "redrive_of": firing["id"]})
+    if firing_id is not None and not answers:
+        raise Conflict(f"firing {firing_id} of trigger {name!r} was already redriven")
+    return answers
+
+
+def _check_signature(name: str, signature: str, hook_secret: str | None, body: bytes) -> None:
+    """GitHub's ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>``."""
+    if hook_secret is None:
+        raise Unauthorized(f"webhook {name!r} was created before signatures were supported: send "
+                           "'Authorization: Bearer SECRET' (or re-create it to use X-Hub-Signature-256)")
+    scheme, _, digest = signature.strip().partition("=")
+    if scheme != "sha256" or not digest:
+        raise Unauthorized(f"webhook {name!r}: X-Hub-Signature-256 must be 'sha256=<hex digest>'")
+    expected = hmac.new(hook_secret.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(digest.lower().encode(), expected.encode()):
+        if len(body) > MAX_WEBHOOK_BODY:  # only the first bytes were read: it cannot match
+            raise InvalidInput(f"body: more than the {MAX_WEBHOOK_BODY} bytes allowed")
+        raise Unauthorized(f"X-Hub-Signature-256 does not match the body for webhook {name!r} "
+                           "(HMAC-SHA256 of the raw body with the hook's secret)")
+
+
 def fire_webhook(platform: Platform, name: str, *, secret: str | None, body: bytes,
-                 headers: dict[str, str]) -> dict[str, Any]:
-    """``POST /hooks/{name}``: check the secret, parse the body, fire (once per Idempotency-Key)."""
+                 headers: dict[str, str], signature: str | None = None) -> dict[str, Any]:
+    """``POST /hooks/{name}``: check the secret (Bearer) or the body's HMAC signature, parse the
+    body, fire (once per Idempotency-Key, or GitHub's X-GitHub-Delivery)."""
     try:
-        kind, status, secret_hash = platform.triggers.secret_hash(name)
+        kind, status, secret_hash, hook_secret = platform.triggers.secret_hash(name)
     except NotFound:
         raise NotFound(f"no webhook trigger {name!r}") from None
     if kind != "webhook" or not secret_hash:
         raise NotFound(f"no webhook trigger {name!r} (trigger {name!r} is a {kind} trigger)")
-    if not secret:
-        raise Unauthorized(f"webhook {name!r} needs its secret: send 'Authorization: Bearer SECRET' "
-                           "or 'X-LoopML-Hook-Secret: SECRET'")
-    if not hmac.compare_digest(hash_secret(secret), secret_hash):
-        raise Unauthorized(f"wrong secret for webhook {name!r}")
+    if secret:
+        if not hmac.compare_digest(hash_secret(secret), secret_hash):
+            raise Unauthorized(f"wrong secret for webhook {name!r}")
+    elif signature:
+        _check_signature(name, signature, hook_secret, body)
+    else:
+        raise Unauthorized(f"webhook {name!r} needs its secret: send 'Authorization: Bearer SECRET', "
+                           "'X-LoopML-Hook-Secret: SECRET' or a GitHub-style 'X-Hub-Signature-256' "
+                           "(HMAC-SHA256 of the body with the secret)")
     if status != ACTIVE:
         raise Conflict(f"trigger {name!r} is paused: resume it with `loopml triggers resume {name}`")
     problem, parsed = _parse_body(body)
@@ -197,9 +305,11 @@ def fire_webhook(platform: Platform, name: str, *, secret: str | None, body: byt
         event["raw_body"] = body[:2000].decode("utf-8", "replace")
         platform.triggers.fire(name, [Firing(event, status=FAILED, error=problem)])
         raise InvalidInput(problem)
-    key = headers.get("idempotency-key") or None
+    key = headers.get("idempotency-key") or headers.get("x-github-delivery") or None
     if key and len(key) > 1000:
         raise InvalidInput("Idempotency-Key: at most 1000 characters")
+    if key and key.startswith(REDRIVE_PREFIX):
+        raise InvalidInput(f"Idempotency-Key: {REDRIVE_PREFIX!r} is reserved for redrives; use another key")
     written = platform.triggers.fire(name, [Firing(webhook_event(name, parsed, headers), dedupe_key=key)])
     if written:
         return _started(written[0])

@@ -340,7 +340,7 @@ def is_action(resource: Any) -> bool:
         resource.startswith(FUNCTION_PREFIX) and len(resource) > len(FUNCTION_PREFIX)))
 
 
-def _task_states(machine: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def task_states(machine: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for name, body in (machine.get("States") or {}).items():
         if not isinstance(body, dict):
@@ -348,16 +348,16 @@ def _task_states(machine: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if body.get("Type") == "Task":
             out.append((name, body))
         for branch in body.get("Branches") or []:
-            out += _task_states(branch)
+            out += task_states(branch)
         for key in ("ItemProcessor", "Iterator"):
             if isinstance(body.get(key), dict):
-                out += _task_states(body[key])
+                out += task_states(body[key])
     return out
 
 
 def check_resources(definition: dict[str, Any]) -> None:
     """Refuse a Task whose Resource is not a LoopML action, naming the state (InvalidInput)."""
-    for name, body in _task_states(definition):
+    for name, body in task_states(definition):
         if not is_action(body.get("Resource")):
             raise InvalidInput(f"state {name}: Resource {body.get('Resource')!r} is not a LoopML action "
                                f"({', '.join(RESOURCES)})", state=name, field="Resource")

@@ -1,0 +1,71 @@
+"""What uses a function, a workflow, an endpoint or a model alias — asked before deleting it.
+
+Deleting something in use is refused (409, the dependents in the body's ``details``) unless it is
+forced, and then the answer lists what it breaks. Dependents are what LoopML can see statically:
+triggers' targets, workflow Task resources (``loopml:function:NAME``) and ``loopml:deploy`` steps
+whose ``endpoint`` parameter is written out (not one taken from the input with ``endpoint.$``),
+monitors' endpoints, endpoints following ``model@alias``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loopml.core.errors import Conflict
+from loopml.platform import Platform
+from loopml.workflows.actions import FUNCTION_PREFIX, task_states
+
+Dependent = dict[str, Any]  # {"kind": "trigger"|"workflow"|"monitor"|"endpoint", "name", ["state"]}
+
+
+def _workflow_tasks(platform: Platform, wanted) -> list[Dependent]:
+    found: list[Dependent] = []
+    for workflow in platform.workflows.list():
+        for state, body in task_states(workflow["definition"]):
+            if wanted(body):
+                found.append({"kind": "workflow", "name": workflow["name"], "state": state})
+    return found
+
+
+def _triggers(platform: Platform, target_kind: str, name: str) -> list[Dependent]:
+    return [{"kind": "trigger", "name": r["name"]} for r in platform.triggers.list()
+            if r["target"] == {"kind": target_kind, "name": name}]
+
+
+def function_dependents(platform: Platform, name: str) -> list[Dependent]:
+    return _triggers(platform, "function", name) + _workflow_tasks(
+        platform, lambda body: body.get("Resource") == FUNCTION_PREFIX + name)
+
+
+def workflow_dependents(platform: Platform, name: str) -> list[Dependent]:
+    return _triggers(platform, "workflow", name)
+
+
+def endpoint_dependents(platform: Platform, name: str) -> list[Dependent]:
+    monitors = [{"kind": "monitor", "name": m["name"]} for m in platform.monitors.list(endpoint=name)]
+    return monitors + _workflow_tasks(platform, lambda body: body.get("Resource") == "loopml:deploy" and (
+        (body.get("Parameters") or {}).get("endpoint") == name))
+
+
+def alias_dependents(platform: Platform, model: str, alias: str) -> list[Dependent]:
+    found = []
+    for endpoint in platform.endpoints.list():
+        spec = endpoint.get("spec") or {}
+        refs = [*(spec.get("variants") or []), *([spec["shadow"]] if spec.get("shadow") else [])]
+        if any(v.get("model") == model and v.get("alias") == alias for v in refs):
+            found.append({"kind": "endpoint", "name": endpoint["name"]})
+    return found
+
+
+def describe(dependents: list[Dependent]) -> str:
+    return ", ".join(f"{d['kind']} {d['name']}" + (f" (state {d['state']})" if d.get("state") else "")
+                     for d in dependents)
+
+
+def check_unused(what: str, dependents: list[Dependent], *, force: bool) -> list[Dependent]:
+    """Refuse (Conflict, the dependents in ``details``) unless nothing uses it or ``force``;
+    returns the dependents a forced delete breaks."""
+    if dependents and not force:
+        raise Conflict(f"{what} is used by {describe(dependents)}: change or delete them first, or delete "
+                       "it anyway with --force (API: ?force=true), which breaks them", dependents=dependents)
+    return dependents
