@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopml.api.datasets import parse_version
+from loopml.api.datasets import Deleted, exact_version, parse_version
 from loopml.platform import Platform
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -111,3 +111,22 @@ def delete_alias(name: str, alias: str, request: Request, actor: ActorHeader = N
 @router.get("/{name}/alias-history", response_model=list[AliasEvent], summary="Every alias move, oldest first")
 def alias_history(name: str, request: Request) -> list[dict[str, Any]]:
     return _platform(request).models.alias_history(name)
+
+
+_IN_USE = {409: {"description": "in use (an alias, an endpoint, a running job): the message lists them"}}
+
+
+@router.delete("/{name}", response_model=Deleted, responses=_IN_USE,
+               summary="Delete a model and all its versions (none may be in use)")
+def delete_model(name: str, request: Request) -> dict[str, Any]:
+    from loopml.registry.deletion import delete_model as delete
+
+    return delete(_platform(request), name)
+
+
+@router.delete("/{name}/versions/{version}", response_model=Deleted, responses=_IN_USE,
+               summary="Delete one model version and its files")
+def delete_model_version(name: str, version: str, request: Request) -> dict[str, Any]:
+    from loopml.registry.deletion import delete_model as delete
+
+    return delete(_platform(request), name, exact_version(version, f"model {name!r}"))

@@ -86,6 +86,20 @@ def print_version(v: dict[str, Any]) -> None:
         out.print(fields_table([(k, num(val)) for k, val in v["hparams"].items()], title="Hyperparameters"))
 
 
+@app.command("delete")
+def delete(
+    ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]", help="No version: every version of the model.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a model version (or every version of a model) with its files.
+
+    Refused while a version is behind an alias, served by an endpoint or used by a running job.
+    Example: loopml models delete mnist-cnn:2
+    """
+    result = client().delete_model(ref)
+    emit(result, as_json, lambda r: console().print(f"deleted {', '.join(r['deleted'])}"))
+
+
 @alias_app.command("set")
 def alias_set(name: str, alias: str, version: Annotated[int, typer.Argument(min=1)]) -> None:
     """Point ALIAS of model NAME at VERSION."""

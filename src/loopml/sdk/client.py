@@ -238,6 +238,23 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         """
         return self._json("GET", f"/datasets/{_seg(name)}")["versions"]
 
+    def delete_dataset(self, ref: str, force: bool = False) -> dict[str, Any]:
+        """Delete dataset version ``NAME:VERSION`` or, given ``NAME``, the dataset and every version.
+
+        Refused (``Conflict``, naming them) while queued/running jobs read it, or registered model
+        versions were trained on it unless ``force`` (the models stay). The files go with it.
+
+        Returns:
+            ``{"deleted": ["NAME:VERSION", ...], "artifacts_removed": [...]}``
+
+        Example::
+
+            c.delete_dataset("mnist:3")
+        """
+        name, _, version = ref.partition(":")
+        path = f"/datasets/{_seg(name)}" + (f"/versions/{_seg(version)}" if version else "")
+        return self._json("DELETE", path, params={"force": "true"} if force else None)
+
     # -- files -----------------------------------------------------------------------------
     def upload_file(self, path: str | os.PathLike, kind: str = "input") -> str:
         """Upload a model ``.py`` (``kind="model"``) or a prediction input (a folder is zipped).
@@ -330,6 +347,16 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
             else:
                 spec = "dataset:" + spec
         return self._json("POST", "/jobs/predict", json={"model": model, "input": spec, "limit": limit})
+
+    def delete_job(self, id: str) -> dict[str, Any]:
+        """Delete an ended job with its events, metrics, logs and files (``Conflict`` while it
+        is queued or running). A model version it registered stays.
+
+        Example::
+
+            c.delete_job("job-0123456789")
+        """
+        return self._json("DELETE", f"/jobs/{_seg(id)}")
 
     def job(self, id: str) -> dict[str, Any]:
         """A job with its status transitions (``events``) and per-epoch ``metrics``.
@@ -506,6 +533,22 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         """
         headers = {"X-LoopML-Actor": actor} if actor else None
         return self._json("DELETE", f"/models/{_seg(name)}/aliases/{_seg(alias)}", headers=headers)
+
+    def delete_model(self, ref: str) -> dict[str, Any]:
+        """Delete model version ``NAME:VERSION`` or, given ``NAME``, every version of the model.
+
+        Refused (``Conflict``, naming them) while a version is behind an alias, served by an
+        endpoint (pinned or through its alias) or used by a queued/running job. The version's
+        files go with it; its number is never handed out again.
+
+        Example::
+
+            c.delete_model("mnist-cnn:2")
+        """
+        if "@" in ref:
+            raise InvalidInput(f"model {ref!r}: delete a version by number (NAME:VERSION), not through an alias")
+        name, _, version = ref.partition(":")
+        return self._json("DELETE", f"/models/{_seg(name)}" + (f"/versions/{_seg(version)}" if version else ""))
 
     def alias_history(self, name: str) -> list[dict[str, Any]]:
         """Every alias move of model ``name``, oldest first (alias, from/to version, actor, at).

@@ -27,7 +27,8 @@ class DatasetRepo:
         with self.store.session() as s:
             top = s.execute(select(func.max(t.DatasetVersion.version)).join(t.Dataset)
                             .where(t.Dataset.name == name)).scalar()
-            return (top or 0) + 1
+            retired = s.execute(select(t.Dataset.retired_version).where(t.Dataset.name == name)).scalar()
+            return max(top or 0, retired or 0) + 1  # deleted numbers are never handed out again
 
     def add_version(self, name: str, version: int, **fields: Any) -> dict[str, Any]:
         """Insert a version whose artifacts are already written (so no record points at nothing).
