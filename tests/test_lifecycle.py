@@ -121,3 +121,95 @@ def test_a_deletion_interrupted_after_its_commit_is_finished_at_the_next_start(p
     finally:
         loop.stop()
     assert platform.artifacts.list(mv["artifact_prefix"]) == [] and platform.deletions.pending() == []
+
+
+# ------------------------------------------------------------------ import (item 12)
+
+
+@pytest.fixture(scope="module")
+def digits_models(tmp_path_factory):
+    """A small real Keras model trained on scikit-learn digits, saved as .keras and exported to .onnx,
+    plus a Lambda-layer model that Keras safe mode refuses."""
+    import keras
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x, y = (data.images / 16.0).astype(np.float32)[..., None], data.target
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=5, batch_size=64, verbose=0)
+    root = tmp_path_factory.mktemp("byo")
+    model.save(root / "digits.keras")
+    model.export(str(root / "digits.onnx"), format="onnx", verbose=False)
+    unsafe = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                               keras.layers.Lambda(lambda t: t * 2.0), keras.layers.Dense(10, activation="softmax")])
+    unsafe.save(root / "unsafe.keras")
+    expected = np.asarray(model(x[:20], training=False)).argmax(axis=1)
+    return {"keras": root / "digits.keras", "onnx": root / "digits.onnx", "unsafe": root / "unsafe.keras",
+            "x": x[:20], "expected": [str(int(i)) for i in expected], "root": root}
+
+
+def test_imported_keras_and_onnx_models_are_served_by_an_endpoint(live_server, settings, digits_models,
+                                                                  monkeypatch, tmp_path):
+    c, run = Client(live_server, timeout=120), cli_runner(live_server, monkeypatch)
+    names = [f"digit-{i}" for i in range(10)]
+    (tmp_path / "labels.txt").write_text("\n".join(names) + "\n")
+
+    result = run("models", "import", str(digits_models["keras"]), "--name", "digits",
+                 "--labels-file", str(tmp_path / "labels.txt"))
+    assert result.exit_code == 0, result.output
+    assert "imported digits:1 (image, 10 labels, input (8, 8, 1), runtimes onnx, keras)" in result.stdout
+    v1 = c.model_version("digits", 1)
+    assert v1["lineage"]["source"] == "imported" and v1["lineage"]["file"] == "digits.keras"
+    assert v1["job_id"] is None and v1["dataset"] is None and v1["template"] == "imported"
+    assert v1["kind"] == "image" and v1["runtimes"] == ["onnx", "keras"]
+
+    v2 = c.import_model(digits_models["onnx"], "digits")  # labels inferred from the output width
+    assert v2["ref"] == "digits:2" and v2["label_names"] == [str(i) for i in range(10)]
+    assert v2["runtimes"] == ["onnx"] and v2["input"]["shape"] == [None, 8, 8, 1]
+
+    result = run("endpoints", "create", "byo", "--model", "digits:1", "--variant", "onnx=digits:2:0", "--wait")
+    assert result.exit_code == 0, result.output
+    rows = digits_models["x"].tolist()
+    got = [p["label"] for p in c.invoke("byo", instances=rows)["predictions"]]
+    assert got == [f"digit-{i}" for i in digits_models["expected"]]
+    got = [p["label"] for p in c.invoke("byo", instances=rows, variant="onnx")["predictions"]]
+    assert got == digits_models["expected"]
+
+    # served: its version cannot be deleted
+    result = run("models", "delete", "digits:2")
+    assert result.exit_code == 2 and "endpoint byo" in one_line(result)
+    c.delete_endpoint("byo")
+
+
+def test_import_mistakes_are_400_and_register_nothing(quiet_server, platform, digits_models, monkeypatch, tmp_path):
+    import httpx
+
+    c, run = Client(quiet_server, timeout=120), cli_runner(quiet_server, monkeypatch)
+    not_a_model = tmp_path / "weights.keras"
+    not_a_model.write_bytes(b"this is not a zip archive")
+    result = run("models", "import", str(not_a_model), "--name", "bad")
+    assert result.exit_code == 2 and "weights.keras is not a Keras model file" in one_line(result)
+    assert str(tmp_path) not in result.output and "upload-" not in result.output  # no temporary paths
+
+    with pytest.raises(InvalidInput, match="3 labels given but digits.onnx has 10 outputs"):
+        c.import_model(digits_models["onnx"], "bad", labels=["a", "b", "c"])
+    result = run("models", "import", str(digits_models["unsafe"]), "--name", "bad")
+    assert result.exit_code == 2 and "unsafe.keras was refused by Keras safe mode" in one_line(result)
+
+    with open(digits_models["onnx"], "rb") as f:
+        resp = httpx.post(f"{quiet_server}/models/import", data={"name": "bad", "input_shape": "4,4,1"},
+                          files={"file": ("digits.onnx", f)}, timeout=120)
+    assert_error(resp, 400, "invalid_input", "--input-shape 4,4,1 does not match digits.onnx's input shape (8, 8, 1)")
+    resp = httpx.post(f"{quiet_server}/models/import", data={"name": "bad"},
+                      files={"file": ("notes.txt", b"hello")})
+    assert_error(resp, 400, "invalid_input", "'notes.txt' is not a model file LoopML imports")
+    result = run("models", "import", str(digits_models["keras"]), "--name", "Bad Name")
+    assert result.exit_code == 2 and "model name 'Bad Name' is not valid" in one_line(result)
+    result = run("models", "import", str(tmp_path / "missing.keras"), "--name", "bad")
+    assert result.exit_code == 2 and "does not exist" in one_line(result)
+
+    assert c.models() == [] and platform.artifacts.list("models") == []

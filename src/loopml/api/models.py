@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, File, Form, Header, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.api.datasets import Deleted, exact_version, parse_version
+from loopml.core.errors import InvalidInput
 from loopml.platform import Platform
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -71,6 +72,53 @@ class AliasEvent(BaseModel):
 
 def _platform(request: Request) -> Platform:
     return request.app.state.platform
+
+
+class ImportedVersion(ModelVersion):
+    label_names: list[str] = Field(description="one per model output, in order")
+    input: dict[str, Any] | None = Field(None, description="the input signature: name, dtype, shape")
+
+
+@router.post("/import", response_model=ImportedVersion, status_code=201,
+             summary="Import a model trained elsewhere (.keras, .onnx, or a .zip of a SavedModel folder)")
+def import_model(
+    request: Request,
+    name: Annotated[str, Form(description="register as the next version of this model")],
+    file: Annotated[UploadFile, File(description="model.keras, model.onnx, or a .zip of a SavedModel folder")],
+    labels: Annotated[str | None, Form(description="class names in output order: a,b,c or a JSON array; "
+                                       "default 0..N-1 from the output width")] = None,
+    input_shape: Annotated[str | None, Form(description="one row's shape, e.g. 28,28,1 (when the model "
+                                            "leaves it open)")] = None,
+    kind: Annotated[Literal["image", "text", "tabular"] | None, Form(description="default: from the input shape")] = None,
+    columns: Annotated[str | None, Form(description="tabular: the input columns in order (default x0..xN-1)")] = None,
+    tokenizer: Annotated[UploadFile | None, File(description="text: a HuggingFace tokenizer.json")] = None,
+) -> dict[str, Any]:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from loopml.api.datasets import safe_filename
+    from loopml.datasets.archive import safe_unzip
+    from loopml.training.model_import import import_model as run_import
+
+    platform = _platform(request)
+    filename = safe_filename(file.filename or "model")
+    tmp_root = platform.settings.home / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="upload-") as tmp:
+        saved = Path(tmp) / filename
+        with saved.open("wb") as out:
+            shutil.copyfileobj(file.file, out, 1024 * 1024)
+        source = saved
+        if saved.suffix.lower() == ".zip":  # a SavedModel folder, zipped by the SDK
+            root = safe_unzip(saved, Path(tmp) / "unzipped")
+            found = sorted(p.parent for p in root.rglob("saved_model.pb"))
+            if not found:
+                raise InvalidInput(f"{filename} holds no SavedModel (no saved_model.pb inside)")
+            source, filename = found[0], found[0].name
+        return run_import(platform, name=name, source=source, filename=filename, labels=labels,
+                          input_shape=input_shape, kind=kind, columns=columns,
+                          tokenizer=tokenizer.file.read() if tokenizer is not None else None)
 
 
 @router.get("", response_model=list[ModelSummary], summary="Registered models")

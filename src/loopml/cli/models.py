@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import getpass
-from typing import Annotated, Any
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
-from loopml.cli.output import client, console, emit, fields_table, num, table, when
+from loopml.cli.output import client, console, emit, fields_table, num, print_json, table, when
 
 app = typer.Typer(help="The model registry: versions, aliases, alias history.", no_args_is_help=True)
 alias_app = typer.Typer(help="Point aliases (e.g. prod, staging) at model versions.", no_args_is_help=True)
@@ -84,6 +86,57 @@ def print_version(v: dict[str, Any]) -> None:
         out.print(fields_table([(k, num(val)) for k, val in v["metrics"].items()], title="Metrics"))
     if v.get("hparams"):
         out.print(fields_table([(k, num(val)) for k, val in v["hparams"].items()], title="Hyperparameters"))
+
+
+class Kind(str, Enum):
+    image = "image"
+    text = "text"
+    tabular = "tabular"
+
+
+@app.command("import")
+def import_(
+    path: Annotated[str, typer.Argument(metavar="FILE", help="model.keras, model.onnx or a SavedModel folder.")],
+    name: Annotated[str, typer.Option("--name", help="Register as the next version of this model.")],
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Class names in output order: a,b,c "
+                                                  "(default 0..N-1 from the output width).")] = None,
+    labels_file: Annotated[Optional[Path], typer.Option("--labels-file", help="Class names, one per line.")] = None,
+    input_shape: Annotated[Optional[str], typer.Option("--input-shape", help="One row's shape, e.g. 28,28,1 "
+                                                       "(when the model leaves it open).")] = None,
+    kind: Annotated[Optional[Kind], typer.Option("--kind", help="Default: from the input shape.")] = None,
+    columns: Annotated[Optional[str], typer.Option("--columns", help="Tabular: input column names in order "
+                                                   "(default x0..xN-1).")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Text: a HuggingFace tokenizer.json.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a model trained elsewhere as the next version of --name.
+
+    The model takes what clients send (pixels, numeric columns, token ids) and ends in a softmax.
+    A .keras file is loaded in Keras safe mode (Lambda layers are refused) and exported to ONNX.
+    Example: loopml models import digits.keras --name digits --input-shape 8,8,1
+    """
+    from loopml.core.errors import InvalidInput
+
+    if labels is not None and labels_file is not None:
+        raise InvalidInput("give --labels or --labels-file, not both")
+    names = None
+    if labels_file is not None:
+        try:
+            names = [ln.strip() for ln in labels_file.read_text("utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"--labels-file {str(labels_file)!r} cannot be read: {exc}") from None
+    elif labels is not None:
+        names = [x.strip() for x in labels.split(",") if x.strip()]
+    record = client().import_model(path, name, labels=names, input_shape=input_shape,
+                                   kind=kind.value if kind else None,
+                                   columns=[x.strip() for x in columns.split(",")] if columns else None,
+                                   tokenizer=tokenizer)
+    if as_json:
+        print_json(record)
+        return
+    shape = tuple((record.get("input") or {}).get("shape") or [])[1:]
+    console().print(f"imported [bold]{record['ref']}[/] ({record['kind']}, {len(record['label_names'])} labels, "
+                    f"input {shape}, runtimes {', '.join(record.get('runtimes') or [])})")
 
 
 @app.command("delete")

@@ -534,6 +534,57 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         headers = {"X-LoopML-Actor": actor} if actor else None
         return self._json("DELETE", f"/models/{_seg(name)}/aliases/{_seg(alias)}", headers=headers)
 
+    def import_model(self, path: str | os.PathLike, name: str, labels: list[str] | None = None,
+                     input_shape: list[int] | str | None = None, kind: str | None = None,
+                     columns: list[str] | None = None, tokenizer: str | os.PathLike | None = None) -> dict[str, Any]:
+        """Register a model trained elsewhere as the next version of ``name``.
+
+        Args:
+            path: A ``.keras`` file (loaded in Keras safe mode: Lambda layers are refused), an
+                ``.onnx`` file, or a TensorFlow SavedModel folder (zipped and converted to ONNX).
+                The model takes what clients send (pixels, numeric columns, token ids) and ends in
+                a softmax (one probability per class).
+            labels: Class names in output order; default ``"0".."N-1"`` from the output width.
+            input_shape: One row's shape (e.g. ``[28, 28, 1]``) when the model leaves it open.
+            kind: ``image``, ``text`` or ``tabular``; default from the input shape.
+            columns: Tabular: the input column names in order (default ``x0..xN-1``).
+            tokenizer: Text: a HuggingFace ``tokenizer.json`` turning texts into the model's ids.
+
+        Returns:
+            The version record (``ref``, ``lineage.source == "imported"``) with ``label_names``.
+
+        Example::
+
+            v = c.import_model("digits.keras", "digits", labels=[str(i) for i in range(10)])
+            c.create_endpoint("digits", model=v["ref"], wait=True)
+        """
+        import json as _jsonlib
+
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise InvalidInput(f"model file {os.fspath(path)!r} does not exist")
+        fields: dict[str, str] = {"name": name}
+        if labels is not None:
+            fields["labels"] = _jsonlib.dumps([str(x) for x in labels])
+        if input_shape is not None:
+            fields["input_shape"] = input_shape if isinstance(input_shape, str) else ",".join(map(str, input_shape))
+        if kind is not None:
+            fields["kind"] = kind
+        if columns is not None:
+            fields["columns"] = _jsonlib.dumps([str(x) for x in columns])
+        files: dict[str, Any] = {}
+        if tokenizer is not None:
+            t = Path(tokenizer).expanduser()
+            if not t.is_file():
+                raise InvalidInput(f"tokenizer file {os.fspath(tokenizer)!r} does not exist")
+            files["tokenizer"] = (t.name, t.read_bytes(), "application/json")
+        if p.is_dir():
+            files["file"] = (f"{p.resolve().name or 'model'}.zip", zip_folder(p), "application/zip")
+            return self._json("POST", "/models/import", data=fields, files=files, timeout=self._upload_timeout())
+        with p.open("rb") as f:
+            files["file"] = (p.name, f, "application/octet-stream")
+            return self._json("POST", "/models/import", data=fields, files=files, timeout=self._upload_timeout())
+
     def delete_model(self, ref: str) -> dict[str, Any]:
         """Delete model version ``NAME:VERSION`` or, given ``NAME``, every version of the model.
 
