@@ -144,11 +144,13 @@ def digits_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("byo")
     model.save(root / "digits.keras")
     model.export(str(root / "digits.onnx"), format="onnx", verbose=False)
+    model.export(str(root / "digits_savedmodel"), format="tf_saved_model", verbose=False)
     unsafe = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                                keras.layers.Lambda(lambda t: t * 2.0), keras.layers.Dense(10, activation="softmax")])
     unsafe.save(root / "unsafe.keras")
     expected = np.asarray(model(x[:20], training=False)).argmax(axis=1)
     return {"keras": root / "digits.keras", "onnx": root / "digits.onnx", "unsafe": root / "unsafe.keras",
+            "savedmodel": root / "digits_savedmodel",
             "x": x[:20], "expected": [str(int(i)) for i in expected], "root": root}
 
 
@@ -213,3 +215,39 @@ def test_import_mistakes_are_400_and_register_nothing(quiet_server, platform, di
     assert result.exit_code == 2 and "does not exist" in one_line(result)
 
     assert c.models() == [] and platform.artifacts.list("models") == []
+
+
+# ------------------------------------------------------------------ download (item 12)
+
+
+def test_download_writes_the_version_files_and_a_savedmodel_imports(quiet_server, digits_models, monkeypatch,
+                                                                     tmp_path):
+    from loopml.models.bundle import load_bundle
+
+    c, run = Client(quiet_server, timeout=300), cli_runner(quiet_server, monkeypatch)
+    v1 = c.import_model(digits_models["keras"], "digits")
+    c.set_alias("digits", "production", v1["version"])
+    out = tmp_path / "exported"
+    result = run("models", "download", "digits:1", str(out))
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in out.iterdir())
+    assert {"model.keras", "model.onnx", "loopml.json"} <= set(files) and not any(f.startswith(".") for f in files)
+    bundle = load_bundle(out, runtime="keras")  # the files are the version: they load and answer
+    assert [r["label"] for r in bundle.predict(digits_models["x"])] == digits_models["expected"]
+
+    # an existing non-empty folder is refused unless --force
+    result = run("models", "download", "digits@production", str(out))
+    assert result.exit_code == 2 and "is not empty: pass --force" in one_line(result)
+    (out / "model.onnx").write_bytes(b"stale")
+    result = run("models", "download", "digits@production", str(out), "--force", "--json")
+    assert result.exit_code == 0 and '"ref": "digits:1"' in result.stdout
+    assert (out / "model.onnx").read_bytes() != b"stale"
+    result = run("models", "download", "digits:7", str(tmp_path / "none"))
+    assert result.exit_code == 2 and "model 'digits' has no version 7" in one_line(result)
+
+    # a SavedModel folder (zipped by the SDK) is converted to ONNX and imported
+    v2 = c.import_model(digits_models["savedmodel"], "digits")
+    assert v2["version"] == 2 and v2["runtimes"] == ["onnx"] and v2["lineage"]["format"] == "savedmodel"
+    c.download_model("digits:2", tmp_path / "sm")
+    bundle = load_bundle(tmp_path / "sm")
+    assert [r["label"] for r in bundle.predict(digits_models["x"])] == digits_models["expected"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.api.datasets import Deleted, exact_version, parse_version
@@ -136,6 +137,41 @@ def model_versions(name: str, request: Request) -> dict[str, Any]:
 @router.get("/{name}/versions/{version}", response_model=ModelVersion, summary="One version (a number or 'latest')")
 def model_version(name: str, version: str, request: Request) -> dict[str, Any]:
     return _platform(request).models.get(name, parse_version(version, f"model {name!r}"))
+
+
+@router.get("/{name}/versions/{version}/download", response_class=StreamingResponse,
+            summary="The version's files as a zip (model.keras, model.onnx, loopml.json, tokenizer…)",
+            responses={200: {"content": {"application/zip": {}}}})
+def download_model_version(name: str, version: str, request: Request) -> StreamingResponse:
+    import tempfile
+    import zipfile
+
+    from loopml.core.errors import CorruptArtifact
+
+    platform = _platform(request)
+    record = platform.models.get(name, parse_version(version, f"model {name!r}"))
+    prefix = record["artifact_prefix"]
+    keys = platform.artifacts.list(prefix)
+    if not keys:
+        raise CorruptArtifact(f"model version {record['ref']} has no files under {prefix!r}")
+    spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
+    with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in keys:
+            with platform.artifacts.open_read(key) as src, zf.open(key[len(prefix):].lstrip("/"), "w") as dst:
+                while chunk := src.read(1024 * 1024):
+                    dst.write(chunk)
+    size = spool.tell()
+    spool.seek(0)
+
+    def chunks():
+        with spool:
+            while chunk := spool.read(1024 * 1024):
+                yield chunk
+
+    filename = f"{name}-{record['version']}.zip"
+    return StreamingResponse(chunks(), media_type="application/zip", headers={
+        "Content-Length": str(size), "Content-Disposition": f'attachment; filename="{filename}"',
+        "X-LoopML-Model-Version": record["ref"]})
 
 
 @router.get("/{name}/aliases/{alias}", response_model=ModelVersion, summary="The version an alias points at")

@@ -139,6 +139,21 @@ def import_(
                     f"input {shape}, runtimes {', '.join(record.get('runtimes') or [])})")
 
 
+@app.command("download")
+def download(
+    ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION|@ALIAS]", help="No version: the newest.")],
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="Where to write the files (created if missing).")],
+    force: Annotated[bool, typer.Option("--force", help="Write into a folder that is not empty.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a model version's files (model.keras, model.onnx, loopml.json, tokenizer) into DIR.
+
+    Example: loopml models download mnist-cnn:1 ./mnist-cnn-1
+    """
+    result = client().download_model(ref, folder, force=force)
+    emit(result, as_json, lambda r: console().print(f"wrote {r['ref']} to {r['path']}: {', '.join(r['files'])}"))
+
+
 @app.command("delete")
 def delete(
     ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]", help="No version: every version of the model.")],

@@ -183,7 +183,8 @@ def _from_onnx(src: Path, out: Path, request: dict[str, Any], display: str) -> d
     manifest = {"format_version": FORMAT_VERSION, "kind": features.kind, "label_names": labels,
                 "input": features.input_signature(), "features": features.to_config(), "runtimes": ["onnx"],
                 "onnx": {"checked_rows": PROBE_ROWS, "source": "imported"},
-                "files": sorted([ONNX_FILE, *files]), "frameworks": framework_versions("onnx")}
+                "files": sorted([ONNX_FILE, *files]),
+                "frameworks": {k: v for k, v in framework_versions().items() if k != "keras_backend"}}
     for key, value in request["meta"].items():
         manifest.setdefault(key, value)
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), "utf-8")

@@ -585,6 +585,61 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
             files["file"] = (p.name, f, "application/octet-stream")
             return self._json("POST", "/models/import", data=fields, files=files, timeout=self._upload_timeout())
 
+    def download_model(self, ref: str, path: str | os.PathLike, force: bool = False) -> dict[str, Any]:
+        """Write a model version's files (``model.keras``, ``model.onnx``, ``loopml.json``,
+        ``tokenizer.json``…) into the folder ``path``.
+
+        Args:
+            ref: ``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME`` (the newest version).
+            force: Write into a folder that is not empty (same-named files are replaced).
+
+        Returns:
+            ``{"ref": "NAME:VERSION", "path": "...", "files": [...]}``
+
+        Example::
+
+            c.download_model("mnist-cnn@production", "exported/")
+        """
+        import shutil
+        import tempfile
+
+        target = Path(path).expanduser()
+        if target.exists() and not target.is_dir():
+            raise InvalidInput(f"{os.fspath(path)!r} is a file; give a folder to download into")
+        if target.is_dir() and any(target.iterdir()) and not force:
+            raise InvalidInput(f"folder {os.fspath(path)!r} is not empty: pass --force (force=True) to write into it")
+        name, sep, rest = ref.partition("@")
+        if sep:
+            version: str = str(self.model_alias(name, rest)["version"])
+        else:
+            name, _, version = ref.partition(":")
+            version = version or "latest"
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as tmp:
+            archive = Path(tmp) / "bundle.zip"
+            resp = self._send("GET", f"/models/{_seg(name)}/versions/{_seg(version)}/download", stream=True,
+                              timeout=self._upload_timeout())
+            try:
+                with archive.open("wb") as f:
+                    for chunk in resp.iter_bytes():
+                        f.write(chunk)
+            except httpx.TransportError as exc:
+                raise LoopMLError(f"downloading {ref} from {self.url} broke off: {exc}") from None
+            finally:
+                resp.close()
+            resolved = resp.headers.get("x-loopml-model-version") or f"{name}:{version}"
+            unpacked = Path(tmp) / "files"
+            with zipfile.ZipFile(archive) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+                if any(n.startswith("/") or ".." in n.split("/") for n in names):
+                    raise LoopMLError(f"the archive of {resolved} has unsafe member names")
+                zf.extractall(unpacked)
+            for n in names:  # every file is complete before it replaces anything
+                dest = target / n
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(unpacked / n), dest)
+        return {"ref": resolved, "path": str(target), "files": sorted(names)}
+
     def delete_model(self, ref: str) -> dict[str, Any]:
         """Delete model version ``NAME:VERSION`` or, given ``NAME``, every version of the model.
 
