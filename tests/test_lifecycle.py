@@ -186,6 +186,25 @@ def test_imported_keras_and_onnx_models_are_served_by_an_endpoint(live_server, s
     assert result.exit_code == 2 and "endpoint byo" in one_line(result)
     c.delete_endpoint("byo")
 
+    # compare on the same rows: an evaluate job; the .keras import and its .onnx export agree
+    c.add_dataset("digits", "sample:digits")
+    result = run("models", "compare", "digits:1", "digits:2", "--dataset", "digits:test", "--json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    cmp = json.loads(result.stdout)
+    assert cmp["source"] == "evaluated" and cmp["dataset"] == "digits:1" and cmp["split"] == "test"
+    a, b = cmp["a"], cmp["b"]
+    assert (a["ref"], b["ref"]) == ("digits:1", "digits:2") and a["metrics"]["rows"] == b["metrics"]["rows"] > 0
+    # v1's labels are digit-N: none matches the dataset's classes, so it gets nothing right
+    assert a["metrics"]["accuracy"] == 0.0 and b["metrics"]["accuracy"] > 0.3
+    assert set(b["per_class"]) == {str(i) for i in range(10)} and len(b["confusion_matrix"]) == 10
+    shown = run("models", "compare", "digits:2", "digits:2", "--dataset", "digits")
+    assert shown.exit_code == 0 and "evaluated on digits:1:test" in shown.stdout
+    assert "Confusion matrix of digits:2" in shown.stdout and "+0" in shown.stdout
+    result = run("models", "compare", "digits:1", "digits:2", "--dataset", "nope:test")
+    assert result.exit_code == 2 and "dataset 'nope' not found" in one_line(result)
+
 
 def test_import_mistakes_are_400_and_register_nothing(quiet_server, platform, digits_models, monkeypatch, tmp_path):
     import httpx
@@ -251,3 +270,48 @@ def test_download_writes_the_version_files_and_a_savedmodel_imports(quiet_server
     c.download_model("digits:2", tmp_path / "sm")
     bundle = load_bundle(tmp_path / "sm")
     assert [r["label"] for r in bundle.predict(digits_models["x"])] == digits_models["expected"]
+
+
+# ------------------------------------------------------------------ compare (item 12)
+
+
+def _trained(platform, version: int, accuracy: float, cm: list, units: int) -> None:
+    """A version as a training job leaves it: the job's result holds the test evaluation."""
+    from loopml.training.evaluation import per_class_metrics
+
+    import numpy as np
+
+    job = platform.jobs.create("train", {"dataset": "iris:1"})
+    platform.jobs.transition(job["id"], "running", expect=["queued"])
+    evaluation = {"accuracy": accuracy, "labels": ["a", "b"], "confusion_matrix": cm,
+                  "per_class": per_class_metrics(np.array(cm), ["a", "b"])}
+    platform.jobs.transition(job["id"], "succeeded", expect=["running"], result={"evaluation": evaluation})
+    platform.models.add_version("flowers", version, job_id=job["id"], dataset="iris:1", kind="tabular",
+                                template="mlp", hparams={"units": units, "epochs": 3},
+                                metrics={"test_accuracy": accuracy}, lineage={}, runtimes=["keras"],
+                                artifact_prefix=f"models/flowers/v{version}")
+
+
+def test_compare_without_a_dataset_uses_the_recorded_test_metrics(quiet_server, platform, monkeypatch):
+    run = cli_runner(quiet_server, monkeypatch)
+    _trained(platform, 1, 0.75, [[3, 1], [1, 3]], units=32)
+    _trained(platform, 2, 0.875, [[4, 0], [1, 3]], units=64)
+    platform.models.set_alias("flowers", "production", 2)
+
+    result = run("models", "compare", "flowers:1", "flowers@production", "--json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    cmp = json.loads(result.stdout)
+    assert cmp["source"] == "recorded" and cmp["job_id"] is None
+    assert cmp["a"]["metrics"] == {"test_accuracy": 0.75} and cmp["b"]["ref"] == "flowers:2"
+    assert cmp["b"]["confusion_matrix"] == [[4, 0], [1, 3]] and cmp["b"]["per_class"]["a"]["recall"] == 1.0
+    assert cmp["a"]["hparams"]["units"] == 32 and cmp["b"]["hparams"]["units"] == 64
+
+    shown = run("models", "compare", "flowers:1", "flowers:2")
+    assert shown.exit_code == 0, shown.output
+    for text in ("test metrics recorded at training", "test_accuracy", "+0.125", "units", "differs", "Per class",
+                 "Confusion matrix of flowers:1", "Confusion matrix of flowers:2"):
+        assert text in shown.stdout, (text, shown.stdout)
+    result = run("models", "compare", "flowers:1", "flowers:9")
+    assert result.exit_code == 2 and "model 'flowers' has no version 9" in one_line(result)

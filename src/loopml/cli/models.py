@@ -154,6 +154,66 @@ def download(
     emit(result, as_json, lambda r: console().print(f"wrote {r['ref']} to {r['path']}: {', '.join(r['files'])}"))
 
 
+@app.command("compare")
+def compare(
+    a: Annotated[str, typer.Argument(metavar="A", help="NAME:VERSION, NAME@ALIAS or NAME (newest).")],
+    b: Annotated[str, typer.Argument(metavar="B", help="The other model version.")],
+    dataset: Annotated[Optional[str], typer.Option("--dataset", metavar="NAME[:VERSION][:SPLIT]",
+                                                   help="Evaluate both on the same rows (split default test); "
+                                                   "without it: the test metrics recorded at training.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Two model versions side by side: metrics, per-class metrics, confusion matrices, hyperparameters.
+
+    Example: loopml models compare mnist-cnn:1 mnist-cnn@production --dataset mnist:test
+    """
+    result = client().compare_models(a, b, dataset=dataset)
+    emit(result, as_json, print_comparison)
+
+
+def _delta(x: Any, y: Any) -> str:
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool) \
+            and not isinstance(y, bool):
+        return f"{y - x:+.4g}"
+    return "" if x == y else "differs"
+
+
+def print_comparison(r: dict[str, Any]) -> None:
+    out = console()
+    a, b = r["a"], r["b"]
+    where = (f"evaluated on {r['dataset']}:{r['split']} (job {r['job_id']})" if r["source"] == "evaluated"
+             else "test metrics recorded at training")
+    out.print(f"[bold]{a['ref']}[/] vs [bold]{b['ref']}[/]: {where}")
+    rows = [("dataset", a.get("dataset") or "-", b.get("dataset") or "-", ""),
+            ("template", a.get("template") or "-", b.get("template") or "-", ""),
+            ("job", a.get("job_id") or a.get("source") or "-", b.get("job_id") or b.get("source") or "-", "")]
+    keys = list(dict.fromkeys([*(a.get("metrics") or {}), *(b.get("metrics") or {})]))
+    rows += [(k, num((a.get("metrics") or {}).get(k)), num((b.get("metrics") or {}).get(k)),
+              _delta((a.get("metrics") or {}).get(k), (b.get("metrics") or {}).get(k))) for k in keys]
+    out.print(table("", a["ref"], b["ref"], "B - A", title="Metrics", rows=rows))
+    hp_keys = sorted({*a["hparams"], *b["hparams"]})
+    if hp_keys:
+        out.print(table("hyperparameter", a["ref"], b["ref"], "", title="Hyperparameters", rows=[
+            (k, num(a["hparams"].get(k)), num(b["hparams"].get(k)),
+             "" if a["hparams"].get(k) == b["hparams"].get(k) else "differs") for k in hp_keys]))
+    classes = list(dict.fromkeys([*(a.get("per_class") or {}), *(b.get("per_class") or {})]))
+    if classes:
+        pa, pb = a.get("per_class") or {}, b.get("per_class") or {}
+        out.print(table("class", "A precision", "A recall", "A f1", "B precision", "B recall", "B f1", "support",
+                        title="Per class", rows=[
+                            (str(c), (pa.get(c) or {}).get("precision"), (pa.get(c) or {}).get("recall"),
+                             (pa.get(c) or {}).get("f1"), (pb.get(c) or {}).get("precision"),
+                             (pb.get(c) or {}).get("recall"), (pb.get(c) or {}).get("f1"),
+                             (pa.get(c) or pb.get(c) or {}).get("support")) for c in classes]))
+    for side in (a, b):
+        cm, labels = side.get("confusion_matrix"), side.get("labels")
+        if cm and labels and len(labels) == len(cm):
+            out.print(table("true \\ predicted", *map(str, labels), title=f"Confusion matrix of {side['ref']}",
+                            rows=[(str(lab), *row) for lab, row in zip(labels, cm)]))
+    if not keys and not classes:
+        out.print("neither version recorded test metrics (imported?): compare them with --dataset NAME:SPLIT")
+
+
 @app.command("delete")
 def delete(
     ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]", help="No version: every version of the model.")],

@@ -640,6 +640,69 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
                 shutil.move(str(unpacked / n), dest)
         return {"ref": resolved, "path": str(target), "files": sorted(names)}
 
+    def _version_of(self, ref: str) -> dict[str, Any]:
+        """``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME`` (newest) → the version record."""
+        name, sep, alias = ref.partition("@")
+        if sep:
+            return self.model_alias(name, alias)
+        name, _, version = ref.partition(":")
+        return self.model_version(name, version or "latest")
+
+    def compare_models(self, a: str, b: str, dataset: str | None = None, timeout: float | None = None,
+                       poll: float = 0.5) -> dict[str, Any]:
+        """Two model versions side by side: metrics, per-class metrics, confusion matrices and
+        hyperparameters.
+
+        Args:
+            a, b: ``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME`` (newest).
+            dataset: ``NAME[:VERSION][:SPLIT]`` (split default ``test``): evaluate both on the
+                same rows (an ``evaluate`` job, waited for). Without it: the test metrics each
+                version recorded when it was trained (an imported version has none).
+            timeout: Give up waiting for the evaluation after this many seconds.
+
+        Returns:
+            ``{"a": {...}, "b": {...}, "source": "recorded" | "evaluated", "dataset", "split", "job_id"}``;
+            each side has ``ref``, ``metrics``, ``hparams``, ``labels``, ``per_class``, ``confusion_matrix``.
+
+        Example::
+
+            cmp = c.compare_models("mnist-cnn:1", "mnist-cnn:2", dataset="mnist:test")
+            cmp["a"]["metrics"]["accuracy"], cmp["b"]["metrics"]["accuracy"]
+        """
+        records = {"a": self._version_of(a), "b": self._version_of(b)}
+        sides: dict[str, Any] = {label: {"ref": r["ref"], "dataset": r.get("dataset"), "template": r.get("template"),
+                                         "job_id": r.get("job_id"), "source": (r.get("lineage") or {}).get("source"),
+                                         "hparams": r.get("hparams") or {}}
+                                 for label, r in records.items()}
+        if dataset is None:
+            for label, r in records.items():
+                evaluation: dict[str, Any] = {}
+                if r.get("job_id"):
+                    try:
+                        evaluation = (self.job(r["job_id"]).get("result") or {}).get("evaluation") or {}
+                    except LoopMLError:
+                        evaluation = {}  # the job was deleted: the version's metrics remain
+                sides[label].update(metrics=r.get("metrics") or {}, labels=evaluation.get("labels"),
+                                    per_class=evaluation.get("per_class"),
+                                    confusion_matrix=evaluation.get("confusion_matrix"))
+            return {**sides, "source": "recorded", "dataset": None, "split": None, "job_id": None}
+        parts = dataset.split(":")
+        split = "test"
+        if len(parts) > 1 and not parts[-1].isdigit() and parts[-1] != "latest":
+            split = parts.pop()
+        job = self.evaluate({"a": records["a"]["ref"], "b": records["b"]["ref"]}, ":".join(parts), split=split)
+        done = self.wait(job["id"], poll=poll, timeout=timeout)
+        if done["status"] != "succeeded":
+            raise LoopMLError(f"evaluation job {job['id']} {done['status']}: {done.get('reason') or 'no reason given'}")
+        result = done["result"]
+        for label in ("a", "b"):
+            r = result["results"][label]
+            sides[label].update(metrics={k: r.get(k) for k in ("accuracy", "macro_f1", "loss", "rows")},
+                                labels=r.get("labels"), per_class=r.get("per_class"),
+                                confusion_matrix=r.get("confusion_matrix"))
+        return {**sides, "source": "evaluated", "dataset": result["dataset"], "split": result["split"],
+                "job_id": job["id"]}
+
     def delete_model(self, ref: str) -> dict[str, Any]:
         """Delete model version ``NAME:VERSION`` or, given ``NAME``, every version of the model.
 
