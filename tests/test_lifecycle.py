@@ -315,3 +315,32 @@ def test_compare_without_a_dataset_uses_the_recorded_test_metrics(quiet_server, 
         assert text in shown.stdout, (text, shown.stdout)
     result = run("models", "compare", "flowers:1", "flowers:9")
     assert result.exit_code == 2 and "model 'flowers' has no version 9" in one_line(result)
+
+
+def test_a_text_model_imports_with_its_tokenizer_and_downloads_with_it(quiet_server, tmp_path):
+    import keras
+    import numpy as np
+
+    from loopml.models.bundle import load_bundle
+    from loopml.models.features import TextFeatures
+
+    texts = ["good great fine", "bad awful poor", "great good", "poor bad"] * 10
+    features = TextFeatures.fit(texts, vocab_size=50, max_length=6)
+    (tmp_path / "tokenizer.json").write_bytes(features.files()["tokenizer.json"])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(features.vocab_size, 8),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(features.transform(texts), np.array([0, 1] * 20), epochs=30, verbose=0)
+    model.save(tmp_path / "sentiment.keras")
+
+    c = Client(quiet_server, timeout=300)
+    with pytest.raises(InvalidInput, match="is a text model: pass --tokenizer"):
+        c.import_model(tmp_path / "sentiment.keras", "sentiment")
+    v = c.import_model(tmp_path / "sentiment.keras", "sentiment", labels=["positive", "negative"],
+                       tokenizer=tmp_path / "tokenizer.json")
+    assert v["kind"] == "text" and v["input"]["shape"] == [None, 6]
+    got = c.download_model("sentiment", tmp_path / "out")
+    assert "tokenizer.json" in got["files"] and got["ref"] == "sentiment:1"
+    bundle = load_bundle(tmp_path / "out")
+    assert [r["label"] for r in bundle.predict(["good great", "awful bad"])] == ["positive", "negative"]
