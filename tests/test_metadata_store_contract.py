@@ -378,17 +378,19 @@ def test_model_version_delete_is_refused_while_in_use(metadata_store: MetadataSt
     models.set_alias("clf", "production", 1)
     _endpoint(metadata_store, "pinned", {"model": "clf", "version": 2, "alias": None}, 2)
     predict = jobs.create("predict", {"model": "clf:3", "model_name": "clf", "model_version": 3})
+    baseline = jobs.create("baseline", {"model": "clf", "version": 3})
 
     with pytest.raises(Conflict, match=r"clf:1 is in use by alias clf@production") as info:
         dels.delete_model_version("clf", 1)
     assert info.value.details["dependents"] == ["alias clf@production (-> 1)"]
     with pytest.raises(Conflict, match="endpoint pinned"):
         dels.delete_model_version("clf", 2)
-    with pytest.raises(Conflict, match=f"queued job {predict['id']}"):
+    with pytest.raises(Conflict, match=f"queued job {predict['id']}") as info:
         dels.delete_model_version("clf", 3)
+    assert f"queued job {baseline['id']}" in info.value.message
     with pytest.raises(Conflict) as info:  # every dependent of every version, in one line
         dels.delete_model("clf")
-    assert len(info.value.details["dependents"]) == 3
+    assert len(info.value.details["dependents"]) == 4
     assert [v["version"] for v in models.versions("clf")] == [1, 2, 3, 4] and dels.pending() == []
 
     # an endpoint that follows the alias holds the version the alias points at, even after a move

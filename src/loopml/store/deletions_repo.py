@@ -61,7 +61,8 @@ class DeletionRepo:
                 out.append(f"endpoint {e.name}")
         for job in self._active_jobs(s):
             spec = job.spec or {}
-            used = {(spec.get("model_name"), spec.get("model_version"))} if job.kind == "predict" else set()
+            used = {(spec.get("model_name"), spec.get("model_version"))} if job.kind == "predict" else \
+                {(spec.get("model"), spec.get("version"))} if job.kind == "baseline" else set()
             used |= {(entry.get("name"), entry.get("version")) for entry in (spec.get("models") or {}).values()
                      if isinstance(entry, dict)}
             if any(name == m.name and v in versions for name, v in used):

@@ -25,8 +25,9 @@ class ModelRepo:
     def __init__(self, store: MetadataStore) -> None:
         self.store = store
 
-    def _model(self, s, name: str, *, create: bool = False) -> t.Model:
-        m = s.execute(select(t.Model).where(t.Model.name == name)).scalar()
+    def _model(self, s, name: str, *, create: bool = False, lock: bool = False) -> t.Model:
+        q = select(t.Model).where(t.Model.name == name)
+        m = s.execute(q.with_for_update() if lock else q).scalar()
         if m is None:
             if not create:
                 raise NotFound(f"model {name!r} not found")
@@ -110,7 +111,7 @@ class ModelRepo:
             raise InvalidInput(f"alias {alias!r} is not valid: use letters, digits, '-' or '_', "
                                "starting with a letter ('latest' is reserved)")
         with self.store.session() as s:
-            m = self._model(s, name)
+            m = self._model(s, name, lock=True)  # a concurrent version delete waits (or is waited for)
             exists = s.execute(select(t.ModelVersion.id).where(t.ModelVersion.model_id == m.id,
                                                                t.ModelVersion.version == version)).scalar()
             if exists is None:
