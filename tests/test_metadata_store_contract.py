@@ -475,6 +475,10 @@ def test_dataset_version_numbers_are_not_reused(metadata_store: MetadataStore) -
     ds.add_version("iris", 2, **_ds_fields("h2"))
     DeletionRepo(metadata_store).delete_dataset_version("iris", 2)
     assert ds.get("iris")["version"] == 1 and ds.next_version("iris") == 3
+    DeletionRepo(metadata_store).delete_dataset_version("iris", 1)
+    with pytest.raises(NotFound, match="dataset 'iris' has no versions"):
+        ds.get("iris")
+    assert ds.next_version("iris") == 3
 
 
 def test_job_delete_refused_while_active_and_takes_its_history(metadata_store: MetadataStore) -> None:

@@ -88,7 +88,8 @@ class DatasetRepo:
                 exists = s.execute(select(t.Dataset.id).where(t.Dataset.name == name)).scalar()
                 if exists is None:
                     raise NotFound(f"dataset {name!r} not found")
-                raise NotFound(f"dataset {name!r} has no version {version}")
+                raise NotFound(f"dataset {name!r} has no version {version}" if version is not None
+                               else f"dataset {name!r} has no versions (they were deleted)")
             return records.dataset_version(row, name)
         if session is not None:
             return _get(session)
