@@ -355,3 +355,157 @@ def test_alias_to_missing_version_or_model(metadata_store: MetadataStore) -> Non
         repo.alias_history("nope")
     assert repo.alias_history("clf") == []
     assert count(metadata_store, t.ModelAlias) == 0
+
+
+# -- deletions (issue 10 item 13) ---------------------------------------------------------------
+
+def _endpoint(store: MetadataStore, name: str, spec_ref: dict, resolved_version: int) -> None:
+    from loopml.store.endpoints_repo import EndpointRepo
+
+    variant = {"name": "primary", "weight": 1.0, **spec_ref}
+    EndpointRepo(store).create(name, {"variants": [variant], "shadow": None},
+                               {"variants": [{**variant, "version": resolved_version,
+                                              "artifact_prefix": "x", "kind": "tabular"}], "shadow": None})
+
+
+def test_model_version_delete_is_refused_while_in_use(metadata_store: MetadataStore) -> None:
+    from loopml.store.deletions_repo import DeletionRepo
+    from loopml.store.endpoints_repo import EndpointRepo
+
+    models, dels, jobs = ModelRepo(metadata_store), DeletionRepo(metadata_store), JobRepo(metadata_store)
+    for v in (1, 2, 3, 4):
+        models.add_version("clf", v, **_mv_fields(artifact_prefix=f"models/clf/v{v}"))
+    models.set_alias("clf", "production", 1)
+    _endpoint(metadata_store, "pinned", {"model": "clf", "version": 2, "alias": None}, 2)
+    predict = jobs.create("predict", {"model": "clf:3", "model_name": "clf", "model_version": 3})
+    baseline = jobs.create("baseline", {"model": "clf", "version": 3})
+
+    with pytest.raises(Conflict, match=r"clf:1 is in use by alias clf@production") as info:
+        dels.delete_model_version("clf", 1)
+    assert info.value.details["dependents"] == ["alias clf@production (-> 1)"]
+    with pytest.raises(Conflict, match="endpoint pinned"):
+        dels.delete_model_version("clf", 2)
+    with pytest.raises(Conflict, match=f"queued job {predict['id']}") as info:
+        dels.delete_model_version("clf", 3)
+    assert f"queued job {baseline['id']}" in info.value.message
+    with pytest.raises(Conflict) as info:  # every dependent of every version, in one line
+        dels.delete_model("clf")
+    assert len(info.value.details["dependents"]) == 4
+    assert [v["version"] for v in models.versions("clf")] == [1, 2, 3, 4] and dels.pending() == []
+
+    # an endpoint that follows the alias holds the version the alias points at, even after a move
+    models.set_alias("clf", "production", 4)
+    _endpoint(metadata_store, "follower", {"model": "clf", "version": None, "alias": "production"}, 4)
+    models.delete_alias("clf", "production")
+    with pytest.raises(Conflict, match="endpoint follower"):
+        dels.delete_model_version("clf", 4)
+    EndpointRepo(metadata_store).delete("follower")
+
+    out = dels.delete_model_version("clf", 4)
+    assert out["deleted"] == ["clf:4"] and [a["prefix"] for a in out["artifacts"]] == ["models/clf/v4"]
+    with pytest.raises(NotFound, match="has no version 4"):
+        models.get("clf", 4)
+    assert models.next_version("clf") == 5  # a deleted number is never handed out again
+    assert models.add_next_version("clf", fields={k: v for k, v in _mv_fields().items() if k != "job_id"}
+                                   )["version"] == 5
+    with pytest.raises(NotFound, match="has no version 4"):
+        dels.delete_model_version("clf", 4)
+    with pytest.raises(NotFound, match="model 'nope' not found"):
+        dels.delete_model("nope")
+
+
+def test_whole_model_delete_takes_versions_and_alias_history(metadata_store: MetadataStore) -> None:
+    from loopml.store.deletions_repo import DeletionRepo
+
+    models, dels = ModelRepo(metadata_store), DeletionRepo(metadata_store)
+    models.add_version("gone", 1, **_mv_fields(artifact_prefix="models/gone/a"))
+    models.add_version("gone", 2, **_mv_fields(artifact_prefix="models/gone/b"))
+    models.set_alias("gone", "staging", 1)
+    models.delete_alias("gone", "staging")
+    out = dels.delete_model("gone")
+    assert out["deleted"] == ["gone:1", "gone:2"]
+    assert sorted(a["prefix"] for a in dels.pending()) == ["models/gone/a", "models/gone/b"]
+    assert count(metadata_store, t.ModelVersion) == 0 and count(metadata_store, t.AliasEvent) == 0
+    with pytest.raises(NotFound):
+        models.versions("gone")
+
+
+def test_dataset_delete_refusals_force_and_outbox(metadata_store: MetadataStore) -> None:
+    from loopml.store.deletions_repo import DeletionRepo
+
+    ds, models, dels, jobs = (DatasetRepo(metadata_store), ModelRepo(metadata_store), DeletionRepo(metadata_store),
+                              JobRepo(metadata_store))
+    ds.add_version("iris", 1, **_ds_fields("h1", artifact_prefix="datasets/iris/h1"))
+    ds.add_version("iris", 2, **_ds_fields("h2", artifact_prefix="datasets/iris/h2"))
+    ds.add_version("iris", 3, **_ds_fields("h3", artifact_prefix="datasets/iris/h3"))
+    models.add_version("clf", 1, **_mv_fields(dataset="iris:1"))
+    train = jobs.create("train", {"dataset": "iris:2", "dataset_name": "iris", "dataset_version": 2})
+
+    with pytest.raises(Conflict, match=r"iris:1 is in use by model version clf:1 \(trained on it\); --force"):
+        dels.delete_dataset_version("iris", 1)
+    with pytest.raises(Conflict, match=f"queued job {train['id']}"):
+        dels.delete_dataset_version("iris", 2, force=True)  # a job reading it: never, even forced
+    with pytest.raises(Conflict, match="queued job"):
+        dels.delete_dataset("iris", force=True)
+
+    out = dels.delete_dataset_version("iris", 1, force=True)
+    assert out["deleted"] == ["iris:1"] and models.get("clf", 1)["dataset"] == "iris:1"  # the model stays
+    assert [v["version"] for v in ds.versions("iris")] == [2, 3]
+    ds_pending = dels.pending()
+    assert [a["prefix"] for a in ds_pending] == ["datasets/iris/h1"]
+
+    # the outbox: a prefix a live record uses is never removed; finish() empties the row
+    assert dels.prefix_in_use("datasets/iris/h2") and dels.prefix_in_use("datasets/iris")
+    assert not dels.prefix_in_use("datasets/iris/h1")
+    dels.finish(ds_pending[0]["id"])
+    assert dels.pending() == []
+
+    jobs.transition(train["id"], CANCELLED, expect=[QUEUED])
+    out = dels.delete_dataset("iris")
+    assert out["deleted"] == ["iris:2", "iris:3"] and ds.list() == []
+    assert ds.next_version("iris") == 1  # a whole dataset deleted: the name starts afresh
+    assert ds.add_version("iris", 1, **_ds_fields("h1"))["version"] == 1
+
+
+def test_dataset_version_numbers_are_not_reused(metadata_store: MetadataStore) -> None:
+    from loopml.store.deletions_repo import DeletionRepo
+
+    ds = DatasetRepo(metadata_store)
+    ds.add_version("iris", 1, **_ds_fields("h1"))
+    ds.add_version("iris", 2, **_ds_fields("h2"))
+    DeletionRepo(metadata_store).delete_dataset_version("iris", 2)
+    assert ds.get("iris")["version"] == 1 and ds.next_version("iris") == 3
+    DeletionRepo(metadata_store).delete_dataset_version("iris", 1)
+    with pytest.raises(NotFound, match="dataset 'iris' has no versions"):
+        ds.get("iris")
+    assert ds.next_version("iris") == 3
+
+
+def test_job_delete_refused_while_active_and_takes_its_history(metadata_store: MetadataStore) -> None:
+    from loopml.store.deletions_repo import DeletionRepo
+
+    jobs, dels = JobRepo(metadata_store), DeletionRepo(metadata_store)
+    job = jobs.create("train", {"dataset": "iris:1"})
+    with pytest.raises(Conflict, match=f"job {job['id']} is queued; cancel it first"):
+        dels.delete_job(job["id"])
+    jobs.transition(job["id"], RUNNING, expect=[QUEUED])
+    jobs.add_metrics(job["id"], 1, {"loss": 0.5})
+    jobs.append_logs(job["id"], ["epoch 1"])
+    with pytest.raises(Conflict, match="is running"):
+        dels.delete_job(job["id"])
+    jobs.transition(job["id"], SUCCEEDED, expect=[RUNNING],
+                    result={"artifact_prefix": f"models/m/{job['id']}", "registered": False})
+    evaluate = jobs.create("evaluate", {"models": {"challenger": {"ref": f"job:{job['id']}", "job_id": job["id"]}}})
+    with pytest.raises(Conflict, match=f"queued job {evaluate['id']}"):
+        dels.delete_job(job["id"])
+    jobs.transition(evaluate["id"], CANCELLED, expect=[QUEUED])
+
+    out = dels.delete_job(job["id"])
+    assert out["deleted"] == [job["id"]]
+    assert [a["prefix"] for a in out["artifacts"]] == [f"jobs/{job['id']}", f"models/m/{job['id']}"]
+    for table in (t.JobEvent, t.JobMetric, t.JobLog):
+        with metadata_store.session() as s:
+            assert s.execute(select(func.count()).select_from(table)
+                             .where(table.job_id == job["id"])).scalar_one() == 0
+    with pytest.raises(NotFound):
+        jobs.get(job["id"])

@@ -11,6 +11,7 @@ from loopml.artifacts.store import ArtifactStore, open_store
 from loopml.core.settings import Settings
 from loopml.store.datasets_repo import DatasetRepo
 from loopml.store.db import MetadataStore
+from loopml.store.deletions_repo import DeletionRepo
 from loopml.store.endpoints_repo import EndpointRepo
 from loopml.store.functions_repo import FunctionRepo
 from loopml.store.jobs_repo import JobRepo
@@ -29,6 +30,10 @@ class Platform:
     @cached_property
     def datasets(self) -> DatasetRepo:
         return DatasetRepo(self.meta)
+
+    @cached_property
+    def deletions(self) -> DeletionRepo:
+        return DeletionRepo(self.meta)
 
     @cached_property
     def jobs(self) -> JobRepo:

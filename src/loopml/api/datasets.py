@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.core.errors import InvalidInput, paths_shown_as
@@ -142,6 +142,38 @@ def dataset_versions(name: str, request: Request) -> dict[str, Any]:
             summary="One version (a number or 'latest')")
 def dataset_version(name: str, version: str, request: Request) -> dict[str, Any]:
     return _platform(request).datasets.get(name, parse_version(version, f"dataset {name!r}"))
+
+
+class Deleted(BaseModel):
+    deleted: list[str] = Field(description="the versions deleted (NAME:VERSION)")
+    artifacts_removed: list[str] = Field(description="artifact prefixes removed with them")
+
+
+def exact_version(version: str, what: str) -> int:
+    """Deleting needs a number: 'latest' would delete whatever is newest at that moment."""
+    if not version.isdigit() or int(version) < 1:
+        raise InvalidInput(f"{what} version {version!r} is not valid: deleting needs a version number")
+    return int(version)
+
+
+_FORCE = Query(description="delete even if registered model versions were trained on it (they stay)")
+
+
+@router.delete("/{name}", response_model=Deleted, summary="Delete a dataset and all its versions",
+               responses={409: {"description": "in use: the message lists the dependents"}})
+def delete_dataset(name: str, request: Request, force: Annotated[bool, _FORCE] = False) -> dict[str, Any]:
+    from loopml.registry.deletion import delete_dataset as delete
+
+    return delete(_platform(request), name, force=force)
+
+
+@router.delete("/{name}/versions/{version}", response_model=Deleted, summary="Delete one dataset version",
+               responses={409: {"description": "in use: the message lists the dependents"}})
+def delete_dataset_version(name: str, version: str, request: Request,
+                           force: Annotated[bool, _FORCE] = False) -> dict[str, Any]:
+    from loopml.registry.deletion import delete_dataset as delete
+
+    return delete(_platform(request), name, exact_version(version, f"dataset {name!r}"), force=force)
 
 
 # ------------------------------------------------------------------ uploads

@@ -184,6 +184,14 @@ def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
     return jobs.request_cancel(job_id)
 
 
+@router.delete("/jobs/{job_id}", summary="Delete an ended job with its logs, metrics and files",
+               responses={409: {"description": "queued or running: cancel it first"}})
+def delete_job(job_id: str, request: Request) -> dict[str, Any]:
+    from loopml.registry.deletion import delete_job as delete
+
+    return delete(_platform(request), job_id)
+
+
 @router.get("/jobs/{job_id}/output", response_class=StreamingResponse, summary="The prediction CSV",
             responses={200: {"content": {"text/csv": {}}, "description": "row, label, confidence, …"},
                        409: {"description": "the job has not succeeded (yet)"}})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopml.api.datasets import parse_version
+from loopml.api.datasets import Deleted, exact_version, parse_version
+from loopml.core.errors import InvalidInput
 from loopml.platform import Platform
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -77,6 +79,53 @@ def _platform(request: Request) -> Platform:
     return request.app.state.platform
 
 
+class ImportedVersion(ModelVersion):
+    label_names: list[str] = Field(description="one per model output, in order")
+    input: dict[str, Any] | None = Field(None, description="the input signature: name, dtype, shape")
+
+
+@router.post("/import", response_model=ImportedVersion, status_code=201,
+             summary="Import a model trained elsewhere (.keras, .onnx, or a .zip of a SavedModel folder)")
+def import_model(
+    request: Request,
+    name: Annotated[str, Form(description="register as the next version of this model")],
+    file: Annotated[UploadFile, File(description="model.keras, model.onnx, or a .zip of a SavedModel folder")],
+    labels: Annotated[str | None, Form(description="class names in output order: a,b,c or a JSON array; "
+                                       "default 0..N-1 from the output width")] = None,
+    input_shape: Annotated[str | None, Form(description="one row's shape, e.g. 28,28,1 (when the model "
+                                            "leaves it open)")] = None,
+    kind: Annotated[Literal["image", "text", "tabular"] | None, Form(description="default: from the input shape")] = None,
+    columns: Annotated[str | None, Form(description="tabular: the input columns in order (default x0..xN-1)")] = None,
+    tokenizer: Annotated[UploadFile | None, File(description="text: a HuggingFace tokenizer.json")] = None,
+) -> dict[str, Any]:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from loopml.api.datasets import safe_filename
+    from loopml.datasets.archive import safe_unzip
+    from loopml.training.model_import import import_model as run_import
+
+    platform = _platform(request)
+    filename = safe_filename(file.filename or "model")
+    tmp_root = platform.settings.home / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="upload-") as tmp:
+        saved = Path(tmp) / filename
+        with saved.open("wb") as out:
+            shutil.copyfileobj(file.file, out, 1024 * 1024)
+        source = saved
+        if saved.suffix.lower() == ".zip":  # a SavedModel folder, zipped by the SDK
+            root = safe_unzip(saved, Path(tmp) / "unzipped")
+            found = sorted(p.parent for p in root.rglob("saved_model.pb"))
+            if not found:
+                raise InvalidInput(f"{filename} holds no SavedModel (no saved_model.pb inside)")
+            source, filename = found[0], found[0].name
+        return run_import(platform, name=name, source=source, filename=filename, labels=labels,
+                          input_shape=input_shape, kind=kind, columns=columns,
+                          tokenizer=tokenizer.file.read() if tokenizer is not None else None)
+
+
 @router.get("", response_model=list[ModelSummary], summary="Registered models")
 def list_models(request: Request) -> list[dict[str, Any]]:
     return _platform(request).models.list()
@@ -92,6 +141,41 @@ def model_versions(name: str, request: Request) -> dict[str, Any]:
 @router.get("/{name}/versions/{version}", response_model=ModelVersion, summary="One version (a number or 'latest')")
 def model_version(name: str, version: str, request: Request) -> dict[str, Any]:
     return _platform(request).models.get(name, parse_version(version, f"model {name!r}"))
+
+
+@router.get("/{name}/versions/{version}/download", response_class=StreamingResponse,
+            summary="The version's files as a zip (model.keras, model.onnx, loopml.json, tokenizer…)",
+            responses={200: {"content": {"application/zip": {}}}})
+def download_model_version(name: str, version: str, request: Request) -> StreamingResponse:
+    import tempfile
+    import zipfile
+
+    from loopml.core.errors import CorruptArtifact
+
+    platform = _platform(request)
+    record = platform.models.get(name, parse_version(version, f"model {name!r}"))
+    prefix = record["artifact_prefix"]
+    keys = platform.artifacts.list(prefix)
+    if not keys:
+        raise CorruptArtifact(f"model version {record['ref']} has no files under {prefix!r}")
+    spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
+    with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in keys:
+            with platform.artifacts.open_read(key) as src, zf.open(key[len(prefix):].lstrip("/"), "w") as dst:
+                while chunk := src.read(1024 * 1024):
+                    dst.write(chunk)
+    size = spool.tell()
+    spool.seek(0)
+
+    def chunks():
+        with spool:
+            while chunk := spool.read(1024 * 1024):
+                yield chunk
+
+    filename = f"{name}-{record['version']}.zip"
+    return StreamingResponse(chunks(), media_type="application/zip", headers={
+        "Content-Length": str(size), "Content-Disposition": f'attachment; filename="{filename}"',
+        "X-LoopML-Model-Version": record["ref"]})
 
 
 @router.get("/{name}/aliases/{alias}", response_model=ModelVersion, summary="The version an alias points at")
@@ -121,3 +205,22 @@ def delete_alias(name: str, alias: str, request: Request, actor: ActorHeader = N
 @router.get("/{name}/alias-history", response_model=list[AliasEvent], summary="Every alias move, oldest first")
 def alias_history(name: str, request: Request) -> list[dict[str, Any]]:
     return _platform(request).models.alias_history(name)
+
+
+_IN_USE = {409: {"description": "in use (an alias, an endpoint, a running job): the message lists them"}}
+
+
+@router.delete("/{name}", response_model=Deleted, responses=_IN_USE,
+               summary="Delete a model and all its versions (none may be in use)")
+def delete_model(name: str, request: Request) -> dict[str, Any]:
+    from loopml.registry.deletion import delete_model as delete
+
+    return delete(_platform(request), name)
+
+
+@router.delete("/{name}/versions/{version}", response_model=Deleted, responses=_IN_USE,
+               summary="Delete one model version and its files")
+def delete_model_version(name: str, version: str, request: Request) -> dict[str, Any]:
+    from loopml.registry.deletion import delete_model as delete
+
+    return delete(_platform(request), name, exact_version(version, f"model {name!r}"))

@@ -53,6 +53,22 @@ def add(
         console().print(f"unchanged: same content as [bold]{record['ref']}[/] ({summary})")
 
 
+@app.command("delete")
+def delete(
+    ref: Annotated[str, typer.Argument(metavar="NAME[:VERSION]", help="No version: the dataset and all its versions.")],
+    force: Annotated[bool, typer.Option("--force", help="Delete even if registered model versions were trained "
+                                        "on it (the models stay).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a dataset version (or a whole dataset) with its files.
+
+    Refused while jobs read it, or while model versions trained on it are registered (unless --force).
+    Example: loopml datasets delete mnist:2
+    """
+    result = client().delete_dataset(ref, force=force)
+    emit(result, as_json, lambda r: console().print(f"deleted {', '.join(r['deleted'])}"))
+
+
 @app.command("list")
 def list_(as_json: JsonOpt = False) -> None:
     """List datasets with their newest version."""

@@ -146,6 +146,13 @@ def logs(
     console().print(f"job {job_id} {styled(final['status'])}" + (f": {final['reason']}" if final.get("reason") else ""))
 
 
+@app.command("delete")
+def delete(job_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False) -> None:
+    """Delete an ended job with its logs, metrics and files (a model it registered stays)."""
+    result = client().delete_job(job_id)
+    emit(result, as_json, lambda r: console().print(f"deleted job {job_id}"))
+
+
 @app.command("cancel")
 def cancel(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Cancel a queued job, or ask a running one to stop."""

@@ -23,6 +23,7 @@ from loopml.controlplane.triggers import TriggerPoller
 from loopml.controlplane.workflows import WorkflowRunner
 from loopml.core.timeutil import parse_iso, utcnow
 from loopml.platform import Platform
+from loopml.registry import deletion
 from loopml.store.jobs_repo import CANCELLED, FAILED, QUEUED, RUNNING
 from loopml.training.executors.local import LocalExecutor
 
@@ -85,6 +86,8 @@ class ControlLoop:
 
     # -- one reconciliation pass --------------------------------------------------------------
     def tick(self) -> None:
+        if self._first:  # deletions a crash interrupted: their records are gone, remove the files
+            self._guard(lambda: deletion.sweep(self.platform))
         for step in (self._reap, self._reconcile_running, self._dispatch, self.endpoints.tick,
                      self.triggers.tick, self.functions.tick, self.workflows.tick, self.monitors.tick):
             self._guard(step)

@@ -28,7 +28,8 @@ class DatasetRepo:
         with self.store.session() as s:
             top = s.execute(select(func.max(t.DatasetVersion.version)).join(t.Dataset)
                             .where(t.Dataset.name == name)).scalar()
-            return (top or 0) + 1
+            retired = s.execute(select(t.Dataset.retired_version).where(t.Dataset.name == name)).scalar()
+            return max(top or 0, retired or 0) + 1  # deleted numbers are never handed out again
 
     def add_version(self, name: str, version: int, **fields: Any) -> dict[str, Any]:
         """Insert a version whose artifacts are already written (so no record points at nothing).
@@ -88,7 +89,8 @@ class DatasetRepo:
                 exists = s.execute(select(t.Dataset.id).where(t.Dataset.name == name)).scalar()
                 if exists is None:
                     raise missing(s, t.Dataset, "dataset", name)
-                raise NotFound(f"dataset {name!r} has no version {version}")
+                raise NotFound(f"dataset {name!r} has no version {version}" if version is not None
+                               else f"dataset {name!r} has no versions (they were deleted)")
             return records.dataset_version(row, name)
         if session is not None:
             return _get(session)

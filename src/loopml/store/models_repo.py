@@ -26,8 +26,9 @@ class ModelRepo:
     def __init__(self, store: MetadataStore) -> None:
         self.store = store
 
-    def _model(self, s, name: str, *, create: bool = False) -> t.Model:
-        m = s.execute(select(t.Model).where(t.Model.name == name)).scalar()
+    def _model(self, s, name: str, *, create: bool = False, lock: bool = False) -> t.Model:
+        q = select(t.Model).where(t.Model.name == name)
+        m = s.execute(q.with_for_update() if lock else q).scalar()
         if m is None:
             if not create:
                 raise missing(s, t.Model, "model", name)
@@ -44,9 +45,14 @@ class ModelRepo:
 
     def next_version(self, name: str) -> int:
         with self.store.session() as s:
-            top = s.execute(select(func.max(t.ModelVersion.version)).join(t.Model)
-                            .where(t.Model.name == name)).scalar()
-            return (top or 0) + 1
+            m = s.execute(select(t.Model).where(t.Model.name == name)).scalar()
+            return 1 if m is None else self._top(s, m) + 1
+
+    @staticmethod
+    def _top(s, m: t.Model) -> int:
+        """The highest version number ever used (deleted numbers are never handed out again)."""
+        top = s.execute(select(func.max(t.ModelVersion.version)).where(t.ModelVersion.model_id == m.id)).scalar()
+        return max(top or 0, m.retired_version or 0)
 
     def add_version(self, name: str, version: int, *, session=None, **fields: Any) -> dict[str, Any]:
         def _add(s):
@@ -106,7 +112,7 @@ class ModelRepo:
             raise InvalidInput(f"alias {alias!r} is not valid: use letters, digits, '-' or '_', "
                                "starting with a letter ('latest' is reserved)")
         with self.store.session() as s:
-            m = self._model(s, name)
+            m = self._model(s, name, lock=True)  # a concurrent version delete waits (or is waited for)
             exists = s.execute(select(t.ModelVersion.id).where(t.ModelVersion.model_id == m.id,
                                                                t.ModelVersion.version == version)).scalar()
             if exists is None:
@@ -136,15 +142,24 @@ class ModelRepo:
             return [{"alias": e.alias, "from_version": e.from_version, "to_version": e.to_version,
                      "actor": e.actor, "at": iso(e.at)} for e in rows.scalars()]
 
-    def _insert_next_version(self, s, name: str, job_id: str,
+    def _insert_next_version(self, s, name: str, job_id: str | None,
                              fields: dict[str, Any]) -> tuple[t.ModelVersion, dict[str, Any]]:
         """Version ``name``:<highest + 1> in session ``s`` (a racing writer → IntegrityError: retry)."""
         m = self._model(s, name, create=True)
-        top = s.execute(select(func.max(t.ModelVersion.version)).where(t.ModelVersion.model_id == m.id)).scalar()
-        row = t.ModelVersion(model_id=m.id, version=(top or 0) + 1, job_id=job_id, **fields)
+        row = t.ModelVersion(model_id=m.id, version=self._top(s, m) + 1, job_id=job_id, **fields)
         s.add(row)
         s.flush()
         return row, records.model_version(row, name, [])
+
+    def add_next_version(self, name: str, *, fields: dict[str, Any]) -> dict[str, Any]:
+        """Version ``name``:<next> of a model that no job produced (an imported one)."""
+        for _attempt in range(5):  # concurrent registrations of one name: retry with the next number
+            try:
+                with self.store.session() as s:
+                    return self._insert_next_version(s, name, None, fields)[1]
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not allocate a version number for model {name!r}")
 
     def register_from_job(self, job_id: str, name: str, *, fields: dict[str, Any],
                           result: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,8 @@ class Dataset(Base):
     __tablename__ = "datasets"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    # highest version number ever deleted: numbers are never handed out twice
+    retired_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -106,6 +108,9 @@ class Model(Base):
     __tablename__ = "models"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    # highest version number ever deleted: a serving cache keyed by name:version never sees a
+    # new bundle under an old number
+    retired_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -166,6 +171,17 @@ class Endpoint(Base):
     served: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ArtifactDeletion(Base):
+    """An artifact prefix whose record is already deleted (written in the record's delete
+    transaction): removed right after the commit, or by the sweep at the next control-plane start."""
+
+    __tablename__ = "artifact_deletions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(Text)
+    what: Mapped[str] = mapped_column(String(255))  # e.g. "model mnist-cnn:3"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 # -- automation (issue 4): functions, workflows and their executions, triggers ------------------
@@ -389,6 +405,6 @@ class Alert(Base):
 
 
 __all__ = ["Base", "Dataset", "DatasetVersion", "Job", "JobEvent", "JobMetric", "JobLog",
-           "Model", "ModelVersion", "ModelAlias", "AliasEvent", "Endpoint", "Function", "FunctionInvocation",
+           "Model", "ModelVersion", "ModelAlias", "AliasEvent", "ArtifactDeletion", "Endpoint", "Function", "FunctionInvocation",
            "Workflow", "WorkflowExecution", "ExecutionEvent", "Trigger", "TriggerObject", "TriggerFiring",
            "Monitor", "MonitorRun", "MonitorLabel", "Alert", "Float"]

@@ -82,7 +82,10 @@ def _evaluate_one(platform: Platform, label: str, entry: dict[str, Any], inputs:
         if entry.get(key) is not None:
             out[key] = entry[key]
     out.update({"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "loss": report["loss"],
-                "rows": report["samples"], "runtime": bundle.runtime_name})
+                "rows": report["samples"], "runtime": bundle.runtime_name,
+                # side by side per class (`loopml models compare --dataset`)
+                "labels": report["labels"], "per_class": report["per_class"],
+                "confusion_matrix": report["confusion_matrix"]})
     if unseen:
         out["unseen_classes"] = unseen
     print(f"{label}: {entry.get('resolved') or entry['ref']} ({bundle.runtime_name}) accuracy {out['accuracy']} "

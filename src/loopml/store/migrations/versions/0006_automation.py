@@ -1,15 +1,15 @@
 """automation: webhook secrets kept for HMAC signatures; alerts acknowledged / resolved by hand
 
-Revision ID: 0005_automation
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02 16:20:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0005_automation'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
