@@ -7,6 +7,41 @@ from typing import Annotated, Optional
 import typer
 
 
+def _check_port_free(host: str, port: int, what: str, setting: str) -> None:
+    """A port already taken is one line (exit 2), not a uvicorn ERROR after the banner."""
+    import errno
+    import socket
+
+    from loopml.core.errors import InvalidInput
+
+    if port == 0:
+        return  # any free port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as the real listeners do: a port in TIME_WAIT is free, one with a listener is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InvalidInput(f"port {port}{what} is in use — is another `loopml server` "
+                                   f"running? set {setting}") from None
+            raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                               f"(check {setting})") from None
+
+
+def _log_to_stderr(level: str) -> None:
+    """LoopML's own log lines (the control loop, the start/stop lines) beside uvicorn's."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("loopml")
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.getLogger("loopml.server").setLevel(logging.INFO)  # start/stop: always shown
+
+
 def server(
     host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default LOOPML_HOST or 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", min=0, max=65535, help="Port (default LOOPML_PORT or 8080).")] = None,
@@ -16,11 +51,18 @@ def server(
 
     from loopml.api.app import create_app
     from loopml.cli.output import err_console
+    from loopml.core.errors import InvalidInput
     from loopml.platform import Platform
     from loopml.sdk.client import load_settings
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = load_settings(**overrides)
+    if settings.port and settings.port == settings.serving_port:
+        raise InvalidInput(f"LOOPML_PORT and LOOPML_SERVING_PORT are both {settings.port}; the "
+                           "control plane and the data plane need a port each")
+    _check_port_free(settings.host, settings.port, "", "LOOPML_PORT (or --port)")
+    _check_port_free(settings.serving_host, settings.serving_port, " (the data plane's)",
+                     "LOOPML_SERVING_PORT")
     # open the stores here, so a bad database URL or an old schema is one line, not a traceback
     platform = Platform(settings)
     try:
@@ -31,6 +73,7 @@ def server(
         if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
             err_console().print("[yellow]warning:[/] listening beyond localhost without LOOPML_TOKEN: "
                                 "anyone who can reach this port can use the API")
+        _log_to_stderr(settings.log_level)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
     finally:
         platform.close()

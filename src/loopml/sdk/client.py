@@ -126,6 +126,14 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
 
     @staticmethod
     def _error(resp: httpx.Response) -> LoopMLError:
+        if resp.headers.get("x-loopml-plane") == "data":  # serving.app marks its errors
+            url = resp.request.url
+            err = LoopMLError(f"{url.scheme}://{url.netloc.decode()} is LoopML's data plane "
+                              "(real-time endpoints), not the control plane; set LOOPML_API_URL "
+                              "to the control plane's address (LOOPML_PORT, default "
+                              f"http://{url.host}:8080)")
+            err.exit_code = 2  # the caller's to fix
+            return err
         try:
             body = resp.json()
         except ValueError:
