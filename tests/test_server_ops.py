@@ -191,3 +191,29 @@ def test_server_refuses_one_port_for_both_planes(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == (f"error: LOOPML_PORT and LOOPML_SERVING_PORT are both {port}; "
                                   "the control plane and the data plane need a port each")
+
+
+def test_server_killed_and_restarted_at_once_gets_its_data_plane_port_back(tmp_path):
+    # the killed control plane's serving process holds the data plane's socket until it notices
+    # its parent is gone (the new server allows it a few seconds): the restart must not be
+    # refused with "port in use", as test_server_restart's re-attach relies on
+    env = _server_env(tmp_path, _free_port(), _free_port())
+    first = _Server(env)
+    second = None
+    try:
+        wait_for(lambda: first.has("LoopML started") or first.proc.poll() is not None,
+                 timeout=120, what="the start line")
+        assert first.has("LoopML started"), first.lines
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(30)
+        second = _Server(env)
+        wait_for(lambda: second.has("LoopML started") or second.proc.poll() is not None,
+                 timeout=120, what="the second start line")
+        assert second.has("LoopML started"), second.lines
+        port = env["LOOPML_SERVING_PORT"]
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/ping", timeout=30).status_code == 200,
+                 what="/ping 200")
+    finally:
+        first.stop()
+        if second is not None:
+            assert second.stop() == 0, second.lines

@@ -7,27 +7,35 @@ from typing import Annotated, Optional
 import typer
 
 
-def _check_port_free(host: str, port: int, what: str, setting: str) -> None:
-    """A port already taken is one line (exit 2), not a uvicorn ERROR after the banner."""
+def _check_port_free(host: str, port: int, what: str, setting: str, wait_s: float = 0.0) -> None:
+    """A port already taken is one line (exit 2), not a uvicorn ERROR after the banner.
+
+    ``wait_s``: how long a busy port may take to free up before that line."""
     import errno
     import socket
+    import time
 
     from loopml.core.errors import InvalidInput
 
     if port == 0:
         return  # any free port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # as the real listeners do: a port in TIME_WAIT is free, one with a listener is not
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise InvalidInput(f"port {port}{what} is in use — is another `loopml server` "
-                                   f"running? set {setting}") from None
-            raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
-                               f"(check {setting})") from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # as the real listeners do: a port in TIME_WAIT is free, one with a listener is not
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                                       f"(check {setting})") from None
+        if time.monotonic() >= deadline:
+            raise InvalidInput(f"port {port}{what} is in use — is another `loopml server` "
+                               f"running? set {setting}")
+        time.sleep(0.1)
 
 
 def _log_to_stderr(level: str) -> None:
@@ -61,8 +69,10 @@ def server(
         raise InvalidInput(f"LOOPML_PORT and LOOPML_SERVING_PORT are both {settings.port}; the "
                            "control plane and the data plane need a port each")
     _check_port_free(settings.host, settings.port, "", "LOOPML_PORT (or --port)")
+    # the serving process of a control plane killed a moment ago holds the data plane's socket
+    # until it notices (it polls for its parent): give it a few seconds to go
     _check_port_free(settings.serving_host, settings.serving_port, " (the data plane's)",
-                     "LOOPML_SERVING_PORT")
+                     "LOOPML_SERVING_PORT", wait_s=5.0)
     # open the stores here, so a bad database URL or an old schema is one line, not a traceback
     platform = Platform(settings)
     try:
