@@ -83,8 +83,8 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.state.settings = settings
     install_handlers(app)
 
-    @app.get("/health", response_model=Health, tags=["health"])
-    @app.get("/healthz", response_model=Health, tags=["health"])
+    @app.get("/health", response_model=Health, response_model_exclude_none=True, tags=["health"])
+    @app.get("/healthz", response_model=Health, response_model_exclude_none=True, tags=["health"])
     def health(request: Request) -> Health:
         control = getattr(request.app.state, "control", None)
         return Health(status="ok", version=__version__,

@@ -159,7 +159,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         """Check the control plane is up.
 
         Returns:
-            ``{"status": "ok", "version": "..."}``
+            ``{"status": "ok", "version": "...", "data_plane": "http://127.0.0.1:8081"}``
+            (``data_plane``: where endpoints answer; absent when the server runs no control loop)
 
         Example::
 
