@@ -163,11 +163,25 @@ def test_png_and_jpeg_bodies_are_fitted_to_the_model_signature(served, digits_da
 
     rt = boto3.client("sagemaker-runtime", endpoint_url=loop.endpoints.url,
                       region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    out = rt.invoke_endpoint(EndpointName="digits", ContentType="image/png",
-                             Body=_image_file(images[1].astype(np.uint8)))
+    png = _image_file(images[1].astype(np.uint8))
+    out = rt.invoke_endpoint(EndpointName="digits", ContentType="image/png", Body=png,
+                             InferenceId="png-1")
     assert orjson.loads(out["Body"].read())["predictions"] == [as_json[1]]
     with pytest.raises(rt.exceptions.ValidationError, match="not a readable PNG image"):
         rt.invoke_endpoint(EndpointName="digits", ContentType="image/png", Body=b"GIF89a...")
+
+    # captured as sent (monitors decode it again through the same codec)
+    import base64
+
+    from loopml.serving.capture import read_captured
+
+    def captured():
+        return [r["captureData"]["endpointInput"] for r in read_captured(
+            platform.artifacts, "capture", "digits", "primary")
+            if r["eventMetadata"].get("inferenceId") == "png-1"]
+    (record,) = wait_for(captured, 15, what="the captured PNG request")
+    assert (record["observedContentType"], record["encoding"]) == ("image/png", "BASE64")
+    assert base64.b64decode(record["data"]) == png
 
 
 @pytest.mark.parametrize("body,ctype,status,needle", [
