@@ -22,6 +22,8 @@ from typer.testing import CliRunner
 from loopml.cli.main import app
 from tests.serving_support import wait_for
 
+pytest_plugins = ("tests.serving_support",)  # digit_bundles: small trained CNNs
+
 
 def _data_plane(control_url: str) -> str:
     health = httpx.get(f"{control_url}/healthz").json()
@@ -217,3 +219,39 @@ def test_server_killed_and_restarted_at_once_gets_its_data_plane_port_back(tmp_p
         first.stop()
         if second is not None:
             assert second.stop() == 0, second.lines
+
+
+# -- item 14 through the CLI: an image file to a real endpoint --------------------------------
+
+def test_cli_invokes_an_endpoint_with_a_png_file(live_server, settings, digit_bundles,
+                                                 digits_data, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from loopml.platform import Platform
+    from tests.serving_support import register
+
+    plat = Platform(settings, create_schema=False)  # the live server's own store
+    try:
+        register(plat, "digits", digit_bundles[1])
+    finally:
+        plat.close()
+    monkeypatch.setenv("LOOPML_API_URL", live_server)
+    runner = CliRunner()
+    made = runner.invoke(app, ["endpoints", "create", "digits", "--model", "digits:1", "--wait"])
+    assert made.exit_code == 0, made.output
+    images = digits_data[0]
+    Image.fromarray(images[3].astype(np.uint8)).save(tmp_path / "digit.png")
+    out = runner.invoke(app, ["endpoints", "invoke", "digits", "--file",
+                              str(tmp_path / "digit.png"), "--json"])
+    assert out.exit_code == 0, out.output
+    (pred,) = json.loads(out.stdout)["predictions"]
+    as_json = httpx.post(f"{_data_plane(live_server)}/endpoints/digits/invocations",
+                         json={"instances": images[3:4].tolist()}).json()["predictions"]
+    assert [pred] == as_json
+    Image.fromarray(np.zeros((8, 16), np.uint8)).save(tmp_path / "wide.png")
+    bad = runner.invoke(app, ["endpoints", "invoke", "digits", "--file", str(tmp_path / "wide.png")])
+    assert bad.exit_code == 2 and "8×8 greyscale images" in bad.stderr, bad.output
