@@ -191,8 +191,9 @@ def test_server_refuses_one_port_for_both_planes(tmp_path):
     port = _free_port()
     out = _second_server(_server_env(tmp_path, port, port))
     assert out.returncode == 2
-    assert out.stderr.strip() == (f"error: LOOPML_PORT and LOOPML_SERVING_PORT are both {port}; "
-                                  "the control plane and the data plane need a port each")
+    assert out.stderr.strip() == ("error: the control plane (LOOPML_PORT / --port) and the data "
+                                  f"plane (LOOPML_SERVING_PORT) are both set to port {port}; they "
+                                  "need a port each")
 
 
 def test_server_killed_and_restarted_at_once_gets_its_data_plane_port_back(tmp_path):

@@ -66,8 +66,9 @@ def server(
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = load_settings(**overrides)
     if settings.port and settings.port == settings.serving_port:
-        raise InvalidInput(f"LOOPML_PORT and LOOPML_SERVING_PORT are both {settings.port}; the "
-                           "control plane and the data plane need a port each")
+        raise InvalidInput(f"the control plane (LOOPML_PORT / --port) and the data plane "
+                           f"(LOOPML_SERVING_PORT) are both set to port {settings.port}; they "
+                           "need a port each")
     _check_port_free(settings.host, settings.port, "", "LOOPML_PORT (or --port)")
     # the serving process of a control plane killed a moment ago holds the data plane's socket
     # until it notices (it polls for its parent): give it a few seconds to go
