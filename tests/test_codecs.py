@@ -145,7 +145,8 @@ def test_bad_inputs_name_the_problem(body, ct, kind, kw, needle):
 
 
 def test_unsupported_formats():
-    assert "image/png" in _err(UnsupportedFormat, b"x", "image/png", "image")
+    assert "image/gif" in _err(UnsupportedFormat, b"x", "image/gif", "image")
+    assert "image/png" in _err(UnsupportedFormat, b"x", "image/gif", "image")  # listed
     assert "text/plain" in _err(UnsupportedFormat, b"x", "text/plain", "image")
 
 
@@ -159,7 +160,8 @@ json_values = st.recursive(
     max_leaves=30)
 
 content_types = st.sampled_from([None, "application/json", "application/x-npy", "text/csv",
-                                 "text/plain", "image/png", "TEXT/CSV; charset=utf-8"])
+                                 "text/plain", "image/png", "image/jpeg",
+                                 "TEXT/CSV; charset=utf-8"])
 kinds = st.sampled_from(KINDS)
 options = st.sampled_from([{}, {"shape": [2, 2, 1]}, {"columns": ["a", "b"]},
                            {"max_rows": 2, "max_text_chars": 3}])
@@ -203,6 +205,81 @@ def test_fuzz_npy_prefix_with_garbage(value, kind):
     body = npy(np.zeros((2, 2), dtype=np.float32))
     tail = json.dumps(value).encode()
     _decode_or_invalid(body[:10] + tail + body[10 + len(tail):], "application/x-npy", kind, {})
+
+
+@FUZZ
+@given(cut=st.integers(0, 400), junk=st.binary(max_size=40), ct=st.sampled_from(
+    ["image/png", "image/jpeg"]), kw=options)
+def test_fuzz_image_files_cut_and_garbled(cut, junk, ct, kw):
+    body = image_file(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4, ct.split("/")[1])
+    _decode_or_invalid(body[:cut] + junk + body[cut + len(junk):], ct, "image", kw)
+
+
+# --------------------------------------------------------------------------- image files
+
+
+def image_file(pixels: np.ndarray, fmt: str = "png") -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    image = Image.fromarray(pixels)
+    image.save(buf, format=fmt.upper().replace("JPG", "JPEG"), **({"quality": 95} if fmt == "jpeg" else {}))
+    return buf.getvalue()
+
+
+def test_png_and_jpeg_bodies_fit_the_model_signature():
+    from PIL import Image
+
+    grey = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 3)
+    raw, n = decode(image_file(grey), "image/png", "image", shape=[8, 8, 1])
+    assert n == 1 and raw.dtype == np.float32 and raw.shape == (1, 8, 8, 1)
+    assert np.array_equal(raw[0, ..., 0], grey)  # 0–255 pixels, unchanged
+    # the model's shape may leave out C=1 (as loopml.json's (H, W) signatures do)
+    assert np.array_equal(decode(image_file(grey), "image/png", "image", shape=[8, 8])[0], raw)
+
+    rgb = np.stack([grey, 255 - grey, grey // 2], axis=-1)
+    raw, _ = decode(image_file(rgb), "IMAGE/PNG; foo=bar", "image", shape=[8, 8, 1])
+    expected = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float32)
+    assert np.array_equal(raw[0, ..., 0], expected)  # greyscaled as the signature says
+
+    raw, _ = decode(image_file(grey), "image/png", "image", shape=[8, 8, 3])
+    assert raw.shape == (1, 8, 8, 3) and all(np.array_equal(raw[0, ..., k], grey) for k in range(3))
+
+    big = np.kron(grey, np.ones((4, 4), dtype=np.uint8))  # 32×32, same picture
+    raw, _ = decode(image_file(big), "image/png", "image", shape=[8, 8, 1])
+    assert raw.shape == (1, 8, 8, 1) and np.abs(raw[0, ..., 0] - grey).max() <= 3  # resized
+
+    raw, _ = decode(image_file(big, "jpeg"), "image/jpeg", "image", shape=[8, 8, 1])
+    assert raw.shape == (1, 8, 8, 1) and np.abs(raw[0, ..., 0] - grey).mean() < 8  # lossy
+
+    rgba = np.dstack([rgb, np.full((8, 8), 128, np.uint8)])
+    palette = Image.fromarray(rgb).quantize(16)
+    buf = io.BytesIO()
+    palette.save(buf, format="PNG", transparency=0)
+    for body in (image_file(rgba), buf.getvalue(), image_file(grey > 100)):  # RGBA, P, 1-bit
+        raw, _ = decode(body, "image/png", "image", shape=[8, 8, 3])
+        assert raw.shape == (1, 8, 8, 3) and np.isfinite(raw).all()
+
+
+@pytest.mark.parametrize("body,ct,kind,shape,exc,needle", [
+    (image_file(np.zeros((8, 16), np.uint8)), "image/png", "image", [8, 8, 1], InvalidInput,
+     "image is 16×8; this model expects 8×8 greyscale images (input shape (8, 8, 1))"),
+    (image_file(np.zeros((8, 8), np.uint8)), "image/png", "image", [8, 8, 4], InvalidInput,
+     "8×8 4-channel images"),
+    (image_file(np.zeros((8, 8), np.uint8)), "image/png", "image", None, InvalidInput,
+     "names no input shape"),
+    (image_file(np.zeros((8, 8), np.uint16)), "image/png", "image", [8, 8, 1],
+     InvalidInput, "more than 8 bits"),
+    (image_file(np.zeros((8, 8), np.uint8), "jpeg"), "image/png", "image", [8, 8, 1],
+     InvalidInput, "not a readable PNG image"),
+    (b"not an image", "image/jpeg", "image", [8, 8, 1], InvalidInput, "not a readable JPEG"),
+    (image_file(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))[:2000],
+     "image/png", "image", [8, 8, 1], InvalidInput, "PNG image cannot be decoded"),
+    (image_file(np.zeros((8, 8), np.uint8)), "image/png", "text", None, UnsupportedFormat,
+     "image/png bodies are for image models; this is a(n) text model"),
+])
+def test_bad_image_files_name_the_problem(body, ct, kind, shape, exc, needle):
+    assert needle in _err(exc, body, ct, kind, shape=shape)
 
 
 # --------------------------------------------------------------------------- encode

@@ -22,7 +22,8 @@ def _free_port() -> int:
 
 
 def _start(home: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "LOOPML_HOME": str(home), "LOOPML_PORT": str(port), "LOOPML_RECONCILE_INTERVAL_S": "0.2"}
+    env = {**os.environ, "LOOPML_HOME": str(home), "LOOPML_PORT": str(port), "LOOPML_RECONCILE_INTERVAL_S": "0.2",
+           "LOOPML_SERVING_PORT": "0"}  # never the fixed 8081 (another server may hold it)
     proc = subprocess.Popen([sys.executable, "-m", "loopml.cli.main", "server"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = Client(f"http://127.0.0.1:{port}")

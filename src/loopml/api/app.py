@@ -10,7 +10,8 @@ import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -21,11 +22,23 @@ from loopml.core.settings import Settings
 from loopml.platform import Platform
 
 log = logging.getLogger("loopml.api")
+# start/stop lines: `loopml server` shows this logger at INFO whatever LOOPML_LOG_LEVEL says
+lifecycle_log = logging.getLogger("loopml.server")
 
 
 class Health(BaseModel):
     status: str
     version: str
+    data_plane: str | None = None  # where the endpoints are served (None: no control loop)
+
+
+def _where(settings: Settings, loop) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    parts = [f"control plane http://{host}:{settings.port}"]
+    if loop is not None:
+        parts.append(f"data plane {loop.endpoints.url or 'not listening'}")
+        parts.append(f"serving log {loop.endpoints.log_path}")
+    return ", ".join(parts)
 
 
 def create_app(settings: Settings | None = None, *, platform: Platform | None = None,
@@ -47,27 +60,35 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
                 loop = ControlLoop(plat)
                 loop.start()
             app.state.control = loop  # the API names the data plane's address from it
+            lifecycle_log.info("LoopML started: %s", _where(settings, loop))
             yield
         finally:
+            where = _where(settings, loop)
             if loop is not None:
                 await run_in_threadpool(loop.stop)  # stop() joins its thread
             if owned:
                 plat.close()
+            lifecycle_log.info("LoopML stopped: %s", where)
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load their JavaScript/CSS from the installed package
+    # (served under /static-offline-docs), so the API docs work without internet access
+    app = FastAPIOffline(
         title="LoopML control plane",
         version=__version__,
         description="Datasets, tracked training jobs, a model registry and batch predictions. "
                     "Errors are JSON `{code, message}`; with a token configured, every route but "
-                    "`/health` needs `Authorization: Bearer <token>`.",
+                    "`/health` and `/healthz` needs `Authorization: Bearer <token>`.",
         lifespan=lifespan,
     )
     app.state.settings = settings
     install_handlers(app)
 
-    @app.get("/health", response_model=Health, tags=["health"])
-    def health() -> Health:
-        return Health(status="ok", version=__version__)
+    @app.get("/health", response_model=Health, response_model_exclude_none=True, tags=["health"])
+    @app.get("/healthz", response_model=Health, response_model_exclude_none=True, tags=["health"])
+    def health(request: Request) -> Health:
+        control = getattr(request.app.state, "control", None)
+        return Health(status="ok", version=__version__,
+                      data_plane=control.endpoints.url if control is not None else None)
 
     app.include_router(datasets.router)
     app.include_router(jobs.router)

@@ -160,9 +160,9 @@ class StrictJSONMiddleware:
 
 
 class BearerTokenMiddleware:
-    """With a token configured, every route except /health and /hooks/ needs ``Authorization: Bearer <token>``."""
+    """With a token configured, every route except /health(z) and /hooks/ needs ``Authorization: Bearer <token>``."""
 
-    OPEN_PATHS = frozenset({"/health"})
+    OPEN_PATHS = frozenset({"/health", "/healthz"})
     OPEN_PREFIXES = ("/hooks/",)  # webhook triggers check their own per-hook secret
 
     def __init__(self, app: ASGIApp, token: str) -> None:

@@ -21,7 +21,8 @@ app = typer.Typer(help="Real-time endpoints: serve registered models over HTTP (
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 STATUS_STYLE = {"InService": "green", "Creating": "yellow", "Updating": "cyan", "Failed": "red"}
 CONTENT_TYPES = {".json": "application/json", ".npy": "application/x-npy", ".csv": "text/csv",
-                 ".txt": "text/plain"}
+                 ".txt": "text/plain", ".png": "image/png", ".jpg": "image/jpeg",
+                 ".jpeg": "image/jpeg"}
 SHOW_ROWS = 100
 
 # the options create and update share (update: an option left out keeps its value)
@@ -177,9 +178,9 @@ def invoke(
         "--data", "-d", metavar="BODY",
         help='The request body, e.g. \'{"instances": [[5.1, 3.5, 1.4, 0.2]]}\' or a bare JSON list.')] = None,
     file: Annotated[Optional[str], typer.Option(
-        "--file", "-f", metavar="PATH", help="Read the body from a file (.json, .npy, .csv, .txt; '-': stdin).")] = None,
+        "--file", "-f", metavar="PATH", help="Read the body from a file (.json, .npy, .csv, .txt, one .png/.jpg image; '-': stdin).")] = None,
     content_type: Annotated[Optional[str], typer.Option(
-        "--content-type", "-t", help="application/json, application/x-npy, text/csv or text/plain "
+        "--content-type", "-t", help="application/json, application/x-npy, text/csv, text/plain, image/png or image/jpeg "
                                      "(default: from the file's extension, else JSON).")] = None,
     variant: Annotated[Optional[str], typer.Option("--variant", help="Send to this production variant.")] = None,
     target_model: Annotated[Optional[str], typer.Option(

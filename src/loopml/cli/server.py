@@ -7,6 +7,49 @@ from typing import Annotated, Optional
 import typer
 
 
+def _check_port_free(host: str, port: int, what: str, setting: str, wait_s: float = 0.0) -> None:
+    """A port already taken is one line (exit 2), not a uvicorn ERROR after the banner.
+
+    ``wait_s``: how long a busy port may take to free up before that line."""
+    import errno
+    import socket
+    import time
+
+    from loopml.core.errors import InvalidInput
+
+    if port == 0:
+        return  # any free port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + wait_s
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # as the real listeners do: a port in TIME_WAIT is free, one with a listener is not
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+                                       f"(check {setting})") from None
+        if time.monotonic() >= deadline:
+            raise InvalidInput(f"port {port}{what} is in use — is another `loopml server` "
+                               f"running? set {setting}")
+        time.sleep(0.1)
+
+
+def _log_to_stderr(level: str) -> None:
+    """LoopML's own log lines (the control loop, the start/stop lines) beside uvicorn's."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("loopml")
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.getLogger("loopml.server").setLevel(logging.INFO)  # start/stop: always shown
+
+
 def server(
     host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default LOOPML_HOST or 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", min=0, max=65535, help="Port (default LOOPML_PORT or 8080).")] = None,
@@ -16,11 +59,21 @@ def server(
 
     from loopml.api.app import create_app
     from loopml.cli.output import err_console
+    from loopml.core.errors import InvalidInput
     from loopml.platform import Platform
     from loopml.sdk.client import load_settings
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = load_settings(**overrides)
+    if settings.port and settings.port == settings.serving_port:
+        raise InvalidInput(f"the control plane (LOOPML_PORT / --port) and the data plane "
+                           f"(LOOPML_SERVING_PORT) are both set to port {settings.port}; they "
+                           "need a port each")
+    _check_port_free(settings.host, settings.port, "", "LOOPML_PORT (or --port)")
+    # the serving process of a control plane killed a moment ago holds the data plane's socket
+    # until it notices (it polls for its parent): give it a few seconds to go
+    _check_port_free(settings.serving_host, settings.serving_port, " (the data plane's)",
+                     "LOOPML_SERVING_PORT", wait_s=5.0)
     # open the stores here, so a bad database URL or an old schema is one line, not a traceback
     platform = Platform(settings)
     try:
@@ -31,6 +84,7 @@ def server(
         if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
             err_console().print("[yellow]warning:[/] listening beyond localhost without LOOPML_TOKEN: "
                                 "anyone who can reach this port can use the API")
+        _log_to_stderr(settings.log_level)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
     finally:
         platform.close()

@@ -1,7 +1,8 @@
 """Keeps endpoints at their desired state: re-resolves aliases, supervises the serving process.
 
 The control plane owns the data plane's listening socket (default 127.0.0.1:8081) and hands
-it to the serving process (``python -m loopml.serving.server --fd N``). While that process
+it to the serving process (``python -m loopml.serving.server --fd N``), started with the control
+plane whether or not endpoints exist (an empty one is cheap: models load lazily). While it
 restarts after a crash, the socket stays open: clients are queued by the kernel (never
 "connection refused") and the new process answers them — 503 with ``Retry-After`` for
 endpoints still loading, never a hang. The serving process itself polls the metadata store for
@@ -73,6 +74,11 @@ class EndpointSupervisor:
         return host, port
 
     @property
+    def log_path(self) -> Path:
+        """The serving process's output (its log)."""
+        return self._log_path
+
+    @property
     def url(self) -> str | None:
         addr = self.address
         if addr is None:
@@ -107,8 +113,8 @@ class EndpointSupervisor:
                 self._follow_aliases(rec)
             except Exception:  # noqa: BLE001 - one endpoint never stops the others
                 log.exception("reconciling endpoint %s failed", rec["name"])
-        if not records and self._proc is None:
-            return  # nothing to serve yet: no process, no port
+        # the serving process runs from the start, endpoints or not: the port it holds answers
+        # at once (/ping, 404 for an unknown endpoint), never a silent queue (issue 10)
         self.bind()
         if self._sock is None:
             for rec in records:

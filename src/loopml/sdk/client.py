@@ -126,6 +126,14 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
 
     @staticmethod
     def _error(resp: httpx.Response) -> LoopMLError:
+        if resp.headers.get("x-loopml-plane") == "data":  # serving.app marks its errors
+            url = resp.request.url
+            err = LoopMLError(f"{url.scheme}://{url.netloc.decode()} is LoopML's data plane "
+                              "(real-time endpoints), not the control plane; set LOOPML_API_URL "
+                              "to the control plane's address (LOOPML_PORT, default "
+                              f"http://{url.host}:8080)")
+            err.exit_code = 2  # the caller's to fix
+            return err
         try:
             body = resp.json()
         except ValueError:
@@ -151,7 +159,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         """Check the control plane is up.
 
         Returns:
-            ``{"status": "ok", "version": "..."}``
+            ``{"status": "ok", "version": "...", "data_plane": "http://127.0.0.1:8081"}``
+            (``data_plane``: where endpoints answer; absent when the server runs no control loop)
 
         Example::
 

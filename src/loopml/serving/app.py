@@ -35,7 +35,7 @@ from loopml.core.errors import InvalidInput, LoopMLError, NotFound, UnsupportedF
 from loopml.serving import oip
 from loopml.serving.batcher import BatcherClosed, QueueFull
 from loopml.serving.capture import CaptureWriter
-from loopml.serving.codecs import decode, encode_predictions, error_body
+from loopml.serving.codecs import decode, encode_predictions, error_body, is_image_file
 from loopml.serving.host import ModelHost
 from loopml.serving.live import LiveEndpoint, Variant
 from loopml.serving.metrics import ServingMetrics
@@ -156,10 +156,14 @@ async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[byt
     await send({"type": "http.response.body", "body": body})
 
 
+# on every error: lets the CLI/SDK tell "pointed at the data plane" from a control-plane 404
+PLANE_HEADER = (b"x-loopml-plane", b"data")
+
+
 async def _error(send: Send, exc: _HttpError, request_id: bytes) -> None:
     await _respond(send, exc.status, error_body(exc.message),
                    [(b"x-amzn-errortype", exc.code.encode()), (b"x-amzn-requestid", request_id),
-                    *exc.headers])
+                    PLANE_HEADER, *exc.headers])
 
 
 async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
@@ -342,8 +346,12 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                 if body is None:
                     status = 499
                     return  # the client went away
-                raw, _ = decode(body, content_type, host.kind, shape=host.shape,
-                                columns=host.columns, text_column=host.text_column)
+                if is_image_file(content_type):  # Pillow's decode: not on the event loop
+                    raw, _ = await asyncio.to_thread(decode, body, content_type, host.kind,
+                                                     shape=host.shape)
+                else:
+                    raw, _ = decode(body, content_type, host.kind, shape=host.shape,
+                                    columns=host.columns, text_column=host.text_column)
                 announced = False
                 try:
                     proba = await host.predict_raw(raw, announced=True)
@@ -475,7 +483,10 @@ def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str
                 if path == "/openapi.json" and method == "GET":
                     await _respond(send, 200, OPENAPI_JSON, [])
                     return
-                raise _HttpError(404, "ValidationError", f"no route for {method} {path}")
+                raise _HttpError(404, "ValidationError",
+                                 f"no route for {method} {path} on LoopML's data plane (it serves "
+                                 "/endpoints/NAME/invocations and /v2); the REST API and the CLI "
+                                 "use the control plane's port")
             except _HttpError as exc:
                 await _error(send, exc, request_id)
         except Exception:

@@ -18,6 +18,11 @@ Content types (parameters such as ``charset`` ignored, case-insensitive, missing
     text/csv            image/tabular: one row of values per line; text: one text per line
                         (csv quoting: a text containing a comma must be quoted).
     text/plain          one text (text models only).
+    image/png, image/jpeg
+                        one image file (image models only), fitted to the model's shape by
+                        ``serving.image_files``: greyscale/RGB and resized as the signature says,
+                        else refused naming the expected shape. Pillow decodes it: callers on an
+                        event loop run ``decode`` for these in a thread (``is_image_file``).
 
 Every bad body raises ``InvalidInput`` (``UnsupportedFormat`` for an unknown content type) with a
 message naming the problem; nothing else escapes (fuzzed in tests/test_codecs.py).
@@ -52,10 +57,11 @@ import numpy as np
 import orjson
 
 from loopml.core.errors import CorruptArtifact, InvalidInput, UnsupportedFormat
+from loopml.serving.image_files import IMAGE_FORMATS, decode_image_file
 
 KINDS = ("image", "text", "tabular")
 JSON, NPY, CSV, TEXT = "application/json", "application/x-npy", "text/csv", "text/plain"
-CONTENT_TYPES = (JSON, NPY, CSV, TEXT)
+CONTENT_TYPES = (JSON, NPY, CSV, TEXT, *IMAGE_FORMATS)
 _NPY_MAGIC = b"\x93NUMPY"
 _NUMERIC_KINDS = "biuf"
 # bytes a JSON array of plain numbers can contain (no strings, true/false/null, objects)
@@ -71,6 +77,11 @@ def media_type(content_type: str | None) -> str:
         return JSON
     base = content_type.split(";", 1)[0].strip().lower()
     return base or JSON
+
+
+def is_image_file(content_type: str | None) -> bool:
+    """Whether the body is a PNG/JPEG file (decoding it is CPU work: keep it off the loop)."""
+    return content_type is not None and media_type(content_type) in IMAGE_FORMATS
 
 
 def decode(body: bytes, content_type: str | None, kind: str, *, max_rows: int = 10_000,
@@ -107,6 +118,11 @@ def decode(body: bytes, content_type: str | None, kind: str, *, max_rows: int = 
         raw = _npy(body, kind, max_rows, max_text_chars, shape, columns)
     elif mtype == CSV:
         raw = _csv(body, kind, max_rows, max_text_chars, shape, columns)
+    elif mtype in IMAGE_FORMATS:
+        if kind != "image":
+            raise UnsupportedFormat(f"{mtype} bodies are for image models; this is a(n) {kind} "
+                                    "model — use application/json")
+        raw = decode_image_file(body, mtype, shape)
     else:  # text/plain
         if kind != "text":
             raise UnsupportedFormat(f"text/plain carries one text and is only for text models; "
@@ -445,4 +461,5 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"message": str(message)})
 
 
-__all__ = ["decode", "encode_predictions", "error_body", "media_type", "CONTENT_TYPES", "KINDS"]
+__all__ = ["decode", "encode_predictions", "error_body", "is_image_file", "media_type",
+           "CONTENT_TYPES", "KINDS"]

@@ -61,7 +61,10 @@ DOCUMENT = {
                      "required": ["instances"]},
                     {"type": "array"}]}},
                 "text/csv": {"schema": {"type": "string"}},
-                "application/x-npy": {"schema": {"type": "string", "format": "binary"}}}},
+                "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+                # one image file, image models only (fitted to the model's input shape)
+                "image/png": {"schema": {"type": "string", "format": "binary"}},
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
             "responses": {"200": {"description": "predictions", "content": {"application/json": {
                 "schema": {"type": "object", "properties": {
                     "predictions": {"type": "array", "items": _PREDICTION}}}}}},
