@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.api.datasets import safe_filename
 from loopml.core.errors import Conflict, CorruptArtifact, InvalidInput, LoopMLError, NotFound
+from loopml.core.jobkinds import JOB_KINDS
 from loopml.platform import Platform
 
 router = APIRouter(tags=["jobs"])
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-Kind = Literal["train", "predict", "evaluate"]
+Kind = Literal[JOB_KINDS]  # type: ignore[valid-type]
 ParamValue = bool | int | float | str  # bool first: JSON true must not become 1
 CHUNK = 1024 * 1024
 
@@ -161,6 +162,14 @@ def get_job(job_id: str, request: Request) -> dict[str, Any]:
     jobs = _platform(request).jobs
     record = jobs.get(job_id)
     return {**record, "events": jobs.events(job_id), "metrics": jobs.metrics(job_id)}
+
+
+@router.get("/jobs/{job_id}/metrics", response_model=list[dict[str, Any]],
+            summary="Per-epoch metrics of a training job, oldest epoch first")
+def job_metrics(job_id: str, request: Request) -> list[dict[str, Any]]:
+    jobs = _platform(request).jobs
+    jobs.get(job_id)  # 404 for an unknown job, not an empty list
+    return jobs.metrics(job_id)
 
 
 @router.get("/jobs/{job_id}/logs", response_model=JobLogs, summary="Log lines after a given line id")

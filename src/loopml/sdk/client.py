@@ -341,7 +341,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         return self._json("GET", f"/jobs/{_seg(id)}")
 
     def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Jobs, newest first, optionally filtered by ``status`` and ``kind`` (train|predict).
+        """Jobs, newest first, optionally filtered by ``status`` and ``kind``
+        (train, predict, evaluate, monitor or baseline).
 
         Example::
 
@@ -349,6 +350,15 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         """
         params = {k: v for k, v in {"status": status, "kind": kind, "limit": limit}.items() if v is not None}
         return self._json("GET", "/jobs", params=params)
+
+    def job_metrics(self, id: str) -> list[dict[str, Any]]:
+        """Per-epoch metrics of a training job: ``[{"epoch": 1, "loss": …, "val_accuracy": …}, …]``.
+
+        Example::
+
+            best = min(c.job_metrics(job_id), key=lambda m: m["val_loss"])
+        """
+        return self._json("GET", f"/jobs/{_seg(id)}/metrics")
 
     def logs(self, id: str, after: int = 0) -> dict[str, Any]:
         """Log lines with an id greater than ``after``.
