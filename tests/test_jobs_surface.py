@@ -161,3 +161,122 @@ def test_a_time_limited_job_that_ran_all_its_epochs_succeeds_and_no_register_kee
     assert cut.exit_code == 1
     stopped = json.loads(cut.stdout)
     assert stopped["status"] == "failed" and "time limit of 1 s reached after epoch 1" in stopped["reason"]
+
+
+# ------------------------------------------------------------------ items 11, 18, 6, 14: one trained digits model
+
+
+def _events(folder: Path) -> dict[str, dict[int, float]]:
+    """tag -> {step: value} from the TensorBoard event files under ``folder`` (TensorFlow's own reader)."""
+    import tensorflow as tf
+
+    found: dict[str, dict[int, float]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag.startswith("epoch_"):
+                    found.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return found
+
+
+def _csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_epoch_metrics_tensorboard_files_model_epoch_and_checked_prediction_inputs(run, live_server, settings,
+                                                                                   tmp_path):
+    from PIL import Image
+
+    ok_json(run("datasets", "add", "digits", "sample:digits", "--json"))
+    job = ok_json(run("train", "--dataset", "digits", "--model", "cnn", "--epochs", "3", "-p", "learning_rate=0.003",
+                      "--json"))
+    assert job["status"] == "succeeded", job["reason"]
+    job_id, best = job["id"], job["result"]["metrics"]["best_epoch"]
+    assert best in (1, 2, 3)
+
+    # item 18: jobs metrics as CSV, JSON (= REST = SDK) and a table
+    rows = _csv_rows(run("jobs", "metrics", job_id, "--csv").stdout)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert list(rows[0])[:5] == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    as_json = ok_json(run("jobs", "metrics", job_id, "--json"))
+    assert as_json == httpx.get(f"{live_server}/jobs/{job_id}/metrics").json() == job["metrics"]
+    assert float(rows[2]["val_loss"]) == pytest.approx(as_json[2]["val_loss"])
+    assert "val_accuracy" in run("jobs", "metrics", job_id).stdout
+    assert_error(httpx.get(f"{live_server}/jobs/job-nope/metrics"), 404, "not_found", "job-nope")
+
+    # item 18: TensorBoard event files in the artifact store, readable with TensorFlow's reader
+    board = Path(settings.resolved_artifact_uri) / "jobs" / job_id / "tensorboard"
+    train_events, val_events = _events(board / "train"), _events(board / "validation")
+    assert sorted(train_events["epoch_loss"]) == [1, 2, 3]
+    for m in as_json:
+        assert train_events["epoch_loss"][m["epoch"]] == pytest.approx(m["loss"], abs=1e-5)
+        assert val_events["epoch_accuracy"][m["epoch"]] == pytest.approx(m["val_accuracy"], abs=1e-5)
+
+    # items 11 and 18: which epoch the registered model holds, and the job's hyperparameters
+    shown = " ".join(run("jobs", "show", job_id).stdout.split())
+    assert f"digits-cnn:1 (epoch {best} of 3, best val_loss)" in shown
+    assert "Hyperparameters" in shown and "learning_rate 0.0030" in shown and "<- best" in shown
+
+    # item 6: mistakes refused before a job is queued (API 400 / CLI exit 2), no job row left
+    np.savez(tmp_path / "t.npz", x=np.random.default_rng(0).normal(size=(60, 4)), y=np.arange(60) % 3)
+    ok_json(run("datasets", "add", "tab", str(tmp_path / "t.npz"), "--json"))
+    wrong_csv = tmp_path / "wrong.csv"
+    wrong_csv.write_text("a,b,c\n1,2,3\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    before = len(ok_json(run("jobs", "list", "--json")))
+    one_line_error(run("predict", "digits-cnn", "tab:test"), 2, "digits-cnn:1 takes 8x8 images", "tab:1 is tabular")
+    one_line_error(run("predict", "digits-cnn", str(wrong_csv)), 2, "'wrong.csv' has 3 pixel columns", "64 values")
+    one_line_error(run("predict", "digits-cnn", str(notes)), 2, "'notes.txt'", ".png")
+    one_line_error(run("predict", "digits-cnn", "digits:test", "--output", str(tmp_path / "no" / "p.csv")), 2,
+                   "does not exist")
+    assert_error(httpx.post(f"{live_server}/jobs/predict", json={"model": "digits-cnn", "input": "tab:test"}),
+                 400, "invalid_input", "tab:1 is tabular")
+    assert len(ok_json(run("jobs", "list", "--json"))) == before
+
+    # item 14: a PNG, a flat folder (other size, RGB: greyscaled and resized) and a zip of images
+
+    pixels = _digit_pixels(settings)
+    Image.fromarray(pixels[0]).save(tmp_path / "one.png")
+    npz = tmp_path / "same.npz"
+    np.savez(npz, x=pixels[:1].reshape(1, 8, 8, 1))
+    expected = _csv_rows(_predict_csv(run, tmp_path, str(npz)))[0]["label"]
+    single = _csv_rows(_predict_csv(run, tmp_path, str(tmp_path / "one.png")))
+    assert [(r["file"], r["label"]) for r in single] == [("one.png", expected)]
+
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.kron(pixels[i], np.ones((2, 2), dtype=np.uint8))).convert("RGB").save(folder / f"d{i}.png")
+    flat = _csv_rows(_predict_csv(run, tmp_path, str(folder)))
+    assert [r["file"] for r in flat] == ["d0.png", "d1.png", "d2.png"] and "truth" not in flat[0]
+
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "imgs.zip", "w") as z:
+        for i in range(2):
+            z.write(folder / f"d{i}.png", f"d{i}.png")
+    zipped = _csv_rows(_predict_csv(run, tmp_path, str(tmp_path / "imgs.zip")))
+    assert [r["file"] for r in zipped] == ["d0.png", "d1.png"]
+    table = run("predict", "digits-cnn", str(tmp_path / "one.png"))
+    assert table.exit_code == 0 and "one.png" in table.stdout
+
+
+def _digit_pixels(settings) -> np.ndarray:
+    """The first test digits as uint8 8x8 greyscale pixels, read back from the registered dataset."""
+    from loopml.datasets.service import load_version
+    from loopml.platform import Platform
+
+    plat = Platform(settings, create_schema=False)
+    try:
+        content, splits = load_version(plat, plat.datasets.get("digits"))
+        return np.asarray(content.images[splits["test"][:3]], dtype=np.uint8).reshape(3, 8, 8)
+    finally:
+        plat.close()
+
+
+def _predict_csv(run, tmp_path: Path, source: str) -> str:
+    out = tmp_path / "preds.csv"
+    result = run("predict", "digits-cnn", source, "--output", str(out))
+    assert result.exit_code == 0, result.output
+    return out.read_text()

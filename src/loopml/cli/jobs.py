@@ -137,8 +137,9 @@ def print_epochs(metrics: list[dict[str, Any]], model_epoch: int | None = None) 
 
 
 def metric_columns(rows: list[dict[str, Any]]) -> list[str]:
-    """epoch first, then every metric name in the order the epochs reported them."""
-    return ["epoch", *dict.fromkeys(k for r in rows for k in r if k != "epoch")]
+    """epoch, the usual metrics (loss, accuracy, val_…), then any others by name."""
+    names = {k for r in rows for k in r} - {"epoch"}
+    return ["epoch", *(c for c in EPOCH_COLUMNS if c in names), *sorted(names - set(EPOCH_COLUMNS))]
 
 
 @app.command("metrics")
