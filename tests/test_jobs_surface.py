@@ -280,3 +280,31 @@ def _predict_csv(run, tmp_path: Path, source: str) -> str:
     result = run("predict", "digits-cnn", source, "--output", str(out))
     assert result.exit_code == 0, result.output
     return out.read_text()
+
+
+def test_prediction_inputs_for_a_tabular_model_are_checked_before_queueing(run, live_server, tmp_path):
+    from PIL import Image
+
+    from loopml.core.errors import InvalidInput
+    from loopml.sdk.client import Client
+
+    _tabular(run, tmp_path)
+    ok_json(run("datasets", "add", "digits", "sample:digits", "--json"))
+    job = ok_json(run("train", "--dataset", "tab", "--model", "mlp", "--epochs", "1", "--json"))
+    assert job["status"] == "succeeded", job["reason"]
+    (tmp_path / "few.csv").write_text("f0,f1\n0.1,0.2\n")
+    Image.new("L", (8, 8)).save(tmp_path / "x.png")
+    before = len(ok_json(run("jobs", "list", "--json")))
+
+    one_line_error(run("predict", "tab-mlp", str(tmp_path / "few.csv")), 2, "'few.csv' lacks column(s) f2, f3",
+                   "columns f0, f1, f2, f3")
+    one_line_error(run("predict", "tab-mlp", str(tmp_path / "x.png")), 2, "'x.png' is an image")
+    one_line_error(run("predict", "tab-mlp", str(tmp_path / "t.npz")), 2, "'t.npz' is a npz file", ".csv")
+    one_line_error(run("predict", "tab-mlp", "digits:test"), 2, "digits:1 is image")
+    with Client(live_server) as c, pytest.raises(InvalidInput, match="lacks column"):
+        c.predict("tab-mlp", tmp_path / "few.csv")
+    assert len(ok_json(run("jobs", "list", "--json"))) == before
+
+    (tmp_path / "ok.csv").write_text("f0,f1,f2,f3\n0.1,0.2,0.3,0.4\n")
+    good = ok_json(run("predict", "tab-mlp", str(tmp_path / "ok.csv"), "--json"))
+    assert good["job"]["status"] == "succeeded" and len(good["predictions"]) == 1

@@ -75,7 +75,8 @@ def print_jobs(rows: list[dict[str, Any]]) -> None:
 
 @app.command("show")
 def show(job_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False) -> None:
-    """Status, reason, transitions, per-epoch metrics and test metrics of a job."""
+    """Status, reason, transitions, hyperparameters, per-epoch metrics (and which epoch the model holds) and
+    test metrics of a job."""
     job = client().job(job_id)
     emit(job, as_json, print_job)
 

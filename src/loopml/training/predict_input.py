@@ -46,6 +46,13 @@ def check_input(platform: Platform, mv: dict[str, Any], source: dict[str, Any]) 
         ds = platform.datasets.get(source["name"], source["version"])
         if ds["kind"] != kind:
             raise InvalidInput(f"model {ref} takes {_what(kind, manifest)}; dataset {ds['ref']} is {ds['kind']}")
+        columns = [f["name"] for f in (ds.get("schema") or {}).get("features", [])]
+        shapes = [f["shape"] for f in (ds.get("schema") or {}).get("features", []) if f.get("shape")]
+        if kind == "tabular":
+            _check_columns(columns, f"dataset {ds['ref']}", ref, kind, manifest)
+        elif kind == "image" and shapes and (manifest.get("features") or {}).get("shape") not in (None, shapes[0]):
+            raise InvalidInput(f"model {ref} takes {_what(kind, manifest)}; dataset {ds['ref']} holds "
+                               f"{'x'.join(map(str, shapes[0]))} images")
         return
     if suffix in IMAGE_EXTENSIONS and kind != "image":
         raise InvalidInput(f"input {name!r} is an image; model {ref} takes {_what(kind, manifest)}")
@@ -55,7 +62,7 @@ def check_input(platform: Platform, mv: dict[str, Any], source: dict[str, Any]) 
     try:
         with platform.artifacts.open_read(source["key"]) as f:
             if suffix in TABLE_FILES:
-                _check_columns(_columns(f, suffix), name, ref, kind, manifest)
+                _check_columns(_columns(f, suffix), repr(name), ref, kind, manifest)
             elif suffix == ".npy":
                 _check_shape(_npy_shape(f), name, ref, manifest)
             elif suffix == ".npz":
@@ -97,19 +104,19 @@ def _check_columns(columns: list[str], name: str, ref: str, kind: str, manifest:
     if kind == "tabular":
         missing = [c["name"] for c in features.get("columns", []) if c["name"] not in columns]
         if missing:
-            raise InvalidInput(f"input {name!r} lacks column(s) {', '.join(missing)}; model {ref} takes "
+            raise InvalidInput(f"input {name} lacks column(s) {', '.join(missing)}; model {ref} takes "
                                f"{_what(kind, manifest)}")
     elif kind == "text":
         text = features.get("text_column", "text")
         if text not in columns:
-            raise InvalidInput(f"input {name!r} has no text column {text!r} (columns: {', '.join(columns)}); "
+            raise InvalidInput(f"input {name} has no text column {text!r} (columns: {', '.join(columns)}); "
                                f"model {ref} takes {_what(kind, manifest)}")
     elif kind == "image" and features.get("shape"):
         h, w, c = features["shape"]
         labels = {manifest.get("label_column"), *LABEL_CANDIDATES}
         pixels = [col for col in columns if col not in labels]
         if len(pixels) != h * w * c:
-            raise InvalidInput(f"input {name!r} has {len(pixels)} pixel columns; model {ref} takes "
+            raise InvalidInput(f"input {name} has {len(pixels)} pixel columns; model {ref} takes "
                                f"{_what(kind, manifest)}, {h * w * c} values per row")
 
 
