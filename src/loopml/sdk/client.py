@@ -309,7 +309,10 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         Args:
             model: ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``.
             input: ``NAME[:VERSION]:SPLIT`` of a registered dataset (e.g. ``mnist:test``), a
-                local npz/csv/parquet file or image folder (uploaded), or ``upload:<key>``.
+                local npz/npy/csv/parquet file, or for image models a PNG/JPEG file, a folder or
+                a .zip of images (uploaded; output rows name the file), or ``upload:<key>``.
+                Checked against the model's input signature before the job is queued
+                (``InvalidInput`` naming what the model takes).
             limit: Predict at most this many rows.
 
         Returns:
