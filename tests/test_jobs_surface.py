@@ -188,11 +188,13 @@ def test_epoch_metrics_tensorboard_files_model_epoch_and_checked_prediction_inpu
     from PIL import Image
 
     ok_json(run("datasets", "add", "digits", "sample:digits", "--json"))
-    job = ok_json(run("train", "--dataset", "digits", "--model", "cnn", "--epochs", "3", "-p", "learning_rate=0.003",
-                      "--json"))
+    trained = run("train", "--dataset", "digits", "--model", "cnn", "--epochs", "3", "-p", "learning_rate=0.003")
+    assert trained.exit_code == 0, trained.output
+    job = ok_json(run("jobs", "show", trained.stdout.split("submitted job ", 1)[1].split()[0], "--json"))
     assert job["status"] == "succeeded", job["reason"]
     job_id, best = job["id"], job["result"]["metrics"]["best_epoch"]
     assert best in (1, 2, 3)
+    assert f"registered model digits-cnn:1 (epoch {best} of 3, best val_loss)" in " ".join(trained.stdout.split())
 
     # item 18: jobs metrics as CSV, JSON (= REST = SDK) and a table
     rows = _csv_rows(run("jobs", "metrics", job_id, "--csv").stdout)
@@ -246,10 +248,11 @@ def test_epoch_metrics_tensorboard_files_model_epoch_and_checked_prediction_inpu
 
     folder = tmp_path / "batch"
     folder.mkdir()
-    for i in range(3):
-        Image.fromarray(np.kron(pixels[i], np.ones((2, 2), dtype=np.uint8))).convert("RGB").save(folder / f"d{i}.png")
+    for i, suffix in enumerate(("png", "png", "jpg")):
+        big = np.kron(pixels[i], np.ones((2, 2), dtype=np.uint8))
+        Image.fromarray(big).convert("RGB").save(folder / f"d{i}.{suffix}")
     flat = _csv_rows(_predict_csv(run, tmp_path, str(folder)))
-    assert [r["file"] for r in flat] == ["d0.png", "d1.png", "d2.png"] and "truth" not in flat[0]
+    assert [r["file"] for r in flat] == ["d0.png", "d1.png", "d2.jpg"] and "truth" not in flat[0]
 
     import zipfile
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from loopml.cli.jobs import epoch_line, styled
+from loopml.cli.jobs import epoch_line, model_epoch, styled
 from loopml.cli.output import client, console, err_console, num, print_evaluation, print_json
 from loopml.core.errors import InvalidInput
 
@@ -147,9 +147,12 @@ def print_outcome(job: dict[str, Any]) -> None:
     out.print(line)
     result = job.get("result") or {}
     model = result.get("model") or {}
+    which = model_epoch(result.get("metrics") or {})
+    which = f" ({which})" if which else ""
     if model:
-        out.print(f"registered model [bold]{model.get('name')}:{model.get('version')}[/]")
+        out.print(f"registered model [bold]{model.get('name')}:{model.get('version')}[/]{which}")
     elif result.get("model_ref"):
-        out.print(f"model not registered ({result['model_ref']}); register it with: loopml jobs register {job['id']}")
+        out.print(f"model not registered ({result['model_ref']}{which}); register it with: "
+                  f"loopml jobs register {job['id']}")
     if job["status"] == "succeeded":
         print_evaluation(result.get("evaluation"), result.get("metrics"))
