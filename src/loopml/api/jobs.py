@@ -39,7 +39,9 @@ class TrainIn(BaseModel):
 class PredictIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="NAME, NAME:VERSION or NAME@ALIAS", examples=["digits@prod"])
-    input: str = Field(description="dataset:NAME[:VERSION]:SPLIT or upload:<key>", examples=["dataset:mnist:test"])
+    input: str = Field(description="dataset:NAME[:VERSION]:SPLIT or upload:<key>; checked against the model's "
+                       "input signature before the job is queued (400 naming what the model takes)",
+                       examples=["dataset:mnist:test"])
     limit: int | None = Field(None, ge=1, description="predict at most this many rows")
 
 
@@ -144,7 +146,7 @@ def submit_predict(body: PredictIn, request: Request) -> dict[str, Any]:
 def upload_file(
     request: Request,
     file: Annotated[UploadFile, File()],
-    kind: Annotated[Literal["model", "input"], Form(description="model: a .py; input: npz/csv/parquet/zip")] = "input",
+    kind: Annotated[Literal["model", "input"], Form(description="model: a .py; input: npz/npy/csv/parquet/zip, or png/jpg for image models")] = "input",
 ) -> FileKey:
     # streamed (hashed through a temporary file), never read whole into memory
     key = _training().upload_user_file(_platform(request), safe_filename(file.filename or "upload"), file.file, kind)
