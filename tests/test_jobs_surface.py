@@ -94,18 +94,19 @@ def test_ctrl_c_detaches_a_followed_job_with_exit_0_and_a_hint(live_server, tmp_
     cmd = [sys.executable, "-m", "loopml.cli.main"]
     subprocess.run([*cmd, "datasets", "add", "digits", "sample:digits"], env=env, check=True, timeout=300,
                    capture_output=True)
-    proc = subprocess.Popen([*cmd, "train", "--dataset", "digits", "--model", "cnn", "--epochs", "200"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline()  # "submitted job …": the command is following the job now
-    assert first.startswith("submitted job "), first
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    job_id = first.split()[2]
-    assert proc.returncode == 0, (out, err)
-    assert f"detached; job {job_id} keeps running" in err and f"loopml jobs logs -f {job_id}" in err
-    with Client(live_server) as c:
-        assert c.job(job_id)["status"] in ("queued", "running")
-        c.cancel(job_id)
+    for flags, code in (((), 0), (("--wait",), 130)):  # --wait: a detach is not an outcome
+        proc = subprocess.Popen([*cmd, "train", "--dataset", "digits", "--model", "cnn", "--epochs", "200", *flags],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = proc.stdout.readline()  # "submitted job …": the command is following the job now
+        assert first.startswith("submitted job "), first
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        job_id = first.split()[2]
+        assert proc.returncode == code, (out, err)
+        assert f"detached; job {job_id} keeps running" in err and f"loopml jobs logs -f {job_id}" in err
+        with Client(live_server) as c:
+            assert c.job(job_id)["status"] in ("queued", "running")
+            c.cancel(job_id)
 
 
 # ------------------------------------------------------------------ item 8: every job kind
