@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +58,11 @@ def one_line_error(result, code: int, *fragments: str) -> str:
     return lines[0]
 
 
+def _words(text: str) -> str:
+    """Rich help as plain words: box borders gone, wrapped lines joined."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
 def _tabular(run, tmp_path: Path) -> None:
     np.savez(tmp_path / "t.npz", x=np.random.default_rng(0).normal(size=(60, 4)), y=np.arange(60) % 3)
     ok_json(run("datasets", "add", "tab", str(tmp_path / "t.npz"), "--json"))
@@ -82,7 +88,7 @@ def test_a_followed_job_that_fails_exits_1_and_so_does_following_its_logs(run, t
     assert logs.exit_code == 1 and "RuntimeError" in logs.stdout and f"job {job_id} failed" in logs.stdout
     assert run("jobs", "logs", job_id).exit_code == 0  # printing the log is not following the job
 
-    helptext = " ".join(run("train", "--help").stdout.split())
+    helptext = _words(run("train", "--help").stdout)
     assert "1 when it fails or is cancelled, with or without --wait" in helptext
     assert "Ctrl-C detaches with exit 0" in helptext and "Ctrl-C exits 130" in helptext
 
@@ -133,7 +139,7 @@ def test_jobs_list_filters_by_every_job_kind(run, live_server, settings):
     assert_error(httpx.get(f"{live_server}/jobs", params={"kind": "bogus"}), 400, "invalid_input", "kind")
     bad = run("jobs", "list", "--kind", "bogus")
     assert bad.exit_code == 2 and "monitor" in bad.stderr
-    helptext = " ".join(run("jobs", "list", "--help").stdout.split())
+    helptext = _words(run("jobs", "list", "--help").stdout)
     assert "train, predict, evaluate, monitor, baseline" in helptext
     with pytest.raises(ValueError, match="JOB_KINDS"):
         Platform(settings, create_schema=False).jobs.create("labelled", {})
