@@ -146,7 +146,8 @@ def submit_predict(body: PredictIn, request: Request) -> dict[str, Any]:
 def upload_file(
     request: Request,
     file: Annotated[UploadFile, File()],
-    kind: Annotated[Literal["model", "input"], Form(description="model: a .py; input: npz/npy/csv/parquet/zip, or png/jpg for image models")] = "input",
+    kind: Annotated[Literal["model", "input"], Form(
+        description="model: a .py; input: npz/npy/csv/parquet/zip, or png/jpg for image models")] = "input",
 ) -> FileKey:
     # streamed (hashed through a temporary file), never read whole into memory
     key = _training().upload_user_file(_platform(request), safe_filename(file.filename or "upload"), file.file, kind)

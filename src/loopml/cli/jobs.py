@@ -11,7 +11,8 @@ from loopml.cli.output import (client, console, emit, err_console, fields_table,
                                table, when)
 from loopml.core.jobkinds import JOB_KINDS
 
-app = typer.Typer(help="Follow and manage jobs (training, prediction, evaluation, monitor runs, baselines).", no_args_is_help=True)
+app = typer.Typer(help="Follow and manage jobs (training, prediction, evaluation, monitor runs, baselines).",
+                  no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 STATUS_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "magenta"}
@@ -55,7 +56,8 @@ def describe(job: dict[str, Any]) -> str:
 @app.command("list")
 def list_(
     status: Annotated[Optional[Status], typer.Option("--status", help="Only jobs in this status.")] = None,
-    kind: Annotated[Optional[Kind], typer.Option("--kind", help=f"Only jobs of this kind: {', '.join(JOB_KINDS)}.")] = None,
+    kind: Annotated[Optional[Kind], typer.Option("--kind",
+                                                 help=f"Only jobs of this kind: {', '.join(JOB_KINDS)}.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
     as_json: JsonOpt = False,
 ) -> None:
@@ -223,7 +225,8 @@ def cancel(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 @app.command("register")
 def register(
     job_id: Annotated[str, typer.Argument(metavar="ID")],
-    name: Annotated[Optional[str], typer.Option("--name", help="Model name [default: the job's --register-as].")] = None,
+    name: Annotated[Optional[str], typer.Option("--name",
+                                                help="Model name [default: the job's --register-as].")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register the model of a training job run with --no-register (again: the same version).

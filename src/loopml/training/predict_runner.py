@@ -196,13 +196,14 @@ def _run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None])
                 proba = bundle.predict_proba(inputs)
                 if writer is None:
                     writer = csv.writer(out)
-                    writer.writerow(["row"] + (["file"] if names is not None else []) + (["truth"] if truth is not None else [])
+                    writer.writerow(["row"] + (["file"] if names is not None else [])
+                                    + (["truth"] if truth is not None else [])
                                     + ["label", "confidence"] + [f"p_{c}" for c in labels])
                 best = proba.argmax(axis=1)
                 for i in range(len(proba)):
                     label = labels[best[i]]
-                    row = ([rows] + ([names[i]] if names is not None else []) + ([truth[i]] if truth is not None else [])
-                           + [label, f"{proba[i, best[i]]:.6f}"])
+                    row = ([rows] + ([names[i]] if names is not None else [])
+                           + ([truth[i]] if truth is not None else []) + [label, f"{proba[i, best[i]]:.6f}"])
                     writer.writerow(row + [f"{p:.6f}" for p in proba[i]])
                     if truth is not None:
                         with_truth += 1
