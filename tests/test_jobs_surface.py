@@ -237,6 +237,8 @@ def test_epoch_metrics_tensorboard_files_model_epoch_and_checked_prediction_inpu
     one_line_error(run("predict", "digits-cnn", "tab:test"), 2, "digits-cnn:1 takes 8x8 images", "tab:1 is tabular")
     one_line_error(run("predict", "digits-cnn", str(wrong_csv)), 2, "'wrong.csv' has 3 pixel columns", "64 values")
     one_line_error(run("predict", "digits-cnn", str(notes)), 2, "'notes.txt'", ".png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    one_line_error(run("predict", "digits-cnn", str(tmp_path / "bad.png")), 2, "'bad.png' is not a readable image")
     one_line_error(run("predict", "digits-cnn", "digits:test", "--output", str(tmp_path / "no" / "p.csv")), 2,
                    "does not exist")
     assert_error(httpx.post(f"{live_server}/jobs/predict", json={"model": "digits-cnn", "input": "tab:test"}),

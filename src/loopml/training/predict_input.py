@@ -71,6 +71,8 @@ def check_input(platform: Platform, mv: dict[str, Any], source: dict[str, Any]) 
             elif suffix == ".zip":
                 with zipfile.ZipFile(f) as z:
                     _check_zip(z.namelist(), name, ref, kind, manifest)
+            else:
+                _check_image(f, name)
     except (InvalidInput, NotFound):
         raise
     except Exception:  # noqa: BLE001 - unreadable here (a damaged file, a stream that cannot seek): the worker says why
@@ -147,6 +149,16 @@ def _check_shape(shape: tuple[int, ...], name: str, ref: str, manifest: dict[str
     if tuple(shape[1:]) not in fits:
         raise InvalidInput(f"input {name!r} holds arrays of shape {tuple(shape)}; model {ref} takes "
                            f"{_what('image', manifest)}: (N, {h}, {w}, {c}) or flat (N, {h * w * c})")
+
+
+def _check_image(f: IO[bytes], name: str) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise InvalidInput(f"input {name!r} is not a readable image") from None
 
 
 def _check_zip(members: list[str], name: str, ref: str, kind: str, manifest: dict[str, Any]) -> None:
