@@ -267,6 +267,10 @@ def test_a_job_runs_against_postgresql_and_s3(tmp_path, postgres_url, moto_endpo
 
         keys = [o["Key"] for o in s3_client(moto_endpoint).list_objects_v2(Bucket=s3_bucket)["Contents"]]
         assert any(k.startswith("loopml/jobs/") and k.endswith("epoch-001.npz") for k in keys)
+        # TensorBoard event files are written locally and uploaded into the store (issue 10, item 18)
+        board = f"loopml/jobs/{job['id']}/tensorboard/"
+        assert any(k.startswith(board + "train/events.out.tfevents.") for k in keys), keys
+        assert any(k.startswith(board + "validation/events.out.tfevents.") for k in keys), keys
     finally:
         lp.stop()
         p.close()

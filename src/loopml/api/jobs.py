@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.api.datasets import safe_filename
 from loopml.core.errors import Conflict, CorruptArtifact, InvalidInput, LoopMLError, NotFound
+from loopml.core.jobkinds import JOB_KINDS
 from loopml.platform import Platform
 
 router = APIRouter(tags=["jobs"])
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-Kind = Literal["train", "predict", "evaluate"]
+Kind = Literal[JOB_KINDS]  # type: ignore[valid-type]
 ParamValue = bool | int | float | str  # bool first: JSON true must not become 1
 CHUNK = 1024 * 1024
 
@@ -38,7 +39,9 @@ class TrainIn(BaseModel):
 class PredictIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="NAME, NAME:VERSION or NAME@ALIAS", examples=["digits@prod"])
-    input: str = Field(description="dataset:NAME[:VERSION]:SPLIT or upload:<key>", examples=["dataset:mnist:test"])
+    input: str = Field(description="dataset:NAME[:VERSION]:SPLIT or upload:<key>; checked against the model's "
+                       "input signature before the job is queued (400 naming what the model takes)",
+                       examples=["dataset:mnist:test"])
     limit: int | None = Field(None, ge=1, description="predict at most this many rows")
 
 
@@ -143,7 +146,8 @@ def submit_predict(body: PredictIn, request: Request) -> dict[str, Any]:
 def upload_file(
     request: Request,
     file: Annotated[UploadFile, File()],
-    kind: Annotated[Literal["model", "input"], Form(description="model: a .py; input: npz/csv/parquet/zip")] = "input",
+    kind: Annotated[Literal["model", "input"], Form(
+        description="model: a .py; input: npz/npy/csv/parquet/zip, or png/jpg for image models")] = "input",
 ) -> FileKey:
     # streamed (hashed through a temporary file), never read whole into memory
     key = _training().upload_user_file(_platform(request), safe_filename(file.filename or "upload"), file.file, kind)
@@ -161,6 +165,14 @@ def get_job(job_id: str, request: Request) -> dict[str, Any]:
     jobs = _platform(request).jobs
     record = jobs.get(job_id)
     return {**record, "events": jobs.events(job_id), "metrics": jobs.metrics(job_id)}
+
+
+@router.get("/jobs/{job_id}/metrics", response_model=list[dict[str, Any]],
+            summary="Per-epoch metrics of a training job, oldest epoch first")
+def job_metrics(job_id: str, request: Request) -> list[dict[str, Any]]:
+    jobs = _platform(request).jobs
+    jobs.get(job_id)  # 404 for an unknown job, not an empty list
+    return jobs.metrics(job_id)
 
 
 @router.get("/jobs/{job_id}/logs", response_model=JobLogs, summary="Log lines after a given line id")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from loopml.cli.output import client, console, err_console, print_json, table
-from loopml.core.errors import LoopMLError
+from loopml.core.errors import InvalidInput, LoopMLError
 
 SHOW_ROWS = 100
 
@@ -18,7 +19,9 @@ SHOW_ROWS = 100
 def predict(
     model: Annotated[str, typer.Argument(metavar="MODEL[:VERSION|@ALIAS]", help="A registered model.")],
     input: Annotated[str, typer.Argument(metavar="INPUT",
-                                         help="NAME[:VERSION]:SPLIT of a dataset (e.g. mnist:test) or a local file.")],
+                                         help="NAME[:VERSION]:SPLIT of a dataset (e.g. mnist:test), a local "
+                                              ".csv/.parquet/.npz/.npy file, or for image models a .png/.jpg "
+                                              "file, a folder of images or a .zip of them.")],
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Predict at most N rows.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", dir_okay=False,
                                                    help="Write the CSV here instead of printing a table.")] = None,
@@ -26,10 +29,15 @@ def predict(
 ) -> None:
     """Predict INPUT with MODEL, wait for the job, then print the predictions or write them as CSV.
 
+    The input is checked against the model's input signature before a job is queued. Images are
+    greyscaled or coloured and resized as the model takes them; each row names its file.
+
     Example: loopml predict mnist-cnn@prod mnist:test --limit 20
     """
     from loopml.cli.train import follow
 
+    if output is not None:
+        check_writable(output)
     c = client()
     job = c.predict(model, input, limit=limit)
     if not as_json:
@@ -58,10 +66,21 @@ def predict(
     print_predictions(rows)
 
 
+def check_writable(output: Path) -> None:
+    """--output must be writable before a job runs, not after it ran (exit 2, one line)."""
+    target = output.expanduser()
+    folder = target.parent.resolve()
+    if not folder.is_dir():
+        raise InvalidInput(f"--output {output}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise InvalidInput(f"--output {output}: not writable (permission denied)")
+
+
 def print_predictions(rows: list[dict[str, Any]]) -> None:
     out = console()
     has_truth = any(r.get("truth") not in (None, "") for r in rows)
-    cols = ["row", *(["truth"] if has_truth else []), "label", "confidence"]
+    has_file = any(r.get("file") for r in rows)
+    cols = ["row", *(["file"] if has_file else []), *(["truth"] if has_truth else []), "label", "confidence"]
     shown = rows[:SHOW_ROWS]
     out.print(table(*cols, rows=[[_cell(r, c) for c in cols] for r in shown]))
     if len(rows) > SHOW_ROWS:

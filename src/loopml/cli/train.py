@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from loopml.cli.jobs import epoch_line, styled
+from loopml.cli.jobs import epoch_line, model_epoch, styled
 from loopml.cli.output import client, console, err_console, num, print_evaluation, print_json
 from loopml.core.errors import InvalidInput
 
@@ -48,14 +48,23 @@ def train(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", metavar="KEY=VALUE",
                                                        help="A hyperparameter; repeatable.")] = None,
     register_as: Annotated[Optional[str], typer.Option("--register-as", help="Model name to register.")] = None,
-    time_limit: Annotated[Optional[float], typer.Option("--time-limit", min=0.001, metavar="SECONDS",
-                                                        help="Stop training after this long.")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(
+        "--time-limit", min=0.001, metavar="SECONDS", help="Stop training after this long (from dispatch). A job that "
+        "ran all its epochs succeeds; one stopped earlier fails and can be continued with --resume.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", metavar="JOB", help="Resume from a job's checkpoint.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Exit 1 unless the job succeeds.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the outcome: like following, but Ctrl-C "
+                                       "exits 130 instead of 0, so a script never reads a detach as success.")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="Submit and return at once.")] = False,
+    no_register: Annotated[bool, typer.Option("--no-register", help="Train and keep the model bundle but register no "
+                                              "version (register it later: loopml jobs register JOB).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final job record as JSON (no progress).")] = False,
 ) -> None:
-    """Train a model on a dataset and follow the job (Ctrl-C detaches; the job keeps running).
+    """Train a model on a dataset and follow the job until it ends.
+
+    Exit status: 0 when the job succeeds, 1 when it fails or is cancelled, with or without
+    --wait. Following (the default) shows live progress; Ctrl-C detaches with exit 0 and the job
+    keeps running (reattach: loopml jobs logs -f JOB). --wait differs only there: Ctrl-C exits 130.
+    --detach returns as soon as the job is queued.
 
     Example: loopml train --dataset mnist --model cnn --epochs 3 --register-as mnist-cnn --wait
     """
@@ -63,37 +72,42 @@ def train(
     if epochs is not None:
         params["epochs"] = epochs
     c = client()
-    job = c.train(dataset, model=model, params=params, register_as=register_as, time_limit_s=time_limit, resume=resume)
+    job = c.train(dataset, model=model, params=params, register_as=register_as, time_limit_s=time_limit, resume=resume,
+                  register=not no_register)
     if detach:
         if as_json:
             print_json(job)
         else:
             console().print(f"submitted job [bold]{job['id']}[/]; follow it with: loopml jobs logs -f {job['id']}")
         return
-    if not as_json:
-        console().print(f"submitted job [bold]{job['id']}[/] ({job['spec'].get('model')} on "
-                        f"{job['spec'].get('dataset')} -> {job['spec'].get('register_as')})")
-    final = follow(c, job["id"], live=not as_json)
+    try:  # from here on Ctrl-C detaches: the job is queued and keeps running
+        if not as_json:
+            target = job['spec'].get('register_as') if not no_register else "unregistered"
+            console().print(f"submitted job [bold]{job['id']}[/] ({job['spec'].get('model')} on "
+                            f"{job['spec'].get('dataset')} -> {target})")
+        final = follow(c, job["id"], live=not as_json)
+    except KeyboardInterrupt:
+        final = None
     if final is None:
         err_console().print(f"detached; job {job['id']} keeps running. Reattach: loopml jobs logs -f {job['id']}")
-        raise typer.Exit(130)
+        raise typer.Exit(130 if wait else 0)
     if as_json:
         print_json(final)
     else:
         print_outcome(final)
-    if wait and final["status"] != "succeeded":
+    if final["status"] != "succeeded":
         raise typer.Exit(1)
 
 
 def follow(c: Client, job_id: str, *, live: bool = True, poll: float = 0.5) -> dict[str, Any] | None:
     """Poll the job until it ends; show progress and per-epoch lines when ``live``. None = detached."""
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     seen = 0
-    out = console()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
-               TimeElapsedColumn())
     try:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        out = console()
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                   TextColumn("{task.fields[stats]}"), TimeElapsedColumn())
         with Progress(*columns, console=out, transient=True, disable=not (live and out.is_terminal)) as progress:
             task = progress.add_task("queued", total=None, stats="")
             while True:
@@ -133,7 +147,12 @@ def print_outcome(job: dict[str, Any]) -> None:
     out.print(line)
     result = job.get("result") or {}
     model = result.get("model") or {}
+    which = model_epoch(result.get("metrics") or {})
+    which = f" ({which})" if which else ""
     if model:
-        out.print(f"registered model [bold]{model.get('name')}:{model.get('version')}[/]")
+        out.print(f"registered model [bold]{model.get('name')}:{model.get('version')}[/]{which}")
+    elif result.get("model_ref"):
+        out.print(f"model not registered ({result['model_ref']}{which}); register it with: "
+                  f"loopml jobs register {job['id']}")
     if job["status"] == "succeeded":
         print_evaluation(result.get("evaluation"), result.get("metrics"))

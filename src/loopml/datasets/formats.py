@@ -327,17 +327,7 @@ def read_image_folder(folder: Path, min_classes: int = 2) -> DatasetContent:
     mode = "L" if grayscale else "RGB"
     sizes = Counter(size for _, size in headers)
     size = sizes.most_common(1)[0][0]  # ties: the size seen first (sorted file order)
-    arrays = []
-    for _, f in pairs:
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                if im.size != size:
-                    im = im.resize(size, Image.Resampling.BILINEAR)
-                arrays.append(np.asarray(im, dtype=np.uint8))
-        except OSError as e:
-            raise InvalidInput(f"image {f} cannot be decoded ({e})") from None
-    images = np.stack(arrays)
+    images = np.stack([decode_image(f, mode, size) for _, f in pairs])
     if images.ndim == 3:
         images = images[..., np.newaxis]
     labels = np.asarray([c for c, _ in pairs], dtype=object)
@@ -345,6 +335,35 @@ def read_image_folder(folder: Path, min_classes: int = 2) -> DatasetContent:
     meta = {"source": str(folder), "format": "images", "mode": mode, "size": list(size),
             "resized": int(sum(n for s, n in sizes.items() if s != size))}
     return DatasetContent(kind="image", labels=labels, images=images, meta=meta)
+
+
+def decode_image(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+    """One image file as uint8 pixels, converted to ``mode`` (L, RGB, RGBA) and resized to ``size`` (w, h)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert(mode)
+            if im.size != size:
+                im = im.resize(size, Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise InvalidInput(f"image {path.name} cannot be decoded ({e})") from None
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every visible image file under ``folder``, sorted (unlabelled images for prediction)."""
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                  and not any(p.startswith(".") or p == "__MACOSX" for p in f.relative_to(folder).parts))
+
+
+def read_images_as(files: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
+    """Images decoded to a model's input signature (H, W, C): greyscaled or coloured, resized."""
+    h, w, c = shape
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(c)
+    if mode is None:
+        raise InvalidInput(f"images with {c} channels cannot be decoded from image files")
+    return np.stack([decode_image(f, mode, (w, h)) for f in files]).reshape(len(files), h, w, c)
 
 
 def read_text_folder(folder: Path, min_classes: int = 2) -> DatasetContent:

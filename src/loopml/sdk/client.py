@@ -336,7 +336,10 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         Args:
             model: ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``.
             input: ``NAME[:VERSION]:SPLIT`` of a registered dataset (e.g. ``mnist:test``), a
-                local npz/csv/parquet file or image folder (uploaded), or ``upload:<key>``.
+                local npz/npy/csv/parquet file, or for image models a PNG/JPEG file, a folder or
+                a .zip of images (uploaded; output rows name the file), or ``upload:<key>``.
+                Checked against the model's input signature before the job is queued
+                (``InvalidInput`` naming what the model takes).
             limit: Predict at most this many rows.
 
         Returns:
@@ -378,7 +381,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         return self._json("GET", f"/jobs/{_seg(id)}")
 
     def jobs(self, status: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Jobs, newest first, optionally filtered by ``status`` and ``kind`` (train|predict).
+        """Jobs, newest first, optionally filtered by ``status`` and ``kind``
+        (train, predict, evaluate, monitor or baseline).
 
         Example::
 
@@ -386,6 +390,15 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         """
         params = {k: v for k, v in {"status": status, "kind": kind, "limit": limit}.items() if v is not None}
         return self._json("GET", "/jobs", params=params)
+
+    def job_metrics(self, id: str) -> list[dict[str, Any]]:
+        """Per-epoch metrics of a training job: ``[{"epoch": 1, "loss": …, "val_accuracy": …}, …]``.
+
+        Example::
+
+            best = min(c.job_metrics(job_id), key=lambda m: m["val_loss"])
+        """
+        return self._json("GET", f"/jobs/{_seg(id)}/metrics")
 
     def logs(self, id: str, after: int = 0) -> dict[str, Any]:
         """Log lines with an id greater than ``after``.

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from loopml.core.errors import Conflict, NotFound
+from loopml.core.jobkinds import JOB_KINDS
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t
@@ -28,6 +29,8 @@ class JobRepo:
 
     def create(self, kind: str, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
         """Queue a job; a caller-chosen ``job_id`` that already exists raises Conflict (exactly-once dispatch)."""
+        if kind not in JOB_KINDS:  # a new kind is added to core.jobkinds, so list filters know it
+            raise ValueError(f"unknown job kind {kind!r}; add it to loopml.core.jobkinds.JOB_KINDS")
         try:
             with self.store.session() as s:
                 job = t.Job(id=job_id or new_job_id(), kind=kind, status=QUEUED, spec=spec)

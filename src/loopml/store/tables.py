@@ -58,7 +58,7 @@ class DatasetVersion(Base):
 class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # train | predict
+    kind: Mapped[str] = mapped_column(String(16))  # one of core.jobkinds.JOB_KINDS
     status: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -153,6 +153,14 @@ class JobReporter(keras.callbacks.Callback):
         self._epoch = 0
         self._epoch_start = 0.0
         self._last_epoch_logs: dict[str, float | None] = {}
+        self._epochs_done = 0
+        self._batches_done = 0
+
+    @property
+    def completed(self) -> bool:
+        """Every epoch ran every batch: a time limit that trips during the last batch or the last
+        validation pass stopped nothing, so the job is finished, not out of time."""
+        return self._epochs_done >= self.epochs and self._batches_done >= self.batches
 
     def _beat(self, progress: dict[str, Any]) -> None:  # on the I/O thread
         try:
@@ -180,9 +188,11 @@ class JobReporter(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
         self._epoch_start = time.monotonic()
+        self._batches_done = 0
         self._progress(0, {}, force=True)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._batches_done = batch + 1
         self._progress(batch + 1, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -190,6 +200,65 @@ class JobReporter(keras.callbacks.Callback):
         metrics = {**_clean(logs), "epoch_seconds": round(seconds, 3),
                    "samples_per_s": round(self.samples / seconds, 1) if seconds > 0 else None}
         self._last_epoch_logs = metrics
+        self._epochs_done = epoch + 1
         self._io.submit(self._on_epoch, epoch + 1, metrics)
         self._io.submit(self._save_checkpoint, snapshot(self.model), epoch + 1)
         self._progress(self.batches, logs, force=True)
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """TensorBoard event files of the epoch metrics, laid out as keras.callbacks.TensorBoard lays
+    them out (``train/`` and ``validation/`` runs, tags ``epoch_loss``, ``epoch_accuracy``…), step =
+    the 1-based epoch as in ``loopml jobs metrics``. Written and uploaded (``upload(local_dir)``)
+    on the BackgroundIO thread at each epoch end: unlike Keras's callback it has no per-batch hook,
+    so Keras keeps its asynchronous batch dispatch."""
+
+    async_safe = True
+
+    def __init__(self, local_dir: str, io: BackgroundIO, upload: Callable[[str], None],
+                 hparams: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        import tensorflow as tf
+
+        self._tf, self._dir, self._io, self._upload = tf, local_dir, io, upload
+        self._failed = False
+        self._writers = {run: tf.summary.create_file_writer(f"{local_dir}/{run}") for run in ("train", "validation")}
+        if hparams:
+            text = "\n".join(f"    {k} = {v}" for k, v in sorted(hparams.items()))  # indented: monospace
+            io.submit(self._guarded, self._write_text, "hparams", text)
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:  # on the I/O thread
+        """TensorBoard files are a convenience: a problem with them is one line, never a failed job."""
+        if self._failed:
+            return
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001
+            self._failed = True
+            print(f"warning: TensorBoard event files not written ({type(exc).__name__}: {exc})", flush=True)
+
+    def _write_text(self, tag: str, text: str) -> None:
+        with self._writers["train"].as_default():
+            self._tf.summary.text(tag, text, step=0)
+        self._writers["train"].flush()
+
+    def _write(self, step: int, logs: dict[str, float | None]) -> None:
+        for run, items in (("train", {k: v for k, v in logs.items() if not k.startswith("val_")}),
+                           ("validation", {k[4:]: v for k, v in logs.items() if k.startswith("val_")})):
+            with self._writers[run].as_default():
+                for name, value in items.items():
+                    if value is not None:
+                        self._tf.summary.scalar(f"epoch_{name}", value, step=step)
+            self._writers[run].flush()
+        self._upload(self._dir)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._io.submit(self._guarded, self._write, epoch + 1, _clean(logs))
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._io.submit(self._guarded, self._close)
+
+    def _close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._upload(self._dir)

@@ -8,6 +8,7 @@ import csv
 import io
 import os
 import tempfile
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -30,7 +31,7 @@ def _chunks_from_dataset(platform: Platform, source: dict[str, Any], limit: int 
     part = content.take(splits[source["split"]][:limit] if limit else splits[source["split"]])
     for start in range(0, len(part), CHUNK):
         sub = part.take(np.arange(start, min(start + CHUNK, len(part))))
-        yield raw_inputs(sub), [str(v) for v in sub.labels]
+        yield raw_inputs(sub), [str(v) for v in sub.labels], None
 
 
 def _split_label(frame, kind: str, label_column: str | None):
@@ -64,17 +65,53 @@ def _frames(platform: Platform, key: str, name: str):
                 yield batch.to_pandas()
 
 
+def _image_chunks(files: list[Path], root: Path, shape: tuple[int, int, int], limit: int | None
+                  ) -> Iterator[tuple[Any, list[str] | None, list[str]]]:
+    """Image files decoded to the model's signature, each row named by its file. Files in two or
+    more class subfolders are labelled by their folder (the truth column), as a dataset would be."""
+    from loopml.datasets.formats import read_images_as
+
+    if not files:
+        raise InvalidInput("the input holds no image files (.png, .jpg, …)")
+    rel = [f.relative_to(root).parts if f != root else (f.name,) for f in files]
+    folders = {parts[0] for parts in rel if len(parts) == 2}
+    nested = all(len(parts) == 2 for parts in rel)
+    truth = [parts[0] for parts in rel] if nested and len(folders) > 1 else None
+    names = ["/".join(parts[1:] if nested and len(folders) == 1 else parts) for parts in rel]
+    n = len(files) if limit is None else min(len(files), limit)
+    for start in range(0, n, CHUNK):
+        end = min(start + CHUNK, n)
+        yield read_images_as(files[start:end], shape), (truth[start:end] if truth else None), names[start:end]
+
+
 def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: str | None, text_column: str,
-                        limit: int | None) -> Iterator[tuple[Any, list[str] | None]]:
+                        limit: int | None, image_shape: tuple[int, int, int] | None = None
+                        ) -> Iterator[tuple[Any, list[str] | None, list[str] | None]]:
+    """(inputs, truth or None, file names or None) chunks of an uploaded input file."""
+    from loopml.datasets.formats import IMAGE_EXTENSIONS
+
     name = key.rsplit("/", 1)[-1].lower()
     remaining = limit
+    if kind == "image" and image_shape and name.endswith((".zip", *IMAGE_EXTENSIONS)):
+        from loopml.datasets.archive import dataset_root, safe_unzip
+        from loopml.datasets.formats import image_files
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / key.rsplit("/", 1)[-1]
+            platform.artifacts.get_file(key, local)
+            if not name.endswith(".zip"):
+                yield from _image_chunks([local], local, image_shape, limit)
+                return
+            root = dataset_root(safe_unzip(local, Path(tmp) / "data"))
+            yield from _image_chunks([root] if root.is_file() else image_files(root), root, image_shape, limit)
+        return
     if name.endswith((".csv", ".parquet", ".pq")):
         for frame in _frames(platform, key, name):
             if remaining is not None:
                 frame = frame.iloc[:remaining]
                 remaining -= len(frame)
             feats, truth = _split_label(frame, kind, label_column)
-            yield _frame_to_raw(feats, kind, text_column), truth
+            yield _frame_to_raw(feats, kind, text_column), truth, None
             if remaining is not None and remaining <= 0:
                 return
     elif name.endswith((".npz", ".npy", ".zip")):
@@ -88,7 +125,7 @@ def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: s
                 x = np.load(local, mmap_mode="r")  # memory-mapped: larger than memory is fine
                 n = len(x) if remaining is None else min(len(x), remaining)
                 for start in range(0, n, CHUNK):
-                    yield np.asarray(x[start:min(start + CHUNK, n)]), None
+                    yield np.asarray(x[start:min(start + CHUNK, n)]), None, None
                 return
             if name.endswith(".npz"):
                 with np.load(local, allow_pickle=False) as z:
@@ -101,10 +138,8 @@ def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: s
                     y = [str(v) for v in z[yk]] if yk else None
                 n = len(x) if remaining is None else min(len(x), remaining)
                 for start in range(0, n, CHUNK):
-                    yield x[start:start + CHUNK][: n - start], (y[start:min(start + CHUNK, n)] if y else None)
+                    yield x[start:start + CHUNK][: n - start], (y[start:min(start + CHUNK, n)] if y else None), None
                 return
-            from pathlib import Path
-
             from loopml.datasets.archive import dataset_root, safe_unzip
 
             folder = dataset_root(safe_unzip(Path(local), Path(tmp) / "data"))
@@ -112,9 +147,10 @@ def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: s
             n = len(content) if remaining is None else min(len(content), remaining)
             for start in range(0, n, CHUNK):
                 sub = content.take(np.arange(start, min(start + CHUNK, n)))
-                yield raw_inputs(sub), [str(v) for v in sub.labels]
+                yield raw_inputs(sub), [str(v) for v in sub.labels], None
     else:
-        raise UnsupportedFormat(f"input {name!r}: use .csv, .parquet, .npz, .npy or a .zip of a folder")
+        raise UnsupportedFormat(f"input {name!r}: use .csv, .parquet, .npz, .npy, a .zip of a folder, "
+                                "or image files for image models")
 
 
 class _Cancelled(Exception):
@@ -150,21 +186,24 @@ def _run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None])
             chunks = _chunks_from_dataset(platform, source, spec.get("limit"))
         else:
             fcfg = bundle.meta.get("features", {})
+            shape = tuple(fcfg["shape"]) if bundle.kind == "image" and fcfg.get("shape") else None
             chunks = _chunks_from_upload(platform, source["key"], bundle.kind, bundle.meta.get("label_column"),
-                                         fcfg.get("text_column", "text"), spec.get("limit"))
+                                         fcfg.get("text_column", "text"), spec.get("limit"), image_shape=shape)
         with platform.artifacts.open_write(output_key) as raw:
             out = io.TextIOWrapper(raw, encoding="utf-8", newline="")
             writer = None
-            for inputs, truth in chunks:
+            for inputs, truth, names in chunks:
                 proba = bundle.predict_proba(inputs)
                 if writer is None:
                     writer = csv.writer(out)
-                    writer.writerow(["row"] + (["truth"] if truth is not None else []) + ["label", "confidence"]
-                                    + [f"p_{c}" for c in labels])
+                    writer.writerow(["row"] + (["file"] if names is not None else [])
+                                    + (["truth"] if truth is not None else [])
+                                    + ["label", "confidence"] + [f"p_{c}" for c in labels])
                 best = proba.argmax(axis=1)
                 for i in range(len(proba)):
                     label = labels[best[i]]
-                    row = [rows] + ([truth[i]] if truth is not None else []) + [label, f"{proba[i, best[i]]:.6f}"]
+                    row = ([rows] + ([names[i]] if names is not None else [])
+                           + ([truth[i]] if truth is not None else []) + [label, f"{proba[i, best[i]]:.6f}"])
                     writer.writerow(row + [f"{p:.6f}" for p in proba[i]])
                     if truth is not None:
                         with_truth += 1

@@ -153,6 +153,9 @@ def submit_prediction(platform: Platform, *, model: str, input: str, limit: int 
     if limit is not None and limit <= 0:
         raise InvalidInput(f"limit must be a positive number of rows, got {limit}")
     source = parse_input(platform, input)
+    from loopml.training.predict_input import check_input
+
+    check_input(platform, mv, source)  # the input against the model's signature, before anything is queued
     spec = {"model": mv["ref"], "model_name": name, "model_version": mv["version"], "input": source,
             "limit": limit}
     return platform.jobs.create("predict", spec, job_id=validate_job_id(job_id))

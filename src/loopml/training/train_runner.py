@@ -141,7 +141,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
     n_train = len(ys["train"])
     batches = max(1, -(-n_train // batch_size))
 
-    from loopml.training.callbacks import BackgroundIO, JobReporter, RestoreBest, cosine_schedule
+    from loopml.training.callbacks import BackgroundIO, EpochSummaries, JobReporter, RestoreBest, cosine_schedule
 
     def save_checkpoint(arrays: dict[str, np.ndarray], epoch: int) -> None:  # on the I/O thread
         with platform.artifacts.open_write(join("jobs", job_id, "checkpoints", f"epoch-{epoch:03d}.npz")) as f:
@@ -153,7 +153,11 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
                            on_epoch=lambda e, m: platform.jobs.add_metrics(job_id, e, m),
                            save_checkpoint=save_checkpoint, time_limit_s=spec.get("time_limit_s"),
                            started=started)
-    callbacks: list[Any] = [reporter]
+    # TensorBoard event files go to jobs/<id>/tensorboard/ (tensorboard --logdir on it, or on jobs/)
+    tb_dir = tempfile.TemporaryDirectory(prefix="loopml-tb-")
+    callbacks: list[Any] = [reporter, EpochSummaries(
+        tb_dir.name, io, lambda local: platform.artifacts.upload_dir(local, join("jobs", job_id, "tensorboard")),
+        hparams=hp)]
     if hp.get("lr_schedule") == "cosine":
         callbacks.append(cosine_schedule(float(hp["learning_rate"]), epochs))
     if int(hp.get("patience", 0)) > 0:
@@ -173,13 +177,14 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         io.drain()  # every metric and checkpoint is stored before the outcome is recorded
     finally:
         io.close()
+        tb_dir.cleanup()
     epochs_run = len(history.history.get("loss", []))
 
     sync_logs()
     if reporter.stop_reason == "cancelled":
         platform.jobs.transition(job_id, CANCELLED, expect=[RUNNING], reason="cancelled while training")
         return
-    if reporter.stop_reason:
+    if reporter.stop_reason and not reporter.completed:  # finished is finished, however late
         platform.jobs.transition(job_id, FAILED, expect=[RUNNING],
                                  reason=f"{reporter.stop_reason} after epoch {initial_epoch + epochs_run}; "
                                         f"continue with: loopml train --resume {job_id}")

@@ -1,0 +1,173 @@
+"""A batch-prediction input checked against the model's input signature before the job is queued:
+a wrong input is a 400 at submission (API, SDK and CLI alike), not a job that fails later.
+
+Only headers are read (CSV column names, parquet schema, npy/npz array shapes, zip member names);
+what cannot be read here is left to the worker, which reports it as the job's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import PurePosixPath
+from typing import IO, Any
+
+from loopml.artifacts.keys import join
+from loopml.core.errors import InvalidInput, NotFound, UnsupportedFormat
+from loopml.datasets.formats import IMAGE_EXTENSIONS, LABEL_CANDIDATES, TEXT_EXTENSIONS
+from loopml.platform import Platform
+
+TABLE_FILES = (".csv", ".parquet", ".pq")
+ARRAY_FILES = (".npz", ".npy")
+INPUT_FILES = (*TABLE_FILES, *ARRAY_FILES, ".zip", *sorted(IMAGE_EXTENSIONS))
+
+
+def model_manifest(platform: Platform, mv: dict[str, Any]) -> dict[str, Any] | None:
+    """The version's loopml.json (kind, input signature, features); None when it cannot be read."""
+    try:
+        return json.loads(platform.artifacts.get_bytes(join(mv["artifact_prefix"], "loopml.json")))
+    except (NotFound, ValueError, OSError):
+        return None  # the worker reports a damaged bundle; nothing to check against here
+
+
+def check_input(platform: Platform, mv: dict[str, Any], source: dict[str, Any]) -> None:
+    """Raise InvalidInput/UnsupportedFormat when ``source`` cannot be what model version ``mv`` takes."""
+    if source["type"] == "upload":
+        name = source["key"].rsplit("/", 1)[-1]
+        suffix = PurePosixPath(name.lower()).suffix
+        if suffix not in INPUT_FILES:
+            raise UnsupportedFormat(f"input {name!r}: use .csv, .parquet, .npz, .npy, .zip, or image files "
+                                    f"({', '.join(sorted(IMAGE_EXTENSIONS))}) for image models")
+    manifest = model_manifest(platform, mv)
+    if manifest is None:
+        return
+    kind, ref = manifest.get("kind", mv.get("kind")), mv["ref"]
+    if source["type"] == "dataset":
+        ds = platform.datasets.get(source["name"], source["version"])
+        if ds["kind"] != kind:
+            raise InvalidInput(f"model {ref} takes {_what(kind, manifest)}; dataset {ds['ref']} is {ds['kind']}")
+        columns = [f["name"] for f in (ds.get("schema") or {}).get("features", [])]
+        shapes = [f["shape"] for f in (ds.get("schema") or {}).get("features", []) if f.get("shape")]
+        if kind == "tabular":
+            _check_columns(columns, f"dataset {ds['ref']}", ref, kind, manifest)
+        elif kind == "image" and shapes and (manifest.get("features") or {}).get("shape") not in (None, shapes[0]):
+            raise InvalidInput(f"model {ref} takes {_what(kind, manifest)}; dataset {ds['ref']} holds "
+                               f"{'x'.join(map(str, shapes[0]))} images")
+        return
+    if suffix in IMAGE_EXTENSIONS and kind != "image":
+        raise InvalidInput(f"input {name!r} is an image; model {ref} takes {_what(kind, manifest)}")
+    if kind != "image" and (suffix in ARRAY_FILES or (suffix == ".zip" and kind == "tabular")):
+        raise InvalidInput(f"input {name!r} is a {suffix[1:]} file; model {ref} takes {_what(kind, manifest)}: "
+                           "use a .csv or .parquet file")
+    try:
+        with platform.artifacts.open_read(source["key"]) as f:
+            if suffix in TABLE_FILES:
+                _check_columns(_columns(f, suffix), repr(name), ref, kind, manifest)
+            elif suffix == ".npy":
+                _check_shape(_npy_shape(f), name, ref, manifest)
+            elif suffix == ".npz":
+                with zipfile.ZipFile(f) as z:
+                    _check_npz(z, name, ref, manifest)
+            elif suffix == ".zip":
+                with zipfile.ZipFile(f) as z:
+                    _check_zip(z.namelist(), name, ref, kind, manifest)
+            else:
+                _check_image(f, name)
+    except (InvalidInput, NotFound):
+        raise
+    except Exception:  # noqa: BLE001 - unreadable here (a damaged file, a stream that cannot seek): the worker says why
+        return
+
+
+def _what(kind: str, manifest: dict[str, Any]) -> str:
+    features = manifest.get("features") or {}
+    if kind == "image" and features.get("shape"):
+        h, w, c = features["shape"]
+        return f"{h}x{w} images with {c} channel{'s' if c != 1 else ''}"
+    if kind == "tabular" and features.get("columns"):
+        return "tabular rows with columns " + ", ".join(c["name"] for c in features["columns"])
+    if kind == "text":
+        return f"texts (column {features.get('text_column', 'text')!r})"
+    return f"{kind} inputs"
+
+
+def _columns(f: IO[bytes], suffix: str) -> list[str]:
+    if suffix == ".csv":
+        import pandas as pd
+
+        return [str(c) for c in pd.read_csv(f, nrows=0).columns]
+    import pyarrow.parquet as pq
+
+    return [str(c) for c in pq.read_schema(f).names]
+
+
+def _check_columns(columns: list[str], name: str, ref: str, kind: str, manifest: dict[str, Any]) -> None:
+    features = manifest.get("features") or {}
+    if kind == "tabular":
+        missing = [c["name"] for c in features.get("columns", []) if c["name"] not in columns]
+        if missing:
+            raise InvalidInput(f"input {name} lacks column(s) {', '.join(missing)}; model {ref} takes "
+                               f"{_what(kind, manifest)}")
+    elif kind == "text":
+        text = features.get("text_column", "text")
+        if text not in columns:
+            raise InvalidInput(f"input {name} has no text column {text!r} (columns: {', '.join(columns)}); "
+                               f"model {ref} takes {_what(kind, manifest)}")
+    elif kind == "image" and features.get("shape"):
+        h, w, c = features["shape"]
+        labels = {manifest.get("label_column"), *LABEL_CANDIDATES}
+        pixels = [col for col in columns if col not in labels]
+        if len(pixels) != h * w * c:
+            raise InvalidInput(f"input {name} has {len(pixels)} pixel columns; model {ref} takes "
+                               f"{_what(kind, manifest)}, {h * w * c} values per row")
+
+
+def _npy_shape(f: IO[bytes]) -> tuple[int, ...]:
+    import numpy as np
+
+    version = np.lib.format.read_magic(f)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return tuple(reader(f)[0])
+
+
+def _check_npz(z: zipfile.ZipFile, name: str, ref: str, manifest: dict[str, Any]) -> None:
+    arrays = {m.rsplit(".npy", 1)[0].lower(): m for m in z.namelist() if m.endswith(".npy")}
+    key = next((arrays[k] for k in ("x", "images", "inputs") if k in arrays), None)
+    if key is None:
+        raise InvalidInput(f"input {name!r}: no array named x, images or inputs "
+                           f"(found {', '.join(sorted(arrays)) or 'none'})")
+    with z.open(key) as member:
+        _check_shape(_npy_shape(member), name, ref, manifest)
+
+
+def _check_shape(shape: tuple[int, ...], name: str, ref: str, manifest: dict[str, Any]) -> None:
+    features = manifest.get("features") or {}
+    if not features.get("shape"):
+        return
+    h, w, c = features["shape"]
+    fits = (h, w, c), (h * w * c,), *([(h, w)] if c == 1 else [])
+    if tuple(shape[1:]) not in fits:
+        raise InvalidInput(f"input {name!r} holds arrays of shape {tuple(shape)}; model {ref} takes "
+                           f"{_what('image', manifest)}: (N, {h}, {w}, {c}) or flat (N, {h * w * c})")
+
+
+def _check_image(f: IO[bytes], name: str) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise InvalidInput(f"input {name!r} is not a readable image") from None
+
+
+def _check_zip(members: list[str], name: str, ref: str, kind: str, manifest: dict[str, Any]) -> None:
+    suffixes = {PurePosixPath(m.lower()).suffix for m in members if not m.endswith("/")}
+    images, texts = suffixes & IMAGE_EXTENSIONS, suffixes & TEXT_EXTENSIONS
+    if kind == "image" and not images:
+        raise InvalidInput(f"input {name!r} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                           f"model {ref} takes {_what(kind, manifest)}")
+    if kind != "image" and images:
+        raise InvalidInput(f"input {name!r} holds images; model {ref} takes {_what(kind, manifest)}")
+    if kind == "text" and not texts:
+        raise InvalidInput(f"input {name!r} holds no .txt files; model {ref} takes {_what(kind, manifest)}")
