@@ -39,8 +39,20 @@ def add(
     loopml datasets add penguins ./penguins.csv --label species;
     loopml datasets add mnist s3://bucket/incoming/batch-1.zip --extend
     """
-    record = client().add_dataset(name, source, format=format.value if format else None, label=label, text=text,
-                                  extend=extend)
+    from pathlib import Path
+
+    from loopml.cli.progress import track
+
+    upload = Path(source).expanduser().exists()  # what the SDK uploads; the rest the server reads itself
+    with track(f"uploading {Path(source).name}" if upload else f"adding {name} from {source}", quiet=as_json,
+               transfer=upload) as bar:
+        def sent(done: int, total: int) -> None:
+            bar.transferred(done, total)
+            if done >= total:
+                bar.update(f"registering {name} (reading, hashing, splitting)")
+
+        record = client().add_dataset(name, source, format=format.value if format else None, label=label, text=text,
+                                      extend=extend, on_upload=sent)
     if as_json:
         print_json(record)
         return

@@ -39,8 +39,12 @@ def err_console() -> Console:
 
 
 def print_json(obj: Any) -> None:
-    """Plain JSON on stdout (never Rich-styled, so it pipes into jq)."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    """Plain JSON on stdout (never Rich-styled, so it pipes into jq); "≥" stays "≥", not "\\u2265"."""
+    text = json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n"
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:  # a stdout that cannot encode it (LANG=C without UTF-8 mode): escaped JSON
+        sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -72,21 +76,45 @@ def when(iso: str | None) -> str:
 def table(*columns: str, title: str | None = None, rows: Iterable[Iterable[Any]] = ()) -> Table:
     from rich.table import Table
 
+    cells = [[num(v) if not isinstance(v, str) else v for v in row] for row in rows]
     t = Table(title=title, title_justify="left", header_style="bold")
     for i, name in enumerate(columns):
-        # The first column names the thing (job id, dataset, model): never cut it, users copy it.
-        t.add_column(name, no_wrap=i == 0, min_width=len(name))
-    for row in rows:
-        t.add_row(*(num(v) if not isinstance(v, str) else v for v in row))
+        widest = max((_plain_width(row[i]) for row in cells if i < len(row)), default=0)
+        if i == 0 or widest <= SHORT_CELL:
+            # The first column names the thing (job id, dataset, model) and short cells (status, counts,
+            # times) stay whole: the width a narrow terminal lacks comes out of the long columns.
+            t.add_column(name, no_wrap=True, min_width=len(name))
+        else:
+            # Long cells (URLs, messages, paths) wrap at spaces and fold inside long words — never
+            # cut with "…" — and keep a readable width instead of being squeezed to a few letters.
+            t.add_column(name, overflow="fold", min_width=max(len(name), min(widest, LONG_MIN_WIDTH)))
+    for row in cells:
+        t.add_row(*row)
     return t
+
+
+SHORT_CELL = 20  # cells up to this wide are never wrapped
+LONG_MIN_WIDTH = 24  # long columns keep at least this much
+
+
+def _plain_width(cell: str) -> int:
+    """The widest line of a cell as shown (cells are Rich markup, e.g. styled statuses)."""
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    try:
+        plain = Text.from_markup(cell).plain
+    except MarkupError:
+        plain = cell
+    return max((Text(line).cell_len for line in plain.splitlines()), default=0)
 
 
 def fields_table(pairs: Iterable[tuple[str, Any]], title: str | None = None) -> Table:
     from rich.table import Table
 
     t = Table(show_header=False, title=title, title_justify="left", box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(overflow="fold")  # a long URL or path folds; it is never cut with "…"
     for key, value in pairs:
         t.add_row(key, value if isinstance(value, str) else num(value))
     return t

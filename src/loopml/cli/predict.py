@@ -26,7 +26,7 @@ def predict(
 ) -> None:
     """Predict INPUT with MODEL, wait for the job, then print the predictions or write them as CSV.
 
-    Example: loopml predict mnist-cnn@prod mnist:test --limit 20
+    Example: loopml predict mnist-cnn@production mnist:test --limit 10 --output preds.csv
     """
     from loopml.cli.train import follow
 
