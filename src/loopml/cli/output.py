@@ -6,6 +6,7 @@ Rich and the SDK are imported on first use so ``loopml --help`` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -23,19 +24,24 @@ def client() -> Client:
     return Client()  # LOOPML_API_URL / LOOPML_TOKEN / loopml.toml
 
 
+# Rich reads these when a Console is made (terminal or not, interactive, colours, width): one
+# Console per stream and setting, so a changed environment (tests forcing a terminal) gets its own.
+_CONSOLE_ENV = ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR", "NO_COLOR", "TERM", "COLUMNS", "LINES")
+
+
 @lru_cache(maxsize=None)
-def _consoles(stream_id: int) -> Console:
+def _consoles(stream_id: int, _env: tuple[str | None, ...]) -> Console:
     from rich.console import Console
 
     return Console(stderr=stream_id == 2, highlight=False, soft_wrap=True)  # long lines stay greppable
 
 
 def console() -> Console:
-    return _consoles(1)
+    return _consoles(1, tuple(os.environ.get(k) for k in _CONSOLE_ENV))
 
 
 def err_console() -> Console:
-    return _consoles(2)
+    return _consoles(2, tuple(os.environ.get(k) for k in _CONSOLE_ENV))
 
 
 def print_json(obj: Any) -> None:
@@ -85,16 +91,15 @@ def table(*columns: str, title: str | None = None, rows: Iterable[Iterable[Any]]
             # times) stay whole: the width a narrow terminal lacks comes out of the long columns.
             t.add_column(name, no_wrap=True, min_width=len(name))
         else:
-            # Long cells (URLs, messages, paths) wrap at spaces and fold inside long words — never
-            # cut with "…" — and keep a readable width instead of being squeezed to a few letters.
-            t.add_column(name, overflow="fold", min_width=max(len(name), min(widest, LONG_MIN_WIDTH)))
+            # Long cells (URLs, messages, paths) share what is left: they wrap at spaces and fold
+            # inside long words, never cut with "…".
+            t.add_column(name, overflow="fold", min_width=len(name))
     for row in cells:
         t.add_row(*row)
     return t
 
 
 SHORT_CELL = 20  # cells up to this wide are never wrapped
-LONG_MIN_WIDTH = 24  # long columns keep at least this much
 
 
 def _plain_width(cell: str) -> int:
