@@ -25,6 +25,7 @@ def polish(command: Any) -> None:
     """Give every positional of ``command`` and its subcommands an upper-case metavar (NAME, ID)."""
     for param in getattr(command, "params", ()):
         if isinstance(param, TyperArgument) and param.metavar is None and param.name:
-            param.metavar = param.name.upper()
+            # execution_id -> ID, as the README writes it (`loopml executions show ID`)
+            param.metavar = "ID" if param.name.endswith("_id") else param.name.upper()
     for sub in (getattr(command, "commands", None) or {}).values():
         polish(sub)
