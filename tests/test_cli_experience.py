@@ -60,7 +60,11 @@ def test_piped_and_json_output_carry_no_progress(run, tmp_path):
     assert as_json.exit_code == 0 and json.loads(as_json.stdout)["ref"] == "flowers:1"
 
     (tmp_path / "flow.yaml").write_text(FLOW)
-    assert run("workflows", "create", "hold", "--definition", str(tmp_path / "flow.yaml")).exit_code == 0
+    about = "waits two seconds, then passes; see http://127.0.0.1:8080/docs#/workflows for the API it goes through"
+    assert run("workflows", "create", "hold", "--definition", str(tmp_path / "flow.yaml"),
+               "--description", about).exit_code == 0
+    listed = run("workflows", "list")  # piped: no terminal width to squeeze the table into
+    assert listed.exit_code == 0 and about in listed.stdout, listed.stdout
     waited = run("workflows", "start", "hold", "--wait")
     assert waited.exit_code == 0, waited.output
     assert "→ Hold" in waited.stdout and "SUCCEEDED" in waited.stdout  # the event lines are output, not progress

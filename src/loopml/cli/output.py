@@ -33,7 +33,13 @@ _CONSOLE_ENV = ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR", "NO_COLOR", 
 def _consoles(stream_id: int, _env: tuple[str | None, ...]) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stream_id == 2, highlight=False, soft_wrap=True)  # long lines stay greppable
+    out = Console(stderr=stream_id == 2, highlight=False, soft_wrap=True)  # long lines stay greppable
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out.width = PIPED_WIDTH  # a file or a pipe has no width: tables keep URLs and messages on a line
+    return out
+
+
+PIPED_WIDTH = 200
 
 
 def console() -> Console:
@@ -82,36 +88,15 @@ def when(iso: str | None) -> str:
 def table(*columns: str, title: str | None = None, rows: Iterable[Iterable[Any]] = ()) -> Table:
     from rich.table import Table
 
-    cells = [[num(v) if not isinstance(v, str) else v for v in row] for row in rows]
     t = Table(title=title, title_justify="left", header_style="bold")
     for i, name in enumerate(columns):
-        widest = max((_plain_width(row[i]) for row in cells if i < len(row)), default=0)
-        if i == 0 or widest <= SHORT_CELL:
-            # The first column names the thing (job id, dataset, model) and short cells (status, counts,
-            # times) stay whole: the width a narrow terminal lacks comes out of the long columns.
-            t.add_column(name, no_wrap=True, min_width=len(name))
-        else:
-            # Long cells (URLs, messages, paths) share what is left: they wrap at spaces and fold
-            # inside long words, never cut with "…".
-            t.add_column(name, overflow="fold", min_width=len(name))
-    for row in cells:
-        t.add_row(*row)
+        # The first column names the thing (job id, dataset, model): never cut it, users copy it.
+        # The others fold inside long words (URLs, ids, paths) instead of being cut with "…"; when
+        # the terminal is narrow Rich takes the width from the widest columns (messages) first.
+        t.add_column(name, no_wrap=i == 0, overflow="fold", min_width=len(name))
+    for row in rows:
+        t.add_row(*(num(v) if not isinstance(v, str) else v for v in row))
     return t
-
-
-SHORT_CELL = 20  # cells up to this wide are never wrapped
-
-
-def _plain_width(cell: str) -> int:
-    """The widest line of a cell as shown (cells are Rich markup, e.g. styled statuses)."""
-    from rich.errors import MarkupError
-    from rich.text import Text
-
-    try:
-        plain = Text.from_markup(cell).plain
-    except MarkupError:
-        plain = cell
-    return max((Text(line).cell_len for line in plain.splitlines()), default=0)
 
 
 def fields_table(pairs: Iterable[tuple[str, Any]], title: str | None = None) -> Table:
