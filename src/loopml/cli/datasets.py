@@ -49,7 +49,7 @@ def add(
         def sent(done: int, total: int) -> None:
             bar.transferred(done, total)
             if done >= total:
-                bar.update(f"registering {name} (reading, hashing, splitting)")
+                bar.then(f"registering {name} (reading, hashing, splitting)")
 
         record = client().add_dataset(name, source, format=format.value if format else None, label=label, text=text,
                                       extend=extend, on_upload=sent)

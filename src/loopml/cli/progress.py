@@ -39,7 +39,12 @@ class Tracker:
 
     def transferred(self, sent: int, total: int) -> None:
         """Byte-count callback for uploads (the SDK's ``on_upload``)."""
-        self.update(completed=sent, total=total or None)
+        self._progress.update(self._task, completed=sent, total=total or None, transfer=True)
+
+    def then(self, description: str) -> None:
+        """The next phase, of unknown length (e.g. the server processing an upload): a new row
+        with its own spinner and clock below the finished one, which would look stuck."""
+        self._task = self._progress.add_task(description, total=None, detail="", transfer=False)
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
         """Print a line above the bar (or plainly when nothing is drawn)."""
@@ -49,16 +54,23 @@ class Tracker:
 @contextmanager
 def track(description: str, *, quiet: bool = False, total: float | None = None,
           transfer: bool = False) -> Iterator[Tracker]:
-    """A spinner (``total`` None) or bar with elapsed time; ``transfer`` shows bytes and speed.
+    """A spinner (``total`` None) or bar with elapsed time; ``transfer``: bytes and speed once sent.
 
     Transient: the display is erased when the block ends, so only printed lines remain.
     """
-    from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
-                               TransferSpeedColumn)
+    from rich.progress import (BarColumn, DownloadColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn,
+                               TimeElapsedColumn, TransferSpeedColumn)
+    from rich.text import Text
 
-    columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
-    if transfer:
-        columns += [DownloadColumn(), TransferSpeedColumn()]
-    columns += [TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
+    class WhileSending(ProgressColumn):  # bytes and speed only while bytes are being sent
+        def __init__(self, column: ProgressColumn) -> None:
+            super().__init__()
+            self.column = column
+
+        def render(self, task: Task) -> Any:
+            return self.column.render(task) if task.fields.get("transfer") else Text("")
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), WhileSending(DownloadColumn()),
+               WhileSending(TransferSpeedColumn()), TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
     with Progress(*columns, console=console(), transient=True, disable=not shown(quiet)) as progress:
-        yield Tracker(progress, progress.add_task(description, total=total, detail=""))
+        yield Tracker(progress, progress.add_task(description, total=total, detail="", transfer=transfer))
