@@ -177,3 +177,31 @@ def test_json_output_keeps_non_ascii(run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "≥5" in result.stdout and "café" in result.stdout and "\\u" not in result.stdout
     assert set(json.loads(result.stdout)["schema"]["classes"]) == {"≥5", "café"}
+
+
+def test_a_terminal_sees_the_endpoint_status_and_the_monitor_job(run, settings):
+    """Registry entries without files (no training): the endpoint's generation fails to load and the
+    monitor's run fails in its worker — both after the progress showed where they were."""
+    from loopml.platform import Platform
+    from tests.test_endpoints_surface import add_model_version
+    from tests.test_monitors import add_endpoint
+
+    plat = Platform(settings)
+    try:
+        add_model_version(plat, "tiny", 1)
+        add_endpoint(plat, "mnist")
+    finally:
+        plat.close()
+
+    created = run("endpoints", "create", "clf", "--model", "tiny:1", "--wait", "--timeout", "120", env=TERMINAL)
+    assert created.exit_code == 1, created.output
+    assert re.search(r"clf: (Creating|Failed) \(generation 1\)", ANSI.sub("", created.stdout)), created.stdout
+    piped = run("endpoints", "update", "clf", "--capture", "5", "--wait", "--timeout", "120")
+    assert piped.exit_code == 1 and "generation" not in piped.stdout and not ANSI.search(piped.output)
+
+    assert run("monitors", "create", "m", "--endpoint", "mnist").exit_code == 0
+    ran = run("monitors", "run", "m", env=TERMINAL)
+    assert ran.exit_code == 1, ran.output  # no baseline: the run fails in its worker, said why
+    assert re.search(r"monitor m: job job-\S+ failed", ANSI.sub("", ran.stdout)), ran.stdout
+    piped = run("monitors", "run", "m")
+    assert piped.exit_code == 1 and "monitor m: job" not in piped.output and not ANSI.search(piped.output)
