@@ -41,11 +41,13 @@ def add(
     """
     from pathlib import Path
 
+    from rich.markup import escape
+
     from loopml.cli.progress import track
 
     upload = Path(source).expanduser().exists()  # what the SDK uploads; the rest the server reads itself
-    with track(f"uploading {Path(source).name}" if upload else f"adding {name} from {source}", quiet=as_json,
-               transfer=upload) as bar:
+    what = escape(f"uploading {Path(source).name}" if upload else f"adding {name} from {source}")
+    with track(what, quiet=as_json, transfer=upload) as bar:
         def sent(done: int, total: int) -> None:
             bar.transferred(done, total)
             if done >= total:

@@ -190,6 +190,8 @@ def start(
 
 def _follow(c: Client, execution_id: str, *, timeout: float | None, live: bool, poll: float = 0.5) -> dict[str, Any]:
     """Poll the execution, printing each state as it is entered and exited, until it ends."""
+    from rich.markup import escape
+
     from loopml.cli.progress import track
 
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -206,7 +208,7 @@ def _follow(c: Client, execution_id: str, *, timeout: float | None, live: bool, 
             if record["status"] in TERMINAL:
                 return record
             bar.update(f"execution {execution_id}: {styled(record['status'])} in "
-                       f"{record.get('current_state') or '-'}")
+                       f"{escape(record.get('current_state') or '-')}")  # a state name is not markup
             if deadline is not None and time.monotonic() > deadline:
                 err_console().print(f"execution {execution_id} is still {record['status']} after {timeout:g} s "
                                     "(it keeps running)")
