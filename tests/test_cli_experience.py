@@ -129,7 +129,7 @@ def test_every_help_page_is_polished():
     pages = list(_commands(root))
     assert len(pages) > 50  # the whole tree, groups and commands
     for path, cmd in pages:
-        page = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200", **PIPED})
+        page = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "400", **PIPED})
         where = "loopml " + " ".join(path)
         assert page.exit_code == 0, where
         assert "<bool>" not in page.stdout, where
@@ -139,6 +139,9 @@ def test_every_help_page_is_polished():
             if param.param_type_name == "argument":
                 assert param.metavar and param.metavar == param.metavar.upper(), f"{where}: {param.metavar}"
         usage = next(line for line in page.stdout.splitlines() if "Usage:" in line)
+        for text in [p.help for p in cmd.params if getattr(p, "help", None)]:
+            for bracketed in re.findall(r"\[[^\]]*\]", text):  # Rich markup would eat "[default: x]"
+                assert bracketed in page.stdout, f"{where}: {bracketed!r} is not shown"
         assert not re.search(r"\{[a-z_]+\}", usage), f"{where}: {usage}"
 
 

@@ -43,7 +43,7 @@ def coerce(raw: str) -> str | int | float | bool:
 def train(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="NAME or NAME:VERSION of a registered dataset.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="cnn, rnn, mlp, or path/to/model.py "
-                                                 "[default: the template for the dataset's kind].")] = None,
+                                                 "(default: the template for the dataset's kind).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help="Shortcut for --param epochs=N.")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", metavar="KEY=VALUE",
                                                        help="A hyperparameter; repeatable.")] = None,
