@@ -77,6 +77,8 @@ def test_a_terminal_sees_upload_bytes_and_the_current_state(run, tmp_path):
     assert result.exit_code == 0, result.output
     shown = ANSI.sub("", result.stdout)
     assert "uploading flowers.csv" in shown and "registering flowers" in shown  # sent, then the server's work
+    final = shown.rsplit("\r", 1)[0].rsplit("uploading flowers.csv", 1)[-1]  # the last frame drawn
+    assert final.count("registering flowers") == 1, final
     size_kb = f"{csv.stat().st_size / 1000:.1f}/{csv.stat().st_size / 1000:.1f} kB"  # Rich's DownloadColumn
     assert size_kb in shown, shown
     assert "registered flowers:1" in shown

@@ -48,13 +48,9 @@ def add(
     upload = Path(source).expanduser().exists()  # what the SDK uploads; the rest the server reads itself
     what = escape(f"uploading {Path(source).name}" if upload else f"adding {name} from {source}")
     with track(what, quiet=as_json, transfer=upload) as bar:
-        def sent(done: int, total: int) -> None:
-            bar.transferred(done, total)
-            if done >= total:
-                bar.then(f"registering {name} (reading, hashing, splitting)")
-
         record = client().add_dataset(name, source, format=format.value if format else None, label=label, text=text,
-                                      extend=extend, on_upload=sent)
+                                      extend=extend, on_upload=bar.upload(f"registering {name} (reading, hashing, "
+                                                                          "splitting)"))
     if as_json:
         print_json(record)
         return

@@ -9,7 +9,7 @@ Drawn only for a person watching: stdout is a terminal and ``--json`` was not gi
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from loopml.cli.output import console
 
@@ -40,6 +40,17 @@ class Tracker:
     def transferred(self, sent: int, total: int) -> None:
         """Byte-count callback for uploads (the SDK's ``on_upload``)."""
         self._progress.update(self._task, completed=sent, total=total or None, transfer=True)
+
+    def upload(self, then: str) -> Callable[[int, int], None]:
+        """An ``on_upload`` callback: bytes sent, then (once, when all are sent) the phase ``then``."""
+        def sent(done: int, total: int) -> None:
+            self.transferred(done, total)
+            if done >= total and not finished:
+                finished.append(True)  # httpx reads once more at the end: switch only once
+                self.then(then)
+
+        finished: list[bool] = []
+        return sent
 
     def then(self, description: str) -> None:
         """The next phase, of unknown length (e.g. the server processing an upload): a new row
