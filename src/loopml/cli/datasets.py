@@ -40,8 +40,18 @@ def add(
     loopml datasets add penguins ./penguins.csv --label species;
     loopml datasets add mnist s3://bucket/incoming/batch-1.zip --extend
     """
-    record = client().add_dataset(name, source, format=format.value if format else None, label=label, text=text,
-                                  extend=extend)
+    from pathlib import Path
+
+    from rich.markup import escape
+
+    from loopml.cli.progress import track
+
+    upload = Path(source).expanduser().exists()  # what the SDK uploads; the rest the server reads itself
+    what = escape(f"uploading {Path(source).name}" if upload else f"adding {name} from {source}")
+    with track(what, quiet=as_json, transfer=upload) as bar:
+        record = client().add_dataset(name, source, format=format.value if format else None, label=label, text=text,
+                                      extend=extend, on_upload=bar.upload(f"registering {name} (reading, hashing, "
+                                                                          "splitting)"))
     if as_json:
         print_json(record)
         return

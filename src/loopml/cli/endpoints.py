@@ -91,7 +91,7 @@ def create(
 ) -> None:
     """Create an endpoint serving a registered model.
 
-    Example: loopml endpoints create digits --model digits-cnn@production --wait
+    Example: loopml endpoints create mnist --model mnist-cnn@production --wait
     """
     kwargs = _spec_kwargs(model, variant, capture, max_batch_size, max_batch_delay_ms,
                           True if multi_model else None)
@@ -125,7 +125,7 @@ def update(
     --model or --variant replace the variants. The current versions answer until the new ones
     are loaded (a new generation; no failed requests on the switch).
 
-    Example: loopml endpoints update digits --variant primary=digits-cnn:3:90 --variant canary=digits-cnn:4:10
+    Example: loopml endpoints update mnist --variant primary=mnist-cnn:3:90 --variant canary=mnist-cnn:4:10
     """
     if shadow is not None and no_shadow:
         raise InvalidInput("give either --shadow or --no-shadow, not both")
@@ -191,7 +191,7 @@ def invoke(
 ) -> None:
     """Predict with an endpoint: one row per instance with its label and confidence.
 
-    Example: loopml endpoints invoke iris --data '[{"sepal": 5.1, "petal": 1.4}]'
+    Example: loopml endpoints invoke mnist --file body.json   (body: {"instances": [...]})
     """
     body, ctype = _body(data, file, content_type)
     resp = client()._invocation(name, body=body, content_type=ctype, variant=variant,
@@ -260,20 +260,16 @@ def _finish(c: Client, record: dict[str, Any], *, wait: bool, timeout: float, as
 
 
 def _wait(c: Client, name: str, *, timeout: float, live: bool) -> dict[str, Any]:
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from loopml.cli.progress import track
 
-    out = err_console()
     try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=out, transient=True, disable=not (live and out.is_terminal)) as progress:
-            task = progress.add_task(f"{name}: waiting", total=None)
+        with track(f"{name}: waiting", quiet=not live) as bar:
 
             def show(rec: dict[str, Any]) -> None:
                 from rich.markup import escape
 
                 note = f" - {escape(str(rec['message']))}" if rec.get("message") else ""
-                progress.update(task, description=f"{name}: {styled(rec.get('status'))} "
-                                f"(generation {rec.get('generation')}){note}")
+                bar.update(f"{name}: {styled(rec.get('status'))} (generation {rec.get('generation')}){note}")
 
             return c.wait_endpoint(name, timeout=timeout, on_poll=show)
     except KeyboardInterrupt:

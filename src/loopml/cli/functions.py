@@ -73,7 +73,7 @@ def create(
 ) -> None:
     """Create a function from a .py file (or a folder).
 
-    Example: loopml functions create resize --file resize.py --timeout 30 --memory-mb 256
+    Example: loopml functions create ingest --file handler.py --timeout 600 --memory-mb 512 --env DATASET=mnist
     """
     _create(name, file, handler, timeout, memory_mb, env, description, replace, as_json)
 
@@ -207,7 +207,7 @@ def invoke(
 
     Exits 1 when the function failed (error type and message on the last line).
 
-    Example: loopml functions invoke resize --event '{"key": "images/cat.png"}'
+    Example: loopml functions invoke ingest --event '{"x": 1}'
     """
     payload = _event(event)
     c = client()

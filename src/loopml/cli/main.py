@@ -15,11 +15,16 @@ from typer.core import TyperGroup
 from loopml import __version__
 from loopml.cli import (datasets, db, endpoints, functions, jobs, models, monitors, predict, server, train, triggers,
                         workflows)
+from loopml.cli import helpstyle
 from loopml.core.errors import LoopMLError
 
 
 class LoopMLGroup(TyperGroup):
     """Turns every LoopMLError into one line on stderr and its exit code (2 = the user's mistake)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        helpstyle.polish(self)  # NAME positionals, no "<bool>" beside flags
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

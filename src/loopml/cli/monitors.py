@@ -117,7 +117,11 @@ def run(
 ) -> None:
     """Run the monitor now and wait: rows, per-feature statistics, quality, alerts, the report.
     Violations are findings, not errors: exit 0 (unless --fail-on-violation)."""
-    record = client().run_monitor(name, wait=True, timeout=timeout)
+    from loopml.cli.progress import track
+
+    with track(f"monitor {name}: starting the run", quiet=as_json) as bar:
+        record = client().run_monitor(name, wait=True, timeout=timeout, on_poll=lambda job: bar.update(
+            f"monitor {name}: job {job['id']} {styled(job['status'])}"))
     if as_json:
         print_json(record)
     else:

@@ -6,6 +6,7 @@ Rich and the SDK are imported on first use so ``loopml --help`` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -23,19 +24,30 @@ def client() -> Client:
     return Client()  # LOOPML_API_URL / LOOPML_TOKEN / loopml.toml
 
 
+# Rich reads these when a Console is made (terminal or not, interactive, colours, width): one
+# Console per stream and setting, so a changed environment (tests forcing a terminal) gets its own.
+_CONSOLE_ENV = ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR", "NO_COLOR", "TERM", "COLUMNS", "LINES")
+
+
 @lru_cache(maxsize=None)
-def _consoles(stream_id: int) -> Console:
+def _consoles(stream_id: int, _env: tuple[str | None, ...]) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stream_id == 2, highlight=False, soft_wrap=True)  # long lines stay greppable
+    out = Console(stderr=stream_id == 2, highlight=False, soft_wrap=True)  # long lines stay greppable
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        out.width = PIPED_WIDTH  # a file or a pipe has no width: tables keep URLs and messages on a line
+    return out
+
+
+PIPED_WIDTH = 200
 
 
 def console() -> Console:
-    return _consoles(1)
+    return _consoles(1, tuple(os.environ.get(k) for k in _CONSOLE_ENV))
 
 
 def err_console() -> Console:
-    return _consoles(2)
+    return _consoles(2, tuple(os.environ.get(k) for k in _CONSOLE_ENV))
 
 
 def json_text(obj: Any, **kwargs: Any) -> str:
@@ -95,7 +107,9 @@ def table(*columns: str, title: str | None = None, rows: Iterable[Iterable[Any]]
     t = Table(title=title, title_justify="left", header_style="bold")
     for i, name in enumerate(columns):
         # The first column names the thing (job id, dataset, model): never cut it, users copy it.
-        t.add_column(name, no_wrap=i == 0, min_width=len(name))
+        # The others fold inside long words (URLs, ids, paths) instead of being cut with "…"; when
+        # the terminal is narrow Rich takes the width from the widest columns (messages) first.
+        t.add_column(name, no_wrap=i == 0, overflow="fold", min_width=len(name))
     for row in rows:
         t.add_row(*(num(v) if not isinstance(v, str) else v for v in row))
     return t
@@ -105,8 +119,8 @@ def fields_table(pairs: Iterable[tuple[str, Any]], title: str | None = None) -> 
     from rich.table import Table
 
     t = Table(show_header=False, title=title, title_justify="left", box=None, pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(overflow="fold")  # a long URL or path folds; it is never cut with "…"
     for key, value in pairs:
         t.add_row(key, value if isinstance(value, str) else num(value))
     return t

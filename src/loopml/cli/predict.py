@@ -32,7 +32,7 @@ def predict(
     The input is checked against the model's input signature before a job is queued. Images are
     greyscaled or coloured and resized as the model takes them; each row names its file.
 
-    Example: loopml predict mnist-cnn@prod mnist:test --limit 20
+    Example: loopml predict mnist-cnn@production mnist:test --limit 10 --output preds.csv
     """
     from loopml.cli.train import follow
 

@@ -43,7 +43,7 @@ def coerce(raw: str) -> str | int | float | bool:
 def train(
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="NAME or NAME:VERSION of a registered dataset.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="cnn, rnn, mlp, or path/to/model.py "
-                                                 "[default: the template for the dataset's kind].")] = None,
+                                                 "(default: the template for the dataset's kind).")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", "-e", min=1, help="Shortcut for --param epochs=N.")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", metavar="KEY=VALUE",
                                                        help="A hyperparameter; repeatable.")] = None,
@@ -101,32 +101,32 @@ def train(
 
 def follow(c: Client, job_id: str, *, live: bool = True, poll: float = 0.5) -> dict[str, Any] | None:
     """Poll the job until it ends; show progress and per-epoch lines when ``live``. None = detached."""
+    from loopml.cli.progress import track
+
     seen = 0
     try:
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        out = console()
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                   TextColumn("{task.fields[stats]}"), TimeElapsedColumn())
-        with Progress(*columns, console=out, transient=True, disable=not (live and out.is_terminal)) as progress:
-            task = progress.add_task("queued", total=None, stats="")
+        with track("queued", quiet=not live) as bar:
             while True:
                 job = c.job(job_id)
                 p = job.get("progress") or {}
                 for m in (job.get("metrics") or [])[seen:]:
                     if live:
-                        progress.console.print(epoch_line(m, p.get("epochs")))
+                        bar.print(epoch_line(m, p.get("epochs")))
                 seen = len(job.get("metrics") or [])
                 if job["status"] in TERMINAL:
                     return job
                 description, total, completed, stats = describe_progress(job["status"], p)
-                progress.update(task, description=description, total=total, completed=completed, stats=stats)
+                bar.update(description, total=total, completed=completed, detail=stats)
                 time.sleep(poll)
     except KeyboardInterrupt:
         return None
 
 
 def describe_progress(status: str, p: dict[str, Any]) -> tuple[str, float | None, float, str]:
+    if status == "running" and "rows" in p:  # a prediction job: rows written so far
+        total = p.get("total")
+        return (f"predicting: {p['rows']}" + (f"/{total}" if total else "") + " rows",
+                float(total) if total else None, float(p["rows"]), "")
     if status != "running" or not p.get("epochs"):
         return status, None, 0, ""
     epoch, epochs = int(p.get("epoch") or 1), int(p["epochs"])

@@ -90,7 +90,7 @@ def create(
 ) -> None:
     """Create a workflow from an ASL file (JSON or YAML) or a template.
 
-    Example: loopml workflows create nightly --definition nightly.asl.yaml
+    Example: loopml workflows create flow --definition flow.yaml
     """
     if (definition is None) == (template is None):
         raise InvalidInput("give --definition FILE or --template NAME (one of them)")
@@ -174,7 +174,7 @@ def start(
 ) -> None:
     """Start an execution.
 
-    Example: loopml workflows start nightly --input '{"dataset": "mnist"}' --wait
+    Example: loopml workflows start retrain-mnist --input '{"dataset": "mnist:2"}' --wait
     """
     c = client()
     record = c.start_execution(name, _input(input), name=execution_name)
@@ -198,23 +198,30 @@ def start(
 
 def _follow(c: Client, execution_id: str, *, timeout: float | None, live: bool, poll: float = 0.5) -> dict[str, Any]:
     """Poll the execution, printing each state as it is entered and exited, until it ends."""
+    from rich.markup import escape
+
+    from loopml.cli.progress import track
+
     deadline = None if timeout is None else time.monotonic() + timeout
     seen = 0
-    while True:
-        record = c.execution(execution_id)
-        if live:
-            for ev in c.execution_history(execution_id)[seen:]:
-                seen += 1
-                line = _event_line(ev)
-                if line:
-                    console().print(line)
-        if record["status"] in TERMINAL:
-            return record
-        if deadline is not None and time.monotonic() > deadline:
-            err_console().print(f"execution {execution_id} is still {record['status']} after {timeout:g} s "
-                                "(it keeps running)")
-            raise typer.Exit(1)
-        time.sleep(poll)
+    with track(f"execution {execution_id}", quiet=not live) as bar:
+        while True:
+            record = c.execution(execution_id)
+            if live:
+                for ev in c.execution_history(execution_id)[seen:]:
+                    seen += 1
+                    line = _event_line(ev)
+                    if line:
+                        bar.print(line)
+            if record["status"] in TERMINAL:
+                return record
+            bar.update(f"execution {execution_id}: {styled(record['status'])} in "
+                       f"{escape(record.get('current_state') or '-')}")  # a state name is not markup
+            if deadline is not None and time.monotonic() > deadline:
+                err_console().print(f"execution {execution_id} is still {record['status']} after {timeout:g} s "
+                                    "(it keeps running)")
+                raise typer.Exit(1)
+            time.sleep(poll)
 
 
 def _event_line(ev: dict[str, Any]) -> str | None:

@@ -53,6 +53,27 @@ def zip_folder(folder: str | os.PathLike) -> bytes:
     return buf.getvalue()
 
 
+class _Counted:
+    """A seekable binary file that reports (bytes read, size) as httpx streams it out."""
+
+    def __init__(self, f: Any, callback: Callable[[int, int], None] | None) -> None:
+        self._f, self._callback = f, callback
+        self._size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._f.read(n)
+        if self._callback is not None:
+            self._callback(self._f.tell(), self._size)
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
 class _Keep:
     def __repr__(self) -> str:
         return "<unchanged>"
@@ -170,7 +191,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
 
     # -- datasets --------------------------------------------------------------------------
     def add_dataset(self, name: str, source: str | os.PathLike, format: str | None = None,
-                    label: str | None = None, text: str | None = None, extend: bool = False) -> dict[str, Any]:
+                    label: str | None = None, text: str | None = None, extend: bool = False,
+                    on_upload: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Register ``source`` as a new version of dataset ``name`` (same content → same version).
 
         Args:
@@ -183,6 +205,7 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
             extend: Append the source's rows to the newest version's rows (same kind, shape
                 and classes) instead of registering the source on its own; ``label``, ``text``
                 (and a ``text`` format) default to that version's.
+            on_upload: Called with (bytes sent, total bytes) while a local file or folder uploads.
 
         Returns:
             The version record with ``created`` (False when identical content was already there).
@@ -202,10 +225,11 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
             fields["extend"] = "true"
         fields["source"] = str(local.resolve())  # recorded as where the data came from
         if local.is_dir():
-            files = {"file": (f"{local.resolve().name or 'data'}.zip", zip_folder(local), "application/zip")}
+            zipped = _Counted(io.BytesIO(zip_folder(local)), on_upload)
+            files = {"file": (f"{local.resolve().name or 'data'}.zip", zipped, "application/zip")}
             return self._json("POST", "/datasets/upload", data=fields, files=files, timeout=self._upload_timeout())
         with local.open("rb") as f:
-            files = {"file": (local.name, f, "application/octet-stream")}
+            files = {"file": (local.name, _Counted(f, on_upload), "application/octet-stream")}
             return self._json("POST", "/datasets/upload", data=fields, files=files, timeout=self._upload_timeout())
 
     def list_datasets(self) -> list[dict[str, Any]]:
@@ -440,11 +464,13 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         """
         return self._json("POST", f"/jobs/{_seg(id)}/cancel")
 
-    def wait(self, id: str, poll: float = 0.5, timeout: float | None = None) -> dict[str, Any]:
+    def wait(self, id: str, poll: float = 0.5, timeout: float | None = None,
+             on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Poll until the job has ended.
 
         Args:
             poll: Seconds between polls. timeout: Give up (LoopMLError) after this many seconds.
+            on_poll: Called with every job record read (progress display).
 
         Returns:
             The final job record (check ``status`` and ``reason``).
@@ -456,6 +482,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.job(id)
+            if on_poll is not None:
+                on_poll(job)
             if job["status"] in TERMINAL:
                 return job
             if deadline is not None and time.monotonic() >= deadline:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
 from loopml.core.errors import InvalidInput, LoopMLError
@@ -69,10 +69,12 @@ class MonitorsAPI:
     def delete_monitor(self, name: str) -> dict[str, Any]:
         return self._json("DELETE", f"/monitors/{_seg(name)}")
 
-    def run_monitor(self, name: str, wait: bool = True, timeout: float = 900, poll: float = 0.5) -> dict[str, Any]:
+    def run_monitor(self, name: str, wait: bool = True, timeout: float = 900, poll: float = 0.5,
+                    on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run the monitor now. With ``wait`` (default) block until the run has ended and return
         its record (``status`` succeeded | insufficient | failed, ``violations``, ``summary``,
-        ``report_key``); else return ``{"run", "job"}`` at once.
+        ``report_key``); else return ``{"run", "job"}`` at once. ``on_poll`` gets the run's job
+        record at every poll (progress display).
 
         Example::
 
@@ -84,7 +86,7 @@ class MonitorsAPI:
             return answer
         run_id, job_id = answer["run"]["id"], answer["job"]["id"]
         deadline = time.monotonic() + timeout
-        job = self.wait(job_id, poll=poll, timeout=timeout)
+        job = self.wait(job_id, poll=poll, timeout=timeout, on_poll=on_poll)
         while True:  # the job ends right after the run row is written; both are normally final here
             run = self.monitor_run(name, run_id)
             if run["status"] in _RUN_DONE:
