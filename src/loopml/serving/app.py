@@ -87,12 +87,6 @@ class StaticEndpoints:
     def ready(self) -> bool:
         return all(h.loaded for ep in self.live.values() for h in ep.hosts())
 
-    def lookup(self, name: str, version: str | None) -> ModelHost:
-        ep = self.live.get(name)
-        if ep is None:
-            raise NotFound(f"model {name!r} not found")
-        return ep.variants[0].host
-
     async def target_model(self, ep: LiveEndpoint, ref: str) -> Variant:
         raise InvalidInput(f"endpoint {ep.name!r} is not a multi-model endpoint")
 
