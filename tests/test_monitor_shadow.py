@@ -79,3 +79,85 @@ def test_shadow_variant_is_compared_side_by_side_with_production(plat: Platform,
     report = json.loads(service.get_report(plat, "m", result["id"], "json"))
     assert report["shadow"]["shadow_variant"] == "shadow"
     assert "shadow" in service.get_report(plat, "m", result["id"], "html").decode().lower()
+
+
+def test_oip_requests_are_captured_with_their_ids_shadowed_and_joined_to_labels(
+        tmp_path, digit_bundles, digits_data, monkeypatch) -> None:
+    """Open Inference Protocol traffic goes through the same invocation core as SageMaker's: a
+    real serving process (shadow, 100 % capture) answers OIP requests with their ``id`` (or a
+    generated one), copies them to the shadow, captures them with that id, and a monitor run
+    joins uploaded labels to them."""
+    import httpx
+
+    from loopml.core.timeutil import utcnow
+    from loopml.models.bundle import load_bundle
+    from loopml.monitoring import run as monitor_run
+    from loopml.monitoring import service
+    from loopml.monitoring.capture_reader import read_window
+    from loopml.monitoring.profile import build_profile
+    from loopml.serving.capture import read_captured
+    from tests.serving_support import wait_for
+    from tests.test_endpoints import control_plane, create, wait_ready
+
+    images, target = digits_data
+    held, truth = images[1000:1080], [str(t) for t in target[1000:1080]]
+    with control_plane(tmp_path, monkeypatch) as (plat, loop):
+        production = register(plat, "digits", digit_bundles[1])
+        shadow = register(plat, "digits", digit_bundles[0])
+        bundle = load_bundle(digit_bundles[1], runtime="onnx")
+        manifest = json.loads((digit_bundles[1] / "loopml.json").read_text())
+        train = images[:800, ..., None]
+        profile = build_profile(kind="image", raw=train, proba=bundle.predict_proba(train),
+                                class_names=bundle.label_names, schema=manifest)
+        plat.artifacts.put_bytes(f"{production['artifact_prefix']}/baseline/profile.json",
+                                 json.dumps(profile).encode())
+        create(plat, loop, "mnist", model=f"digits:{production['version']}",
+               shadow=f"digits:{shadow['version']}", capture_percent=100)
+        wait_ready(plat, "mnist")
+        service.create_monitor(plat, "m", "mnist", min_samples=50)
+
+        def infer(image: np.ndarray, **extra) -> dict:
+            doc = {**extra, "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 8, 8],
+                                        "data": image.ravel().tolist()}]}
+            r = client.post(f"{loop.endpoints.url}/v2/models/mnist/infer", json=doc)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        with httpx.Client(timeout=30) as client:
+            for i, image in enumerate(held):
+                assert infer(image, id=f"oip-{i}")["id"] == f"oip-{i}"  # the request's own id
+            generated = {infer(held[0])["id"], infer(held[1])["id"]}  # none given: one is made
+            assert len(generated) == 2 and all(generated), generated
+            answered = len(held) + 2
+
+            def shadowed() -> bool:  # every answered request was compared with the shadow
+                text = client.get(f"{loop.endpoints.url}/metrics").text
+                return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("loopml_shadow_comparisons_total{")) == answered
+            wait_for(shadowed, 30, what="shadow comparisons of the OIP requests")
+        loop.stop()  # graceful: capture flushed
+
+        ids = {f"oip-{i}" for i in range(len(held))} | generated
+        for variant in ("primary", "shadow"):
+            records = list(read_captured(plat.artifacts, "capture", "mnist", variant))
+            assert {r["eventMetadata"]["inferenceId"] for r in records} == ids, variant
+        # a run reads up to now − CAPTURE_SETTLE_S: wait until the newest record is older
+        window = read_window(plat.artifacts, plat.settings.capture_prefix, "mnist", None,
+                             since=None, until=None, columns=("inference_times",))
+        settle = (window.last_time - utcnow()).total_seconds() + monitor_run.CAPTURE_SETTLE_S + 0.5
+        if settle > 0:
+            time.sleep(settle)
+
+        service.upload_labels(plat, "m", rows=[{"inference_id": f"oip-{i}", "label": t}
+                                               for i, t in enumerate(truth)])
+        run, job = plat.monitors.create_run("m")
+        result = monitor_run.run(plat, {"id": None, "spec": job["spec"]})
+        assert result["status"] == "succeeded", result
+        summary = result["summary"]
+        assert summary["records"] == answered and summary["undecodable"] == 0, summary
+        assert summary["quality"]["n"] == len(held), summary["quality"]  # labels joined by id
+        predicted = np.asarray(bundle.label_names)[bundle.predict_proba(held[..., None]).argmax(1)]
+        assert summary["quality"]["accuracy"] == pytest.approx(
+            float(np.mean(predicted == np.asarray(truth))), abs=1e-3)
+        side = summary["shadow"]
+        assert side["n"] == answered and side["labelled"] == len(held), side

@@ -75,23 +75,6 @@ class EndpointManager:
             name in self.live and self.live[name].incarnation == key
             for name, key in self.known.items() if name not in self._failed)
 
-    def lookup(self, name: str, version: str | None) -> ModelHost:
-        """OIP: model name = endpoint name; a version picks the variant serving it."""
-        ep = self.live.get(name)
-        if ep is None:
-            failure = self.failure(name)
-            if failure is not None:
-                raise ModelNotReady(f"model {name!r} failed to load: {failure}")
-            if self.loading(name):
-                raise ModelNotReady(f"model {name!r} is loading; retry shortly")
-            raise NotFound(f"model {name!r} not found")
-        if version is None:
-            return ep.pick().host
-        for v in ep.variants:
-            if str(v.version) == version:
-                return v.host
-        raise NotFound(f"model {name!r} has no version {version!r} being served")
-
     async def target_model(self, ep: LiveEndpoint, ref: str) -> Variant:
         """Multi-model endpoints: ``X-Amzn-SageMaker-Target-Model: MODEL[:VERSION|@ALIAS]``."""
         if not ep.multi_model:

@@ -37,9 +37,14 @@ little-endian length + bytes). An output is returned in binary when it asks for
 
 Errors are JSON ``{"error": "..."}``: 400 bad request, 404 unknown model/version/route, 405 wrong
 method, 413 inflated body too large, 415 unknown content encoding, 503 not ready / queue full
-(with ``retry-after``), 500 model failure (logged). ``handle_v2`` never raises. A host that is
-closed (``BatcherClosed`` or ``loaded`` false: its version was swapped out while the request
-arrived) is looked up again once and the request runs on the current host.
+(with ``retry-after``), 500 model failure (logged); one table, ``_as_error``. ``handle_v2``
+never raises.
+
+This module is a codec: routing, the swap-retry (a host closed while the request arrived runs
+the request once more on the current one), capture and the shadow copy are
+``serving.invoke``'s. On the data plane every inference has an id: the request's ``"id"``, else
+a generated one returned as the response's ``"id"``; capture records it, so ground-truth labels
+join OIP requests exactly as SageMaker ones (``X-Amzn-SageMaker-Inference-Id``).
 
 Host attributes used: ``kind``, ``shape``, ``columns``, ``text_column``, ``label_names``,
 ``async predict_raw(raw)``; optional ``loaded``, ``model_name``, ``model_version``,
@@ -64,6 +69,7 @@ from loopml.core.errors import InvalidInput, LoopMLError, NotFound
 from loopml.serving.batcher import BatcherClosed, QueueFull
 from loopml.serving.codecs import (_check_rows, _csv_value, _image_array, _json_type, _records,
                                    _texts)
+from loopml.serving.invoke import Call, HostRouter, Router, predict
 
 if TYPE_CHECKING:
     from loopml.serving.host import ModelHost
@@ -87,6 +93,7 @@ _NUMERIC = {"BOOL": np.dtype("?"), "UINT8": np.dtype("<u1"), "UINT16": np.dtype(
 DATATYPES = (*_NUMERIC, "BYTES")
 _JSON_CT = (b"content-type", b"application/json")
 _BINARY_CT = (b"content-type", b"application/octet-stream")
+_RETRY = [(b"retry-after", b"1")]
 _LEN = struct.Struct("<I")
 _FP32 = np.dtype("<f4")
 
@@ -128,16 +135,45 @@ def _error(exc: _Error) -> Response:
 
 
 async def handle_v2(method: str, path: str, headers: dict[bytes, bytes], body: bytes,
-                    backend: OipBackend) -> Response:
+                    backend: OipBackend | Router, call: Call | None = None) -> Response:
     """Route any path starting with /v2. Returns (status, extra headers incl content-type,
-    body). Never raises (a client's mistake is a 4xx, anything else a logged 500)."""
+    body). Never raises (a client's mistake is a 4xx, anything else a logged 500).
+
+    ``backend``: the data plane's ``invoke.Invoker`` (inference ids, capture, shadow), or any
+    ``lookup``/``ready`` backend. ``call``: an inference's state, for the caller to finish."""
+    router = backend if hasattr(backend, "route") else HostRouter(backend)
     try:
-        return await _route(method, path, headers, body, backend)
-    except _Error as exc:
-        return _error(exc)
-    except Exception:
-        log.exception("OIP: unexpected failure on %s %s", method, path)
-        return _json(500, {"error": "internal failure"})
+        return await _route(method, path, headers, body, router, call)
+    except Exception as exc:  # noqa: BLE001 - the error table decides
+        return _error(_as_error(exc, f"{method} {path}"))
+
+
+def _as_error(exc: BaseException, where: str) -> _Error:
+    """The OIP error table: what the core, the codec or the model raised → status + message."""
+    if isinstance(exc, _Error):
+        return exc
+    if isinstance(exc, InvalidInput):  # incl. UnsupportedFormat
+        return _Error(400, exc.message)
+    if isinstance(exc, NotFound):
+        return _Error(404, exc.message)
+    if isinstance(exc, (QueueFull, BatcherClosed)) or \
+            (isinstance(exc, LoopMLError) and exc.status == 503):  # loading, failed, not ready
+        return _Error(503, exc.message, _RETRY)
+    if isinstance(exc, _ModelFailure):
+        cause = exc.__cause__
+        log.error("OIP: model %r failed", exc.name, exc_info=cause)
+        message = getattr(cause, "message", None) or f"{type(cause).__name__}: {cause}"
+        return _Error(500, f"model failed: {message}")
+    log.error("OIP: unexpected failure on %s", where, exc_info=exc)
+    return _Error(500, "internal failure")
+
+
+class _ModelFailure(Exception):
+    """What the model raised that is no client mistake (reported as ``model failed``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
 def _allow(method: str, allowed: str, path: str) -> None:
@@ -147,7 +183,7 @@ def _allow(method: str, allowed: str, path: str) -> None:
 
 
 async def _route(method: str, path: str, headers: dict[bytes, bytes], body: bytes,
-                 backend: OipBackend) -> Response:
+                 backend: Router, call: Call | None) -> Response:
     parts = path.rstrip("/").split("/")  # "/v2/models/x" → ["", "v2", "models", "x"]
     if len(parts) < 2 or parts[0] or parts[1] != "v2":
         raise _Error(404, f"no route for {path}")
@@ -173,24 +209,14 @@ async def _route(method: str, path: str, headers: dict[bytes, bytes], body: byte
         raise _Error(404, f"no route for {path}")
     action = tail[0] if tail else "metadata"
     _allow(method, "POST" if action == "infer" else "GET", path)
-    host = _lookup(backend, name, version)
+    if action == "infer":
+        return await _infer(backend, name, version, headers, body, call)
+    host = backend.lookup(name, version)
     if action == "metadata":
         return _json(200, model_metadata(host, name))
     if action == "ready":
         ready = bool(getattr(host, "loaded", True))
-        return _json(200 if ready else 503, {"name": _model_name(host, name), "ready": ready})
-    return await _infer(backend, name, version, host, headers, body)
-
-
-def _lookup(backend: OipBackend, name: str, version: str | None) -> "ModelHost":
-    try:
-        return backend.lookup(name, version)
-    except NotFound as exc:
-        raise _Error(404, exc.message) from None
-    except LoopMLError as exc:  # loading or failed to load: retry later, with the reason
-        if exc.status == 503:
-            raise _Error(503, exc.message, [(b"retry-after", b"1")]) from None
-        raise
+    return _json(200 if ready else 503, {"name": _model_name(host, name), "ready": ready})
 
 
 def _model_name(host: Any, name: str) -> str:
@@ -636,8 +662,11 @@ def _raw_rows(tensors: list[_Tensor], host: Any) -> Any:
         raise _Error(400, exc.message) from None
 
 
-async def _infer(backend: OipBackend, name: str, version: str | None, host: Any,
-                 headers: dict[bytes, bytes], body: bytes) -> Response:
+async def _infer(router: Router, name: str, version: str | None, headers: dict[bytes, bytes],
+                 body: bytes, call: Call | None) -> Response:
+    variant = router.route(name, version)  # an unknown model is a 404 whatever the body
+    if call is not None:
+        call.variant = variant  # metrics name the variant even when the request fails
     encoding = headers.get(b"content-encoding")
     if encoding is not None:
         body = _inflate(body, encoding)
@@ -647,28 +676,21 @@ async def _infer(backend: OipBackend, name: str, version: str | None, host: Any,
     if request_id is not None and not isinstance(request_id, str):
         raise _Error(400, f'"id" must be a string, got {_json_type(request_id)}')
     outputs = _parse_outputs(doc)
-    for attempt in (1, 2):
-        raw = _raw_rows(tensors, host)
-        try:
-            if not getattr(host, "loaded", True):
-                raise BatcherClosed(f"model {name!r} is not ready")
-            proba = await host.predict_raw(raw)
-            break
-        except InvalidInput as exc:  # incl. UnsupportedFormat
-            raise _Error(400, exc.message) from None
-        except BatcherClosed as exc:
-            # the version was swapped out while this request arrived: once, use the current one
-            fresh = _lookup(backend, name, version) if attempt == 1 else host
-            if fresh is host:
-                raise _Error(503, exc.message, [(b"retry-after", b"1")]) from None
-            host = fresh
-        except QueueFull as exc:
-            raise _Error(503, exc.message, [(b"retry-after", b"1")]) from None
-        except Exception as exc:
-            log.exception("OIP: model %r failed", name)
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            raise _Error(500, f"model failed: {message}") from None
-    return _response(host, name, request_id, outputs, proba, len(raw))
+    raw = _raw_rows(tensors, variant.host)
+    try:
+        variant, raw, proba = await predict(
+            variant, raw, again=lambda: router.route(name, version),
+            redecode=lambda host: _raw_rows(tensors, host))
+    except (InvalidInput, BatcherClosed, QueueFull, _Error):
+        raise
+    except Exception as exc:
+        raise _ModelFailure(name) from exc
+    if request_id is None:
+        request_id = router.new_id()  # the data plane's: capture and labels join on it
+    response = _response(variant.host, name, request_id, outputs, proba, len(raw))
+    if call is not None:
+        call.variant, call.raw, call.proba, call.inference_id = variant, raw, proba, request_id
+    return response
 
 
 def _response(host: Any, name: str, request_id: str | None, outputs: list[_Out],
