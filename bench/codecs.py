@@ -16,7 +16,8 @@ and ``encode_predictions`` for 1 and 32 rows × 10 classes. Each figure: the med
 ``--layouts [REV]`` instead times ``decode()`` per JSON layout of the same pixels (28×28,
 28×28×1, flat 784; integers 0–255 or floats x/255; orjson's compact or ``json.dumps``' spaced
 separators; 1 and 32 images), this tree's codec side by side with the one at git revision REV
-(default HEAD), loaded from ``git show`` into the same process: one run, interleaved rounds.
+(default HEAD), loaded from ``git show`` into the same process: one run, interleaved rounds,
+best of ``--repeat`` (on a shared machine the minimum is the least noisy figure).
 
     .venv/bin/python bench/codecs.py [--repeat 15] [--number 50] [--layouts [REV]]
 """
@@ -87,11 +88,12 @@ def layouts(rev: str, repeat: int, number: int) -> None:
             for who, fn in codecs.items():
                 timings.setdefault((case, rows, who), []).append(_time(
                     lambda: fn(body, "application/json", "image", shape=[28, 28, 1]), number))
-    print(f"decode() µs per JSON body, median of {repeat} rounds × {number} calls; old = {rev}")
+    print(f"decode() µs per JSON body, best of {repeat} interleaved rounds × {number} calls "
+          f"(the machine is shared: the minimum is the least noisy); old = {rev}")
     print(f"{'layout':<24}{'bytes/img':>10}{'1 img old':>11}{'new':>8}{'32 img old':>12}"
           f"{'new':>8}")
     for case in dict.fromkeys(c for c, _ in cases):
-        med = {(rows, who): statistics.median(timings[case, rows, who])
+        med = {(rows, who): min(timings[case, rows, who])
                for rows in (1, 32) for who in codecs}
         print(f"{case:<24}{len(cases[case, 1]):>10,}{med[1, 'old']:>11.1f}{med[1, 'new']:>8.1f}"
               f"{med[32, 'old']:>12.1f}{med[32, 'new']:>8.1f}")

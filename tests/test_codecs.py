@@ -387,7 +387,9 @@ def test_fast_layouts_equal_the_strict_path(case, chunk):
     from loopml.serving.json_pixels import decode_pixels
 
     body, shape, pixels = case
-    fast = decode_pixels(body, shape, 10_000, chunk_bytes=chunk)  # small chunks: cut at commas
+    # small chunks: the numbers cut at commas; lists_bytes=chunk: (N, H, W) and flat bodies
+    # go by the skeleton too when chunk is small
+    fast = decode_pixels(body, shape, 10_000, chunk_bytes=chunk, lists_bytes=chunk)
     assert fast is not None, body
     strict = _strict(body, shape)
     assert fast.dtype == strict.dtype == np.float32 and fast.shape == strict.shape
@@ -420,7 +422,7 @@ def test_mutated_bodies_fast_path_never_accepts_what_json_refuses(case, edits, c
                 body = body[:m.start()] + m.group(2) + m.group(1) + body[m.end():]
         else:  # insert, or delete one byte
             body = body[:pos] + edit + body[pos + (not edit):]
-    fast = decode_pixels(body, shape, 10_000, chunk_bytes=chunk)
+    fast = decode_pixels(body, shape, 10_000, chunk_bytes=chunk, lists_bytes=chunk)
     if fast is None:
         _decode_or_invalid(body, None, "image", {"shape": shape})
         return

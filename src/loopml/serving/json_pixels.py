@@ -6,8 +6,9 @@ same pixels as 28×28 rows. Here the body is checked on its bytes first (C-speed
 
 * the instances array (first ``[`` to last ``]``) holds only numbers, brackets, commas and
   whitespace, and the text around it is ``{"instances":`` / ``{"inputs":`` … ``}`` or nothing;
-* short bodies of (N, H, W) or flat (N, H·W·C) rows — no singleton lists — are parsed by orjson
-  as they are (cheap: one list per row), row lengths checked, values read by ``np.fromiter``;
+* bodies up to LISTS_BYTES of (N, H, W) or flat (N, H·W·C) rows — no singleton lists — are
+  parsed by orjson as they are (cheap: one list per row), row lengths checked, values read by
+  ``np.fromiter``;
 * every other layout ((N, H, W, C), including C = 1) and every big body goes by its skeleton:
   numbers → ``0`` and whitespace dropped (one ``bytes.translate``); no number right before a
   ``[`` or right after a ``]``; with the numbers removed it must equal the skeleton of N regular
@@ -43,7 +44,8 @@ _BRACKETS_TO_SPACES = bytes.maketrans(b"[]", b"  ")
 _OPEN = re.compile(rb'~(?:\{~"(?:instances|inputs)"~:~)?'.replace(b"~", b"[ \t\r\n]*"))
 _CLOSE_OBJECT = re.compile(rb"[ \t\r\n]*\}[ \t\r\n]*")
 _CLOSE_BARE = re.compile(rb"[ \t\r\n]*")
-CHUNK_BYTES = 256 * 1024  # ≈ 1 ms of number parsing per orjson call on this machine
+CHUNK_BYTES = 256 * 1024  # ≲ 1 ms of number parsing per orjson call on this machine
+LISTS_BYTES = 512 * 1024  # (N, H, W)/flat bodies up to this parse as lists: ≲ 2 ms per call
 
 
 @lru_cache(maxsize=64)
@@ -64,7 +66,8 @@ def layouts(shape: Sequence[int]) -> dict[int, tuple[int, ...]]:
 
 
 def decode_pixels(body: bytes, shape: Sequence[int], max_rows: int, *,
-                  chunk_bytes: int = CHUNK_BYTES) -> np.ndarray | None:
+                  chunk_bytes: int = CHUNK_BYTES, lists_bytes: int = LISTS_BYTES
+                  ) -> np.ndarray | None:
     """A regular numeric JSON image body → float32 (N, *layout), or None (strict path)."""
     if any(int(d) <= 0 for d in shape):
         return None
@@ -78,11 +81,11 @@ def decode_pixels(body: bytes, shape: Sequence[int], max_rows: int, *,
     if close.fullmatch(body, end + 1) is None:
         return None
     array = body[start:end + 1]
-    if array.translate(None, _ALLOWED):
-        return None  # strings, true/false/null, objects: the strict path names them
     depth = _depth(array)
     floats = array.find(b".") >= 0 or array.find(b"e") >= 0 or array.find(b"E") >= 0
-    if depth <= 3 and len(array) <= chunk_bytes:  # no singleton lists, one short GIL hold
+    if depth <= 3 and len(array) <= lists_bytes:  # no singleton lists, GIL held ≲ 2 ms
+        if array.translate(None, _ALLOWED):
+            return None  # strings, true/false/null, objects: the strict path names them
         return _from_lists(array, shape, max_rows, depth, floats)
     return _from_bytes(array, shape, max_rows, floats, chunk_bytes)
 
@@ -134,8 +137,9 @@ def _from_bytes(array: bytes, shape: Sequence[int], max_rows: int, floats: bool,
                 chunk_bytes: int) -> np.ndarray | None:
     """Any regular layout: checked on its skeleton, numbers parsed as flat chunks."""
     compact = array.translate(_TO_SKELETON, _WS)
-    # a number right before "[" or after "]" is not JSON (rfind: the fast direction here)
-    if compact.rfind(b"0[") >= 0 or compact.rfind(b"]0") >= 0:
+    # strings, true/false/null, objects ("x"): the strict path names them; a number right
+    # before "[" or after "]" is not JSON (rfind: the fast direction for these needles)
+    if b"x" in compact or compact.rfind(b"0[") >= 0 or compact.rfind(b"]0") >= 0:
         return None
     skeleton = compact.translate(None, b"0f")
     depth = len(skeleton) - len(skeleton.lstrip(b"["))
