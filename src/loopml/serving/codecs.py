@@ -12,7 +12,10 @@ Content types (parameters such as ``charset`` ignored, case-insensitive, missing
 
     application/json    {"instances": [...]}, {"inputs": [...]} or a bare list of instances.
                         The top level must be a list of instances: one un-nested image/text/record
-                        is refused, not guessed.
+                        is refused, not guessed. Image instances: (H, W, C), (H, W) when C is 1,
+                        or flat H·W·C, integers or floats — numeric bodies in any of these
+                        layouts are decoded off their bytes (``serving.json_pixels``) at about
+                        the same speed; anything else goes through the strict path below.
     application/x-npy   one .npy array (header checked before any allocation; object arrays —
                         pickles — refused). Numeric for image/tabular, strings for text.
     text/csv            image/tabular: one row of values per line; text: one text per line
@@ -27,8 +30,15 @@ Content types (parameters such as ``charset`` ignored, case-insensitive, missing
 Every bad body raises ``InvalidInput`` (``UnsupportedFormat`` for an unknown content type) with a
 message naming the problem; nothing else escapes (fuzzed in tests/test_codecs.py).
 
-Decode speed for images (bench/codecs.py, µs per body, median of 21 rounds, 2-core SHARED
-machine — ±15 % run to run; 28×28 integer pixels, 1 / 32 images):
+Decode speed per JSON layout (``bench/codecs.py --layouts``; see docs/benchmarks.md): the
+(N, 28, 28, 1) layout a Keras user sends took 4× the time of 28×28 rows (nested one-element
+lists through ``np.asarray``); it is now within ~1.4× (integers) / ~2× (floats) of them, and
+the rows themselves got ~20 % faster (integers read as int64, the cheapest conversion).
+Bodies past OFF_LOOP_BYTES are decoded on a worker thread (``decode_async``).
+
+The strict path's options (bench/codecs.py, µs per body, median of 21 rounds, 2-core SHARED
+machine — ±15 % run to run; 28×28 integer pixels, 1 / 32 images; measured before the
+per-layout decoder):
 
     orjson.loads + np.asarray(x).astype(float32)   68 / 2,465   ← used
     orjson.loads + np.asarray(x, dtype=float32)    69 / 2,832   (won one earlier run by ~10 %)
