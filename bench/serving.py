@@ -33,9 +33,11 @@ LoopML bundle, and measures, one 28×28 grayscale image per request (JSON body
 
 ``--layouts`` adds, for LoopML at concurrency 32, one row per JSON layout of the same check
 image (``{"instances": [...]}``, json.dumps' separators: 28×28 floats — the JSON row's body —
-and integers, 28×28×1 integers and floats, flat 784 integers); ``--layouts-vs REV`` also
-starts a second LoopML from git revision REV's ``src`` (``git archive``, PYTHONPATH) with the
-same model and measures the same layout rows on it, in the same run: the codec before/after.
+and integers, 28×28×1 integers and floats, flat 784 integers). ``--layouts-vs REV`` instead
+compares those layouts on two LoopMLs up at once, this tree's and git revision REV's (its
+``src`` from ``git archive``, first on PYTHONPATH), same model: ``--layout-rounds`` rounds,
+each running every layout on one then the other (interleaved, so the shared machine's drift
+hits both alike), medians reported — the codec before/after in one run.
 
 each at concurrency 1 and 32: requests/s, p50, p99, errors (non-2xx + socket errors), the
 server's RSS after its cells and its CPU ms per request (utime+stime of its process tree over
@@ -82,6 +84,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -893,6 +896,43 @@ def write_bodies(model: Model, folder: Path) -> tuple[Body, Body, Body]:
     return Body("JSON", JSON_TYPE, json_path), Body("npy", NPY_TYPE, npy_path), oip
 
 
+def compare_layouts(model: Model, workdir: Path, bodies: list[Body], rev: str,
+                    args: argparse.Namespace) -> str:
+    """This tree's LoopML vs REV's, both up, layouts interleaved per round → markdown table."""
+    servers: list[Server] = []
+    try:
+        for launch in (loopml_at(rev), launch_loopml):
+            servers.append(launch(model, workdir))
+        for server in servers:
+            wait_ready(server, bodies[0])
+            for body in bodies:
+                check_answer(server, body, model)
+            run_wrk(server, bodies[0], 32, max(args.warmup, 3.0))
+        got: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for i in range(args.layout_rounds):
+            for body in bodies:
+                for server in servers:
+                    r = run_wrk(server, body, 32, args.duration)
+                    got.setdefault((server.name, body.label), []).append(r)
+                    log(f"round {i + 1}: {server.name} ({body.label}) c=32: {r['rps']:,.0f} "
+                        f"req/s, p99 {r['p99_ms']:.2f} ms, errors {int(r['errors'])}")
+    finally:
+        for server in servers:
+            stop(server)
+    old, new = (server.name for server in servers)
+    med = {key: (statistics.median(r["rps"] for r in rs),
+                 statistics.median(r["p99_ms"] for r in rs), sum(r["errors"] for r in rs))
+           for key, rs in got.items()}
+    out = [f"| JSON layout, c=32 (median of {args.layout_rounds} interleaved rounds) | "
+           f"{old} req/s | p99 ms | {new} req/s | p99 ms | errors |",
+           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for body in bodies:
+        (r0, p0, e0), (r1, p1, e1) = med[old, body.label], med[new, body.label]
+        out.append(f"| {body.label.removeprefix('JSON ')} | {r0:,.0f} | {p0:.2f} | {r1:,.0f} | "
+                   f"{p1:.2f} | {int(e0 + e1)} |")
+    return "\n".join(out)
+
+
 def layout_bodies(model: Model, folder: Path) -> list[Body]:
     """The check image in each JSON layout a Keras user may send (c=32 rows only)."""
     pixels = model.check_image.astype(np.int64)  # (28, 28), 0–255
@@ -1018,6 +1058,8 @@ def parse_args() -> argparse.Namespace:
                     help="also measure LoopML at c=32 per JSON layout of the same image")
     ap.add_argument("--layouts-vs", default=None, metavar="REV",
                     help="with --layouts: the same layout rows on LoopML at git revision REV")
+    ap.add_argument("--layout-rounds", type=int, default=3,
+                    help="with --layouts-vs: interleaved rounds per layout (default 3)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="keep the model, bodies and server logs here (a model already there "
                          "is reused); default: a temporary folder, removed")
@@ -1068,13 +1110,15 @@ def main() -> None:
 
         layouts = layout_bodies(model, workdir) if args.layouts else []
         every: dict[str, tuple[Callable[[Model, Path], Server], list[Body]]] = {
-            "loopml": (launch_loopml, [json_body, npy_body, oip_body, *layouts]),
+            "loopml": (launch_loopml, [json_body, npy_body, oip_body,
+                                       *(layouts if not args.layouts_vs else [])]),
             "fastapi": (launch_fastapi, [json_body]),
             "bentoml": (launch_bentoml, [json_body]),
             "loopml-static": (launch_loopml_static, [json_body, npy_body, oip_body])}
         launchers = [every[name] for name in args.servers]
+        comparison = ""
         if layouts and args.layouts_vs:
-            launchers.insert(0, (loopml_at(args.layouts_vs), layouts))
+            comparison = compare_layouts(model, workdir, layouts, args.layouts_vs, args)
         cells: list[Cell] = []
         extras: list[str] = []
         for launch, bodies in launchers:
@@ -1092,6 +1136,8 @@ def main() -> None:
         print(markdown_tables(ceiling, cells))
         print()
         print(goals(ceiling, cells))
+        if comparison:
+            print(f"\n{comparison}")
         for extra in extras:
             print("\n" + extra)
         print(f"\n{versions()}; {os.cpu_count()} CPUs, load avg "
