@@ -32,8 +32,8 @@ message naming the problem; nothing else escapes (fuzzed in tests/test_codecs.py
 
 Decode speed per JSON layout (``bench/codecs.py --layouts``; see docs/benchmarks.md): the
 (N, 28, 28, 1) layout a Keras user sends took 4× the time of 28×28 rows (nested one-element
-lists through ``np.asarray``); it is now within ~1.4× (integers) / ~2× (floats) of them, and
-the rows themselves got ~20 % faster (integers read as int64, the cheapest conversion).
+lists through ``np.asarray``); it is now 1.5× (integers) / 1.9× (floats) of them, and
+the rows themselves got 20–30 % faster (integers read as int64, the cheapest conversion).
 Bodies past OFF_LOOP_BYTES are decoded on a worker thread (``decode_async``).
 
 The strict path's options (bench/codecs.py, µs per body, median of 21 rounds, 2-core SHARED
