@@ -25,7 +25,7 @@ Content types (parameters such as ``charset`` ignored, case-insensitive, missing
                         one image file (image models only), fitted to the model's shape by
                         ``serving.image_files``: greyscale/RGB and resized as the signature says,
                         else refused naming the expected shape. Pillow decodes it: callers on an
-                        event loop run ``decode`` for these in a thread (``is_image_file``).
+                        event loop use ``decode_async`` (a thread for these and big bodies).
 
 Every bad body raises ``InvalidInput`` (``UnsupportedFormat`` for an unknown content type) with a
 message naming the problem; nothing else escapes (fuzzed in tests/test_codecs.py).
