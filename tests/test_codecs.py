@@ -482,3 +482,10 @@ def test_big_bodies_decode_off_the_event_loop():
     seen, raw = asyncio.run(ticks_during(small))
     assert seen == 0
     np.testing.assert_array_equal(raw.reshape(1, 28, 28, 1), pixels[:1])
+    # the thread gets every option: a big tabular body of lists needs its columns
+    rows = [[i, f"city {i}"] for i in range(8_000)]
+    body = orjson.dumps({"instances": rows})
+    assert len(body) > OFF_LOOP_BYTES
+    got = asyncio.run(decode_async(body, None, "tabular", columns=COLUMNS))
+    assert got == decode(body, None, "tabular", columns=COLUMNS)
+    assert got[0][7_999] == {"age": 7_999, "city": "city 7999"}
