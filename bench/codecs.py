@@ -13,16 +13,27 @@ and ``encode_predictions`` for 1 and 32 rows × 10 classes. Each figure: the med
 ``--repeat`` rounds of the mean over ``--number`` calls; options interleaved per round.
 (orjson's OPT_SERIALIZE_NUMPY applies to dumps only — nothing to compare on decode.)
 
-    .venv/bin/python bench/codecs.py [--repeat 15] [--number 50]
+``--layouts [REV]`` instead times ``decode()`` per JSON layout of the same pixels (28×28,
+28×28×1, flat 784; integers 0–255 or floats x/255; orjson's compact or ``json.dumps``' spaced
+separators; 1 and 32 images), this tree's codec side by side with the one at git revision REV
+(default HEAD), loaded from ``git show`` into the same process: one run, interleaved rounds,
+best of ``--repeat`` (on a shared machine the minimum is the least noisy figure).
+
+    .venv/bin/python bench/codecs.py [--repeat 15] [--number 50] [--layouts [REV]]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -38,11 +49,65 @@ def _time(fn: Callable[[], Any], number: int) -> float:
     return (time.perf_counter() - start) / number * 1e6
 
 
+def _codec_at(rev: str) -> Any:
+    """loopml.serving.codecs as it was at git revision ``rev`` (imported under another name)."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(["git", "show", f"{rev}:src/loopml/serving/codecs.py"], cwd=root,
+                            check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="loopml-codec-")) / "codecs_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("codecs_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["codecs_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def layouts(rev: str, repeat: int, number: int) -> None:
+    old = _codec_at(rev)
+    rng = np.random.default_rng(0)
+    forms = {"28×28": (28, 28), "28×28×1": (28, 28, 1), "flat 784": (784,)}
+    cases: dict[tuple[str, int], bytes] = {}
+    for rows in (1, 32):
+        pixels = rng.integers(0, 256, (rows, 28, 28, 1))
+        for name, dims in forms.items():
+            ints = pixels.reshape(rows, *dims)
+            cases[f"{name} ints", rows] = orjson.dumps({"instances": ints.tolist()})
+            cases[f"{name} floats", rows] = orjson.dumps({"instances": (ints / 255).tolist()})
+        cases["28×28×1 ints, spaced", rows] = json.dumps({"instances": pixels.tolist()}).encode()
+        cases["28×28×1 ints, bare", rows] = orjson.dumps(pixels.tolist())
+    codecs = {"old": old.decode, "new": decode}
+    timings: dict[tuple[str, int, str], list[float]] = {}
+    for (case, rows), body in cases.items():
+        want = decode(body, "application/json", "image", shape=[28, 28, 1])[0]
+        for who, fn in codecs.items():  # same pixels, same array, both codecs
+            got = fn(body, "application/json", "image", shape=[28, 28, 1])[0]
+            np.testing.assert_array_equal(got.reshape(rows, -1), want.reshape(rows, -1))
+    for _ in range(repeat):
+        for (case, rows), body in cases.items():
+            for who, fn in codecs.items():
+                timings.setdefault((case, rows, who), []).append(_time(
+                    lambda: fn(body, "application/json", "image", shape=[28, 28, 1]), number))
+    print(f"decode() µs per JSON body, best of {repeat} interleaved rounds × {number} calls "
+          f"(the machine is shared: the minimum is the least noisy); old = {rev}")
+    print(f"{'layout':<24}{'bytes/img':>10}{'1 img old':>11}{'new':>8}{'32 img old':>12}"
+          f"{'new':>8}")
+    for case in dict.fromkeys(c for c, _ in cases):
+        med = {(rows, who): min(timings[case, rows, who])
+               for rows in (1, 32) for who in codecs}
+        print(f"{case:<24}{len(cases[case, 1]):>10,}{med[1, 'old']:>11.1f}{med[1, 'new']:>8.1f}"
+              f"{med[32, 'old']:>12.1f}{med[32, 'new']:>8.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--number", type=int, default=50)
+    parser.add_argument("--layouts", nargs="?", const="HEAD", default=None, metavar="REV")
     args = parser.parse_args()
+    if args.layouts:
+        layouts(args.layouts, args.repeat, args.number)
+        return
     rng = np.random.default_rng(0)
 
     decoders: dict[str, Callable[[bytes, bytes, bytes], Callable[[], Any]]] = {

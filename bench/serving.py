@@ -3,6 +3,7 @@
     .venv/bin/python bench/serving.py [--duration 10] [--quick] [--no-bentoml]
                                       [--soak 300] [--profile 15] [--workdir DIR]
                                       [--servers loopml,fastapi,bentoml] [--loopml-static]
+                                      [--layouts [--layouts-vs REV]]
 
 Trains the seed CNN (`cnn` template) on the `mnist` sample for 2 epochs in-process, saves a
 LoopML bundle, and measures, one 28×28 grayscale image per request (JSON body
@@ -29,6 +30,14 @@ LoopML bundle, and measures, one 28×28 grayscale image per request (JSON body
   fastapi      FastAPI + uvicorn, Keras predict_on_batch per request (bench/peers/fastapi_plain.py)
   bentoml      BentoML with adaptive batching (batchable API, max_batch_size=32, Keras
                predict_on_batch padded to bucket sizes; bench/peers/bentoml_service.py)
+
+``--layouts`` adds, for LoopML at concurrency 32, one row per JSON layout of the same check
+image (``{"instances": [...]}``, json.dumps' separators: 28×28 floats — the JSON row's body —
+and integers, 28×28×1 integers and floats, flat 784 integers). ``--layouts-vs REV`` instead
+compares those layouts on two LoopMLs up at once, this tree's and git revision REV's (its
+``src`` from ``git archive``, first on PYTHONPATH), same model: ``--layout-rounds`` rounds,
+each running every layout on one then the other (interleaved, so the shared machine's drift
+hits both alike), medians reported — the codec before/after in one run.
 
 each at concurrency 1 and 32: requests/s, p50, p99, errors (non-2xx + socket errors), the
 server's RSS after its cells and its CPU ms per request (utime+stime of its process tree over
@@ -75,6 +84,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -317,7 +327,8 @@ def spawn(name: str, cmd: list[str], url: str, workdir: Path, env: dict[str, str
     return Server(name, proc, url, log_path)
 
 
-def launch_loopml(model: Model, workdir: Path) -> Server:
+def launch_loopml(model: Model, workdir: Path, name: str = "loopml",
+                  pythonpath: Path | None = None) -> Server:
     """LoopML itself: ``loopml server`` (control plane) in a fresh LOOPML_HOME, the bundle
     registered as ``mnist-cnn`` version 1, endpoint ``mnist`` created with the SDK (``wait``).
 
@@ -327,15 +338,17 @@ def launch_loopml(model: Model, workdir: Path) -> Server:
     Stopping the control plane's process group stops the serving process too."""
     from loopml.sdk.client import Client
 
-    home = workdir / "loopml-home"
+    home = workdir / f"{name}-home"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     api_port, data_port = free_port(), free_port()
     env = {"LOOPML_HOME": str(home), "LOOPML_PORT": str(api_port),
            "LOOPML_SERVING_PORT": str(data_port), "LOOPML_API_URL": f"http://127.0.0.1:{api_port}"}
     version = register_bundle(env, model.bundle, LOOPML_MODEL)
+    if pythonpath is not None:  # another revision's code (the serving process inherits it)
+        env["PYTHONPATH"] = str(pythonpath)
     loopml_bin = Path(sys.executable).with_name("loopml")
-    server = spawn("loopml", [str(loopml_bin), "server", "--port", str(api_port)],
+    server = spawn(name, [str(loopml_bin), "server", "--port", str(api_port)],
                    f"http://127.0.0.1:{data_port}/endpoints/{ENDPOINT}/invocations", workdir,
                    env=env)
     client = Client(f"http://127.0.0.1:{api_port}", token="", timeout=10)
@@ -369,7 +382,7 @@ def launch_loopml(model: Model, workdir: Path) -> Server:
         server.url = f"{data_plane}/endpoints/{ENDPOINT}/invocations"
         server.serving_pid = int(served["pid"])
         runtime = ",".join(v.get("runtime", "?") for v in served.get("variants", []))
-        server.note = (f"loopml: `loopml server` (control plane, pid {server.proc.pid}) → "
+        server.note = (f"{name}: `loopml server` (control plane, pid {server.proc.pid}) → "
                        f"serving process pid {server.serving_pid} on {data_plane}, endpoint "
                        f"{ENDPOINT} = {LOOPML_MODEL}:{version} ({runtime}), status "
                        f"{record.get('status')}")
@@ -380,6 +393,22 @@ def launch_loopml(model: Model, workdir: Path) -> Server:
     finally:
         client.close()
     return server
+
+
+def loopml_at(rev: str) -> Callable[[Model, Path], Server]:
+    """A launcher of LoopML as it was at git revision ``rev`` (its ``src`` extracted with
+    ``git archive`` into the workdir, put first on the control plane's PYTHONPATH)."""
+    def launch(model: Model, workdir: Path) -> Server:
+        src = workdir / f"src-{rev}"
+        if not src.is_dir():
+            src.mkdir(parents=True)
+            archive = subprocess.run(["git", "archive", rev, "src"], cwd=HERE.parent,
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+        return launch_loopml(model, workdir, name=f"loopml@{rev}", pythonpath=src / "src")
+
+    launch.__name__ = f"launch_loopml@{rev}"
+    return launch
 
 
 def register_bundle(env: dict[str, str], bundle: Path, name: str) -> int:
@@ -491,6 +520,7 @@ class Body:
     path: Path                   # the body, on disk for wrk
     route: str | None = None     # request path instead of the server's (e.g. OIP's /v2/...)
     headers: dict[str, str] = field(default_factory=dict)  # more request headers
+    concurrencies: tuple[int, ...] = CONCURRENCIES
 
     def all_headers(self) -> dict[str, str]:
         return {"Content-Type": self.content_type, **self.headers}
@@ -694,7 +724,7 @@ def cpu_seconds(pid: int) -> float:
 
 def measure(server: Server, body: Body, label: str, seconds: float) -> list[Cell]:
     cells = []
-    for concurrency in CONCURRENCIES:
+    for concurrency in body.concurrencies:
         t0, busy0 = time.perf_counter(), machine_busy_seconds()
         cpu0, ours0 = cpu_seconds(server.pid), children_cpu_seconds()
         r = run_wrk(server, body, concurrency, seconds)
@@ -866,6 +896,57 @@ def write_bodies(model: Model, folder: Path) -> tuple[Body, Body, Body]:
     return Body("JSON", JSON_TYPE, json_path), Body("npy", NPY_TYPE, npy_path), oip
 
 
+def compare_layouts(model: Model, workdir: Path, bodies: list[Body], rev: str,
+                    args: argparse.Namespace) -> str:
+    """This tree's LoopML vs REV's, both up, layouts interleaved per round → markdown table."""
+    servers: list[Server] = []
+    try:
+        for launch in (loopml_at(rev), launch_loopml):
+            servers.append(launch(model, workdir))
+        for server in servers:
+            wait_ready(server, bodies[0])
+            for body in bodies:
+                check_answer(server, body, model)
+            run_wrk(server, bodies[0], 32, max(args.warmup, 3.0))
+        got: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for i in range(args.layout_rounds):
+            for body in bodies:
+                for server in servers:
+                    r = run_wrk(server, body, 32, args.duration)
+                    got.setdefault((server.name, body.label), []).append(r)
+                    log(f"round {i + 1}: {server.name} ({body.label}) c=32: {r['rps']:,.0f} "
+                        f"req/s, p99 {r['p99_ms']:.2f} ms, errors {int(r['errors'])}")
+    finally:
+        for server in servers:
+            stop(server)
+    old, new = (server.name for server in servers)
+    med = {key: (statistics.median(r["rps"] for r in rs),
+                 statistics.median(r["p99_ms"] for r in rs), sum(r["errors"] for r in rs))
+           for key, rs in got.items()}
+    out = [f"| JSON layout, c=32 (median of {args.layout_rounds} interleaved rounds) | "
+           f"{old} req/s | p99 ms | {new} req/s | p99 ms | errors |",
+           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for body in bodies:
+        (r0, p0, e0), (r1, p1, e1) = med[old, body.label], med[new, body.label]
+        out.append(f"| {body.label.removeprefix('JSON ')} | {r0:,.0f} | {p0:.2f} | {r1:,.0f} | "
+                   f"{p1:.2f} | {int(e0 + e1)} |")
+    return "\n".join(out)
+
+
+def layout_bodies(model: Model, folder: Path) -> list[Body]:
+    """The check image in each JSON layout a Keras user may send (c=32 rows only)."""
+    pixels = model.check_image.astype(np.int64)  # (28, 28), 0–255
+    floats = pixels.astype(np.float64)  # raw 0.0–255.0, as the JSON row's body
+    forms = {"28×28 floats": floats, "28×28 ints": pixels, "28×28×1 ints": pixels[:, :, None],
+             "28×28×1 floats": floats[:, :, None], "flat 784 ints": pixels.reshape(-1)}
+    bodies = []
+    for i, (label, image) in enumerate(forms.items()):
+        path = folder / f"layout-{i}.json"
+        path.write_text(json.dumps({"instances": [image.tolist()]}))
+        bodies.append(Body(f"JSON {label}", JSON_TYPE, path, concurrencies=(32,)))
+    return bodies
+
+
 def oip_binary_body(image: np.ndarray) -> tuple[bytes, bytes]:
     """(JSON header, raw tensor) of a tritonclient-style infer request: one FP32 [1, 28, 28]
     input in binary, the label and confidence outputs asked for in JSON."""
@@ -973,6 +1054,12 @@ def parse_args() -> argparse.Namespace:
                          "(issue 3: 300)")
     ap.add_argument("--profile", type=float, default=0.0,
                     help="then py-spy LoopML during a c=32 run of this many seconds")
+    ap.add_argument("--layouts", action="store_true",
+                    help="also measure LoopML at c=32 per JSON layout of the same image")
+    ap.add_argument("--layouts-vs", default=None, metavar="REV",
+                    help="with --layouts: the same layout rows on LoopML at git revision REV")
+    ap.add_argument("--layout-rounds", type=int, default=3,
+                    help="with --layouts-vs: interleaved rounds per layout (default 3)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="keep the model, bodies and server logs here (a model already there "
                          "is reused); default: a temporary folder, removed")
@@ -1021,12 +1108,17 @@ def main() -> None:
             f"{oip_body.path.stat().st_size:,} bytes")
         ceiling = in_process(model, args.duration / 2)
 
+        layouts = layout_bodies(model, workdir) if args.layouts else []
         every: dict[str, tuple[Callable[[Model, Path], Server], list[Body]]] = {
-            "loopml": (launch_loopml, [json_body, npy_body, oip_body]),
+            "loopml": (launch_loopml, [json_body, npy_body, oip_body,
+                                       *(layouts if not args.layouts_vs else [])]),
             "fastapi": (launch_fastapi, [json_body]),
             "bentoml": (launch_bentoml, [json_body]),
             "loopml-static": (launch_loopml_static, [json_body, npy_body, oip_body])}
         launchers = [every[name] for name in args.servers]
+        comparison = ""
+        if layouts and args.layouts_vs:
+            comparison = compare_layouts(model, workdir, layouts, args.layouts_vs, args)
         cells: list[Cell] = []
         extras: list[str] = []
         for launch, bodies in launchers:
@@ -1044,6 +1136,8 @@ def main() -> None:
         print(markdown_tables(ceiling, cells))
         print()
         print(goals(ceiling, cells))
+        if comparison:
+            print(f"\n{comparison}")
         for extra in extras:
             print("\n" + extra)
         print(f"\n{versions()}; {os.cpu_count()} CPUs, load avg "

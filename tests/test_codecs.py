@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import orjson
@@ -319,3 +320,172 @@ def test_fast_image_path_equals_the_strict_path(n, flat, ints, seed):
     strict = _image_array(orjson.loads(body)["instances"], "x", [5, 4, 1])
     assert fast.dtype == np.float32 and fast.shape == strict.shape
     np.testing.assert_array_equal(fast, strict)
+
+
+# --------------------------------------------------------------------------- every layout (issue 11)
+
+def _layouts(pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """The accepted layouts of (N, H, W, C) pixels: as they are, (N, H, W) when C is 1, flat."""
+    n, h, w, c = pixels.shape
+    found = {"hwc": pixels, "flat": pixels.reshape(n, h * w * c)}
+    if c == 1:
+        found["hw"] = pixels.reshape(n, h, w)
+    return found
+
+
+WRAPS = {"instances": lambda x: {"instances": x}, "inputs": lambda x: {"inputs": x},
+         "bare": lambda x: x}
+DUMPS = {"orjson": orjson.dumps, "spaced": lambda v: json.dumps(v).encode(),
+         "indented": lambda v: json.dumps(v, indent=1).encode()}
+
+
+@pytest.mark.parametrize("wrap", sorted(WRAPS))
+@pytest.mark.parametrize("dumps", sorted(DUMPS))
+@pytest.mark.parametrize("layout", ["hwc", "hw", "flat"])
+@pytest.mark.parametrize("values", ["ints", "floats"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_every_layout_decodes_to_the_same_pixels(wrap, dumps, layout, values, n):
+    rng = np.random.default_rng(n)
+    pixels = rng.integers(0, 256, (n, 28, 28, 1))
+    if values == "floats":
+        pixels = pixels / 255
+    body = DUMPS[dumps](WRAPS[wrap](_layouts(pixels)[layout].tolist()))
+    raw, rows = decode(body, "application/json", "image", shape=[28, 28, 1])
+    assert rows == n and raw.dtype == np.float32
+    assert raw.shape == _layouts(pixels)[layout].shape  # the features reshape it
+    np.testing.assert_array_equal(raw.reshape(pixels.shape), pixels.astype(np.float32))
+
+
+@st.composite
+def image_bodies(draw):
+    """(body, shape, pixels): a regular JSON body of N images in one accepted layout."""
+    h, w, c = draw(st.integers(1, 5)), draw(st.integers(1, 5)), draw(st.sampled_from([1, 1, 3]))
+    n = draw(st.integers(1, 4))
+    if draw(st.booleans()):
+        values = draw(st.lists(st.integers(-2**40, 2**40), min_size=n * h * w * c,
+                               max_size=n * h * w * c))
+    else:
+        values = draw(st.lists(st.integers(-300, 300) | st.floats(-1e30, 1e30),
+                               min_size=n * h * w * c, max_size=n * h * w * c))
+    pixels = np.array(values, dtype=object).reshape(n, h, w, c)
+    layout = draw(st.sampled_from(sorted(_layouts(pixels))))
+    rows = _layouts(pixels)[layout].tolist()
+    body = draw(st.sampled_from(sorted(DUMPS)).map(DUMPS.get))(
+        draw(st.sampled_from(sorted(WRAPS)).map(WRAPS.get))(rows))
+    return body, [h, w, c], np.asarray(values, dtype=np.float64).reshape(n, h, w, c)
+
+
+def _strict(body: bytes, shape):
+    from loopml.serving.codecs import _image_array, _json_instances
+
+    return _image_array(_json_instances(body), "JSON instances", shape)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=image_bodies(), chunk=st.sampled_from([4, 16, 1 << 20]))
+def test_fast_layouts_equal_the_strict_path(case, chunk):
+    from loopml.serving.json_pixels import decode_pixels
+
+    body, shape, pixels = case
+    # small chunks: the numbers cut at commas; lists_bytes=chunk: (N, H, W) and flat bodies
+    # go by the skeleton too when chunk is small
+    fast = decode_pixels(body, shape, 10_000, chunk_bytes=chunk, lists_bytes=chunk)
+    assert fast is not None, body
+    strict = _strict(body, shape)
+    assert fast.dtype == strict.dtype == np.float32 and fast.shape == strict.shape
+    np.testing.assert_array_equal(fast, strict)
+    np.testing.assert_array_equal(fast.reshape(pixels.shape), pixels.astype(np.float32))
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=image_bodies(), edits=st.lists(st.tuples(
+    st.integers(0, 10_000), st.sampled_from([b"", b"[", b"]", b",", b"0", b"5", b"-", b".",
+                                             b"e", b" ", b"[]", b"[5]", b"5,", b",5", b"}",
+                                             "swap", "out]", "[out"])),
+    min_size=1, max_size=2), chunk=st.sampled_from([4, 1 << 20]))
+def test_mutated_bodies_fast_path_never_accepts_what_json_refuses(case, edits, chunk):
+    """A body with characters inserted, deleted or swapped anywhere (``[5]`` → ``[]5``): the
+    fast path either declines or decodes exactly what the strict path (a real JSON parser)
+    decodes."""
+    from loopml.serving.json_pixels import decode_pixels
+
+    body, shape, _ = case
+    for pos, edit in edits:
+        pos %= len(body) + 1
+        if edit == "swap":
+            body = body[:pos] + body[pos + 1:pos + 2] + body[pos:pos + 1] + body[pos + 2:]
+        elif edit in ("out]", "[out"):  # a number moved out of its list: "5]" → "]5"
+            pattern = rb"([0-9.eE+-]+)(\])" if edit == "out]" else rb"(\[)([0-9.eE+-]+)"
+            found = list(re.finditer(pattern, body))
+            if found:
+                m = found[pos % len(found)]
+                body = body[:m.start()] + m.group(2) + m.group(1) + body[m.end():]
+        else:  # insert, or delete one byte
+            body = body[:pos] + edit + body[pos + (not edit):]
+    fast = decode_pixels(body, shape, 10_000, chunk_bytes=chunk, lists_bytes=chunk)
+    if fast is None:
+        _decode_or_invalid(body, None, "image", {"shape": shape})
+        return
+    strict = _strict(body, shape)  # raises if the fast path accepted a bad body
+    np.testing.assert_array_equal(fast, strict)
+
+
+@pytest.mark.parametrize("rows,needle", [
+    ([[[[1]] * 4] * 4, [[[1]] * 4] * 3], "ragged"),                       # an image short a row
+    ([[[[1]] * 4] * 3 + [[[1]] * 3]], "ragged"),                           # a row short a pixel
+    ([[[[1, 2]] * 4] * 4], "expects (N, 4, 4, 1)"),                        # two channels
+    ([[[[1]] * 4] * 4 + [[[1]] * 4]], "expects (N, 4, 4, 1)"),             # five rows
+    ([[[1]] * 4] * 4, "looks like ONE image"),                             # not wrapped
+    ([[[[1]] * 4] * 3 + [[[1]] * 3 + [1]]], "ragged"),                     # a bare pixel
+    ([[[[1]] * 4] * 3 + [[[1]] * 3 + [[]]]], "ragged"),                    # an empty pixel
+    ([[[[1]] * 4] * 3 + [[[1]] * 3 + [[1, 2]]]], "ragged"),                # a 2-value pixel
+    ([[[[1]] * 4] * 3 + [[[1]] * 3 + [["1"]]]], "strings"),
+    ([[[[1]] * 4] * 3 + [[[1]] * 3 + [[None]]]], "null"),
+    ([[[[1]] * 4] * 3 + [[[1]] * 3 + [[1e300]]]], "infinite"),
+    ([[1] * 15], "expects (N, 4, 4, 1)"),                                  # flat, one short
+])
+def test_misshaped_layouts_name_the_expected_shape(rows, needle):
+    for body in (j({"instances": rows}), json.dumps(rows).encode()):
+        assert needle in _err(InvalidInput, body, None, "image", shape=[4, 4, 1])
+
+
+def test_big_bodies_decode_off_the_event_loop():
+    """A body past OFF_LOOP_BYTES is decoded on a worker thread: the loop runs other tasks
+    meanwhile; a small one is decoded inline (no thread hop)."""
+    import asyncio
+
+    from loopml.serving.codecs import OFF_LOOP_BYTES, decode_async
+
+    pixels = np.random.default_rng(0).integers(0, 256, (300, 28, 28, 1))
+    big = orjson.dumps({"instances": pixels.tolist()})
+    small = orjson.dumps({"instances": pixels[:1].tolist()})
+    assert len(small) <= OFF_LOOP_BYTES < len(big)
+
+    async def ticks_during(body: bytes) -> tuple[int, np.ndarray]:
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        raw, _ = await decode_async(body, "application/json", "image", shape=[28, 28, 1])
+        seen = ticks
+        task.cancel()
+        return seen, raw
+
+    seen, raw = asyncio.run(ticks_during(big))
+    assert seen > 0
+    np.testing.assert_array_equal(raw.reshape(pixels.shape), pixels)
+    seen, raw = asyncio.run(ticks_during(small))
+    assert seen == 0
+    np.testing.assert_array_equal(raw.reshape(1, 28, 28, 1), pixels[:1])
+    # the thread gets every option: a big tabular body of lists needs its columns
+    rows = [[i, f"city {i}"] for i in range(8_000)]
+    body = orjson.dumps({"instances": rows})
+    assert len(body) > OFF_LOOP_BYTES
+    got = asyncio.run(decode_async(body, None, "tabular", columns=COLUMNS))
+    assert got == decode(body, None, "tabular", columns=COLUMNS)
+    assert got[0][7_999] == {"age": 7_999, "city": "city 7999"}

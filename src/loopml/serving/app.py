@@ -36,7 +36,7 @@ from loopml.core.errors import InvalidInput, LoopMLError, NotFound, UnsupportedF
 from loopml.serving import oip
 from loopml.serving.batcher import BatcherClosed, QueueFull
 from loopml.serving.capture import CaptureWriter
-from loopml.serving.codecs import decode, encode_predictions, error_body, is_image_file
+from loopml.serving.codecs import decode_async, encode_predictions, error_body
 from loopml.serving.host import ModelHost
 from loopml.serving.invoke import (Call, EndpointFailed, EndpointLoading, EndpointNotFound,
                                    Endpoints, Invoker, predict)
@@ -280,12 +280,8 @@ class DataPlane:
                 if body is None:
                     call.status = 499
                     return  # the client went away
-                if is_image_file(content_type):  # Pillow's decode: not on the event loop
-                    raw, _ = await asyncio.to_thread(decode, body, content_type, host.kind,
-                                                     shape=host.shape)
-                else:
-                    raw, _ = decode(body, content_type, host.kind, shape=host.shape,
-                                    columns=host.columns, text_column=host.text_column)
+                raw, _ = await decode_async(body, content_type, host.kind, shape=host.shape,
+                                            columns=host.columns, text_column=host.text_column)
                 announced = False
                 # after a version switch: the same variant (or any) of the current generation;
                 # a target model stays pinned

@@ -12,7 +12,10 @@ Content types (parameters such as ``charset`` ignored, case-insensitive, missing
 
     application/json    {"instances": [...]}, {"inputs": [...]} or a bare list of instances.
                         The top level must be a list of instances: one un-nested image/text/record
-                        is refused, not guessed.
+                        is refused, not guessed. Image instances: (H, W, C), (H, W) when C is 1,
+                        or flat H·W·C, integers or floats — numeric bodies in any of these
+                        layouts are decoded off their bytes (``serving.json_pixels``) at about
+                        the same speed; anything else goes through the strict path below.
     application/x-npy   one .npy array (header checked before any allocation; object arrays —
                         pickles — refused). Numeric for image/tabular, strings for text.
     text/csv            image/tabular: one row of values per line; text: one text per line
@@ -22,13 +25,20 @@ Content types (parameters such as ``charset`` ignored, case-insensitive, missing
                         one image file (image models only), fitted to the model's shape by
                         ``serving.image_files``: greyscale/RGB and resized as the signature says,
                         else refused naming the expected shape. Pillow decodes it: callers on an
-                        event loop run ``decode`` for these in a thread (``is_image_file``).
+                        event loop use ``decode_async`` (a thread for these and big bodies).
 
 Every bad body raises ``InvalidInput`` (``UnsupportedFormat`` for an unknown content type) with a
 message naming the problem; nothing else escapes (fuzzed in tests/test_codecs.py).
 
-Decode speed for images (bench/codecs.py, µs per body, median of 21 rounds, 2-core SHARED
-machine — ±15 % run to run; 28×28 integer pixels, 1 / 32 images):
+Decode speed per JSON layout (``bench/codecs.py --layouts``; see docs/benchmarks.md): the
+(N, 28, 28, 1) layout a Keras user sends took 4× the time of 28×28 rows (nested one-element
+lists through ``np.asarray``); it is now 1.5× (integers) / 1.9× (floats) of them, and
+the rows themselves got 20–30 % faster (integers read as int64, the cheapest conversion).
+Bodies past OFF_LOOP_BYTES are decoded on a worker thread (``decode_async``).
+
+The strict path's options (bench/codecs.py, µs per body, median of 21 rounds, 2-core SHARED
+machine — ±15 % run to run; 28×28 integer pixels, 1 / 32 images; measured before the
+per-layout decoder):
 
     orjson.loads + np.asarray(x).astype(float32)   68 / 2,465   ← used
     orjson.loads + np.asarray(x, dtype=float32)    69 / 2,832   (won one earlier run by ~10 %)
@@ -47,10 +57,10 @@ parsing whatever its size: the cheapest by far for batches. ``encode_predictions
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import math
-from itertools import chain
 from typing import Any, Sequence
 
 import numpy as np
@@ -58,14 +68,14 @@ import orjson
 
 from loopml.core.errors import CorruptArtifact, InvalidInput, UnsupportedFormat
 from loopml.serving.image_files import IMAGE_FORMATS, decode_image_file
+from loopml.serving.json_pixels import decode_pixels
 
 KINDS = ("image", "text", "tabular")
 JSON, NPY, CSV, TEXT = "application/json", "application/x-npy", "text/csv", "text/plain"
 CONTENT_TYPES = (JSON, NPY, CSV, TEXT, *IMAGE_FORMATS)
 _NPY_MAGIC = b"\x93NUMPY"
+OFF_LOOP_BYTES = 64 * 1024  # ≈ 22 28×28 integer images, ≈ 0.5–1 ms to decode (bench/codecs.py)
 _NUMERIC_KINDS = "biuf"
-# bytes a JSON array of plain numbers can contain (no strings, true/false/null, objects)
-_NUMBER_ARRAY_BYTES = b"0123456789.,[]eE+- \t\r\n}"
 
 
 # --------------------------------------------------------------------------- decode
@@ -82,6 +92,16 @@ def media_type(content_type: str | None) -> str:
 def is_image_file(content_type: str | None) -> bool:
     """Whether the body is a PNG/JPEG file (decoding it is CPU work: keep it off the loop)."""
     return content_type is not None and media_type(content_type) in IMAGE_FORMATS
+
+
+async def decode_async(body: bytes, content_type: str | None, kind: str,
+                       **options: Any) -> tuple[Any, int]:
+    """``decode`` for a caller on the event loop: image files and bodies past OFF_LOOP_BYTES
+    are decoded on a worker thread (the big JSON ones in chunks that release the GIL between
+    them), so one big body does not hold up the other requests' decoding and answers."""
+    if len(body) <= OFF_LOOP_BYTES and not is_image_file(content_type):
+        return decode(body, content_type, kind, **options)
+    return await asyncio.to_thread(decode, body, content_type, kind, **options)
 
 
 def decode(body: bytes, content_type: str | None, kind: str, *, max_rows: int = 10_000,
@@ -102,14 +122,14 @@ def decode(body: bytes, content_type: str | None, kind: str, *, max_rows: int = 
     if not body:
         raise InvalidInput("request body is empty")
     if mtype == JSON:
+        if kind == "image" and shape is not None:
+            raw = decode_pixels(body, shape, max_rows)  # every regular layout, off the bytes
+            if raw is not None:
+                return raw, len(raw)
         instances = _json_instances(body)
         _check_rows(len(instances), max_rows)
         if kind == "image":
-            raw = None
-            if shape is not None and _numbers_only(body):
-                raw = _fast_image(instances, shape)
-            if raw is None:
-                raw = _image_array(instances, "JSON instances", shape)
+            raw = _image_array(instances, "JSON instances", shape)
         elif kind == "text":
             raw = _texts(instances, max_text_chars, text_column)
         else:
@@ -210,50 +230,6 @@ def _image_array(rows: Any, source: str, shape: Sequence[int] | None) -> np.ndar
     elif not np.isfinite(arr).all():
         raise InvalidInput(f"{source} contain NaN or infinite pixel values "
                            "(or numbers too large for float32)")
-    return arr
-
-
-def _numbers_only(body: bytes) -> bool:
-    """Whether the instances part of a JSON body holds nothing but numbers and brackets (one
-    C-speed scan); only then may the fast image path convert it."""
-    start = body.find(b"[")
-    return start >= 0 and not body[start:].translate(None, _NUMBER_ARRAY_BYTES)
-
-
-def _fast_image(rows: list[Any], shape: Sequence[int]) -> np.ndarray | None:
-    """(N, H, W) or flat (N, H*W*C) nested lists of numbers → float32, about twice as fast as
-    ``np.asarray`` (measured: 28 vs 54 µs for one 28×28 image). Returns None for any other form
-    (the strict path then converts it or names the problem)."""
-    h, w, c = (list(shape) + [1, 1, 1])[:3]
-    n = len(rows)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _fast_image_unchecked(rows, n, h, w, c)
-
-
-def _fast_image_unchecked(rows: list[Any], n: int, h: int, w: int, c: int) -> np.ndarray | None:
-    try:
-        if type(rows[0]) is list and rows[0] and type(rows[0][0]) is list:
-            if c != 1:
-                return None
-            for image in rows:
-                if type(image) is not list or len(image) != h:
-                    return None
-                for row in image:
-                    if type(row) is not list or len(row) != w:
-                        return None
-            flat = chain.from_iterable(chain.from_iterable(rows))
-            arr = np.fromiter(flat, dtype=np.float32, count=n * h * w).reshape(n, h, w)
-        else:
-            size = h * w * c
-            for image in rows:
-                if type(image) is not list or len(image) != size:
-                    return None
-            arr = np.fromiter(chain.from_iterable(rows), dtype=np.float32, count=n * size)
-            arr = arr.reshape(n, size)
-    except (ValueError, TypeError):  # a deeper nesting, (N, H, W, C) form: the strict path
-        return None
-    if not np.isfinite(arr.sum(dtype=np.float64)):
-        return None  # overflow to inf: the strict path says so
     return arr
 
 
@@ -461,5 +437,5 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"message": str(message)})
 
 
-__all__ = ["decode", "encode_predictions", "error_body", "is_image_file", "media_type",
-           "CONTENT_TYPES", "KINDS"]
+__all__ = ["decode", "decode_async", "encode_predictions", "error_body", "is_image_file",
+           "media_type", "CONTENT_TYPES", "KINDS", "OFF_LOOP_BYTES"]
