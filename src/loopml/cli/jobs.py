@@ -233,7 +233,7 @@ def cancel(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 def register(
     job_id: Annotated[str, typer.Argument(metavar="ID")],
     name: Annotated[Optional[str], typer.Option("--name",
-                                                help="Model name [default: the job's --register-as].")] = None,
+                                                help="Model name (default: the job's --register-as).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register the model of a training job run with --no-register (again: the same version).
