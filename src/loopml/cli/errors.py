@@ -26,6 +26,7 @@ FLAGS = {
     "min_samples": "--min-samples",
     "min_labels": "--min-labels",
     "variant": "--variant",
+    "objects_uri": "--objects",
 }
 # flags that also read an environment variable, named where the message asks for the flag
 ENVVARS = {"api_key": "LOOPML_ENDPOINT_KEY"}
