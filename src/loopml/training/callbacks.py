@@ -155,6 +155,8 @@ class JobReporter(keras.callbacks.Callback):
         self._last_epoch_logs: dict[str, float | None] = {}
         self._epochs_done = 0
         self._batches_done = 0
+        self.full_epochs = 0  # epochs (counted from 0, not from a resumed job's) that ran every batch
+        self.cut: tuple[int, int] | None = None  # (epoch, batches run) of an epoch stopped part-way
 
     @property
     def completed(self) -> bool:
@@ -196,11 +198,17 @@ class JobReporter(keras.callbacks.Callback):
         self._progress(batch + 1, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epochs_done = epoch + 1
+        if self._batches_done < self.batches:
+            # stopped part-way (time limit, cancel): not an epoch, so no metrics and no checkpoint
+            # that a --resume would take for a finished epoch
+            self.cut = (epoch + 1, self._batches_done)
+            return
+        self.full_epochs = epoch + 1
         seconds = time.monotonic() - self._epoch_start
         metrics = {**_clean(logs), "epoch_seconds": round(seconds, 3),
                    "samples_per_s": round(self.samples / seconds, 1) if seconds > 0 else None}
         self._last_epoch_logs = metrics
-        self._epochs_done = epoch + 1
         self._io.submit(self._on_epoch, epoch + 1, metrics)
         self._io.submit(self._save_checkpoint, snapshot(self.model), epoch + 1)
         self._progress(self.batches, logs, force=True)
