@@ -224,9 +224,11 @@ class EpochSummaries(keras.callbacks.Callback):
     async_safe = True
 
     def __init__(self, local_dir: str, io: BackgroundIO, upload: Callable[[str], None],
-                 hparams: dict[str, Any] | None = None) -> None:
+                 hparams: dict[str, Any] | None = None, finished: Callable[[], bool] = lambda: True) -> None:
         super().__init__()
         import tensorflow as tf
+
+        self._finished = finished  # False for an epoch stopped part-way: not written, as in jobs metrics
 
         self._tf, self._dir, self._io, self._upload = tf, local_dir, io, upload
         self._failed = False
@@ -261,7 +263,8 @@ class EpochSummaries(keras.callbacks.Callback):
         self._upload(self._dir)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._io.submit(self._guarded, self._write, epoch + 1, _clean(logs))
+        if self._finished():
+            self._io.submit(self._guarded, self._write, epoch + 1, _clean(logs))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._io.submit(self._guarded, self._close)

@@ -173,7 +173,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
     tb_dir = tempfile.TemporaryDirectory(prefix="loopml-tb-")
     callbacks: list[Any] = [reporter, EpochSummaries(
         tb_dir.name, io, lambda local: platform.artifacts.upload_dir(local, join("jobs", job_id, "tensorboard")),
-        hparams=hp)]
+        hparams=hp, finished=lambda: reporter.cut is None)]  # the reporter's on_epoch_end runs first
     if hp.get("lr_schedule") == "cosine":
         callbacks.append(cosine_schedule(float(hp["learning_rate"]), epochs))
     if int(hp.get("patience", 0)) > 0:
