@@ -27,6 +27,7 @@ FLAGS = {
     "min_labels": "--min-labels",
     "variant": "--variant",
     "objects_uri": "--objects",
+    "model": "--model",
 }
 # flags that also read an environment variable, named where the message asks for the flag
 ENVVARS = {"api_key": "LOOPML_ENDPOINT_KEY"}
