@@ -213,6 +213,13 @@ def test_in_use_workflows_endpoints_aliases_and_alert_monitors(settings, tmp_pat
             # --force: done, and the answer names what broke
             gone = run("models", "alias", "delete", "digits", "prod", "--force")
             assert gone.exit_code == 0 and "this breaks endpoint web" in gone.stderr
+            # what it broke says so when next touched, with the way out
+            one_line_error(run("endpoints", "update", "web", "--max-batch-size", "16"), 2,
+                           "endpoint web follows digits@prod: model 'digits' has no alias 'prod'",
+                           "--model NAME:VERSION")
+            assert_error(http.patch("/endpoints/web", json={"max_batch_size": 16}), 400, "invalid_input",
+                         "model=NAME:VERSION")
+            assert http.patch("/endpoints/web", json={"model": "digits:1", "max_batch_size": 16}).status_code == 200
             assert c.delete_endpoint("web", force=True)["broken"] == [
                 {"kind": "monitor", "name": "watch"}, {"kind": "workflow", "name": "flow", "state": "Deploy"}]
             assert ok_json(run("workflows", "delete", "flow", "--force", "--json"))["broken"] == \

@@ -155,6 +155,41 @@ def test_did_you_mean_for_every_named_object(live_server, settings, tmp_path, mo
         c.train(dataset="digts")
 
 
+def test_did_you_mean_when_deleting_a_mistyped_name(live_server, settings, tmp_path, monkeypatch):
+    add_model_version(settings, "digits-cnn")
+    table = tmp_path / "digits.csv"
+    table.write_text("a,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    Client(live_server).add_dataset("digits", str(table))
+    run = cli_runner(live_server, monkeypatch)
+    for args, noun, typo, name in [(("models", "delete", "digits-cn"), "model", "digits-cn", "digits-cnn"),
+                                   (("models", "delete", "digits-cn:1"), "model", "digits-cn", "digits-cnn"),
+                                   (("datasets", "delete", "digts"), "dataset", "digts", "digits"),
+                                   (("datasets", "delete", "digts:1"), "dataset", "digts", "digits")]:
+        line = one_line(run(*args))
+        assert line == f"error: {noun} '{typo}' not found; did you mean '{name}'?", line
+    assert Client(live_server).dataset("digits")["version"] == 1  # nothing deleted
+
+
+def test_trigger_and_compare_errors_name_flags_and_models_not_request_fields(live_server, settings, tmp_path,
+                                                                            monkeypatch):
+    add_model_version(settings)
+    c = Client(live_server)
+    c.add_dataset("digits", "sample:digits")
+    code = tmp_path / "ingest.py"
+    code.write_text("def handler(event, context):\n    return event\n")
+    c.create_function("ingest", str(code))
+    run = cli_runner(live_server, monkeypatch)
+    missing = tmp_path / "no-such-folder"
+    line = one_line(run("triggers", "create", "t", "--objects", str(missing), "--function", "ingest"))
+    assert line.startswith(f"error: --objects: '{missing}' does not exist") and "objects_uri" not in line, line
+    r = httpx.post(f"{live_server}/triggers", json={"name": "t", "kind": "objects", "objects_uri": str(missing),
+                                                   "function": "ingest"})
+    assert assert_error(r, 400, "invalid_input", "objects_uri:")["details"] == {"field": "objects_uri"}
+    line = one_line(run("models", "compare", "tiny:1", "tiny:1", "--dataset", "digits:test"))
+    assert line == "error: tiny:1 is a tabular model; dataset digits:1 is image", line
+    assert httpx.get(f"{live_server}/jobs").json() == []  # nothing queued
+
+
 def test_a_missing_endpoint_key_says_how_to_send_it(live_server, settings, digit_bundles, digits_data, monkeypatch):
     from loopml.platform import Platform
     from tests.serving_support import register

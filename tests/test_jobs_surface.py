@@ -170,6 +170,27 @@ def test_a_time_limited_job_that_ran_all_its_epochs_succeeds_and_no_register_kee
     assert stopped["status"] == "failed" and "time limit of 1 s reached after epoch 1" in stopped["reason"]
 
 
+def test_an_epoch_cut_short_by_the_time_limit_is_not_counted_as_done(run, settings, tmp_path):
+    ok_json(run("datasets", "add", "digits", "sample:digits", "--json"))
+    slow = tmp_path / "slow.py"
+    slow.write_text(SLOW_MODEL)
+    # 23 batches per epoch; the limit (1 s) has passed before epoch 1 begins: Keras runs one batch
+    cut = run("train", "--dataset", "digits", "--model", str(slow), "-p", "epochs=1", "-p", "batch_size=64",
+              "--time-limit", "1", "--json")
+    assert cut.exit_code == 1
+    job = json.loads(cut.stdout)
+    assert job["status"] == "failed", job["reason"]
+    assert "reached during epoch 1 (batch 1 of 23)" in job["reason"] and "after epoch" not in job["reason"]
+    assert "--resume" not in job["reason"] and "no epoch finished" in job["reason"]
+    assert ok_json(run("jobs", "metrics", job["id"], "--json")) == []  # one batch is not an epoch
+    board = Path(settings.resolved_artifact_uri) / "jobs" / job["id"] / "tensorboard"
+    assert "epoch_loss" not in _events(board / "train")  # nor a TensorBoard point
+    # nothing to resume: a model trained on one batch is never registered as if the epoch had run
+    again = run("train", "--resume", job["id"])
+    assert again.exit_code == 2 and "has no checkpoint to resume from" in again.stderr
+    assert ok_json(run("models", "list", "--json")) == []
+
+
 # ------------------------------------------------------------------ items 11, 18, 6, 14: one trained digits model
 
 

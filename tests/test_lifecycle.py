@@ -205,6 +205,19 @@ def test_imported_keras_and_onnx_models_are_served_by_an_endpoint(live_server, s
     result = run("models", "compare", "digits:1", "digits:2", "--dataset", "nope:test")
     assert result.exit_code == 2 and "dataset 'nope' not found" in one_line(result)
 
+    # monitoring an imported version: its baseline needs rows, from a dataset given at submission
+    jobs_before = len(c.jobs())
+    result = run("monitors", "baseline", "digits:1")
+    assert result.exit_code == 2 and "records no dataset" in one_line(result) and "--dataset" in one_line(result)
+    result = run("monitors", "baseline", "digits:2", "--dataset", "digits")  # ONNX only: no layers to embed
+    assert result.exit_code == 2 and "has no Keras model" in one_line(result)
+    result = run("monitors", "baseline", "digits:1", "--dataset", "digitz")
+    assert result.exit_code == 2 and "did you mean 'digits'" in one_line(result)
+    assert len(c.jobs()) == jobs_before  # nothing queued
+    result = run("monitors", "baseline", "digits:1", "--dataset", "digits", "--wait")
+    assert result.exit_code == 0, result.output
+    assert c.job(c.jobs(kind="baseline")[0]["id"])["status"] == "succeeded"
+
 
 def test_import_mistakes_are_400_and_register_nothing(quiet_server, platform, digits_models, monkeypatch, tmp_path):
     import httpx

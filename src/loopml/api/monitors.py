@@ -51,6 +51,8 @@ class LabelledDatasetIn(BaseModel):
 class BaselineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(description="MODEL:VERSION (or MODEL@ALIAS)", examples=["mnist:3"])
+    dataset: str | None = Field(None, description="NAME[:VERSION] whose held-out rows to profile; default "
+                                   "the dataset the version was trained on (required for an imported version)")
 
 
 class Monitor(BaseModel):
@@ -99,7 +101,7 @@ def list_monitors(request: Request) -> list[dict[str, Any]]:
 
 @router.post("/baselines", status_code=201, summary="Compute (backfill) a model version's baseline: a job")
 def submit_baseline(body: BaselineIn, request: Request) -> dict[str, Any]:
-    job = service.submit_baseline(_platform(request), body.model)
+    job = service.submit_baseline(_platform(request), body.model, body.dataset)
     _wake(request)
     return job
 

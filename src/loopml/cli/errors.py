@@ -26,6 +26,9 @@ FLAGS = {
     "min_samples": "--min-samples",
     "min_labels": "--min-labels",
     "variant": "--variant",
+    "objects_uri": "--objects",
+    "model": "--model",
+    "dataset": "--dataset",
 }
 # flags that also read an environment variable, named where the message asks for the flag
 ENVVARS = {"api_key": "LOOPML_ENDPOINT_KEY"}

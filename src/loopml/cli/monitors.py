@@ -239,11 +239,14 @@ def delete(name: NameArg, as_json: JsonOpt = False) -> None:
 @app.command("baseline")
 def baseline(
     model: Annotated[str, typer.Argument(metavar="MODEL:VERSION", help="The model version to baseline.")],
+    dataset: Annotated[Optional[str], typer.Option(
+        "--dataset", metavar="NAME[:VERSION]", help="Profile this dataset's held-out rows (default: the "
+        "version's training data; an imported version needs it).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compute (backfill) a model version's baseline from its dataset's held-out rows."""
-    job = client().baseline(model, wait=wait)
+    job = client().baseline(model, wait=wait, dataset=dataset)
     if as_json:
         print_json(job)
         return

@@ -50,7 +50,8 @@ def train(
     register_as: Annotated[Optional[str], typer.Option("--register-as", help="Model name to register.")] = None,
     time_limit: Annotated[Optional[float], typer.Option(
         "--time-limit", min=0.001, metavar="SECONDS", help="Stop training after this long (from dispatch). A job that "
-        "ran all its epochs succeeds; one stopped earlier fails and can be continued with --resume.")] = None,
+        "ran all its epochs succeeds; one stopped earlier fails and can be continued with --resume from its last "
+        "finished epoch.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", metavar="JOB", help="Resume from a job's checkpoint.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the outcome: like following, but Ctrl-C "
                                        "exits 130 instead of 0, so a script never reads a detach as success.")] = False,

@@ -158,15 +158,31 @@ def load_baseline(platform: Platform, model_version_record: dict[str, Any]
     return profile, embeddings
 
 
-def submit_baseline(platform: Platform, model_ref: str) -> dict[str, Any]:
-    """Queue a baseline job for NAME:VERSION | NAME@ALIAS | NAME (newest); unknown → NotFound."""
+def submit_baseline(platform: Platform, model_ref: str, dataset: str | None = None) -> dict[str, Any]:
+    """Queue a baseline job for NAME:VERSION | NAME@ALIAS | NAME (newest); unknown → NotFound.
+    ``dataset`` (NAME[:VERSION]): profile its rows instead of those the version was trained on
+    (an imported version records none)."""
+    from loopml.datasets.service import parse_ref
     from loopml.registry.refs import parse_model_ref
 
     if not isinstance(model_ref, str) or not model_ref.strip():
         raise InvalidInput("a baseline needs a model reference: NAME:VERSION, NAME@ALIAS or NAME")
     name, version, alias = parse_model_ref(model_ref.strip())
     record = platform.models.get(name, version, alias)
-    return platform.jobs.create("baseline", {"model": record["name"], "version": int(record["version"])})
+    if "keras" not in (record.get("runtimes") or ["keras"]):
+        raise InvalidInput(f"model version {record['ref']} has no Keras model (runtimes: "
+                           f"{', '.join(record['runtimes'])}): a baseline needs its layers for the embeddings")
+    spec: dict[str, Any] = {"model": record["name"], "version": int(record["version"])}
+    if dataset:
+        ds = platform.datasets.get(*parse_ref(dataset))
+        if ds["kind"] != record["kind"]:
+            raise InvalidInput(f"dataset {ds['ref']} is {ds['kind']}; model version {record['ref']} takes "
+                               f"{record['kind']} data", field="dataset")
+        spec["dataset"] = ds["ref"]
+    elif not record.get("dataset"):
+        raise InvalidInput(f"model version {record['ref']} records no dataset (imported): give the rows to "
+                           "profile with dataset=NAME[:VERSION]", field="dataset")
+    return platform.jobs.create("baseline", spec)
 
 
 def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None) -> None:
@@ -177,9 +193,10 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
 
     job_id, spec = job["id"], job["spec"]
     record = platform.models.get(str(spec["model"]), int(spec["version"]))
-    if not record.get("dataset"):
+    source = spec.get("dataset") or record.get("dataset")
+    if not source:
         raise InvalidInput(f"model version {record['ref']} records no dataset: no rows to profile")
-    ds_name, ds_version = parse_ref(str(record["dataset"]))
+    ds_name, ds_version = parse_ref(str(source))
     ds = platform.datasets.get(ds_name, ds_version)
     if platform.jobs.heartbeat(job_id, {"step": "loading"}):
         _cancelled(platform, job_id, sync_logs, CANCELLED, RUNNING)

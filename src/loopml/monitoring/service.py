@@ -252,11 +252,11 @@ def submit_run(platform: Platform, monitor: str, *, source: str = "manual") -> t
     return platform.monitors.create_run(monitor, source=source)
 
 
-def submit_baseline(platform: Platform, model_ref: str) -> dict[str, Any]:
+def submit_baseline(platform: Platform, model_ref: str, dataset: str | None = None) -> dict[str, Any]:
     """The baseline backfill job of a model version (M3's)."""
     from loopml.monitoring.baseline_job import submit_baseline as submit
 
-    return submit(platform, model_ref)
+    return submit(platform, model_ref, dataset)
 
 
 def report_key(monitor: str, run_id: str, fmt: str) -> str:

@@ -138,9 +138,12 @@ class MonitorsAPI:
         return self._json("POST", f"/monitors/{_seg(name)}/dataset",
                           json={"dataset": dataset, "extend": extend, "min_labels": min_labels})
 
-    def baseline(self, model_ref: str, wait: bool = False, timeout: float = 900) -> dict[str, Any]:
-        """Compute (backfill) the baseline of ``MODEL:VERSION``: returns the job (the final one with ``wait``)."""
-        job = self._json("POST", "/monitors/baselines", json={"model": model_ref})
+    def baseline(self, model_ref: str, wait: bool = False, timeout: float = 900,
+                 dataset: str | None = None) -> dict[str, Any]:
+        """Compute (backfill) the baseline of ``MODEL:VERSION``: returns the job (the final one with ``wait``).
+        ``dataset``: ``NAME[:VERSION]`` to profile instead of the training data (an imported version has none)."""
+        body = {"model": model_ref, **({"dataset": dataset} if dataset else {})}
+        job = self._json("POST", "/monitors/baselines", json=body)
         return self.wait(job["id"], timeout=timeout) if wait else job
 
     def alerts(self, open: bool | None = None, monitor: str | None = None, limit: int = 200) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import hashlib
 import secrets
 from typing import Any
 
-from loopml.core.errors import InvalidInput
+from loopml.core.errors import InvalidInput, NotFound
 from loopml.platform import Platform
 from loopml.serving.spec import MAX_KEYS, normalise_spec, resolve_spec, validate_name
 
@@ -75,11 +75,29 @@ def update_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
     if keys_only:  # revoking keys must work even when a model reference no longer resolves
         resolved = {**current["resolved"], "key_hashes": spec["key_hashes"]}
     else:
-        resolved = _resolve(platform, spec)
+        try:
+            resolved = _resolve(platform, spec)
+        except NotFound as exc:
+            if raw.keys() & {"model", "variants", "shadow"}:
+                raise  # the request itself named the missing model
+            raise _gone(platform, name, spec, exc) from None
     record = platform.endpoints.update(name, spec, resolved, message="updated by request")
     if key:
         record["api_key"] = key
     return _with_url(record, data_plane_url)
+
+
+def _gone(platform: Platform, name: str, spec: dict[str, Any], exc: NotFound) -> InvalidInput:
+    """An update that leaves the models alone, of an endpoint whose alias or version was deleted
+    since (``--force``): name what it follows and the way out."""
+    for v in [*spec["variants"], *([spec["shadow"]] if spec.get("shadow") else [])]:
+        ref = f"{v['model']}@{v['alias']}" if v.get("alias") else f"{v['model']}:{v['version']}"
+        try:
+            platform.models.get(v["model"], version=v.get("version"), alias=v.get("alias"))
+        except NotFound:
+            return InvalidInput(f"endpoint {name} follows {ref}: {exc.message}; point it at a version with "
+                                "model=NAME:VERSION (or set the alias again)", field="model")
+    return InvalidInput(exc.message)
 
 
 def delete_endpoint(platform: Platform, name: str, *, force: bool = False) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from sqlalchemy import delete, or_, select
 from loopml.core.errors import Conflict, NotFound
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
+from loopml.store.names import missing
 
 ACTIVE = ("queued", "running")
 
@@ -95,7 +96,7 @@ class DeletionRepo:
     def _model(self, s, name: str) -> t.Model:
         m = s.execute(select(t.Model).where(t.Model.name == name).with_for_update()).scalar()
         if m is None:
-            raise NotFound(f"model {name!r} not found")
+            raise missing(s, t.Model, "model", name)
         return m
 
     def delete_model_version(self, name: str, version: int) -> dict[str, Any]:
@@ -130,7 +131,7 @@ class DeletionRepo:
     def _dataset(self, s, name: str) -> t.Dataset:
         ds = s.execute(select(t.Dataset).where(t.Dataset.name == name).with_for_update()).scalar()
         if ds is None:
-            raise NotFound(f"dataset {name!r} not found")
+            raise missing(s, t.Dataset, "dataset", name)
         return ds
 
     def _check_dataset(self, s, name: str, what: str, versions: set[int], force: bool) -> None:

@@ -155,6 +155,8 @@ class JobReporter(keras.callbacks.Callback):
         self._last_epoch_logs: dict[str, float | None] = {}
         self._epochs_done = 0
         self._batches_done = 0
+        self.full_epochs = 0  # epochs (counted from 0, not from a resumed job's) that ran every batch
+        self.cut: tuple[int, int] | None = None  # (epoch, batches run) of an epoch stopped part-way
 
     @property
     def completed(self) -> bool:
@@ -196,11 +198,17 @@ class JobReporter(keras.callbacks.Callback):
         self._progress(batch + 1, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epochs_done = epoch + 1
+        if self._batches_done < self.batches:
+            # stopped part-way (time limit, cancel): not an epoch, so no metrics and no checkpoint
+            # that a --resume would take for a finished epoch
+            self.cut = (epoch + 1, self._batches_done)
+            return
+        self.full_epochs = epoch + 1
         seconds = time.monotonic() - self._epoch_start
         metrics = {**_clean(logs), "epoch_seconds": round(seconds, 3),
                    "samples_per_s": round(self.samples / seconds, 1) if seconds > 0 else None}
         self._last_epoch_logs = metrics
-        self._epochs_done = epoch + 1
         self._io.submit(self._on_epoch, epoch + 1, metrics)
         self._io.submit(self._save_checkpoint, snapshot(self.model), epoch + 1)
         self._progress(self.batches, logs, force=True)
@@ -216,9 +224,11 @@ class EpochSummaries(keras.callbacks.Callback):
     async_safe = True
 
     def __init__(self, local_dir: str, io: BackgroundIO, upload: Callable[[str], None],
-                 hparams: dict[str, Any] | None = None) -> None:
+                 hparams: dict[str, Any] | None = None, finished: Callable[[], bool] = lambda: True) -> None:
         super().__init__()
         import tensorflow as tf
+
+        self._finished = finished  # False for an epoch stopped part-way: not written, as in jobs metrics
 
         self._tf, self._dir, self._io, self._upload = tf, local_dir, io, upload
         self._failed = False
@@ -253,7 +263,8 @@ class EpochSummaries(keras.callbacks.Callback):
         self._upload(self._dir)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._io.submit(self._guarded, self._write, epoch + 1, _clean(logs))
+        if self._finished():
+            self._io.submit(self._guarded, self._write, epoch + 1, _clean(logs))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._io.submit(self._guarded, self._close)

@@ -242,7 +242,7 @@ def submit_evaluation(platform: Platform, *, models: dict[str, str], dataset: st
             raise InvalidInput(f"model label {label!r} is not valid: letters, digits, '.', '_' or '-'")
         entry = resolve_eval_model(platform, label, ref)
         if "missing" not in entry and entry["kind"] != ds["kind"]:
-            raise InvalidInput(f"models.{label}: {entry['ref']} is a {entry['kind']} model; "
+            raise InvalidInput(f"{entry['ref']} is a {entry['kind']} model; "
                                f"dataset {ds['ref']} is {ds['kind']}")
         entries[label] = entry
     spec = {"dataset": ds["ref"], "dataset_name": name, "dataset_version": ds["version"], "split": split,

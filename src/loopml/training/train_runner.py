@@ -80,6 +80,22 @@ def _load_checkpoint(platform: Platform, job_id: str, key: str) -> Any:
     return model
 
 
+def _stopped_reason(reporter: Any, job_id: str, initial_epoch: int, resumed_from: str | None) -> str:
+    """Why a job stopped early and how to go on: from its last finished epoch's checkpoint, or
+    (no epoch finished) from where it started."""
+    reason = reporter.stop_reason
+    done = f" after epoch {reporter.full_epochs}"
+    if reporter.cut is not None:
+        epoch, ran = reporter.cut
+        reason += f" during epoch {epoch} (batch {ran} of {reporter.batches})"
+        done = f"; epoch {reporter.full_epochs} is the last finished"
+    if reporter.full_epochs > initial_epoch:
+        return f"{reason}{done}; continue with: loopml train --resume {job_id}"
+    if resumed_from:
+        return f"{reason}: no epoch finished; continue with: loopml train --resume {resumed_from}"
+    return f"{reason}: no epoch finished (nothing to resume); train again with a longer --time-limit"
+
+
 def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None) -> None:
     """Train, evaluate, register. ``sync_logs`` is called before each final status is recorded,
     so a job that reads as ended already has all of its logs."""
@@ -157,7 +173,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
     tb_dir = tempfile.TemporaryDirectory(prefix="loopml-tb-")
     callbacks: list[Any] = [reporter, EpochSummaries(
         tb_dir.name, io, lambda local: platform.artifacts.upload_dir(local, join("jobs", job_id, "tensorboard")),
-        hparams=hp)]
+        hparams=hp, finished=lambda: reporter.cut is None)]  # the reporter's on_epoch_end runs first
     if hp.get("lr_schedule") == "cosine":
         callbacks.append(cosine_schedule(float(hp["learning_rate"]), epochs))
     if int(hp.get("patience", 0)) > 0:
@@ -186,8 +202,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         return
     if reporter.stop_reason and not reporter.completed:  # finished is finished, however late
         platform.jobs.transition(job_id, FAILED, expect=[RUNNING],
-                                 reason=f"{reporter.stop_reason} after epoch {initial_epoch + epochs_run}; "
-                                        f"continue with: loopml train --resume {job_id}")
+                                 reason=_stopped_reason(reporter, job_id, initial_epoch, spec.get("resume_from")))
         return
 
     proba = np.asarray(model.predict(xs["test"], batch_size=256, verbose=0))

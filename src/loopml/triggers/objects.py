@@ -52,10 +52,15 @@ class Location:
         return cls(spec["scheme"], spec["root"], spec["prefix"])
 
 
+def _invalid(message: str) -> InvalidInput:
+    """An error about the ``objects_uri`` field (the CLI names it ``--objects``)."""
+    return InvalidInput(message, field="objects_uri")
+
+
 def _clean_prefix(prefix: str, what: str) -> str:
     prefix = prefix.lstrip("/")
     if any(part in ("..", ".") for part in prefix.split("/")):
-        raise InvalidInput(f"objects_uri: {what!r} must not contain '.' or '..' segments")
+        raise _invalid(f"objects_uri: {what!r} must not contain '.' or '..' segments")
     return prefix
 
 
@@ -64,8 +69,8 @@ def _local_folder(path: Path, uri: str) -> Location:
     resolved = path.resolve()
     if not resolved.is_dir():
         what = "is not a folder" if resolved.exists() else "does not exist"
-        raise InvalidInput(f"objects_uri: {uri!r} {what} on the control plane's machine (create the folder "
-                           "first; a relative path would mean a key prefix inside LoopML's artifact store)")
+        raise _invalid(f"objects_uri: {uri!r} {what} on the control plane's machine (create the folder "
+                       "first; a relative path would mean a key prefix inside LoopML's artifact store)")
     return Location("file", str(resolved), "")
 
 
@@ -74,26 +79,26 @@ def parse_location(uri: str, settings: Settings) -> Location:
     own artifact store (which may itself be local or s3://)."""
     uri = (uri or "").strip()
     if not uri:
-        raise InvalidInput("objects_uri: give s3://bucket/prefix/, file:///abs/dir/, /abs/dir or an "
-                           "artifact-store key prefix")
+        raise _invalid("objects_uri: give s3://bucket/prefix/, file:///abs/dir/, /abs/dir or an "
+                       "artifact-store key prefix")
     if uri.startswith(("s3://", "s3a://")):
         bucket, _, prefix = uri.split("://", 1)[1].partition("/")
         if not bucket:
-            raise InvalidInput(f"objects_uri: {uri!r} names no bucket")
+            raise _invalid(f"objects_uri: {uri!r} names no bucket")
         return Location("s3", bucket, _clean_prefix(prefix, uri))
     if uri.startswith("file://"):
         path = uri[len("file://"):]
         if not path.startswith("/"):
-            raise InvalidInput(f"objects_uri: {uri!r} must be an absolute file:///path")
+            raise _invalid(f"objects_uri: {uri!r} must be an absolute file:///path")
         return _local_folder(Path(path), uri)
     if "://" in uri:
-        raise InvalidInput(f"objects_uri: {uri!r}: unsupported scheme (use s3://, file:// or a folder)")
+        raise _invalid(f"objects_uri: {uri!r}: unsupported scheme (use s3://, file:// or a folder)")
     if uri.startswith("/") or uri.startswith("~"):
         return _local_folder(Path(uri).expanduser(), uri)
     # a relative path: a key prefix inside the artifact store (which may itself be s3://)
     if uri.startswith(("./", "../")) or uri in (".", ".."):
-        raise InvalidInput(f"objects_uri: {uri!r}: a relative path means a key prefix inside LoopML's artifact "
-                           "store, without '.' or '..'; for a local folder give its absolute path")
+        raise _invalid(f"objects_uri: {uri!r}: a relative path means a key prefix inside LoopML's artifact "
+                       "store, without '.' or '..'; for a local folder give its absolute path")
     prefix = _clean_prefix(uri, uri)
     base = settings.resolved_artifact_uri.rstrip("/")
     if base.startswith(("s3://", "s3a://")):

@@ -114,7 +114,8 @@ def _list(platform: Platform, spec: dict[str, Any], *, settled_only: bool) -> di
     except LoopMLError:
         raise
     except Exception as exc:  # noqa: BLE001 - credentials, endpoint, permissions: say which URI
-        raise InvalidInput(f"objects_uri: cannot list {spec['uri']}: {type(exc).__name__}: {exc}") from None
+        raise InvalidInput(f"objects_uri: cannot list {spec['uri']}: {type(exc).__name__}: {exc}",
+                           field="objects_uri") from None
 
 
 def get_trigger(platform: Platform, name: str) -> dict[str, Any]:
