@@ -104,6 +104,10 @@ def test_delete_refusals_and_deletions_over_rest_sdk_and_cli(quiet_server, platf
     result = run("datasets", "delete", "iris")
     assert result.exit_code == 0 and "deleted iris:2" in result.stdout
     assert c.list_datasets() == [] and platform.artifacts.list("datasets") == []
+    # the names come back and continue numbering: "flowers:1" / "iris:1" never mean two things
+    assert c.add_dataset("iris", write_csv(tmp_path / "iris.csv"), label="species")["version"] == 3
+    assert fake_version(platform, "flowers", dataset="iris:3")["ref"] == "flowers:4"
+    assert [m["name"] for m in c.models()] == ["flowers"]
 
 
 def test_a_deletion_interrupted_after_its_commit_is_finished_at_the_next_start(platform, settings):

@@ -428,6 +428,34 @@ def test_whole_model_delete_takes_versions_and_alias_history(metadata_store: Met
     assert count(metadata_store, t.ModelVersion) == 0 and count(metadata_store, t.AliasEvent) == 0
     with pytest.raises(NotFound):
         models.versions("gone")
+    assert models.list() == [] and count(metadata_store, t.Model) == 0
+
+
+def test_a_deleted_model_name_keeps_its_version_numbers(metadata_store: MetadataStore) -> None:
+    """Traffic, alias history, workflow histories and the serving cache name ``gone:1``: a name
+    created again after a whole-model delete continues numbering, it never reuses a number."""
+    from loopml.store.deletions_repo import DeletionRepo
+
+    models, dels = ModelRepo(metadata_store), DeletionRepo(metadata_store)
+    fields = {k: v for k, v in _mv_fields().items() if k != "job_id"}
+    for v in (1, 2, 3):
+        models.add_version("gone", v, **_mv_fields(artifact_prefix=f"models/gone/{v}"))
+    dels.delete_model_version("gone", 3)  # the highest number retired before the whole delete
+    dels.delete_model("gone")
+    assert models.next_version("gone") == 4
+    assert models.add_next_version("gone", fields=fields)["ref"] == "gone:4"
+    assert [m["name"] for m in models.list()] == ["gone"]
+    assert [v["version"] for v in models.versions("gone")] == [4]
+    # deleted again (now its highest number is live), and again created: still counting up
+    dels.delete_model("gone")
+    assert models.next_version("gone") == 5
+    assert models.add_version("gone", models.next_version("gone"), **_mv_fields())["version"] == 5
+    # a third time; other names are not affected
+    models.add_version("other", 1, **_mv_fields())
+    dels.delete_model("gone")
+    assert models.next_version("gone") == 6 and models.next_version("other") == 2
+    with pytest.raises(NotFound, match="model 'gone' not found"):
+        models.versions("gone")
 
 
 def test_dataset_delete_refusals_force_and_outbox(metadata_store: MetadataStore) -> None:
@@ -463,8 +491,15 @@ def test_dataset_delete_refusals_force_and_outbox(metadata_store: MetadataStore)
     jobs.transition(train["id"], CANCELLED, expect=[QUEUED])
     out = dels.delete_dataset("iris")
     assert out["deleted"] == ["iris:2", "iris:3"] and ds.list() == []
-    assert ds.next_version("iris") == 1  # a whole dataset deleted: the name starts afresh
-    assert ds.add_version("iris", 1, **_ds_fields("h1"))["version"] == 1
+    # a whole dataset deleted: the name keeps its numbers (lineage such as "iris:2" stays unambiguous)
+    assert ds.next_version("iris") == 4
+    assert ds.add_version("iris", 4, **_ds_fields("h1"))["version"] == 4
+    assert [d["name"] for d in ds.list()] == ["iris"] and ds.get("iris")["version"] == 4
+    dels.delete_dataset("iris")
+    assert ds.list() == [] and ds.next_version("iris") == 5
+    with pytest.raises(NotFound, match="dataset 'iris' not found"):
+        ds.get("iris")
+    assert ds.next_version("other") == 1
 
 
 def test_dataset_version_numbers_are_not_reused(metadata_store: MetadataStore) -> None:

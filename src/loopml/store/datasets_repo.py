@@ -12,6 +12,7 @@ from loopml.store import records
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
 from loopml.store.names import missing
+from loopml.store.retired import retired_top
 
 
 class DatasetRepo:
@@ -29,7 +30,9 @@ class DatasetRepo:
             top = s.execute(select(func.max(t.DatasetVersion.version)).join(t.Dataset)
                             .where(t.Dataset.name == name)).scalar()
             retired = s.execute(select(t.Dataset.retired_version).where(t.Dataset.name == name)).scalar()
-            return max(top or 0, retired or 0) + 1  # deleted numbers are never handed out again
+            if retired is None:  # no row: the name is new, or was deleted whole
+                retired = retired_top(s, "dataset", name)
+            return max(top or 0, retired) + 1  # deleted numbers are never handed out again
 
     def add_version(self, name: str, version: int, **fields: Any) -> dict[str, Any]:
         """Insert a version whose artifacts are already written (so no record points at nothing).
@@ -51,7 +54,7 @@ class DatasetRepo:
         with self.store.session() as s:
             ds = s.execute(select(t.Dataset).where(t.Dataset.name == name)).scalar()
             if ds is None:
-                ds = t.Dataset(name=name)
+                ds = t.Dataset(name=name, retired_version=retired_top(s, "dataset", name))
                 s.add(ds)
                 s.flush()
             schema = fields.pop("schema")

@@ -24,6 +24,7 @@ from loopml.core.errors import Conflict, NotFound
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
 from loopml.store.names import missing
+from loopml.store.retired import retire
 
 ACTIVE = ("queued", "running")
 
@@ -125,6 +126,7 @@ class DeletionRepo:
             if dependents:
                 raise _conflict(f"model {name}", dependents, "; move or delete those first")
             outbox = self._outbox(s, [(r.artifact_prefix, f"model {name}:{r.version}") for r in rows])
+            retire(s, "model", name, max([m.retired_version or 0, *(r.version for r in rows)]))
             s.delete(m)  # versions, aliases and alias events go with it (ON DELETE CASCADE)
             return {"deleted": [f"{name}:{r.version}" for r in rows] or [name], "artifacts": outbox}
 
@@ -162,6 +164,7 @@ class DeletionRepo:
                                   .order_by(t.DatasetVersion.version)).scalars())
             self._check_dataset(s, name, f"dataset {name}", {r.version for r in rows}, force)
             outbox = self._outbox(s, [(r.artifact_prefix, f"dataset {name}:{r.version}") for r in rows])
+            retire(s, "dataset", name, max([ds.retired_version or 0, *(r.version for r in rows)]))
             s.delete(ds)  # its versions go with it (ON DELETE CASCADE)
             return {"deleted": [f"{name}:{r.version}" for r in rows] or [name], "artifacts": outbox}
 

@@ -14,6 +14,7 @@ from loopml.store import records
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
 from loopml.store.names import missing
+from loopml.store.retired import retired_top
 
 class JobNoLongerRunning(Exception):
     """The job was cancelled or failed while its model was being saved: nothing registered."""
@@ -32,7 +33,7 @@ class ModelRepo:
         if m is None:
             if not create:
                 raise missing(s, t.Model, "model", name)
-            m = t.Model(name=name)
+            m = t.Model(name=name, retired_version=retired_top(s, "model", name))
             s.add(m)
             s.flush()
         return m
@@ -46,7 +47,7 @@ class ModelRepo:
     def next_version(self, name: str) -> int:
         with self.store.session() as s:
             m = s.execute(select(t.Model).where(t.Model.name == name)).scalar()
-            return 1 if m is None else self._top(s, m) + 1
+            return (retired_top(s, "model", name) if m is None else self._top(s, m)) + 1
 
     @staticmethod
     def _top(s, m: t.Model) -> int:

@@ -173,6 +173,16 @@ class Endpoint(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class RetiredName(Base):
+    """The highest version number of a model or dataset name deleted whole: re-creating the
+    name continues from there (see store/retired.py)."""
+
+    __tablename__ = "retired_names"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "model" | "dataset"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)
+
+
 class ArtifactDeletion(Base):
     """An artifact prefix whose record is already deleted (written in the record's delete
     transaction): removed right after the commit, or by the sweep at the next control-plane start."""
