@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests.surface_support import assert_error, cli_runner
+from tests.test_cli import ok_json, one_line_error
 
 # build_model sleeps past the job's time limit before the first epoch starts: the limit trips
 # deterministically, whatever the machine's speed
@@ -42,20 +43,6 @@ def build_model(hparams, schema):
 @pytest.fixture
 def run(live_server, monkeypatch):
     return cli_runner(live_server, monkeypatch)
-
-
-def ok_json(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return json.loads(result.stdout)
-
-
-def one_line_error(result, code: int, *fragments: str) -> str:
-    assert result.exit_code == code, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _words(text: str) -> str:
