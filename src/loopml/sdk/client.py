@@ -662,7 +662,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         if target.exists() and not target.is_dir():
             raise InvalidInput(f"{os.fspath(path)!r} is a file; give a folder to download into")
         if target.is_dir() and any(target.iterdir()) and not force:
-            raise InvalidInput(f"folder {os.fspath(path)!r} is not empty: pass --force (force=True) to write into it")
+            raise InvalidInput(f"folder {os.fspath(path)!r} is not empty: pass force=True to write into it",
+                               field="force")
         name, sep, rest = ref.partition("@")
         if sep:
             version: str = str(self.model_alias(name, rest)["version"])
