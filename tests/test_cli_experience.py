@@ -210,3 +210,66 @@ def test_a_terminal_sees_the_endpoint_status_and_the_monitor_job(run, settings):
     assert re.search(r"monitor m: job job-\S+ failed", ANSI.sub("", ran.stdout)), ran.stdout
     piped = run("monitors", "run", "m")
     assert piped.exit_code == 1 and "monitor m: job" not in piped.output and not ANSI.search(piped.output)
+
+
+# ------------------------------------------------------------------ usage mistakes: one line, exit 2
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["jobs", "list", "--kind", "bogus"], ("'bogus' is not one of", "--kind", "loopml jobs list --help")),
+    (["models", "import", "m.keras", "--kind", "foo"], ("'foo' is not one of", "loopml models import --help")),
+    (["datasets", "add"], ("Missing argument 'NAME'", "loopml datasets add --help")),
+    (["jobs", "list", "--nope"], ("No such option: --nope",)),
+    (["jobs", "nosuch"], ("No such command 'nosuch'",)),
+    (["--bogus"], ("No such option: --bogus", "loopml --help")),
+])
+def test_a_usage_mistake_is_one_line_with_exit_2(args, fragments):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "╭" not in result.stderr and not result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help_and_bare_groups_still_show_help():
+    for args in (["jobs", "list", "--help"], ["--help"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0 and "Usage: loopml" in result.stdout
+    bare = CliRunner().invoke(app, ["jobs"])
+    assert "Usage: loopml jobs" in bare.output and "error:" not in bare.output
+
+
+# ------------------------------------------------------------------ the CLI's words, a typo, no leftovers
+
+
+def test_download_force_template_typo_and_deleted_dataset_leaves_no_folder(run, live_server, settings, tmp_path):
+    from pathlib import Path
+
+    import numpy as np
+
+    from loopml.core.errors import InvalidInput
+    from loopml.sdk.client import Client
+
+    np.savez(tmp_path / "t.npz", x=np.random.default_rng(0).normal(size=(60, 4)), y=np.arange(60) % 3)
+    assert run("datasets", "add", "tab", str(tmp_path / "t.npz")).exit_code == 0
+    typo = run("train", "--dataset", "tab", "--model", "mlpp")
+    assert typo.exit_code == 2 and "did you mean 'mlp'?" in typo.stderr, typo.stderr
+    assert run("train", "--dataset", "tab", "--model", "mlp", "--epochs", "1", "--wait").exit_code == 0
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine\n")
+    refused = run("models", "download", "tab-mlp:1", str(full))
+    assert refused.exit_code == 2 and "pass --force to write into it" in refused.stderr, refused.stderr
+    assert "force=True" not in refused.stderr
+    with Client(live_server) as c, pytest.raises(InvalidInput, match=r"pass force=True to write into it"):
+        c.download_model("tab-mlp:1", full)
+
+    folder = Path(settings.resolved_artifact_uri) / "datasets" / "tab"
+    assert folder.is_dir()
+    assert run("models", "delete", "tab-mlp").exit_code == 0
+    deleted = run("datasets", "delete", "tab")
+    assert deleted.exit_code == 0, deleted.output
+    assert not folder.exists()

@@ -328,3 +328,40 @@ def test_prediction_inputs_for_a_tabular_model_are_checked_before_queueing(run, 
     (tmp_path / "ok.csv").write_text("f0,f1,f2,f3\n0.1,0.2,0.3,0.4\n")
     good = ok_json(run("predict", "tab-mlp", str(tmp_path / "ok.csv"), "--json"))
     assert good["job"]["status"] == "succeeded" and len(good["predictions"]) == 1
+
+
+# ------------------------------------------------- items 14 and 6: batch images fit like endpoint bodies
+
+
+def test_batch_images_follow_the_endpoints_fitting_rule_and_a_folder_is_named_as_given(run, live_server, tmp_path):
+    from PIL import Image
+
+    from loopml.core.errors import InvalidInput
+    from loopml.datasets.formats import read_images_as
+    from loopml.serving.image_files import decode_image_file
+
+    ok_json(run("datasets", "add", "digits", "sample:digits", "--json"))
+    job = ok_json(run("train", "--dataset", "digits", "--model", "cnn", "--epochs", "1", "--json"))
+    assert job["status"] == "succeeded", job["reason"]
+    before = len(ok_json(run("jobs", "list", "--json")))
+    expected = "8×8 greyscale images (input shape (8, 8, 1))"
+    Image.new("L", (32, 16)).save(tmp_path / "wide.png")
+    one_line_error(run("predict", "digits-cnn", str(tmp_path / "wide.png")), 2,
+                   "'wide.png' is 32×16", expected)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.new("L", (16, 16)).save(imgs / "square.png")  # the model's aspect ratio: resized
+    Image.new("L", (32, 16)).save(imgs / "wide.png")
+    one_line_error(run("predict", "digits-cnn", str(imgs)), 2, "'imgs/wide.png' is 32×16", expected)
+    (tmp_path / "empty").mkdir()
+    line = one_line_error(run("predict", "digits-cnn", str(tmp_path / "empty")), 2,
+                          "folder 'empty/' holds no image files")
+    assert ".zip" not in line
+    assert len(ok_json(run("jobs", "list", "--json"))) == before
+
+    # the worker (an input the submission check could not read) and the endpoint: the same rule
+    with pytest.raises(InvalidInput, match=f"'wide.png' is 32×16; this model expects {re.escape(expected)}"):
+        read_images_as([imgs / "wide.png"], (8, 8, 1))
+    assert read_images_as([imgs / "square.png"], (8, 8, 1)).shape == (1, 8, 8, 1)
+    with pytest.raises(InvalidInput, match=f"PNG image is 32×16; this model expects {re.escape(expected)}"):
+        decode_image_file((imgs / "wide.png").read_bytes(), "image/png", (8, 8, 1))

@@ -108,6 +108,13 @@ class ArtifactStore:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
 
+    def remove_empty(self, prefix: str) -> None:
+        """Remove the folder of ``prefix`` when nothing is left in it. Local stores only: an S3
+        prefix disappears with its last object."""
+        if self.is_local:
+            with contextlib.suppress(OSError):  # not empty (still in use) or already gone
+                os.rmdir(self._path(prefix))
+
     # -- reads ---------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
         return bool(self.fs.exists(self._path(key)))

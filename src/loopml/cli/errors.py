@@ -2,8 +2,8 @@
 
 An error about a request field carries ``details["field"]`` (a name or a list); its message names it as
 ``FIELD=VALUE`` or, first thing in the message, as ``FIELD``. The CLI rewrites those to the
-flag from the one table below (``label=COLUMN`` → ``--label COLUMN``), so the API and SDK keep
-saying ``label=COLUMN`` and the command line says ``--label COLUMN``.
+flag from the one table below (``label=COLUMN`` → ``--label COLUMN``, ``force=True`` → ``--force``),
+so the API and SDK keep saying ``label=COLUMN`` and the command line says ``--label COLUMN``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ FLAGS = {
     "objects_uri": "--objects",
     "model": "--model",
     "dataset": "--dataset",
+    "force": "--force",
 }
 # flags that also read an environment variable, named where the message asks for the flag
 ENVVARS = {"api_key": "LOOPML_ENDPOINT_KEY"}
@@ -43,7 +44,8 @@ def cli_message(err: LoopMLError) -> str:
         if flag is None:
             continue
         name = re.escape(field)
-        message, asked = re.subn(rf"(?<![\w.-]){name}=([^\s,;)]+)", rf"{flag} \1", message)
+        message, asked = re.subn(rf"(?<![\w.-]){name}=([^\s,;)]+)",  # a switch: force=True → --force
+                                 lambda m: flag if m[1] == "True" else f"{flag} {m[1]}", message)
         if asked and field in ENVVARS:
             message = re.sub(rf"{re.escape(flag)} (\S+)", rf"{flag} \1 (or set {ENVVARS[field]})", message,
                              count=1)

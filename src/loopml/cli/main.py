@@ -18,6 +18,12 @@ from loopml.cli import (datasets, db, endpoints, functions, jobs, models, monito
 from loopml.cli import helpstyle
 from loopml.core.errors import LoopMLError
 
+try:  # typer >= 0.24 parses with its own copy of click, which raises that copy's UsageError
+    from typer._click.exceptions import NoArgsIsHelpError as _NoArgsIsHelp, UsageError as _UsageError
+except ImportError:  # pragma: no cover - an older typer parses with click itself
+    _NoArgsIsHelp, _UsageError = click.exceptions.NoArgsIsHelpError, click.UsageError
+USAGE_ERRORS = (click.UsageError, _UsageError)
+
 
 class LoopMLGroup(TyperGroup):
     """Turns every LoopMLError into one line on stderr and its exit code (2 = the user's mistake)."""
@@ -25,6 +31,13 @@ class LoopMLGroup(TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         helpstyle.polish(self)  # NAME positionals, no "<bool>" beside flags
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except USAGE_ERRORS as err:  # `loopml --bogus`
+            _usage_error(ctx, err)
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -34,6 +47,20 @@ class LoopMLGroup(TyperGroup):
 
             click.echo(f"error: {cli_message(err)}", err=True)
             ctx.exit(err.exit_code)
+        except USAGE_ERRORS as err:  # every subcommand's parsing happens in here
+            _usage_error(ctx, err)
+            raise
+
+
+def _usage_error(ctx: click.Context, err: Any) -> None:
+    """A bad flag, choice or missing argument as one line (exit 2), not click's boxed usage text.
+    ``NoArgsIsHelpError`` (a bare group) is left alone: it shows the help."""
+    if isinstance(err, (click.exceptions.NoArgsIsHelpError, _NoArgsIsHelp)):
+        return
+    path = (err.ctx or ctx).command_path
+    message = err.format_message().replace("Value error, ", "").rstrip(".")  # typer's choice check says so
+    click.echo(f"error: {message} (see '{path} --help')", err=True)
+    ctx.exit(2)
 
 
 app = typer.Typer(

@@ -17,6 +17,7 @@ import pandas as pd
 
 from loopml.core.errors import InvalidInput, UnsupportedFormat
 from loopml.datasets.content import DatasetContent
+from loopml.datasets.image_fit import check_fits
 
 FORMATS = ("npz", "csv", "parquet", "images", "text")
 
@@ -337,12 +338,16 @@ def read_image_folder(folder: Path, min_classes: int = 2) -> DatasetContent:
     return DatasetContent(kind="image", labels=labels, images=images, meta=meta)
 
 
-def decode_image(path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
-    """One image file as uint8 pixels, converted to ``mode`` (L, RGB, RGBA) and resized to ``size`` (w, h)."""
+def decode_image(path: Path, mode: str, size: tuple[int, int], fit: tuple[int, int, int] | None = None
+                 ) -> np.ndarray:
+    """One image file as uint8 pixels, converted to ``mode`` (L, RGB, RGBA) and resized to ``size`` (w, h).
+    With ``fit`` (a model's (H, W, C)), an image of another aspect ratio is refused, not distorted."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if fit is not None:
+                check_fits(im.size, fit, f"image {path.name!r}")
             im = im.convert(mode)
             if im.size != size:
                 im = im.resize(size, Image.Resampling.BILINEAR)
@@ -358,12 +363,13 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def read_images_as(files: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
-    """Images decoded to a model's input signature (H, W, C): greyscaled or coloured, resized."""
+    """Images decoded to a model's input signature (H, W, C): greyscaled or coloured, resized
+    (an image of another aspect ratio is refused, as endpoints refuse it: datasets.image_fit)."""
     h, w, c = shape
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(c)
     if mode is None:
         raise InvalidInput(f"images with {c} channels cannot be decoded from image files")
-    return np.stack([decode_image(f, mode, (w, h)) for f in files]).reshape(len(files), h, w, c)
+    return np.stack([decode_image(f, mode, (w, h), shape) for f in files]).reshape(len(files), h, w, c)
 
 
 def read_text_folder(folder: Path, min_classes: int = 2) -> DatasetContent:

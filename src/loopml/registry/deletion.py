@@ -50,7 +50,12 @@ def delete_model(platform: Platform, name: str, version: int | None = None) -> d
 
 def delete_dataset(platform: Platform, name: str, version: int | None = None, *, force: bool = False) -> dict[str, Any]:
     if version is None:
-        return _done(platform, platform.deletions.delete_dataset(name, force=force))
+        result = platform.deletions.delete_dataset(name, force=force)
+        parents = {row["prefix"].rsplit("/", 1)[0] for row in result["artifacts"]}
+        done = _done(platform, result)
+        for parent in parents:  # datasets/NAME/ itself, once its versions' files are gone
+            platform.artifacts.remove_empty(parent)
+        return done
     return _done(platform, platform.deletions.delete_dataset_version(name, version, force=force))
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 import httpx
 
 from loopml import __version__
+from loopml.core import FOLDER_ZIP_COMMENT
 from loopml.core.errors import InvalidInput, LoopMLError, error_from_dict
 from loopml.sdk.functions import FunctionsAPI
 from loopml.sdk.monitors import MonitorsAPI
@@ -45,6 +46,7 @@ def zip_folder(folder: str | os.PathLike) -> bytes:
     top = root.resolve().name or "data"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.comment = FOLDER_ZIP_COMMENT
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if _visible(d))
             for fname in sorted(f for f in filenames if _visible(f)):
@@ -660,7 +662,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         if target.exists() and not target.is_dir():
             raise InvalidInput(f"{os.fspath(path)!r} is a file; give a folder to download into")
         if target.is_dir() and any(target.iterdir()) and not force:
-            raise InvalidInput(f"folder {os.fspath(path)!r} is not empty: pass --force (force=True) to write into it")
+            raise InvalidInput(f"folder {os.fspath(path)!r} is not empty: pass force=True to write into it",
+                               field="force")
         name, sep, rest = ref.partition("@")
         if sep:
             version: str = str(self.model_alias(name, rest)["version"])

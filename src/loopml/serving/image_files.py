@@ -2,8 +2,8 @@
 
 One image per body. It is converted only as far as the signature (loopml.json ``input.shape``,
 ``(H, W, C)``) says: to greyscale (C=1) or RGB (C=3), and resized (bilinear, as image-folder
-datasets are) to W×H when its aspect ratio is the model's within ``ASPECT_TOLERANCE`` —
-a photo of another aspect would be distorted, so it is refused with the expected shape.
+datasets are) to W×H when its aspect ratio is the model's (datasets.image_fit, the rule batch prediction
+follows too) — a photo of another aspect would be distorted, so it is refused with the expected shape.
 Pixels keep the file's 0–255 scale, as image-folder datasets store them. Every bad body is an
 ``InvalidInput`` naming the problem; the caller runs this off the event loop.
 """
@@ -16,19 +16,13 @@ from typing import Sequence
 import numpy as np
 
 from loopml.core.errors import InvalidInput
+from loopml.datasets.image_fit import check_fits, expected_form
 
 __all__ = ["decode_image_file", "IMAGE_FORMATS"]
 
 IMAGE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG"}
 MAX_PIXELS = 40_000_000  # checked from the header, before any pixel is decoded
-ASPECT_TOLERANCE = 0.05  # relative difference of width/height ratios still resized
 _HIGH_DEPTH = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
-
-
-def expected_form(shape: Sequence[int]) -> str:
-    h, w, c = (list(shape) + [1, 1, 1])[:3]
-    colour = {1: "greyscale", 3: "RGB"}.get(c, f"{c}-channel")
-    return f"{w}×{h} {colour} images (input shape ({h}, {w}, {c}))"
 
 
 def decode_image_file(body: bytes, media_type: str, shape: Sequence[int] | None) -> np.ndarray:
@@ -54,10 +48,7 @@ def decode_image_file(body: bytes, media_type: str, shape: Sequence[int] | None)
             raise InvalidInput(f"{fmt} image of {width}×{height} pixels is too large "
                                f"(limit {MAX_PIXELS:,} pixels); this model expects "
                                f"{expected_form(shape)}")
-        if abs((width / max(height, 1)) / (w / h) - 1) > ASPECT_TOLERANCE:
-            raise InvalidInput(f"{fmt} image is {width}×{height}; this model expects "
-                               f"{expected_form(shape)} — an image of that aspect ratio is "
-                               "resized, another would be distorted: crop it first")
+        check_fits((width, height), (h, w, c), f"{fmt} image")
         if image.mode in _HIGH_DEPTH:
             raise InvalidInput(f"{fmt} image has {image.mode} pixels (more than 8 bits); send "
                                f"an 8-bit image — this model expects {expected_form(shape)}")

@@ -13,8 +13,10 @@ from pathlib import PurePosixPath
 from typing import IO, Any
 
 from loopml.artifacts.keys import join
+from loopml.core import FOLDER_ZIP_COMMENT
 from loopml.core.errors import InvalidInput, NotFound, UnsupportedFormat
 from loopml.datasets.formats import IMAGE_EXTENSIONS, LABEL_CANDIDATES, TEXT_EXTENSIONS
+from loopml.datasets.image_fit import check_fits
 from loopml.platform import Platform
 
 TABLE_FILES = (".csv", ".parquet", ".pq")
@@ -70,9 +72,9 @@ def check_input(platform: Platform, mv: dict[str, Any], source: dict[str, Any]) 
                     _check_npz(z, name, ref, manifest)
             elif suffix == ".zip":
                 with zipfile.ZipFile(f) as z:
-                    _check_zip(z.namelist(), name, ref, kind, manifest)
+                    _check_zip(z, name, ref, kind, manifest)
             else:
-                _check_image(f, name)
+                _check_image(f, repr(name), _shape(kind, manifest))
     except (InvalidInput, NotFound):
         raise
     except Exception:  # noqa: BLE001 - unreadable here (a damaged file, a stream that cannot seek): the worker says why
@@ -151,23 +153,39 @@ def _check_shape(shape: tuple[int, ...], name: str, ref: str, manifest: dict[str
                            f"{_what('image', manifest)}: (N, {h}, {w}, {c}) or flat (N, {h * w * c})")
 
 
-def _check_image(f: IO[bytes], name: str) -> None:
+def _shape(kind: str, manifest: dict[str, Any]) -> list[int] | None:
+    return (manifest.get("features") or {}).get("shape") if kind == "image" else None
+
+
+def _check_image(f: IO[bytes], name: str, shape: list[int] | None) -> None:
+    """A readable image that the model's shape fits (its size from the header, nothing decoded)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(f) as im:
+            size = im.size
             im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise InvalidInput(f"input {name!r} is not a readable image") from None
+        raise InvalidInput(f"input {name} is not a readable image") from None
+    if shape:
+        check_fits(size, shape, f"image {name}")
 
 
-def _check_zip(members: list[str], name: str, ref: str, kind: str, manifest: dict[str, Any]) -> None:
-    suffixes = {PurePosixPath(m.lower()).suffix for m in members if not m.endswith("/")}
+def _check_zip(z: zipfile.ZipFile, name: str, ref: str, kind: str, manifest: dict[str, Any]) -> None:
+    folder = z.comment == FOLDER_ZIP_COMMENT  # the SDK zipped a folder: name it as the user gave it
+    label = f"folder {name.removesuffix('.zip') + '/'!r}" if folder else f"input {name!r}"
+    members = [m for m in z.namelist() if not m.endswith("/")]
+    suffixes = {PurePosixPath(m.lower()).suffix for m in members}
     images, texts = suffixes & IMAGE_EXTENSIONS, suffixes & TEXT_EXTENSIONS
     if kind == "image" and not images:
-        raise InvalidInput(f"input {name!r} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+        raise InvalidInput(f"{label} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                            f"model {ref} takes {_what(kind, manifest)}")
     if kind != "image" and images:
-        raise InvalidInput(f"input {name!r} holds images; model {ref} takes {_what(kind, manifest)}")
+        raise InvalidInput(f"{label} holds images; model {ref} takes {_what(kind, manifest)}")
     if kind == "text" and not texts:
-        raise InvalidInput(f"input {name!r} holds no .txt files; model {ref} takes {_what(kind, manifest)}")
+        raise InvalidInput(f"{label} holds no .txt files; model {ref} takes {_what(kind, manifest)}")
+    if _shape(kind, manifest):
+        for member in members:  # headers only: Pillow reads the size without decoding pixels
+            if PurePosixPath(member.lower()).suffix in IMAGE_EXTENSIONS:
+                with z.open(member) as f:
+                    _check_image(f, repr(member) if folder else f"{member!r} in {name!r}", _shape(kind, manifest))

@@ -106,7 +106,11 @@ def submit_training(platform: Platform, *, dataset: str | None = None, model: st
         check_template_suits(model, ds["kind"])
         template = model
     else:
-        raise InvalidInput(f"model {model!r} is not a template ({', '.join(TEMPLATES)}) or an uploaded .py file")
+        import difflib
+
+        close = difflib.get_close_matches(model.strip().lower(), TEMPLATES, n=1)
+        raise InvalidInput(f"model {model!r} is not a template ({', '.join(TEMPLATES)}) or an uploaded .py file"
+                           + (f"; did you mean {close[0]!r}?" if close else ""))
     hparams = validate_hparams(model if template != "file" else "file:" + user_key, params)
     if time_limit_s is not None and time_limit_s <= 0:
         raise InvalidInput(f"time limit must be positive seconds, got {time_limit_s}")
