@@ -291,3 +291,30 @@ def test_accuracy_floor_needs_evidence():
     assert not check_quality({"n": 500, "accuracy": 0.95}, {"accuracy": 0.9})["violated"]
     assert not check_quality({"n": 0, "accuracy": None}, {"accuracy": 0.9})["violated"]
     assert not check_quality(None, {"accuracy": 0.9})["violated"]
+
+
+def test_a_confident_models_served_answers_match_its_baseline(digits, digits_split):
+    """Served answers carry 6 decimals; a confident model's baseline confidences (0.99999988 …)
+    must be profiled at that precision, else clean traffic of the same rows looks drifted."""
+    import orjson
+
+    from loopml.serving.codecs import encode_predictions
+
+    base, _rest = digits_split
+    rng = np.random.default_rng(3)
+    n, k = len(base), len(digits.names)
+    winners = rng.integers(0, k, n)
+    margin = 10.0 ** -rng.uniform(4.0, 9.0, n)  # confidences 1 - 1e-4 … 1 - 1e-9, as a saturated CNN gives
+    proba = np.full((n, k), 0.0)
+    proba[np.arange(n), winners] = 1.0 - margin
+    proba += (margin / (k - 1))[:, None] * (np.arange(k)[None, :] != winners[:, None])
+    images = digits.images[base]
+    baseline = build_profile(kind="image", raw=images, proba=proba, class_names=digits.names, schema=digits.schema)
+    served = orjson.loads(encode_predictions(proba[:300], digits.names))["predictions"]
+    current = build_profile(kind="image", raw=images[:300], proba=None, class_names=digits.names,
+                            schema=digits.schema, reference=baseline,
+                            predicted=[p["label"] for p in served],
+                            confidence=np.asarray([p["confidence"] for p in served]))
+    result = compare(baseline, current)
+    conf = next(f for f in result["features"] if f["name"] == "prediction.confidence")
+    assert not conf["violated"], conf["statistics"]

@@ -27,6 +27,7 @@ import numpy as np
 from loopml.core.errors import InvalidInput
 from loopml.monitoring import features as F
 from loopml.monitoring.stats import category_counts, numeric_summary
+from loopml.serving.codecs import ANSWER_DECIMALS
 
 PROFILE_VERSION = 1
 TOP_TOKENS = 100
@@ -80,6 +81,9 @@ def _predictions(proba: Any, class_names: list[str], predicted: Any, confidence:
             (names[i] if i < len(names) else str(i)) if good else None for i, good in zip(idx, ok)]
         conf = np.where(ok, np.max(np.where(np.isfinite(p), p, -np.inf), axis=1), np.nan) \
             if p.shape[1] else np.full(p.shape[0], np.nan)
+        # at the precision endpoints answer with: a confident model's baseline holds values like
+        # 0.99999988 that served answers round to 1.0, and bins edged between them flag clean traffic
+        conf = np.round(conf, ANSWER_DECIMALS)
     else:
         labels = [None if v is None else str(v) for v in (predicted if predicted is not None else [])]
         conf = np.asarray(confidence if confidence is not None else [np.nan] * len(labels), dtype=np.float64)

@@ -400,6 +400,10 @@ def _csv(body: bytes, kind: str, max_rows: int, max_text_chars: int,
 # --------------------------------------------------------------------------- encode
 
 
+# answers carry 6 decimals; monitoring profiles a baseline's confidences at the same precision
+ANSWER_DECIMALS = 6
+
+
 def encode_predictions(proba: np.ndarray, label_names: list[str], *,
                        top_k: int | None = None) -> bytes:
     """(N, K) probabilities → ``{"predictions": [{"label", "confidence", "probabilities"}]}``.
@@ -416,7 +420,7 @@ def encode_predictions(proba: np.ndarray, label_names: list[str], *,
         raise InvalidInput(f"top_k must be at least 1, got {top_k}")
     labels = [str(name) for name in label_names]
     best = proba.argmax(axis=1).tolist() if proba.shape[1] else []
-    rounded = np.round(proba.astype(np.float64), 6).tolist()
+    rounded = np.round(proba.astype(np.float64), ANSWER_DECIMALS).tolist()
     if top_k is not None:
         order = np.argsort(-proba, axis=1, kind="stable")[:, :top_k].tolist()
     else:
