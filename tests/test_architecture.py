@@ -24,3 +24,19 @@ def test_import_contracts_hold():
     # --no-cache: leave no cache folder behind in the working tree
     out = subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, f"lint-imports exited {out.returncode}\n{out.stdout}\n{out.stderr}"
+
+
+def test_no_merge_conflict_markers_are_left():
+    """Branches are merged by hand: a conflict marker left in a doc or a module is caught here."""
+    markers = ("<<<<<<< ", ">>>>>>> ")
+    found = []
+    for folder in ("src", "tests", "docs", "scripts", "bench", "examples"):
+        for path in (REPO / folder).rglob("*"):
+            if path.suffix in {".py", ".md", ".sh", ".yaml", ".yml", ".toml", ".txt"} and path.is_file():
+                for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                    if line.startswith(markers):
+                        found.append(f"{path.relative_to(REPO)}:{n}")
+    for name in ("README.md", "Makefile", "pyproject.toml", ".importlinter"):
+        text = (REPO / name).read_text(errors="replace")
+        found += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1) if line.startswith(markers)]
+    assert not found, f"merge conflict markers left in: {found}"
