@@ -34,6 +34,7 @@ from loopml import __version__  # noqa: E402
 from loopml.core.errors import InvalidInput, NotFound  # noqa: E402
 from loopml.serving.batcher import BatcherClosed, QueueFull  # noqa: E402
 from loopml.serving.host import ModelHost  # noqa: E402
+from loopml.serving.live import Variant  # noqa: E402
 from loopml.serving.oip import OUTPUTS, handle_v2  # noqa: E402
 from tests.asgi_server import serve_asgi  # noqa: E402
 
@@ -131,7 +132,7 @@ def host(hosts) -> ModelHost:
 
 
 class Backend:
-    """Endpoint name → host; every host serves version "1"."""
+    """An ``invoke.Router``: endpoint name → host; every host serves version "1"."""
 
     def __init__(self, hosts: dict[str, Any]) -> None:
         self.hosts = hosts
@@ -146,6 +147,15 @@ class Backend:
 
     def ready(self) -> bool:
         return all(getattr(h, "loaded", True) for h in self.hosts.values())
+
+    # the rest of invoke.Router, as the data plane's Invoker has it (no inference ids here)
+    def route(self, name: str, version: str | None) -> Variant:
+        host = self.lookup(name, version)
+        return Variant(name="AllTraffic", host=host, weight=1.0,
+                       model=getattr(host, "model_name", name), version=1)
+
+    def new_id(self) -> None:
+        return None
 
 
 def oip_app(backend: Backend):

@@ -32,7 +32,7 @@ from loopml.serving.host import ModelHost
 from loopml.serving.live import LiveEndpoint, Variant
 from loopml.serving.metrics import ServingMetrics
 
-__all__ = ["Call", "Invoker", "Endpoints", "Router", "HostRouter", "predict",
+__all__ = ["Call", "Invoker", "Endpoints", "Router", "predict",
            "EndpointNotFound", "EndpointLoading", "EndpointFailed"]
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Endpoints(Protocol):
 
 
 class Router(Protocol):
-    """What a protocol codec routes through: an ``Invoker``, or a ``HostRouter`` (no capture)."""
+    """What a protocol codec routes through: the data plane's ``Invoker``."""
 
     def route(self, name: str, version: str | None) -> Variant: ...
     def lookup(self, name: str, version: str | None) -> ModelHost: ...
@@ -238,28 +238,3 @@ class Invoker:
             for task in list(self._shadow_tasks):
                 task.cancel()
 
-
-class HostRouter:
-    """A bare ``lookup(name, version) → host`` backend as a Router (OIP embedded without a data
-    plane, e.g. tests): one variant per host, no inference ids, nothing captured."""
-
-    __slots__ = ("backend",)
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-
-    def route(self, name: str, version: str | None) -> Variant:
-        host = self.backend.lookup(name, version)
-        version_no = getattr(host, "model_version", None)
-        return Variant(name="AllTraffic", host=host, weight=1.0,
-                       model=getattr(host, "model_name", name) or name,
-                       version=int(version_no) if str(version_no or "").isdigit() else 0)
-
-    def lookup(self, name: str, version: str | None) -> ModelHost:
-        return self.backend.lookup(name, version)
-
-    def ready(self) -> bool:
-        return self.backend.ready()
-
-    def new_id(self) -> None:
-        return None

@@ -1,6 +1,6 @@
 """The Open Inference Protocol v2 (KServe V2 / Triton HTTP) for the real-time data plane.
 
-``handle_v2(method, path, headers, body, backend)`` answers every path under ``/v2``; the ASGI
+``handle_v2(method, path, headers, body, router)`` answers every path under ``/v2``; the ASGI
 app reads the body (and caps its size) and sends what this returns. Routes::
 
     GET  /v2                                            server metadata
@@ -9,7 +9,7 @@ app reads the body (and caps its size) and sends what this returns. Routes::
     GET  /v2/models/{name}[/versions/{v}]/ready         200, or 503 while not loaded
     POST /v2/models/{name}[/versions/{v}]/infer         inference
 
-The model name is the ENDPOINT name; ``backend.lookup(name, version)`` finds its ModelHost.
+The model name is the ENDPOINT name; ``router.route(name, version)`` finds its variant.
 
 Inputs. One input named "input" (any name is accepted when there is exactly one):
 
@@ -59,7 +59,7 @@ import math
 import struct
 import zlib
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import orjson
@@ -69,12 +69,9 @@ from loopml.core.errors import InvalidInput, LoopMLError, NotFound
 from loopml.serving.batcher import BatcherClosed, QueueFull
 from loopml.serving.codecs import (_check_rows, _csv_value, _image_array, _json_type, _records,
                                    _texts)
-from loopml.serving.invoke import Call, HostRouter, Router, predict
+from loopml.serving.invoke import Call, Router, predict
 
-if TYPE_CHECKING:
-    from loopml.serving.host import ModelHost
-
-__all__ = ["OipBackend", "handle_v2", "server_metadata", "model_metadata", "DATATYPES",
+__all__ = ["handle_v2", "server_metadata", "model_metadata", "DATATYPES",
            "MAX_INFLATED_BYTES", "MAX_ROWS"]
 
 log = logging.getLogger(__name__)
@@ -96,14 +93,6 @@ _BINARY_CT = (b"content-type", b"application/octet-stream")
 _RETRY = [(b"retry-after", b"1")]
 _LEN = struct.Struct("<I")
 _FP32 = np.dtype("<f4")
-
-
-class OipBackend(Protocol):
-    def lookup(self, name: str, version: str | None) -> "ModelHost":  # raises NotFound
-        ...
-
-    def ready(self) -> bool:  # whole server ready
-        ...
 
 
 class _Error(Exception):
@@ -135,13 +124,12 @@ def _error(exc: _Error) -> Response:
 
 
 async def handle_v2(method: str, path: str, headers: dict[bytes, bytes], body: bytes,
-                    backend: OipBackend | Router, call: Call | None = None) -> Response:
+                    router: Router, call: Call | None = None) -> Response:
     """Route any path starting with /v2. Returns (status, extra headers incl content-type,
     body). Never raises (a client's mistake is a 4xx, anything else a logged 500).
 
-    ``backend``: the data plane's ``invoke.Invoker`` (inference ids, capture, shadow), or any
-    ``lookup``/``ready`` backend. ``call``: an inference's state, for the caller to finish."""
-    router = backend if hasattr(backend, "route") else HostRouter(backend)
+    ``router``: the data plane's ``invoke.Invoker`` (routing, inference ids).
+    ``call``: an inference's state, for the caller to finish (capture, shadow, metrics)."""
     try:
         return await _route(method, path, headers, body, router, call)
     except Exception as exc:  # noqa: BLE001 - the error table decides
