@@ -542,7 +542,7 @@ class FakeHost:
     def __init__(self, behaviour: Any = None, loaded: bool = True) -> None:
         self.behaviour, self.loaded, self.calls = behaviour, loaded, 0
 
-    async def predict_raw(self, raw: Any) -> np.ndarray:
+    async def predict_raw(self, raw: Any, *, announced: bool = False) -> np.ndarray:
         self.calls += 1
         if isinstance(self.behaviour, BaseException):
             raise self.behaviour

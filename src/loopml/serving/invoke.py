@@ -103,9 +103,7 @@ async def predict(variant: Variant, raw: Any, *, again: Callable[[], Variant] | 
             if announced:
                 host.batcher.withdraw()
             raise BatcherClosed(f"model {variant.model or variant.name!r} is not ready")
-        proba = await (host.predict_raw(raw, announced=True) if announced
-                       else host.predict_raw(raw))
-        return variant, raw, proba
+        return variant, raw, await host.predict_raw(raw, announced=announced)
     except BatcherClosed:
         fresh = again() if again is not None else variant
         if fresh.host is host:
