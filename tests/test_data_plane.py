@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -291,3 +292,37 @@ def test_model_failure_is_424_and_queue_full_503(bundle_dir, digits_images):
         await host.close()
 
     asyncio.run(run())
+
+
+def test_oip_inferences_are_counted_other_v2_requests_are_not(bundle_dir, digits_images):
+    """Every OIP inference (answered, refused, trailing slash or not) counts in /metrics under
+    its endpoint, like an invocation; metadata and wrong-method requests do not."""
+    host = ModelHost.load(bundle_dir, max_batch_size=8, name="digits")
+    app = create_data_plane({"digits": host})
+    images = digits_images[0][:2].astype(np.float32)
+    doc = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(images.shape),
+                       "data": images.ravel().tolist()}]}
+
+    async def run() -> str:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dp") as client:
+            for path in ("/v2/models/digits/infer", "/v2/models/digits/versions/1/infer/"):
+                r = await client.post(path, json=doc)
+                assert r.status_code == 200 and r.json()["id"], r.text
+            r = await client.post("/v2/models/digits/infer", json={"inputs": []})
+            assert r.status_code == 400
+            assert (await client.post("/v2/models/nope/infer", json=doc)).status_code == 404
+            assert (await client.get("/v2/models/digits")).status_code == 200
+            assert (await client.post("/v2/models/digits/ready")).status_code == 405
+            text = (await client.get("/metrics")).text
+        await host.close()
+        return text
+
+    counts = {}
+    for line in asyncio.run(run()).splitlines():
+        if line.startswith("loopml_requests_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            key = (labels["endpoint"], labels["variant"], labels["code"])
+            counts[key] = float(line.rsplit(" ", 1)[1])
+    assert counts == {("digits", "AllTraffic", "200"): 2, ("digits", "AllTraffic", "400"): 1,
+                      ("nope", "-", "404"): 1}, counts

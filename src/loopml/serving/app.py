@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 6_291_456  # SageMaker's synchronous invocation limit
 _INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _OIP_MODEL = re.compile(r"^/v2/models/([^/]+)")
-_OIP_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
 _JSON = b"application/json"
 _HEALTH = ("/ping", "/healthz", "/readyz")
 
@@ -308,14 +307,13 @@ class DataPlane:
             if body is None:
                 return
         headers = dict(scope["headers"])
-        infer = _OIP_INFER.match(scope["path"]) if scope["method"] == "POST" else None
-        call = Call(infer.group(1), t0) if infer is not None else None
+        call = Call("", t0) if scope["method"] == "POST" else None  # oip names an inference
         status, extra, out = await oip.handle_v2(scope["method"], scope["path"], headers, body,
                                                  self.invoker, call)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-length", str(len(out)).encode()), *extra]})
         await send({"type": "http.response.body", "body": out})
-        if call is not None:  # inference traffic counts, is captured and shadowed like invocations
+        if call is not None and call.name:  # inferences count, are captured and shadowed
             call.status = status
             out_type = next((v for k, v in extra if k == b"content-type"), _JSON)
             self.invoker.finish(call, body, headers.get(b"content-type", b"").decode("latin-1")

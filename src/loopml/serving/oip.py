@@ -129,7 +129,8 @@ async def handle_v2(method: str, path: str, headers: dict[bytes, bytes], body: b
     body). Never raises (a client's mistake is a 4xx, anything else a logged 500).
 
     ``router``: the data plane's ``invoke.Invoker`` (routing, inference ids).
-    ``call``: an inference's state, for the caller to finish (capture, shadow, metrics)."""
+    ``call``: filled (``name`` first) when the request is an inference, for the caller to
+    finish (metrics, capture, shadow)."""
     try:
         return await _route(method, path, headers, body, router, call)
     except Exception as exc:  # noqa: BLE001 - the error table decides
@@ -652,6 +653,8 @@ def _raw_rows(tensors: list[_Tensor], host: Any) -> Any:
 
 async def _infer(router: Router, name: str, version: str | None, headers: dict[bytes, bytes],
                  body: bytes, call: Call | None) -> Response:
+    if call is not None:
+        call.name = name  # an inference: the caller finishes it (metrics even when it fails)
     variant = router.route(name, version)  # an unknown model is a 404 whatever the body
     if call is not None:
         call.variant = variant  # metrics name the variant even when the request fails
