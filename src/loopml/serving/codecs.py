@@ -68,7 +68,7 @@ import orjson
 
 from loopml.core.errors import CorruptArtifact, InvalidInput, UnsupportedFormat
 from loopml.serving.image_files import IMAGE_FORMATS, decode_image_file
-from loopml.serving.json_pixels import decode_pixels
+from loopml.serving.json_pixels import decode_pixels, layouts
 
 KINDS = ("image", "text", "tabular")
 JSON, NPY, CSV, TEXT = "application/json", "application/x-npy", "text/csv", "text/plain"
@@ -235,7 +235,7 @@ def _image_array(rows: Any, source: str, shape: Sequence[int] | None) -> np.ndar
 
 def _check_image_shape(got: tuple[int, ...], want: tuple[int, ...], source: str) -> None:
     h, w, c = (list(want) + [1, 1, 1])[:3]
-    accepted = {(h, w, c), (h * w * c,)} | ({(h, w)} if c == 1 else set())
+    accepted = set(layouts(want).values())  # the fast path's layouts: one rule for both
     if got[1:] in accepted:
         return
     hint = ""
