@@ -24,6 +24,7 @@ import httpx  # noqa: E402
 
 from loopml.core.settings import Settings  # noqa: E402
 from tests.serving_support import Hammer, register, wait_for  # noqa: E402
+from tests.test_codecs import image_file  # noqa: E402 - one PNG/JPEG body builder
 
 pytest_plugins = ("tests.serving_support",)
 
@@ -125,14 +126,6 @@ def test_invoke_json_npy_csv_and_boto3(served, digits_data):
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
-def _image_file(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 def test_png_and_jpeg_bodies_are_fitted_to_the_model_signature(served, digits_data):
     platform, loop = served
     images, target = digits_data  # 8×8 greyscale digits, integer pixels 0–16
@@ -140,7 +133,7 @@ def test_png_and_jpeg_bodies_are_fitted_to_the_model_signature(served, digits_da
     as_json = httpx.post(url, content=images_body(images[:4]),
                          headers={"content-type": "application/json"}).json()["predictions"]
     for image, expected in zip(images[:4], as_json):
-        r = httpx.post(url, content=_image_file(image.astype(np.uint8)),
+        r = httpx.post(url, content=image_file(image.astype(np.uint8)),
                        headers={"content-type": "image/png"})
         assert r.status_code == 200, r.text
         (pred,) = r.json()["predictions"]  # one image per body
@@ -148,13 +141,13 @@ def test_png_and_jpeg_bodies_are_fitted_to_the_model_signature(served, digits_da
 
     # an RGB JPEG 4x the size: greyscaled and resized as the signature (8, 8, 1) says
     big = np.kron(images[0], np.ones((4, 4))).astype(np.uint8)
-    r = httpx.post(url, content=_image_file(np.dstack([big] * 3), "JPEG"),
+    r = httpx.post(url, content=image_file(np.dstack([big] * 3), "JPEG"),
                    headers={"content-type": "image/jpeg"})
     assert r.status_code == 200, r.text
     assert r.json()["predictions"][0]["label"] in {str(i) for i in range(10)}
 
     # another aspect ratio would be distorted: 400 naming the expected shape
-    r = httpx.post(url, content=_image_file(np.zeros((8, 24), np.uint8)),
+    r = httpx.post(url, content=image_file(np.zeros((8, 24), np.uint8)),
                    headers={"content-type": "image/png"})
     assert r.status_code == 400 and r.headers["x-amzn-errortype"] == "ValidationError"
     assert "8×8 greyscale images (input shape (8, 8, 1))" in r.json()["message"]
@@ -163,7 +156,7 @@ def test_png_and_jpeg_bodies_are_fitted_to_the_model_signature(served, digits_da
 
     rt = boto3.client("sagemaker-runtime", endpoint_url=loop.endpoints.url,
                       region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    png = _image_file(images[1].astype(np.uint8))
+    png = image_file(images[1].astype(np.uint8))
     out = rt.invoke_endpoint(EndpointName="digits", ContentType="image/png", Body=png,
                              InferenceId="png-1")
     assert orjson.loads(out["Body"].read())["predictions"] == [as_json[1]]
