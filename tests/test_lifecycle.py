@@ -280,6 +280,7 @@ def test_download_writes_the_version_files_and_a_savedmodel_imports(quiet_server
     assert (out / "model.onnx").read_bytes() != b"stale"
     result = run("models", "download", "digits:7", str(tmp_path / "none"))
     assert result.exit_code == 2 and "model 'digits' has no version 7" in one_line(result)
+    assert not (tmp_path / "none").exists()  # resolved before the folder is created
 
     # a SavedModel folder (zipped by the SDK) is converted to ONNX and imported
     v2 = c.import_model(digits_models["savedmodel"], "digits")

@@ -6,8 +6,9 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
@@ -117,18 +118,11 @@ def upload_dataset(
     extend: Annotated[bool, Form(description="append to the newest version's rows")] = False,
 ) -> dict[str, Any]:
     platform = _platform(request)
-    filename = safe_filename(file.filename or "upload")
-    tmp_root = platform.settings.home / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="upload-") as tmp, \
-            paths_shown_as({str(Path(tmp) / "unzipped"): filename, tmp + os.sep: ""}):
-        saved = Path(tmp) / filename  # messages name the user's file, not this copy
-        with saved.open("wb") as out:
-            shutil.copyfileobj(file.file, out, 1024 * 1024)
+    with saved_upload(platform, file) as saved:
         path = saved
         if saved.suffix.lower() == ".zip":
-            path = dataset_root(safe_unzip(saved, Path(tmp) / "unzipped"))
-        label_src = source or f"upload:{file.filename or filename}"
+            path = dataset_root(safe_unzip(saved, unzipped(saved)))
+        label_src = source or f"upload:{file.filename or saved.name}"
         return _register(platform, response, name, str(path), fmt, label, text, source_label=label_src,
                          extend=extend)
 
@@ -177,6 +171,26 @@ def delete_dataset_version(name: str, version: str, request: Request,
 
 
 # ------------------------------------------------------------------ uploads
+
+
+@contextmanager
+def saved_upload(platform: Platform, file: UploadFile, default: str = "upload") -> Iterator[Path]:
+    """The upload streamed into a temporary folder (removed on exit), as a safe file name; a
+    LoopMLError raised inside names the user's file, not this copy (nor ``unzipped(saved)``)."""
+    filename = safe_filename(file.filename or default)
+    tmp_root = platform.settings.home / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="upload-") as tmp, \
+            paths_shown_as({str(Path(tmp) / "unzipped"): filename, tmp + os.sep: ""}):
+        saved = Path(tmp) / filename
+        with saved.open("wb") as out:
+            shutil.copyfileobj(file.file, out, 1024 * 1024)
+        yield saved
+
+
+def unzipped(saved: Path) -> Path:
+    """Where to unpack the zip ``saved`` by ``saved_upload`` (inside its temporary folder)."""
+    return saved.parent / "unzipped"
 
 
 def safe_filename(name: str) -> str:

@@ -98,25 +98,15 @@ def import_model(
     columns: Annotated[str | None, Form(description="tabular: the input columns in order (default x0..xN-1)")] = None,
     tokenizer: Annotated[UploadFile | None, File(description="text: a HuggingFace tokenizer.json")] = None,
 ) -> dict[str, Any]:
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from loopml.api.datasets import safe_filename
+    from loopml.api.datasets import saved_upload, unzipped
     from loopml.datasets.archive import safe_unzip
     from loopml.training.model_import import import_model as run_import
 
     platform = _platform(request)
-    filename = safe_filename(file.filename or "model")
-    tmp_root = platform.settings.home / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="upload-") as tmp:
-        saved = Path(tmp) / filename
-        with saved.open("wb") as out:
-            shutil.copyfileobj(file.file, out, 1024 * 1024)
-        source = saved
+    with saved_upload(platform, file, default="model") as saved:
+        source, filename = saved, saved.name
         if saved.suffix.lower() == ".zip":  # a SavedModel folder, zipped by the SDK
-            root = safe_unzip(saved, Path(tmp) / "unzipped")
+            root = safe_unzip(saved, unzipped(saved))
             found = sorted(p.parent for p in root.rglob("saved_model.pb"))
             if not found:
                 raise InvalidInput(f"{filename} holds no SavedModel (no saved_model.pb inside)")

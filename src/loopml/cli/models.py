@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from loopml.cli.output import client, console, emit, fields_table, num, print_json, table, when
+from loopml.cli.output import actor, client, console, emit, fields_table, num, print_json, table, when
 
 app = typer.Typer(help="The model registry: versions, aliases, alias history.", no_args_is_help=True)
 alias_app = typer.Typer(help="Point aliases (e.g. prod, staging) at model versions.", no_args_is_help=True)
@@ -17,13 +16,6 @@ app.add_typer(alias_app, name="alias")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 HEADLINE = {"test_accuracy": "test acc", "val_accuracy": "val acc"}
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no login name in some containers
-        return "cli"
 
 
 @app.command("list")
@@ -231,7 +223,7 @@ def delete(
 @alias_app.command("set")
 def alias_set(name: str, alias: str, version: Annotated[int, typer.Argument(min=1)]) -> None:
     """Point ALIAS of model NAME at VERSION."""
-    moved = client().set_alias(name, alias, version, actor=_actor())
+    moved = client().set_alias(name, alias, version, actor=actor())
     before = f" (was {moved['previous']})" if moved.get("previous") is not None else ""
     console().print(f"{name}@{alias} -> {moved['version']}{before}")
 
@@ -243,7 +235,7 @@ def alias_delete(name: str, alias: str,
     """Remove ALIAS from model NAME. Refused while endpoints follow it."""
     from loopml.cli.output import print_broken
 
-    gone = client().delete_alias(name, alias, actor=_actor(), force=force)
+    gone = client().delete_alias(name, alias, actor=actor(), force=force)
     console().print(f"{name}@{alias} removed (was {gone.get('previous')})")
     print_broken(gone)
 

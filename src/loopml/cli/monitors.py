@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from loopml.cli.output import client, console, emit, fields_table, num, print_json, table, when
+from loopml.cli.output import actor, client, console, emit, fields_table, num, print_json, table, when
 from loopml.core.errors import InvalidInput
 
 app = typer.Typer(help="Model monitors: drift of an endpoint's captured traffic against the served model's "
@@ -331,22 +331,13 @@ def _alert_status(a: dict[str, Any], detail: bool = False) -> str:
     return styled(a["status"])
 
 
-def _actor() -> str:
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no login name in some containers
-        return "cli"
-
-
 @alerts_app.command("ack")
 def alerts_ack(alert_id: Annotated[str, typer.Argument(metavar="ID", help="Alert id.")], as_json: JsonOpt = False) -> None:
     """Acknowledge an open alert: it stays open, shown as acked.
 
     Alerts notify only when they open, so nothing is sent again; a recovery still resolves it.
     """
-    emit(client().ack_alert(alert_id, actor=_actor()), as_json,
+    emit(client().ack_alert(alert_id, actor=actor()), as_json,
          lambda a: console().print(f"alert {a['id']} ({a['monitor']}: {a['key']}) acknowledged", markup=False))
 
 
@@ -354,7 +345,7 @@ def alerts_ack(alert_id: Annotated[str, typer.Argument(metavar="ID", help="Alert
 def alerts_resolve(alert_id: Annotated[str, typer.Argument(metavar="ID", help="Alert id.")],
                    as_json: JsonOpt = False) -> None:
     """Close an open alert by hand: the next violation opens a new alert."""
-    emit(client().resolve_alert(alert_id, actor=_actor()), as_json,
+    emit(client().resolve_alert(alert_id, actor=actor()), as_json,
          lambda a: console().print(f"alert {a['id']} ({a['monitor']}: {a['key']}) resolved", markup=False))
 
 

@@ -84,6 +84,16 @@ def print_broken(answer: dict[str, Any]) -> None:
         err_console().print(f"warning: this breaks {names}", markup=False)
 
 
+def actor() -> str:
+    """Who is acting, as recorded in alias history and alert acks: ``cli:<login name>``."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "cli"
+
+
 def num(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"

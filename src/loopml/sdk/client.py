@@ -664,17 +664,13 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
         if target.is_dir() and any(target.iterdir()) and not force:
             raise InvalidInput(f"folder {os.fspath(path)!r} is not empty: pass force=True to write into it",
                                field="force")
-        name, sep, rest = ref.partition("@")
-        if sep:
-            version: str = str(self.model_alias(name, rest)["version"])
-        else:
-            name, _, version = ref.partition(":")
-            version = version or "latest"
+        record = self._version_of(ref)  # resolved first: a missing version creates no folder
+        resolved = record["ref"]
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as tmp:
             archive = Path(tmp) / "bundle.zip"
-            resp = self._send("GET", f"/models/{_seg(name)}/versions/{_seg(version)}/download", stream=True,
-                              timeout=self._upload_timeout())
+            resp = self._send("GET", f"/models/{_seg(record['name'])}/versions/{record['version']}/download",
+                              stream=True, timeout=self._upload_timeout())
             try:
                 with archive.open("wb") as f:
                     for chunk in resp.iter_bytes():
@@ -683,7 +679,6 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
                 raise LoopMLError(f"downloading {ref} from {self.url} broke off: {exc}") from None
             finally:
                 resp.close()
-            resolved = resp.headers.get("x-loopml-model-version") or f"{name}:{version}"
             unpacked = Path(tmp) / "files"
             with zipfile.ZipFile(archive) as zf:
                 names = [n for n in zf.namelist() if not n.endswith("/")]

@@ -94,47 +94,59 @@ class DeletionRepo:
         s.flush()
         return [{"id": r.id, "prefix": r.prefix, "what": r.what} for r in rows]
 
-    def _model(self, s, name: str) -> t.Model:
-        m = s.execute(select(t.Model).where(t.Model.name == name).with_for_update()).scalar()
-        if m is None:
-            raise missing(s, t.Model, "model", name)
-        return m
+    # one shape for models and datasets: a locked parent row, its numbered version rows
+    @staticmethod
+    def _parent(s, table, noun: str, name: str):
+        row = s.execute(select(table).where(table.name == name).with_for_update()).scalar()
+        if row is None:
+            raise missing(s, table, noun, name)
+        return row
+
+    @staticmethod
+    def _versions(s, table, parent_fk, parent, noun: str, version: int | None = None) -> list:
+        """Every version row of ``parent``, or the one numbered ``version`` (NotFound if absent)."""
+        q = select(table).where(parent_fk == parent.id)
+        if version is None:
+            return list(s.execute(q.order_by(table.version)).scalars())
+        row = s.execute(q.where(table.version == version)).scalar()
+        if row is None:
+            raise NotFound(f"{noun} {parent.name!r} has no version {version}")
+        return [row]
+
+    def _drop(self, s, noun: str, parent, rows: list, *, whole: bool) -> dict[str, Any]:
+        """Delete ``rows`` (or ``parent`` with all of them) in session ``s``; their numbers are
+        never handed out again; their artifact prefixes go to the outbox."""
+        name = parent.name
+        outbox = self._outbox(s, [(r.artifact_prefix, f"{noun} {name}:{r.version}") for r in rows])
+        top = max([parent.retired_version or 0, *(r.version for r in rows)])
+        if whole:
+            retire(s, noun, name, top)
+            s.delete(parent)  # its versions (and a model's aliases, alias events) go by ON DELETE CASCADE
+        else:
+            parent.retired_version = top
+            for r in rows:
+                s.delete(r)
+        return {"deleted": [f"{name}:{r.version}" for r in rows] or [name], "artifacts": outbox}
 
     def delete_model_version(self, name: str, version: int) -> dict[str, Any]:
         with self.store.session() as s:
-            m = self._model(s, name)
-            row = s.execute(select(t.ModelVersion).where(t.ModelVersion.model_id == m.id,
-                                                         t.ModelVersion.version == version)).scalar()
-            if row is None:
-                raise NotFound(f"model {name!r} has no version {version}")
+            m = self._parent(s, t.Model, "model", name)
+            rows = self._versions(s, t.ModelVersion, t.ModelVersion.model_id, m, "model", version)
             dependents = self._model_dependents(s, m, {version})
             if dependents:
                 raise _conflict(f"model version {name}:{version}", dependents,
                                 "; move or delete those first")
-            m.retired_version = max(m.retired_version or 0, version)
-            s.delete(row)
-            return {"deleted": [f"{name}:{version}"],
-                    "artifacts": self._outbox(s, [(row.artifact_prefix, f"model {name}:{version}")])}
+            return self._drop(s, "model", m, rows, whole=False)
 
     def delete_model(self, name: str) -> dict[str, Any]:
         """Every version of ``name`` and the model itself (its alias history too)."""
         with self.store.session() as s:
-            m = self._model(s, name)
-            rows = list(s.execute(select(t.ModelVersion).where(t.ModelVersion.model_id == m.id)
-                                  .order_by(t.ModelVersion.version)).scalars())
+            m = self._parent(s, t.Model, "model", name)
+            rows = self._versions(s, t.ModelVersion, t.ModelVersion.model_id, m, "model")
             dependents = self._model_dependents(s, m, {r.version for r in rows})
             if dependents:
                 raise _conflict(f"model {name}", dependents, "; move or delete those first")
-            outbox = self._outbox(s, [(r.artifact_prefix, f"model {name}:{r.version}") for r in rows])
-            retire(s, "model", name, max([m.retired_version or 0, *(r.version for r in rows)]))
-            s.delete(m)  # versions, aliases and alias events go with it (ON DELETE CASCADE)
-            return {"deleted": [f"{name}:{r.version}" for r in rows] or [name], "artifacts": outbox}
-
-    def _dataset(self, s, name: str) -> t.Dataset:
-        ds = s.execute(select(t.Dataset).where(t.Dataset.name == name).with_for_update()).scalar()
-        if ds is None:
-            raise missing(s, t.Dataset, "dataset", name)
-        return ds
+            return self._drop(s, "model", m, rows, whole=True)
 
     def _check_dataset(self, s, name: str, what: str, versions: set[int], force: bool) -> None:
         jobs, models = self._dataset_dependents(s, name, versions)
@@ -146,27 +158,17 @@ class DeletionRepo:
 
     def delete_dataset_version(self, name: str, version: int, *, force: bool = False) -> dict[str, Any]:
         with self.store.session() as s:
-            ds = self._dataset(s, name)
-            row = s.execute(select(t.DatasetVersion).where(t.DatasetVersion.dataset_id == ds.id,
-                                                           t.DatasetVersion.version == version)).scalar()
-            if row is None:
-                raise NotFound(f"dataset {name!r} has no version {version}")
+            ds = self._parent(s, t.Dataset, "dataset", name)
+            rows = self._versions(s, t.DatasetVersion, t.DatasetVersion.dataset_id, ds, "dataset", version)
             self._check_dataset(s, name, f"dataset version {name}:{version}", {version}, force)
-            ds.retired_version = max(ds.retired_version or 0, version)
-            s.delete(row)
-            return {"deleted": [f"{name}:{version}"],
-                    "artifacts": self._outbox(s, [(row.artifact_prefix, f"dataset {name}:{version}")])}
+            return self._drop(s, "dataset", ds, rows, whole=False)
 
     def delete_dataset(self, name: str, *, force: bool = False) -> dict[str, Any]:
         with self.store.session() as s:
-            ds = self._dataset(s, name)
-            rows = list(s.execute(select(t.DatasetVersion).where(t.DatasetVersion.dataset_id == ds.id)
-                                  .order_by(t.DatasetVersion.version)).scalars())
+            ds = self._parent(s, t.Dataset, "dataset", name)
+            rows = self._versions(s, t.DatasetVersion, t.DatasetVersion.dataset_id, ds, "dataset")
             self._check_dataset(s, name, f"dataset {name}", {r.version for r in rows}, force)
-            outbox = self._outbox(s, [(r.artifact_prefix, f"dataset {name}:{r.version}") for r in rows])
-            retire(s, "dataset", name, max([ds.retired_version or 0, *(r.version for r in rows)]))
-            s.delete(ds)  # its versions go with it (ON DELETE CASCADE)
-            return {"deleted": [f"{name}:{r.version}" for r in rows] or [name], "artifacts": outbox}
+            return self._drop(s, "dataset", ds, rows, whole=True)
 
     def delete_job(self, job_id: str) -> dict[str, Any]:
         """A job that has ended, with its events, metrics and logs; its files (checkpoints,

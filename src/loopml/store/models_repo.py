@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -152,59 +152,57 @@ class ModelRepo:
         s.flush()
         return row, records.model_version(row, name, [])
 
-    def add_next_version(self, name: str, *, fields: dict[str, Any]) -> dict[str, Any]:
-        """Version ``name``:<next> of a model that no job produced (an imported one)."""
-        for _attempt in range(5):  # concurrent registrations of one name: retry with the next number
+    def _numbering(self, name: str, work: Callable[[Any], Any]) -> Any:
+        """``work(session)`` in a transaction of its own, again when a concurrent registration of
+        ``name`` took the same version number (IntegrityError)."""
+        for _attempt in range(5):
             try:
                 with self.store.session() as s:
-                    return self._insert_next_version(s, name, None, fields)[1]
+                    return work(s)
             except IntegrityError:
                 continue
         raise RuntimeError(f"could not allocate a version number for model {name!r}")
+
+    def add_next_version(self, name: str, *, fields: dict[str, Any]) -> dict[str, Any]:
+        """Version ``name``:<next> of a model that no job produced (an imported one)."""
+        return self._numbering(name, lambda s: self._insert_next_version(s, name, None, fields)[1])
 
     def register_from_job(self, job_id: str, name: str, *, fields: dict[str, Any],
                           result: dict[str, Any]) -> dict[str, Any]:
         """Insert version ``name``:<next> and mark the job succeeded in ONE transaction, so a
         version is never half-registered and a job never succeeds without its version."""
-        for _attempt in range(5):  # concurrent registrations of one name: retry with the next number
-            try:
-                with self.store.session() as s:
-                    row, record = self._insert_next_version(s, name, job_id, fields)
-                    now = utcnow()
-                    full = {**result, "model": {"name": name, "version": row.version, "ref": record["ref"]},
-                            "model_ref": record["ref"]}
-                    moved = s.execute(update(t.Job).where(t.Job.id == job_id, t.Job.status == "running",
-                                                          t.Job.cancel_requested.is_(False))
-                                      .values(status="succeeded", ended_at=now, result=full, reason=None)).rowcount
-                    if not moved:
-                        raise JobNoLongerRunning(job_id)
-                    s.add(t.JobEvent(job_id=job_id, status="succeeded", at=now,
-                                     message=f"registered {record['ref']}"))
-                    return record
-            except IntegrityError:
-                continue
-        raise RuntimeError(f"could not allocate a version number for model {name!r}")
+        def work(s) -> dict[str, Any]:
+            row, record = self._insert_next_version(s, name, job_id, fields)
+            now = utcnow()
+            full = {**result, "model": {"name": name, "version": row.version, "ref": record["ref"]},
+                    "model_ref": record["ref"]}
+            moved = s.execute(update(t.Job).where(t.Job.id == job_id, t.Job.status == "running",
+                                                  t.Job.cancel_requested.is_(False))
+                              .values(status="succeeded", ended_at=now, result=full, reason=None)).rowcount
+            if not moved:
+                raise JobNoLongerRunning(job_id)
+            s.add(t.JobEvent(job_id=job_id, status="succeeded", at=now, message=f"registered {record['ref']}"))
+            return record
+
+        return self._numbering(name, work)
 
     def register_job_bundle(self, job_id: str, name: str, *, fields: dict[str, Any]) -> dict[str, Any]:
         """Register the bundle of an already-succeeded job (trained with register=False) as
         ``name``:<next>, once: if a version of this job exists it is returned instead. The
         version and the job's result (``model_ref``, ``registered``) are written in ONE transaction."""
-        for _attempt in range(5):
-            try:
-                with self.store.session() as s:
-                    job = s.get(t.Job, job_id, with_for_update=True)
-                    if job is None:
-                        raise NotFound(f"job {job_id!r} not found")
-                    found = s.execute(select(t.ModelVersion, t.Model.name).join(t.Model)
-                                      .where(t.ModelVersion.job_id == job_id)
-                                      .order_by(t.ModelVersion.id).limit(1)).first()
-                    if found is not None:
-                        row, existing_name = found
-                        return records.model_version(row, existing_name, self._aliases(s, row.model_id).get(row.version, []))
-                    row, record = self._insert_next_version(s, name, job_id, fields)
-                    job.result = {**(job.result or {}), "registered": True, "model_ref": record["ref"],
-                                  "model": {"name": name, "version": row.version, "ref": record["ref"]}}
-                    return record
-            except IntegrityError:
-                continue
-        raise RuntimeError(f"could not allocate a version number for model {name!r}")
+        def work(s) -> dict[str, Any]:
+            job = s.get(t.Job, job_id, with_for_update=True)
+            if job is None:
+                raise NotFound(f"job {job_id!r} not found")
+            found = s.execute(select(t.ModelVersion, t.Model.name).join(t.Model)
+                              .where(t.ModelVersion.job_id == job_id)
+                              .order_by(t.ModelVersion.id).limit(1)).first()
+            if found is not None:
+                row, existing_name = found
+                return records.model_version(row, existing_name, self._aliases(s, row.model_id).get(row.version, []))
+            row, record = self._insert_next_version(s, name, job_id, fields)
+            job.result = {**(job.result or {}), "registered": True, "model_ref": record["ref"],
+                          "model": {"name": name, "version": row.version, "ref": record["ref"]}}
+            return record
+
+        return self._numbering(name, work)
