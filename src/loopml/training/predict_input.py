@@ -22,6 +22,7 @@ from loopml.platform import Platform
 TABLE_FILES = (".csv", ".parquet", ".pq")
 ARRAY_FILES = (".npz", ".npy")
 INPUT_FILES = (*TABLE_FILES, *ARRAY_FILES, ".zip", *sorted(IMAGE_EXTENSIONS))
+NPZ_INPUTS = ("x", "images", "inputs")  # the array of an .npz input predicted, first found (predict_runner too)
 
 
 def model_manifest(platform: Platform, mv: dict[str, Any]) -> dict[str, Any] | None:
@@ -134,7 +135,7 @@ def _npy_shape(f: IO[bytes]) -> tuple[int, ...]:
 
 def _check_npz(z: zipfile.ZipFile, name: str, ref: str, manifest: dict[str, Any]) -> None:
     arrays = {m.rsplit(".npy", 1)[0].lower(): m for m in z.namelist() if m.endswith(".npy")}
-    key = next((arrays[k] for k in ("x", "images", "inputs") if k in arrays), None)
+    key = next((arrays[k] for k in NPZ_INPUTS if k in arrays), None)
     if key is None:
         raise InvalidInput(f"input {name!r}: no array named x, images or inputs "
                            f"(found {', '.join(sorted(arrays)) or 'none'})")
