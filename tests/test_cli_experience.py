@@ -273,3 +273,13 @@ def test_download_force_template_typo_and_deleted_dataset_leaves_no_folder(run, 
     deleted = run("datasets", "delete", "tab")
     assert deleted.exit_code == 0, deleted.output
     assert not folder.exists()
+
+
+def test_following_a_training_job_prints_each_epoch_once(run, tmp_path):
+    """`loopml train` follows through the SDK's wait(on_poll=...): every finished epoch is one line."""
+    ok = run("datasets", "add", "flowers", str(_csv(tmp_path, rows=300)), "--label", "kind", "--json")
+    assert ok.exit_code == 0, ok.output
+    trained = run("train", "--dataset", "flowers", "--epochs", "2", "--no-register")
+    assert trained.exit_code == 0, trained.output
+    lines = [line for line in trained.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"], trained.stdout

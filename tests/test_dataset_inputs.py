@@ -180,3 +180,34 @@ def test_two_free_text_columns_ask_which_one(live_server, tmp_path, monkeypatch)
 
 def rng_ints(rows: int) -> list[int]:
     return list(np.random.default_rng(7).integers(1, 6, rows))
+
+
+def test_a_zip_made_on_a_mac_passes_the_prediction_check(platform, tmp_path):
+    """Finder's zips carry __MACOSX/._*.png AppleDouble files and .DS_Store: not images, skipped by the
+    worker (formats.image_files), so the submission check must skip them too, not refuse the zip."""
+    import io
+    import json
+    import zipfile
+
+    from PIL import Image
+
+    from loopml.training.predict_input import check_input
+
+    platform.artifacts.put_bytes("models/m/1/loopml.json",
+                                 json.dumps({"kind": "image", "features": {"shape": [8, 8, 1]}}).encode())
+    png = io.BytesIO()
+    Image.new("L", (8, 8)).save(png, format="PNG")
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as z:
+        z.writestr("imgs/a.png", png.getvalue())
+        z.writestr("__MACOSX/imgs/._a.png", b"\x00\x05\x16\x07 AppleDouble, not a PNG")
+        z.writestr("imgs/.hidden.png", b"not a png either")
+    platform.artifacts.put_bytes("uploads/imgs.zip", data.getvalue())
+    mv = {"artifact_prefix": "models/m/1", "ref": "m:1", "kind": "image"}
+    check_input(platform, mv, {"type": "upload", "key": "uploads/imgs.zip"})  # no InvalidInput
+
+    with zipfile.ZipFile(data, "a") as z:  # a visible unreadable image is still refused
+        z.writestr("imgs/b.png", b"broken")
+    platform.artifacts.put_bytes("uploads/imgs.zip", data.getvalue())
+    with pytest.raises(InvalidInput, match="'imgs/b.png' in 'imgs.zip' is not a readable image"):
+        check_input(platform, mv, {"type": "upload", "key": "uploads/imgs.zip"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -13,9 +12,6 @@ from loopml.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from loopml.sdk.client import Client
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-
 
 def parse_params(items: list[str]) -> dict[str, str | int | float | bool]:
     """['epochs=3', 'lr=1e-3', 'augment=true', 'optimizer=adam'] -> typed values."""
@@ -105,20 +101,20 @@ def follow(c: Client, job_id: str, *, live: bool = True, poll: float = 0.5) -> d
     from loopml.cli.progress import track
 
     seen = 0
+
+    def show(job: dict[str, Any]) -> None:
+        nonlocal seen
+        p = job.get("progress") or {}
+        metrics = job.get("metrics") or []
+        for m in metrics[seen:] if live else []:
+            bar.print(epoch_line(m, p.get("epochs")))
+        seen = len(metrics)
+        description, total, completed, stats = describe_progress(job["status"], p)
+        bar.update(description, total=total, completed=completed, detail=stats)
+
     try:
         with track("queued", quiet=not live) as bar:
-            while True:
-                job = c.job(job_id)
-                p = job.get("progress") or {}
-                for m in (job.get("metrics") or [])[seen:]:
-                    if live:
-                        bar.print(epoch_line(m, p.get("epochs")))
-                seen = len(job.get("metrics") or [])
-                if job["status"] in TERMINAL:
-                    return job
-                description, total, completed, stats = describe_progress(job["status"], p)
-                bar.update(description, total=total, completed=completed, detail=stats)
-                time.sleep(poll)
+            return c.wait(job_id, poll=poll, on_poll=show)
     except KeyboardInterrupt:
         return None
 

@@ -11,6 +11,7 @@ import math
 import zipfile
 from collections import Counter
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -66,9 +67,14 @@ def _check_classes(labels: np.ndarray, where: str, min_classes: int = 2) -> None
         raise InvalidInput(f"{where} has only 1 class ({classes[0]!r}); need at least 2")
 
 
+def hidden(parts: Iterable[str]) -> bool:
+    """A path (its parts) that is a hidden file or archive debris such as .DS_Store and __MACOSX/:
+    skipped by every reader, and by the submission check of a prediction input (predict_input)."""
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
 def _visible(p: Path) -> bool:
-    """Skip hidden files and archive debris such as .DS_Store and __MACOSX."""
-    return not (p.name.startswith(".") or p.name == "__MACOSX")
+    return not hidden((p.name,))
 
 
 def _class_files(folder: Path, extensions: frozenset[str]) -> list[tuple[str, Path]]:
@@ -359,7 +365,7 @@ def decode_image(path: Path, mode: str, size: tuple[int, int], fit: tuple[int, i
 def image_files(folder: Path) -> list[Path]:
     """Every visible image file under ``folder``, sorted (unlabelled images for prediction)."""
     return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                  and not any(p.startswith(".") or p == "__MACOSX" for p in f.relative_to(folder).parts))
+                  and not hidden(f.relative_to(folder).parts))
 
 
 def read_images_as(files: list[Path], shape: tuple[int, int, int]) -> np.ndarray:

@@ -214,30 +214,23 @@ class JobReporter(keras.callbacks.Callback):
         self._progress(self.batches, logs, force=True)
 
 
-class EpochSummaries(keras.callbacks.Callback):
+class EpochSummaries:
     """TensorBoard event files of the epoch metrics, laid out as keras.callbacks.TensorBoard lays
     them out (``train/`` and ``validation/`` runs, tags ``epoch_loss``, ``epoch_accuracy``…), step =
-    the 1-based epoch as in ``loopml jobs metrics``. Written and uploaded (``upload(local_dir)``)
-    on the BackgroundIO thread at each epoch end: unlike Keras's callback it has no per-batch hook,
-    so Keras keeps its asynchronous batch dispatch."""
+    the 1-based epoch as in ``loopml jobs metrics``. Not a Keras callback: JobReporter's ``on_epoch``
+    feeds it the metrics of each finished epoch, so it writes what the job records, on the
+    BackgroundIO thread. ``upload(local_dir)`` copies the files to the artifact store."""
 
-    async_safe = True
+    NOT_PLOTTED = frozenset({"epoch_seconds", "samples_per_s"})  # the reporter's timings, not Keras's metrics
 
-    def __init__(self, local_dir: str, io: BackgroundIO, upload: Callable[[str], None],
-                 hparams: dict[str, Any] | None = None, finished: Callable[[], bool] = lambda: True) -> None:
-        super().__init__()
+    def __init__(self, local_dir: str, upload: Callable[[str], None]) -> None:
         import tensorflow as tf
 
-        self._finished = finished  # False for an epoch stopped part-way: not written, as in jobs metrics
-
-        self._tf, self._dir, self._io, self._upload = tf, local_dir, io, upload
+        self._tf, self._dir, self._upload = tf, local_dir, upload
         self._failed = False
         self._writers = {run: tf.summary.create_file_writer(f"{local_dir}/{run}") for run in ("train", "validation")}
-        if hparams:
-            text = "\n".join(f"    {k} = {v}" for k, v in sorted(hparams.items()))  # indented: monospace
-            io.submit(self._guarded, self._write_text, "hparams", text)
 
-    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:  # on the I/O thread
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
         """TensorBoard files are a convenience: a problem with them is one line, never a failed job."""
         if self._failed:
             return
@@ -247,12 +240,22 @@ class EpochSummaries(keras.callbacks.Callback):
             self._failed = True
             print(f"warning: TensorBoard event files not written ({type(exc).__name__}: {exc})", flush=True)
 
-    def _write_text(self, tag: str, text: str) -> None:
+    def hparams(self, hparams: dict[str, Any]) -> None:  # on the I/O thread
+        self._guarded(self._write_text, "hparams", "\n".join(f"    {k} = {v}" for k, v in sorted(hparams.items())))
+
+    def epoch(self, epoch: int, metrics: dict[str, float | None]) -> None:  # on the I/O thread
+        self._guarded(self._write, epoch, metrics)
+
+    def close(self) -> None:  # on the I/O thread
+        self._guarded(self._close)
+
+    def _write_text(self, tag: str, text: str) -> None:  # indented: TensorBoard shows it monospaced
         with self._writers["train"].as_default():
             self._tf.summary.text(tag, text, step=0)
         self._writers["train"].flush()
 
-    def _write(self, step: int, logs: dict[str, float | None]) -> None:
+    def _write(self, step: int, metrics: dict[str, float | None]) -> None:
+        logs = {k: v for k, v in metrics.items() if k not in self.NOT_PLOTTED}
         for run, items in (("train", {k: v for k, v in logs.items() if not k.startswith("val_")}),
                            ("validation", {k[4:]: v for k, v in logs.items() if k.startswith("val_")})):
             with self._writers[run].as_default():
@@ -261,13 +264,6 @@ class EpochSummaries(keras.callbacks.Callback):
                         self._tf.summary.scalar(f"epoch_{name}", value, step=step)
             self._writers[run].flush()
         self._upload(self._dir)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._finished():
-            self._io.submit(self._guarded, self._write, epoch + 1, _clean(logs))
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self._io.submit(self._guarded, self._close)
 
     def _close(self) -> None:
         for writer in self._writers.values():

@@ -15,13 +15,14 @@ from typing import IO, Any
 from loopml.artifacts.keys import join
 from loopml.core import FOLDER_ZIP_COMMENT
 from loopml.core.errors import InvalidInput, NotFound, UnsupportedFormat
-from loopml.datasets.formats import IMAGE_EXTENSIONS, LABEL_CANDIDATES, TEXT_EXTENSIONS
+from loopml.datasets.formats import IMAGE_EXTENSIONS, LABEL_CANDIDATES, TEXT_EXTENSIONS, hidden
 from loopml.datasets.image_fit import check_fits
 from loopml.platform import Platform
 
 TABLE_FILES = (".csv", ".parquet", ".pq")
 ARRAY_FILES = (".npz", ".npy")
 INPUT_FILES = (*TABLE_FILES, *ARRAY_FILES, ".zip", *sorted(IMAGE_EXTENSIONS))
+NPZ_INPUTS = ("x", "images", "inputs")  # the array of an .npz input predicted, first found (predict_runner too)
 
 
 def model_manifest(platform: Platform, mv: dict[str, Any]) -> dict[str, Any] | None:
@@ -134,7 +135,7 @@ def _npy_shape(f: IO[bytes]) -> tuple[int, ...]:
 
 def _check_npz(z: zipfile.ZipFile, name: str, ref: str, manifest: dict[str, Any]) -> None:
     arrays = {m.rsplit(".npy", 1)[0].lower(): m for m in z.namelist() if m.endswith(".npy")}
-    key = next((arrays[k] for k in ("x", "images", "inputs") if k in arrays), None)
+    key = next((arrays[k] for k in NPZ_INPUTS if k in arrays), None)
     if key is None:
         raise InvalidInput(f"input {name!r}: no array named x, images or inputs "
                            f"(found {', '.join(sorted(arrays)) or 'none'})")
@@ -174,7 +175,8 @@ def _check_image(f: IO[bytes], name: str, shape: list[int] | None) -> None:
 def _check_zip(z: zipfile.ZipFile, name: str, ref: str, kind: str, manifest: dict[str, Any]) -> None:
     folder = z.comment == FOLDER_ZIP_COMMENT  # the SDK zipped a folder: name it as the user gave it
     label = f"folder {name.removesuffix('.zip') + '/'!r}" if folder else f"input {name!r}"
-    members = [m for m in z.namelist() if not m.endswith("/")]
+    # as the worker reads it (formats.image_files): a Mac's __MACOSX/._*.png are no images
+    members = [m for m in z.namelist() if not m.endswith("/") and not hidden(PurePosixPath(m).parts)]
     suffixes = {PurePosixPath(m.lower()).suffix for m in members}
     images, texts = suffixes & IMAGE_EXTENSIONS, suffixes & TEXT_EXTENSIONS
     if kind == "image" and not images:

@@ -116,6 +116,7 @@ def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: s
                 return
     elif name.endswith((".npz", ".npy", ".zip")):
         from loopml.datasets.formats import read_source
+        from loopml.training.predict_input import NPZ_INPUTS
         from loopml.training.train_runner import raw_inputs
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -130,7 +131,7 @@ def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: s
             if name.endswith(".npz"):
                 with np.load(local, allow_pickle=False) as z:
                     keys = {k.lower(): k for k in z.files}
-                    xk = next((keys[k] for k in ("x", "images", "inputs") if k in keys), None)
+                    xk = next((keys[k] for k in NPZ_INPUTS if k in keys), None)
                     if xk is None:
                         raise InvalidInput(f"{name}: no array named x/images/inputs (found {', '.join(z.files)})")
                     x = z[xk]

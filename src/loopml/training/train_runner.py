@@ -164,16 +164,21 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
             np.savez(f, **arrays)
 
     io = BackgroundIO()
-    reporter = JobReporter(epochs=epochs, batches=batches, samples=n_train, io=io,
-                           heartbeat=lambda p: platform.jobs.heartbeat(job_id, p),
-                           on_epoch=lambda e, m: platform.jobs.add_metrics(job_id, e, m),
-                           save_checkpoint=save_checkpoint, time_limit_s=spec.get("time_limit_s"),
-                           started=started)
     # TensorBoard event files go to jobs/<id>/tensorboard/ (tensorboard --logdir on it, or on jobs/)
     tb_dir = tempfile.TemporaryDirectory(prefix="loopml-tb-")
-    callbacks: list[Any] = [reporter, EpochSummaries(
-        tb_dir.name, io, lambda local: platform.artifacts.upload_dir(local, join("jobs", job_id, "tensorboard")),
-        hparams=hp, finished=lambda: reporter.cut is None)]  # the reporter's on_epoch_end runs first
+    summaries = EpochSummaries(
+        tb_dir.name, lambda local: platform.artifacts.upload_dir(local, join("jobs", job_id, "tensorboard")))
+    io.submit(summaries.hparams, hp)
+
+    def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:  # on the I/O thread, for finished epochs only
+        platform.jobs.add_metrics(job_id, epoch, metrics)
+        summaries.epoch(epoch, metrics)
+
+    reporter = JobReporter(epochs=epochs, batches=batches, samples=n_train, io=io,
+                           heartbeat=lambda p: platform.jobs.heartbeat(job_id, p), on_epoch=on_epoch,
+                           save_checkpoint=save_checkpoint, time_limit_s=spec.get("time_limit_s"),
+                           started=started)
+    callbacks: list[Any] = [reporter]
     if hp.get("lr_schedule") == "cosine":
         callbacks.append(cosine_schedule(float(hp["learning_rate"]), epochs))
     if int(hp.get("patience", 0)) > 0:
@@ -190,6 +195,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
                             epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size,
                             callbacks=callbacks, verbose=2)
         fit_seconds = time.monotonic() - t0
+        io.submit(summaries.close)
         io.drain()  # every metric and checkpoint is stored before the outcome is recorded
     finally:
         io.close()
