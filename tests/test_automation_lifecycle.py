@@ -159,6 +159,7 @@ def test_deleting_a_used_function_then_redriving_its_failed_firing(sdk: Client, 
     assert "no failed firings left" in run("triggers", "redrive", "files").stdout
     one_line_error(run("triggers", "redrive", "files", "--firing", str(failed["id"])), 2, "already redriven")
     one_line_error(run("triggers", "redrive", "files", "--firing", str(first["id"])), 2, "did not fail")
+    one_line_error(run("triggers", "redrive", "files", "--firing", "99999"), 2, "has no firing 99999")
     with pytest.raises(Conflict, match="already redriven"):
         sdk.redrive_trigger("files", failed["id"])
     history = run("triggers", "history", "files")
