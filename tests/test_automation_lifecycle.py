@@ -17,6 +17,7 @@ import pytest
 
 from loopml.core.errors import Conflict, InvalidInput
 from loopml.sdk.client import Client
+from tests.serving_support import wait_for
 from tests.surface_support import assert_error, cli_runner
 from tests.test_cli import ok_json, one_line_error
 
@@ -32,13 +33,7 @@ def handler(event, context):
 
 
 def poll(fn: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    return wait_for(fn, timeout=DEADLINE_S, what=what)
 
 
 @pytest.fixture
@@ -159,6 +154,7 @@ def test_deleting_a_used_function_then_redriving_its_failed_firing(sdk: Client, 
     assert "no failed firings left" in run("triggers", "redrive", "files").stdout
     one_line_error(run("triggers", "redrive", "files", "--firing", str(failed["id"])), 2, "already redriven")
     one_line_error(run("triggers", "redrive", "files", "--firing", str(first["id"])), 2, "did not fail")
+    one_line_error(run("triggers", "redrive", "files", "--firing", "99999"), 2, "has no firing 99999")
     with pytest.raises(Conflict, match="already redriven"):
         sdk.redrive_trigger("files", failed["id"])
     history = run("triggers", "history", "files")

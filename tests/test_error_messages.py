@@ -5,6 +5,8 @@ key, and "did you mean …?" for a mistyped name. Real control plane, CLI and HT
 from __future__ import annotations
 
 import zipfile
+from contextlib import contextmanager
+from typing import Iterator
 
 import httpx
 import pytest
@@ -22,17 +24,32 @@ def one_line(out) -> str:
     return out.stderr.strip()
 
 
-def add_model_version(settings, name: str = "tiny") -> None:
-    """A registry record (no artifacts: nothing here loads it)."""
+@contextmanager
+def opened(settings) -> Iterator:
+    """A Platform on ``settings`` (the test server's store), closed after use."""
     from loopml.platform import Platform
 
     plat = Platform(settings)
     try:
+        yield plat
+    finally:
+        plat.close()
+
+
+def add_model_version(settings, name: str = "tiny") -> None:
+    """A registry record (no artifacts: nothing here loads it)."""
+    with opened(settings) as plat:
         plat.models.add_version(name, 1, job_id=None, dataset="tab:1", kind="tabular", template="mlp",
                                 hparams={"epochs": 1}, metrics={}, lineage={}, runtimes=["keras"],
                                 artifact_prefix=f"models/{name}/v1")
-    finally:
-        plat.close()
+
+
+def register_digits(settings, bundle) -> None:
+    """``bundle`` (a trained digits model) as the next version of model ``digits``."""
+    from tests.serving_support import register
+
+    with opened(settings) as plat:
+        register(plat, "digits", bundle)
 
 
 def test_upload_errors_name_the_users_file_not_the_temporary_copy(live_server, settings, tmp_path, monkeypatch):
@@ -69,18 +86,14 @@ def test_an_s3_source_is_named_not_its_downloaded_copy(tmp_path, moto_endpoint, 
     from loopml.core.errors import InvalidInput
     from loopml.core.settings import Settings
     from loopml.datasets.service import register
-    from loopml.platform import Platform
     from tests.backends import s3_client
 
     for var in ("LOOPML_DATABASE_URL", "LOOPML_ARTIFACT_URI"):
         monkeypatch.delenv(var, raising=False)
     s3_client(moto_endpoint).put_object(Bucket=s3_bucket, Key="incoming/bad.csv", Body=b'a,label\n1,"x\n')
-    plat = Platform(Settings(home=tmp_path / "home", s3_endpoint_url=moto_endpoint))
-    try:
-        with pytest.raises(InvalidInput) as err:
-            register(plat, "x", f"s3://{s3_bucket}/incoming/bad.csv")
-    finally:
-        plat.close()
+    with opened(Settings(home=tmp_path / "home", s3_endpoint_url=moto_endpoint)) as plat, \
+            pytest.raises(InvalidInput) as err:
+        register(plat, "x", f"s3://{s3_bucket}/incoming/bad.csv")
     assert err.value.message.startswith(f"s3://{s3_bucket}/incoming/bad.csv cannot be read as csv")
 
 
@@ -191,14 +204,7 @@ def test_trigger_and_compare_errors_name_flags_and_models_not_request_fields(liv
 
 
 def test_a_missing_endpoint_key_says_how_to_send_it(live_server, settings, digit_bundles, digits_data, monkeypatch):
-    from loopml.platform import Platform
-    from tests.serving_support import register
-
-    plat = Platform(settings)
-    try:
-        register(plat, "digits", digit_bundles[0])
-    finally:
-        plat.close()
+    register_digits(settings, digit_bundles[0])
     c = Client(live_server)
     run = cli_runner(live_server, monkeypatch)
     made = run("endpoints", "create", "locked", "--model", "digits:1", "--new-key", "--wait", "--timeout", "120")
@@ -233,14 +239,7 @@ def token_server(settings):
 
 def test_a_missing_data_plane_token_says_set_loopml_serving_token(token_server, settings, digit_bundles,
                                                                   digits_data, monkeypatch):
-    from loopml.platform import Platform
-    from tests.serving_support import register
-
-    plat = Platform(settings)
-    try:
-        register(plat, "digits", digit_bundles[0])
-    finally:
-        plat.close()
+    register_digits(settings, digit_bundles[0])
     c = Client(token_server)
     c.create_endpoint("open", model="digits:1", wait=True, timeout=120)
     instances = digits_data[0][:1].tolist()

@@ -59,6 +59,8 @@ def test_repo_contract(metadata_store):
     assert replaced["handler"] == "h.other" and replaced["memory_mb"] == 256
     assert replaced["created_at"] == rec["created_at"]
     assert [f["name"] for f in repo.list()] == ["f1"]
+    with pytest.raises(NotFound, match="function 'f1x' not found; did you mean 'f1'"):
+        repo.update("f1x", {"timeout_s": 4.0}, {})
 
     first = repo.enqueue("f1", {"n": 1}, source="cli")
     second = repo.enqueue("f1", [1, 2], source="trigger:t", invocation_id="inv-fixed")

@@ -173,6 +173,11 @@ def test_repo_contract(metadata_store: MetadataStore):
     assert rows["t1"]["last_firing"]["id"] == failed["id"] and rows["t2"]["url"] == "/hooks/t2"
     history = repo.firings("t1", limit=3)
     assert [h["id"] for h in history] == sorted((h["id"] for h in history), reverse=True) and len(history) == 3
+    # a firing or trigger that is not there: NotFound (a 404), not a server error
+    with pytest.raises(NotFound, match="trigger 't1' has no firing 99999"):
+        repo.firing("t1", 99999)
+    with pytest.raises(NotFound, match="trigger 't1x' not found; did you mean 't1'"):
+        repo.update("t1x", spec={})
     repo.delete("t1")
     with pytest.raises(NotFound):
         repo.get("t1")

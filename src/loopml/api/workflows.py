@@ -100,12 +100,7 @@ def get_workflow(name: str, request: Request) -> dict[str, Any]:
                summary="Delete a workflow (running executions continue on their snapshot); 409 listing "
                        "the triggers that start it unless force=true")
 def delete_workflow(name: str, request: Request, force: bool = False) -> dict[str, Any]:
-    from loopml.workflows.dependents import check_unused, workflow_dependents
-
-    platform = _platform(request)
-    platform.workflows.get(name)
-    broken = check_unused(f"workflow {name!r}", workflow_dependents(platform, name), force=force)
-    platform.workflows.delete(name)
+    broken = service.delete_workflow(_platform(request), name, force=force)
     return {"deleted": name, **({"broken": broken} if broken else {})}
 
 

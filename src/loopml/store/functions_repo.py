@@ -76,7 +76,7 @@ class FunctionRepo:
         with self.store.session() as s:
             row = s.get(t.Function, name, with_for_update=True)
             if row is None:
-                raise NotFound(f"function {name!r} not found")
+                raise missing(s, t.Function, "function", name)
             for key, value in fields.items():
                 setattr(row, key, value)
             if env_patch:

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import Conflict, InvalidInput
+from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import tables as t
 from loopml.store.automation_rows import pending_execution, queued_invocation
@@ -102,9 +102,9 @@ class TriggerRepo:
             with self.store.session() as s:
                 if s.get(t.Trigger, name) is not None:
                     raise Conflict(f"trigger {name!r} already exists; delete it first to change it")
-                missing = self._target_missing(s, target_kind, target)
-                if missing:
-                    raise InvalidInput(f"{target_kind}: {missing}")
+                gone = self._target_missing(s, target_kind, target)
+                if gone:
+                    raise InvalidInput(f"{target_kind}: {gone}")
                 now = utcnow()
                 row = t.Trigger(name=name, kind=kind, spec=spec, target_kind=target_kind, target=target,
                                 status=ACTIVE, secret_hash=secret_hash, hook_secret=hook_secret,
@@ -156,11 +156,11 @@ class TriggerRepo:
         with self.store.session() as s:
             row = s.get(t.Trigger, name, with_for_update=True)
             if row is None:
-                raise NotFound(f"trigger {name!r} not found")
+                raise missing(s, t.Trigger, "trigger", name)
             if target is not None:
-                missing = self._target_missing(s, *target)
-                if missing:
-                    raise InvalidInput(f"{target[0]}: {missing}")
+                gone = self._target_missing(s, *target)
+                if gone:
+                    raise InvalidInput(f"{target[0]}: {gone}")
                 row.target_kind, row.target = target
             if spec is not None:
                 row.spec = spec

@@ -142,7 +142,8 @@ _UPDATABLE = {"objects": ("suffix",), "cron": ("cron", "tz", "missed"), "webhook
 
 
 def update_trigger(platform: Platform, name: str, *, function: str | None = None, workflow: str | None = None,
-                   now: Callable[[], datetime] = utcnow, **fields: Any) -> dict[str, Any]:
+                   suffix: str | None = None, cron: str | None = None, tz: str | None = None,
+                   missed: str | None = None, now: Callable[[], datetime] = utcnow) -> dict[str, Any]:
     """Change a trigger's target (function or workflow), an object trigger's ``suffix`` ("" removes
     it) or a cron trigger's ``cron`` / ``tz`` / ``missed``; what is not given is kept.
 
@@ -151,10 +152,8 @@ def update_trigger(platform: Platform, name: str, *, function: str | None = None
     creation); objects in the old scope keep their state, so none is lost or fired twice."""
     current = platform.triggers.get(name)
     kind = current["kind"]
-    given = {k: v for k, v in fields.items() if v is not None}
+    given = {k: v for k, v in {"suffix": suffix, "cron": cron, "tz": tz, "missed": missed}.items() if v is not None}
     for field in given:
-        if field not in {f for names in _UPDATABLE.values() for f in names}:
-            raise InvalidInput(f"{field}: not a field that can be changed (delete and re-create the trigger)")
         if field not in _UPDATABLE[kind]:
             raise InvalidInput(f"{field}: only for {'objects' if field == 'suffix' else 'cron'} triggers; "
                                f"trigger {name!r} is a {kind} trigger")

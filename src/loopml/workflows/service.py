@@ -66,6 +66,17 @@ def create_workflow(platform: Platform, name: str, *, definition: dict[str, Any]
                                      description=description, replace=replace)
 
 
+def delete_workflow(platform: Platform, name: str, *, force: bool = False) -> list[dict[str, Any]]:
+    """Delete unless triggers start it (``force``: anyway; running executions continue on their
+    snapshot); returns the dependents it breaks."""
+    from loopml.workflows.dependents import check_unused, workflow_dependents
+
+    platform.workflows.get(name)
+    broken = check_unused(f"workflow {name!r}", workflow_dependents(platform, name), force=force)
+    platform.workflows.delete(name)
+    return broken
+
+
 def start_execution(platform: Platform, workflow: str, input: Any = None, *, name: str | None = None,
                     source: str | None = "api") -> dict[str, Any]:
     """A PENDING execution (the control plane's runner starts it within a tick)."""
