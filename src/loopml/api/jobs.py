@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from loopml.api.datasets import safe_filename
 from loopml.core.errors import Conflict, CorruptArtifact, InvalidInput, LoopMLError, NotFound
 from loopml.core.jobkinds import JOB_KINDS
+from loopml.core.jobstatus import JOB_STATUSES
 from loopml.platform import Platform
 
 router = APIRouter(tags=["jobs"])
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Status = Literal[JOB_STATUSES]  # type: ignore[valid-type]
 Kind = Literal[JOB_KINDS]  # type: ignore[valid-type]
 ParamValue = bool | int | float | str  # bool first: JSON true must not become 1
 CHUNK = 1024 * 1024

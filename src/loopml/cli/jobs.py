@@ -10,8 +10,9 @@ import typer
 from loopml.cli.output import (client, console, emit, err_console, fields_table, num, print_evaluation, print_json,
                                table, when)
 from loopml.core.jobkinds import JOB_KINDS
+from loopml.core.jobstatus import JOB_STATUSES
 
-app = typer.Typer(help="Follow and manage jobs (training, prediction, evaluation, monitor runs, baselines).",
+app = typer.Typer(help="Follow and manage jobs (training, prediction, evaluation, monitor runs, baselines, labelled data).",
                   no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -19,14 +20,8 @@ STATUS_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "fa
 EPOCH_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
 
 
-class Status(str, Enum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
+# the choices come from core: a new status or kind needs no edit here
+Status = Enum("Status", {s: s for s in JOB_STATUSES}, type=str)  # type: ignore[misc]
 Kind = Enum("Kind", {k: k for k in JOB_KINDS}, type=str)  # type: ignore[misc]
 
 
@@ -47,6 +42,8 @@ def describe(job: dict[str, Any]) -> str:
         return f"monitor {spec.get('monitor', '?')} run {spec.get('run_id', '?')}"
     if job["kind"] == "baseline":
         return f"baseline of {spec.get('model', '?')}:{spec.get('version', '?')}"
+    if job["kind"] == "labelled-data":
+        return f"monitor {spec.get('monitor', '?')} labels -> {spec.get('dataset', '?')}"
     source = spec.get("input") or {}
     what = (f"{source.get('dataset')}:{source.get('split')}" if source.get("type") == "dataset"
             else source.get("key", "?") if isinstance(source, dict) else str(source))

@@ -11,6 +11,7 @@ import typer
 
 from loopml.cli.output import client, console, emit, err_console, fields_table, print_json, table, when
 from loopml.core.errors import InvalidInput
+from loopml.core.jobstatus import EXECUTION_TERMINAL
 
 if TYPE_CHECKING:
     from loopml.sdk.client import Client
@@ -24,7 +25,6 @@ executions_app = typer.Typer(help="Workflow executions: status, history, stop.",
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 STATUS_STYLE = {"SUCCEEDED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red",
                 "TIMED_OUT": "red", "ABORTED": "magenta"}
-TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
 def styled(status: str | None) -> str:
@@ -213,7 +213,7 @@ def _follow(c: Client, execution_id: str, *, timeout: float | None, live: bool, 
                     line = _event_line(ev)
                     if line:
                         bar.print(line)
-            if record["status"] in TERMINAL:
+            if record["status"] in EXECUTION_TERMINAL:
                 return record
             bar.update(f"execution {execution_id}: {styled(record['status'])} in "
                        f"{escape(record.get('current_state') or '-')}")  # a state name is not markup

@@ -31,26 +31,6 @@ _MAX_BACKOFF_S = 30.0
 _STABLE_AFTER_S = 60.0  # a process up this long resets the crash back-off
 
 
-def serving_env(settings) -> dict[str, str]:
-    """The settings the serving process needs, as LOOPML_* variables (settings given as
-    keyword arguments in the parent must reach the child too)."""
-    env = dict(os.environ)
-    env.pop("LOOPML_TOKEN", None)  # the control plane's admin token: the data plane needs none
-    keys = ("home", "database_url", "artifact_uri", "s3_endpoint_url", "serving_token",
-            "serving_memory_mb", "capture_prefix", "log_level")
-    dumped = settings.model_dump()
-    for key in keys:
-        value = dumped.get(key)
-        if key == "database_url":
-            value = settings.resolved_database_url
-        elif key == "artifact_uri":
-            value = settings.resolved_artifact_uri
-        if value is not None:
-            env[f"LOOPML_{key.upper()}"] = str(value)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 class EndpointSupervisor:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
@@ -184,7 +164,7 @@ class EndpointSupervisor:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "loopml.serving.server", "--fd", str(fd),
                  "--parent-pid", str(os.getpid())],
-                pass_fds=(fd,), env=serving_env(self.settings), stdout=out,
+                pass_fds=(fd,), env=self.settings.child_env("serving"), stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:
             out.close()

@@ -6,6 +6,9 @@ endpoints at their desired state (controlplane.endpoints), fire triggers (contro
 run queued function invocations (controlplane.functions), advance workflow executions
 (controlplane.workflows) and queue scheduled monitor runs (controlplane.monitors).
 Every step runs in its own exception boundary: one bad job never stops the loop.
+
+Its collaborators (the job executor, the supervisors, the clock) can be given to the
+constructor, so a test ticks the loop by hand with a fake clock (tests/test_control_loop.py).
 """
 
 from __future__ import annotations
@@ -13,19 +16,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, Protocol
 
 from loopml.controlplane.endpoints import EndpointSupervisor
 from loopml.controlplane.functions import FunctionDispatcher
 from loopml.controlplane.monitors import MonitorScheduler
 from loopml.controlplane.triggers import TriggerPoller
 from loopml.controlplane.workflows import WorkflowRunner
+from loopml.core.jobstatus import CANCELLED, FAILED, QUEUED, RUNNING
 from loopml.core.timeutil import parse_iso, utcnow
+from loopml.jobs.executor import Executor
+from loopml.jobs.local import LocalExecutor
 from loopml.platform import Platform
 from loopml.registry import deletion
-from loopml.store.jobs_repo import CANCELLED, FAILED, QUEUED, RUNNING
-from loopml.training.executors.local import LocalExecutor
 
 log = logging.getLogger("loopml.controlplane")
 TIME_LIMIT_GRACE_S = 60.0
@@ -37,20 +42,41 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+@dataclass(frozen=True)
+class Clock:
+    """Wall time (time limits, heartbeats, schedules) and a monotonic one (grace periods)."""
+
+    now: Callable[[], datetime] = utcnow
+    monotonic: Callable[[], float] = time.monotonic
+
+
+class Part(Protocol):
+    """A supervisor the loop ticks (endpoints, triggers, functions, workflows, monitors)."""
+
+    def tick(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class ControlLoop:
-    def __init__(self, platform: Platform, executor: LocalExecutor | None = None) -> None:
+    def __init__(self, platform: Platform, executor: Executor | None = None, *, clock: Clock | None = None,
+                 endpoints: EndpointSupervisor | None = None, functions: FunctionDispatcher | None = None,
+                 triggers: Part | None = None, workflows: Part | None = None, monitors: Part | None = None) -> None:
+        """Every collaborator not given is the real one for ``platform``."""
         self.platform = platform
-        self.executor = executor or LocalExecutor(platform.settings)
+        self.executor: Executor = executor or LocalExecutor(platform.settings)
+        self.clock = clock or Clock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._first = True
         self._cancel_seen: dict[str, float] = {}
-        self.endpoints = EndpointSupervisor(platform)
-        self.functions = FunctionDispatcher(platform)
-        self.triggers = TriggerPoller(platform, on_fired=self._fired)
-        self.workflows = WorkflowRunner(platform, start_function=self.functions.run_now)
-        self.monitors = MonitorScheduler(platform, on_queued=lambda _run: self.wake())
+        self.endpoints = endpoints or EndpointSupervisor(platform)
+        self.functions = functions or FunctionDispatcher(platform)
+        self.triggers = triggers or TriggerPoller(platform, now=self.clock.now, on_fired=self._fired)
+        self.workflows = workflows or WorkflowRunner(platform, clock=self.clock.now,
+                                                     start_function=self.functions.run_now)
+        self.monitors = monitors or MonitorScheduler(platform, now=self.clock.now, on_queued=lambda _run: self.wake())
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,7 +142,7 @@ class ControlLoop:
 
     def _reconcile_running(self) -> None:
         jobs = self.platform.jobs
-        now = utcnow()
+        now = self.clock.now()
         for job_id in jobs.ids_with_status(RUNNING):
             try:
                 job = jobs.get(job_id)
@@ -130,8 +156,8 @@ class ControlLoop:
                                                "(control plane restarted or worker killed)")
                         continue
                 if job["cancel_requested"]:
-                    first = self._cancel_seen.setdefault(job_id, time.monotonic())
-                    if time.monotonic() - first > CANCEL_GRACE_S:
+                    first = self._cancel_seen.setdefault(job_id, self.clock.monotonic())
+                    if self.clock.monotonic() - first > CANCEL_GRACE_S:
                         self.executor.cancel(job_id)
                 limit = job["spec"].get("time_limit_s")
                 started = job["started_at"]
@@ -162,4 +188,4 @@ class ControlLoop:
             except Exception as exc:  # noqa: BLE001
                 jobs.transition(job_id, FAILED, expect=[RUNNING], reason=f"could not start worker: {exc}")
                 continue
-            jobs.set_fields(job_id, worker_host=where["host"], worker_pid=where["pid"])
+            jobs.set_fields(job_id, worker_host=where.host, worker_pid=where.pid)

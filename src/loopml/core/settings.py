@@ -3,6 +3,11 @@
 Sources, highest priority first: explicit keyword arguments, ``LOOPML_*`` environment
 variables, ``loopml.toml`` (in the working directory, or the file named by
 ``LOOPML_CONFIG``), then the defaults below. Nothing reads the environment at import time.
+Frozen once loaded: a different value is a new object (``settings.model_copy(update=...)``).
+
+Child processes get their settings one way: ``settings.child_env(role)``, the environment of
+that role (``CHILD_SETTINGS`` says which settings each receives). Never on a command line,
+where any local user reads them (``ps``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,9 +24,28 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from loopml.core.errors import InvalidInput
+
+ChildRole = Literal["worker", "serving", "function", "importer"]
+
+# Which settings each child process receives (as LOOPML_* variables); nothing else of LOOPML_*
+# reaches it. worker: a job's process (store locations, Keras backend, the API URL for alert
+# links — not the API token); serving: the data plane (store locations, its own token, memory;
+# not the admin token); function: user code, which only talks to the API (URL + token) — no
+# store credentials; importer: converts a model file, needs no settings at all.
+CHILD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "worker": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "keras_backend",
+               "capture_prefix", "api_url", "heartbeat_timeout_s", "log_level"),
+    "serving": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "serving_token",
+                "serving_memory_mb", "capture_prefix", "log_level"),
+    "function": ("api_url", "token"),
+    "importer": (),
+}
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LOOPML_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LOOPML_", extra="ignore", frozen=True)
 
     home: Path = Field(default_factory=lambda: Path.home() / ".loopml",
                        description="Folder for the default metadata database and artifacts.")
@@ -80,6 +104,33 @@ class Settings(BaseSettings):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
 
+    def _resolved(self, key: str) -> object:
+        return {"database_url": self.resolved_database_url, "artifact_uri": self.resolved_artifact_uri,
+                "api_url": self.resolved_api_url}.get(key, getattr(self, key))
+
+    def child_env(self, role: ChildRole, base: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of a ``role`` child process: ``base`` (default: this process's
+        environment) without any LOOPML_* variable, plus the role's settings (CHILD_SETTINGS),
+        resolved here so the child needs neither this process's loopml.toml nor its defaults."""
+        env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("LOOPML_")}
+        for key in CHILD_SETTINGS[role]:
+            value = self._resolved(key)
+            if value is not None:
+                env[f"LOOPML_{key.upper()}"] = str(value)
+        env["LOOPML_CONFIG"] = os.devnull  # what a child gets is said above, not by a file it finds
+        env["PYTHONUNBUFFERED"] = "1"
+        if role in ("worker", "importer"):
+            env["KERAS_BACKEND"] = self.keras_backend
+            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if role == "function":  # many small processes: one thread each, no stray .pyc
+            env.update({**_ONE_THREAD, "PYTHONDONTWRITEBYTECODE": "1"})
+        return env
+
 
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Settings(), with a bad LOOPML_* value or loopml.toml entry as one InvalidInput line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"LoopML settings are not valid (LOOPML_* / loopml.toml): {detail}") from None

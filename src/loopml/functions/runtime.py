@@ -83,14 +83,11 @@ def code_dir(settings: Settings, artifacts: ArtifactStore, function: dict[str, A
     return target
 
 
-def child_env(settings: Settings, function: dict[str, Any]) -> dict[str, str]:
-    # the server's own LOOPML_* (database URL, artifact URI…) are not the function's business
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
-    env.update({"LOOPML_API_URL": settings.resolved_api_url, "OMP_NUM_THREADS": "1",
-                "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1", "LOOPML_FUNCTION_NAME": function["name"]})
-    if settings.token:
-        env["LOOPML_TOKEN"] = settings.token
+def function_env(settings: Settings, function: dict[str, Any]) -> dict[str, str]:
+    """The "function" role's environment (API URL and token only: the server's database URL and
+    artifact URI are not the function's business), its name, then its own variables."""
+    env = settings.child_env("function")
+    env["LOOPML_FUNCTION_NAME"] = function["name"]
     env.update({str(k): str(v) for k, v in (function.get("environment") or {}).items()})
     return env
 
@@ -149,7 +146,7 @@ def run_invocation(settings: Settings, artifacts: ArtifactStore, function: dict[
     try:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "loopml.functions.runner"], cwd=workdir,
-                                    env=child_env(settings, function), stdin=subprocess.PIPE,
+                                    env=function_env(settings, function), stdin=subprocess.PIPE,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         if on_start is not None:
             on_start(proc.pid)

@@ -43,7 +43,8 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run(platform: Platform, job: dict[str, Any], *, now: Callable[[], datetime] = utcnow) -> dict[str, Any]:
+def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None, *,
+        now: Callable[[], datetime] = utcnow) -> dict[str, Any]:
     """Run the job's monitor run; returns the finished run record. A failure is recorded on the run
     (and re-raised, so the worker fails the job with the same reason)."""
     spec = job.get("spec") or {}

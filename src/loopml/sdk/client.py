@@ -27,12 +27,12 @@ import httpx
 from loopml import __version__
 from loopml.core import FOLDER_ZIP_COMMENT
 from loopml.core.errors import InvalidInput, LoopMLError, error_from_dict
+from loopml.core.jobstatus import TERMINAL
 from loopml.sdk.functions import FunctionsAPI
 from loopml.sdk.monitors import MonitorsAPI
 from loopml.sdk.triggers import TriggersAPI
 from loopml.sdk.workflows import WorkflowsAPI
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 _REMOTE_PREFIXES = ("sample:", "s3://", "s3a://", "gs://", "http://", "https://", "file:")
 
 
@@ -104,6 +104,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30) -> None:
         if url is None or token is None:
+            from loopml.core.settings import load_settings  # pydantic-settings: only when needed
+
             settings = load_settings()
             url = url or settings.resolved_api_url
             token = token if token is not None else settings.token
@@ -1058,6 +1060,8 @@ class Client(FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
 
     def _serving_token(self) -> str | None:
         if "_serving_token_value" not in self.__dict__:
+            from loopml.core.settings import load_settings
+
             self.__dict__["_serving_token_value"] = load_settings().serving_token
         return self.__dict__["_serving_token_value"]
 
@@ -1146,19 +1150,6 @@ def _invocation_error(name: str, resp: httpx.Response) -> LoopMLError:
     if resp.status_code in (401, 403, 413):
         err.exit_code = 2  # the caller's to fix
     return err
-
-
-def load_settings(**overrides: Any):
-    """Settings() with a bad LOOPML_* value or loopml.toml entry as one InvalidInput line."""
-    from loopml.core.settings import Settings
-
-    try:
-        return Settings(**overrides)
-    except ValueError as exc:  # pydantic's ValidationError
-        errors = getattr(exc, "errors", None)
-        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in errors()) \
-            if callable(errors) else str(exc).splitlines()[0]
-        raise InvalidInput(f"LoopML settings are not valid (LOOPML_* / loopml.toml): {detail}") from None
 
 
 def _seg(value: str) -> str:

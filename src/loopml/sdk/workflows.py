@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import quote
 
 from loopml.core.errors import InvalidInput, LoopMLError
+from loopml.core.jobstatus import EXECUTION_TERMINAL
 
-EXECUTION_TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
 def _seg(value: str) -> str:

@@ -21,12 +21,12 @@ from typing import Any, Iterable
 from sqlalchemy import delete, or_, select
 
 from loopml.core.errors import Conflict, NotFound
+from loopml.core.jobstatus import ACTIVE
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
 from loopml.store.names import missing
 from loopml.store.retired import retire
 
-ACTIVE = ("queued", "running")
 
 
 def _refs(spec: dict[str, Any] | None) -> Iterable[dict[str, Any]]:

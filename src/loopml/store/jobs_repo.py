@@ -10,13 +10,12 @@ from sqlalchemy.exc import IntegrityError
 
 from loopml.core.errors import Conflict, NotFound
 from loopml.core.jobkinds import JOB_KINDS
+from loopml.core.jobstatus import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL  # noqa: F401 - re-used by runners
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 
 
 def new_job_id() -> str:
@@ -29,7 +28,7 @@ class JobRepo:
 
     def create(self, kind: str, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
         """Queue a job; a caller-chosen ``job_id`` that already exists raises Conflict (exactly-once dispatch)."""
-        if kind not in JOB_KINDS:  # a new kind is added to core.jobkinds, so list filters know it
+        if kind not in JOB_KINDS:  # a new kind is a row of core.jobkinds.KINDS, so list filters know it
             raise ValueError(f"unknown job kind {kind!r}; add it to loopml.core.jobkinds.JOB_KINDS")
         try:
             with self.store.session() as s:

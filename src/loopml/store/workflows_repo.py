@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from loopml.core.errors import Conflict, NotFound
+from loopml.core.jobstatus import EXECUTION_TERMINAL
 from loopml.core.timeutil import iso, parse_iso, utcnow
 from loopml.store import tables as t
 from loopml.store.automation_rows import pending_execution
@@ -22,7 +23,7 @@ from loopml.store.names import missing
 
 PENDING, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
     "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-TERMINAL = (SUCCEEDED, FAILED, TIMED_OUT, ABORTED)
+TERMINAL = EXECUTION_TERMINAL
 ACTIVE = (PENDING, RUNNING)
 
 

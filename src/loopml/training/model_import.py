@@ -19,6 +19,7 @@ from typing import Any
 
 from loopml.artifacts.keys import join
 from loopml.core.errors import InvalidInput, LoopMLError, error_from_dict
+from loopml.core.settings import Settings
 from loopml.datasets.service import validate_name
 from loopml.platform import Platform
 
@@ -90,7 +91,7 @@ def import_model(platform: Platform, *, name: str, source: Path, filename: str, 
     tmp_root = platform.settings.home / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tmp_root, prefix="import-") as tmp:
-        manifest = _convert(request, source, Path(tmp))
+        manifest = _convert(request, source, Path(tmp), platform.settings)
         prefix = join("models", name, f"import-{uuid.uuid4().hex[:12]}")
         platform.artifacts.upload_dir(Path(tmp) / "bundle", prefix)
     lineage = {"source": "imported", "file": filename, "format": fmt, "sha256": sha,
@@ -106,13 +107,14 @@ def import_model(platform: Platform, *, name: str, source: Path, filename: str, 
             "onnx": manifest.get("onnx")}
 
 
-def _convert(request: dict[str, Any], source: Path, tmp: Path) -> dict[str, Any]:
+def _convert(request: dict[str, Any], source: Path, tmp: Path, settings: Settings) -> dict[str, Any]:
     req_path, result = tmp / "request.json", tmp / "result.json"
     req_path.write_text(json.dumps({**request, "source": str(source), "out": str(tmp / "bundle"),
                                     "result": str(result)}), "utf-8")
     try:
         proc = subprocess.run([sys.executable, "-m", "loopml.models.importer", str(req_path)],
-                              capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S, stdin=subprocess.DEVNULL)
+                              capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S, stdin=subprocess.DEVNULL,
+                              env=settings.child_env("importer"))
     except subprocess.TimeoutExpired:
         raise LoopMLError(f"importing {request['display']} took longer than {IMPORT_TIMEOUT_S} s") from None
     if not result.is_file():

@@ -107,7 +107,7 @@ def _training_service() -> Any:
     return service
 
 
-# -- jobs (train, evaluate, predict) ----------------------------------------------------------------
+# -- jobs (train, evaluate, predict, labelled-data) ---------------------------------------------------
 
 
 def _existing_job(ctx: TaskContext, job_id: str) -> dict[str, Any] | None:
@@ -130,6 +130,9 @@ def _job_action(submit: Callable[[TaskContext, dict[str, Any], str], dict[str, A
             result = job["result"] if isinstance(job["result"], dict) else {"result": job["result"]}
             return Outcome({**result, "job_id": job["id"]})
         if job["status"] in ("failed", "cancelled"):
+            typed = job["result"] if isinstance(job["result"], dict) and job["result"].get("error") else None
+            if typed:  # the runner named an ASL error (e.g. Monitor.NotEnoughLabels) for a Retry/Catch
+                return Outcome(error=str(typed["error"]), cause=str(typed.get("cause") or ""))
             return Outcome(error=TASK_FAILED, cause=f"job {job['id']} {job['status']}: {job['reason'] or 'no reason'}")
         return None
 
@@ -194,31 +197,18 @@ def _set_alias(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"output": record}
 
 
-# -- labelled traffic → dataset (in-process, idempotent: same rows → same version) -------------------
+def _submit_labelled_data(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """A model monitor's labelled captured requests as a new version of a dataset, in a job (it
+    reads the capture window); too few labels fail the task with ``Monitor.NotEnoughLabels``
+    (a Retry on it waits for labels to arrive). Idempotent: same rows → same version."""
+    from loopml.monitoring.labelled_data_job import submit
 
-NOT_ENOUGH_LABELS = "Monitor.NotEnoughLabels"
-
-
-def _labelled_data(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
-    """A model monitor's labelled captured requests as a new version of a dataset; too few labels
-    fail with ``Monitor.NotEnoughLabels`` (a Retry on it waits for labels to arrive)."""
-    from loopml.monitoring.service import NotEnoughLabels, labelled_dataset
-
-    p = _params(params, "loopml:labelled-data")
-    monitor = str(_required(p, "monitor", "loopml:labelled-data"))
-    dataset = str(_required(p, "dataset", "loopml:labelled-data"))
-    extend, min_labels = p.get("extend", True), p.get("min_labels", 100)
+    extend = p.get("extend", True)
     if not isinstance(extend, bool):
         raise TaskError(f"loopml:labelled-data: extend must be true or false, got {extend!r}")
-    try:
-        record = labelled_dataset(ctx.platform, monitor, dataset, extend=extend, min_labels=min_labels)
-    except NotEnoughLabels as exc:
-        raise TaskError(exc.message, error=NOT_ENOUGH_LABELS) from None
-    except LoopMLError as exc:
-        raise TaskError(f"loopml:labelled-data: {exc.message}") from None
-    return {"output": {"ref": record["ref"], "dataset": record["name"], "version": record["version"],
-                       "rows": record["rows"], "labelled": record["labelled"], "created": record["created"],
-                       "skipped": record.get("skipped") or {}}}
+    return submit(ctx.platform, monitor=str(_required(p, "monitor", "loopml:labelled-data")),
+                  dataset=str(_required(p, "dataset", "loopml:labelled-data")), extend=extend,
+                  min_labels=p.get("min_labels", 100), job_id=job_id)
 
 
 # -- deploy (an endpoint; waits until it serves) ------------------------------------------------------
@@ -319,7 +309,7 @@ ACTIONS: dict[str, Action] = {
     "loopml:predict": _job_action(_submit_predict, "loopml:predict"),
     "loopml:register": Action(_register),
     "loopml:set-alias": Action(_set_alias),
-    "loopml:labelled-data": Action(_labelled_data),
+    "loopml:labelled-data": _job_action(_submit_labelled_data, "loopml:labelled-data"),
     "loopml:deploy": Action(_deploy_start, _deploy_poll),
 }
 RESOURCES = (*ACTIONS, FUNCTION_PREFIX + "NAME")

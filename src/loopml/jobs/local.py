@@ -2,7 +2,8 @@
 
 Workers start in their own session so they survive a control-plane restart and can be
 re-attached by pid; their stdout/stderr go to a file under LOOPML_HOME/workers as a fallback
-record for failures before the worker's own log capture starts.
+record for failures before the worker's own log capture starts. A worker's settings come in
+its environment (``Settings.child_env("worker")``); its command line is only the job id.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from loopml.core.settings import Settings
-from loopml.training.executors.base import Exited
+from loopml.jobs.executor import Exited, Placement
 
 KILL_GRACE_S = 10.0
 
@@ -35,7 +36,7 @@ def _pid_runs_job(pid: int, job_id: str) -> bool:
     return job_id.encode() in cmdline
 
 
-class LocalExecutor:
+class LocalExecutor:  # implements loopml.jobs.executor.Executor
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.host = socket.gethostname()
@@ -47,23 +48,18 @@ class LocalExecutor:
     def free_slots(self) -> int:
         return max(0, self.settings.max_concurrent_jobs - len(self._procs) - len(self._adopted))
 
-    def command(self, job_id: str) -> list[str]:
-        cmd = [sys.executable, "-m", "loopml.training.worker", job_id,
-               "--database-url", self.settings.resolved_database_url,
-               "--artifact-uri", self.settings.resolved_artifact_uri]
-        if self.settings.s3_endpoint_url:
-            cmd += ["--s3-endpoint-url", self.settings.s3_endpoint_url]
-        return cmd
+    @staticmethod
+    def command(job_id: str) -> list[str]:
+        return [sys.executable, "-m", "loopml.jobs.worker", job_id]
 
-    def submit(self, job_id: str) -> dict:
+    def submit(self, job_id: str) -> Placement:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "KERAS_BACKEND": self.settings.keras_backend, "PYTHONUNBUFFERED": "1",
-               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         with open(self.log_dir / f"{job_id}.out", "ab") as out:
             proc = subprocess.Popen(self.command(job_id), stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                    stderr=subprocess.STDOUT, env=self.settings.child_env("worker"),
+                                    start_new_session=True)
         self._procs[job_id] = proc
-        return {"host": self.host, "pid": proc.pid}
+        return Placement(self.host, proc.pid)
 
     def cancel(self, job_id: str) -> None:
         pid = self._procs[job_id].pid if job_id in self._procs else self._adopted.get(job_id)
