@@ -41,9 +41,12 @@ def platform(settings: Settings):
 
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[str]:
-    """create_app(settings) under a real uvicorn on 127.0.0.1:<free port>, with the control loop."""
+    """create_app(settings) under a real uvicorn on 127.0.0.1:<free port>, with the control loop.
+    The server's settings name its real URL (api_url), so functions it starts can call it back."""
     from loopml.api.app import create_app
-    from tests.asgi_server import serve_asgi
+    from tests.asgi_server import bound_socket, serve_asgi
 
-    with serve_asgi(create_app(settings, start_loop=_controlplane_available())) as url:
+    sock = bound_socket()
+    own = settings.model_copy(update={"api_url": f"http://127.0.0.1:{sock.getsockname()[1]}"})
+    with sock, serve_asgi(create_app(own, start_loop=_controlplane_available()), sock=sock) as url:
         yield url

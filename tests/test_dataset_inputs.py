@@ -91,8 +91,6 @@ def test_readme_ingest_function_extends_a_csv_dataset(settings, live_server, tmp
     """The README's ingest pattern (examples/functions/ingest_new_data.py) on a CSV dataset."""
     from loopml.sdk.client import Client
 
-    settings.api_url = live_server  # port 0: the function's LOOPML_API_URL must name the real port
-
     c = Client(live_server)
     c.add_dataset("birds", str(penguins_like(tmp_path / "penguins.csv")), label="kind")
     code = Path(__file__).resolve().parents[1] / "examples" / "functions" / "ingest_new_data.py"

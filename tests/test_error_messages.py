@@ -232,8 +232,7 @@ def token_server(settings):
     from loopml.api.app import create_app
     from tests.asgi_server import serve_asgi
 
-    settings.serving_token = "dp-secret"
-    with serve_asgi(create_app(settings, start_loop=True)) as url:
+    with serve_asgi(create_app(settings.model_copy(update={"serving_token": "dp-secret"}), start_loop=True)) as url:
         yield url
 
 

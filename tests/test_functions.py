@@ -129,8 +129,7 @@ def test_code_checks():
 
 @pytest.fixture
 def server(live_server, settings):
-    settings.api_url = live_server  # port 0: the functions' LOOPML_API_URL must name the real port
-    return live_server
+    return live_server  # its settings name its real URL: functions call it back
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from loopml.core.settings import Settings, load_settings
+from loopml.core.errors import InvalidInput
+from loopml.core.settings import CHILD_SETTINGS, Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +100,48 @@ def test_invalid_values_in_toml_and_kwargs(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(pydantic.ValidationError, match="port"):
         Settings()
     Path("loopml.toml").unlink()
-    with pytest.raises(pydantic.ValidationError, match="keras_backend"):
+    # load_settings (what the CLI, server and workers call) turns it into one InvalidInput line
+    with pytest.raises(InvalidInput, match="settings are not valid.*keras_backend"):
         load_settings(keras_backend="theano")
-    with pytest.raises(pydantic.ValidationError, match="max_concurrent_jobs"):
+    with pytest.raises(InvalidInput, match="max_concurrent_jobs"):
         load_settings(max_concurrent_jobs=0)
+
+
+def test_settings_are_frozen_once_loaded() -> None:
+    s = load_settings(port=1234)
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        s.port = 1  # type: ignore[misc]
+    assert s.model_copy(update={"port": 1}).port == 1 and s.port == 1234
+
+
+def test_each_child_role_gets_its_settings_and_no_others_secrets(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path, database_url="postgresql://u:pw@db/x", token="admin-secret",
+                 serving_token="dp-secret", s3_endpoint_url="http://s3:9000", api_url="http://cp:8080")
+    parent = {"PATH": "/bin", "AWS_ACCESS_KEY_ID": "k", "LOOPML_TOKEN": "admin-secret", "LOOPML_PORT": "1"}
+    worker = s.child_env("worker", parent)
+    assert worker["LOOPML_DATABASE_URL"] == "postgresql://u:pw@db/x"
+    assert worker["LOOPML_ARTIFACT_URI"] == str((tmp_path / "artifacts").resolve())
+    assert worker["LOOPML_S3_ENDPOINT_URL"] == "http://s3:9000" and worker["KERAS_BACKEND"] == "tensorflow"
+    assert "LOOPML_TOKEN" not in worker and "LOOPML_SERVING_TOKEN" not in worker and "LOOPML_PORT" not in worker
+    assert worker["PATH"] == "/bin" and worker["AWS_ACCESS_KEY_ID"] == "k"  # S3 credentials stay in the env
+    serving = s.child_env("serving", parent)
+    assert serving["LOOPML_SERVING_TOKEN"] == "dp-secret" and "LOOPML_TOKEN" not in serving
+    assert serving["LOOPML_DATABASE_URL"] == "postgresql://u:pw@db/x"
+    function = s.child_env("function", parent)
+    assert function["LOOPML_API_URL"] == "http://cp:8080" and function["LOOPML_TOKEN"] == "admin-secret"
+    assert not any(k in function for k in ("LOOPML_DATABASE_URL", "LOOPML_ARTIFACT_URI", "LOOPML_HOME"))
+    assert function["OMP_NUM_THREADS"] == "1"
+    importer = s.child_env("importer", parent)
+    assert {k for k in importer if k.startswith("LOOPML_")} == {"LOOPML_CONFIG"}
+    assert set(CHILD_SETTINGS) == {"worker", "serving", "function", "importer"}
+
+
+def test_a_child_reads_back_the_settings_it_was_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Path("loopml.toml").write_text("database_url = 'sqlite:///elsewhere.db'\n")  # not the child's business
+    parent = Settings(home=tmp_path, max_concurrent_jobs=3, capture_prefix="cap")
+    for key, value in parent.child_env("worker", {}).items():
+        monkeypatch.setenv(key, value)
+    child = load_settings()
+    assert child.resolved_database_url == parent.resolved_database_url
+    assert (child.home, child.capture_prefix) == (tmp_path, "cap")
+    assert child.max_concurrent_jobs == 1  # not a worker's setting: the default

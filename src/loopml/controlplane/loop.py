@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Callable, Protocol
 
 from loopml.controlplane.endpoints import EndpointSupervisor
@@ -58,9 +59,21 @@ class Part(Protocol):
     def stop(self) -> None: ...
 
 
+class ServingPart(Part, Protocol):
+    """The endpoints' supervisor also holds the data plane's port from the loop's start."""
+
+    @property
+    def url(self) -> str | None: ...  # where the data plane answers (None: not bound)
+
+    @property
+    def log_path(self) -> Path: ...
+
+    def bind(self) -> None: ...
+
+
 class ControlLoop:
     def __init__(self, platform: Platform, executor: Executor | None = None, *, clock: Clock | None = None,
-                 endpoints: EndpointSupervisor | None = None, functions: FunctionDispatcher | None = None,
+                 endpoints: ServingPart | None = None, functions: FunctionDispatcher | None = None,
                  triggers: Part | None = None, workflows: Part | None = None, monitors: Part | None = None) -> None:
         """Every collaborator not given is the real one for ``platform``."""
         self.platform = platform
@@ -71,7 +84,7 @@ class ControlLoop:
         self._thread: threading.Thread | None = None
         self._first = True
         self._cancel_seen: dict[str, float] = {}
-        self.endpoints = endpoints or EndpointSupervisor(platform)
+        self.endpoints: ServingPart = endpoints or EndpointSupervisor(platform)
         self.functions = functions or FunctionDispatcher(platform)
         self.triggers = triggers or TriggerPoller(platform, now=self.clock.now, on_fired=self._fired)
         self.workflows = workflows or WorkflowRunner(platform, clock=self.clock.now,

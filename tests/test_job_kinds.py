@@ -1,0 +1,51 @@
+"""The one table of job kinds (core.jobkinds) drives the worker, the API enum and the CLI choices;
+a worker takes its settings from the environment and only the job id on its command line."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from dataclasses import fields, is_dataclass
+
+from loopml.core.jobkinds import JOB_KINDS, KINDS
+from loopml.core.jobstatus import FAILED, JOB_STATUSES, RUNNING, TERMINAL
+
+
+def _resolve(ref: str):
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def test_every_kind_names_a_real_submit_function_runner_and_params_schema() -> None:
+    assert JOB_KINDS == ("train", "predict", "evaluate", "monitor", "baseline", "labelled-data")
+    for kind in KINDS.values():
+        assert callable(_resolve(kind.submit)), kind.submit
+        runner = _resolve(kind.runner)
+        assert "sync_logs" in runner.__code__.co_varnames, f"{kind.runner} takes no sync_logs"
+        assert is_dataclass(kind.params) and kind.params.__dataclass_params__.frozen
+        assert set(kind.required()) <= {f.name for f in fields(kind.params)}
+    assert KINDS["labelled-data"].required() == ("monitor", "dataset")
+
+
+def test_api_and_cli_enums_come_from_the_table() -> None:
+    from typing import get_args
+
+    from loopml.api.jobs import Kind, Status
+    from loopml.cli.jobs import Kind as CliKind, Status as CliStatus
+
+    assert get_args(Kind) == JOB_KINDS and [k.value for k in CliKind] == list(JOB_KINDS)
+    assert get_args(Status) == JOB_STATUSES and [s.value for s in CliStatus] == list(JOB_STATUSES)
+    assert set(TERMINAL) < set(JOB_STATUSES)
+
+
+def test_a_worker_reads_its_settings_from_the_environment_and_checks_the_spec(platform) -> None:
+    job_id = platform.jobs.create("labelled-data", {"dataset": "d"})["id"]
+    assert platform.jobs.transition(job_id, RUNNING, expect=["queued"])
+    env = platform.settings.child_env("worker")
+    proc = subprocess.run([sys.executable, "-m", "loopml.jobs.worker", job_id], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    job = platform.jobs.get(job_id)
+    assert job["status"] == FAILED and "spec lacks monitor" in job["reason"]
+    assert any("spec lacks monitor" in row["text"] for row in platform.jobs.logs(job_id))  # the traceback
