@@ -49,3 +49,31 @@ def test_a_worker_reads_its_settings_from_the_environment_and_checks_the_spec(pl
     job = platform.jobs.get(job_id)
     assert job["status"] == FAILED and "spec lacks monitor" in job["reason"]
     assert any("spec lacks monitor" in row["text"] for row in platform.jobs.logs(job_id))  # the traceback
+
+
+def test_the_labelled_data_task_runs_as_a_job_and_too_few_labels_is_its_asl_error(platform) -> None:
+    """loopml:labelled-data submits a job (the capture read happens in a worker, not on the control
+    loop's thread); a worker finding too few labels fails it with Monitor.NotEnoughLabels, which the
+    task reports as that error (so the retrain template's Retry waits for labels)."""
+    from loopml.core.timeutil import utcnow
+    from loopml.workflows.actions import TaskContext, action_for
+
+    variant = {"name": "primary", "model": "digits", "version": 1, "weight": 1.0}
+    platform.endpoints.create("ep", {"variants": [variant]}, {"variants": [variant]})
+    platform.monitors.create("mon", endpoint="ep", variant=None, schedule=None, tz="UTC", window_s=3600,
+                             min_samples=10, thresholds={}, webhooks=[], next_run_at=None)
+    ctx = TaskContext(platform, "exec-1", "token-1", "CollectLabelled", utcnow())
+    action = action_for("loopml:labelled-data")
+    handle = action.start(ctx, {"monitor": "mon", "dataset": "live", "min_labels": 5})
+    job = platform.jobs.get(handle["job_id"])
+    assert (job["kind"], job["status"]) == ("labelled-data", "queued")
+    assert action.poll(ctx, handle) is None  # nothing ran on the caller's thread
+    assert action.start(ctx, {"monitor": "mon", "dataset": "live"}) == handle  # idempotent start
+
+    assert platform.jobs.transition(job["id"], RUNNING, expect=["queued"])
+    proc = subprocess.run([sys.executable, "-m", "loopml.jobs.worker", job["id"]],
+                          env=platform.settings.child_env("worker"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    outcome = action.poll(ctx, handle)
+    assert outcome is not None and outcome.error == "Monitor.NotEnoughLabels"
+    assert outcome.cause.startswith("0 labelled requests, 5 needed")

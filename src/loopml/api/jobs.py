@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from loopml.api.datasets import safe_filename
 from loopml.core.errors import Conflict, CorruptArtifact, InvalidInput, LoopMLError, NotFound
 from loopml.core.jobkinds import JOB_KINDS
-from loopml.core.jobstatus import JOB_STATUSES
+from loopml.core.jobstatus import CANCELLED, JOB_STATUSES, TERMINAL
 from loopml.platform import Platform
 
 router = APIRouter(tags=["jobs"])
@@ -190,9 +190,9 @@ def job_logs(job_id: str, request: Request, after: Annotated[int, Query(ge=0)] =
 def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
     jobs = _platform(request).jobs
     record = jobs.get(job_id)
-    if record["status"] == "cancelled":
+    if record["status"] == CANCELLED:
         return record
-    if record["status"] in ("succeeded", "failed"):
+    if record["status"] in TERMINAL:
         raise Conflict(f"job {job_id} has already {record['status']}; there is nothing to cancel")
     return jobs.request_cancel(job_id)
 

@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from loopml.core.errors import Conflict, NotFound
+from loopml.core.jobstatus import TERMINAL as JOB_TERMINAL
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t
@@ -245,7 +246,7 @@ class MonitorRepo:
             rows = s.execute(select(t.MonitorRun, t.Job.status, t.Job.reason)
                              .join(t.Job, t.Job.id == t.MonitorRun.job_id)
                              .where(t.MonitorRun.status.in_([QUEUED, RUNNING]),
-                                    t.Job.status.in_(["succeeded", "failed", "cancelled"]))).all()
+                                    t.Job.status.in_(JOB_TERMINAL))).all()
             for run, job_status, reason in rows:
                 run.status, run.ended_at = FAILED, utcnow()
                 run.error = run.error or f"job {run.job_id} {job_status}" + (f": {reason}" if reason else "")

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound
+from loopml.core.jobstatus import SUCCEEDED, TERMINAL
 from loopml.core.timeutil import iso, parse_iso
 from loopml.platform import Platform
 
@@ -126,10 +127,10 @@ def _job_action(submit: Callable[[TaskContext, dict[str, Any], str], dict[str, A
 
     def poll(ctx: TaskContext, handle: dict[str, Any]) -> Outcome | None:
         job = ctx.platform.jobs.get(handle["job_id"])
-        if job["status"] == "succeeded":
+        if job["status"] == SUCCEEDED:
             result = job["result"] if isinstance(job["result"], dict) else {"result": job["result"]}
             return Outcome({**result, "job_id": job["id"]})
-        if job["status"] in ("failed", "cancelled"):
+        if job["status"] in TERMINAL:  # failed or cancelled
             typed = job["result"] if isinstance(job["result"], dict) and job["result"].get("error") else None
             if typed:  # the runner named an ASL error (e.g. Monitor.NotEnoughLabels) for a Retry/Catch
                 return Outcome(error=str(typed["error"]), cause=str(typed.get("cause") or ""))
