@@ -35,7 +35,7 @@ ChildRole = Literal["worker", "serving", "function", "importer"]
 # store credentials; importer: converts a model file, needs no settings at all.
 CHILD_SETTINGS: dict[str, tuple[str, ...]] = {
     "worker": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "keras_backend",
-               "capture_prefix", "api_url", "heartbeat_timeout_s", "log_level"),
+               "capture_prefix", "api_url"),
     "serving": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "serving_token",
                 "serving_memory_mb", "capture_prefix", "log_level"),
     "function": ("api_url", "token"),

@@ -11,7 +11,7 @@ import numpy as np
 
 from loopml.datasets.service import load_version
 from loopml.platform import Platform
-from loopml.store.jobs_repo import CANCELLED, RUNNING, SUCCEEDED
+from loopml.core.jobstatus import CANCELLED, RUNNING, SUCCEEDED
 from loopml.training.evaluation import classification_report
 from loopml.training.service import EVAL_METRICS
 from loopml.training.train_runner import raw_inputs

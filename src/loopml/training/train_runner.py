@@ -19,7 +19,7 @@ from loopml.datasets.content import DatasetContent
 from loopml.datasets.service import load_version
 from loopml.platform import Platform
 from loopml.store.models_repo import JobNoLongerRunning
-from loopml.store.jobs_repo import CANCELLED, FAILED, RUNNING, SUCCEEDED
+from loopml.core.jobstatus import CANCELLED, FAILED, RUNNING, SUCCEEDED
 from loopml.training.evaluation import classification_report
 
 _CKPT_RE = re.compile(r"epoch-(\d+)\.npz$")
