@@ -194,7 +194,7 @@ class ControlLoop:
         for job_id in jobs.ids_with_status(QUEUED):
             if self.executor.free_slots() <= 0:
                 return
-            if not jobs.transition(job_id, RUNNING, expect=[QUEUED], reason="dispatched to local executor"):
+            if not jobs.transition(job_id, RUNNING, expect=[QUEUED], reason=f"dispatched to {self.executor.host}"):
                 continue  # cancelled meanwhile
             try:
                 where = self.executor.submit(job_id)
