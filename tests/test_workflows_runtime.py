@@ -509,10 +509,6 @@ def test_set_alias_action(platform, tick) -> None:
 
 
 def test_register_action(platform, tick) -> None:
-    from loopml.training import service as training
-
-    if not hasattr(training, "register_trained"):
-        pytest.skip("register_trained (training-actions helper) has not landed")
     definition = {"StartAt": "R", "States": {"R": {"Type": "Task", "Resource": "loopml:register",
                                                    "Parameters": {"job": "job-missing"}, "End": True}}}
     ex_id = run_workflow(platform, "register", definition)
