@@ -218,7 +218,8 @@ def test_the_champion_decision() -> None:
     lower = decide({"challenger": {"ref": "job:a", "loss": 0.3}, "champion": {"ref": "m:1", "loss": 0.2}}, "loss", 0)
     assert lower["promote"] is False and lower["improvement"] == -0.1  # a loss: lower is better
     first = decide({"challenger": {"ref": "job:a", "accuracy": 0.5},
-                    "champion": {"ref": "m@production", "missing": "alias production of m is not set"}}, "accuracy", 0.1)
+                    "champion": {"ref": "m@production", "missing": "alias production of m is not set"}},
+                   "accuracy", 0.1)
     assert first["promote"] is True and "no champion" in first["reason"]
     broken = decide({"challenger": {"ref": "job:a", "missing": "gone"}, "champion": {"ref": "m:1", "accuracy": 0.1}},
                     "accuracy", 0.0)

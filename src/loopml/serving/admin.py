@@ -94,8 +94,8 @@ def _gone(platform: Platform, name: str, spec: dict[str, Any], exc: NotFound) ->
         try:
             lookup(platform, v["model"], v.get("version"), v.get("alias"))
         except NotFound:
-            return InvalidInput(f"endpoint {name} follows {model_ref_text(v)}: {exc.message}; point it at a version with "
-                                "model=NAME:VERSION (or set the alias again)", field="model")
+            return InvalidInput(f"endpoint {name} follows {model_ref_text(v)}: {exc.message}; point it at a "
+                                "version with model=NAME:VERSION (or set the alias again)", field="model")
     return InvalidInput(exc.message)
 
 
