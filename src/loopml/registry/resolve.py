@@ -13,10 +13,10 @@ from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.platform import Platform
 from loopml.registry.refs import FORMS, ModelRef, parse_model_ref
 
-__all__ = ["as_ref", "resolve", "lookup", "trained_job", "candidate"]
+__all__ = ["resolve", "lookup", "trained_job", "candidate"]
 
 
-def as_ref(ref: str | ModelRef) -> ModelRef:
+def _as_ref(ref: str | ModelRef) -> ModelRef:
     return ref if isinstance(ref, ModelRef) else parse_model_ref(ref)
 
 
@@ -28,7 +28,7 @@ def lookup(platform: Platform, name: str, version: int | None = None, alias: str
 def resolve(platform: Platform, ref: str | ModelRef) -> dict[str, Any]:
     """The registered version a reference names (NotFound when there is none). ``job:ID`` names
     the version that job registered; a job whose bundle is not registered yet is refused."""
-    ref = as_ref(ref)
+    ref = _as_ref(ref)
     if ref.is_job:
         job = trained_job(platform, ref.job_id)
         model = (job.get("result") or {}).get("model")
