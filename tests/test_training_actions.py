@@ -17,8 +17,9 @@ from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.core.settings import Settings
 from loopml.datasets.service import load_version, register
 from loopml.platform import Platform
+from loopml.registry.registration import register_trained
 from loopml.store.jobs_repo import JobRepo
-from loopml.training.service import register_trained, submit_evaluation, submit_training
+from loopml.training.service import submit_evaluation, submit_training
 
 pytest_plugins = ("tests.backends",)
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -142,7 +143,7 @@ def test_evaluate_challenger_against_champion_on_the_same_rows(world):
 
 
 def test_the_promote_decision():
-    from loopml.training.evaluate_runner import decide
+    from loopml.registry.champion import decide
 
     same = {"challenger": {"ref": "job:a", "macro_f1": 0.9}, "champion": {"ref": "m@production", "macro_f1": 0.9}}
     verdict = decide(same, "macro_f1", 0.005)

@@ -509,10 +509,6 @@ def test_set_alias_action(platform, tick) -> None:
 
 
 def test_register_action(platform, tick) -> None:
-    from loopml.training import service as training
-
-    if not hasattr(training, "register_trained"):
-        pytest.skip("register_trained (training-actions helper) has not landed")
     definition = {"StartAt": "R", "States": {"R": {"Type": "Task", "Resource": "loopml:register",
                                                    "Parameters": {"job": "job-missing"}, "End": True}}}
     ex_id = run_workflow(platform, "register", definition)
@@ -520,6 +516,24 @@ def test_register_action(platform, tick) -> None:
     record = status(platform, ex_id)
     assert (record["status"], record["error"]) == ("FAILED", "States.TaskFailed")
     assert "job-missing" in record["cause"]
+
+
+@pytest.mark.parametrize("resource, params, error", [
+    ("loopml:train", {"dataset": "nope", "model": "cnn", "register_as": "x", "time_limit_s": 5, "register": False},
+     NotFound),
+    ("loopml:evaluate", {"models": {"challenger": "job:job-x"}, "dataset": "nope", "split": "test",
+                         "metric": "accuracy", "min_improvement": 0.01}, InvalidInput),
+    ("loopml:predict", {"model": "nope:1", "input": "digits:test", "limit": 5}, NotFound),
+])
+def test_job_actions_call_the_services_with_their_real_keywords(platform, resource, params, error) -> None:
+    """No signature guard between an action and its service: a keyword the service does not take
+    is a TypeError here; a real refusal of the input is the service's own typed error."""
+    from loopml.workflows.actions import TaskContext, action_for
+
+    ctx = TaskContext(platform=platform, execution_id="ex-1", token="t-1", state="S",
+                      now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    with pytest.raises(error):
+        action_for(resource).start(ctx, params)
 
 
 def test_deploy_waits_until_the_endpoint_serves(platform, clock, tick) -> None:

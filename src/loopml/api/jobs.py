@@ -134,7 +134,9 @@ def submit_evaluate(body: EvaluateIn, request: Request) -> dict[str, Any]:
 
 @router.post("/jobs/{job_id}/register", summary="Register the model of a training job run with register=false")
 def register_job_model(job_id: str, request: Request, body: RegisterIn | None = None) -> dict[str, Any]:
-    return _training().register_trained(_platform(request), job_id, name=body.name if body else None)
+    from loopml.registry.registration import register_trained
+
+    return register_trained(_platform(request), job_id, name=body.name if body else None)
 
 
 @router.post("/jobs/predict", response_model=Job, status_code=201, summary="Submit a batch prediction job")

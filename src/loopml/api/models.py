@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from loopml.api.datasets import Deleted, exact_version, parse_version
 from loopml.core.errors import InvalidInput
 from loopml.platform import Platform
+from loopml.registry import aliases, catalog
+from loopml.registry.resolve import lookup
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -118,19 +120,17 @@ def import_model(
 
 @router.get("", response_model=list[ModelSummary], summary="Registered models")
 def list_models(request: Request) -> list[dict[str, Any]]:
-    return _platform(request).models.list()
+    return catalog.list_models(_platform(request))
 
 
 @router.get("/{name}", response_model=ModelVersions, summary="A model's versions and aliases")
 def model_versions(name: str, request: Request) -> dict[str, Any]:
-    versions = _platform(request).models.versions(name)
-    aliases = {a: v["version"] for v in versions for a in v["aliases"]}
-    return {"name": name, "aliases": dict(sorted(aliases.items())), "versions": versions}
+    return catalog.model_versions(_platform(request), name)
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersion, summary="One version (a number or 'latest')")
 def model_version(name: str, version: str, request: Request) -> dict[str, Any]:
-    return _platform(request).models.get(name, parse_version(version, f"model {name!r}"))
+    return lookup(_platform(request), name, parse_version(version, f"model {name!r}"))
 
 
 @router.get("/{name}/versions/{version}/download", response_class=StreamingResponse,
@@ -143,7 +143,7 @@ def download_model_version(name: str, version: str, request: Request) -> Streami
     from loopml.core.errors import CorruptArtifact
 
     platform = _platform(request)
-    record = platform.models.get(name, parse_version(version, f"model {name!r}"))
+    record = lookup(platform, name, parse_version(version, f"model {name!r}"))
     prefix = record["artifact_prefix"]
     keys = platform.artifacts.list(prefix)
     if not keys:
@@ -170,31 +170,24 @@ def download_model_version(name: str, version: str, request: Request) -> Streami
 
 @router.get("/{name}/aliases/{alias}", response_model=ModelVersion, summary="The version an alias points at")
 def get_alias(name: str, alias: str, request: Request) -> dict[str, Any]:
-    return _platform(request).models.get(name, alias=alias)
+    return lookup(_platform(request), name, alias=alias)
 
 
 @router.put("/{name}/aliases/{alias}", response_model=AliasMove, summary="Point an alias at a version")
 def set_alias(name: str, alias: str, body: AliasIn, request: Request, actor: ActorHeader = None) -> dict[str, Any]:
-    return _platform(request).models.set_alias(name, alias, body.version, actor=actor or "api")
+    return aliases.set_alias(_platform(request), name, alias, body.version, actor=actor or "api")
 
 
 @router.delete("/{name}/aliases/{alias}", response_model=AliasDeleted, response_model_exclude_unset=True,
                summary="Remove an alias; 409 listing the endpoints that follow it unless force=true")
 def delete_alias(name: str, alias: str, request: Request, actor: ActorHeader = None,
                  force: bool = False) -> dict[str, Any]:
-    from loopml.workflows.dependents import alias_dependents, check_unused
-
-    platform = _platform(request)
-    previous = platform.models.get(name, alias=alias)["version"]
-    broken = check_unused(f"alias {name}@{alias}", alias_dependents(platform, name, alias), force=force)
-    platform.models.delete_alias(name, alias, actor=actor or "api")
-    return {"name": name, "alias": alias, "version": None, "previous": previous,
-            **({"broken": broken} if broken else {})}
+    return aliases.delete_alias(_platform(request), name, alias, actor=actor or "api", force=force)
 
 
 @router.get("/{name}/alias-history", response_model=list[AliasEvent], summary="Every alias move, oldest first")
 def alias_history(name: str, request: Request) -> list[dict[str, Any]]:
-    return _platform(request).models.alias_history(name)
+    return aliases.history(_platform(request), name)
 
 
 _IN_USE = {409: {"description": "in use (an alias, an endpoint, a running job): the message lists them"}}

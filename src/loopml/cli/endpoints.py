@@ -328,19 +328,17 @@ def print_endpoint(record: dict[str, Any]) -> None:
               ("multi-model", "yes" if spec.get("multi_model") else "no"),
               ("created", when(record.get("created_at"))), ("updated", when(record.get("updated_at")))]
     out.print(fields_table(pairs))
+    from loopml.serving.spec import model_ref_text  # pure: no store, no numpy
+
     written = {v["name"]: v for v in spec.get("variants") or []}
     variants = resolved.get("variants") or spec.get("variants") or []
-    rows = [(v["name"], _ref(written.get(v["name"], v)), v.get("version"), num(float(v.get("weight") or 0), 2),
-             f"{share:.1f} %") for v, share in zip(variants, _shares(variants))]
+    rows = [(v["name"], model_ref_text(written.get(v["name"], v)), v.get("version"),
+             num(float(v.get("weight") or 0), 2), f"{share:.1f} %") for v, share in zip(variants, _shares(variants))]
     shadow = resolved.get("shadow") or spec.get("shadow")
     if shadow:
-        rows.append(("shadow", _ref(spec.get("shadow") or shadow), shadow.get("version"), "-", "copy"))
+        rows.append(("shadow", model_ref_text(spec.get("shadow") or shadow), shadow.get("version"), "-", "copy"))
     if rows:
         out.print(table("variant", "model", "version", "weight", "traffic", rows=rows))
-
-
-def _ref(v: dict[str, Any]) -> str:
-    return f"{v['model']}@{v['alias']}" if v.get("alias") else f"{v['model']}:{v.get('version')}"
 
 
 def print_predictions(answer: Any, variant: str | None = None) -> None:

@@ -41,16 +41,19 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a model (its versions and aliases) or one version."""
+    from loopml.core.errors import InvalidInput
     from loopml.registry.refs import parse_model_ref  # pure string parsing, no store
 
     c = client()
-    name, version, alias = parse_model_ref(ref)
-    if alias is not None:
-        record = c.model_alias(name, alias)
-    elif version is not None or ref.endswith(":latest"):
-        record = c.model_version(name, version or "latest")
+    parsed = parse_model_ref(ref)
+    if parsed.is_job:
+        raise InvalidInput(f"{ref} is a training job's model: loopml jobs show {parsed.job_id}")
+    if parsed.alias is not None:
+        record = c.model_alias(parsed.name, parsed.alias)
+    elif parsed.version is not None or ref.strip().endswith(":latest"):
+        record = c.model_version(parsed.name, parsed.version or "latest")
     else:
-        emit(c.model(name), as_json, print_model)
+        emit(c.model(parsed.name), as_json, print_model)
         return
     emit(record, as_json, print_version)
 

@@ -19,11 +19,14 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from loopml.platform import Platform
+from loopml.registry.resolve import lookup
 from loopml.serving.spec import model_ref_text, resolve_spec
+from loopml.store.endpoints_repo import model_refs
 
 log = logging.getLogger("loopml.controlplane.endpoints")
 
@@ -106,24 +109,18 @@ class EndpointSupervisor:
 
     def _follow_aliases(self, rec: dict[str, Any]) -> None:
         spec, current = rec["spec"], rec["resolved"]
-        if not any(v.get("alias") for v in [*spec["variants"], spec.get("shadow") or {}]):
+        if not any(v.get("alias") for v in model_refs(spec)):
             return
-        models = self.platform.models
         try:
-            fresh = resolve_spec(spec, lambda m, v, a: models.get(m, version=v, alias=a))
+            fresh = resolve_spec(spec, partial(lookup, self.platform))
         except Exception as exc:  # noqa: BLE001 - e.g. the alias was deleted: keep serving
             log.debug("endpoint %s: cannot re-resolve (%s); keeping versions", rec["name"], exc)
             return
-        before = {v["name"]: v["version"] for v in current["variants"]}
-        if current.get("shadow"):
-            before["shadow"] = current["shadow"]["version"]
-        after = {v["name"]: v["version"] for v in fresh["variants"]}
-        if fresh.get("shadow"):
-            after["shadow"] = fresh["shadow"]["version"]
+        before = {v["name"]: v["version"] for v in model_refs(current)}
+        after = {v["name"]: v["version"] for v in model_refs(fresh)}
         if before == after:
             return
-        moved = [f"{model_ref_text(v)} → version {after[v['name']]}"
-                 for v in [*spec["variants"], *([spec["shadow"]] if spec.get("shadow") else [])]
+        moved = [f"{model_ref_text(v)} → version {after[v['name']]}" for v in model_refs(spec)
                  if before.get(v["name"]) != after.get(v["name"])]
         if self.platform.endpoints.re_resolve(rec["name"], rec["generation"], fresh,
                                               "alias moved: " + ", ".join(moved)):

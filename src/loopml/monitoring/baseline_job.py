@@ -163,12 +163,11 @@ def submit_baseline(platform: Platform, model_ref: str, dataset: str | None = No
     ``dataset`` (NAME[:VERSION]): profile its rows instead of those the version was trained on
     (an imported version records none)."""
     from loopml.datasets.service import parse_ref
-    from loopml.registry.refs import parse_model_ref
+    from loopml.registry.resolve import resolve
 
     if not isinstance(model_ref, str) or not model_ref.strip():
         raise InvalidInput("a baseline needs a model reference: NAME:VERSION, NAME@ALIAS or NAME")
-    name, version, alias = parse_model_ref(model_ref.strip())
-    record = platform.models.get(name, version, alias)
+    record = resolve(platform, model_ref)
     if "keras" not in (record.get("runtimes") or ["keras"]):
         raise InvalidInput(f"model version {record['ref']} has no Keras model (runtimes: "
                            f"{', '.join(record['runtimes'])}): a baseline needs its layers for the embeddings")

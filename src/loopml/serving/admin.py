@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from functools import partial
 from typing import Any
 
 from loopml.core.errors import InvalidInput, NotFound
 from loopml.platform import Platform
-from loopml.serving.spec import MAX_KEYS, normalise_spec, resolve_spec, validate_name
+from loopml.registry.resolve import lookup
+from loopml.serving.spec import MAX_KEYS, model_ref_text, normalise_spec, resolve_spec, validate_name
+from loopml.store.endpoints_repo import model_refs
 
 __all__ = ["create_endpoint", "update_endpoint", "delete_endpoint", "get_endpoint",
            "list_endpoints"]
 
 
 def _resolve(platform: Platform, spec: dict[str, Any]) -> dict[str, Any]:
-    models = platform.models
-    resolved = resolve_spec(spec, lambda m, v, a: models.get(m, version=v, alias=a))
-    kinds = {v["kind"] for v in resolved["variants"]}
-    if resolved.get("shadow"):
-        kinds.add(resolved["shadow"]["kind"])
+    resolved = resolve_spec(spec, partial(lookup, platform))
+    kinds = {v["kind"] for v in model_refs(resolved)}
     if len(kinds) > 1:
         raise InvalidInput(f"the variants of an endpoint must take the same input; got models "
                            f"for {', '.join(sorted(kinds))} data")
@@ -90,13 +90,12 @@ def update_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
 def _gone(platform: Platform, name: str, spec: dict[str, Any], exc: NotFound) -> InvalidInput:
     """An update that leaves the models alone, of an endpoint whose alias or version was deleted
     since (``--force``): name what it follows and the way out."""
-    for v in [*spec["variants"], *([spec["shadow"]] if spec.get("shadow") else [])]:
-        ref = f"{v['model']}@{v['alias']}" if v.get("alias") else f"{v['model']}:{v['version']}"
+    for v in model_refs(spec):
         try:
-            platform.models.get(v["model"], version=v.get("version"), alias=v.get("alias"))
+            lookup(platform, v["model"], v.get("version"), v.get("alias"))
         except NotFound:
-            return InvalidInput(f"endpoint {name} follows {ref}: {exc.message}; point it at a version with "
-                                "model=NAME:VERSION (or set the alias again)", field="model")
+            return InvalidInput(f"endpoint {name} follows {model_ref_text(v)}: {exc.message}; point it at a "
+                                "version with model=NAME:VERSION (or set the alias again)", field="model")
     return InvalidInput(exc.message)
 
 

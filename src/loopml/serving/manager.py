@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from loopml.core.errors import InvalidInput, LoopMLError, NotFound
 from loopml.platform import Platform
-from loopml.registry.refs import parse_model_ref
+from loopml.registry.refs import ModelRef, parse_model_ref
+from loopml.registry.resolve import resolve
 from loopml.serving.host import ModelHost
 from loopml.serving.live import LiveEndpoint, Variant
 from loopml.serving.model_cache import Key, ModelCache, ModelNotReady
@@ -52,7 +53,7 @@ class EndpointManager:
         self._tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._building: dict[Key, int] = {}  # keys held by builds in progress (pinned)
-        self._refs: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._refs: dict[ModelRef, tuple[float, dict[str, Any]]] = {}
         self._target_failures: dict[str, tuple[float, BaseException]] = {}
         self.synced = asyncio.Event()
 
@@ -83,8 +84,8 @@ class EndpointManager:
         if len(ref) > 200:
             raise InvalidInput("target model reference is too long")
         allowed = {v.model for v in ep.variants}
-        name = parse_model_ref(ref)[0]
-        if name not in allowed:
+        parsed = parse_model_ref(ref)
+        if parsed.name not in allowed:
             # scoped: an endpoint's callers reach versions of its own models, not the registry
             raise InvalidInput(f"target model {ref!r} is not served by endpoint {ep.name!r}; "
                                f"it serves versions of {', '.join(sorted(allowed))}")
@@ -92,14 +93,14 @@ class EndpointManager:
         if failed is not None and time.monotonic() < failed[0]:
             raise failed[1]
         try:
-            return await self._target(ep, ref)
+            return await self._target(ep, parsed)
         except LoopMLError as exc:
             if len(self._target_failures) > 1000:
                 self._target_failures.clear()
             self._target_failures[ref] = (time.monotonic() + 10.0, exc)  # no load storms
             raise
 
-    async def _target(self, ep: LiveEndpoint, ref: str) -> Variant:
+    async def _target(self, ep: LiveEndpoint, ref: ModelRef) -> Variant:
         rec = await self._resolve_ref(ref)
         base = ep.variants[0]
         resolved = {"max_batch_size": base.host.batcher.max_batch_size,
@@ -109,13 +110,12 @@ class EndpointManager:
         return Variant(name=base.name, host=host, weight=0.0, model=rec["name"],
                        version=int(rec["version"]))
 
-    async def _resolve_ref(self, ref: str) -> dict[str, Any]:
+    async def _resolve_ref(self, ref: ModelRef) -> dict[str, Any]:
         now = time.monotonic()
         hit = self._refs.get(ref)
         if hit is not None and now - hit[0] < _REF_TTL_S:
             return hit[1]
-        name, version, alias = parse_model_ref(ref)
-        rec = await asyncio.to_thread(self.platform.models.get, name, version, alias)
+        rec = await asyncio.to_thread(resolve, self.platform, ref)
         if len(self._refs) > 1000:
             self._refs.clear()
         self._refs[ref] = (now, rec)

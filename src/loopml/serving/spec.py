@@ -23,7 +23,7 @@ import re
 from typing import Any, Callable
 
 from loopml.core.errors import InvalidInput
-from loopml.registry.refs import parse_model_ref
+from loopml.registry.refs import ModelRef, parse_model_ref
 
 __all__ = ["ENDPOINT_NAME_RE", "validate_name", "parse_variant_flag", "normalise_spec",
            "resolve_spec", "model_ref_text", "PRIMARY", "SHADOW"]
@@ -51,16 +51,20 @@ def validate_name(name: str) -> str:
 def _model_ref(ref: Any, where: str) -> dict[str, Any]:
     if not isinstance(ref, str) or not ref.strip():
         raise InvalidInput(f"{where}: a model reference MODEL:VERSION or MODEL@ALIAS is required")
-    name, version, alias = parse_model_ref(ref.strip())
-    if version is None and alias is None:
+    parsed = parse_model_ref(ref)
+    if parsed.is_job:
+        raise InvalidInput(f"{where}: an endpoint serves registered versions; register {parsed} first "
+                           f"(loopml jobs register {parsed.job_id}) and use MODEL:VERSION")
+    if parsed.is_latest:
         # a bare name would silently follow "newest": make the choice explicit
-        raise InvalidInput(f"{where}: {ref!r} names no version; use {name}:VERSION or "
-                           f"{name}@ALIAS (e.g. {name}@production)")
-    return {"model": name, "version": version, "alias": alias}
+        raise InvalidInput(f"{where}: {ref!r} names no version; use {parsed.name}:VERSION or "
+                           f"{parsed.name}@ALIAS (e.g. {parsed.name}@production)")
+    return {"model": parsed.name, "version": parsed.version, "alias": parsed.alias}
 
 
 def model_ref_text(v: dict[str, Any]) -> str:
-    return f"{v['model']}@{v['alias']}" if v.get("alias") else f"{v['model']}:{v['version']}"
+    """A variant's ``model`` + ``version`` | ``alias`` as the reference users write."""
+    return str(ModelRef(name=v["model"], version=v.get("version"), alias=v.get("alias") or None))
 
 
 def parse_variant_flag(text: str) -> dict[str, Any]:

@@ -24,16 +24,10 @@ from loopml.core.errors import Conflict, NotFound
 from loopml.core.jobstatus import ACTIVE
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
+from loopml.store.endpoints_repo import model_refs
 from loopml.store.names import missing
 from loopml.store.retired import retire
 
-
-
-def _refs(spec: dict[str, Any] | None) -> Iterable[dict[str, Any]]:
-    spec = spec or {}
-    yield from spec.get("variants") or []
-    if spec.get("shadow"):
-        yield spec["shadow"]
 
 
 def _conflict(what: str, dependents: list[str], hint: str = "") -> Conflict:
@@ -58,7 +52,7 @@ class DeletionRepo:
         out = [f"alias {m.name}@{a} (-> {aliases[a]})" for a in sorted(mine)]
         for e in s.execute(select(t.Endpoint).order_by(t.Endpoint.name)).scalars():
             uses = any(r.get("model") == m.name and (r.get("version") in versions or r.get("alias") in mine)
-                       for r in [*_refs(e.spec), *_refs(e.resolved)])
+                       for r in [*model_refs(e.spec), *model_refs(e.resolved)])
             if uses:
                 out.append(f"endpoint {e.name}")
         for job in self._active_jobs(s):

@@ -9,7 +9,7 @@ mark a newer spec as served.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,15 @@ from loopml.store.db import MetadataStore
 from loopml.store.names import missing
 
 CREATING, UPDATING, IN_SERVICE, FAILED = "Creating", "Updating", "InService", "Failed"
+
+
+def model_refs(spec: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """The model references an endpoint's spec (or its resolved form) holds: its variants, then
+    its shadow. The one reader of that shape for everything that asks "who uses this model"."""
+    spec = spec or {}
+    yield from spec.get("variants") or []
+    if spec.get("shadow"):
+        yield spec["shadow"]
 
 
 def endpoint_record(e: t.Endpoint) -> dict[str, Any]:

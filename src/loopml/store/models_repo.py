@@ -1,14 +1,14 @@
-"""Registered models, their versions, aliases and the audit history of alias moves."""
+"""Registered models, their versions, aliases and the audit history of alias moves: the SQL only.
+What a reference means and which alias moves are allowed is ``loopml.registry``'s."""
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import InvalidInput, NotFound
+from loopml.core.errors import NotFound
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t
@@ -16,11 +16,9 @@ from loopml.store.db import MetadataStore
 from loopml.store.names import missing
 from loopml.store.retired import retired_top
 
+
 class JobNoLongerRunning(Exception):
     """The job was cancelled or failed while its model was being saved: nothing registered."""
-
-
-ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 class ModelRepo:
@@ -91,7 +89,7 @@ class ModelRepo:
             return [records.model_version(v, name, aliases.get(v.version, [])) for v in rows]
 
     def get(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
-        """Resolve name[:version|@alias] (newest version when neither is given)."""
+        """Version ``version`` of ``name``, the one ``alias`` names, or the newest (neither given)."""
         with self.store.session() as s:
             m = self._model(s, name)
             if alias is not None:
@@ -109,9 +107,6 @@ class ModelRepo:
             return records.model_version(row, name, self._aliases(s, m.id).get(row.version, []))
 
     def set_alias(self, name: str, alias: str, version: int, actor: str | None = None) -> dict[str, Any]:
-        if not ALIAS_RE.fullmatch(alias) or alias == "latest":
-            raise InvalidInput(f"alias {alias!r} is not valid: use letters, digits, '-' or '_', "
-                               "starting with a letter ('latest' is reserved)")
         with self.store.session() as s:
             m = self._model(s, name, lock=True)  # a concurrent version delete waits (or is waited for)
             exists = s.execute(select(t.ModelVersion.id).where(t.ModelVersion.model_id == m.id,

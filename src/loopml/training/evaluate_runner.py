@@ -1,6 +1,6 @@
 """Evaluates model versions side by side inside a worker: the same rows of one dataset version's
-split for every model (the data is loaded once), then a promote decision when the models are
-labelled "challenger" and "champion". Needs no TensorFlow when the bundles have ONNX exports."""
+split for every model (the data is loaded once), then the registry's promote decision when the
+models are labelled "challenger" and "champion". Needs no TensorFlow when the bundles have ONNX exports."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ import numpy as np
 from loopml.datasets.service import load_version
 from loopml.platform import Platform
 from loopml.core.jobstatus import CANCELLED, RUNNING, SUCCEEDED
+from loopml.registry.champion import decide
 from loopml.training.evaluation import classification_report
-from loopml.training.service import EVAL_METRICS
 from loopml.training.train_runner import raw_inputs
-
-CHALLENGER, CHAMPION = "challenger", "champion"
 
 
 class _Cancelled(Exception):
@@ -91,27 +89,3 @@ def _evaluate_one(platform: Platform, label: str, entry: dict[str, Any], inputs:
     print(f"{label}: {entry.get('resolved') or entry['ref']} ({bundle.runtime_name}) accuracy {out['accuracy']} "
           f"macro_f1 {out['macro_f1']} loss {out['loss']}", flush=True)
     return out
-
-
-def decide(results: dict[str, dict[str, Any]], metric: str, min_improvement: float) -> dict[str, Any]:
-    """promote / improvement / reason for a challenger against a champion (improvement ≥ minimum)."""
-    if CHALLENGER not in results or CHAMPION not in results:
-        return {"promote": False, "improvement": None,
-                "reason": f"nothing to decide: models labelled {CHALLENGER!r} and {CHAMPION!r} are both needed"}
-    challenger, champion = results[CHALLENGER], results[CHAMPION]
-    if "missing" in challenger or challenger.get(metric) is None:
-        return {"promote": False, "improvement": None,
-                "reason": f"challenger {challenger['ref']} has no {metric}: keep champion"}
-    ch = float(challenger[metric])
-    if "missing" in champion or champion.get(metric) is None:
-        why = champion.get("missing") or f"champion has no {metric}"
-        return {"promote": True, "improvement": None,
-                "reason": f"no champion ({why}): promote challenger ({metric} {ch:.4g})"}
-    cp = float(champion[metric])
-    improvement = round(ch - cp if EVAL_METRICS[metric] == "higher" else cp - ch, 6)
-    promote = improvement >= min_improvement - 1e-9
-    sign = "≥" if promote else "<"
-    verdict = "promote" if promote else "keep champion"
-    return {"promote": promote, "improvement": improvement,
-            "reason": f"challenger {metric} {ch:.4g} vs champion {cp:.4g} "
-                      f"({improvement:+.4g} {sign} {min_improvement:g}): {verdict}"}

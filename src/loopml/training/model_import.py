@@ -20,8 +20,8 @@ from typing import Any
 from loopml.artifacts.keys import join
 from loopml.core.errors import InvalidInput, LoopMLError, error_from_dict
 from loopml.core.settings import Settings
-from loopml.datasets.service import validate_name
 from loopml.platform import Platform
+from loopml.registry.registration import register_import, validate_model_name
 
 IMPORT_TIMEOUT_S = 1800
 
@@ -71,7 +71,7 @@ def import_model(platform: Platform, *, name: str, source: Path, filename: str, 
     as ``name``:<next>. ``filename`` is what the user called it (messages never show temp paths)."""
     from loopml.models.importer import KINDS, source_format
 
-    validate_name(name, "model")
+    validate_model_name(name)
     fmt = source_format(source)
     if kind is not None and kind not in KINDS:
         raise InvalidInput(f"--kind {kind!r} must be one of {', '.join(KINDS)}")
@@ -99,7 +99,7 @@ def import_model(platform: Platform, *, name: str, source: Path, filename: str, 
     fields = {"dataset": None, "kind": manifest["kind"], "template": "imported", "hparams": {}, "metrics": {},
               "lineage": lineage, "runtimes": manifest.get("runtimes", ["keras"]), "artifact_prefix": prefix}
     try:
-        record = platform.models.add_next_version(name, fields=fields)
+        record = register_import(platform, name, fields=fields)
     except BaseException:
         platform.artifacts.delete(prefix)
         raise

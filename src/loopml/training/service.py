@@ -13,10 +13,12 @@ import tempfile
 from typing import Any, BinaryIO
 
 from loopml.artifacts.keys import join, validate_key
-from loopml.core.errors import Conflict, InvalidInput, NotFound
-from loopml.datasets.service import parse_ref, validate_name
+from loopml.core.errors import InvalidInput, NotFound
+from loopml.datasets.service import parse_ref
 from loopml.platform import Platform
-from loopml.registry.refs import parse_model_ref
+from loopml.registry.champion import METRICS
+from loopml.registry.registration import validate_model_name
+from loopml.registry.resolve import candidate, resolve
 
 SPLITS = ("train", "validation", "test")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -65,7 +67,8 @@ def submit_training(platform: Platform, *, dataset: str | None = None, model: st
     """Validate and queue a training job. Raises before queueing if anything is wrong.
 
     ``register=False``: the job trains, evaluates and uploads the bundle but registers no
-    version; its result carries ``model_ref="job:<id>"`` and what ``register_trained`` needs.
+    version; its result carries ``model_ref="job:<id>"`` and what the registry's
+    ``register_trained`` needs.
     ``job_id``: a caller-chosen id (an existing one raises Conflict).
     """
     from loopml.models.hparams import TEMPLATES, check_template_suits, template_for_kind, validate_hparams
@@ -114,7 +117,7 @@ def submit_training(platform: Platform, *, dataset: str | None = None, model: st
     hparams = validate_hparams(model if template != "file" else "file:" + user_key, params)
     if time_limit_s is not None and time_limit_s <= 0:
         raise InvalidInput(f"time limit must be positive seconds, got {time_limit_s}")
-    register_as = validate_name(register_as or f"{name}-{template if template != 'file' else 'custom'}", "model")
+    register_as = validate_model_name(register_as or f"{name}-{template if template != 'file' else 'custom'}")
     spec = {"dataset": ds["ref"], "dataset_name": name, "dataset_version": ds["version"], "kind": ds["kind"],
             "model": model, "template": template, "user_model_key": user_key, "hparams": hparams,
             "register_as": register_as, "time_limit_s": time_limit_s, "resume_from": resume_from,
@@ -152,67 +155,19 @@ def parse_input(platform: Platform, spec: str) -> dict[str, Any]:
 def submit_prediction(platform: Platform, *, model: str, input: str, limit: int | None = None,
                       job_id: str | None = None) -> dict[str, Any]:
     """Queue a batch prediction (SageMaker's batch transform) of a registered model version."""
-    name, version, alias = parse_model_ref(model)
-    mv = platform.models.get(name, version, alias)
+    mv = resolve(platform, model)
     if limit is not None and limit <= 0:
         raise InvalidInput(f"limit must be a positive number of rows, got {limit}")
     source = parse_input(platform, input)
     from loopml.training.predict_input import check_input
 
     check_input(platform, mv, source)  # the input against the model's signature, before anything is queued
-    spec = {"model": mv["ref"], "model_name": name, "model_version": mv["version"], "input": source,
+    spec = {"model": mv["ref"], "model_name": mv["name"], "model_version": mv["version"], "input": source,
             "limit": limit}
     return platform.jobs.create("predict", spec, job_id=validate_job_id(job_id))
 
 
-# ------------------------------------------------------------------ evaluation and late registration
-
-EVAL_METRICS = {"accuracy": "higher", "macro_f1": "higher", "loss": "lower"}
-
-
-def _trained_job(platform: Platform, job_id: str) -> dict[str, Any]:
-    """A succeeded training job with an uploaded bundle, or a clear refusal."""
-    job = platform.jobs.get(job_id)
-    if job["kind"] != "train":
-        raise InvalidInput(f"job {job_id!r} is a {job['kind']} job, not a training job")
-    if job["status"] != "succeeded":
-        raise Conflict(f"job {job_id!r} is {job['status']}; only a succeeded training job has a model")
-    if not (job.get("result") or {}).get("artifact_prefix") and not (job.get("result") or {}).get("model"):
-        raise InvalidInput(f"job {job_id!r} recorded no model bundle (it ran before unregistered training existed)")
-    return job
-
-
-def resolve_eval_model(platform: Platform, label: str, ref: Any) -> dict[str, Any]:
-    """One entry of ``models``: a registered version, an unregistered job's bundle, or a missing alias."""
-    if not isinstance(ref, str) or not ref.strip():
-        raise InvalidInput(f"models.{label}: a model reference is required (NAME, NAME:VERSION, NAME@ALIAS or job:ID)")
-    ref = ref.strip()
-    try:
-        return _resolve_eval_model(platform, ref)
-    except (NotFound, Conflict) as exc:  # a reference the caller got wrong: refused before queueing
-        raise InvalidInput(f"models.{label}: {exc.message}") from None
-
-
-def _resolve_eval_model(platform: Platform, ref: str) -> dict[str, Any]:
-    if ref.startswith("job:"):
-        job = _trained_job(platform, ref[4:])
-        result = job["result"]
-        prefix = result.get("artifact_prefix")
-        if not prefix:  # registered at training time, before artifact_prefix was in results
-            prefix = platform.models.get(result["model"]["name"], result["model"]["version"])["artifact_prefix"]
-        return {"ref": ref, "job_id": job["id"], "artifact_prefix": prefix, "kind": job["spec"]["kind"],
-                "trusted": False}
-    name, version, alias = parse_model_ref(ref)
-    try:
-        mv = platform.models.get(name, version, alias)
-    except NotFound as exc:
-        if alias is None:
-            raise
-        # a first deployment has no champion yet: recorded in the result, not refused
-        missing = f"alias {alias} of {name} is not set" if "alias" in exc.message else exc.message
-        return {"ref": ref, "missing": missing}
-    return {"ref": ref, "name": name, "version": mv["version"], "resolved": mv["ref"],
-            "artifact_prefix": mv["artifact_prefix"], "kind": mv["kind"], "trusted": bool(mv.get("trusted"))}
+# ------------------------------------------------------------------ evaluation
 
 
 def submit_evaluation(platform: Platform, *, models: dict[str, str], dataset: str, split: str = "test",
@@ -230,8 +185,8 @@ def submit_evaluation(platform: Platform, *, models: dict[str, str], dataset: st
         raise InvalidInput("a dataset is required (NAME or NAME:VERSION)")
     if split not in SPLITS:
         raise InvalidInput(f"split {split!r} must be one of {', '.join(SPLITS)}")
-    if metric not in EVAL_METRICS:
-        raise InvalidInput(f"metric {metric!r} must be one of {', '.join(EVAL_METRICS)}")
+    if metric not in METRICS:
+        raise InvalidInput(f"metric {metric!r} must be one of {', '.join(METRICS)}")
     if min_improvement is not None and (isinstance(min_improvement, bool)
                                         or not isinstance(min_improvement, (int, float))):
         raise InvalidInput(f"min_improvement must be a number, got {min_improvement!r}")
@@ -244,7 +199,7 @@ def submit_evaluation(platform: Platform, *, models: dict[str, str], dataset: st
     for label, ref in models.items():
         if not isinstance(label, str) or not _FILE_RE.fullmatch(label):
             raise InvalidInput(f"model label {label!r} is not valid: letters, digits, '.', '_' or '-'")
-        entry = resolve_eval_model(platform, label, ref)
+        entry = candidate(platform, label, ref)
         if "missing" not in entry and entry["kind"] != ds["kind"]:
             raise InvalidInput(f"{entry['ref']} is a {entry['kind']} model; "
                                f"dataset {ds['ref']} is {ds['kind']}")
@@ -252,27 +207,3 @@ def submit_evaluation(platform: Platform, *, models: dict[str, str], dataset: st
     spec = {"dataset": ds["ref"], "dataset_name": name, "dataset_version": ds["version"], "split": split,
             "metric": metric, "min_improvement": float(min_improvement or 0.0), "models": entries}
     return platform.jobs.create("evaluate", spec, job_id=job_id)
-
-
-def register_trained(platform: Platform, job_id: str, name: str | None = None) -> dict[str, Any]:
-    """Register the bundle of a succeeded ``register=False`` training job as a new version.
-
-    Idempotent: a job already registered (by this call or at training time) returns its version.
-    """
-    job = _trained_job(platform, job_id)
-    result = job["result"]
-    if name is not None:
-        validate_name(name, "model")
-    if result.get("model"):  # registered at training time, or by an earlier call
-        model = result["model"]
-        if name is not None and name != model["name"]:
-            raise Conflict(f"job {job_id} is already registered as {model['ref']}; not as {name!r}")
-        return platform.models.get(model["name"], model["version"])
-    registration = result.get("registration")
-    if not registration:
-        raise InvalidInput(f"job {job_id} recorded nothing to register")
-    target = name or result.get("register_as") or job["spec"]["register_as"]
-    record = platform.models.register_job_bundle(job_id, target, fields=registration)
-    if record["name"] != target:
-        raise Conflict(f"job {job_id} is already registered as {record['ref']}; not as {target!r}")
-    return record

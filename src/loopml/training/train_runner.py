@@ -18,6 +18,7 @@ from loopml.core.timeutil import parse_iso, utcnow
 from loopml.datasets.content import DatasetContent
 from loopml.datasets.service import load_version
 from loopml.platform import Platform
+from loopml.registry.registration import register_from_job
 from loopml.store.models_repo import JobNoLongerRunning
 from loopml.core.jobstatus import CANCELLED, FAILED, RUNNING, SUCCEEDED
 from loopml.training.evaluation import classification_report
@@ -248,8 +249,8 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
     print(f"registering {spec['register_as']} (runtimes: {', '.join(info.get('runtimes', ['keras']))})", flush=True)
     sync_logs()
     try:
-        record = platform.models.register_from_job(job_id, spec["register_as"], fields=fields,
-                                                   result={**result, "registered": True})
+        record = register_from_job(platform, job_id, spec["register_as"], fields=fields,
+                                   result={**result, "registered": True})
     except JobNoLongerRunning:
         platform.artifacts.delete(prefix)
         print("job was cancelled before registration; model version not registered", flush=True)

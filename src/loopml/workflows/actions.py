@@ -13,15 +13,19 @@ recording its handle finds the child again instead of starting it twice.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Callable
 
 from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound
 from loopml.core.jobstatus import SUCCEEDED, TERMINAL
 from loopml.core.timeutil import iso, parse_iso
 from loopml.platform import Platform
+from loopml.registry.aliases import set_alias
+from loopml.registry.refs import parse_model_ref
+from loopml.registry.registration import register_trained
+from loopml.registry.resolve import lookup
 
 FUNCTION_PREFIX = "loopml:function:"
 TASK_FAILED = "States.TaskFailed"
@@ -91,23 +95,6 @@ def _required(params: dict[str, Any], key: str, resource: str) -> Any:
     return params[key]
 
 
-def _call_supported(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with only the keyword arguments it accepts (helpers grow them over time)."""
-    try:
-        accepted = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(*args, **kwargs)
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    return fn(*args, **kwargs)
-
-
-def _training_service() -> Any:
-    from loopml.training import service
-
-    return service
-
-
 # -- jobs (train, evaluate, predict, labelled-data) ---------------------------------------------------
 
 
@@ -147,28 +134,29 @@ def _job_action(submit: Callable[[TaskContext, dict[str, Any], str], dict[str, A
 
 
 def _submit_train(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str, Any]:
-    return _call_supported(_training_service().submit_training, ctx.platform,
-                           dataset=_required(p, "dataset", "loopml:train"), model=p.get("model"),
+    from loopml.training.service import submit_training
+
+    return submit_training(ctx.platform, dataset=_required(p, "dataset", "loopml:train"), model=p.get("model"),
                            params=p.get("params"), register_as=p.get("register_as"),
                            time_limit_s=p.get("time_limit_s"), register=p.get("register", True), job_id=job_id)
 
 
 def _submit_evaluate(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str, Any]:
-    submit = getattr(_training_service(), "submit_evaluation", None)
-    if submit is None:
-        raise TaskError("loopml:evaluate is not available in this LoopML (no submit_evaluation)")
+    from loopml.training.service import submit_evaluation
+
     models = _required(p, "models", "loopml:evaluate")
     if not isinstance(models, dict):
         raise TaskError("loopml:evaluate: Parameters.models must be an object {label: model ref}")
-    return _call_supported(submit, ctx.platform, models=models, dataset=_required(p, "dataset", "loopml:evaluate"),
-                           split=p.get("split", "test"), metric=p.get("metric", "accuracy"),
-                           min_improvement=p.get("min_improvement"), job_id=job_id)
+    return submit_evaluation(ctx.platform, models=models, dataset=_required(p, "dataset", "loopml:evaluate"),
+                             split=p.get("split", "test"), metric=p.get("metric", "accuracy"),
+                             min_improvement=p.get("min_improvement"), job_id=job_id)
 
 
 def _submit_predict(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str, Any]:
-    return _call_supported(_training_service().submit_prediction, ctx.platform,
-                           model=_required(p, "model", "loopml:predict"),
-                           input=_required(p, "input", "loopml:predict"), limit=p.get("limit"), job_id=job_id)
+    from loopml.training.service import submit_prediction
+
+    return submit_prediction(ctx.platform, model=_required(p, "model", "loopml:predict"),
+                             input=_required(p, "input", "loopml:predict"), limit=p.get("limit"), job_id=job_id)
 
 
 # -- registry (in-process, quick, idempotent) --------------------------------------------------------
@@ -176,25 +164,27 @@ def _submit_predict(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[st
 
 def _register(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
     p = _params(params, "loopml:register")
-    register = getattr(_training_service(), "register_trained", None)
-    if register is None:
-        raise TaskError("loopml:register is not available in this LoopML (no register_trained)")
-    return {"output": register(ctx.platform, str(_required(p, "job", "loopml:register")), name=p.get("name"))}
+    return {"output": register_trained(ctx.platform, str(_required(p, "job", "loopml:register")), name=p.get("name"))}
 
 
 def _set_alias(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
+    """``model`` is NAME (with ``version``) or NAME:VERSION; the registry's alias rules apply."""
     p = _params(params, "loopml:set-alias")
     model, alias = str(_required(p, "model", "loopml:set-alias")), _required(p, "alias", "loopml:set-alias")
-    version = p.get("version")
-    if version is None and ":" in model:  # "mnist-cnn:4"
-        model, version = model.rsplit(":", 1)
+    try:
+        ref = parse_model_ref(model)
+    except InvalidInput as exc:
+        raise TaskError(f"loopml:set-alias: {exc.message}") from None
+    if ref.name is None or ref.alias is not None or (ref.version is not None and p.get("version") is not None):
+        raise TaskError(f"loopml:set-alias: model {model!r}: give NAME with Parameters.version, or NAME:VERSION")
+    version = ref.version if p.get("version") is None else p["version"]
     if version is None:
         raise TaskError("loopml:set-alias: Parameters.version is required")
     try:
         number = int(version)
     except (TypeError, ValueError):
         raise TaskError(f"loopml:set-alias: version {version!r} is not a number") from None
-    record = ctx.platform.models.set_alias(model, str(alias), number, actor=f"workflow:{ctx.execution_id}")
+    record = set_alias(ctx.platform, ref.name, str(alias), number, actor=f"workflow:{ctx.execution_id}")
     return {"output": record}
 
 
@@ -244,9 +234,8 @@ def _expected_versions(ctx: TaskContext, record: dict[str, Any]) -> dict[str, in
     its next tick), so "ready" alone would end the rollout before it started."""
     from loopml.serving.spec import resolve_spec
 
-    models = ctx.platform.models
     try:
-        return _versions(resolve_spec(record["spec"], lambda m, v, a: models.get(m, version=v, alias=a)))
+        return _versions(resolve_spec(record["spec"], partial(lookup, ctx.platform)))
     except LoopMLError:
         return _versions(record.get("resolved"))
 

@@ -1,10 +1,11 @@
-"""What uses a function, a workflow, an endpoint or a model alias — asked before deleting it.
+"""What uses a function, a workflow or an endpoint — asked before deleting it (what follows a
+model alias is the registry's: ``registry.aliases.followers``).
 
 Deleting something in use is refused (409, the dependents in the body's ``details``) unless it is
 forced, and then the answer lists what it breaks. Dependents are what LoopML can see statically:
 triggers' targets, workflow Task resources (``loopml:function:NAME``) and ``loopml:deploy`` steps
 whose ``endpoint`` parameter is written out (not one taken from the input with ``endpoint.$``),
-monitors' endpoints, endpoints following ``model@alias``.
+monitors' endpoints.
 """
 
 from __future__ import annotations
@@ -45,16 +46,6 @@ def endpoint_dependents(platform: Platform, name: str) -> list[Dependent]:
     monitors = [{"kind": "monitor", "name": m["name"]} for m in platform.monitors.list(endpoint=name)]
     return monitors + _workflow_tasks(platform, lambda body: body.get("Resource") == "loopml:deploy" and (
         (body.get("Parameters") or {}).get("endpoint") == name))
-
-
-def alias_dependents(platform: Platform, model: str, alias: str) -> list[Dependent]:
-    found = []
-    for endpoint in platform.endpoints.list():
-        spec = endpoint.get("spec") or {}
-        refs = [*(spec.get("variants") or []), *([spec["shadow"]] if spec.get("shadow") else [])]
-        if any(v.get("model") == model and v.get("alias") == alias for v in refs):
-            found.append({"kind": "endpoint", "name": endpoint["name"]})
-    return found
 
 
 def describe(dependents: list[Dependent]) -> str:

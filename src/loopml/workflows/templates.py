@@ -23,12 +23,13 @@ from typing import Any, Callable
 
 from loopml.core.errors import InvalidInput, NotFound
 from loopml.platform import Platform
+from loopml.registry.champion import METRICS
+from loopml.registry.refs import ModelRef
 
 RETRAIN_PARAMS = ("dataset", "model", "endpoint", "min_improvement", "metric", "epochs", "monitor", "min_labels",
                   "label_retry_s")
 LABEL_RETRY_S = 10  # how often CollectLabelled looks for labels again
 LABEL_ATTEMPTS = 60
-METRICS = ("accuracy", "macro_f1", "loss")
 
 
 def render(platform: Platform, template: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +96,7 @@ def _retrain(platform: Platform, params: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput(f"template retrain: epochs must be at least 1, got {epochs}")
     monitor, min_labels, label_retry_s = _monitor_params(platform, params)
     name, alias = served_alias(platform, endpoint)
-    champion = f"{name}@{alias}"
+    champion = str(ModelRef(name=name, alias=alias))
 
     train_params: dict[str, Any] = {"dataset.$": "$.dataset", "model": model_template, "register_as": name,
                                     "register": False}
