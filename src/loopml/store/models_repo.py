@@ -8,17 +8,13 @@ from typing import Any, Callable
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import InvalidInput, NotFound
+from loopml.core.errors import Conflict, InvalidInput, JobNoLongerRunning, NotFound
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
 from loopml.store.names import missing
 from loopml.store.retired import retired_top
-
-class JobNoLongerRunning(Exception):
-    """The job was cancelled or failed while its model was being saved: nothing registered."""
-
 
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
@@ -161,7 +157,7 @@ class ModelRepo:
                     return work(s)
             except IntegrityError:
                 continue
-        raise RuntimeError(f"could not allocate a version number for model {name!r}")
+        raise Conflict(f"could not allocate a version number for model {name!r}")
 
     def add_next_version(self, name: str, *, fields: dict[str, Any]) -> dict[str, Any]:
         """Version ``name``:<next> of a model that no job produced (an imported one)."""
