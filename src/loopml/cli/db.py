@@ -11,7 +11,7 @@ app = typer.Typer(help="Metadata database maintenance.", no_args_is_help=True)
 def upgrade() -> None:
     """Migrate the configured metadata database (LOOPML_DATABASE_URL) to this LoopML's schema."""
     from loopml.cli.output import console
-    from loopml.sdk.client import load_settings
+    from loopml.sdk.http import load_settings
     from loopml.store import db
 
     settings = load_settings()

@@ -61,7 +61,7 @@ def server(
     from loopml.cli.output import err_console
     from loopml.core.errors import InvalidInput
     from loopml.platform import Platform
-    from loopml.sdk.client import load_settings
+    from loopml.sdk.http import load_settings
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = load_settings(**overrides)
