@@ -14,6 +14,8 @@ from loopml.sdk.http import load_settings
 
 
 class InvocationsAPI(EndpointsAPI):
+    """The data plane's address comes from the endpoint record (hence EndpointsAPI)."""
+
     def invoke(self, name: str, instances: Any = None, body: Any = None,
                content_type: str = "application/json", variant: str | None = None,
                target_model: str | None = None, inference_id: str | None = None,

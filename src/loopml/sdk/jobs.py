@@ -17,6 +17,8 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class JobsAPI(FilesAPI):
+    """A local model file or prediction input is uploaded first (hence FilesAPI)."""
+
     def train(self, dataset: str | None = None, model: str | None = None, params: dict[str, Any] | None = None,
               register_as: str | None = None, time_limit_s: float | None = None,
               resume: str | None = None, register: bool = True) -> dict[str, Any]:
