@@ -51,7 +51,7 @@ def control_plane(tmp_path, monkeypatch=None, **overrides) -> Iterator[tuple]:
 
 
 def create(platform, loop, name: str, **spec) -> dict:
-    from loopml.serving.admin import create_endpoint
+    from loopml.serving.service import create_endpoint
 
     return create_endpoint(platform, name, spec, data_plane_url=loop.endpoints.url)
 
@@ -488,7 +488,7 @@ def test_capture_counts_equal_answers_under_load_across_a_graceful_stop(tmp_path
 
 
 def test_per_endpoint_api_keys(tmp_path, digit_bundles, digits_data):
-    from loopml.serving.admin import update_endpoint
+    from loopml.serving.service import update_endpoint
 
     with control_plane(tmp_path) as (platform, loop):
         register(platform, "digits", digit_bundles[1])
@@ -523,7 +523,7 @@ def test_per_endpoint_api_keys(tmp_path, digit_bundles, digits_data):
 def test_sdk_invoke_against_the_real_data_plane(served, digits_data, monkeypatch):
     from loopml.core.errors import InvalidInput, NotFound, UnsupportedFormat
     from loopml.sdk.client import Client
-    from loopml.serving.admin import get_endpoint
+    from loopml.serving.service import get_endpoint
 
     platform, loop = served
     c = Client("http://127.0.0.1:1", token="")

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from loopml.core.errors import InvalidInput
-from loopml.serving.admin import create_endpoint
+from loopml.serving.service import create_endpoint
 from loopml.workflows.asl import load_definition, validate_definition
 from loopml.workflows.engine import simulate
 from loopml.workflows.templates import render

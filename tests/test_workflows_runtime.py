@@ -561,12 +561,12 @@ def test_deploy_waits_until_the_endpoint_serves(platform, clock, tick) -> None:
 def test_rollout_after_set_alias_waits_for_the_new_version(platform, tick) -> None:
     """Right after set-alias the endpoint record still shows the old version, ready: the rollout
     must wait until the endpoint serves the version the alias points at now."""
-    from loopml.serving import admin
+    from loopml.serving import service as endpoints_service
 
     add_model_version(platform, "tiny", 1)
     add_model_version(platform, "tiny", 2)
     platform.models.set_alias("tiny", "production", 1)
-    admin.create_endpoint(platform, "tiny-ep", {"model": "tiny@production"})
+    endpoints_service.create_endpoint(platform, "tiny-ep", {"model": "tiny@production"})
     first = platform.endpoints.get("tiny-ep")
     platform.endpoints.report("tiny-ep", first["generation"], ok=True, served={"variants": []})
     definition = {"StartAt": "Promote", "States": {

@@ -1,6 +1,6 @@
 """/endpoints: create, change and remove real-time endpoints (the data plane serves them).
 
-These routes only write the desired state (``serving.admin``); the control plane and the
+These routes only write the desired state (``serving.service``); the control plane and the
 serving process converge on it. ``ready`` in a record says when the current generation is
 served; ``url`` is where to POST invocations (null when no data plane runs here).
 """
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.platform import Platform
-from loopml.serving import admin
+from loopml.serving import service as endpoints_service
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
 
@@ -105,29 +105,29 @@ def _spec(body: BaseModel) -> dict[str, Any]:
 
 @router.post("", response_model=Endpoint, status_code=201, summary="Create an endpoint")
 def create_endpoint(body: EndpointIn, request: Request) -> dict[str, Any]:
-    return admin.create_endpoint(_platform(request), body.name, _spec(body),
+    return endpoints_service.create_endpoint(_platform(request), body.name, _spec(body),
                                  data_plane_url=_data_plane_url(request))
 
 
 @router.get("", response_model=list[Endpoint], summary="Endpoints, by name")
 def list_endpoints(request: Request) -> list[dict[str, Any]]:
-    return admin.list_endpoints(_platform(request), data_plane_url=_data_plane_url(request))
+    return endpoints_service.list_endpoints(_platform(request), data_plane_url=_data_plane_url(request))
 
 
 @router.get("/{name}", response_model=Endpoint, summary="One endpoint: spec, versions, status")
 def get_endpoint(name: str, request: Request) -> dict[str, Any]:
-    return admin.get_endpoint(_platform(request), name, data_plane_url=_data_plane_url(request))
+    return endpoints_service.get_endpoint(_platform(request), name, data_plane_url=_data_plane_url(request))
 
 
 @router.patch("/{name}", response_model=Endpoint,
               summary="Change an endpoint (absent fields keep their value; a new generation)")
 def update_endpoint(name: str, body: EndpointPatch, request: Request) -> dict[str, Any]:
-    return admin.update_endpoint(_platform(request), name, _spec(body),
+    return endpoints_service.update_endpoint(_platform(request), name, _spec(body),
                                  data_plane_url=_data_plane_url(request))
 
 
 @router.delete("/{name}", response_model=Deleted, response_model_exclude_unset=True,
                summary="Delete an endpoint; 409 listing the monitors and workflows that use it unless force=true")
 def delete_endpoint(name: str, request: Request, force: bool = False) -> dict[str, Any]:
-    broken = admin.delete_endpoint(_platform(request), name, force=force)
+    broken = endpoints_service.delete_endpoint(_platform(request), name, force=force)
     return {"deleted": name, **({"broken": broken} if broken else {})}

@@ -7,7 +7,6 @@ half-registered version; identical content maps to the existing version without 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -15,17 +14,11 @@ import numpy as np
 
 from loopml.artifacts.keys import join
 from loopml.core.errors import Conflict, CorruptArtifact, InvalidInput, paths_shown_as
+from loopml.core.names import dataset_name as validate_name
 from loopml.datasets.content import DatasetContent
 from loopml.platform import Platform
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 SPLITS = ("train", "validation", "test")
-
-
-def validate_name(name: str, what: str = "dataset") -> str:
-    if not NAME_RE.fullmatch(name or ""):
-        raise InvalidInput(f"{what} name {name!r} is not valid: use lowercase letters, digits, '.', '_' or '-'")
-    return name
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

@@ -16,19 +16,11 @@ from pathlib import PurePosixPath
 
 from loopml.core.errors import InvalidInput
 
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 HANDLER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_CODE_BYTES = 50 * 1024 * 1024  # Lambda's limit for a direct upload
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
 DEFAULT_HANDLER_ATTR = "handler"
-
-
-def validate_function_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name or ""):
-        raise InvalidInput(f"function name {name!r} is not valid: use lowercase letters, digits and "
-                           "'-' (starting with a letter or digit, at most 63 characters)")
-    return name
 
 
 def split_handler(handler: str) -> tuple[str, str]:

@@ -9,7 +9,8 @@ import re
 from typing import Any
 
 from loopml.core.errors import Conflict, InvalidInput, NotFound
-from loopml.functions.code import MAX_CODE_BYTES, prepare_code, validate_function_name
+from loopml.core.names import function_name
+from loopml.functions.code import MAX_CODE_BYTES, prepare_code
 from loopml.platform import Platform
 
 MIN_MEMORY_MB, MAX_MEMORY_MB = 64, 65536
@@ -76,7 +77,7 @@ def create_function(platform: Platform, name: str, *, filename: str, data: bytes
                     replace: bool = False) -> dict[str, Any]:
     """Check name, config and code (handler present, no syntax error), store the code under
     ``functions/{name}/{sha16}/`` and write the record (the code first, then the record)."""
-    validate_function_name(name)
+    function_name(name)
     env = validate_config(timeout_s, memory_mb, environment)
     bundle = prepare_code(filename, data, handler.strip() if handler else None)
     if not replace:

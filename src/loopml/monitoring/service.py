@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from loopml.core.errors import Conflict, InvalidInput, NotFound
+from loopml.core.names import monitor_name as validate_name
 from loopml.core.timeutil import utcnow
 from loopml.platform import Platform
 from loopml.store.monitors_repo import ACTIVE, PAUSED
 from loopml.triggers import cron as cron_mod
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _WINDOW_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MIN_WINDOW_S, MAX_WINDOW_S = 60, 90 * 86400
@@ -50,13 +50,6 @@ def allowed_threshold_keys() -> tuple[str, ...]:
 
 
 # -- validation ----------------------------------------------------------------------------------
-
-def validate_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidInput(f"name: {name!r} must be 1-63 letters, digits, '-' or '_' (starting with a "
-                           "letter or digit)")
-    return name
-
 
 def parse_window(value: Any) -> int:
     """'1h', '30m', '2d', '90s', '1w' or whole seconds → seconds (1 minute .. 90 days)."""

@@ -1,4 +1,4 @@
-"""SDK methods for functions, mixed into loopml.sdk.client.Client."""
+"""SDK methods for functions: create, change, invoke, read invocations and logs."""
 
 from __future__ import annotations
 
@@ -6,23 +6,16 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from loopml.core.errors import InvalidInput
-
-
-def _seg(value: str) -> str:
-    if not value:
-        raise InvalidInput("an empty name was given")
-    return quote(value, safe="")
+from loopml.sdk.files import zip_folder
+from loopml.sdk.http import Connection, segment
 
 
 def _code_payload(file: str | os.PathLike) -> tuple[str, bytes, str]:
     """A ``.py`` file as it is, a folder zipped."""
-    from loopml.sdk.client import zip_folder  # the client module imports this one
-
     path = Path(file).expanduser()
     if not path.exists():
         raise InvalidInput(f"function code {os.fspath(file)!r} does not exist")
@@ -31,13 +24,7 @@ def _code_payload(file: str | os.PathLike) -> tuple[str, bytes, str]:
     return path.name, path.read_bytes(), "text/x-python"
 
 
-class FunctionsAPI:
-    """Mixin: relies on the Client's ``_json`` / ``_send`` plumbing."""
-
-    _json: Any
-    _send: Any
-    timeout: float
-
+class FunctionsAPI(Connection):
     def create_function(self, name: str, file: str | os.PathLike, handler: str | None = None,
                         timeout_s: float = 60, memory_mb: int = 512,
                         environment: dict[str, str] | None = None, replace: bool = False,
@@ -102,7 +89,7 @@ class FunctionsAPI:
         if description is not None:
             fields["description"] = description
         files = {"code": _code_payload(file)} if file is not None else None
-        return self._json("PATCH", f"/functions/{_seg(name)}", data=fields, files=files)
+        return self._json("PATCH", f"/functions/{segment(name)}", data=fields, files=files)
 
     def functions(self) -> list[dict[str, Any]]:
         """All functions, by name."""
@@ -110,13 +97,13 @@ class FunctionsAPI:
 
     def function(self, name: str) -> dict[str, Any]:
         """One function's configuration."""
-        return self._json("GET", f"/functions/{_seg(name)}")
+        return self._json("GET", f"/functions/{segment(name)}")
 
     def delete_function(self, name: str, force: bool = False) -> dict[str, Any]:
         """Delete a function (its invocation history stays). Refused (Conflict, the dependents in
         ``details``) while triggers or workflows use it, unless ``force``. Returns
         ``{"deleted": name, "broken": [dependents]}``."""
-        return self._json("DELETE", f"/functions/{_seg(name)}", params={"force": "true"} if force else None)
+        return self._json("DELETE", f"/functions/{segment(name)}", params={"force": "true"} if force else None)
 
     def invoke_function(self, name: str, event: Any = None, mode: str = "sync") -> dict[str, Any]:
         """Invoke a function.
@@ -137,18 +124,18 @@ class FunctionsAPI:
         kwargs: dict[str, Any] = {"json": {"event": event, "mode": mode}}
         if timeout is not None:
             kwargs["timeout"] = timeout
-        return self._json("POST", f"/functions/{_seg(name)}/invocations", **kwargs)
+        return self._json("POST", f"/functions/{segment(name)}/invocations", **kwargs)
 
     def function_invocations(self, name: str, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Invocations of a function, newest first (optionally only one ``status``)."""
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
-        return self._json("GET", f"/functions/{_seg(name)}/invocations", params=params)
+        return self._json("GET", f"/functions/{segment(name)}/invocations", params=params)
 
     def function_invocation(self, name: str, id: str) -> dict[str, Any]:
         """One invocation record."""
-        return self._json("GET", f"/functions/{_seg(name)}/invocations/{_seg(id)}")
+        return self._json("GET", f"/functions/{segment(name)}/invocations/{segment(id)}")
 
     def wait_function_invocation(self, name: str, id: str, timeout: float = 900,
                                  poll: float = 0.25) -> dict[str, Any]:
@@ -164,4 +151,4 @@ class FunctionsAPI:
 
     def function_logs(self, name: str, limit: int = 5) -> list[dict[str, Any]]:
         """The logs of the latest ``limit`` invocations, newest first: ``[{id, status, logs, …}]``."""
-        return self._json("GET", f"/functions/{_seg(name)}/logs", params={"limit": limit})
+        return self._json("GET", f"/functions/{segment(name)}/logs", params={"limit": limit})

@@ -1,4 +1,4 @@
-"""SDK methods for model monitors and alerts, mixed into loopml.sdk.client.Client."""
+"""SDK methods for model monitors, their runs, ground-truth labels and alerts."""
 
 from __future__ import annotations
 
@@ -6,24 +6,16 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote
 
 from loopml.core.errors import InvalidInput, LoopMLError
+from loopml.sdk.http import segment
+from loopml.sdk.jobs import JobsAPI
 
 _RUN_DONE = ("succeeded", "failed", "insufficient")
 
 
-def _seg(value: str) -> str:
-    return quote(str(value), safe="")
-
-
-class MonitorsAPI:
-    """Mixin: relies on the Client's ``_json`` / ``_send`` / ``wait`` / ``job`` plumbing."""
-
-    _json: Any
-    _send: Any
-    wait: Any
-    timeout: float
+class MonitorsAPI(JobsAPI):
+    """A monitor run and a baseline are jobs (hence JobsAPI: ``wait``)."""
 
     def create_monitor(self, name: str, endpoint: str, *, variant: str | None = None, schedule: str | None = None,
                        tz: str | None = None, window: str | int = "1h", min_samples: int = 200,
@@ -58,16 +50,16 @@ class MonitorsAPI:
 
     def monitor(self, name: str) -> dict[str, Any]:
         """One monitor with its last runs (``runs``), open alerts (``alerts``) and label count."""
-        return self._json("GET", f"/monitors/{_seg(name)}")
+        return self._json("GET", f"/monitors/{segment(name)}")
 
     def pause_monitor(self, name: str) -> dict[str, Any]:
-        return self._json("POST", f"/monitors/{_seg(name)}/pause")
+        return self._json("POST", f"/monitors/{segment(name)}/pause")
 
     def resume_monitor(self, name: str) -> dict[str, Any]:
-        return self._json("POST", f"/monitors/{_seg(name)}/resume")
+        return self._json("POST", f"/monitors/{segment(name)}/resume")
 
     def delete_monitor(self, name: str) -> dict[str, Any]:
-        return self._json("DELETE", f"/monitors/{_seg(name)}")
+        return self._json("DELETE", f"/monitors/{segment(name)}")
 
     def run_monitor(self, name: str, wait: bool = True, timeout: float = 900, poll: float = 0.5,
                     on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -81,7 +73,7 @@ class MonitorsAPI:
             run = c.run_monitor("mnist-drift")
             print(run["status"], [v["key"] for v in run["violations"]])
         """
-        answer = self._json("POST", f"/monitors/{_seg(name)}/runs")
+        answer = self._json("POST", f"/monitors/{segment(name)}/runs")
         if not wait:
             return answer
         run_id, job_id = answer["run"]["id"], answer["job"]["id"]
@@ -98,16 +90,16 @@ class MonitorsAPI:
 
     def monitor_runs(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         """The monitor's runs, newest first."""
-        return self._json("GET", f"/monitors/{_seg(name)}/runs", params={"limit": limit})
+        return self._json("GET", f"/monitors/{segment(name)}/runs", params={"limit": limit})
 
     def monitor_run(self, name: str, run_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/monitors/{_seg(name)}/runs/{_seg(run_id)}")
+        return self._json("GET", f"/monitors/{segment(name)}/runs/{segment(run_id)}")
 
     def monitor_report(self, name: str, run_id: str, format: str = "json") -> Any:
         """The run's report: a dict (``format="json"``) or the self-contained HTML page (a str)."""
         if format not in ("json", "html"):
             raise InvalidInput(f"format must be json or html, got {format!r}")
-        resp = self._send("GET", f"/monitors/{_seg(name)}/runs/{_seg(run_id)}/report", params={"format": format})
+        resp = self._send("GET", f"/monitors/{segment(name)}/runs/{segment(run_id)}/report", params={"format": format})
         return resp.json() if format == "json" else resp.text
 
     def upload_labels(self, name: str, file_or_rows: str | os.PathLike | list[dict[str, Any]],
@@ -119,12 +111,12 @@ class MonitorsAPI:
             ``{"received", "stored", "invalid", "unknown_ids": {"count", "first"}, "labels"}``
         """
         if isinstance(file_or_rows, (list, tuple)):
-            return self._json("POST", f"/monitors/{_seg(name)}/labels", json={"labels": list(file_or_rows)})
+            return self._json("POST", f"/monitors/{segment(name)}/labels", json={"labels": list(file_or_rows)})
         path = Path(file_or_rows).expanduser()
         if not path.is_file():
             raise InvalidInput(f"labels file {os.fspath(file_or_rows)!r} does not exist")
         with path.open("rb") as f:
-            return self._json("POST", f"/monitors/{_seg(name)}/labels", files={"file": (path.name, f)},
+            return self._json("POST", f"/monitors/{segment(name)}/labels", files={"file": (path.name, f)},
                               data={"format": format} if format else None)
 
     def labelled_dataset(self, name: str, dataset: str, extend: bool = True, min_labels: int = 100) -> dict[str, Any]:
@@ -135,7 +127,7 @@ class MonitorsAPI:
         Returns:
             The dataset version record (``ref``, ``rows``, …) + ``labelled`` and ``skipped`` counts.
         """
-        return self._json("POST", f"/monitors/{_seg(name)}/dataset",
+        return self._json("POST", f"/monitors/{segment(name)}/dataset",
                           json={"dataset": dataset, "extend": extend, "min_labels": min_labels})
 
     def baseline(self, model_ref: str, wait: bool = False, timeout: float = 900,
@@ -157,15 +149,15 @@ class MonitorsAPI:
 
     def alert(self, id: str) -> dict[str, Any]:
         """One alert: key, status, statistic, count, first/last seen, notifications."""
-        return self._json("GET", f"/alerts/{_seg(id)}")
+        return self._json("GET", f"/alerts/{segment(id)}")
 
     def ack_alert(self, id: str, actor: str | None = None) -> dict[str, Any]:
         """Acknowledge an open alert: it stays open (``acked_at``/``acked_by`` set) until it recovers
         or is resolved. Conflict for a resolved one."""
-        return self._json("POST", f"/alerts/{_seg(id)}/ack", headers={"X-LoopML-Actor": actor} if actor else None)
+        return self._json("POST", f"/alerts/{segment(id)}/ack", headers={"X-LoopML-Actor": actor} if actor else None)
 
     def resolve_alert(self, id: str, actor: str | None = None) -> dict[str, Any]:
         """Close an open alert by hand (``resolved_by`` set); the next violation of its key opens a
         new alert. Conflict when it is already resolved."""
-        return self._json("POST", f"/alerts/{_seg(id)}/resolve",
+        return self._json("POST", f"/alerts/{segment(id)}/resolve",
                           headers={"X-LoopML-Actor": actor} if actor else None)

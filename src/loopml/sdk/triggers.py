@@ -1,23 +1,14 @@
-"""SDK methods for triggers, mixed into loopml.sdk.client.Client."""
+"""SDK methods for triggers: objects, cron, webhook and alert sources; history and redrive."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from loopml.core.errors import InvalidInput
+from loopml.sdk.http import Connection, segment
 
 
-def _seg(value: str) -> str:
-    return quote(str(value), safe="")
-
-
-class TriggersAPI:
-    """Mixin: relies on the Client's ``_json`` / ``_send`` plumbing."""
-
-    _json: Any
-    _send: Any
-
+class TriggersAPI(Connection):
     def create_trigger(self, name: str, *, objects: str | None = None, cron: str | None = None,
                        tz: str | None = None, missed: str = "skip", webhook: bool = False,
                        alert: str | None = None, suffix: str | None = None, function: str | None = None,
@@ -60,7 +51,7 @@ class TriggersAPI:
 
     def trigger(self, name: str) -> dict[str, Any]:
         """One trigger: spec, target, status, last firing (and ``next_run`` for cron)."""
-        return self._json("GET", f"/triggers/{_seg(name)}")
+        return self._json("GET", f"/triggers/{segment(name)}")
 
     def update_trigger(self, name: str, *, function: str | None = None, workflow: str | None = None,
                        suffix: str | None = None, cron: str | None = None, tz: str | None = None,
@@ -75,20 +66,20 @@ class TriggersAPI:
         """
         body = {"function": function, "workflow": workflow, "suffix": suffix, "cron": cron, "tz": tz,
                 "missed": missed}
-        return self._json("PATCH", f"/triggers/{_seg(name)}", json={k: v for k, v in body.items() if v is not None})
+        return self._json("PATCH", f"/triggers/{segment(name)}", json={k: v for k, v in body.items() if v is not None})
 
     def pause_trigger(self, name: str) -> dict[str, Any]:
-        return self._json("POST", f"/triggers/{_seg(name)}/pause")
+        return self._json("POST", f"/triggers/{segment(name)}/pause")
 
     def resume_trigger(self, name: str) -> dict[str, Any]:
-        return self._json("POST", f"/triggers/{_seg(name)}/resume")
+        return self._json("POST", f"/triggers/{segment(name)}/resume")
 
     def delete_trigger(self, name: str) -> dict[str, Any]:
-        return self._json("DELETE", f"/triggers/{_seg(name)}")
+        return self._json("DELETE", f"/triggers/{segment(name)}")
 
     def trigger_history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
         """Every firing, newest first: ``{id, at, status, dedupe_key, started_id, error, event}``."""
-        return self._json("GET", f"/triggers/{_seg(name)}/history", params={"limit": limit})
+        return self._json("GET", f"/triggers/{segment(name)}/history", params={"limit": limit})
 
     def redrive_trigger(self, name: str, firing: int | None = None) -> list[dict[str, Any]]:
         """Start the target again for failed firing ``firing`` (Conflict if it was already
@@ -98,7 +89,7 @@ class TriggersAPI:
         Returns:
             ``[{"firing": new id, "redrive_of": id, "status", "started": {"kind", "id"}}]``
         """
-        return self._json("POST", f"/triggers/{_seg(name)}/redrive", json={"firing": firing})
+        return self._json("POST", f"/triggers/{segment(name)}/redrive", json={"firing": firing})
 
     def fire_trigger(self, name: str, event: Any = None) -> dict[str, Any]:
         """Test fire: start the target now with ``event`` (default: a sample of the trigger's shape).
@@ -106,4 +97,4 @@ class TriggersAPI:
         Returns:
             ``{"firing": id, "status": "started"|"failed", "started": {"kind", "id"}}``
         """
-        return self._json("POST", f"/triggers/{_seg(name)}/fire", json={"event": event})
+        return self._json("POST", f"/triggers/{segment(name)}/fire", json={"event": event})

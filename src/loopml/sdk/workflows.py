@@ -1,4 +1,4 @@
-"""SDK methods for workflows, mixed into loopml.sdk.client.Client.
+"""SDK methods for workflows and their executions.
 
 Example::
 
@@ -14,19 +14,11 @@ import os
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from loopml.core.errors import InvalidInput, LoopMLError
+from loopml.core.errors import ExecutionTimeout, InvalidInput, LoopMLError
 from loopml.core.jobstatus import EXECUTION_TERMINAL
+from loopml.sdk.http import Connection, segment
 
-
-
-def _seg(value: str) -> str:
-    return quote(str(value), safe="")
-
-
-class ExecutionTimeout(LoopMLError):
-    """``wait_execution`` gave up before the execution ended (it keeps running)."""
 
 
 def _definition_body(definition: Any) -> dict[str, Any]:
@@ -46,12 +38,7 @@ def _definition_body(definition: Any) -> dict[str, Any]:
     raise InvalidInput(f"definition must be a dict, a file path or JSON/YAML text, not {type(definition).__name__}")
 
 
-class WorkflowsAPI:
-    """Mixin: relies on the Client's ``_json`` / ``_send`` plumbing."""
-
-    _json: Any
-    _send: Any
-
+class WorkflowsAPI(Connection):
     def create_workflow(self, name: str, definition: dict[str, Any] | str | os.PathLike | None = None, *,
                         template: str | None = None, template_params: dict[str, Any] | None = None,
                         description: str | None = None, replace: bool = False) -> dict[str, Any]:
@@ -78,12 +65,12 @@ class WorkflowsAPI:
 
     def workflow(self, name: str) -> dict[str, Any]:
         """One workflow: ``definition`` and ``source`` (as written)."""
-        return self._json("GET", f"/workflows/{_seg(name)}")
+        return self._json("GET", f"/workflows/{segment(name)}")
 
     def delete_workflow(self, name: str, force: bool = False) -> dict[str, Any]:
         """Delete a workflow; executions already started finish on their snapshot. Refused
         (Conflict) while triggers start it, unless ``force``: ``{"deleted", "broken"}``."""
-        return self._json("DELETE", f"/workflows/{_seg(name)}", params={"force": "true"} if force else None)
+        return self._json("DELETE", f"/workflows/{segment(name)}", params={"force": "true"} if force else None)
 
     def start_execution(self, workflow: str, input: Any = None, name: str | None = None) -> dict[str, Any]:
         """Start an execution of ``workflow`` with ``input`` (default ``{}``); returns its record
@@ -91,11 +78,11 @@ class WorkflowsAPI:
         body: dict[str, Any] = {"input": input}
         if name is not None:
             body["name"] = name
-        return self._json("POST", f"/workflows/{_seg(workflow)}/executions", json=body)
+        return self._json("POST", f"/workflows/{segment(workflow)}/executions", json=body)
 
     def execution(self, execution_id: str) -> dict[str, Any]:
         """One execution: status, input, output, error, cause, current_state (failed_state once FAILED/TIMED_OUT)."""
-        return self._json("GET", f"/executions/{_seg(execution_id)}")
+        return self._json("GET", f"/executions/{segment(execution_id)}")
 
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 50) -> list[dict[str, Any]]:
@@ -109,11 +96,11 @@ class WorkflowsAPI:
 
     def execution_history(self, execution_id: str) -> list[dict[str, Any]]:
         """The execution's events in order: ``[{"seq", "type", "state", "details", "at"}, …]``."""
-        return self._json("GET", f"/executions/{_seg(execution_id)}/history")
+        return self._json("GET", f"/executions/{segment(execution_id)}/history")
 
     def stop_execution(self, execution_id: str) -> dict[str, Any]:
         """Ask the control plane to stop the execution (ABORTED; running jobs are cancelled)."""
-        return self._json("POST", f"/executions/{_seg(execution_id)}/stop")
+        return self._json("POST", f"/executions/{segment(execution_id)}/stop")
 
     def wait_execution(self, execution_id: str, timeout: float | None = None, poll: float = 0.5) -> dict[str, Any]:
         """Poll until the execution ends; returns its record (raises ExecutionTimeout after ``timeout`` s)."""

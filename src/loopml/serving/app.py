@@ -29,14 +29,14 @@ import re
 import time
 from typing import Any, Awaitable, Callable
 
-from loopml.core.errors import InvalidInput, LoopMLError, NotFound, UnsupportedFormat
+from loopml.core.errors import EndpointFailed, InvalidInput, LoopMLError, NotFound, UnsupportedFormat
 from loopml.serving import oip
 from loopml.serving.batcher import BatcherClosed, QueueFull
 from loopml.serving.capture import CaptureWriter
 from loopml.serving.codecs import decode_async, encode_predictions, error_body
 from loopml.serving.host import ModelHost
-from loopml.serving.invoke import (Call, EndpointFailed, EndpointLoading, EndpointNotFound,
-                                   Endpoints, Invoker, predict)
+from loopml.serving.invoke import (Call, EndpointLoading, EndpointNotFound, Endpoints, Invoker,
+                                   predict)
 from loopml.serving.live import LiveEndpoint, Variant
 from loopml.serving.metrics import ServingMetrics
 from loopml.serving.model_cache import ModelNotReady

@@ -24,7 +24,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from loopml.core.errors import LoopMLError, NotFound
+from loopml.core.errors import EndpointFailed, LoopMLError, NotFound
 from loopml.serving.batcher import BatcherClosed
 from loopml.serving.capture import CaptureWriter
 from loopml.serving.codecs import encode_predictions
@@ -33,7 +33,7 @@ from loopml.serving.live import LiveEndpoint, Variant
 from loopml.serving.metrics import ServingMetrics
 
 __all__ = ["Call", "Invoker", "Endpoints", "Router", "predict",
-           "EndpointNotFound", "EndpointLoading", "EndpointFailed"]
+           "EndpointNotFound", "EndpointLoading"]
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,6 @@ class EndpointNotFound(NotFound):
 
 class EndpointLoading(LoopMLError):
     code = "endpoint_loading"
-    status = 503
-
-
-class EndpointFailed(LoopMLError):
-    """The endpoint has nothing to serve: its models failed to load (the reason is the message)."""
-
-    code = "endpoint_failed"
     status = 503
 
 

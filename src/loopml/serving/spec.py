@@ -23,14 +23,12 @@ import re
 from typing import Any, Callable
 
 from loopml.core.errors import InvalidInput
+from loopml.core.names import ENDPOINT_NAME_RE, VARIANT_NAME_RE, endpoint_name as validate_name
 from loopml.registry.refs import ModelRef, parse_model_ref
 
 __all__ = ["ENDPOINT_NAME_RE", "validate_name", "parse_variant_flag", "normalise_spec",
            "resolve_spec", "model_ref_text", "PRIMARY", "SHADOW"]
 
-# SageMaker's endpoint-name pattern: the data plane puts the name in a URL path
-ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-VARIANT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 PRIMARY = "primary"
 SHADOW = "shadow"
 MAX_BATCH_SIZE_LIMIT = 1024
@@ -39,13 +37,6 @@ _KEYS = {"variants", "shadow", "capture_percent", "max_batch_size", "max_batch_d
          "multi_model", "model", "key_hashes"}
 _KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 MAX_KEYS = 10
-
-
-def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not ENDPOINT_NAME_RE.match(name):
-        raise InvalidInput(f"endpoint name {name!r} is invalid: letters, digits and hyphens, "
-                           "starting and ending with a letter or digit, at most 63 characters")
-    return name
 
 
 def _model_ref(ref: Any, where: str) -> dict[str, Any]:

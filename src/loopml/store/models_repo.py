@@ -8,7 +8,7 @@ from typing import Any, Callable
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import NotFound
+from loopml.core.errors import Conflict, JobNoLongerRunning, NotFound
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t
@@ -16,9 +16,6 @@ from loopml.store.db import MetadataStore
 from loopml.store.names import missing
 from loopml.store.retired import retired_top
 
-
-class JobNoLongerRunning(Exception):
-    """The job was cancelled or failed while its model was being saved: nothing registered."""
 
 
 class ModelRepo:
@@ -156,7 +153,7 @@ class ModelRepo:
                     return work(s)
             except IntegrityError:
                 continue
-        raise RuntimeError(f"could not allocate a version number for model {name!r}")
+        raise Conflict(f"could not allocate a version number for model {name!r}")
 
     def add_next_version(self, name: str, *, fields: dict[str, Any]) -> dict[str, Any]:
         """Version ``name``:<next> of a model that no job produced (an imported one)."""

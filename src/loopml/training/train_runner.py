@@ -13,13 +13,12 @@ from typing import Any, Callable
 import numpy as np
 
 from loopml.artifacts.keys import join
-from loopml.core.errors import InvalidInput, paths_shown_as
+from loopml.core.errors import InvalidInput, JobNoLongerRunning, paths_shown_as
 from loopml.core.timeutil import parse_iso, utcnow
 from loopml.datasets.content import DatasetContent
 from loopml.datasets.service import load_version
 from loopml.platform import Platform
 from loopml.registry.registration import register_from_job
-from loopml.store.models_repo import JobNoLongerRunning
 from loopml.core.jobstatus import CANCELLED, FAILED, RUNNING, SUCCEEDED
 from loopml.training.evaluation import classification_report
 

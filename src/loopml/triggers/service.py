@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import secrets
 from datetime import datetime
 from typing import Any, Callable
 
-from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound
+from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound, Unauthorized
 from loopml.core.jsonutil import NotStrictJSON, loads_strict
+from loopml.core.names import trigger_name
 from loopml.core.timeutil import iso, utcnow
 from loopml.platform import Platform
 from loopml.store.triggers_repo import ACTIVE, FAILED, PAUSED, REDRIVE_PREFIX, Firing
@@ -28,18 +28,9 @@ from loopml.triggers.objects import ObjectLister, parse_location
 
 KINDS = ("objects", "cron", "webhook", "alert")
 TARGET_KINDS = ("function", "workflow")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 MAX_WEBHOOK_BODY = 1024 * 1024
 _KIND_FIELDS = {"objects": ("objects_uri", "suffix"), "cron": ("cron", "tz", "missed"),
                 "webhook": (), "alert": ("monitor",)}
-
-
-class Unauthorized(LoopMLError):
-    """A webhook call without its trigger's secret (HTTP 401, not recorded)."""
-
-    code = "unauthorized"
-    status = 401
-    exit_code = 2
 
 
 def hash_secret(secret: str) -> str:
@@ -80,9 +71,7 @@ def create_trigger(platform: Platform, name: str, kind: str, *, function: str | 
                    **fields: Any) -> dict[str, Any]:
     """A new active trigger. ``fields``: objects_uri, suffix (objects); cron, tz, missed (cron);
     monitor (alert). A webhook's record carries its ``secret``: returned here only, once."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidInput(f"name: {name!r} must be 1-63 letters, digits, '-' or '_' (starting with a "
-                           "letter or digit)")
+    trigger_name(name)
     if kind not in KINDS:
         raise InvalidInput(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
     if (function is None) == (workflow is None):

@@ -206,7 +206,7 @@ def _submit_labelled_data(ctx: TaskContext, p: dict[str, Any], job_id: str) -> d
 
 
 def _deploy_start(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
-    from loopml.serving import admin
+    from loopml.serving import service as endpoints_service
 
     p = _params(params, "loopml:deploy")
     name = str(_required(p, "endpoint", "loopml:deploy"))
@@ -214,9 +214,9 @@ def _deploy_start(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
     if model:
         try:
             ctx.platform.endpoints.get(name)
-            record = admin.update_endpoint(ctx.platform, name, {"model": model})
+            record = endpoints_service.update_endpoint(ctx.platform, name, {"model": model})
         except NotFound:
-            record = admin.create_endpoint(ctx.platform, name, {"model": model})
+            record = endpoints_service.create_endpoint(ctx.platform, name, {"model": model})
     else:
         record = ctx.platform.endpoints.get(name)
     deadline = ctx.now + timedelta(seconds=float(p.get("timeout_s", 600)))

@@ -7,24 +7,13 @@ action), so an execution never starts from a machine that cannot run.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from loopml.core.errors import InvalidInput
+from loopml.core.names import execution_name, workflow_name
 from loopml.platform import Platform
 from loopml.workflows.actions import check_resources
 from loopml.workflows.asl import load_definition, parse_definition
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-_EXECUTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
-
-
-def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise InvalidInput(f"workflow name {name!r} is not valid: use letters, digits, '-' and '_' "
-                           "(at most 63 characters, starting with a letter or digit)")
-    return name
-
 
 def pretty_source(definition: dict[str, Any]) -> str:
     """The definition as readable YAML (JSON when PyYAML is missing)."""
@@ -47,7 +36,7 @@ def create_workflow(platform: Platform, name: str, *, definition: dict[str, Any]
                     source: str | None = None, description: str | None = None, replace: bool = False,
                     template: str | None = None, template_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate and store a workflow from a definition object, its JSON/YAML text or a template."""
-    validate_name(name)
+    workflow_name(name)
     given = [what for what, value in (("definition", definition), ("source", source), ("template", template))
              if value is not None]
     if len(given) != 1:
@@ -80,7 +69,6 @@ def delete_workflow(platform: Platform, name: str, *, force: bool = False) -> li
 def start_execution(platform: Platform, workflow: str, input: Any = None, *, name: str | None = None,
                     source: str | None = "api") -> dict[str, Any]:
     """A PENDING execution (the control plane's runner starts it within a tick)."""
-    if name is not None and not _EXECUTION_NAME_RE.fullmatch(name):
-        raise InvalidInput(f"execution name {name!r} is not valid: letters, digits, '.', '-' and '_' "
-                           "(at most 80 characters)")
+    if name is not None:
+        execution_name(name)
     return platform.workflows.start(workflow, {} if input is None else input, name=name, source=source)

@@ -1,0 +1,79 @@
+"""What each kind of LoopML object may be called, in one place: one pattern and one validator
+per kind of name, each returning the name or raising InvalidInput that says the rule.
+
+The patterns are anchored (``^…$``) and matched whole (``fullmatch``): a trailing newline is
+no part of a name. Names end up in URL paths, artifact keys and CLI arguments; the rules differ by kind because
+each follows the service it mirrors (SageMaker endpoint names, Lambda function names, …).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from loopml.core.errors import InvalidInput
+
+# datasets and models: lowercase, they name folders and files
+DATASET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+# SageMaker's endpoint-name pattern: the data plane puts the name in a URL path; variants alike
+ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+VARIANT_NAME_RE = ENDPOINT_NAME_RE
+# Lambda-like function names
+FUNCTION_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# triggers, workflows and monitors
+RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+EXECUTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+
+def _fits(pattern: re.Pattern[str], name: Any) -> bool:
+    return isinstance(name, str) and pattern.fullmatch(name) is not None
+
+
+def dataset_name(name: Any, what: str = "dataset") -> str:
+    """A dataset's name, or (``what="model"``) a model's: they follow the same rule."""
+    if not _fits(DATASET_NAME_RE, name):
+        raise InvalidInput(f"{what} name {name!r} is not valid: use lowercase letters, digits, '.', '_' or '-'")
+    return name
+
+
+def model_name(name: Any) -> str:
+    return dataset_name(name, "model")
+
+
+def endpoint_name(name: Any) -> str:
+    if not _fits(ENDPOINT_NAME_RE, name):
+        raise InvalidInput(f"endpoint name {name!r} is invalid: letters, digits and hyphens, "
+                           "starting and ending with a letter or digit, at most 63 characters")
+    return name
+
+
+def function_name(name: Any) -> str:
+    if not _fits(FUNCTION_NAME_RE, name):
+        raise InvalidInput(f"function name {name!r} is not valid: use lowercase letters, digits and "
+                           "'-' (starting with a letter or digit, at most 63 characters)")
+    return name
+
+
+def workflow_name(name: Any) -> str:
+    if not _fits(RESOURCE_NAME_RE, name):
+        raise InvalidInput(f"workflow name {name!r} is not valid: use letters, digits, '-' and '_' "
+                           "(at most 63 characters, starting with a letter or digit)")
+    return name
+
+
+def execution_name(name: Any) -> str:
+    if not _fits(EXECUTION_NAME_RE, name):
+        raise InvalidInput(f"execution name {name!r} is not valid: letters, digits, '.', '-' and '_' "
+                           "(at most 80 characters)")
+    return name
+
+
+def trigger_name(name: Any) -> str:
+    """Triggers and monitors: the API's ``name`` field, named as such in the message."""
+    if not _fits(RESOURCE_NAME_RE, name):
+        raise InvalidInput(f"name: {name!r} must be 1-63 letters, digits, '-' or '_' (starting with a "
+                           "letter or digit)")
+    return name
+
+
+monitor_name = trigger_name
