@@ -222,7 +222,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         if importlib.util.find_spec("keras") is None:  # embeddings need the Keras model
             print("keras is not installed: the baseline has no embeddings", flush=True)
             embedder = None
-        from loopml.training.train_runner import raw_inputs
+        from loopml.datasets.content import raw_inputs
 
         profile, embeddings = compute_baseline(
             kind=bundle.kind, raw=raw_inputs(rows), schema=ds["schema"], class_names=bundle.label_names,

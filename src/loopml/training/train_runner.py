@@ -15,24 +15,15 @@ import numpy as np
 from loopml.artifacts.keys import join
 from loopml.core.errors import InvalidInput, paths_shown_as
 from loopml.core.timeutil import parse_iso, utcnow
-from loopml.datasets.content import DatasetContent
+from loopml.datasets.content import DatasetContent, raw_inputs
 from loopml.datasets.service import load_version
+from loopml.models.metrics import classification_report
 from loopml.platform import Platform
 from loopml.store.models_repo import JobNoLongerRunning
 from loopml.store.jobs_repo import CANCELLED, FAILED, RUNNING, SUCCEEDED
-from loopml.training.evaluation import classification_report
 
 _CKPT_RE = re.compile(r"epoch-(\d+)\.npz$")
 ARCH_FILE = "model.keras"  # the compiled architecture, once per job; epochs are variable snapshots
-
-
-def raw_inputs(content: DatasetContent) -> Any:
-    """What a client would send: pixels, strings or table rows (features turn them into tensors)."""
-    if content.kind == "image":
-        return content.images
-    if content.kind == "text":
-        return content.texts
-    return content.frame
 
 
 def last_checkpoint(platform: Platform, job_id: str) -> tuple[str, int] | None:

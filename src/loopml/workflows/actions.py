@@ -202,7 +202,7 @@ NOT_ENOUGH_LABELS = "Monitor.NotEnoughLabels"
 def _labelled_data(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
     """A model monitor's labelled captured requests as a new version of a dataset; too few labels
     fail with ``Monitor.NotEnoughLabels`` (a Retry on it waits for labels to arrive)."""
-    from loopml.monitoring.service import NotEnoughLabels, labelled_dataset
+    from loopml.monitoring.labelled_data import NotEnoughLabels, labelled_dataset
 
     p = _params(params, "loopml:labelled-data")
     monitor = str(_required(p, "monitor", "loopml:labelled-data"))
