@@ -95,7 +95,7 @@ def test_oip_requests_are_captured_with_their_ids_shadowed_and_joined_to_labels(
     from loopml.monitoring import labels, monitors
     from loopml.monitoring.capture_reader import read_window
     from loopml.monitoring.profile import build_profile
-    from loopml.serving.capture import read_captured
+    from loopml.monitoring.capture_reader import read_captured
     from tests.serving_support import wait_for
     from tests.test_endpoints import control_plane, create, wait_ready
 

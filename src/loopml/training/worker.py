@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"worker pid {os.getpid()} on {os.uname().nodename}: {job['kind']} job {job_id}", flush=True)
         if job["kind"] == "train":
+            from loopml.monitoring.baseline_job import write_training_baseline
             from loopml.training import train_runner
 
-            train_runner.run(platform, job, sync_logs=sink.sync)
+            # the version's monitoring baseline is written with its bundle (training never imports monitoring)
+            train_runner.run(platform, job, sync_logs=sink.sync, baseline=write_training_baseline)
         elif job["kind"] == "predict":
             from loopml.training import predict_runner
 
