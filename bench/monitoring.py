@@ -346,7 +346,10 @@ def write_capture(platform: Any, m: Model, frame: Any, endpoint: str, records: i
 def add_endpoint_and_monitor(platform: Any, record: dict[str, Any], window: str) -> tuple[str, str]:
     """A capturing endpoint serving ``record`` and a monitor on it; → (endpoint, monitor) names."""
     from loopml.core.errors import NotFound
-    from loopml.monitoring import service
+    from functools import partial
+
+    from loopml.monitoring import monitors
+    from loopml.registry.resolve import lookup
     from loopml.serving.spec import normalise_spec, resolve_spec
 
     endpoint, monitor, n = ENDPOINT, MONITOR, 1
@@ -359,8 +362,8 @@ def add_endpoint_and_monitor(platform: Any, record: dict[str, Any], window: str)
         endpoint, monitor = f"{ENDPOINT}-{n}", f"{MONITOR}-{n}"
 
     spec = normalise_spec({"model": f"{record['name']}:{record['version']}", "capture_percent": 100.0})
-    platform.endpoints.create(endpoint, spec, resolve_spec(spec, lambda n, v, a: platform.models.get(n, v, a)))
-    service.create_monitor(platform, monitor, endpoint, window=window)
+    platform.endpoints.create(endpoint, spec, resolve_spec(spec, partial(lookup, platform)))
+    monitors.create_monitor(platform, monitor, endpoint, window=window)
     return endpoint, monitor
 
 

@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from loopml.artifacts.store import ArtifactStore
-from loopml.serving.capture import CaptureWriter, read_captured
+from loopml.monitoring.capture_reader import read_captured
+from loopml.serving.capture import CaptureWriter
 
 pytest_plugins = ("tests.backends",)
 

@@ -166,7 +166,7 @@ def test_png_and_jpeg_bodies_are_fitted_to_the_model_signature(served, digits_da
     # captured as sent (monitors decode it again through the same codec)
     import base64
 
-    from loopml.serving.capture import read_captured
+    from loopml.monitoring.capture_reader import read_captured
 
     def captured():
         return [r["captureData"]["endpointInput"] for r in read_captured(
@@ -225,7 +225,7 @@ def test_health_metrics_and_capture(served, digits_data):
     assert "loopml_batch_size_rows_bucket" in text and "loopml_queue_depth_rows" in text
     assert before != text
 
-    from loopml.serving.capture import read_captured
+    from loopml.monitoring.capture_reader import read_captured
 
     def captured():
         return [r for r in read_captured(platform.artifacts, "capture", "digits", "primary")
@@ -263,7 +263,7 @@ def test_tritonclient_open_inference_protocol(served, digits_data):
     assert [x.decode() if isinstance(x, bytes) else x for x in result.as_numpy("label")] == labels
 
     # OIP traffic is counted and captured like invocations (binary request → BASE64)
-    from loopml.serving.capture import read_captured
+    from loopml.monitoring.capture_reader import read_captured
 
     def oip_records():
         return [r for r in read_captured(platform.artifacts, "capture", "digits", "primary")
@@ -360,7 +360,7 @@ def test_variants_shadow_and_capture_count_across_graceful_stop(tmp_path, digit_
         assert 'result="agree"' in metrics or 'result="disagree"' in metrics
         loop.stop()  # graceful: SIGTERM → drain → capture flushed
 
-        from loopml.serving.capture import read_captured
+        from loopml.monitoring.capture_reader import read_captured
 
         store = platform.artifacts
         primary = list(read_captured(store, "capture", "digits", "primary"))
@@ -469,7 +469,7 @@ def test_payload_fuzz_never_5xx(served, payload, ctype):
 
 def test_capture_counts_equal_answers_under_load_across_a_graceful_stop(tmp_path, digit_bundles,
                                                                         digits_data):
-    from loopml.serving.capture import read_captured
+    from loopml.monitoring.capture_reader import read_captured
 
     with control_plane(tmp_path) as (platform, loop):
         register(platform, "digits", digit_bundles[1])

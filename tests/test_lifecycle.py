@@ -295,7 +295,7 @@ def test_download_writes_the_version_files_and_a_savedmodel_imports(quiet_server
 
 def _trained(platform, version: int, accuracy: float, cm: list, units: int) -> None:
     """A version as a training job leaves it: the job's result holds the test evaluation."""
-    from loopml.training.evaluation import per_class_metrics
+    from loopml.models.metrics import per_class_metrics
 
     import numpy as np
 

@@ -24,7 +24,7 @@ def plat(settings: Settings):
 def test_shadow_variant_is_compared_side_by_side_with_production(plat: Platform, digit_bundles, digits_data) -> None:
     from loopml.models.bundle import load_bundle
     from loopml.monitoring import run as monitor_run
-    from loopml.monitoring import service
+    from loopml.monitoring import labels, monitors
     from loopml.monitoring.baseline_job import load_baseline
     from loopml.monitoring.profile import build_profile
     from loopml.serving.capture import CaptureWriter
@@ -46,7 +46,7 @@ def test_shadow_variant_is_compared_side_by_side_with_production(plat: Platform,
     spec = normalise_spec({"model": f"digits:{production['version']}", "shadow": f"digits:{shadow['version']}",
                            "capture_percent": 100})
     plat.endpoints.create("mnist", spec, resolve_spec(spec, lambda m, v, a: plat.models.get(m, v, a)))
-    service.create_monitor(plat, "m", "mnist", min_samples=100)
+    monitors.create_monitor(plat, "m", "mnist", min_samples=100)
 
     held = images[1000:1300]
     truth = [str(t) for t in target[1000:1300]]
@@ -61,7 +61,7 @@ def test_shadow_variant_is_compared_side_by_side_with_production(plat: Platform,
                               inference_id=f"req-{i}", model="digits",
                               model_version=shadow["version"] if is_shadow else production["version"],
                               event_time=start + i * 0.05, shadow=is_shadow)
-    service.upload_labels(plat, "m", rows=[{"inference_id": f"req-{i}", "label": t} for i, t in enumerate(truth)])
+    labels.upload_labels(plat, "m", rows=[{"inference_id": f"req-{i}", "label": t} for i, t in enumerate(truth)])
 
     run, job = plat.monitors.create_run("m")
     result = monitor_run.run(plat, {"id": None, "spec": job["spec"]})
@@ -76,9 +76,9 @@ def test_shadow_variant_is_compared_side_by_side_with_production(plat: Platform,
     assert side["accuracy"]["production"] == pytest.approx(float(np.mean(prod_pred == np.asarray(truth))), abs=1e-3)
     assert side["accuracy"]["shadow"] == pytest.approx(float(np.mean(shadow_pred == np.asarray(truth))), abs=1e-3)
     assert side["accuracy"]["production"] > side["accuracy"]["shadow"]
-    report = json.loads(service.get_report(plat, "m", result["id"], "json"))
+    report = json.loads(monitors.get_report(plat, "m", result["id"], "json"))
     assert report["shadow"]["shadow_variant"] == "shadow"
-    assert "shadow" in service.get_report(plat, "m", result["id"], "html").decode().lower()
+    assert "shadow" in monitors.get_report(plat, "m", result["id"], "html").decode().lower()
 
 
 def test_oip_requests_are_captured_with_their_ids_shadowed_and_joined_to_labels(
@@ -92,10 +92,10 @@ def test_oip_requests_are_captured_with_their_ids_shadowed_and_joined_to_labels(
     from loopml.core.timeutil import utcnow
     from loopml.models.bundle import load_bundle
     from loopml.monitoring import run as monitor_run
-    from loopml.monitoring import service
+    from loopml.monitoring import labels, monitors
     from loopml.monitoring.capture_reader import read_window
     from loopml.monitoring.profile import build_profile
-    from loopml.serving.capture import read_captured
+    from loopml.monitoring.capture_reader import read_captured
     from tests.serving_support import wait_for
     from tests.test_endpoints import control_plane, create, wait_ready
 
@@ -114,7 +114,7 @@ def test_oip_requests_are_captured_with_their_ids_shadowed_and_joined_to_labels(
         create(plat, loop, "mnist", model=f"digits:{production['version']}",
                shadow=f"digits:{shadow['version']}", capture_percent=100)
         wait_ready(plat, "mnist")
-        service.create_monitor(plat, "m", "mnist", min_samples=50)
+        monitors.create_monitor(plat, "m", "mnist", min_samples=50)
 
         def infer(image: np.ndarray, **extra) -> dict:
             doc = {**extra, "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 8, 8],
@@ -148,7 +148,7 @@ def test_oip_requests_are_captured_with_their_ids_shadowed_and_joined_to_labels(
         if settle > 0:
             time.sleep(settle)
 
-        service.upload_labels(plat, "m", rows=[{"inference_id": f"oip-{i}", "label": t}
+        labels.upload_labels(plat, "m", rows=[{"inference_id": f"oip-{i}", "label": t}
                                                for i, t in enumerate(truth)])
         run, job = plat.monitors.create_run("m")
         result = monitor_run.run(plat, {"id": None, "spec": job["spec"]})

@@ -19,6 +19,7 @@ import pytest
 
 from loopml.artifacts.store import ArtifactStore
 from loopml.core.errors import InvalidInput, NotFound
+from loopml.models.signature import InputSignature
 from loopml.monitoring.capture_reader import capture_files, read_window
 from loopml.monitoring.decode import decode_window
 from loopml.serving.capture import CaptureWriter
@@ -28,8 +29,8 @@ pytest_plugins = ("tests.backends",)
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 PENGUIN_COLUMNS = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year"]
-PENGUIN_SCHEMA = {"kind": "tabular", "features": [{"name": c} for c in PENGUIN_COLUMNS]}
 SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
+PENGUIN = InputSignature(kind="tabular", columns=tuple(PENGUIN_COLUMNS), class_names=tuple(SPECIES))
 
 
 def _answer(n: int, labels: list[str] = SPECIES, seed: int = 0) -> tuple[bytes, np.ndarray]:
@@ -161,7 +162,7 @@ def test_read_window_over_s3(tmp_path, moto_endpoint, s3_bucket):
     win = read_window(store, "capture", "ep", None, since=T0 + timedelta(hours=1), until=None)
     assert len(win) == 2 * 3 - 2 + 2 * 3  # hour 1 minus its :00 records, and hour 2
     assert win.files == 4 and win.malformed == 0
-    decoded = decode_window(win, kind="tabular", schema=PENGUIN_SCHEMA, class_names=SPECIES)
+    decoded = decode_window(win, PENGUIN)
     assert decoded.rows == len(win) and decoded.undecodable == 0
 
 
@@ -199,7 +200,7 @@ def test_decode_every_tabular_body_form_with_rows_expanded(tmp_path):
     ]
     _capture(store, [{**r, "time": t + timedelta(seconds=i)} for i, r in enumerate(recs)])
     win = read_window(store, "capture", "ep", None, since=None, until=None)
-    d = decode_window(win, kind="tabular", schema=PENGUIN_SCHEMA, class_names=SPECIES)
+    d = decode_window(win, PENGUIN)
     assert d.undecodable == 3
     assert d.rows == 6 and list(d.raw.columns) == PENGUIN_COLUMNS and len(d.raw) == 6
     ids = win.inference_ids.to_list()
@@ -230,9 +231,9 @@ def test_columnar_and_record_by_record_decoding_agree(tmp_path, monkeypatch):
     calls = []
     real = decode_module._decode_arrow
     monkeypatch.setattr(decode_module, "_decode_arrow", lambda *a: calls.append(1) or real(*a))
-    fast = decode_window(win, kind="tabular", schema=PENGUIN_SCHEMA, class_names=SPECIES)
+    fast = decode_window(win, PENGUIN)
     monkeypatch.setattr(decode_module, "_decode_arrow", lambda *a: None)
-    slow = decode_window(win, kind="tabular", schema=PENGUIN_SCHEMA, class_names=SPECIES)
+    slow = decode_window(win, PENGUIN)
     assert calls and fast.rows == slow.rows == sum(1 + i % 3 for i in range(40))
     np.testing.assert_array_equal(fast.keep, slow.keep)
     assert fast.predicted == slow.predicted
@@ -260,8 +261,7 @@ def test_decode_images_json_csv_npy_and_oip(tmp_path):
     _capture(store, [{**r, "time": T0 + timedelta(seconds=i)} for i, r in enumerate(recs)])
     win = read_window(store, "capture", "ep", None, since=None, until=None)
     assert win.input_encodings.to_list() == ["JSON", "CSV", "BASE64", "JSON"]
-    schema = {"kind": "image", "features": [{"name": "image", "shape": [8, 8, 1], "min": 0, "max": 16}]}
-    d = decode_window(win, kind="image", schema=schema, class_names=labels)
+    d = decode_window(win, InputSignature(kind="image", shape=(8, 8, 1), class_names=tuple(labels)))
     assert d.undecodable == 0 and d.raw.shape == (6, 8, 8, 1) and d.raw.dtype == np.float32
     np.testing.assert_array_equal(d.raw[..., 0], imgs)
     assert d.keep.tolist() == [0, 0, 1, 2, 2, 3]
@@ -281,7 +281,7 @@ def test_decode_text_bodies(tmp_path):
     ]
     _capture(store, [{**r, "time": T0 + timedelta(seconds=i)} for i, r in enumerate(recs)])
     win = read_window(store, "capture", "ep", None, since=None, until=None)
-    d = decode_window(win, kind="text", schema={"kind": "text", "text": "text"}, class_names=topics)
+    d = decode_window(win, InputSignature(kind="text", class_names=tuple(topics)))
     assert d.raw == ["shares fell", "a late goal", "the match ended, 2-1", "one, quoted", "two", "npy text"]
     assert d.undecodable == 1 and d.keep.tolist() == [0, 0, 1, 2, 2, 3]
     assert d.proba.shape == (6, 2) and set(d.predicted) <= set(topics)
@@ -292,9 +292,9 @@ def test_decode_of_an_empty_window():
 
     import pyarrow as pa
     win = CaptureWindow.from_table(pa.table({"inference_times": pa.array([], type=pa.timestamp("ms", tz="UTC"))}))
-    d = decode_window(win, kind="tabular", schema=PENGUIN_SCHEMA, class_names=SPECIES)
+    d = decode_window(win, PENGUIN)
     assert d.rows == 0 and list(d.raw.columns) == PENGUIN_COLUMNS and d.proba is None and d.undecodable == 0
-    d = decode_window(win, kind="image", schema={"features": [{"shape": [8, 8, 1]}]}, class_names=SPECIES)
+    d = decode_window(win, InputSignature(kind="image", shape=(8, 8, 1), class_names=tuple(SPECIES)))
     assert d.raw.shape == (0, 8, 8, 1)
 
 
@@ -309,7 +309,7 @@ def _train_bundle(folder: Path, sample: str, template: str, params: dict, rows: 
     from loopml.models.features import fit_features
     from loopml.models.hparams import validate_hparams
     from loopml.models.templates import build_model
-    from loopml.training.train_runner import raw_inputs
+    from loopml.datasets.content import raw_inputs
 
     content = load_sample(sample)
     idx = np.random.default_rng(0).permutation(len(content))[:rows]

@@ -174,78 +174,78 @@ def plat(settings: Settings) -> Iterator[Platform]:
 
 
 def test_create_validates_everything_up_front(plat: Platform):
-    from loopml.monitoring import service
+    from loopml.monitoring import monitors
 
     add_endpoint(plat, "mnist")
     add_endpoint(plat, "quiet", capture=0)
     with pytest.raises(NotFound, match="endpoint 'nope' not found"):
-        service.create_monitor(plat, "m", "nope")
+        monitors.create_monitor(plat, "m", "nope")
     with pytest.raises(InvalidInput, match=r"endpoint quiet captures no traffic: `loopml endpoints update quiet --capture 100` first"):
-        service.create_monitor(plat, "m", "quiet")
+        monitors.create_monitor(plat, "m", "quiet")
     with pytest.raises(InvalidInput, match="has no variant 'blue'"):
-        service.create_monitor(plat, "m", "mnist", variant="blue")
+        monitors.create_monitor(plat, "m", "mnist", variant="blue")
     with pytest.raises(InvalidInput, match="threshold 'pssi' is not known; use one of psi, ks_pvalue"):
-        service.create_monitor(plat, "m", "mnist", thresholds=["pssi=0.2"])
+        monitors.create_monitor(plat, "m", "mnist", thresholds=["pssi=0.2"])
     for bad in (["psi"], ["psi=abc"], ["ks_pvalue=2"], ["accuracy=1.5"], ["psi=-1"], ["psi=nan"]):
         with pytest.raises(InvalidInput, match="threshold"):
-            service.create_monitor(plat, "m", "mnist", thresholds=bad)
+            monitors.create_monitor(plat, "m", "mnist", thresholds=bad)
     for bad in ("1x", "0m", "", "100d", "-1h"):
         with pytest.raises(InvalidInput, match="window"):
-            service.create_monitor(plat, "m", "mnist", window=bad)
+            monitors.create_monitor(plat, "m", "mnist", window=bad)
     with pytest.raises(InvalidInput, match="cron"):
-        service.create_monitor(plat, "m", "mnist", schedule="every minute")
+        monitors.create_monitor(plat, "m", "mnist", schedule="every minute")
     with pytest.raises(InvalidInput, match="tz"):
-        service.create_monitor(plat, "m", "mnist", schedule="*/5 * * * *", tz="Mars/Olympus")
+        monitors.create_monitor(plat, "m", "mnist", schedule="*/5 * * * *", tz="Mars/Olympus")
     with pytest.raises(InvalidInput, match="webhook"):
-        service.create_monitor(plat, "m", "mnist", webhooks=["ftp://x/y"])
+        monitors.create_monitor(plat, "m", "mnist", webhooks=["ftp://x/y"])
     with pytest.raises(InvalidInput, match="min_samples"):
-        service.create_monitor(plat, "m", "mnist", min_samples=0)
+        monitors.create_monitor(plat, "m", "mnist", min_samples=0)
     with pytest.raises(InvalidInput, match="name"):
-        service.create_monitor(plat, "bad name!", "mnist")
+        monitors.create_monitor(plat, "bad name!", "mnist")
     assert plat.monitors.list() == []  # nothing half-written
 
     now = datetime(2026, 11, 27, 10, 2, tzinfo=timezone.utc)
-    record = service.create_monitor(plat, "m", "mnist", schedule="*/5 * * * *", tz="Europe/Paris", window="30m",
+    record = monitors.create_monitor(plat, "m", "mnist", schedule="*/5 * * * *", tz="Europe/Paris", window="30m",
                                     thresholds=["psi=0.3", "accuracy=0.9", "min_samples=50"],
                                     webhooks=["https://hooks.example/a"], now=lambda: now)
     assert (record["window_s"], record["window"], record["tz"]) == (1800, "30m", "Europe/Paris")
     assert record["thresholds"] == {"psi": 0.3, "accuracy": 0.9, "min_samples": 50}
     assert record["next_run_at"] == "2026-11-27T10:05:00Z"
-    paused = service.pause_monitor(plat, "m")
+    paused = monitors.pause_monitor(plat, "m")
     assert (paused["status"], paused["next_run_at"]) == ("paused", None)
     later = now + timedelta(hours=3)
-    resumed = service.resume_monitor(plat, "m", now=lambda: later)
+    resumed = monitors.resume_monitor(plat, "m", now=lambda: later)
     assert (resumed["status"], resumed["next_run_at"]) == ("active", "2026-11-27T13:05:00Z")
-    shown = service.get_monitor(plat, "m")
+    shown = monitors.get_monitor(plat, "m")
     assert shown["runs"] == [] and shown["alerts"] == [] and shown["labels"] == 0
 
 
 def test_upload_labels_counts_bad_lines_and_unknown_ids(plat: Platform):
-    from loopml.monitoring import service
+    from loopml.monitoring import labels, monitors
     from loopml.serving.capture import CaptureWriter
 
     add_endpoint(plat, "mnist")
-    service.create_monitor(plat, "m", "mnist")
+    monitors.create_monitor(plat, "m", "mnist")
     with CaptureWriter(plat.artifacts, plat.settings.capture_prefix) as writer:
         for i in range(5):
             writer.record("mnist", "primary", input_body=b'{"instances": [[0]]}', input_content_type="application/json",
                           output_body=b'{"predictions": []}', inference_id=f"req-{i}", model="digits", model_version=1)
     csv_file = b"inference_id,label\nreq-0,3\nreq-1,4\nbroken-line\nghost-1,5\n,7\nreq-0,8\n"
-    answer = service.upload_labels(plat, "m", data=csv_file, filename="labels.csv")
+    answer = labels.upload_labels(plat, "m", data=csv_file, filename="labels.csv")
     assert (answer["received"], answer["stored"], answer["invalid"]) == (6, 3, 2)
     assert answer["unknown_ids"] == {"count": 1, "first": ["ghost-1"]}
     assert plat.monitors.labels_for("m", ["req-0"]) == {"req-0": "8"}
     jsonl = b'{"inference_id": "req-2", "label": "1"}\nnot json\n{"inference_id": "req-3"}\n{"inference_id": "req-4", "label": 2}\n'
-    answer = service.upload_labels(plat, "m", data=jsonl, filename="labels.jsonl")
+    answer = labels.upload_labels(plat, "m", data=jsonl, filename="labels.jsonl")
     assert (answer["stored"], answer["invalid"], answer["unknown_ids"]["count"], answer["labels"]) == (2, 2, 0, 5)
-    answer = service.upload_labels(plat, "m", rows=[{"inference_id": "req-1", "label": "9"}, "junk"])
+    answer = labels.upload_labels(plat, "m", rows=[{"inference_id": "req-1", "label": "9"}, "junk"])
     assert (answer["stored"], answer["invalid"]) == (1, 1)
     with pytest.raises(InvalidInput, match="header"):
-        service.upload_labels(plat, "m", data=b"a,b\n1,2\n", filename="x.csv")
+        labels.upload_labels(plat, "m", data=b"a,b\n1,2\n", filename="x.csv")
     with pytest.raises(InvalidInput, match="no valid rows"):
-        service.upload_labels(plat, "m", data=b"not json at all {\n", format="jsonl")
+        labels.upload_labels(plat, "m", data=b"not json at all {\n", format="jsonl")
     with pytest.raises(NotFound):
-        service.upload_labels(plat, "nope", rows=[{"inference_id": "a", "label": "b"}])
+        labels.upload_labels(plat, "nope", rows=[{"inference_id": "a", "label": "b"}])
 
 
 # -- alerts: dedupe, resolve, webhook, trigger ------------------------------------------------------
@@ -286,13 +286,13 @@ def finished_run(plat: Platform, name: str, violations: list[dict], checked: lis
 
 
 def test_alerts_open_dedupe_resolve_notify_and_fire_trigger(plat: Platform, hook_server):
-    from loopml.monitoring import alerts, service
+    from loopml.monitoring import alerts, monitors
     from loopml.triggers import service as triggers
 
     url, hook = hook_server
     add_endpoint(plat, "mnist")
     add_function(plat.meta, "retrain")
-    monitor = service.create_monitor(plat, "m", "mnist",
+    monitor = monitors.create_monitor(plat, "m", "mnist",
                                      webhooks=[f"{url}/alerts", "http://127.0.0.1:9/unreachable"])
     triggers.create_trigger(plat, "on-drift", "alert", monitor="m", function="retrain")  # the monitor exists
     drift = {"key": "mean_intensity", "name": "mean_intensity", "type": "numeric",
@@ -351,13 +351,13 @@ def test_webhook_failure_status_is_recorded(hook_server):
 
 def test_scheduler_queues_due_runs_once_and_collapses_missed_times(plat: Platform):
     from loopml.controlplane.monitors import MonitorScheduler
-    from loopml.monitoring import service
+    from loopml.monitoring import monitors
     from loopml.store.jobs_repo import FAILED, QUEUED, RUNNING
 
     add_endpoint(plat, "mnist")
     clock = [datetime(2026, 11, 27, 10, 2, tzinfo=timezone.utc)]
-    service.create_monitor(plat, "every5", "mnist", schedule="*/5 * * * *", now=lambda: clock[0])
-    service.create_monitor(plat, "manual", "mnist", now=lambda: clock[0])
+    monitors.create_monitor(plat, "every5", "mnist", schedule="*/5 * * * *", now=lambda: clock[0])
+    monitors.create_monitor(plat, "manual", "mnist", now=lambda: clock[0])
     scheduler = MonitorScheduler(plat, now=lambda: clock[0])
 
     assert scheduler.tick() == []  # 10:05 has not come
@@ -384,10 +384,10 @@ def test_scheduler_queues_due_runs_once_and_collapses_missed_times(plat: Platfor
     assert [r["monitor"] for r in plat.monitors.runs("manual")] == []
 
     # paused monitors are not scheduled; resume restarts from now
-    service.pause_monitor(plat, "every5")
+    monitors.pause_monitor(plat, "every5")
     clock[0] = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
     assert scheduler.tick() == []
-    service.resume_monitor(plat, "every5", now=lambda: clock[0])
+    monitors.resume_monitor(plat, "every5", now=lambda: clock[0])
     assert plat.monitors.get("every5")["next_run_at"] == "2026-11-27T12:05:00Z"
 
 
@@ -428,7 +428,7 @@ def test_a_real_run_finds_drift_raises_alerts_and_measures_quality(plat: Platfor
     from loopml.models.bundle import load_bundle
     from loopml.models.embeddings import embed
     from loopml.monitoring import run as monitor_run
-    from loopml.monitoring import service
+    from loopml.monitoring import labels, monitors
     from loopml.monitoring.profile import build_profile
     from tests.serving_support import register
 
@@ -447,7 +447,7 @@ def test_a_real_run_finds_drift_raises_alerts_and_measures_quality(plat: Platfor
     assert baseline_job.load_baseline(plat, plat.models.get("digits", 1))[0]["rows"] == profile["rows"]
 
     add_endpoint(plat, "mnist")  # serves digits:1 (the version just registered)
-    service.create_monitor(plat, "m", "mnist", min_samples=100, thresholds=["accuracy=0.95"])
+    monitors.create_monitor(plat, "m", "mnist", min_samples=100, thresholds=["accuracy=0.95"])
     now = _time.time()
     held_out = images[1000:1300]
     _capture(plat, bundle, held_out, now - 600)
@@ -461,12 +461,12 @@ def test_a_real_run_finds_drift_raises_alerts_and_measures_quality(plat: Platfor
     assert quiet["rows"] == 300 and quiet["malformed"] == 1
     assert quiet["violations"] == [] and plat.monitors.alerts(open=True) == []
     assert plat.artifacts.exists(quiet["report_key"]) and plat.artifacts.exists(quiet["summary"]["report_html"])
-    html = service.get_report(plat, "m", quiet["id"], "html").decode()
+    html = monitors.get_report(plat, "m", quiet["id"], "html").decode()
     assert "<svg" in html and "http://" not in html.replace("http://www.w3.org", "")
 
     # inverted images (ink ↔ background) and labels that disagree with the answers
     _capture(plat, bundle, 16.0 - images[1300:1600], now - 300, prefix="inv")
-    service.upload_labels(plat, "m", rows=[{"inference_id": f"inv-{i}", "label": str((int(t) + 1) % 10)}
+    labels.upload_labels(plat, "m", rows=[{"inference_id": f"inv-{i}", "label": str((int(t) + 1) % 10)}
                                            for i, t in enumerate(target[1300:1600])])
     drifted = run_once()
     assert drifted["status"] == "succeeded", drifted
@@ -514,18 +514,18 @@ def dataclasses_replace(obj, **changes):
 def test_bad_webhook_urls_and_nul_labels_are_input_errors(plat: Platform):
     """Review fixes: urlsplit raised ValueError ('http://[::1', a port out of range) → a 500; a NUL in
     an inference id or label reached PostgreSQL's text column → a 500. Both are the user's mistake."""
-    from loopml.monitoring import service
+    from loopml.monitoring import labels, monitors
 
     add_endpoint(plat, "mnist")
     for bad in ("http://[::1", "http://hooks.example:99999/a", "http://hooks.example:0/a"):
         with pytest.raises(InvalidInput, match="webhook"):
-            service.create_monitor(plat, "m", "mnist", webhooks=[bad])
+            monitors.create_monitor(plat, "m", "mnist", webhooks=[bad])
     assert plat.monitors.list() == []
-    record = service.create_monitor(plat, "m", "mnist", webhooks=["http://[::1]:8080/hook"])
+    record = monitors.create_monitor(plat, "m", "mnist", webhooks=["http://[::1]:8080/hook"])
     assert record["webhooks"] == ["http://[::1]:8080/hook"]
     rows = [{"inference_id": "a\x00b", "label": "1"}, {"inference_id": "c", "label": "1\x00"},
             {"inference_id": "d", "label": "2"}]
-    answer = service.upload_labels(plat, "m", rows=rows)
+    answer = labels.upload_labels(plat, "m", rows=rows)
     assert (answer["stored"], answer["invalid"]) == (1, 2)
     with pytest.raises(InvalidInput, match="no valid rows"):
-        service.upload_labels(plat, "m", data=b"inference_id,label\nx\x00,1\n", filename="l.csv")
+        labels.upload_labels(plat, "m", data=b"inference_id,label\nx\x00,1\n", filename="l.csv")

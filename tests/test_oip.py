@@ -32,6 +32,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from loopml import __version__  # noqa: E402
 from loopml.core.errors import InvalidInput, NotFound  # noqa: E402
+from loopml.models.signature import InputSignature  # noqa: E402
 from loopml.serving.batcher import BatcherClosed, QueueFull  # noqa: E402
 from loopml.serving.host import ModelHost  # noqa: E402
 from loopml.serving.live import Variant  # noqa: E402
@@ -330,7 +331,7 @@ def test_text_model(triton, hosts):
 
 def test_tabular_model(triton, hosts):
     host = hosts["table"]
-    assert host.columns == ["size", "colour", "count"]
+    assert host.signature.columns == ("size", "colour", "count")
     records = [{"size": 12.5, "colour": "red", "count": 3.0},
                {"size": 4.0, "colour": "blue", "count": 0.0},
                {"size": None, "colour": "green", "count": 1.0}]  # missing size, unseen colour
@@ -534,7 +535,7 @@ def test_json_response_body_shape(http, host, digits_images):
 
 
 class FakeHost:
-    kind, shape, columns, text_column = "image", [2, 2, 1], None, "text"
+    signature = InputSignature(kind="image", shape=(2, 2, 1))
     label_names = ["a", "b"]
     model_version = 7
     model_name = "fake-model"

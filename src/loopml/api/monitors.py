@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from loopml.core.errors import InvalidInput
-from loopml.monitoring import service
+from loopml.monitoring import labelled_data, labels, monitors
 from loopml.platform import Platform
 
 log = logging.getLogger("loopml.api")
@@ -89,47 +89,47 @@ def _wake(request: Request) -> None:
 
 @router.post("", response_model=Monitor, status_code=201, summary="Create a monitor on an endpoint")
 def create_monitor(body: MonitorIn, request: Request) -> dict[str, Any]:
-    return service.create_monitor(_platform(request), body.name, body.endpoint, variant=body.variant,
+    return monitors.create_monitor(_platform(request), body.name, body.endpoint, variant=body.variant,
                                   schedule=body.schedule, tz=body.tz, window=body.window,
                                   min_samples=body.min_samples, thresholds=body.thresholds, webhooks=body.webhooks)
 
 
 @router.get("", response_model=list[Monitor], summary="Monitors, with their last run and open alerts")
 def list_monitors(request: Request) -> list[dict[str, Any]]:
-    return service.list_monitors(_platform(request))
+    return monitors.list_monitors(_platform(request))
 
 
 @router.post("/baselines", status_code=201, summary="Compute (backfill) a model version's baseline: a job")
 def submit_baseline(body: BaselineIn, request: Request) -> dict[str, Any]:
-    job = service.submit_baseline(_platform(request), body.model, body.dataset)
+    job = monitors.submit_baseline(_platform(request), body.model, body.dataset)
     _wake(request)
     return job
 
 
 @router.get("/{name}", response_model=Monitor, summary="One monitor with its last runs and open alerts")
 def get_monitor(name: str, request: Request) -> dict[str, Any]:
-    return service.get_monitor(_platform(request), name)
+    return monitors.get_monitor(_platform(request), name)
 
 
 @router.post("/{name}/pause", response_model=Monitor, summary="Stop scheduled runs")
 def pause_monitor(name: str, request: Request) -> dict[str, Any]:
-    return service.pause_monitor(_platform(request), name)
+    return monitors.pause_monitor(_platform(request), name)
 
 
 @router.post("/{name}/resume", response_model=Monitor, summary="Schedule runs again (from now)")
 def resume_monitor(name: str, request: Request) -> dict[str, Any]:
-    return service.resume_monitor(_platform(request), name)
+    return monitors.resume_monitor(_platform(request), name)
 
 
 @router.delete("/{name}", response_model=Deleted, summary="Delete a monitor, its runs, labels and alerts")
 def delete_monitor(name: str, request: Request) -> dict[str, Any]:
-    service.delete_monitor(_platform(request), name)
+    monitors.delete_monitor(_platform(request), name)
     return {"deleted": name}
 
 
 @router.post("/{name}/runs", status_code=201, summary="Run the monitor now: {run, job}")
 def run_monitor(name: str, request: Request) -> dict[str, Any]:
-    run, job = service.submit_run(_platform(request), name)
+    run, job = monitors.submit_run(_platform(request), name)
     _wake(request)
     return {"run": run, "job": job}
 
@@ -147,13 +147,13 @@ def get_run(name: str, run_id: str, request: Request) -> dict[str, Any]:
 @router.get("/{name}/runs/{run_id}/report.html", response_class=HTMLResponse,
             summary="The run's report as a self-contained HTML page")
 def get_report_html(name: str, run_id: str, request: Request) -> Response:
-    data = service.get_report(_platform(request), name, run_id, "html")
+    data = monitors.get_report(_platform(request), name, run_id, "html")
     return Response(data, media_type="text/html; charset=utf-8")
 
 
 @router.get("/{name}/runs/{run_id}/report", summary="The run's report (JSON; ?format=html for the page)")
 def get_report(name: str, run_id: str, request: Request, format: str = Query("json")) -> Response:
-    data = service.get_report(_platform(request), name, run_id, format)
+    data = monitors.get_report(_platform(request), name, run_id, format)
     media = "text/html; charset=utf-8" if format == "html" else "application/json"
     return Response(data, media_type=media)
 
@@ -170,7 +170,7 @@ async def upload_labels(name: str, request: Request) -> dict[str, Any]:
             raise InvalidInput("file: upload the labels file as the multipart field 'file'")
         data = await upload.read()
         fmt = form.get("format")
-        return await run_in_threadpool(service.upload_labels, platform, name, data=data,
+        return await run_in_threadpool(labels.upload_labels, platform, name, data=data,
                                        format=str(fmt) if fmt else None, filename=upload.filename)
     body = await request.body()
     try:
@@ -183,13 +183,13 @@ async def upload_labels(name: str, request: Request) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - pydantic's error, said in our words
         raise InvalidInput("body: send {\"labels\": [{\"inference_id\": ..., \"label\": ...}]} or a multipart "
                            "file") from None
-    return await run_in_threadpool(service.upload_labels, platform, name, rows=rows)
+    return await run_in_threadpool(labels.upload_labels, platform, name, rows=rows)
 
 
 @router.post("/{name}/dataset", status_code=201,
              summary="The monitor's labelled captured requests as a new dataset version (409: too few labels)")
 def labelled_dataset(name: str, body: LabelledDatasetIn, request: Request) -> dict[str, Any]:
-    return service.labelled_dataset(_platform(request), name, body.dataset, extend=body.extend,
+    return labelled_data.labelled_dataset(_platform(request), name, body.dataset, extend=body.extend,
                                     min_labels=body.min_labels)
 
 

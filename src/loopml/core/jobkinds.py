@@ -7,7 +7,7 @@ a job of that kind runs, so no domain package imports another through the worker
 
 A runner is ``run(platform, job, sync_logs)``: it does the work and records the job's outcome
 (``platform.jobs.transition(..., SUCCEEDED, result=...)``); an exception fails the job.
-A new kind: add its params class and a row below (tests/test_job_kinds.py checks both resolve).
+A new kind: add its params class and a row below (tests/test_job_kinds.py checks every reference resolves).
 """
 
 from __future__ import annotations
@@ -80,6 +80,9 @@ class JobKind:
     submit: str                  # "module:function" that validates and queues a job of this kind
     runner: str                  # "module:function" the worker calls
     params: type = field(repr=False)
+    # keyword → "module:function" the worker passes to the runner: how a step of another context
+    # joins a job without the runner importing that context (train's monitoring baseline)
+    hooks: dict[str, str] = field(default_factory=dict)
 
     def required(self) -> tuple[str, ...]:
         """The spec keys a job of this kind cannot run without."""
@@ -89,13 +92,14 @@ class JobKind:
 
 KINDS: dict[str, JobKind] = {k.name: k for k in (
     JobKind("train", "train a model on a dataset version",
-            "loopml.training.service:submit_training", "loopml.training.train_runner:run", TrainParams),
+            "loopml.training.service:submit_training", "loopml.training.train_runner:run", TrainParams,
+            hooks={"baseline": "loopml.monitoring.baseline_job:write_training_baseline"}),
     JobKind("predict", "batch prediction with a model version",
             "loopml.training.service:submit_prediction", "loopml.training.predict_runner:run", PredictParams),
     JobKind("evaluate", "compare model versions on one dataset split",
             "loopml.training.service:submit_evaluation", "loopml.training.evaluate_runner:run", EvaluateParams),
     JobKind("monitor", "one monitor run over an endpoint's captured traffic",
-            "loopml.monitoring.service:submit_run", "loopml.monitoring.run:run", MonitorParams),
+            "loopml.monitoring.monitors:submit_run", "loopml.monitoring.run:run", MonitorParams),
     JobKind("baseline", "a model version's monitoring baseline",
             "loopml.monitoring.baseline_job:submit_baseline", "loopml.monitoring.baseline_job:run", BaselineParams),
     JobKind("labelled-data", "a monitor's labelled captured requests as a dataset version",

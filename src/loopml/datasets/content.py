@@ -49,3 +49,13 @@ class DatasetContent:
     def texts(self) -> list[str]:
         assert self.frame is not None and self.text_column is not None
         return self.frame[self.text_column].astype(str).tolist()
+
+
+def raw_inputs(content: DatasetContent) -> np.ndarray | list[str] | pd.DataFrame:
+    """What a client would send for these rows: pixels, strings or table rows (a model's features
+    turn them into tensors). Training, evaluation, batch prediction and baselines all read rows so."""
+    if content.kind == "image":
+        return content.images
+    if content.kind == "text":
+        return content.texts
+    return content.frame

@@ -22,15 +22,23 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:500]
 
 
+def _imported(reference: str) -> Callable[..., Any]:
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def runner_for(kind: str) -> Callable[..., Any]:
-    """The kind's ``run(platform, job, sync_logs)``, imported from its "module:function"."""
+    """The kind's ``run(platform, job, sync_logs, **hooks)``, its hooks bound, imported from
+    their "module:function" references."""
+    from functools import partial
+
     from loopml.core.errors import LoopMLError
     from loopml.core.jobkinds import KINDS
 
     if kind not in KINDS:
         raise LoopMLError(f"unknown job kind {kind!r}")
-    module, _, name = KINDS[kind].runner.partition(":")
-    return getattr(importlib.import_module(module), name)
+    entry = KINDS[kind]
+    return partial(_imported(entry.runner), **{key: _imported(ref) for key, ref in entry.hooks.items()})
 
 
 def check_spec(job: dict[str, Any]) -> None:

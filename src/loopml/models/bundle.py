@@ -24,9 +24,9 @@ import numpy as np
 from loopml.core.errors import CorruptArtifact, InvalidInput, NotFound
 from loopml.models.features import Features, feature_files_needed, features_from_config
 from loopml.models.runtime import KerasRuntime, OnnxRuntime, Runtime
+from loopml.models.signature import MANIFEST
 
 FORMAT_VERSION = 1
-MANIFEST = "loopml.json"
 KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
 REFERENCE_FILE = "reference.json"

@@ -4,8 +4,8 @@
                                                rows (+ "schema": the dataset schema, "source")
     {artifact_prefix}/baseline/embeddings.npy  penultimate-layer embeddings of ≤ 2,000 of them
 
-Written at registration by the training job (``training/train_runner.py`` calls
-``write_baseline``: the files go into the bundle folder and upload with it) and, for versions
+Written at registration by the training job (the job runner hands ``write_training_baseline`` to
+``training/train_runner.py``: the files go into the bundle folder and upload with it) and, for versions
 that have none, by a ``baseline`` job (``loopml monitors baseline NAME:V`` → ``submit_baseline`` →
 the worker runs ``run``). ``load_baseline`` is what a monitor run reads.
 
@@ -34,7 +34,7 @@ from loopml.core.errors import CorruptArtifact, InvalidInput, NotFound
 from loopml.platform import Platform
 
 __all__ = ["BASELINE_DIR", "PROFILE_FILE", "EMBEDDINGS_FILE", "compute_baseline", "write_baseline",
-           "load_baseline", "submit_baseline", "run", "vocab_of"]
+           "write_training_baseline", "load_baseline", "submit_baseline", "run", "vocab_of"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,36 @@ def write_baseline(folder: str | Path, profile: dict[str, Any], embeddings: np.n
         (out / EMBEDDINGS_FILE).write_bytes(_npy_bytes(embeddings))
         written.append(f"{BASELINE_DIR}/{EMBEDDINGS_FILE}")
     return written
+
+
+def write_training_baseline(bundle_dir: str, *, model: Any, features: Any, content: Any,
+                            splits: dict[str, np.ndarray], schema: dict[str, Any], class_names: list[str],
+                            dataset_ref: str, job_id: str) -> bool:
+    """The train job's baseline step (training/train_runner.py's ``baseline=``): the profile and
+    embeddings of the dataset's held-out rows through the just-trained Keras model, into the
+    bundle folder so they upload with it. Never fails the job: on any error one line, no baseline
+    (``loopml monitors baseline NAME:V`` backfills it)."""
+    t0 = time.monotonic()
+    try:
+        from loopml.datasets.content import raw_inputs
+        from loopml.models.bundle import keras_probabilities
+        from loopml.models.embeddings import embed_transformed
+
+        rows, split = baseline_rows(content, splits)
+        profile, embeddings = compute_baseline(
+            kind=features.kind, raw=raw_inputs(rows), schema=schema, class_names=class_names,
+            predict_proba=lambda rows: keras_probabilities(model, features.transform(rows)),
+            embed_rows=lambda rows: embed_transformed(model, features.transform(rows)),
+            vocab=vocab_of(features), source={"dataset": dataset_ref, "split": split, "by": f"job {job_id}"})
+        write_baseline(bundle_dir, profile, embeddings)
+    except Exception as exc:  # noqa: BLE001 - a baseline problem must never fail the training
+        print(f"baseline skipped ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+              f"backfill it later with `loopml monitors baseline`", flush=True)
+        return False
+    source = profile.get("source", {})
+    print(f"baseline: {source.get('profiled_rows')} {source.get('split')} rows profiled, {source.get('embedded_rows')} "
+          f"embedded in {time.monotonic() - t0:.1f} s", flush=True)
+    return True
 
 
 def _hint(record: dict[str, Any]) -> str:
@@ -221,7 +251,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         if importlib.util.find_spec("keras") is None:  # embeddings need the Keras model
             print("keras is not installed: the baseline has no embeddings", flush=True)
             embedder = None
-        from loopml.training.train_runner import raw_inputs
+        from loopml.datasets.content import raw_inputs
 
         profile, embeddings = compute_baseline(
             kind=bundle.kind, raw=raw_inputs(rows), schema=ds["schema"], class_names=bundle.label_names,

@@ -52,7 +52,8 @@ from loopml.artifacts.keys import join
 from loopml.artifacts.store import ArtifactStore
 from loopml.core.errors import InvalidInput
 
-__all__ = ["CaptureWindow", "Column", "read_window", "ALL_COLUMNS", "capture_files", "body_bytes"]
+__all__ = ["CaptureWindow", "Column", "read_window", "read_captured", "ALL_COLUMNS", "capture_files",
+           "body_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -452,6 +453,16 @@ def read_window(store: ArtifactStore, prefix: str, endpoint: str, variant: str |
     else:
         table = table.append_column("shadow", pa.array(np.zeros(table.num_rows, dtype=bool)))
     return CaptureWindow.from_table(table, malformed=malformed, files=len(read), keys=read)
+
+
+def read_captured(store: ArtifactStore, prefix: str, endpoint: str, variant: str | None = None) -> Iterator[dict]:
+    """Every captured record of ``endpoint`` (one variant or all) as the parsed JSON line, file by
+    file in ``capture_files`` order, lines in arrival order: the whole record, for a look at a few
+    (tests, debugging); monitors read windows with ``read_window``."""
+    for key in capture_files(store, prefix, endpoint, variant):
+        for line in store.get_bytes(key).splitlines():
+            if line.strip():
+                yield orjson.loads(line)
 
 
 def _compact(table: pa.Table) -> pa.Table:

@@ -1,7 +1,8 @@
 """Captured bodies → the model's RAW inputs and its answers, row by row.
 
-``decode_window(window, kind=, schema=, class_names=)`` reads every captured request/response of
-a ``CaptureWindow`` the way the data plane read it:
+``decode_window(window, signature)`` reads every captured request/response of a ``CaptureWindow``
+the way the data plane read it, with the served version's ``InputSignature`` (models/signature.py:
+kind, image shape, column order, text field, class names — what the data plane decoded with):
 
 inputs   SageMaker bodies through ``serving.codecs.decode`` (JSON ``{"instances"|"inputs": [...]}``
          or a bare list, ``text/csv``, ``application/x-npy`` (captured BASE64), ``text/plain``),
@@ -18,16 +19,13 @@ whose answer has another number of rows than its request, is counted in ``undeco
 skipped — never an exception.
 
 ``raw`` has the form the bundle's features take (and ``profile.build_profile`` reads): images a
-float32 (N, H, W, C) array, texts a list[str], tabular rows a DataFrame with the schema's columns.
-``schema`` may be the dataset version's schema (``datasets.schema.infer_schema``: what baselines
-store as ``profile["schema"]``) or a bundle's loopml.json (its ``features``/``input``).
+float32 (N, H, W, C) array, texts a list[str], tabular rows a DataFrame with the model's columns.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -38,10 +36,11 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from loopml.core.errors import InvalidInput
+from loopml.models.signature import InputSignature
 from loopml.monitoring.capture_reader import CaptureWindow, body_bytes
 from loopml.serving.codecs import decode as decode_body, media_type
 
-__all__ = ["Decoded", "decode_window", "decode_hints"]
+__all__ = ["Decoded", "decode_window"]
 
 log = logging.getLogger(__name__)
 
@@ -67,70 +66,29 @@ class Decoded:
         return np.unique(self.keep)
 
 
-def decode_hints(kind: str, schema: dict[str, Any] | None) -> dict[str, Any]:
-    """shape (image, [H, W, C]), columns (tabular) and text_column from a dataset schema or a
-    bundle manifest."""
-    schema = schema or {}
-    features = schema.get("features")
-    hints: dict[str, Any] = {"shape": None, "columns": None, "text_column": "text"}
-    if kind == "image":
-        shape = None
-        if isinstance(features, list) and features and isinstance(features[0], dict):
-            shape = features[0].get("shape")
-        elif isinstance(features, dict):
-            shape = features.get("shape")
-        if shape is None and isinstance(schema.get("input"), dict):
-            shape = (schema["input"].get("shape") or [None])[1:] or None
-        shape = shape or schema.get("shape")
-        if shape:
-            dims = [int(d) for d in shape]
-            hints["shape"] = dims + [1] * (3 - len(dims)) if len(dims) < 3 else dims
-    elif kind == "tabular":
-        cols = None
-        if isinstance(features, list):
-            cols = [f["name"] if isinstance(f, dict) else str(f) for f in features]
-        elif isinstance(features, dict):
-            cols = [c["name"] if isinstance(c, dict) else str(c) for c in features.get("columns") or []]
-        cols = cols or schema.get("columns")
-        hints["columns"] = [str(c) for c in cols] if cols else None
-    elif kind == "text":
-        if isinstance(features, dict) and features.get("text_column"):
-            hints["text_column"] = str(features["text_column"])
-        elif schema.get("text"):
-            hints["text_column"] = str(schema["text"])
-    else:
-        raise InvalidInput(f"unknown model kind {kind!r}; expected image, text or tabular")
-    return hints
-
-
 # --------------------------------------------------------------------------- one record
 
 
-def _decode_input(body: bytes, content_type: str | None, kind: str, hints: dict[str, Any]) -> Any:
+def _decode_input(body: bytes, content_type: str | None, sig: InputSignature) -> Any:
     if media_type(content_type) == "application/json" and body[:1] == b"{" and b'"datatype"' in body:
-        raw = _oip_input(body, kind, hints)
+        raw = _oip_input(body, sig)
         if raw is not None:
             return raw
-    raw, _ = decode_body(body, content_type, kind, max_rows=_MAX_ROWS, max_text_chars=_MAX_TEXT_CHARS,
-                         shape=hints["shape"], columns=hints["columns"], text_column=hints["text_column"])
+    raw, _ = decode_body(body, content_type, sig.kind, max_rows=_MAX_ROWS, max_text_chars=_MAX_TEXT_CHARS,
+                         shape=sig.shape, columns=sig.columns, text_column=sig.text_column)
     return raw
 
 
-def _oip_input(body: bytes, kind: str, hints: dict[str, Any]) -> Any:
+def _oip_input(body: bytes, sig: InputSignature) -> Any:
     """An OIP v2 JSON request's rows, or None when the body is not one."""
-    from loopml.serving import oip
+    from loopml.serving.oip import json_request_rows  # the data plane's own OIP parser
 
     doc = orjson.loads(body)
     inputs = doc.get("inputs") if isinstance(doc, dict) else None
     if not (isinstance(inputs, list) and inputs and all(isinstance(t, dict) and "datatype" in t
                                                         for t in inputs)):
         return None
-    host = SimpleNamespace(kind=kind, shape=hints["shape"], columns=hints["columns"],
-                           text_column=hints["text_column"])
-    try:
-        return oip._raw_rows(oip._parse_inputs(doc, None), host)
-    except oip._Error as exc:
-        raise InvalidInput(exc.message) from None
+    return json_request_rows(doc, sig)
 
 
 def _decode_output(doc: Any) -> list[tuple[str, float, dict[str, float] | None]]:
@@ -159,30 +117,29 @@ def _decode_output(doc: Any) -> list[tuple[str, float, dict[str, float] | None]]
 _CHUNK = 65_536  # records decoded at a time
 
 
-def decode_window(window: CaptureWindow, *, kind: str, schema: dict[str, Any],
-                  class_names: list[str]) -> Decoded:
+def decode_window(window: CaptureWindow, signature: InputSignature) -> Decoded:
     """Every record of ``window`` → rows (see the module docstring). Never raises for bad data.
 
     Per chunk of records, the fastest path that can read all of them: pyarrow's JSON reader over
     the whole chunk (tabular/text ``{"instances": [...]}`` bodies — C++ speed), else one orjson
     call per column for the chunk's JSON bodies, else record by record through serving.codecs
     (other content types, OIP requests, anything unusual, and to isolate a bad record)."""
-    hints = decode_hints(kind, schema)
-    acc = _Accumulator(kind, [str(c) for c in class_names], hints)
+    sig, kind = signature, signature.kind
+    acc = _Accumulator(sig)
     n = len(window)
     for start in range(0, n, _CHUNK):
         arrow_cols = [c.arrow.slice(start, _CHUNK) for c in (
             window.input_data, window.input_encodings, window.input_content_types,
             window.output_data, window.output_encodings)]
-        block = _decode_arrow(kind, hints, acc.class_names, arrow_cols) if kind != "image" else None
+        block = _decode_arrow(sig, acc.class_names, arrow_cols) if kind != "image" else None
         if block is not None:
             acc.add_block(start, *block)
             continue
         cols = [c.to_pylist() for c in arrow_cols]
         results: list[Any] = [None] * len(cols[0])
-        slow = _decode_fast(kind, hints, cols, results) if kind != "image" else range(len(results))
+        slow = _decode_fast(sig, cols, results) if kind != "image" else range(len(results))
         for j in slow:
-            results[j] = _decode_one(kind, hints, cols[0][j], cols[1][j], cols[2][j], cols[3][j],
+            results[j] = _decode_one(sig, cols[0][j], cols[1][j], cols[2][j], cols[3][j],
                                      cols[4][j])
         for j, got in enumerate(results):
             acc.add(start + j, got)
@@ -203,9 +160,10 @@ def _all_equal(arr: pa.ChunkedArray, value: str) -> bool:
     return arr.null_count == 0 and pc.all(pc.equal(arr, value)).as_py() is not False
 
 
-def _decode_arrow(kind: str, hints: dict[str, Any], class_names: list[str], cols: list[pa.ChunkedArray]
+def _decode_arrow(sig: InputSignature, class_names: list[str], cols: list[pa.ChunkedArray]
                   ) -> tuple[np.ndarray, Any, list[str], np.ndarray, np.ndarray | None] | None:
     """A whole chunk with pyarrow, or None when any record needs another path."""
+    kind = sig.kind
     in_data, in_enc, in_type, out_data, out_enc = cols
     if len(in_data) == 0 or in_data.null_count or out_data.null_count or not _all_equal(in_enc, "JSON") \
             or not _all_equal(out_enc, "JSON"):
@@ -243,7 +201,7 @@ def _decode_arrow(kind: str, hints: dict[str, Any], class_names: list[str], cols
         else:
             if not pa.types.is_struct(rows.type):
                 return None
-            raw = _frame(rows, hints["columns"])
+            raw = _frame(rows, sig.columns)
         answers = pc.list_flatten(predictions)
         labels = pc.struct_field(answers, "label")
         confidence = pc.struct_field(answers, "confidence")
@@ -264,9 +222,9 @@ def _decode_arrow(kind: str, hints: dict[str, Any], class_names: list[str], cols
         return None  # a body pyarrow cannot read (or types that change between rows)
 
 
-def _frame(rows: pa.StructArray, columns: list[str] | None) -> pd.DataFrame:
+def _frame(rows: pa.StructArray, columns: tuple[str, ...] | None) -> pd.DataFrame:
     names = [f.name for f in rows.type]
-    columns = columns or names
+    columns = list(columns or names)
     data = {}
     for c in columns:
         if c in names:
@@ -280,7 +238,7 @@ def _frame(rows: pa.StructArray, columns: list[str] | None) -> pd.DataFrame:
     return pd.DataFrame(data, columns=columns)
 
 
-def _decode_one(kind: str, hints: dict[str, Any], in_data: str | None, in_enc: str | None,
+def _decode_one(sig: InputSignature, in_data: str | None, in_enc: str | None,
                 in_type: str | None, out_data: str | None, out_enc: str | None) -> Any:
     """(raw rows, answers) or the exception's class name when the record does not decode."""
     try:
@@ -288,11 +246,11 @@ def _decode_one(kind: str, hints: dict[str, Any], in_data: str | None, in_enc: s
         out = body_bytes(out_data, out_enc)
         if body is None or out is None:
             raise InvalidInput("missing or undecodable body")
-        raw = _decode_input(body, in_type, kind, hints)
+        raw = _decode_input(body, in_type, sig)
         answers = _decode_output(orjson.loads(out))
-        if kind == "image":
-            raw = _as_nhwc(raw, hints["shape"])
-        elif kind == "tabular" and raw and not isinstance(raw[0], dict):
+        if sig.kind == "image":
+            raw = _as_nhwc(raw, sig.shape)
+        elif sig.kind == "tabular" and raw and not isinstance(raw[0], dict):
             raise InvalidInput("tabular rows must be records")
         if len(answers) != len(raw):
             raise InvalidInput(f"{len(answers)} predictions for {len(raw)} input rows")
@@ -301,7 +259,7 @@ def _decode_one(kind: str, hints: dict[str, Any], in_data: str | None, in_enc: s
         return type(exc).__name__
 
 
-def _decode_fast(kind: str, hints: dict[str, Any], cols: list[list[Any]], results: list[Any]) -> list[int]:
+def _decode_fast(sig: InputSignature, cols: list[list[Any]], results: list[Any]) -> list[int]:
     """JSON text/tabular records of a chunk parsed with ONE orjson call per column (about 20x
     fewer Python-level calls than record by record); returns the indices left for the careful
     path (other encodings, OIP bodies, anything unusual, or the whole chunk if a body is bad)."""
@@ -318,7 +276,7 @@ def _decode_fast(kind: str, hints: dict[str, Any], cols: list[list[Any]], result
         return list(range(len(in_data)))
     if len(docs) != len(fast) or len(outs) != len(fast):  # a body held two documents: be careful
         return list(range(len(in_data)))
-    columns, text_column = hints["columns"], hints["text_column"]
+    kind, columns, text_column = sig.kind, sig.columns, sig.text_column
     slow = sorted(set(range(len(in_data))) - set(fast))
     for j, doc, out in zip(fast, docs, outs):
         rows = _instances(doc)
@@ -361,10 +319,11 @@ def _instances(doc: Any) -> list[Any] | None:
 class _Accumulator:
     """Rows of the decoded records, in window order, gathered chunk by chunk."""
 
-    def __init__(self, kind: str, class_names: list[str], hints: dict[str, Any]) -> None:
-        self.kind = kind
-        self.hints = hints
-        self.class_names = class_names
+    def __init__(self, sig: InputSignature) -> None:
+        self.kind = sig.kind
+        self.sig = sig
+        self.class_names = list(sig.class_names)
+        class_names = self.class_names
         self.class_index = {c: i for i, c in enumerate(class_names)}
         self.interned: dict[str, str] = {c: c for c in class_names}
         self.parts: list[Any] = []  # per chunk: image array | texts | DataFrame
@@ -413,7 +372,7 @@ class _Accumulator:
             elif self.kind == "text":
                 part = self._rows
             else:
-                part = _records_frame(self._rows, self.hints["columns"])
+                part = _records_frame(self._rows, self.sig.columns)
             proba = None if self._proba is None else \
                 np.asarray(self._proba, dtype=np.float32).reshape(len(self._keep), len(self.class_names))
             self._store(np.asarray(self._keep, dtype=np.int64), part,
@@ -441,20 +400,20 @@ class _Accumulator:
                         self.undecodable, ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())))
         n_rows = len(self.predicted)
         proba = np.concatenate(self.proba, axis=0) if self.proba and n_rows else None
-        return Decoded(raw=_assemble(self.kind, self.parts, self.hints), proba=proba, predicted=self.predicted,
+        return Decoded(raw=_assemble(self.sig, self.parts), proba=proba, predicted=self.predicted,
                        confidence=np.concatenate(self.confidence) if self.confidence else np.zeros(0),
                        keep=np.concatenate(self.keep) if self.keep else np.zeros(0, dtype=np.int64),
                        undecodable=self.undecodable)
 
 
-def _records_frame(records: list[dict], columns: list[str] | None) -> pd.DataFrame:
+def _records_frame(records: list[dict], columns: tuple[str, ...] | None) -> pd.DataFrame:
     if columns is None:
-        columns = list(dict.fromkeys(k for row in records[:1000] for k in row))
+        columns = tuple(dict.fromkeys(k for row in records[:1000] for k in row))
     # column by column: much faster than DataFrame.from_records for many small dicts
-    return pd.DataFrame({c: [row.get(c) for row in records] for c in columns}, columns=columns)
+    return pd.DataFrame({c: [row.get(c) for row in records] for c in columns}, columns=list(columns))
 
 
-def _as_nhwc(arr: np.ndarray, shape: list[int] | None) -> np.ndarray:
+def _as_nhwc(arr: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
     arr = np.asarray(arr, dtype=np.float32)
     if shape is not None:
         return arr.reshape(len(arr), *shape)
@@ -465,16 +424,17 @@ def _as_nhwc(arr: np.ndarray, shape: list[int] | None) -> np.ndarray:
     raise InvalidInput(f"image rows of shape {arr.shape[1:]} need the schema's image shape")
 
 
-def _assemble(kind: str, parts: list[Any], hints: dict[str, Any]) -> Any:
+def _assemble(sig: InputSignature, parts: list[Any]) -> Any:
+    kind = sig.kind
     if kind == "image":
         if parts:
             return np.concatenate(parts, axis=0)
-        h, w, c = hints["shape"] or (0, 0, 1)
+        h, w, c = sig.shape or (0, 0, 1)
         return np.zeros((0, h, w, c), dtype=np.float32)
     if kind == "text":
         return [text for part in parts for text in part]
     if not parts:
-        return pd.DataFrame({c: [] for c in (hints["columns"] or [])})
+        return pd.DataFrame({c: [] for c in (sig.columns or ())})
     if len(parts) == 1:
         return parts[0]
     return pd.concat(parts, ignore_index=True)

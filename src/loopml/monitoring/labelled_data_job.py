@@ -2,7 +2,7 @@
 worker process (it may read 30 days of capture, which must not hold up the control loop).
 
 ``submit`` queues it (the workflow action ``loopml:labelled-data`` does); ``run`` is the worker's
-runner around ``monitoring.service.labelled_dataset``. Too few labels is an ordinary outcome,
+runner around ``monitoring.labelled_data.labelled_dataset``. Too few labels is an ordinary outcome,
 not a crash: the job fails with ``result = {"error": "Monitor.NotEnoughLabels", "cause": …}`` so
 the workflow can raise that ASL error (and a Retry waits for labels to arrive).
 """
@@ -31,7 +31,7 @@ def submit(platform: Platform, *, monitor: str, dataset: str, extend: bool = Tru
 
 
 def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None) -> None:
-    from loopml.monitoring.service import NotEnoughLabels, labelled_dataset
+    from loopml.monitoring.labelled_data import NotEnoughLabels, labelled_dataset
 
     spec = job["spec"]
     print(f"monitor {spec['monitor']}: labelled requests -> dataset {spec['dataset']}", flush=True)

@@ -1,7 +1,7 @@
 """Quality against ground truth: accuracy, per-class precision/recall/F1, confusion matrix.
 
 Works on label strings (true labels uploaded by users joined with captured predictions), unlike
-training/evaluation.py which works on class indices and probabilities. Labels outside
+models/metrics.py which works on class indices and probabilities. Labels outside
 ``class_names`` (a class only the labels know, a typo) are appended as their own classes so
 every row is counted.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from loopml.core.errors import InvalidInput
 from loopml.core.timeutil import iso, parse_iso
-from loopml.training.evaluation import per_class_metrics
+from loopml.models.metrics import per_class_metrics
 
 
 def _classes(class_names: Sequence[str], *label_lists: Sequence[str]) -> list[str]:

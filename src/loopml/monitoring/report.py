@@ -308,3 +308,8 @@ def render_html(report: dict) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
             + "".join(body) + "</body></html>\n")
+
+
+def report_key(monitor: str, run_id: str, fmt: str) -> str:
+    """Where a run's report is stored (``fmt``: json | html)."""
+    return f"monitoring/{monitor}/{run_id}/report.{fmt}"

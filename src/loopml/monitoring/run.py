@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from loopml.artifacts.keys import join
 from loopml.core.errors import InvalidInput, LoopMLError, NotFound
 from loopml.core.timeutil import iso, parse_iso, utcnow
+from loopml.monitoring.served import ModelContext, model_context, served_variant
 from loopml.platform import Platform
 from loopml.store.jobs_repo import RUNNING as JOB_RUNNING
 from loopml.store.jobs_repo import SUCCEEDED as JOB_SUCCEEDED
@@ -76,53 +76,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:500]
 
 
-# -- what is served, and what it was trained on -------------------------------------------------
-
-def served_variant(endpoint: dict[str, Any], variant: str | None) -> tuple[dict[str, Any], bool]:
-    """(resolved variant, is_shadow) of the monitored variant (None: the first one)."""
-    resolved = endpoint.get("resolved") or {}
-    variants = list(resolved.get("variants") or [])
-    shadow = resolved.get("shadow")
-    if variant is None:
-        if not variants:
-            raise InvalidInput(f"endpoint {endpoint['name']!r} serves no variant")
-        return variants[0], False
-    for v in variants:
-        if v["name"] == variant:
-            return v, False
-    if shadow and shadow.get("name") == variant:
-        return shadow, True
-    raise InvalidInput(f"endpoint {endpoint['name']!r} has no variant {variant!r} any more")
-
-
-def model_context(platform: Platform, version: dict[str, Any]) -> dict[str, Any]:
-    """kind, schema, class names and (text) vocabulary of a model version, from its bundle."""
-    prefix = version["artifact_prefix"]
-    try:
-        manifest = json.loads(platform.artifacts.get_bytes(join(prefix, "loopml.json")))
-    except Exception as exc:  # noqa: BLE001 - say which version's files are missing
-        raise NotFound(f"model {version['ref']}: its bundle manifest {prefix}/loopml.json cannot be read "
-                       f"({type(exc).__name__})") from None
-    schema = manifest.get("schema") or {}
-    if not schema and version.get("dataset"):
-        ds_name, _, ds_version = str(version["dataset"]).partition(":")
-        try:
-            schema = platform.datasets.get(ds_name, int(ds_version) if ds_version.isdigit() else None)["schema"]
-        except LoopMLError:
-            schema = {}
-    if not schema:  # decode and profile read a bundle manifest too (its features / input signature)
-        schema = manifest
-    class_names = [str(c) for c in manifest.get("label_names") or schema.get("classes") or []]
-    vocab = None
-    if version["kind"] == "text":
-        try:
-            tokenizer = json.loads(platform.artifacts.get_bytes(join(prefix, "tokenizer.json")))
-            vocab = dict((tokenizer.get("model") or {}).get("vocab") or {}) or None
-        except Exception:  # noqa: BLE001 - without a vocabulary the OOV rate is simply not computed
-            vocab = None
-    return {"kind": version["kind"], "schema": schema, "class_names": class_names, "vocab": vocab}
-
-
 def only_version(window: Any, version: int) -> tuple[Any, int]:
     """The records the served version answered (an alias may have moved inside the window)."""
     versions = window.model_versions.to_list() if hasattr(window.model_versions, "to_list") \
@@ -168,7 +121,7 @@ class DecodedWindow:
         return len(self.inference_times)
 
 
-def read_and_decode(platform: Platform, endpoint: str, variant: str, version: int, context: dict[str, Any], *,
+def read_and_decode(platform: Platform, endpoint: str, variant: str, version: int, context: ModelContext, *,
                     since: datetime, until: datetime) -> tuple[DecodedWindow, Any, int]:
     """Read the window a few files at a time and decode each chunk before reading the next, so
     the captured text of the whole window is never in memory at once (a million tabular records:
@@ -191,8 +144,7 @@ def read_and_decode(platform: Platform, endpoint: str, variant: str, version: in
             out.last_time = chunk.last_time
         chunk, other = only_version(chunk, version)
         other_versions += other
-        decoded = decode_window(chunk, kind=context["kind"], schema=context["schema"],
-                                class_names=context["class_names"])
+        decoded = decode_window(chunk, context.signature)
         out.inference_ids.parts.append(chunk.inference_ids)
         out.inference_times.parts.append(chunk.inference_times)
         parts.append((decoded, offset))
@@ -252,8 +204,8 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
     variant, is_shadow = served_variant(endpoint, monitor["variant"])
     version = platform.models.get(variant["model"], variant["version"])
     context = model_context(platform, version)
-    _say(f"variant {variant['name']} serves {version['ref']} ({context['kind']}, "
-         f"{len(context['class_names'])} classes)")
+    _say(f"variant {variant['name']} serves {version['ref']} ({context.kind}, "
+         f"{len(context.class_names)} classes)")
     baseline, baseline_embeddings = load_baseline(platform, version)
 
     window, decoded, other_versions = read_and_decode(platform, monitor["endpoint"], variant["name"],
@@ -268,7 +220,7 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
     base_summary = {"records": len(window), "rows": rows, "malformed": window.malformed,
                     "undecodable": decoded.undecodable, "files": window.files, "other_versions": other_versions,
                     "model": {"name": version["name"], "version": version["version"]},
-                    "variant": variant["name"], "kind": context["kind"]}
+                    "variant": variant["name"], "kind": context.kind}
     if decoded.undecodable:
         _say(f"{decoded.undecodable} records could not be decoded and are skipped")
     thresholds = {**(monitor["thresholds"] or {})}
@@ -284,11 +236,11 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
     from loopml.monitoring.drift import compare
     from loopml.monitoring.profile import build_profile
 
-    current = build_profile(kind=context["kind"], raw=decoded.raw, proba=decoded.proba,
-                            class_names=context["class_names"], schema=context["schema"], vocab=context["vocab"],
+    current = build_profile(kind=context.kind, raw=decoded.raw, proba=decoded.proba,
+                            class_names=context.class_names, schema=context.schema, vocab=context.vocab,
                             reference=baseline, predicted=list(decoded.predicted), confidence=decoded.confidence)
     current_embeddings = None
-    if baseline_embeddings is not None and context["kind"] in ("image", "text"):
+    if baseline_embeddings is not None and context.kind in ("image", "text"):
         current_embeddings = _embed(platform, version, decoded.raw)
     drift = compare(baseline, current, thresholds={**thresholds, "min_samples": min_samples},
                     baseline_embeddings=baseline_embeddings, current_embeddings=current_embeddings)
@@ -311,7 +263,7 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
         predicted = [str(p) for p in decoded.predicted]
     if has_labels:
         quality_part = _quality(platform, name, row_ids, single, predicted,
-                                _rows_of(window.inference_times, row_records), context["class_names"], thresholds)
+                                _rows_of(window.inference_times, row_records), context.class_names, thresholds)
     if quality_part.get("evaluated"):
         checked.append("quality.accuracy")
     if quality_part.get("violation"):
@@ -324,8 +276,8 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
         shadow_part = _shadow(platform, monitor, name, variant["name"], resolved_shadow, since, until, production)
 
     report = {"monitor": name, "run_id": run_id, "endpoint": monitor["endpoint"], "variant": variant["name"],
-              "model": {"name": version["name"], "version": version["version"], "kind": context["kind"]},
-              "class_names": context["class_names"],
+              "model": {"name": version["name"], "version": version["version"], "kind": context.kind},
+              "class_names": context.class_names,
               "window": {"since": iso(since), "until": iso(until), "last_time": iso(window.last_time)},
               **{k: base_summary[k] for k in ("records", "rows", "malformed", "undecodable", "files",
                                               "other_versions")},
@@ -448,8 +400,7 @@ def _shadow(platform: Platform, monitor: dict[str, Any], name: str, production_v
         context = model_context(platform, version)
         window = read_window(platform.artifacts, platform.settings.capture_prefix, monitor["endpoint"],
                              shadow["name"], since=since, until=until)
-        decoded = decode_window(window, kind=context["kind"], schema=context["schema"],
-                                class_names=context["class_names"])
+        decoded = decode_window(window, context.signature)
         rec = np.asarray(decoded.keep, dtype=np.int64)
         ids = window.inference_ids.to_list()
         shadow_pred = {ids[int(k)]: str(p) for k, p, one in zip(rec, decoded.predicted, _single_row_records(rec))
@@ -457,7 +408,7 @@ def _shadow(platform: Platform, monitor: dict[str, Any], name: str, production_v
         common = [i for i in prod_pred if i in shadow_pred]
         labels = platform.monitors.labels_for(name, common) if common else {}
         part.update(shadow_comparison([labels.get(i) for i in common], [prod_pred[i] for i in common],
-                                      [shadow_pred[i] for i in common], context["class_names"]))
+                                      [shadow_pred[i] for i in common], context.class_names))
         part["shadow_rows"] = len(decoded.predicted)
         _say(f"shadow {shadow['name']} ({shadow['model']}:{shadow['version']}): {len(common)} joined requests, "
              f"agreement {_fmt(part.get('agreement'))}")
@@ -496,7 +447,7 @@ def _json_safe(value: Any) -> Any:
 
 def _write_report(platform: Platform, name: str, run_id: str, report: dict[str, Any]) -> str:
     from loopml.monitoring.report import render_html
-    from loopml.monitoring.service import report_key
+    from loopml.monitoring.report import report_key
 
     safe = _json_safe(report)
     html_key, json_key = report_key(name, run_id, "html"), report_key(name, run_id, "json")

@@ -273,8 +273,9 @@ class DataPlane:
                 if body is None:
                     call.status = 499
                     return  # the client went away
-                raw, _ = await decode_async(body, content_type, host.kind, shape=host.shape,
-                                            columns=host.columns, text_column=host.text_column)
+                sig = host.signature
+                raw, _ = await decode_async(body, content_type, sig.kind, shape=sig.shape,
+                                            columns=sig.columns, text_column=sig.text_column)
                 announced = False
                 # after a version switch: the same variant (or any) of the current generation;
                 # a target model stays pinned

@@ -37,7 +37,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import orjson
@@ -46,7 +45,7 @@ from loopml.artifacts.keys import join, validate_key
 from loopml.artifacts.store import ArtifactStore
 from loopml.core.errors import InvalidInput
 
-__all__ = ["CaptureWriter", "read_captured"]
+__all__ = ["CaptureWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -356,25 +355,3 @@ class CaptureWriter:
 
     def __repr__(self) -> str:
         return f"CaptureWriter({self.store.uri!r}, prefix={self.prefix!r})"
-
-
-def read_captured(store: ArtifactStore, prefix: str, endpoint: str, variant: str | None = None) -> Iterator[dict]:
-    """Parsed capture records of ``endpoint`` (one variant or all), file by file in time order.
-
-    Files are ordered by their time (hour folder, then name: the time of their first record), then
-    variant; records within a file in arrival order.
-    """
-    base = join(prefix, endpoint) if variant is None else join(prefix, endpoint, variant)
-    depth = 1 if variant is None else 0  # path segments before yyyy/mm/dd/hh/name
-    entries = []
-    for key in store.list(base):
-        if not key.endswith(".jsonl"):
-            continue
-        rel = key[len(base):].lstrip("/").split("/")
-        if len(rel) != depth + 5:
-            continue
-        entries.append((rel[depth:], rel[:depth], key))
-    for _when, _variant, key in sorted(entries):
-        for line in store.get_bytes(key).splitlines():
-            if line.strip():
-                yield orjson.loads(line)

@@ -4,7 +4,7 @@
 model version's features accept (``loopml.models.features``) plus its row count:
 
     image    float32 ndarray (N, H, W), (N, H, W, C) or flat (N, H*W*C); the features check H/W/C
-             (pass ``shape=``, loopml.json ``features.shape``, to check it here with better hints)
+             (pass ``shape=``, the model's ``InputSignature.shape``, to check it here with better hints)
     text     list[str]
     tabular  list[dict] (rows given as lists/CSV lines need ``columns=``, the model's column names)
 
@@ -109,9 +109,10 @@ def decode(body: bytes, content_type: str | None, kind: str, *, max_rows: int = 
            columns: Sequence[str] | None = None, text_column: str = "text") -> tuple[Any, int]:
     """Request body → (raw inputs for the model's features, number of rows).
 
-    ``shape`` (image models: loopml.json ``features.shape``, e.g. [28, 28, 1]) makes the shape
-    check happen here; ``columns`` (tabular: the features' column names) lets rows come as lists
-    or CSV lines; ``text_column`` is the record field holding the text (``{"text": ...}``).
+    ``shape``, ``columns`` and ``text_column`` come from the model's ``InputSignature``
+    (models/signature.py). ``shape`` (image models, e.g. (28, 28, 1)) makes the shape check happen
+    here; ``columns`` (tabular: the model's column order) lets rows come as lists or CSV lines;
+    ``text_column`` is the record field holding the text (``{"text": ...}``).
     """
     if kind not in KINDS:
         raise InvalidInput(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")

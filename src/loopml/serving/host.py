@@ -16,6 +16,7 @@ import numpy as np
 
 from loopml.core.errors import CorruptArtifact, InvalidInput
 from loopml.models.bundle import ModelBundle, load_bundle
+from loopml.models.signature import InputSignature
 from loopml.serving.batcher import Batcher
 
 __all__ = ["ModelHost"]
@@ -31,19 +32,9 @@ class ModelHost:
                  max_delay_ms: float = 2.0, name: str = "") -> None:
         self.bundle = bundle
         self.name = name or bundle.path.name
-        self.kind: str = bundle.kind
         self.label_names: list[str] = list(bundle.label_names)
-        features_cfg = bundle.meta.get("features") or {}
-        # codec hints: image shape (checked at decode time), tabular column order, text field
-        self.shape: list[int] | None = None
-        if self.kind == "image":
-            input_shape = (bundle.meta.get("input") or {}).get("shape") or []
-            self.shape = [int(d) for d in input_shape[1:]] or None
-        self.columns: list[str] | None = None
-        if self.kind == "tabular":
-            self.columns = [c["name"] if isinstance(c, dict) else str(c)
-                            for c in features_cfg.get("columns") or []] or None
-        self.text_column: str = str(features_cfg.get("text_column") or "text")
+        # what a request's rows look like (codecs and OIP read it): built once per loaded version
+        self.signature = InputSignature.from_manifest(bundle.meta, kind=bundle.kind)
         self.batcher = Batcher(bundle.runtime.predict, max_batch_size=max_batch_size,
                                max_delay_ms=max_delay_ms, name=self.name,
                                wait_only_for_announced=True, pipeline=True)
@@ -61,6 +52,10 @@ class ModelHost:
         if warmup:
             host.warmup()
         return host
+
+    @property
+    def kind(self) -> str:
+        return self.signature.kind
 
     @property
     def loaded(self) -> bool:

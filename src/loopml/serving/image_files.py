@@ -1,6 +1,6 @@
 """PNG/JPEG request bodies → the pixels an image model's signature asks for (Pillow).
 
-One image per body. It is converted only as far as the signature (loopml.json ``input.shape``,
+One image per body. It is converted only as far as the signature (``InputSignature.shape``,
 ``(H, W, C)``) says: to greyscale (C=1) or RGB (C=3), and resized (bilinear, as image-folder
 datasets are) to W×H when its aspect ratio is the model's (datasets.image_fit, the rule batch prediction
 follows too) — a photo of another aspect would be distorted, so it is refused with the expected shape.

@@ -46,10 +46,9 @@ the request once more on the current one), capture and the shadow copy are
 a generated one returned as the response's ``"id"``; capture records it, so ground-truth labels
 join OIP requests exactly as SageMaker ones (``X-Amzn-SageMaker-Inference-Id``).
 
-Host attributes used: ``kind``, ``shape``, ``columns``, ``text_column``, ``label_names``,
-``async predict_raw(raw)``; optional ``loaded``, ``model_name``, ``model_version``,
-``bundle.runtime_name`` (metadata "platform") and ``bundle.meta["features"]["columns"]``
-(tabular metadata datatype: FP32 when every column is numeric, else BYTES).
+Host attributes used: ``signature`` (models.signature.InputSignature: kind, shape, columns,
+text column), ``label_names``, ``async predict_raw(raw)``; optional ``loaded``, ``model_name``,
+``model_version`` and ``bundle.runtime_name`` (metadata "platform").
 """
 
 from __future__ import annotations
@@ -66,6 +65,7 @@ import orjson
 
 from loopml import __version__
 from loopml.core.errors import InvalidInput, LoopMLError, NotFound
+from loopml.models.signature import InputSignature
 from loopml.serving.batcher import BatcherClosed, QueueFull
 from loopml.serving.codecs import (_check_rows, _csv_value, _image_array, _json_type, _records,
                                    _texts)
@@ -226,27 +226,18 @@ def server_metadata() -> dict[str, Any]:
     return {"name": "loopml", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
-def _tabular_datatype(host: Any) -> str:
-    """FP32 when every column is numeric (per the bundle's features config), else BYTES."""
-    try:
-        columns = (host.bundle.meta.get("features") or {}).get("columns") or []
-        if columns and all(isinstance(c, dict) and c.get("type") == "numeric" for c in columns):
-            return "FP32"
-    except Exception:  # no bundle / unusual meta: BYTES is always accepted
-        pass
-    return "BYTES"
-
-
 def model_metadata(host: Any, name: str) -> dict[str, Any]:
-    kind = host.kind
+    sig: InputSignature = host.signature
+    kind = sig.kind
     if kind == "image":
-        shape = [-1, *host.shape] if host.shape else [-1, -1]
+        shape = [-1, *sig.shape] if sig.shape else [-1, -1]
         spec = {"name": INPUT_NAME, "datatype": "FP32", "shape": shape}
     elif kind == "text":
         spec = {"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}
     else:
-        spec = {"name": INPUT_NAME, "datatype": _tabular_datatype(host),
-                "shape": [-1, len(host.columns) if host.columns else -1]}
+        # FP32 when every column is numeric, else BYTES (always accepted)
+        spec = {"name": INPUT_NAME, "datatype": "FP32" if sig.numeric_columns else "BYTES",
+                "shape": [-1, len(sig.columns) if sig.columns else -1]}
     runtime = getattr(getattr(host, "bundle", None), "runtime_name", None)
     return {"name": _model_name(host, name), "versions": [_model_version(host)],
             "platform": f"loopml_{runtime}" if runtime else "loopml",
@@ -541,20 +532,20 @@ def _one_input(tensors: list[_Tensor], kind: str) -> _Tensor:
     return tensors[0]
 
 
-def _image_raw(tensors: list[_Tensor], host: Any) -> np.ndarray:
+def _image_raw(tensors: list[_Tensor], sig: InputSignature) -> np.ndarray:
     t = _one_input(tensors, "image")
     if t.datatype == "BYTES":
         raise _Error(400, f"input {t.name!r} for an image model must be numeric (e.g. FP32), "
                           "got BYTES")
     _rows(t)
     if len(t.shape) < 2:
-        want = f"[N, {', '.join(map(str, host.shape))}]" if host.shape else "[N, ...]"
+        want = f"[N, {', '.join(map(str, sig.shape))}]" if sig.shape else "[N, ...]"
         raise _Error(400, f"input {t.name!r} has shape {list(t.shape)}; an image model expects "
                           f"{want} (the first dimension is the batch)")
-    return _image_array(t.value, f"input {t.name!r} values", host.shape)
+    return _image_array(t.value, f"input {t.name!r} values", sig.shape)
 
 
-def _text_raw(tensors: list[_Tensor], host: Any) -> list[str]:
+def _text_raw(tensors: list[_Tensor], sig: InputSignature) -> list[str]:
     t = _one_input(tensors, "text")
     if t.datatype != "BYTES":
         raise _Error(400, f"input {t.name!r} for a text model must be BYTES (UTF-8 strings), "
@@ -563,7 +554,7 @@ def _text_raw(tensors: list[_Tensor], host: Any) -> list[str]:
     if len(t.shape) > 2 or (len(t.shape) == 2 and t.shape[1] != 1):
         raise _Error(400, f"input {t.name!r} has shape {list(t.shape)}; a text model expects "
                           "[N] or [N, 1] (one text per row)")
-    return _texts(t.value, MAX_TEXT_CHARS, host.text_column)
+    return _texts(t.value, MAX_TEXT_CHARS, sig.text_column)
 
 
 def _cells(t: _Tensor) -> list[Any]:
@@ -573,7 +564,7 @@ def _cells(t: _Tensor) -> list[Any]:
     return t.value.astype(np.float64).ravel().tolist()
 
 
-def _per_column(tensors: list[_Tensor], columns: list[str] | None) -> bool:
+def _per_column(tensors: list[_Tensor], columns: Sequence[str] | None) -> bool:
     """One input per column (each named after it) rather than one [N, n_columns] matrix?"""
     if columns is None or not all(t.name in columns for t in tensors):
         return False
@@ -583,8 +574,8 @@ def _per_column(tensors: list[_Tensor], columns: list[str] | None) -> bool:
     return not (len(columns) > 1 and len(shape) == 2 and shape[1] == len(columns))
 
 
-def _tabular_raw(tensors: list[_Tensor], host: Any) -> list[dict]:
-    columns: list[str] | None = host.columns
+def _tabular_raw(tensors: list[_Tensor], sig: InputSignature) -> list[dict]:
+    columns = sig.columns
     if _per_column(tensors, columns):
         n = _rows(tensors[0])
         names, values = [], []
@@ -639,16 +630,25 @@ def _bytes_binary(items: list[str]) -> bytes:
     return b"".join(_LEN.pack(len(b)) + b for b in (s.encode("utf-8") for s in items))
 
 
-def _raw_rows(tensors: list[_Tensor], host: Any) -> Any:
+def _raw_rows(tensors: list[_Tensor], sig: InputSignature) -> Any:
     """The request's tensors → RAW rows for ``host.predict_raw`` (as codecs.decode gives)."""
     try:
-        if host.kind == "image":
-            return _image_raw(tensors, host)
-        if host.kind == "text":
-            return _text_raw(tensors, host)
-        return _tabular_raw(tensors, host)
+        if sig.kind == "image":
+            return _image_raw(tensors, sig)
+        if sig.kind == "text":
+            return _text_raw(tensors, sig)
+        return _tabular_raw(tensors, sig)
     except InvalidInput as exc:  # codecs' validators
         raise _Error(400, exc.message) from None
+
+
+def json_request_rows(doc: Any, sig: InputSignature) -> Any:
+    """A parsed OIP v2 JSON request → its RAW rows (monitoring re-reads captured requests with
+    it); InvalidInput when the request is not one the data plane would have accepted."""
+    try:
+        return _raw_rows(_parse_inputs(doc, None), sig)
+    except _Error as exc:
+        raise InvalidInput(exc.message) from None
 
 
 async def _infer(router: Router, name: str, version: str | None, headers: dict[bytes, bytes],
@@ -667,11 +667,11 @@ async def _infer(router: Router, name: str, version: str | None, headers: dict[b
     if request_id is not None and not isinstance(request_id, str):
         raise _Error(400, f'"id" must be a string, got {_json_type(request_id)}')
     outputs = _parse_outputs(doc)
-    raw = _raw_rows(tensors, variant.host)
+    raw = _raw_rows(tensors, variant.host.signature)
     try:
         variant, raw, proba = await predict(
             variant, raw, again=lambda: router.route(name, version),
-            redecode=lambda host: _raw_rows(tensors, host))
+            redecode=lambda host: _raw_rows(tensors, host.signature))
     except (InvalidInput, BatcherClosed, QueueFull, _Error):
         raise
     except Exception as exc:

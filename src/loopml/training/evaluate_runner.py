@@ -9,12 +9,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from loopml.datasets.content import raw_inputs
 from loopml.datasets.service import load_version
+from loopml.models.metrics import classification_report
 from loopml.platform import Platform
 from loopml.core.jobstatus import CANCELLED, RUNNING, SUCCEEDED
 from loopml.registry.champion import decide
-from loopml.training.evaluation import classification_report
-from loopml.training.train_runner import raw_inputs
 
 
 class _Cancelled(Exception):

@@ -7,16 +7,15 @@ what cannot be read here is left to the worker, which reports it as the job's re
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import PurePosixPath
 from typing import IO, Any
 
-from loopml.artifacts.keys import join
 from loopml.core import FOLDER_ZIP_COMMENT
 from loopml.core.errors import InvalidInput, NotFound, UnsupportedFormat
 from loopml.datasets.formats import IMAGE_EXTENSIONS, LABEL_CANDIDATES, TEXT_EXTENSIONS, hidden
 from loopml.datasets.image_fit import check_fits
+from loopml.models.signature import InputSignature, read_manifest
 from loopml.platform import Platform
 
 TABLE_FILES = (".csv", ".parquet", ".pq")
@@ -25,11 +24,12 @@ INPUT_FILES = (*TABLE_FILES, *ARRAY_FILES, ".zip", *sorted(IMAGE_EXTENSIONS))
 NPZ_INPUTS = ("x", "images", "inputs")  # the array of an .npz input predicted, first found (predict_runner too)
 
 
-def model_manifest(platform: Platform, mv: dict[str, Any]) -> dict[str, Any] | None:
-    """The version's loopml.json (kind, input signature, features); None when it cannot be read."""
+def model_signature(platform: Platform, mv: dict[str, Any]) -> InputSignature | None:
+    """The version's input signature (from its loopml.json); None when it cannot be read."""
     try:
-        return json.loads(platform.artifacts.get_bytes(join(mv["artifact_prefix"], "loopml.json")))
-    except (NotFound, ValueError, OSError):
+        return InputSignature.from_manifest(read_manifest(platform.artifacts, mv["artifact_prefix"]),
+                                            kind=mv.get("kind"))
+    except (NotFound, InvalidInput, ValueError, OSError):
         return None  # the worker reports a damaged bundle; nothing to check against here
 
 
@@ -41,57 +41,45 @@ def check_input(platform: Platform, mv: dict[str, Any], source: dict[str, Any]) 
         if suffix not in INPUT_FILES:
             raise UnsupportedFormat(f"input {name!r}: use .csv, .parquet, .npz, .npy, .zip, or image files "
                                     f"({', '.join(sorted(IMAGE_EXTENSIONS))}) for image models")
-    manifest = model_manifest(platform, mv)
-    if manifest is None:
+    sig = model_signature(platform, mv)
+    if sig is None:
         return
-    kind, ref = manifest.get("kind", mv.get("kind")), mv["ref"]
+    kind, ref = sig.kind, mv["ref"]
     if source["type"] == "dataset":
         ds = platform.datasets.get(source["name"], source["version"])
         if ds["kind"] != kind:
-            raise InvalidInput(f"model {ref} takes {_what(kind, manifest)}; dataset {ds['ref']} is {ds['kind']}")
+            raise InvalidInput(f"model {ref} takes {sig.describe()}; dataset {ds['ref']} is {ds['kind']}")
         columns = [f["name"] for f in (ds.get("schema") or {}).get("features", [])]
         shapes = [f["shape"] for f in (ds.get("schema") or {}).get("features", []) if f.get("shape")]
         if kind == "tabular":
-            _check_columns(columns, f"dataset {ds['ref']}", ref, kind, manifest)
-        elif kind == "image" and shapes and (manifest.get("features") or {}).get("shape") not in (None, shapes[0]):
-            raise InvalidInput(f"model {ref} takes {_what(kind, manifest)}; dataset {ds['ref']} holds "
+            _check_columns(columns, f"dataset {ds['ref']}", ref, sig)
+        elif kind == "image" and shapes and sig.shape is not None and list(sig.shape) != shapes[0]:
+            raise InvalidInput(f"model {ref} takes {sig.describe()}; dataset {ds['ref']} holds "
                                f"{'x'.join(map(str, shapes[0]))} images")
         return
     if suffix in IMAGE_EXTENSIONS and kind != "image":
-        raise InvalidInput(f"input {name!r} is an image; model {ref} takes {_what(kind, manifest)}")
+        raise InvalidInput(f"input {name!r} is an image; model {ref} takes {sig.describe()}")
     if kind != "image" and (suffix in ARRAY_FILES or (suffix == ".zip" and kind == "tabular")):
-        raise InvalidInput(f"input {name!r} is a {suffix[1:]} file; model {ref} takes {_what(kind, manifest)}: "
+        raise InvalidInput(f"input {name!r} is a {suffix[1:]} file; model {ref} takes {sig.describe()}: "
                            "use a .csv or .parquet file")
     try:
         with platform.artifacts.open_read(source["key"]) as f:
             if suffix in TABLE_FILES:
-                _check_columns(_columns(f, suffix), repr(name), ref, kind, manifest)
+                _check_columns(_columns(f, suffix), repr(name), ref, sig)
             elif suffix == ".npy":
-                _check_shape(_npy_shape(f), name, ref, manifest)
+                _check_shape(_npy_shape(f), name, ref, sig)
             elif suffix == ".npz":
                 with zipfile.ZipFile(f) as z:
-                    _check_npz(z, name, ref, manifest)
+                    _check_npz(z, name, ref, sig)
             elif suffix == ".zip":
                 with zipfile.ZipFile(f) as z:
-                    _check_zip(z, name, ref, kind, manifest)
+                    _check_zip(z, name, ref, sig)
             else:
-                _check_image(f, repr(name), _shape(kind, manifest))
+                _check_image(f, repr(name), sig.shape if kind == "image" else None)
     except (InvalidInput, NotFound):
         raise
     except Exception:  # noqa: BLE001 - unreadable here (a damaged file, a stream that cannot seek): the worker says why
         return
-
-
-def _what(kind: str, manifest: dict[str, Any]) -> str:
-    features = manifest.get("features") or {}
-    if kind == "image" and features.get("shape"):
-        h, w, c = features["shape"]
-        return f"{h}x{w} images with {c} channel{'s' if c != 1 else ''}"
-    if kind == "tabular" and features.get("columns"):
-        return "tabular rows with columns " + ", ".join(c["name"] for c in features["columns"])
-    if kind == "text":
-        return f"texts (column {features.get('text_column', 'text')!r})"
-    return f"{kind} inputs"
 
 
 def _columns(f: IO[bytes], suffix: str) -> list[str]:
@@ -104,25 +92,23 @@ def _columns(f: IO[bytes], suffix: str) -> list[str]:
     return [str(c) for c in pq.read_schema(f).names]
 
 
-def _check_columns(columns: list[str], name: str, ref: str, kind: str, manifest: dict[str, Any]) -> None:
-    features = manifest.get("features") or {}
-    if kind == "tabular":
-        missing = [c["name"] for c in features.get("columns", []) if c["name"] not in columns]
+def _check_columns(columns: list[str], name: str, ref: str, sig: InputSignature) -> None:
+    if sig.kind == "tabular":
+        missing = [c for c in sig.columns or () if c not in columns]
         if missing:
             raise InvalidInput(f"input {name} lacks column(s) {', '.join(missing)}; model {ref} takes "
-                               f"{_what(kind, manifest)}")
-    elif kind == "text":
-        text = features.get("text_column", "text")
-        if text not in columns:
-            raise InvalidInput(f"input {name} has no text column {text!r} (columns: {', '.join(columns)}); "
-                               f"model {ref} takes {_what(kind, manifest)}")
-    elif kind == "image" and features.get("shape"):
-        h, w, c = features["shape"]
-        labels = {manifest.get("label_column"), *LABEL_CANDIDATES}
+                               f"{sig.describe()}")
+    elif sig.kind == "text":
+        if sig.text_column not in columns:
+            raise InvalidInput(f"input {name} has no text column {sig.text_column!r} (columns: {', '.join(columns)}); "
+                               f"model {ref} takes {sig.describe()}")
+    elif sig.kind == "image" and sig.shape:
+        h, w, c = sig.shape
+        labels = {sig.label_column, *LABEL_CANDIDATES}
         pixels = [col for col in columns if col not in labels]
         if len(pixels) != h * w * c:
             raise InvalidInput(f"input {name} has {len(pixels)} pixel columns; model {ref} takes "
-                               f"{_what(kind, manifest)}, {h * w * c} values per row")
+                               f"{sig.describe()}, {h * w * c} values per row")
 
 
 def _npy_shape(f: IO[bytes]) -> tuple[int, ...]:
@@ -133,32 +119,27 @@ def _npy_shape(f: IO[bytes]) -> tuple[int, ...]:
     return tuple(reader(f)[0])
 
 
-def _check_npz(z: zipfile.ZipFile, name: str, ref: str, manifest: dict[str, Any]) -> None:
+def _check_npz(z: zipfile.ZipFile, name: str, ref: str, sig: InputSignature) -> None:
     arrays = {m.rsplit(".npy", 1)[0].lower(): m for m in z.namelist() if m.endswith(".npy")}
     key = next((arrays[k] for k in NPZ_INPUTS if k in arrays), None)
     if key is None:
         raise InvalidInput(f"input {name!r}: no array named x, images or inputs "
                            f"(found {', '.join(sorted(arrays)) or 'none'})")
     with z.open(key) as member:
-        _check_shape(_npy_shape(member), name, ref, manifest)
+        _check_shape(_npy_shape(member), name, ref, sig)
 
 
-def _check_shape(shape: tuple[int, ...], name: str, ref: str, manifest: dict[str, Any]) -> None:
-    features = manifest.get("features") or {}
-    if not features.get("shape"):
+def _check_shape(shape: tuple[int, ...], name: str, ref: str, sig: InputSignature) -> None:
+    if not sig.shape:
         return
-    h, w, c = features["shape"]
+    h, w, c = sig.shape
     fits = (h, w, c), (h * w * c,), *([(h, w)] if c == 1 else [])
     if tuple(shape[1:]) not in fits:
         raise InvalidInput(f"input {name!r} holds arrays of shape {tuple(shape)}; model {ref} takes "
-                           f"{_what('image', manifest)}: (N, {h}, {w}, {c}) or flat (N, {h * w * c})")
+                           f"{sig.describe()}: (N, {h}, {w}, {c}) or flat (N, {h * w * c})")
 
 
-def _shape(kind: str, manifest: dict[str, Any]) -> list[int] | None:
-    return (manifest.get("features") or {}).get("shape") if kind == "image" else None
-
-
-def _check_image(f: IO[bytes], name: str, shape: list[int] | None) -> None:
+def _check_image(f: IO[bytes], name: str, shape: tuple[int, ...] | None) -> None:
     """A readable image that the model's shape fits (its size from the header, nothing decoded)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -172,7 +153,8 @@ def _check_image(f: IO[bytes], name: str, shape: list[int] | None) -> None:
         check_fits(size, shape, f"image {name}")
 
 
-def _check_zip(z: zipfile.ZipFile, name: str, ref: str, kind: str, manifest: dict[str, Any]) -> None:
+def _check_zip(z: zipfile.ZipFile, name: str, ref: str, sig: InputSignature) -> None:
+    kind = sig.kind
     folder = z.comment == FOLDER_ZIP_COMMENT  # the SDK zipped a folder: name it as the user gave it
     label = f"folder {name.removesuffix('.zip') + '/'!r}" if folder else f"input {name!r}"
     # as the worker reads it (formats.image_files): a Mac's __MACOSX/._*.png are no images
@@ -181,13 +163,13 @@ def _check_zip(z: zipfile.ZipFile, name: str, ref: str, kind: str, manifest: dic
     images, texts = suffixes & IMAGE_EXTENSIONS, suffixes & TEXT_EXTENSIONS
     if kind == "image" and not images:
         raise InvalidInput(f"{label} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
-                           f"model {ref} takes {_what(kind, manifest)}")
+                           f"model {ref} takes {sig.describe()}")
     if kind != "image" and images:
-        raise InvalidInput(f"{label} holds images; model {ref} takes {_what(kind, manifest)}")
+        raise InvalidInput(f"{label} holds images; model {ref} takes {sig.describe()}")
     if kind == "text" and not texts:
-        raise InvalidInput(f"{label} holds no .txt files; model {ref} takes {_what(kind, manifest)}")
-    if _shape(kind, manifest):
+        raise InvalidInput(f"{label} holds no .txt files; model {ref} takes {sig.describe()}")
+    if kind == "image" and sig.shape:
         for member in members:  # headers only: Pillow reads the size without decoding pixels
             if PurePosixPath(member.lower()).suffix in IMAGE_EXTENSIONS:
                 with z.open(member) as f:
-                    _check_image(f, repr(member) if folder else f"{member!r} in {name!r}", _shape(kind, manifest))
+                    _check_image(f, repr(member) if folder else f"{member!r} in {name!r}", sig.shape)

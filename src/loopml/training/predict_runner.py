@@ -15,6 +15,7 @@ import numpy as np
 
 from loopml.artifacts.keys import join
 from loopml.core.errors import InvalidInput, UnsupportedFormat
+from loopml.models.signature import InputSignature
 from loopml.platform import Platform
 from loopml.store.jobs_repo import CANCELLED, RUNNING, SUCCEEDED
 
@@ -24,7 +25,7 @@ LABEL_COLUMNS = ("label", "target", "class", "y", "species")
 
 def _chunks_from_dataset(platform: Platform, source: dict[str, Any], limit: int | None):
     from loopml.datasets.service import load_version
-    from loopml.training.train_runner import raw_inputs
+    from loopml.datasets.content import raw_inputs
 
     ds = platform.datasets.get(source["name"], source["version"])
     content, splits = load_version(platform, ds)
@@ -65,7 +66,7 @@ def _frames(platform: Platform, key: str, name: str):
                 yield batch.to_pandas()
 
 
-def _image_chunks(files: list[Path], root: Path, shape: tuple[int, int, int], limit: int | None
+def _image_chunks(files: list[Path], root: Path, shape: tuple[int, ...], limit: int | None
                   ) -> Iterator[tuple[Any, list[str] | None, list[str]]]:
     """Image files decoded to the model's signature, each row named by its file. Files in two or
     more class subfolders are labelled by their folder (the truth column), as a dataset would be."""
@@ -84,12 +85,13 @@ def _image_chunks(files: list[Path], root: Path, shape: tuple[int, int, int], li
         yield read_images_as(files[start:end], shape), (truth[start:end] if truth else None), names[start:end]
 
 
-def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: str | None, text_column: str,
-                        limit: int | None, image_shape: tuple[int, int, int] | None = None
+def _chunks_from_upload(platform: Platform, key: str, sig: InputSignature, limit: int | None
                         ) -> Iterator[tuple[Any, list[str] | None, list[str] | None]]:
-    """(inputs, truth or None, file names or None) chunks of an uploaded input file."""
+    """(inputs, truth or None, file names or None) chunks of an uploaded input file, read as the
+    model's signature says (image shape, text column, the label column a table may carry)."""
     from loopml.datasets.formats import IMAGE_EXTENSIONS
 
+    kind, image_shape = sig.kind, sig.shape if sig.kind == "image" else None
     name = key.rsplit("/", 1)[-1].lower()
     remaining = limit
     if kind == "image" and image_shape and name.endswith((".zip", *IMAGE_EXTENSIONS)):
@@ -110,14 +112,14 @@ def _chunks_from_upload(platform: Platform, key: str, kind: str, label_column: s
             if remaining is not None:
                 frame = frame.iloc[:remaining]
                 remaining -= len(frame)
-            feats, truth = _split_label(frame, kind, label_column)
-            yield _frame_to_raw(feats, kind, text_column), truth, None
+            feats, truth = _split_label(frame, kind, sig.label_column)
+            yield _frame_to_raw(feats, kind, sig.text_column), truth, None
             if remaining is not None and remaining <= 0:
                 return
     elif name.endswith((".npz", ".npy", ".zip")):
         from loopml.datasets.formats import read_source
         from loopml.training.predict_input import NPZ_INPUTS
-        from loopml.training.train_runner import raw_inputs
+        from loopml.datasets.content import raw_inputs
 
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, name)
@@ -186,10 +188,8 @@ def _run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None])
         if source["type"] == "dataset":
             chunks = _chunks_from_dataset(platform, source, spec.get("limit"))
         else:
-            fcfg = bundle.meta.get("features", {})
-            shape = tuple(fcfg["shape"]) if bundle.kind == "image" and fcfg.get("shape") else None
-            chunks = _chunks_from_upload(platform, source["key"], bundle.kind, bundle.meta.get("label_column"),
-                                         fcfg.get("text_column", "text"), spec.get("limit"), image_shape=shape)
+            chunks = _chunks_from_upload(platform, source["key"], InputSignature.from_manifest(bundle.meta),
+                                         spec.get("limit"))
         with platform.artifacts.open_write(output_key) as raw:
             out = io.TextIOWrapper(raw, encoding="utf-8", newline="")
             writer = None

@@ -8,31 +8,22 @@ import platform as pyplatform
 import re
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from loopml.artifacts.keys import join
 from loopml.core.errors import InvalidInput, JobNoLongerRunning, paths_shown_as
 from loopml.core.timeutil import parse_iso, utcnow
-from loopml.datasets.content import DatasetContent
+from loopml.datasets.content import DatasetContent, raw_inputs
 from loopml.datasets.service import load_version
+from loopml.models.metrics import classification_report
 from loopml.platform import Platform
 from loopml.registry.registration import register_from_job
 from loopml.core.jobstatus import CANCELLED, FAILED, RUNNING, SUCCEEDED
-from loopml.training.evaluation import classification_report
 
 _CKPT_RE = re.compile(r"epoch-(\d+)\.npz$")
 ARCH_FILE = "model.keras"  # the compiled architecture, once per job; epochs are variable snapshots
-
-
-def raw_inputs(content: DatasetContent) -> Any:
-    """What a client would send: pixels, strings or table rows (features turn them into tensors)."""
-    if content.kind == "image":
-        return content.images
-    if content.kind == "text":
-        return content.texts
-    return content.frame
 
 
 def last_checkpoint(platform: Platform, job_id: str) -> tuple[str, int] | None:
@@ -96,9 +87,21 @@ def _stopped_reason(reporter: Any, job_id: str, initial_epoch: int, resumed_from
     return f"{reason}: no epoch finished (nothing to resume); train again with a longer --time-limit"
 
 
-def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None) -> None:
+class BaselineWriter(Protocol):
+    """Writes a version's monitoring baseline into its bundle folder before the upload; True when
+    it did. Never raises (a baseline problem must not fail the training)."""
+
+    def __call__(self, bundle_dir: str, *, model: Any, features: Any, content: DatasetContent,
+                 splits: dict[str, np.ndarray], schema: dict[str, Any], class_names: list[str],
+                 dataset_ref: str, job_id: str) -> bool: ...
+
+
+def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] = lambda: None, *,
+        baseline: BaselineWriter | None = None) -> None:
     """Train, evaluate, register. ``sync_logs`` is called before each final status is recorded,
-    so a job that reads as ended already has all of its logs."""
+    so a job that reads as ended already has all of its logs. ``baseline``: the monitoring
+    baseline step (the job runner passes monitoring.baseline_job.write_training_baseline, so
+    training imports nothing of monitoring); None: the version has no baseline."""
     import keras
 
     import loopml.models.layers  # noqa: F401 - registers Standardize before any model is loaded
@@ -229,8 +232,9 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         meta = {"label_names": classes, "dataset": ds["ref"], "job_id": job_id, "template": spec["template"], "hparams": hp,
                 "metrics": metrics, "label_column": content.label_column}
         info = save_bundle(bundle_dir, model, features, meta, reference_inputs=reference)
-        has_baseline = _write_baseline(bundle_dir, model, features, content, splits, schema, classes,
-                                       ds["ref"], job_id)
+        has_baseline = baseline is not None and baseline(
+            bundle_dir, model=model, features=features, content=content, splits=splits, schema=schema,
+            class_names=classes, dataset_ref=ds["ref"], job_id=job_id)
         prefix = join("models", spec["register_as"], job_id)
         platform.artifacts.upload_dir(bundle_dir, prefix)
     lineage = {"dataset": ds["ref"], "dataset_hash": ds["content_hash"], "job_id": job_id,
@@ -255,38 +259,6 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         print("job was cancelled before registration; model version not registered", flush=True)
         return
     print(f"registered model version {record['ref']}", flush=True)
-
-
-# --------------------------------------------------------------------------- monitoring baseline
-
-
-def _write_baseline(bundle_dir: str, model: Any, features: Any, content: DatasetContent,
-                    splits: dict[str, np.ndarray], schema: dict[str, Any], classes: list[str], dataset_ref: str,
-                    job_id: str) -> bool:
-    """The version's monitoring baseline (profile + embeddings of the dataset's held-out rows,
-    see monitoring/baseline_job.py) into the bundle folder, so it uploads with it. Never fails the
-    job: on any error one line, no baseline (``loopml monitors baseline NAME:V`` backfills it)."""
-    t0 = time.monotonic()
-    try:
-        from loopml.models.bundle import keras_probabilities
-        from loopml.models.embeddings import embed_transformed
-        from loopml.monitoring.baseline_job import baseline_rows, compute_baseline, vocab_of, write_baseline
-
-        rows, split = baseline_rows(content, splits)
-        profile, embeddings = compute_baseline(
-            kind=features.kind, raw=raw_inputs(rows), schema=schema, class_names=classes,
-            predict_proba=lambda rows: keras_probabilities(model, features.transform(rows)),
-            embed_rows=lambda rows: embed_transformed(model, features.transform(rows)),
-            vocab=vocab_of(features), source={"dataset": dataset_ref, "split": split, "by": f"job {job_id}"})
-        write_baseline(bundle_dir, profile, embeddings)
-    except Exception as exc:  # noqa: BLE001 - a baseline problem must never fail the training
-        print(f"baseline skipped ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-              f"backfill it later with `loopml monitors baseline`", flush=True)
-        return False
-    source = profile.get("source", {})
-    print(f"baseline: {source.get('profiled_rows')} {source.get('split')} rows profiled, {source.get('embedded_rows')} "
-          f"embedded in {time.monotonic() - t0:.1f} s", flush=True)
-    return True
 
 
 def _finish_unregistered(platform: Platform, job_id: str, prefix: str, result: dict[str, Any],

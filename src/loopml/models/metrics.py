@@ -1,4 +1,5 @@
-"""Classification metrics on the test split: accuracy, confusion matrix, per-class P/R/F1."""
+"""Classification metrics of a model's answers: accuracy, confusion matrix, per-class P/R/F1 (training
+evaluates the test split with them, monitoring the labelled traffic)."""
 
 from __future__ import annotations
 
