@@ -172,14 +172,14 @@ def test_alias_moves_are_checked_and_recorded(platform) -> None:
 
 
 def test_an_alias_endpoints_follow_is_removed_only_by_force(platform) -> None:
-    from loopml.serving import admin
+    from loopml.serving import service as endpoints
 
     for v in (1, 2):
         add_version(platform, "clf", v)
     aliases.set_alias(platform, "clf", "production", 1)
     aliases.set_alias(platform, "clf", "staging", 2)
-    admin.create_endpoint(platform, "front", {"model": "clf@production"})
-    admin.create_endpoint(platform, "canary", {"model": "clf:1", "shadow": "clf@staging"})
+    endpoints.create_endpoint(platform, "front", {"model": "clf@production"})
+    endpoints.create_endpoint(platform, "canary", {"model": "clf:1", "shadow": "clf@staging"})
     assert aliases.followers(platform, "clf", "production") == [{"kind": "endpoint", "name": "front"}]
     assert aliases.followers(platform, "clf", "staging") == [{"kind": "endpoint", "name": "canary"}]
 
