@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.platform import Platform
 from loopml.serving import service as endpoints_service
+from loopml.workflows import dependents
 
 router = APIRouter(prefix="/endpoints", tags=["endpoints"])
 
@@ -129,5 +130,6 @@ def update_endpoint(name: str, body: EndpointPatch, request: Request) -> dict[st
 @router.delete("/{name}", response_model=Deleted, response_model_exclude_unset=True,
                summary="Delete an endpoint; 409 listing the monitors and workflows that use it unless force=true")
 def delete_endpoint(name: str, request: Request, force: bool = False) -> dict[str, Any]:
-    broken = endpoints_service.delete_endpoint(_platform(request), name, force=force)
+    platform = _platform(request)
+    broken = endpoints_service.delete_endpoint(platform, name, check_unused=dependents.guard(platform, force=force))
     return {"deleted": name, **({"broken": broken} if broken else {})}

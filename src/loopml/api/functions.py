@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from loopml.functions import service
 from loopml.platform import Platform
 from loopml.store.functions_repo import STATUSES, TERMINAL
+from loopml.workflows import dependents
 
 router = APIRouter(prefix="/functions", tags=["functions"])
 
@@ -146,7 +147,8 @@ def get_function(name: str, request: Request) -> dict[str, Any]:
                summary="Delete a function (its invocations stay); 409 listing the triggers and workflows "
                        "that use it unless force=true")
 def delete_function(name: str, request: Request, force: bool = False) -> dict[str, Any]:
-    broken = service.delete_function(_platform(request), name, force=force)
+    platform = _platform(request)
+    broken = service.delete_function(platform, name, check_unused=dependents.guard(platform, force=force))
     return {"deleted": name, **({"broken": broken} if broken else {})}
 
 

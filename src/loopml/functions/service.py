@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.core.names import function_name
@@ -140,13 +140,13 @@ def update_function(platform: Platform, name: str, *, filename: str | None = Non
     return platform.functions.update(name, fields, env_patch)
 
 
-def delete_function(platform: Platform, name: str, *, force: bool = False) -> list[dict[str, Any]]:
-    """Delete the function unless triggers or workflows use it (``force``: delete anyway).
+def delete_function(platform: Platform, name: str, *, check_unused: Callable[[str, str], list[dict[str, Any]]]
+                    ) -> list[dict[str, Any]]:
+    """Delete the function unless ``check_unused("function", name)`` refuses (triggers or workflows
+    use it: workflows.dependents knows, a context above this one, so the caller passes it in).
     Returns the dependents it breaks."""
-    from loopml.workflows.dependents import check_unused, function_dependents
-
     platform.functions.get(name)
-    broken = check_unused(f"function {name!r}", function_dependents(platform, name), force=force)
+    broken = check_unused("function", name)
     platform.functions.delete(name)
     try:
         platform.artifacts.delete(f"functions/{name}")

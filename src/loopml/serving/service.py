@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 from loopml.core.errors import InvalidInput, NotFound
 from loopml.platform import Platform
@@ -99,13 +99,13 @@ def _gone(platform: Platform, name: str, spec: dict[str, Any], exc: NotFound) ->
     return InvalidInput(exc.message)
 
 
-def delete_endpoint(platform: Platform, name: str, *, force: bool = False) -> list[dict[str, Any]]:
-    """Delete unless monitors watch it or workflows deploy to it (``force``: anyway); returns
-    the dependents it breaks."""
-    from loopml.workflows.dependents import check_unused, endpoint_dependents
-
+def delete_endpoint(platform: Platform, name: str, *, check_unused: Callable[[str, str], list[dict[str, Any]]]
+                    ) -> list[dict[str, Any]]:
+    """Delete unless ``check_unused("endpoint", name)`` refuses (monitors watch it, workflows deploy
+    to it: workflows.dependents knows, a context above this one, so the caller passes it in);
+    returns the dependents it breaks."""
     platform.endpoints.get(name)
-    broken = check_unused(f"endpoint {name!r}", endpoint_dependents(platform, name), force=force)
+    broken = check_unused("endpoint", name)
     platform.endpoints.delete(name)
     return broken
 

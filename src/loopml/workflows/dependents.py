@@ -60,3 +60,14 @@ def check_unused(what: str, dependents: list[Dependent], *, force: bool) -> list
         raise Conflict(f"{what} is used by {describe(dependents)}: change or delete them first, or delete "
                        "it anyway with --force (API: ?force=true), which breaks them", dependents=dependents)
     return dependents
+
+
+_DEPENDENTS = {"function": function_dependents, "workflow": workflow_dependents, "endpoint": endpoint_dependents}
+
+
+def guard(platform: Platform, *, force: bool):
+    """``check(kind, name)`` for a service's delete: the domain services below workflows cannot ask
+    this module themselves, so their callers (the API) hand them this."""
+    def check(kind: str, name: str) -> list[Dependent]:
+        return check_unused(f"{kind} {name!r}", _DEPENDENTS[kind](platform, name), force=force)
+    return check
