@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -14,21 +12,9 @@ from loopml.store.datasets_repo import DatasetRepo
 from loopml.store.db import MetadataStore, current_revision, head_revision, make_engine
 from loopml.store.jobs_repo import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRepo
 from loopml.store.models_repo import ModelRepo
+from tests.store_support import assert_utc_iso, count
 
 pytest_plugins = ("tests.backends",)
-
-
-def assert_utc_iso(value: str | None) -> datetime:
-    assert isinstance(value, str) and value.endswith("Z"), value
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    assert parsed.utcoffset() == timezone.utc.utcoffset(None)
-    assert abs((datetime.now(timezone.utc) - parsed).total_seconds()) < 600, value
-    return parsed
-
-
-def count(store: MetadataStore, table) -> int:
-    with store.session() as s:
-        return s.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 # -- schema ----------------------------------------------------------------------------------
