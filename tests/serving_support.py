@@ -8,7 +8,6 @@ the next version of a model, exactly as a training job's registration does.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,17 +64,6 @@ def register(platform, name: str, folder: Path, *, trusted: bool = False) -> dic
         name, version, dataset="digits:1", kind="image", template="cnn", hparams={},
         metrics={}, lineage={}, runtimes=["onnx", "keras"], trusted=trusted,
         artifact_prefix=prefix)
-
-
-def wait_for(predicate, timeout: float = 60.0, poll: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
 
 
 class Hammer:
