@@ -1,4 +1,5 @@
-"""Run an ASGI app under a real uvicorn on 127.0.0.1:<free port> in a thread (for tests)."""
+"""Run an ASGI app under a real uvicorn on 127.0.0.1:<free port> (or another local address) in a
+thread (for tests)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Iterator
 
 
 @contextmanager
-def serve_asgi(app, name: str = "loopml-test-server", startup_s: float = 60) -> Iterator[str]:
+def serve_asgi(app, name: str = "loopml-test-server", startup_s: float = 60,
+               host: str = "127.0.0.1") -> Iterator[str]:
     """Yield the base URL while ``app`` serves; shut it down (lifespan included) afterwards."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning",
                                            lifespan="on"))
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
@@ -27,7 +29,7 @@ def serve_asgi(app, name: str = "loopml-test-server", startup_s: float = 60) -> 
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=60)

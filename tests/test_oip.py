@@ -1,19 +1,20 @@
 """The Open Inference Protocol v2 (serving/oip.py) against the real Triton HTTP client.
 
 Tiny image (digits CNN), text (RNN) and tabular (MLP) models are trained in-process once per
-module, saved as bundles, loaded as ModelHosts and served by a test-local raw-ASGI wrapper
-around ``handle_v2`` under uvicorn; an unmodified ``tritonclient.http`` client and httpx call
-it. Answers are checked against the bundle's runtime called directly.
+module, saved as bundles, loaded as ModelHosts and served as endpoints by the real data plane
+(``serving.app.create_data_plane``) under uvicorn on a free port; an unmodified
+``tritonclient.http`` client and httpx call it. Answers are checked against the bundle's runtime
+called directly.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import math
 import re
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,11 +32,11 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from loopml import __version__  # noqa: E402
-from loopml.core.errors import InvalidInput, NotFound  # noqa: E402
+from loopml.core.errors import InvalidInput  # noqa: E402
+from loopml.serving.app import StaticEndpoints, create_data_plane  # noqa: E402
 from loopml.serving.batcher import BatcherClosed, QueueFull  # noqa: E402
 from loopml.serving.host import ModelHost  # noqa: E402
-from loopml.serving.live import Variant  # noqa: E402
-from loopml.serving.oip import OUTPUTS, handle_v2  # noqa: E402
+from loopml.serving.oip import OUTPUTS  # noqa: E402
 from tests.asgi_server import serve_asgi  # noqa: E402
 
 TOL = 1e-5
@@ -131,66 +132,10 @@ def host(hosts) -> ModelHost:
 # --------------------------------------------------------------------------- server
 
 
-class Backend:
-    """An ``invoke.Router``: endpoint name → host; every host serves version "1"."""
-
-    def __init__(self, hosts: dict[str, Any]) -> None:
-        self.hosts = hosts
-
-    def lookup(self, name: str, version: str | None) -> Any:
-        host = self.hosts.get(name)
-        if host is None:
-            raise NotFound(f"model {name!r} not found")
-        if version not in (None, "1"):
-            raise NotFound(f"model {name!r} has no version {version!r}")
-        return host
-
-    def ready(self) -> bool:
-        return all(getattr(h, "loaded", True) for h in self.hosts.values())
-
-    # the rest of invoke.Router, as the data plane's Invoker has it (no inference ids here)
-    def route(self, name: str, version: str | None) -> Variant:
-        host = self.lookup(name, version)
-        return Variant(name="AllTraffic", host=host, weight=1.0,
-                       model=getattr(host, "model_name", name), version=1)
-
-    def new_id(self) -> None:
-        return None
-
-
-def oip_app(backend: Backend):
-    async def app(scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        headers = {k.lower(): v for k, v in scope["headers"]}
-        status, extra, body = await handle_v2(scope["method"], scope["path"], headers,
-                                              b"".join(chunks), backend)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*extra, (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    return app
-
-
 @pytest.fixture(scope="module")
 def server_url(hosts) -> Iterator[str]:
-    with serve_asgi(oip_app(Backend(hosts)), "oip-test-server") as url:
+    """The real data plane (``create_data_plane``) serving the three models as endpoints."""
+    with serve_asgi(create_data_plane(hosts), "oip-data-plane") as url:
         yield url
 
 
@@ -522,7 +467,7 @@ def test_json_response_body_shape(http, host, digits_images):
     assert r.headers["content-type"] == "application/json"
     assert "inference-header-content-length" not in r.headers
     doc = r.json()
-    assert "id" not in doc
+    assert isinstance(doc["id"], str) and doc["id"]  # no request id: the data plane names it
     assert [o["name"] for o in doc["outputs"]] == list(OUTPUTS)
     proba = doc["outputs"][0]
     assert proba["shape"] == [2, 10] and len(proba["data"]) == 20
@@ -530,17 +475,32 @@ def test_json_response_body_shape(http, host, digits_images):
                                host.bundle.predict_proba(raw), atol=TOL)
 
 
-# --------------------------------------------------------------------------- in process
+# --------------------------------------------------------------------------- model failures
+
+# The data plane is real (served on a free port); only the models are stand-ins, to make them
+# fail in each way a real model can.
 
 
 class FakeHost:
+    """A model answering [0.25, 0.75] per row, or failing as told. ``switch`` (set by
+    ``_switching``) runs once when a request reaches it: the endpoint moved to a new version
+    while the request was on its way."""
+
     kind, shape, columns, text_column = "image", [2, 2, 1], None, "text"
     label_names = ["a", "b"]
     model_version = 7
     model_name = "fake-model"
 
     def __init__(self, behaviour: Any = None, loaded: bool = True) -> None:
-        self.behaviour, self.loaded, self.calls = behaviour, loaded, 0
+        self.behaviour, self._loaded, self.calls = behaviour, loaded, 0
+        self.switch: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        if self.switch is not None:
+            self.switch, switch = None, self.switch
+            switch()
+        return self._loaded
 
     async def predict_raw(self, raw: Any, *, announced: bool = False) -> np.ndarray:
         self.calls += 1
@@ -550,75 +510,85 @@ class FakeHost:
             return np.zeros((1, 5), dtype=np.float32)
         return np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (len(raw), 1))
 
+    async def close(self) -> None:
+        pass
 
-def _call(method: str, path: str, body: Any, host: FakeHost, headers=None):
+
+_BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+
+
+@contextmanager
+def _served(endpoints: Any) -> Iterator[httpx.Client]:
+    """The real data plane serving ``endpoints`` on a free port; yields an httpx client."""
+    with serve_asgi(create_data_plane(endpoints), "oip-fake-models") as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+
+
+def _infer(client: httpx.Client, name: str, body: Any = _BODY, headers=None) -> httpx.Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
-    return asyncio.run(handle_v2(method, path, headers or {}, content, Backend({"m": host})))
+    return client.post(f"/v2/models/{name}/infer", content=content, headers=headers or {})
 
 
 def test_model_failures_map_to_status_codes(caplog):
-    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
-    cases = [(InvalidInput("bad pixels"), 400, "bad pixels"),
-             (QueueFull("queue is full"), 503, "queue is full"),
-             (RuntimeError("boom"), 500, "model failed: RuntimeError: boom"),
-             ("bad-shape", 500, "model failed: it returned shape [1, 5]")]
-    for behaviour, status, fragment in cases:
-        got_status, headers, out = _call("POST", "/v2/models/m/infer", body, FakeHost(behaviour))
-        assert got_status == status and fragment in orjson.loads(out)["error"], out
-        if status == 503:
-            assert (b"retry-after", b"1") in headers
-    assert "boom" in caplog.text
-    status, _, out = _call("POST", "/v2/models/m/infer", body, FakeHost())
-    doc = orjson.loads(out)
-    assert status == 200 and doc["model_name"] == "m" and doc["model_version"] == "7"
+    cases = {"invalid": (InvalidInput("bad pixels"), 400, "bad pixels"),
+             "full": (QueueFull("queue is full"), 503, "queue is full"),
+             "boom": (RuntimeError("boom"), 500, "model failed: RuntimeError: boom"),
+             "shape": ("bad-shape", 500, "model failed: it returned shape [1, 5]")}
+    hosts = {name: FakeHost(behaviour) for name, (behaviour, _, _) in cases.items()}
+    with _served({**hosts, "m": FakeHost()}) as client:
+        for name, (_, status, fragment) in cases.items():
+            r = _infer(client, name)
+            assert r.status_code == status and fragment in r.json()["error"], r.text
+            if status == 503:
+                assert r.headers["retry-after"] == "1"
+        assert "boom" in caplog.text
+        r = _infer(client, "m")
+    doc = r.json()
+    assert r.status_code == 200 and doc["model_name"] == "m" and doc["model_version"] == "7"
     assert doc["outputs"][1] == {"name": "label", "datatype": "BYTES", "shape": [1],
                                  "data": ["b"]}
 
 
 def test_not_ready():
     host = FakeHost(loaded=False)
-    assert _call("GET", "/v2/health/ready", b"", host)[0] == 503
-    assert _call("GET", "/v2/health/live", b"", host)[0] == 200
-    assert _call("GET", "/v2/models/m/ready", b"", host)[0] == 503
-    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
-    status, _, out = _call("POST", "/v2/models/m/infer", body, host)
-    assert status == 503 and host.calls == 0, out
+    with _served({"m": host}) as client:
+        assert client.get("/v2/health/ready").status_code == 503
+        assert client.get("/v2/health/live").status_code == 200
+        assert client.get("/v2/models/m/ready").status_code == 503
+        r = _infer(client, "m")
+    assert r.status_code == 503 and host.calls == 0, r.text
 
 
-class SwapBackend(Backend):
-    """Hands out ``hosts`` one after the other: a version switch during a request."""
-
-    def __init__(self, *hosts: Any) -> None:
-        super().__init__({})
-        self.queue = list(hosts)
-
-    def lookup(self, name: str, version: str | None) -> Any:
-        return self.queue.pop(0) if len(self.queue) > 1 else self.queue[0]
+def _switching(old: FakeHost, new: FakeHost) -> Any:
+    """Endpoint ``m`` served by ``old``; a request reaching ``old`` finds ``new`` in its place."""
+    table = StaticEndpoints({"m": old})
+    successor = StaticEndpoints({"m": new}).live["m"]
+    old.switch = lambda: table.live.__setitem__("m", successor)
+    return table
 
 
 def test_version_switch_retries_once_on_the_current_host():
-    body = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
-                                     "data": [1, 2, 3, 4]}]})
     old, new = FakeHost(BatcherClosed("endpoint is switching")), FakeHost()
-    status, _, out = asyncio.run(handle_v2("POST", "/v2/models/m/infer", {}, body,
-                                           SwapBackend(old, new)))
-    assert status == 200 and (old.calls, new.calls) == (1, 1), out
+    with _served(_switching(old, new)) as client:
+        r = _infer(client, "m")
+    assert r.status_code == 200 and (old.calls, new.calls) == (1, 1), r.text
     unloaded, new = FakeHost(loaded=False), FakeHost()
-    status, _, out = asyncio.run(handle_v2("POST", "/v2/models/m/infer", {}, body,
-                                           SwapBackend(unloaded, new)))
-    assert status == 200 and (unloaded.calls, new.calls) == (0, 1), out
+    with _served(_switching(unloaded, new)) as client:
+        r = _infer(client, "m")
+    assert r.status_code == 200 and (unloaded.calls, new.calls) == (0, 1), r.text
     first, second = FakeHost(BatcherClosed("closed")), FakeHost(BatcherClosed("closed too"))
-    status, headers, out = asyncio.run(handle_v2("POST", "/v2/models/m/infer", {}, body,
-                                                 SwapBackend(first, second)))
-    assert status == 503 and (b"retry-after", b"1") in headers, out
+    with _served(_switching(first, second)) as client:
+        r = _infer(client, "m")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
     assert (first.calls, second.calls) == (1, 1)
 
 
 def test_gzip_bomb_refused():
     body = gzip.compress(b" " * (65 * 1024 * 1024))
-    status, _, out = _call("POST", "/v2/models/m/infer", body, FakeHost(),
-                           headers={b"content-encoding": b"gzip"})
-    assert status == 413, out
+    with _served({"m": FakeHost()}) as client:
+        r = _infer(client, "m", body, headers={"content-encoding": "gzip"})
+    assert r.status_code == 413, r.text
 
 
 # --------------------------------------------------------------------------- fuzz
