@@ -38,6 +38,9 @@ from loopml.serving.batcher import BatcherClosed, QueueFull  # noqa: E402
 from loopml.serving.host import ModelHost  # noqa: E402
 from loopml.serving.oip import OUTPUTS  # noqa: E402
 from tests.asgi_server import serve_asgi  # noqa: E402
+from tests.serving_support import train_bundle  # noqa: E402
+
+pytest_plugins = ("tests.serving_support",)  # digits_data, digit_bundles: small trained CNNs
 
 TOL = 1e-5
 
@@ -46,41 +49,8 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def digits_images() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return data.images.astype(np.float32), data.target
-
-
-def _train_bundle(template: str, content, params: dict, folder: Path) -> Path:
-    from loopml.models.bundle import save_bundle
-    from loopml.models.features import fit_features
-    from loopml.models.hparams import validate_hparams
-    from loopml.models.templates import build_model
-
-    classes = sorted(set(content.labels.tolist()))
-    schema = {"kind": content.kind, "rows": len(content.labels), "classes": classes}
-    hp = validate_hparams(template, params)
-    features = fit_features(content, hp)
-    model = build_model(template, hp, schema, features)
-    y = np.array([classes.index(x) for x in content.labels], dtype=np.int64)
-    raw = content.images if content.kind == "image" else content.frame
-    model.fit(features.transform(raw), y, epochs=hp["epochs"], batch_size=hp["batch_size"],
-              verbose=0)
-    save_bundle(folder, model, features, {"label_names": classes})
-    return folder
-
-
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory, digits_images) -> Path:
-    from loopml.datasets.content import DatasetContent
-
-    images, target = digits_images
-    content = DatasetContent(kind="image", images=images[..., np.newaxis],
-                             labels=np.array([str(t) for t in target], dtype=object))
-    return _train_bundle("cnn", content, {"epochs": 1, "filters": 8, "dense_units": 32},
-                         tmp_path_factory.mktemp("oip") / "digits")
+def digits_dir(digit_bundles) -> Path:
+    return digit_bundles[0]  # a digits CNN trained one epoch
 
 
 _TOPICS = {
@@ -97,9 +67,8 @@ def text_dir(tmp_path_factory) -> Path:
     content = DatasetContent(kind="text", frame=pd.DataFrame({"body": [r[0] for r in rows]}),
                              text_column="body", labels=np.array([r[1] for r in rows],
                                                                  dtype=object))
-    return _train_bundle("rnn", content, {"epochs": 1, "units": 4, "embedding_dim": 4,
-                                          "max_length": 8, "vocab_size": 40},
-                         tmp_path_factory.mktemp("oip") / "news")
+    return train_bundle(tmp_path_factory.mktemp("oip") / "news", content, "rnn",
+                        {"epochs": 1, "units": 4, "embedding_dim": 4, "max_length": 8, "vocab_size": 40})
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +82,7 @@ def table_dir(tmp_path_factory) -> Path:
                           "count": rng.integers(0, 5, n)})
     content = DatasetContent(kind="tabular", frame=frame,
                              labels=np.where(size > 10, "big", "small").astype(object))
-    return _train_bundle("mlp", content, {"epochs": 1, "units": 4},
-                         tmp_path_factory.mktemp("oip") / "table")
+    return train_bundle(tmp_path_factory.mktemp("oip") / "table", content, "mlp", {"epochs": 1, "units": 4})
 
 
 @pytest.fixture(scope="module")
@@ -207,8 +175,8 @@ def test_model_ready_and_metadata(triton, hosts):
 
 @pytest.mark.parametrize("binary_in", [True, False], ids=["bin-in", "json-in"])
 @pytest.mark.parametrize("binary_out", [True, False], ids=["bin-out", "json-out"])
-def test_infer_binary_and_json(triton, host, digits_images, binary_in, binary_out):
-    raw = digits_images[0][:5][..., np.newaxis]
+def test_infer_binary_and_json(triton, host, digits_data, binary_in, binary_out):
+    raw = digits_data[0][:5][..., np.newaxis]
     inp = tritonhttp.InferInput("input", list(raw.shape), "FP32")
     inp.set_data_from_numpy(raw, binary_data=binary_in)
     outputs = [tritonhttp.InferRequestedOutput(name, binary_data=binary_out) for name in OUTPUTS]
@@ -224,10 +192,10 @@ def test_infer_binary_and_json(triton, host, digits_images, binary_in, binary_ou
 @pytest.mark.parametrize("datatype,shape", [
     ("FP32", (4, 64)), ("FP32", (4, 8, 8)), ("FP64", (4, 8, 8, 1)), ("UINT8", (4, 64)),
     ("INT64", (4, 8, 8)), ("FP16", (4, 64))])
-def test_infer_accepted_shapes_and_datatypes(triton, host, digits_images, datatype, shape):
+def test_infer_accepted_shapes_and_datatypes(triton, host, digits_data, datatype, shape):
     from tritonclient.utils import triton_to_np_dtype
 
-    raw = digits_images[0][20:24].reshape(shape).astype(triton_to_np_dtype(datatype))
+    raw = digits_data[0][20:24].reshape(shape).astype(triton_to_np_dtype(datatype))
     for binary in (True, False):
         inp = tritonhttp.InferInput("pixels", list(shape), datatype)  # any name: one input
         inp.set_data_from_numpy(raw, binary_data=binary)
@@ -237,8 +205,8 @@ def test_infer_accepted_shapes_and_datatypes(triton, host, digits_images, dataty
         _check(result, host, raw.astype(np.float32).reshape(4, 8, 8, 1))
 
 
-def test_infer_subset_of_outputs_classification_and_gzip(triton, host, digits_images):
-    raw = digits_images[0][30:33][..., np.newaxis]
+def test_infer_subset_of_outputs_classification_and_gzip(triton, host, digits_data):
+    raw = digits_data[0][30:33][..., np.newaxis]
     inp = tritonhttp.InferInput("input", list(raw.shape), "FP32")
     inp.set_data_from_numpy(raw)
     result = triton.infer("digits", [inp], outputs=[
@@ -301,11 +269,11 @@ def test_tabular_model(triton, hosts):
     _check(triton.infer("table", [inp]), host, [{"size": 1.0, "colour": 2.0, "count": 3.0}])
 
 
-def test_concurrent_clients(server_url, host, digits_images):
+def test_concurrent_clients(server_url, host, digits_data):
     """Many concurrent binary requests (coalesced by the batcher) each get their own rows."""
     from concurrent.futures import ThreadPoolExecutor
 
-    images = digits_images[0][..., np.newaxis]
+    images = digits_data[0][..., np.newaxis]
     expected = host.bundle.predict_proba(images[:64]).argmax(axis=1)
 
     def one(i: int) -> list[str]:
@@ -458,9 +426,9 @@ def test_binary_framing_errors(http):
         assert fragment in r.json()["error"], (fragment, r.text)
 
 
-def test_json_response_body_shape(http, host, digits_images):
+def test_json_response_body_shape(http, host, digits_data):
     """A JSON-only response (raw HTTP): flat row-major data, no binary header."""
-    raw = digits_images[0][:2]
+    raw = digits_data[0][:2]
     r = http.post("/v2/models/digits/infer",
                   content=orjson.dumps(_infer_body(raw.tolist(), shape=(2, 8, 8))))
     assert r.status_code == 200, r.text
