@@ -39,6 +39,7 @@ from loopml.core.errors import Conflict, InvalidInput  # noqa: E402
 from loopml.core.settings import Settings  # noqa: E402
 from tests.process_support import wait_for  # noqa: E402
 from tests.serving_support import Hammer  # noqa: E402
+from tests.surface_support import cli_runner  # noqa: E402
 
 CLEAN, INVERTED, FRESH, HAMMER_POOL = 300, 1200, 300, 200
 MIN_LABELS = 200
@@ -144,16 +145,6 @@ def serves(client: Any, version: int) -> bool:
     record = client.endpoint("mnist")
     variants = (record.get("resolved") or {}).get("variants") or []
     return bool(record["ready"]) and [v["version"] for v in variants] == [version]
-
-
-def cli_runner(url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from typer.testing import CliRunner
-
-    from loopml.cli.main import app as cli_app
-
-    monkeypatch.setenv("LOOPML_API_URL", url)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli_app, list(args), catch_exceptions=False)
 
 
 def test_drift_alert_retrains_on_labelled_traffic_promotes_and_the_drift_is_gone(world, monkeypatch):
