@@ -1,4 +1,5 @@
-"""Run an ASGI app under a real uvicorn on 127.0.0.1:<free port> in a thread (for tests)."""
+"""Run an ASGI app under a real uvicorn on 127.0.0.1:<free port> (or another local address) in a
+thread (for tests)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ def bound_socket() -> socket.socket:
 
 @contextmanager
 def serve_asgi(app, name: str = "loopml-test-server", startup_s: float = 60,
-               sock: socket.socket | None = None) -> Iterator[str]:
-    """Yield the base URL while ``app`` serves (on ``sock`` if given); shut it down (lifespan
-    included) afterwards."""
+               sock: socket.socket | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    """Yield the base URL while ``app`` serves (on ``sock`` if given, else on ``host`` port 0);
+    shut it down (lifespan included) afterwards."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="warning",
                                            lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock] if sock else None},
                               name=name, daemon=True)
@@ -40,7 +41,7 @@ def serve_asgi(app, name: str = "loopml-test-server", startup_s: float = 60,
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=60)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from typing import Iterator
 from urllib.parse import quote
 
 import pytest
+
+from tests.process_support import free_port
 
 PG_URL_ENV = "LOOPML_TEST_POSTGRES_URL"
 PG_REQUIRE_ENV = "LOOPML_TEST_REQUIRE_POSTGRES"
@@ -104,12 +105,6 @@ def metadata_store(metadata_url: str):
 
 # -- artifact store --------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _no_proxy_opener() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -120,7 +115,7 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     exe = Path(sys.executable).parent / "moto_server"
     if not exe.exists():
         pytest.skip(f"S3 tests need moto's server ({exe} missing): pip install -e '.[test]'")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "moto_server.log"
     with open(log, "wb") as out:

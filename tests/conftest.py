@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from loopml.core.settings import Settings
+from tests.process_support import drop_loopml_vars
 
 
 def _controlplane_available() -> bool:
@@ -20,12 +20,15 @@ def _controlplane_available() -> bool:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings under tmp_path (SQLite + local artifacts), port 0, untouched by the caller's LOOPML_*."""
-    for var in list(os.environ):
-        if var.startswith("LOOPML_") and not var.startswith("LOOPML_TEST_"):
-            monkeypatch.delenv(var)
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No LOOPML_* setting from the caller's shell and no loopml.toml reach this test."""
+    drop_loopml_vars(monkeypatch)
     monkeypatch.setenv("LOOPML_CONFIG", str(tmp_path / "no-such-loopml.toml"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, clean_env: None) -> Settings:
+    """Settings under tmp_path (SQLite + local artifacts), port 0, untouched by the caller's LOOPML_*."""
     home = tmp_path / "loopml-home"
     return Settings(home=home, port=0, serving_port=0, token=None, reconcile_interval_s=0.2)
 

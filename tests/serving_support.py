@@ -8,7 +8,6 @@ the next version of a model, exactly as a training job's registration does.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +22,37 @@ def digits_data() -> tuple[np.ndarray, np.ndarray]:
     return data.images.astype(np.float32), data.target
 
 
-def _train(folder: Path, images: np.ndarray, target: np.ndarray, seed: int, epochs: int) -> Path:
+def train_bundle(folder: Path, content, template: str, params: dict, *, seed: int | None = None) -> Path:
+    """A real Keras ``template`` model trained in-process on ``content`` (a DatasetContent),
+    saved as a bundle in ``folder``."""
     import keras
 
-    from loopml.datasets.content import DatasetContent
     from loopml.models.bundle import save_bundle
     from loopml.models.features import fit_features
     from loopml.models.hparams import validate_hparams
     from loopml.models.templates import build_model
 
-    keras.utils.set_random_seed(seed)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    classes = sorted(set(content.labels.tolist()))
+    schema = {"kind": content.kind, "rows": len(content.labels), "classes": classes}
+    hp = validate_hparams(template, params)
+    features = fit_features(content, hp)
+    model = build_model(template, hp, schema, features)
+    y = np.array([classes.index(x) for x in content.labels], dtype=np.int64)
+    raw = content.images if content.kind == "image" else content.frame
+    model.fit(features.transform(raw), y, epochs=hp["epochs"], batch_size=hp["batch_size"], verbose=0)
+    save_bundle(folder, model, features, {"label_names": classes, "template": template, "hparams": hp})
+    return folder
+
+
+def _train(folder: Path, images: np.ndarray, target: np.ndarray, seed: int, epochs: int) -> Path:
+    from loopml.datasets.content import DatasetContent
+
     labels = np.array([str(t) for t in target], dtype=object)
     content = DatasetContent(kind="image", images=images[..., np.newaxis], labels=labels)
-    classes = sorted(set(labels.tolist()))
-    schema = {"kind": "image", "rows": len(labels), "classes": classes}
-    hp = validate_hparams("cnn", {"epochs": epochs, "filters": 8, "dense_units": 32})
-    features = fit_features(content, hp)
-    model = build_model("cnn", hp, schema, features)
-    y = np.array([classes.index(x) for x in labels], dtype=np.int64)
-    model.fit(features.transform(content.images), y, epochs=epochs, batch_size=32, verbose=0)
-    save_bundle(folder, model, features, {"label_names": classes, "template": "cnn",
-                                          "hparams": hp})
-    return folder
+    return train_bundle(folder, content, "cnn", {"epochs": epochs, "filters": 8, "dense_units": 32,
+                                                 "batch_size": 32}, seed=seed)
 
 
 @pytest.fixture(scope="session")
@@ -65,17 +73,6 @@ def register(platform, name: str, folder: Path, *, trusted: bool = False) -> dic
         name, version, dataset="digits:1", kind="image", template="cnn", hparams={},
         metrics={}, lineage={}, runtimes=["onnx", "keras"], trusted=trusted,
         artifact_prefix=prefix)
-
-
-def wait_for(predicate, timeout: float = 60.0, poll: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
 
 
 class Hammer:

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from loopml.api.app import create_app
+from tests.surface_support import assert_error, write_csv
 
 
 @pytest.fixture
@@ -23,12 +24,6 @@ def api(settings, platform):
 def write_npz(path: Path, seed: int = 0, rows: int = 60) -> Path:
     rng = np.random.default_rng(seed)
     np.savez(path, x=rng.normal(size=(rows, 4)).astype(np.float32), y=np.arange(rows) % 3)
-    return path
-
-
-def write_csv(path: Path, rows: int = 40) -> Path:
-    lines = ["sepal,petal,species"] + [f"{i * 0.1:.1f},{(i % 7) * 0.3:.1f},{'ab'[i % 2]}" for i in range(rows)]
-    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -46,17 +41,6 @@ def png(value: int) -> bytes:
     buf = io.BytesIO()
     Image.new("L", (8, 8), color=value).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def assert_error(resp, status: int, code: str, *fragments: str) -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/json")
-    body = resp.json()
-    assert body["code"] == code, body
-    assert "Traceback" not in body["message"]
-    for fragment in fragments:
-        assert fragment in body["message"], body
-    return body
 
 
 def add_model_version(platform, name: str = "tiny", version: int = 1) -> dict:

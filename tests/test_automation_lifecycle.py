@@ -17,7 +17,7 @@ import pytest
 
 from loopml.core.errors import Conflict, InvalidInput
 from loopml.sdk.client import Client
-from tests.serving_support import wait_for
+from tests.process_support import wait_for
 from tests.surface_support import assert_error, cli_runner
 from tests.test_cli import ok_json, one_line_error
 

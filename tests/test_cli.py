@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 
@@ -13,6 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loopml.cli.main import app
+from tests.asgi_server import serve_asgi
+from tests.process_support import free_port
 
 HEAVY = ("keras", "tensorflow", "numpy", "pandas", "fastapi", "loopml.store", "loopml.api", "sqlalchemy")
 
@@ -128,9 +129,7 @@ def test_user_mistakes_are_one_line_and_exit_2(cli, tmp_path):
 
 
 def test_unreachable_control_plane_says_how_to_start_it(monkeypatch):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     monkeypatch.setenv("LOOPML_API_URL", f"http://127.0.0.1:{port}")
     result = CliRunner().invoke(app, ["datasets", "list"])
     line = one_line_error(result, 1, "not reachable", f"127.0.0.1:{port}")
@@ -139,30 +138,15 @@ def test_unreachable_control_plane_says_how_to_start_it(monkeypatch):
 
 def test_token_is_sent_from_the_environment(settings, monkeypatch):
     """A server with a token: LOOPML_TOKEN authorises the CLI, a wrong one is a one-line error."""
-    import threading
-    import time
-
-    import uvicorn
-
     from loopml.api.app import create_app
 
     secured = settings.model_copy(update={"token": "s3cret"})
-    server = uvicorn.Server(uvicorn.Config(create_app(secured, start_loop=False), host="127.0.0.1", port=0,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.02)
-    try:
-        monkeypatch.setenv("LOOPML_API_URL", f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}")
+    with serve_asgi(create_app(secured, start_loop=False)) as url:
+        monkeypatch.setenv("LOOPML_API_URL", url)
         monkeypatch.setenv("LOOPML_TOKEN", "wrong")
         one_line_error(CliRunner().invoke(app, ["jobs", "list"]), 2, "invalid API token")
         monkeypatch.setenv("LOOPML_TOKEN", "s3cret")
         assert ok_json(CliRunner().invoke(app, ["jobs", "list", "--json"])) == []
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_entry_point_exit_codes_in_a_subprocess(live_server, tmp_path):

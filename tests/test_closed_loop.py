@@ -37,27 +37,23 @@ pytest.importorskip("mlxtend")
 
 from loopml.core.errors import Conflict, InvalidInput  # noqa: E402
 from loopml.core.settings import Settings  # noqa: E402
-from tests.serving_support import Hammer, wait_for  # noqa: E402
+from tests.process_support import wait_for  # noqa: E402
+from tests.serving_support import Hammer  # noqa: E402
+from tests.surface_support import cli_runner  # noqa: E402
 
 CLEAN, INVERTED, FRESH, HAMMER_POOL = 300, 1200, 300, 200
 MIN_LABELS = 200
 
 
 @pytest.fixture
-def world(tmp_path, monkeypatch) -> Iterator[tuple[Any, Any]]:
+def world(tmp_path, clean_env) -> Iterator[tuple[Any, Any]]:
     """(SDK client, Platform) of a real control plane on a free port (two jobs at once: a monitor
     run never queues behind a training)."""
-    import os
-
     from loopml.api.app import create_app
     from loopml.platform import Platform
     from loopml.sdk.client import Client
     from tests.asgi_server import serve_asgi
 
-    for var in list(os.environ):
-        if var.startswith("LOOPML_") and not var.startswith("LOOPML_TEST_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("LOOPML_CONFIG", str(tmp_path / "no-such-loopml.toml"))
     settings = Settings(home=tmp_path / "home", port=0, serving_port=0, token=None, reconcile_interval_s=0.2,
                         max_concurrent_jobs=2)
     with serve_asgi(create_app(settings, start_loop=True)) as url:
@@ -149,16 +145,6 @@ def serves(client: Any, version: int) -> bool:
     record = client.endpoint("mnist")
     variants = (record.get("resolved") or {}).get("variants") or []
     return bool(record["ready"]) and [v["version"] for v in variants] == [version]
-
-
-def cli_runner(url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from typer.testing import CliRunner
-
-    from loopml.cli.main import app as cli_app
-
-    monkeypatch.setenv("LOOPML_API_URL", url)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli_app, list(args), catch_exceptions=False)
 
 
 def test_drift_alert_retrains_on_labelled_traffic_promotes_and_the_drift_is_gone(world, monkeypatch):

@@ -25,39 +25,14 @@ from loopml.serving.app import MAX_BODY_BYTES, create_data_plane  # noqa: E402
 from loopml.serving.host import ModelHost  # noqa: E402
 from tests.asgi_server import serve_asgi  # noqa: E402
 
+pytest_plugins = ("tests.serving_support",)  # digits_data, digit_bundles: small trained CNNs
+
 N_CONCURRENT = 64
 
 
 @pytest.fixture(scope="module")
-def digits_images() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return data.images.astype(np.float32), data.target
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory, digits_images) -> Path:
-    from loopml.datasets.content import DatasetContent
-    from loopml.models.bundle import save_bundle
-    from loopml.models.features import fit_features
-    from loopml.models.hparams import validate_hparams
-    from loopml.models.templates import build_model
-
-    images, target = digits_images
-    labels = np.array([str(t) for t in target], dtype=object)
-    content = DatasetContent(kind="image", images=images[..., np.newaxis], labels=labels)
-    classes = sorted(set(labels.tolist()))
-    schema = {"kind": "image", "rows": len(labels), "classes": classes}
-    hp = validate_hparams("cnn", {"epochs": 1, "filters": 8, "dense_units": 32})
-    features = fit_features(content, hp)
-    model = build_model("cnn", hp, schema, features)
-    y = np.array([classes.index(x) for x in labels], dtype=np.int64)
-    model.fit(features.transform(content.images), y, epochs=1, batch_size=hp["batch_size"],
-              verbose=0)
-    folder = tmp_path_factory.mktemp("bundle") / "digits"
-    save_bundle(folder, model, features, {"label_names": classes})
-    return folder
+def bundle_dir(digit_bundles) -> Path:
+    return digit_bundles[0]  # a digits CNN trained one epoch
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +77,8 @@ def _check_predictions(doc: dict, host: ModelHost, raw: np.ndarray) -> None:
 # --------------------------------------------------------------------------- happy paths
 
 
-def test_ping_and_json_invocation(server_url, host, digits_images):
-    raw = digits_images[0][:5]
+def test_ping_and_json_invocation(server_url, host, digits_data):
+    raw = digits_data[0][:5]
     with httpx.Client(base_url=server_url) as client:
         assert client.get("/ping").status_code == 200
         r = client.post("/endpoints/digits/invocations", content=orjson.dumps(raw.tolist()),
@@ -115,8 +90,8 @@ def test_ping_and_json_invocation(server_url, host, digits_images):
     _check_predictions(r.json(), host, raw)
 
 
-def test_boto3_sagemaker_runtime_unmodified(runtime_client, host, digits_images):
-    raw = digits_images[0][10:13]
+def test_boto3_sagemaker_runtime_unmodified(runtime_client, host, digits_data):
+    raw = digits_data[0][10:13]
     r = runtime_client.invoke_endpoint(EndpointName="digits", ContentType="application/json",
                                        Body=orjson.dumps({"instances": raw.tolist()}))
     assert r["ContentType"] == "application/json"
@@ -144,8 +119,8 @@ def test_boto3_raises_modelled_errors(runtime_client):
                                        Body=b"<x/>")
 
 
-def test_concurrent_requests_are_batched(server_url, host, digits_images):
-    images = digits_images[0]
+def test_concurrent_requests_are_batched(server_url, host, digits_data):
+    images = digits_data[0]
     before = host.batcher.stats()
 
     async def run() -> list[httpx.Response]:
@@ -234,11 +209,11 @@ def test_unknown_routes_and_methods(server_url):
         assert client.get("/endpoints/digits/invocations").status_code == 405
 
 
-def test_bearer_token(bundle_dir, digits_images):
+def test_bearer_token(bundle_dir, digits_data):
     # in-process ASGI: the host's batcher binds to this test's event loop
     host = ModelHost.load(bundle_dir, max_batch_size=8, name="digits")
     app = create_data_plane({"digits": host}, token="s3cret")
-    body = orjson.dumps(digits_images[0][:2].tolist())
+    body = orjson.dumps(digits_data[0][:2].tolist())
 
     async def run() -> None:
         transport = httpx.ASGITransport(app=app)
@@ -260,12 +235,12 @@ def test_bearer_token(bundle_dir, digits_images):
     assert not host.loaded
 
 
-def test_model_failure_is_424_and_queue_full_503(bundle_dir, digits_images):
+def test_model_failure_is_424_and_queue_full_503(bundle_dir, digits_data):
     from loopml.serving.batcher import QueueFull
 
     host = ModelHost.load(bundle_dir, max_batch_size=8, name="digits", warmup=False)
     app = create_data_plane({"digits": host})
-    body = orjson.dumps(digits_images[0][:1].tolist())
+    body = orjson.dumps(digits_data[0][:1].tolist())
     real_predict = host.batcher._predict
 
     async def run() -> None:
@@ -294,12 +269,12 @@ def test_model_failure_is_424_and_queue_full_503(bundle_dir, digits_images):
     asyncio.run(run())
 
 
-def test_oip_inferences_are_counted_other_v2_requests_are_not(bundle_dir, digits_images):
+def test_oip_inferences_are_counted_other_v2_requests_are_not(bundle_dir, digits_data):
     """Every OIP inference (answered, refused, trailing slash or not) counts in /metrics under
     its endpoint, like an invocation; metadata and wrong-method requests do not."""
     host = ModelHost.load(bundle_dir, max_batch_size=8, name="digits")
     app = create_data_plane({"digits": host})
-    images = digits_images[0][:2].astype(np.float32)
+    images = digits_data[0][:2].astype(np.float32)
     doc = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(images.shape),
                        "data": images.ravel().tolist()}]}
 

@@ -23,7 +23,8 @@ pytest.importorskip("onnxruntime")
 import httpx  # noqa: E402
 
 from loopml.core.settings import Settings  # noqa: E402
-from tests.serving_support import Hammer, register, wait_for  # noqa: E402
+from tests.process_support import drop_loopml_vars, wait_for  # noqa: E402
+from tests.serving_support import Hammer, register  # noqa: E402
 from tests.test_codecs import image_file  # noqa: E402 - one PNG/JPEG body builder
 
 pytest_plugins = ("tests.serving_support",)
@@ -31,23 +32,24 @@ pytest_plugins = ("tests.serving_support",)
 
 
 @contextmanager
-def control_plane(tmp_path, monkeypatch=None, **overrides) -> Iterator[tuple]:
+def control_plane(tmp_path, **overrides) -> Iterator[tuple]:
+    """(Platform, started ControlLoop) under ``tmp_path``, untouched by the caller's LOOPML_*."""
     from loopml.controlplane import ControlLoop
     from loopml.platform import Platform
 
-    for var in list(os.environ):
-        if var.startswith("LOOPML_") and not var.startswith("LOOPML_TEST_") and monkeypatch:
-            monkeypatch.delenv(var)
-    settings = Settings(home=tmp_path / "home", port=0, serving_port=0, token=None,
-                        reconcile_interval_s=0.2, **overrides)
-    platform = Platform(settings)
-    loop = ControlLoop(platform)
-    loop.start()
-    try:
-        yield platform, loop
-    finally:
-        loop.stop()
-        platform.close()
+    with pytest.MonkeyPatch.context() as mp:
+        drop_loopml_vars(mp)
+        mp.setenv("LOOPML_CONFIG", str(tmp_path / "no-such-loopml.toml"))
+        settings = Settings(home=tmp_path / "home", port=0, serving_port=0, token=None,
+                            reconcile_interval_s=0.2, **overrides)
+        platform = Platform(settings)
+        loop = ControlLoop(platform)
+        loop.start()
+        try:
+            yield platform, loop
+        finally:
+            loop.stop()
+            platform.close()
 
 
 def create(platform, loop, name: str, **spec) -> dict:

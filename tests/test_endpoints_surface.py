@@ -2,7 +2,8 @@
 
 A real control plane (``live_server``) with model versions written straight into the registry
 (no training): the serving process cannot load them, which the records report as ``Failed`` —
-asserted too. Data-plane invocations are checked against a mocked transport.
+asserted too. The SDK's and the CLI's invocations go to a real data plane on a free port serving
+a small trained digits CNN.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -21,6 +25,8 @@ from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound, Un
 from loopml.sdk.client import Client, EndpointFailed, EndpointTimeout, InvocationError
 from tests.test_cli import ok_json, one_line_error
 from tests.surface_support import assert_error, cli_runner
+
+pytest_plugins = ("tests.serving_support",)  # digit_bundles: small trained CNNs
 
 HEAVY = ("keras", "tensorflow", "numpy", "pandas", "fastapi", "loopml.store", "loopml.api", "sqlalchemy")
 
@@ -200,81 +206,120 @@ def test_wait_endpoint_times_out_with_the_last_status(monkeypatch):
         c.wait_endpoint("x", timeout=0.05, poll=0.01)
 
 
-def _mock_data_plane(monkeypatch, c: Client, handler, url="http://127.0.0.1:8081/endpoints/ep/invocations"):
-    monkeypatch.setattr(c, "endpoint", lambda name: {"name": name, "url": url})
-    c._http = httpx.Client(base_url=c.url, headers=dict(c._http.headers), transport=httpx.MockTransport(handler))
+DIGITS = [str(d) for d in range(10)]
+IMAGE = [[0.0] * 8] * 8  # one 8x8 digit, as the served model takes it
 
 
-def test_invoke_talks_to_the_data_plane_and_maps_its_errors(monkeypatch):
-    seen: list[httpx.Request] = []
-    answers = {
-        "ok": (200, {"predictions": [{"label": "a", "confidence": 0.9, "probabilities": {"a": 0.9, "b": 0.1}}]},
-               "primary"),
-        "bad": (400, {"message": "JSON instances: expected a list"}, "ValidationError"),
-        "gone": (404, {"message": "Endpoint ep not found."}, "ValidationError"),
-        "xml": (415, {"message": "content type 'text/xml' is not supported"}, "ValidationError"),
-        "busy": (503, {"message": "endpoint ep is loading; retry shortly"}, "ServiceUnavailable"),
-        "boom": (424, {"message": "endpoint 'ep' failed: ValueError"}, "ModelError"),
-    }
+@contextmanager
+def serve_data_plane(folder: Path, capture_root: Path, host: str = "127.0.0.1") -> Iterator[tuple[str, Any]]:
+    """The real data plane (token ``dp-secret``, everything captured) on a free port of ``host``,
+    with the endpoint table as a serving process holds it mid-life: ``ep`` live (variants
+    ``primary`` and ``canary``, weight 0: only sent to by name) on the model bundle in ``folder``,
+    ``warming`` still loading, ``broken`` failed to load. Yields (url, captured): ``captured()``
+    flushes the capture and returns the records of ``ep``."""
+    from loopml.artifacts.store import ArtifactStore
+    from loopml.serving.app import StaticEndpoints, create_data_plane
+    from loopml.serving.capture import CaptureWriter, read_captured
+    from loopml.serving.host import ModelHost
+    from loopml.serving.live import LiveEndpoint, Variant
+    from tests.asgi_server import serve_asgi
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        status, body, extra = answers[request.headers.get("x-case", "ok")]
-        headers = {"x-amzn-invoked-production-variant": extra} if status == 200 else \
-            {"x-amzn-errortype": extra, **({"retry-after": "1"} if status == 503 else {})}
-        return httpx.Response(status, json=body, headers=headers)
+    class MidLife(StaticEndpoints):
+        def loading(self, name: str) -> bool:
+            return name == "warming"
 
+        def failure(self, name: str) -> str | None:
+            return "ValueError: the weights do not fit the graph" if name == "broken" else None
+
+    model = ModelHost.load(folder, name="ep")
+    table = MidLife({})
+    table.live["ep"] = LiveEndpoint(name="ep", generation=1, capture_fraction=1.0, variants=[
+        Variant(name="primary", host=model, weight=1.0, model="digits", version=1),
+        Variant(name="canary", host=model, weight=0.0, model="digits", version=1)])
+    store = ArtifactStore(str(capture_root))
+    capture = CaptureWriter(store, "capture", flush_interval_s=60)
+
+    def captured() -> list[dict]:
+        capture.flush()
+        return list(read_captured(store, "capture", "ep"))
+
+    try:
+        with serve_asgi(create_data_plane(table, token="dp-secret", capture=capture,
+                                          on_shutdown=table.close), host=host) as url:
+            yield url, captured
+    finally:
+        capture.close()
+
+
+@pytest.fixture
+def data_plane(tmp_path, digit_bundles) -> Iterator[tuple[str, Any]]:
+    with serve_data_plane(digit_bundles[0], tmp_path / "artifacts") as served:
+        yield served
+
+
+def _inputs(records: list[dict], content_type: str) -> list[dict]:
+    """The captured request bodies of that content type (files are read in time order, and
+    several within the same second in no particular order)."""
+    return [i for i in (r["captureData"]["endpointInput"] for r in records)
+            if i["observedContentType"] == content_type]
+
+
+def _point_at(monkeypatch, target, data_plane_url: str) -> None:
+    """The control plane's endpoint records (``Client.endpoint``) name the data plane at ``data_plane_url``."""
+    monkeypatch.setattr(target, "endpoint", lambda *args: {"name": args[-1],
+                                                            "url": f"{data_plane_url}/endpoints/{args[-1]}/invocations"})
+
+
+def test_invoke_talks_to_the_data_plane_and_maps_its_errors(monkeypatch, data_plane):
+    url, captured = data_plane
     monkeypatch.setenv("LOOPML_SERVING_TOKEN", "dp-secret")
     c = Client("http://127.0.0.1:8080", token="cp-secret")
-    _mock_data_plane(monkeypatch, c, handler)
-    out = c.invoke("ep", instances=[[1.0, 2.0]], variant="primary", inference_id="req-1")
-    assert out["predictions"][0]["label"] == "a"
-    req = seen[-1]
-    assert str(req.url) == "http://127.0.0.1:8081/endpoints/ep/invocations"
-    assert json.loads(req.content) == {"instances": [[1.0, 2.0]]}
-    assert req.headers["content-type"] == "application/json"
-    assert req.headers["x-amzn-sagemaker-target-variant"] == "primary"
-    assert req.headers["x-amzn-sagemaker-inference-id"] == "req-1"
-    assert req.headers["authorization"] == "Bearer dp-secret"  # never the control plane's token
+    _point_at(monkeypatch, c, url)
+    out = c.invoke("ep", instances=[IMAGE], variant="canary", inference_id="req-1")
+    assert out["predictions"][0]["label"] in DIGITS
+    # the data plane's token was sent (it refuses any other, the control plane's too), the body
+    # as JSON instances, to the variant named, with the inference id
+    [record] = captured()
+    meta, given = record["eventMetadata"], record["captureData"]["endpointInput"]
+    assert (meta["variant"], meta["inferenceId"]) == ("canary", "req-1")
+    assert given["observedContentType"] == "application/json"
+    assert json.loads(given["data"]) == {"instances": [IMAGE]}
 
-    c.invoke("ep", body=b"1,2\n3,4\n", content_type="text/csv", target_model="tiny:2")
-    assert seen[-1].content == b"1,2\n3,4\n" and seen[-1].headers["content-type"] == "text/csv"
-    assert seen[-1].headers["x-amzn-sagemaker-target-model"] == "tiny:2"
+    csv = ",".join(["0"] * 64) + "\n"
+    assert len(c.invoke("ep", body=csv.encode(), content_type="text/csv")["predictions"]) == 1
+    assert [i["data"] for i in _inputs(captured(), "text/csv")] == [csv]  # sent as-is
+    with pytest.raises(InvalidInput, match="not a multi-model endpoint"):  # the target model was sent
+        c.invoke("ep", body=csv.encode(), content_type="text/csv", target_model="tiny:2")
     with pytest.raises(InvalidInput, match="either instances or body"):
         c.invoke("ep")
 
-    def case(name: str):
-        c._http.headers["x-case"] = name
-        try:
-            c.invoke("ep", instances=[1])
-        finally:
-            del c._http.headers["x-case"]
-
-    with pytest.raises(InvalidInput, match="expected a list"):
-        case("bad")
-    with pytest.raises(NotFound, match="Endpoint ep not found"):
-        case("gone")
+    with pytest.raises(InvalidInput, match="instances"):
+        c.invoke("ep", instances=[1])
+    with pytest.raises(NotFound, match="Endpoint gone not found"):
+        c.invoke("gone", instances=[IMAGE])
     with pytest.raises(UnsupportedFormat, match="text/xml"):
-        case("xml")
+        c.invoke("ep", body=b"<x/>", content_type="text/xml")
     with pytest.raises(InvocationError, match="loading") as busy:
-        case("busy")
+        c.invoke("warming", instances=[IMAGE])
     assert (busy.value.code, busy.value.status, busy.value.retry_after) == ("ServiceUnavailable", 503, 1.0)
     with pytest.raises(InvocationError, match="ValueError") as boom:
-        case("boom")
+        c.invoke("broken", instances=[IMAGE])
     assert isinstance(boom.value, LoopMLError) and boom.value.code == "ModelError"
 
 
-def test_invoke_reaches_a_remote_data_plane_at_the_api_host(monkeypatch):
-    urls: list[str] = []
+def test_invoke_reaches_a_remote_data_plane_at_the_api_host(monkeypatch, tmp_path, digit_bundles):
+    """The control plane names its data plane as it sees it (127.0.0.1); a client that reached
+    the API at another address reaches the data plane at that address: here a data plane
+    listening on 127.0.0.2 only, named as 127.0.0.1 (where nothing listens) by the record."""
+    from urllib.parse import urlsplit
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        urls.append(str(request.url))
-        return httpx.Response(200, json={"predictions": []})
-
-    c = Client("http://ml-box.internal:8080", token="")
-    _mock_data_plane(monkeypatch, c, handler)
-    c.invoke("ep", instances=[[1]])
-    assert urls == ["http://ml-box.internal:8081/endpoints/ep/invocations"]
+    with serve_data_plane(digit_bundles[0], tmp_path / "artifacts", host="127.0.0.2") as (url, captured):
+        port = urlsplit(url).port
+        monkeypatch.setenv("LOOPML_SERVING_TOKEN", "dp-secret")
+        c = Client("http://127.0.0.2:8080", token="")
+        _point_at(monkeypatch, c, f"http://127.0.0.1:{port}")
+        assert c.invoke("ep", instances=[IMAGE])["predictions"][0]["label"] in DIGITS
+        assert len(captured()) == 1
     assert "authorization" not in {k.lower() for k in c._http.headers}
 
 
@@ -335,28 +380,29 @@ def test_cli_mistakes_are_one_line_and_exit_2(cli, tmp_path):
     one_line_error(cli("endpoints", "delete", "nope"), 2, "nope")
 
 
-def test_cli_invoke_prints_labels_and_confidences(monkeypatch, tmp_path):
-    calls: list[dict] = []
-
-    def fake(self, name, **kwargs):
-        calls.append({"name": name, **kwargs})
-        body = {"predictions": [{"label": "setosa", "confidence": 0.98765, "probabilities": {}},
-                                {"label": "virginica", "confidence": 0.5, "probabilities": {}}]}
-        return httpx.Response(200, json=body, headers={"x-amzn-invoked-production-variant": "canary"})
-
+def test_cli_invoke_prints_labels_and_confidences(monkeypatch, tmp_path, data_plane):
+    url, captured = data_plane
     monkeypatch.setenv("LOOPML_API_URL", "http://127.0.0.1:9")
-    monkeypatch.setattr(Client, "_invocation", fake)
+    monkeypatch.setenv("LOOPML_SERVING_TOKEN", "dp-secret")
+    _point_at(monkeypatch, Client, url)
     runner = CliRunner()
-    out = runner.invoke(cli_app, ["endpoints", "invoke", "iris", "--data", "[[1, 2]]", "--variant", "canary"])
+    data = json.dumps([IMAGE, [[16.0] * 8] * 8])
+    out = runner.invoke(cli_app, ["endpoints", "invoke", "ep", "--data", data, "--variant", "canary"])
     assert out.exit_code == 0, out.output
-    for word in ("label", "confidence", "setosa", "0.9877", "virginica", "0.5000", "served by variant canary"):
+    [record] = captured()
+    answer = json.loads(record["captureData"]["endpointOutput"]["data"])["predictions"]
+    words = ["label", "confidence", "served by variant canary"]
+    words += [w for p in answer for w in (p["label"], f"{p['confidence']:.4f}")]
+    for word in words:
         assert word in out.stdout, (word, out.stdout)
-    assert calls[-1] == {"name": "iris", "body": b"[[1, 2]]", "content_type": "application/json",
-                         "variant": "canary", "target_model": None, "api_key": None}
-    (tmp_path / "rows.csv").write_text("1,2\n")
-    as_json = runner.invoke(cli_app, ["endpoints", "invoke", "iris", "--file", str(tmp_path / "rows.csv"), "--json"])
-    assert json.loads(as_json.stdout)["predictions"][0]["label"] == "setosa"
-    assert calls[-1]["content_type"] == "text/csv" and calls[-1]["body"] == b"1,2\n"
+    given = record["captureData"]["endpointInput"]
+    assert (given["data"], given["observedContentType"]) == (data, "application/json")  # the body as-is
+    assert record["eventMetadata"]["variant"] == "canary" and "inferenceId" not in record["eventMetadata"]
+    csv = ",".join(["0"] * 64) + "\n"
+    (tmp_path / "rows.csv").write_text(csv)
+    as_json = runner.invoke(cli_app, ["endpoints", "invoke", "ep", "--file", str(tmp_path / "rows.csv"), "--json"])
+    assert json.loads(as_json.stdout)["predictions"][0]["label"] in DIGITS
+    assert [i["data"] for i in _inputs(captured(), "text/csv")] == [csv]
 
 
 def test_curl_example_has_an_input_of_the_right_shape():

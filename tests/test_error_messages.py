@@ -82,14 +82,12 @@ def test_upload_errors_name_the_users_file_not_the_temporary_copy(live_server, s
     assert "loopml-unzip-" not in r.json()["message"]
 
 
-def test_an_s3_source_is_named_not_its_downloaded_copy(tmp_path, moto_endpoint, s3_bucket, monkeypatch):
+def test_an_s3_source_is_named_not_its_downloaded_copy(tmp_path, moto_endpoint, s3_bucket, clean_env):
     from loopml.core.errors import InvalidInput
     from loopml.core.settings import Settings
     from loopml.datasets.service import register
     from tests.backends import s3_client
 
-    for var in ("LOOPML_DATABASE_URL", "LOOPML_ARTIFACT_URI"):
-        monkeypatch.delenv(var, raising=False)
     s3_client(moto_endpoint).put_object(Bucket=s3_bucket, Key="incoming/bad.csv", Body=b'a,label\n1,"x\n')
     with opened(Settings(home=tmp_path / "home", s3_endpoint_url=moto_endpoint)) as plat, \
             pytest.raises(InvalidInput) as err:

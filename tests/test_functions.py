@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 from loopml.cli.main import app as cli_app
 from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.sdk.client import Client
+from tests.process_support import wait_for
 
 pytest_plugins = ("tests.backends",)
 
@@ -25,20 +25,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "functions"
 DEADLINE_S = 120  # generous: a noisy 2-core machine; no test asserts on time
 
 
-def poll(fn, what: str, deadline_s: float = DEADLINE_S):
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def wait_ended(sdk: Client, name: str, inv_id: str) -> dict:
-    return poll(lambda: (lambda r: r if r["status"] in ("succeeded", "failed") else None)(
-        sdk.function_invocation(name, inv_id)), f"invocation {inv_id}")
+    return wait_for(lambda: (lambda r: r if r["status"] in ("succeeded", "failed") else None)(
+        sdk.function_invocation(name, inv_id)), DEADLINE_S, what=f"invocation {inv_id}")
 
 
 # -- repository contract (SQLite + PostgreSQL) ----------------------------------------------------
@@ -391,8 +380,8 @@ def test_dispatcher_stop_interrupts_running_invocations(platform):
     try:
         assert dispatcher.run_now(queued["id"])
         assert not dispatcher.run_now(queued["id"])  # already handled here
-        running = poll(lambda: (lambda r: r if r["status"] == "running" and r["worker_pid"] else None)(
-            platform.functions.invocation(queued["id"])), "the invocation to start")
+        running = wait_for(lambda: (lambda r: r if r["status"] == "running" and r["worker_pid"] else None)(
+            platform.functions.invocation(queued["id"])), DEADLINE_S, what="the invocation to start")
     finally:
         dispatcher.stop()
     record = platform.functions.invocation(queued["id"])

@@ -3,21 +3,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from loopml.api.app import create_app
 from loopml.core.errors import Conflict, InvalidInput
 from loopml.sdk.client import Client
 from tests.asgi_server import serve_asgi
-from tests.surface_support import assert_error, cli_runner
-
-
-def write_csv(path: Path, rows: int = 40) -> Path:
-    lines = ["sepal,petal,species"] + [f"{i * 0.1:.1f},{(i % 7) * 0.3:.1f},{'ab'[i % 2]}" for i in range(rows)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from tests.surface_support import assert_error, cli_runner, write_csv
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -14,21 +12,9 @@ from loopml.store.datasets_repo import DatasetRepo
 from loopml.store.db import MetadataStore, current_revision, head_revision, make_engine
 from loopml.store.jobs_repo import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRepo
 from loopml.store.models_repo import ModelRepo
+from tests.store_support import assert_utc_iso, count
 
 pytest_plugins = ("tests.backends",)
-
-
-def assert_utc_iso(value: str | None) -> datetime:
-    assert isinstance(value, str) and value.endswith("Z"), value
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    assert parsed.utcoffset() == timezone.utc.utcoffset(None)
-    assert abs((datetime.now(timezone.utc) - parsed).total_seconds()) < 600, value
-    return parsed
-
-
-def count(store: MetadataStore, table) -> int:
-    with store.session() as s:
-        return s.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 # -- schema ----------------------------------------------------------------------------------
@@ -533,3 +519,52 @@ def test_job_delete_refused_while_active_and_takes_its_history(metadata_store: M
                              .where(table.job_id == job["id"])).scalar_one() == 0
     with pytest.raises(NotFound):
         jobs.get(job["id"])
+
+
+def test_retired_names_keep_the_highest_number_per_kind(metadata_store: MetadataStore) -> None:
+    from loopml.store.retired import retire, retired_top
+
+    with metadata_store.session() as s:
+        assert retired_top(s, "model", "gone") == 0
+        retire(s, "model", "gone", 5)
+        retire(s, "model", "gone", 3)  # a lower mark never lowers it
+        retire(s, "dataset", "gone", 2)  # the same name as a dataset is its own record
+    with metadata_store.session() as s:
+        assert (retired_top(s, "model", "gone"), retired_top(s, "dataset", "gone")) == (5, 2)
+        retire(s, "model", "gone", 9)
+    with pytest.raises(RuntimeError):
+        with metadata_store.session() as s:
+            retire(s, "model", "gone", 20)
+            raise RuntimeError("the delete's transaction failed")
+    with metadata_store.session() as s:
+        assert retired_top(s, "model", "gone") == 9  # the rolled-back mark is not kept
+    assert count(metadata_store, t.RetiredName) == 2
+    assert ModelRepo(metadata_store).next_version("gone") == 10
+    assert DatasetRepo(metadata_store).next_version("gone") == 3
+
+
+def test_outbox_rows_are_written_with_the_delete_and_finished_one_by_one(metadata_store: MetadataStore) -> None:
+    from loopml.store.deletions_repo import DeletionRepo
+
+    models, dels, jobs = ModelRepo(metadata_store), DeletionRepo(metadata_store), JobRepo(metadata_store)
+    models.add_version("clf", 1, **_mv_fields(artifact_prefix="models/clf/v1"))
+    models.add_version("clf", 2, **_mv_fields(artifact_prefix="models/clf/v2"))
+    models.set_alias("clf", "prod", 2)
+    job = jobs.create("train", {})
+    jobs.transition(job["id"], FAILED, expect=[QUEUED], reason="x")
+
+    with pytest.raises(Conflict):
+        dels.delete_model("clf")  # refused: no outbox row either
+    assert dels.pending() == [] and count(metadata_store, t.ArtifactDeletion) == 0
+    assert dels.prefix_in_use("models/clf/v1") and dels.prefix_in_use("models/clf/")
+    first = dels.delete_model_version("clf", 1)["artifacts"]
+    second = dels.delete_job(job["id"])["artifacts"]
+    assert [(a["prefix"], a["what"]) for a in first] == [("models/clf/v1", "model clf:1")]
+    assert [a["prefix"] for a in second] == [f"jobs/{job['id']}"]  # no bundle: only its folder
+    pending = dels.pending()
+    assert pending == first + second  # in the order they were written
+    assert not dels.prefix_in_use("models/clf/v1") and dels.prefix_in_use("models/clf/v2")
+    assert not dels.prefix_in_use("models/clf/v")  # a prefix is a folder, not a string prefix
+    dels.finish(first[0]["id"])
+    dels.finish(first[0]["id"])  # finishing twice (a sweep after a crash) is harmless
+    assert dels.pending() == second

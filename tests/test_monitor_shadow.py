@@ -82,7 +82,7 @@ def test_shadow_variant_is_compared_side_by_side_with_production(plat: Platform,
 
 
 def test_oip_requests_are_captured_with_their_ids_shadowed_and_joined_to_labels(
-        tmp_path, digit_bundles, digits_data, monkeypatch) -> None:
+        tmp_path, digit_bundles, digits_data) -> None:
     """Open Inference Protocol traffic goes through the same invocation core as SageMaker's: a
     real serving process (shadow, 100 % capture) answers OIP requests with their ``id`` (or a
     generated one), copies them to the shadow, captures them with that id, and a monitor run
@@ -96,12 +96,12 @@ def test_oip_requests_are_captured_with_their_ids_shadowed_and_joined_to_labels(
     from loopml.monitoring.capture_reader import read_window
     from loopml.monitoring.profile import build_profile
     from loopml.monitoring.capture_reader import read_captured
-    from tests.serving_support import wait_for
+    from tests.process_support import wait_for
     from tests.test_endpoints import control_plane, create, wait_ready
 
     images, target = digits_data
     held, truth = images[1000:1080], [str(t) for t in target[1000:1080]]
-    with control_plane(tmp_path, monkeypatch) as (plat, loop):
+    with control_plane(tmp_path) as (plat, loop):
         production = register(plat, "digits", digit_bundles[1])
         shadow = register(plat, "digits", digit_bundles[0])
         bundle = load_bundle(digit_bundles[1], runtime="onnx")

@@ -24,6 +24,7 @@ from loopml.monitoring.capture_reader import capture_files, read_window
 from loopml.monitoring.decode import decode_window
 from loopml.serving.capture import CaptureWriter
 from loopml.serving.codecs import encode_predictions
+from tests.process_support import wait_job
 
 pytest_plugins = ("tests.backends",)
 UTC = timezone.utc
@@ -367,19 +368,11 @@ def test_penultimate_layer_skips_dropout_and_softmax_heads():
 # ------------------------------------------------------------------------------------ baselines
 
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def _wait(plat, job_id: str, timeout: float = 300.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = plat.jobs.get(job_id)
-        if job["status"] in TERMINAL:
-            logs = "\n".join(line["text"] for line in plat.jobs.logs(job_id))
-            assert job["status"] == "succeeded", f"{job['reason']}\n{logs}"
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {plat.jobs.get(job_id)['status']} after {timeout}s")
+def _wait(plat, job_id: str) -> dict:
+    job = wait_job(plat, job_id, timeout=300.0)
+    logs = "\n".join(line["text"] for line in plat.jobs.logs(job_id))
+    assert job["status"] == "succeeded", f"{job['reason']}\n{logs}"
+    return job
 
 
 @pytest.fixture(scope="module")

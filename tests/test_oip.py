@@ -1,19 +1,20 @@
 """The Open Inference Protocol v2 (serving/oip.py) against the real Triton HTTP client.
 
 Tiny image (digits CNN), text (RNN) and tabular (MLP) models are trained in-process once per
-module, saved as bundles, loaded as ModelHosts and served by a test-local raw-ASGI wrapper
-around ``handle_v2`` under uvicorn; an unmodified ``tritonclient.http`` client and httpx call
-it. Answers are checked against the bundle's runtime called directly.
+module, saved as bundles, loaded as ModelHosts and served as endpoints by the real data plane
+(``serving.app.create_data_plane``) under uvicorn on a free port; an unmodified
+``tritonclient.http`` client and httpx call it. Answers are checked against the bundle's runtime
+called directly.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import math
 import re
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,13 +32,16 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from loopml import __version__  # noqa: E402
-from loopml.core.errors import InvalidInput, NotFound  # noqa: E402
+from loopml.core.errors import InvalidInput  # noqa: E402
 from loopml.models.signature import InputSignature  # noqa: E402
+from loopml.serving.app import StaticEndpoints, create_data_plane  # noqa: E402
 from loopml.serving.batcher import BatcherClosed, QueueFull  # noqa: E402
 from loopml.serving.host import ModelHost  # noqa: E402
-from loopml.serving.live import Variant  # noqa: E402
-from loopml.serving.oip import OUTPUTS, handle_v2  # noqa: E402
+from loopml.serving.oip import OUTPUTS  # noqa: E402
 from tests.asgi_server import serve_asgi  # noqa: E402
+from tests.serving_support import train_bundle  # noqa: E402
+
+pytest_plugins = ("tests.serving_support",)  # digits_data, digit_bundles: small trained CNNs
 
 TOL = 1e-5
 
@@ -46,41 +50,8 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def digits_images() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return data.images.astype(np.float32), data.target
-
-
-def _train_bundle(template: str, content, params: dict, folder: Path) -> Path:
-    from loopml.models.bundle import save_bundle
-    from loopml.models.features import fit_features
-    from loopml.models.hparams import validate_hparams
-    from loopml.models.templates import build_model
-
-    classes = sorted(set(content.labels.tolist()))
-    schema = {"kind": content.kind, "rows": len(content.labels), "classes": classes}
-    hp = validate_hparams(template, params)
-    features = fit_features(content, hp)
-    model = build_model(template, hp, schema, features)
-    y = np.array([classes.index(x) for x in content.labels], dtype=np.int64)
-    raw = content.images if content.kind == "image" else content.frame
-    model.fit(features.transform(raw), y, epochs=hp["epochs"], batch_size=hp["batch_size"],
-              verbose=0)
-    save_bundle(folder, model, features, {"label_names": classes})
-    return folder
-
-
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory, digits_images) -> Path:
-    from loopml.datasets.content import DatasetContent
-
-    images, target = digits_images
-    content = DatasetContent(kind="image", images=images[..., np.newaxis],
-                             labels=np.array([str(t) for t in target], dtype=object))
-    return _train_bundle("cnn", content, {"epochs": 1, "filters": 8, "dense_units": 32},
-                         tmp_path_factory.mktemp("oip") / "digits")
+def digits_dir(digit_bundles) -> Path:
+    return digit_bundles[0]  # a digits CNN trained one epoch
 
 
 _TOPICS = {
@@ -97,9 +68,8 @@ def text_dir(tmp_path_factory) -> Path:
     content = DatasetContent(kind="text", frame=pd.DataFrame({"body": [r[0] for r in rows]}),
                              text_column="body", labels=np.array([r[1] for r in rows],
                                                                  dtype=object))
-    return _train_bundle("rnn", content, {"epochs": 1, "units": 4, "embedding_dim": 4,
-                                          "max_length": 8, "vocab_size": 40},
-                         tmp_path_factory.mktemp("oip") / "news")
+    return train_bundle(tmp_path_factory.mktemp("oip") / "news", content, "rnn",
+                        {"epochs": 1, "units": 4, "embedding_dim": 4, "max_length": 8, "vocab_size": 40})
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +83,7 @@ def table_dir(tmp_path_factory) -> Path:
                           "count": rng.integers(0, 5, n)})
     content = DatasetContent(kind="tabular", frame=frame,
                              labels=np.where(size > 10, "big", "small").astype(object))
-    return _train_bundle("mlp", content, {"epochs": 1, "units": 4},
-                         tmp_path_factory.mktemp("oip") / "table")
+    return train_bundle(tmp_path_factory.mktemp("oip") / "table", content, "mlp", {"epochs": 1, "units": 4})
 
 
 @pytest.fixture(scope="module")
@@ -132,66 +101,10 @@ def host(hosts) -> ModelHost:
 # --------------------------------------------------------------------------- server
 
 
-class Backend:
-    """An ``invoke.Router``: endpoint name → host; every host serves version "1"."""
-
-    def __init__(self, hosts: dict[str, Any]) -> None:
-        self.hosts = hosts
-
-    def lookup(self, name: str, version: str | None) -> Any:
-        host = self.hosts.get(name)
-        if host is None:
-            raise NotFound(f"model {name!r} not found")
-        if version not in (None, "1"):
-            raise NotFound(f"model {name!r} has no version {version!r}")
-        return host
-
-    def ready(self) -> bool:
-        return all(getattr(h, "loaded", True) for h in self.hosts.values())
-
-    # the rest of invoke.Router, as the data plane's Invoker has it (no inference ids here)
-    def route(self, name: str, version: str | None) -> Variant:
-        host = self.lookup(name, version)
-        return Variant(name="AllTraffic", host=host, weight=1.0,
-                       model=getattr(host, "model_name", name), version=1)
-
-    def new_id(self) -> None:
-        return None
-
-
-def oip_app(backend: Backend):
-    async def app(scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        headers = {k.lower(): v for k, v in scope["headers"]}
-        status, extra, body = await handle_v2(scope["method"], scope["path"], headers,
-                                              b"".join(chunks), backend)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*extra, (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    return app
-
-
 @pytest.fixture(scope="module")
 def server_url(hosts) -> Iterator[str]:
-    with serve_asgi(oip_app(Backend(hosts)), "oip-test-server") as url:
+    """The real data plane (``create_data_plane``) serving the three models as endpoints."""
+    with serve_asgi(create_data_plane(hosts), "oip-data-plane") as url:
         yield url
 
 
@@ -263,8 +176,8 @@ def test_model_ready_and_metadata(triton, hosts):
 
 @pytest.mark.parametrize("binary_in", [True, False], ids=["bin-in", "json-in"])
 @pytest.mark.parametrize("binary_out", [True, False], ids=["bin-out", "json-out"])
-def test_infer_binary_and_json(triton, host, digits_images, binary_in, binary_out):
-    raw = digits_images[0][:5][..., np.newaxis]
+def test_infer_binary_and_json(triton, host, digits_data, binary_in, binary_out):
+    raw = digits_data[0][:5][..., np.newaxis]
     inp = tritonhttp.InferInput("input", list(raw.shape), "FP32")
     inp.set_data_from_numpy(raw, binary_data=binary_in)
     outputs = [tritonhttp.InferRequestedOutput(name, binary_data=binary_out) for name in OUTPUTS]
@@ -280,10 +193,10 @@ def test_infer_binary_and_json(triton, host, digits_images, binary_in, binary_ou
 @pytest.mark.parametrize("datatype,shape", [
     ("FP32", (4, 64)), ("FP32", (4, 8, 8)), ("FP64", (4, 8, 8, 1)), ("UINT8", (4, 64)),
     ("INT64", (4, 8, 8)), ("FP16", (4, 64))])
-def test_infer_accepted_shapes_and_datatypes(triton, host, digits_images, datatype, shape):
+def test_infer_accepted_shapes_and_datatypes(triton, host, digits_data, datatype, shape):
     from tritonclient.utils import triton_to_np_dtype
 
-    raw = digits_images[0][20:24].reshape(shape).astype(triton_to_np_dtype(datatype))
+    raw = digits_data[0][20:24].reshape(shape).astype(triton_to_np_dtype(datatype))
     for binary in (True, False):
         inp = tritonhttp.InferInput("pixels", list(shape), datatype)  # any name: one input
         inp.set_data_from_numpy(raw, binary_data=binary)
@@ -293,8 +206,8 @@ def test_infer_accepted_shapes_and_datatypes(triton, host, digits_images, dataty
         _check(result, host, raw.astype(np.float32).reshape(4, 8, 8, 1))
 
 
-def test_infer_subset_of_outputs_classification_and_gzip(triton, host, digits_images):
-    raw = digits_images[0][30:33][..., np.newaxis]
+def test_infer_subset_of_outputs_classification_and_gzip(triton, host, digits_data):
+    raw = digits_data[0][30:33][..., np.newaxis]
     inp = tritonhttp.InferInput("input", list(raw.shape), "FP32")
     inp.set_data_from_numpy(raw)
     result = triton.infer("digits", [inp], outputs=[
@@ -357,11 +270,11 @@ def test_tabular_model(triton, hosts):
     _check(triton.infer("table", [inp]), host, [{"size": 1.0, "colour": 2.0, "count": 3.0}])
 
 
-def test_concurrent_clients(server_url, host, digits_images):
+def test_concurrent_clients(server_url, host, digits_data):
     """Many concurrent binary requests (coalesced by the batcher) each get their own rows."""
     from concurrent.futures import ThreadPoolExecutor
 
-    images = digits_images[0][..., np.newaxis]
+    images = digits_data[0][..., np.newaxis]
     expected = host.bundle.predict_proba(images[:64]).argmax(axis=1)
 
     def one(i: int) -> list[str]:
@@ -514,16 +427,16 @@ def test_binary_framing_errors(http):
         assert fragment in r.json()["error"], (fragment, r.text)
 
 
-def test_json_response_body_shape(http, host, digits_images):
+def test_json_response_body_shape(http, host, digits_data):
     """A JSON-only response (raw HTTP): flat row-major data, no binary header."""
-    raw = digits_images[0][:2]
+    raw = digits_data[0][:2]
     r = http.post("/v2/models/digits/infer",
                   content=orjson.dumps(_infer_body(raw.tolist(), shape=(2, 8, 8))))
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/json"
     assert "inference-header-content-length" not in r.headers
     doc = r.json()
-    assert "id" not in doc
+    assert isinstance(doc["id"], str) and doc["id"]  # no request id: the data plane names it
     assert [o["name"] for o in doc["outputs"]] == list(OUTPUTS)
     proba = doc["outputs"][0]
     assert proba["shape"] == [2, 10] and len(proba["data"]) == 20
@@ -531,17 +444,32 @@ def test_json_response_body_shape(http, host, digits_images):
                                host.bundle.predict_proba(raw), atol=TOL)
 
 
-# --------------------------------------------------------------------------- in process
+# --------------------------------------------------------------------------- model failures
+
+# The data plane is real (served on a free port); only the models are stand-ins, to make them
+# fail in each way a real model can.
 
 
 class FakeHost:
+    """A model answering [0.25, 0.75] per row, or failing as told. ``switch`` (set by
+    ``_switching``) runs once when a request reaches it: the endpoint moved to a new version
+    while the request was on its way."""
+
     signature = InputSignature(kind="image", shape=(2, 2, 1))
     label_names = ["a", "b"]
     model_version = 7
     model_name = "fake-model"
 
     def __init__(self, behaviour: Any = None, loaded: bool = True) -> None:
-        self.behaviour, self.loaded, self.calls = behaviour, loaded, 0
+        self.behaviour, self._loaded, self.calls = behaviour, loaded, 0
+        self.switch: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        if self.switch is not None:
+            self.switch, switch = None, self.switch
+            switch()
+        return self._loaded
 
     async def predict_raw(self, raw: Any, *, announced: bool = False) -> np.ndarray:
         self.calls += 1
@@ -551,75 +479,85 @@ class FakeHost:
             return np.zeros((1, 5), dtype=np.float32)
         return np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (len(raw), 1))
 
+    async def close(self) -> None:
+        pass
 
-def _call(method: str, path: str, body: Any, host: FakeHost, headers=None):
+
+_BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+
+
+@contextmanager
+def _served(endpoints: Any) -> Iterator[httpx.Client]:
+    """The real data plane serving ``endpoints`` on a free port; yields an httpx client."""
+    with serve_asgi(create_data_plane(endpoints), "oip-fake-models") as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+
+
+def _infer(client: httpx.Client, name: str, body: Any = _BODY, headers=None) -> httpx.Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
-    return asyncio.run(handle_v2(method, path, headers or {}, content, Backend({"m": host})))
+    return client.post(f"/v2/models/{name}/infer", content=content, headers=headers or {})
 
 
 def test_model_failures_map_to_status_codes(caplog):
-    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
-    cases = [(InvalidInput("bad pixels"), 400, "bad pixels"),
-             (QueueFull("queue is full"), 503, "queue is full"),
-             (RuntimeError("boom"), 500, "model failed: RuntimeError: boom"),
-             ("bad-shape", 500, "model failed: it returned shape [1, 5]")]
-    for behaviour, status, fragment in cases:
-        got_status, headers, out = _call("POST", "/v2/models/m/infer", body, FakeHost(behaviour))
-        assert got_status == status and fragment in orjson.loads(out)["error"], out
-        if status == 503:
-            assert (b"retry-after", b"1") in headers
-    assert "boom" in caplog.text
-    status, _, out = _call("POST", "/v2/models/m/infer", body, FakeHost())
-    doc = orjson.loads(out)
-    assert status == 200 and doc["model_name"] == "m" and doc["model_version"] == "7"
+    cases = {"invalid": (InvalidInput("bad pixels"), 400, "bad pixels"),
+             "full": (QueueFull("queue is full"), 503, "queue is full"),
+             "boom": (RuntimeError("boom"), 500, "model failed: RuntimeError: boom"),
+             "shape": ("bad-shape", 500, "model failed: it returned shape [1, 5]")}
+    hosts = {name: FakeHost(behaviour) for name, (behaviour, _, _) in cases.items()}
+    with _served({**hosts, "m": FakeHost()}) as client:
+        for name, (_, status, fragment) in cases.items():
+            r = _infer(client, name)
+            assert r.status_code == status and fragment in r.json()["error"], r.text
+            if status == 503:
+                assert r.headers["retry-after"] == "1"
+        assert "boom" in caplog.text
+        r = _infer(client, "m")
+    doc = r.json()
+    assert r.status_code == 200 and doc["model_name"] == "m" and doc["model_version"] == "7"
     assert doc["outputs"][1] == {"name": "label", "datatype": "BYTES", "shape": [1],
                                  "data": ["b"]}
 
 
 def test_not_ready():
     host = FakeHost(loaded=False)
-    assert _call("GET", "/v2/health/ready", b"", host)[0] == 503
-    assert _call("GET", "/v2/health/live", b"", host)[0] == 200
-    assert _call("GET", "/v2/models/m/ready", b"", host)[0] == 503
-    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
-    status, _, out = _call("POST", "/v2/models/m/infer", body, host)
-    assert status == 503 and host.calls == 0, out
+    with _served({"m": host}) as client:
+        assert client.get("/v2/health/ready").status_code == 503
+        assert client.get("/v2/health/live").status_code == 200
+        assert client.get("/v2/models/m/ready").status_code == 503
+        r = _infer(client, "m")
+    assert r.status_code == 503 and host.calls == 0, r.text
 
 
-class SwapBackend(Backend):
-    """Hands out ``hosts`` one after the other: a version switch during a request."""
-
-    def __init__(self, *hosts: Any) -> None:
-        super().__init__({})
-        self.queue = list(hosts)
-
-    def lookup(self, name: str, version: str | None) -> Any:
-        return self.queue.pop(0) if len(self.queue) > 1 else self.queue[0]
+def _switching(old: FakeHost, new: FakeHost) -> Any:
+    """Endpoint ``m`` served by ``old``; a request reaching ``old`` finds ``new`` in its place."""
+    table = StaticEndpoints({"m": old})
+    successor = StaticEndpoints({"m": new}).live["m"]
+    old.switch = lambda: table.live.__setitem__("m", successor)
+    return table
 
 
 def test_version_switch_retries_once_on_the_current_host():
-    body = orjson.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
-                                     "data": [1, 2, 3, 4]}]})
     old, new = FakeHost(BatcherClosed("endpoint is switching")), FakeHost()
-    status, _, out = asyncio.run(handle_v2("POST", "/v2/models/m/infer", {}, body,
-                                           SwapBackend(old, new)))
-    assert status == 200 and (old.calls, new.calls) == (1, 1), out
+    with _served(_switching(old, new)) as client:
+        r = _infer(client, "m")
+    assert r.status_code == 200 and (old.calls, new.calls) == (1, 1), r.text
     unloaded, new = FakeHost(loaded=False), FakeHost()
-    status, _, out = asyncio.run(handle_v2("POST", "/v2/models/m/infer", {}, body,
-                                           SwapBackend(unloaded, new)))
-    assert status == 200 and (unloaded.calls, new.calls) == (0, 1), out
+    with _served(_switching(unloaded, new)) as client:
+        r = _infer(client, "m")
+    assert r.status_code == 200 and (unloaded.calls, new.calls) == (0, 1), r.text
     first, second = FakeHost(BatcherClosed("closed")), FakeHost(BatcherClosed("closed too"))
-    status, headers, out = asyncio.run(handle_v2("POST", "/v2/models/m/infer", {}, body,
-                                                 SwapBackend(first, second)))
-    assert status == 503 and (b"retry-after", b"1") in headers, out
+    with _served(_switching(first, second)) as client:
+        r = _infer(client, "m")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
     assert (first.calls, second.calls) == (1, 1)
 
 
 def test_gzip_bomb_refused():
     body = gzip.compress(b" " * (65 * 1024 * 1024))
-    status, _, out = _call("POST", "/v2/models/m/infer", body, FakeHost(),
-                           headers={b"content-encoding": b"gzip"})
-    assert status == 413, out
+    with _served({"m": FakeHost()}) as client:
+        r = _infer(client, "m", body, headers={"content-encoding": "gzip"})
+    assert r.status_code == 413, r.text
 
 
 # --------------------------------------------------------------------------- fuzz

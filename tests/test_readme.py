@@ -26,7 +26,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from tests.process_support import free_port, server_env
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -229,12 +230,6 @@ def test_every_skip_is_still_in_the_readme():
 # -- running it ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _png(path: Path, value: int = 0) -> None:
     from PIL import Image
 
@@ -296,12 +291,10 @@ def _fixtures(folder: Path) -> None:
 @pytest.fixture
 def loopml_server(tmp_path: Path) -> Iterator[tuple[str, int, int, dict[str, str]]]:
     """`loopml server` as the README starts it, on free ports, in its own home."""
-    api_port, serving_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_") or k.startswith("LOOPML_TEST_")}
-    env.update(LOOPML_HOME=str(tmp_path / "home"), LOOPML_PORT=str(api_port),
-               LOOPML_SERVING_PORT=str(serving_port), LOOPML_API_URL=f"http://127.0.0.1:{api_port}",
-               LOOPML_CONFIG=str(tmp_path / "no-loopml.toml"), COLUMNS="160",
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    api_port, serving_port = free_port(), free_port()
+    env = server_env(tmp_path / "home", api_port, serving_port, LOOPML_API_URL=f"http://127.0.0.1:{api_port}",
+                     COLUMNS="160", PATH=os.pathsep.join([str(Path(sys.executable).parent),
+                                                          os.environ.get("PATH", "")]))
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(["loopml", "server"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)

@@ -9,18 +9,16 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-from contextlib import closing
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
 from loopml.cli.main import app
-from tests.serving_support import wait_for
+from tests.process_support import free_port, server_env, wait_for
 
 pytest_plugins = ("tests.serving_support",)  # digit_bundles: small trained CNNs
 
@@ -29,12 +27,6 @@ def _data_plane(control_url: str) -> str:
     health = httpx.get(f"{control_url}/healthz").json()
     assert health["status"] == "ok" and health["data_plane"], health
     return health["data_plane"]
-
-
-def _free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- item 1: the data-plane port answers from the start, with zero endpoints --------------------
@@ -143,11 +135,8 @@ class _Server:
 
 
 def _server_env(tmp_path, port: int, serving_port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
-    env.update(LOOPML_HOME=str(tmp_path / "home"), LOOPML_PORT=str(port),
-               LOOPML_SERVING_PORT=str(serving_port), LOOPML_CONFIG=str(tmp_path / "none.toml"),
-               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    return env
+    return server_env(tmp_path / "home", port, serving_port,
+                      PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
 
 
 def _second_server(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -156,7 +145,7 @@ def _second_server(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_server_start_stop_lines_and_busy_ports(tmp_path):
-    port, serving_port = _free_port(), _free_port()
+    port, serving_port = free_port(), free_port()
     first = _Server(_server_env(tmp_path, port, serving_port))
     try:
         wait_for(lambda: first.has("LoopML started") or first.proc.poll() is not None,
@@ -169,12 +158,12 @@ def test_server_start_stop_lines_and_busy_ports(tmp_path):
                                    timeout=30).status_code == 200, what="/ping 200")
 
         # the same control-plane port again: one line, exit 2, no uvicorn ERROR
-        again = _second_server(_server_env(tmp_path / "b", port, _free_port()))
+        again = _second_server(_server_env(tmp_path / "b", port, free_port()))
         assert again.returncode == 2, again.stderr
         assert again.stderr.strip() == (f"error: port {port} is in use — is another `loopml "
                                         "server` running? set LOOPML_PORT (or --port)")
         # a free control-plane port, but the data plane's is taken
-        again = _second_server(_server_env(tmp_path / "c", _free_port(), serving_port))
+        again = _second_server(_server_env(tmp_path / "c", free_port(), serving_port))
         assert again.returncode == 2, again.stderr
         assert again.stderr.strip() == (f"error: port {serving_port} (the data plane's) is in "
                                         "use — is another `loopml server` running? set "
@@ -188,7 +177,7 @@ def test_server_start_stop_lines_and_busy_ports(tmp_path):
 
 
 def test_server_refuses_one_port_for_both_planes(tmp_path):
-    port = _free_port()
+    port = free_port()
     out = _second_server(_server_env(tmp_path, port, port))
     assert out.returncode == 2
     assert out.stderr.strip() == ("error: the control plane (LOOPML_PORT / --port) and the data "
@@ -200,7 +189,7 @@ def test_server_killed_and_restarted_at_once_gets_its_data_plane_port_back(tmp_p
     # the killed control plane's serving process holds the data plane's socket until it notices
     # its parent is gone (the new server allows it a few seconds): the restart must not be
     # refused with "port in use", as test_server_restart's re-attach relies on
-    env = _server_env(tmp_path, _free_port(), _free_port())
+    env = _server_env(tmp_path, free_port(), free_port())
     first = _Server(env)
     second = None
     try:

@@ -9,16 +9,13 @@ import pytest
 
 from loopml.core.errors import InvalidInput
 from loopml.core.settings import CHILD_SETTINGS, Settings, load_settings
+from tests.process_support import drop_loopml_vars
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No LOOPML_* from the caller's shell, a fake HOME, and a cwd without loopml.toml."""
-    import os
-
-    for var in list(os.environ):
-        if var.startswith("LOOPML_"):
-            monkeypatch.delenv(var)
+    drop_loopml_vars(monkeypatch)
     home = tmp_path / "user-home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))

@@ -17,8 +17,8 @@ from loopml.core.settings import Settings
 from loopml.datasets.service import register
 from loopml.platform import Platform
 from loopml.training.service import submit_prediction, submit_training, upload_user_file
+from tests.process_support import wait_job
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 pytest_plugins = ("tests.backends",)
 
 
@@ -38,21 +38,10 @@ def loop(plat):
     lp.stop()
 
 
-def wait(plat, job_id, until=TERMINAL, timeout=240.0, check=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = plat.jobs.get(job_id)
-        if job["status"] in until and (check is None or check(job)):
-            return job
-        time.sleep(0.2)
-    logs = "\n".join(line["text"] for line in plat.jobs.logs(job_id))
-    raise AssertionError(f"job {job_id} still {plat.jobs.get(job_id)['status']} after {timeout}s\n{logs}")
-
-
 def test_cnn_job_records_everything_and_registers_a_version(plat, loop, tmp_path):
     job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": "2", "batch_size": 32})
     assert job["status"] == "queued"
-    done = wait(plat, job["id"])
+    done = wait_job(plat, job["id"])
     assert done["status"] == "succeeded", done["reason"]
 
     statuses = [e["status"] for e in plat.jobs.events(job["id"])]
@@ -96,7 +85,7 @@ def test_cnn_job_records_everything_and_registers_a_version(plat, loop, tmp_path
 
     # Batch prediction over the held-out split, with the truth beside each answer.
     pj = submit_prediction(plat, model="digits-cnn:1", input="digits:test", limit=7)
-    pdone = wait(plat, pj["id"])
+    pdone = wait_job(plat, pj["id"])
     assert pdone["status"] == "succeeded", pdone["reason"]
     lines = plat.artifacts.get_bytes(pdone["result"]["output_key"]).decode().splitlines()
     assert lines[0].startswith("row,truth,label,confidence,p_0") and len(lines) == 8
@@ -121,7 +110,7 @@ def test_invalid_requests_are_refused_before_queueing(plat):
 def test_user_model_that_raises_fails_with_reason_and_traceback(plat, loop):
     key = upload_user_file(plat, "broken.py", b"def build_model(hparams, schema):\n    raise ValueError('boom in user code')\n")
     job = submit_training(plat, dataset="digits", model=f"file:{key}", params={"epochs": 1})
-    done = wait(plat, job["id"])
+    done = wait_job(plat, job["id"])
     assert done["status"] == "failed"
     assert "boom in user code" in done["reason"] and "\n" not in done["reason"]
     assert "build_model in 'broken.py' raised" in done["reason"]  # the user's file, not a temporary copy
@@ -147,16 +136,16 @@ def build_model(hparams, schema):
     key = upload_user_file(plat, "tiny.py", code)
     job = submit_training(plat, dataset="digits", model=f"file:{key}", params={"epochs": 2, "width": 8},
                           register_as="digits-tiny")
-    done = wait(plat, job["id"])
+    done = wait_job(plat, job["id"])
     assert done["status"] == "succeeded", done["reason"]
     assert plat.models.get("digits-tiny")["hparams"]["width"] == "8"
 
 
 def test_cancel_stops_a_running_job(plat, loop):
     job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 500})
-    wait(plat, job["id"], until=("running",), check=lambda j: (j["progress"] or {}).get("epoch", 0) >= 1)
+    wait_job(plat, job["id"], until=("running",), check=lambda j: (j["progress"] or {}).get("epoch", 0) >= 1)
     assert plat.jobs.request_cancel(job["id"])["cancel_requested"]
-    done = wait(plat, job["id"], timeout=60)
+    done = wait_job(plat, job["id"], timeout=60)
     assert done["status"] == "cancelled"
     with pytest.raises(NotFound):
         plat.models.get("digits-cnn")
@@ -173,7 +162,7 @@ def test_time_limit_fails_then_resume_continues_from_checkpoint(plat, loop):
     # finishes leaves nothing to resume
     job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 500, "batch_size": 64},
                           time_limit_s=40)
-    done = wait(plat, job["id"])
+    done = wait_job(plat, job["id"])
     assert done["status"] == "failed" and "time limit" in done["reason"] and "--resume" in done["reason"]
     ran = len(plat.jobs.metrics(job["id"]))
     assert ran >= 1
@@ -182,7 +171,7 @@ def test_time_limit_fails_then_resume_continues_from_checkpoint(plat, loop):
         submit_training(plat, dataset="digits", model="mlp", resume=job["id"])
     resumed = submit_training(plat, resume=job["id"], params={"epochs": ran + 1})
     assert resumed["spec"]["resume_from"] == job["id"]
-    rdone = wait(plat, resumed["id"])
+    rdone = wait_job(plat, resumed["id"])
     assert rdone["status"] == "succeeded", rdone["reason"]
     assert [m["epoch"] for m in plat.jobs.metrics(resumed["id"])] == [ran + 1]
     assert plat.models.get("digits-cnn")["lineage"]["resumed_from"] == job["id"]
@@ -194,7 +183,7 @@ def test_control_plane_restart_reattaches_or_fails_jobs(plat):
     alive = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 6})
     doomed = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 500})
     for j in (alive, doomed):
-        wait(plat, j["id"], until=("running",), check=lambda j: (j["progress"] or {}).get("epoch", 0) >= 1)
+        wait_job(plat, j["id"], until=("running",), check=lambda j: (j["progress"] or {}).get("epoch", 0) >= 1)
     first.stop()  # the control plane goes away; its workers keep running
 
     pid = plat.jobs.get(doomed["id"])["worker"]["pid"]
@@ -206,9 +195,9 @@ def test_control_plane_restart_reattaches_or_fails_jobs(plat):
     second = ControlLoop(plat)  # a new control plane with a new executor
     second.start()
     try:
-        failed = wait(plat, doomed["id"], timeout=30)
+        failed = wait_job(plat, doomed["id"], timeout=30)
         assert failed["status"] == "failed" and "gone" in failed["reason"]
-        ok = wait(plat, alive["id"])
+        ok = wait_job(plat, alive["id"])
         assert ok["status"] == "succeeded", ok["reason"]
     finally:
         second.stop()
@@ -218,14 +207,14 @@ def test_prediction_streams_an_uploaded_csv_larger_than_one_chunk(plat, loop):
     from sklearn.datasets import load_digits
 
     job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 1})
-    assert wait(plat, job["id"])["status"] == "succeeded"
+    assert wait_job(plat, job["id"])["status"] == "succeeded"
     d = load_digits()
     rows = np.vstack([d.data] * 2)[:2500]  # 2,500 rows: three chunks of at most 1,024
     header = ",".join([f"px{i}" for i in range(64)] + ["label"])
     body = "\n".join(",".join(str(int(v)) for v in r) + f",{int(t)}" for r, t in zip(rows, np.tile(d.target, 2)))
     key = upload_user_file(plat, "pixels.csv", (header + "\n" + body + "\n").encode(), kind="input")
     pj = submit_prediction(plat, model="digits-cnn", input=f"upload:{key}")
-    done = wait(plat, pj["id"])
+    done = wait_job(plat, pj["id"])
     assert done["status"] == "succeeded", done["reason"]
     assert done["result"]["rows"] == 2500 and done["result"]["accuracy"] > 0.5
     lines = plat.artifacts.get_bytes(done["result"]["output_key"]).decode().splitlines()
@@ -236,7 +225,7 @@ def test_a_dataset_with_missing_files_fails_the_job_with_a_clear_reason(plat, lo
     ds = plat.datasets.get("digits")
     plat.artifacts.delete(ds["artifact_prefix"] + "/splits.npz")
     job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 1})
-    done = wait(plat, job["id"])
+    done = wait_job(plat, job["id"])
     assert done["status"] == "failed"
     assert "digits:1 is damaged" in done["reason"] and "splits.npz" not in done["reason"].split("found:")[-1]
 
@@ -245,7 +234,7 @@ def test_early_stopping_stops_before_the_epoch_budget(plat, loop):
     # a learning rate so high that the validation loss soon stops improving
     job = submit_training(plat, dataset="digits", model="cnn",
                           params={"epochs": 40, "patience": 1, "learning_rate": 0.05})
-    done = wait(plat, job["id"])
+    done = wait_job(plat, job["id"])
     assert done["status"] == "succeeded", done["reason"]
     assert done["result"]["epochs_run"] < 40
 
@@ -261,7 +250,7 @@ def test_a_job_runs_against_postgresql_and_s3(tmp_path, postgres_url, moto_endpo
         assert register(p, "digits", "sample:digits")["created"]
         assert not register(p, "digits", "sample:digits")["created"]  # same content, same version
         job = submit_training(p, dataset="digits", model="cnn", params={"epochs": 1})
-        done = wait(p, job["id"])
+        done = wait_job(p, job["id"])
         assert done["status"] == "succeeded", done["reason"]
         mv = p.models.get("digits-cnn")
         assert mv["artifact_prefix"].startswith("models/digits-cnn/")

@@ -5,7 +5,6 @@ by a real ControlLoop over real stores; one pair of short trainings is shared by
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 from pathlib import Path
 
@@ -20,24 +19,13 @@ from loopml.platform import Platform
 from loopml.registry.registration import register_trained
 from loopml.store.jobs_repo import JobRepo
 from loopml.training.service import submit_evaluation, submit_training
+from tests.process_support import wait_job
 
 pytest_plugins = ("tests.backends",)
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def wait(plat: Platform, job_id: str, timeout: float = 300.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = plat.jobs.get(job_id)
-        if job["status"] in TERMINAL:
-            return job
-        time.sleep(0.2)
-    logs = "\n".join(line["text"] for line in plat.jobs.logs(job_id))
-    raise AssertionError(f"job {job_id} still {plat.jobs.get(job_id)['status']} after {timeout}s\n{logs}")
 
 
 def succeeded(plat: Platform, job_id: str) -> dict:
-    job = wait(plat, job_id)
+    job = wait_job(plat, job_id, timeout=300.0)
     logs = "\n".join(line["text"] for line in plat.jobs.logs(job_id))
     assert job["status"] == "succeeded", f"{job['reason']}\n{logs}"
     return job
@@ -310,11 +298,9 @@ def test_extend_names_the_mismatch(plat, tmp_path):
     assert [v["version"] for v in plat.datasets.versions("ink")] == [1]
 
 
-def test_an_s3_zip_extends_a_dataset(tmp_path, moto_endpoint, s3_bucket, monkeypatch):
+def test_an_s3_zip_extends_a_dataset(tmp_path, moto_endpoint, s3_bucket, clean_env):
     from tests.backends import s3_client
 
-    for var in ("LOOPML_DATABASE_URL", "LOOPML_ARTIFACT_URI"):
-        monkeypatch.delenv(var, raising=False)
     p = Platform(Settings(home=tmp_path / "home", s3_endpoint_url=moto_endpoint))
     try:
         s3 = s3_client(moto_endpoint)

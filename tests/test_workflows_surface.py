@@ -5,19 +5,16 @@ process killed (SIGKILL) in the middle of an execution and started again."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.sdk.client import Client
+from tests.process_support import free_port, start_server
 from tests.test_cli import ok_json, one_line_error
 from tests.surface_support import assert_error, cli_runner
 
@@ -174,37 +171,10 @@ def test_cli(cli, tmp_path) -> None:
 # -- crash and resume: a real server process killed in the middle of a Wait ------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(home: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
-    env.update(LOOPML_HOME=str(home), LOOPML_PORT=str(port), LOOPML_SERVING_PORT="0",
-               LOOPML_RECONCILE_INTERVAL_S="0.2", LOOPML_CONFIG=str(home / "no-such-loopml.toml"))
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "loopml.cli.main", "server"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    client = Client(f"http://127.0.0.1:{port}", token="")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            client.health()
-            return proc
-        except Exception:  # noqa: BLE001 - not up yet
-            if proc.poll() is not None:
-                pytest.fail(f"loopml server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
-    proc.kill()
-    pytest.fail("loopml server did not start")
-
-
 def test_killed_server_resumes_the_execution(tmp_path) -> None:
-    home, log, port = tmp_path / "home", tmp_path / "server.log", _free_port()
+    home, log, port = tmp_path / "home", tmp_path / "server.log", free_port()
     client = Client(f"http://127.0.0.1:{port}", token="")
-    server = _start_server(home, port, log)
+    server = start_server(home, port, log)
     try:
         client.create_workflow("pause", {"StartAt": "Before", "States": {
             "Before": {"Type": "Pass", "Result": {"step": 1}, "Next": "Sleep"},
@@ -219,7 +189,7 @@ def test_killed_server_resumes_the_execution(tmp_path) -> None:
         server.send_signal(signal.SIGKILL)  # no shutdown hooks run
         server.wait(10)
 
-        server = _start_server(home, port, log)
+        server = start_server(home, port, log)
         final = client.wait_execution(ex["id"], timeout=60, poll=0.2)
         assert final["status"] == "SUCCEEDED", final
         assert final["output"] == {"step": 2}

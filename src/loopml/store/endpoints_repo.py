@@ -79,7 +79,7 @@ class EndpointRepo:
         """name → (uid, generation): the serving process's cheap poll."""
         with self.store.session() as s:
             rows = s.execute(select(t.Endpoint.name, t.Endpoint.uid, t.Endpoint.generation))
-            return {name: (uid, gen) for name, uid, gen in rows.tuples()}
+            return {name: (uid, gen) for name, uid, gen in rows}
 
     def update(self, name: str, spec: dict[str, Any], resolved: dict[str, Any],
                message: str | None = None) -> dict[str, Any]:

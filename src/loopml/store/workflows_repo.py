@@ -7,7 +7,7 @@ them together with the new history events in ONE transaction, conditional on ``r
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -148,7 +148,8 @@ class WorkflowRepo:
                                     t.WorkflowExecution.pending)
                              .where(t.WorkflowExecution.status.in_(ACTIVE))
                              .order_by(t.WorkflowExecution.created_at)).all()
-            return [{"id": i, "status": st, "stop_requested": stop, "next_due": due, "pending": p}
+            return [{"id": i, "status": st, "stop_requested": stop, "pending": p,  # SQLite: naive UTC
+                     "next_due": due.replace(tzinfo=timezone.utc) if due and due.tzinfo is None else due}
                     for i, st, stop, due, p in rows]
 
     def history(self, execution_id: str) -> list[dict[str, Any]]:
