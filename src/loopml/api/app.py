@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from loopml import __version__
 from loopml.api import datasets, endpoints, functions, jobs, models, monitors, triggers, workflows
 from loopml.api.errors import BearerTokenMiddleware, CatchAllMiddleware, StrictJSONMiddleware, install_handlers
-from loopml.core.settings import Settings
+from loopml.core.settings import Settings, load_settings
 from loopml.platform import Platform
 
 log = logging.getLogger("loopml.api")
@@ -44,7 +44,7 @@ def _where(settings: Settings, loop) -> str:
 def create_app(settings: Settings | None = None, *, platform: Platform | None = None,
                start_loop: bool = True) -> FastAPI:
     """The FastAPI app; ``platform`` is used as-is (and not closed) when given."""
-    settings = settings or (platform.settings if platform is not None else Settings())
+    settings = settings or (platform.settings if platform is not None else load_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -134,12 +134,9 @@ def show(name: Annotated[str, typer.Argument(help="The workflow.")], as_json: Js
             console().print(f"# {record['description']}")
         source = record.get("source") or ""
         if not source.strip() or source.lstrip().startswith("{"):  # written as JSON: show it as YAML
-            try:
-                import yaml
-            except ImportError:
-                source = json.dumps(record["definition"], indent=2, ensure_ascii=False)
-            else:
-                source = yaml.safe_dump(record["definition"], sort_keys=False, allow_unicode=True)
+            import yaml
+
+            source = yaml.safe_dump(record["definition"], sort_keys=False, allow_unicode=True)
         typer.echo(source.rstrip("\n"))
     emit(client().workflow(name), as_json, render)
 

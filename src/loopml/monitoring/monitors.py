@@ -35,11 +35,9 @@ THRESHOLD_KEYS = ("psi", "ks_pvalue", "js_distance", "chi2_pvalue", "mmd_pvalue"
 
 
 def allowed_threshold_keys() -> tuple[str, ...]:
-    """The documented keys plus any M1's DEFAULT_THRESHOLDS adds (when it is importable)."""
-    try:
-        from loopml.monitoring.drift import DEFAULT_THRESHOLDS
-    except ImportError:  # pragma: no cover - only while the statistics module is missing
-        return THRESHOLD_KEYS
+    """The documented keys plus any the drift rule's DEFAULT_THRESHOLDS adds."""
+    from loopml.monitoring.drift import DEFAULT_THRESHOLDS
+
     return tuple(dict.fromkeys([*THRESHOLD_KEYS, *DEFAULT_THRESHOLDS]))
 
 

@@ -62,10 +62,7 @@ def parse_definition(text: str | bytes) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"definition: not valid JSON: {exc}") from None
-    try:
-        import yaml
-    except ImportError:
-        raise InvalidInput("definition: not JSON, and YAML definitions need PyYAML (pip install pyyaml)") from None
+    import yaml
 
     class _Loader(yaml.SafeLoader):
         """SafeLoader that keeps timestamps as strings (ASL compares them as RFC 3339 text)."""

@@ -6,7 +6,6 @@ action), so an execution never starts from a machine that cannot run.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from loopml.core.errors import InvalidInput
@@ -16,19 +15,15 @@ from loopml.workflows.actions import check_resources
 from loopml.workflows.asl import load_definition, parse_definition
 
 def pretty_source(definition: dict[str, Any]) -> str:
-    """The definition as readable YAML (JSON when PyYAML is missing)."""
-    try:
-        import yaml
-    except ImportError:
-        return json.dumps(definition, indent=2)
+    """The definition as readable YAML."""
+    import yaml
+
     return yaml.safe_dump(definition, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 def _render_template(platform: Platform, template: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    try:
-        from loopml.workflows import templates
-    except ImportError:
-        raise InvalidInput(f"workflow template {template!r}: templates are not available in this LoopML") from None
+    from loopml.workflows import templates
+
     return templates.render(platform, template, dict(params or {}))
 
 
