@@ -34,7 +34,7 @@ LoopML bundle, and measures, one 28×28 grayscale image per request (JSON body
 ``--layouts`` adds, for LoopML at concurrency 32, one row per JSON layout of the same check
 image (``{"instances": [...]}``, json.dumps' separators: 28×28 floats — the JSON row's body —
 and integers, 28×28×1 integers and floats, flat 784 integers). ``--layouts-vs REV`` instead
-compares those layouts on two LoopMLs up at once, this tree's and git revision REV's (its
+compares those layouts, the npy and the OIP binary body on two LoopMLs up at once, this tree's and git revision REV's (its
 ``src`` from ``git archive``, first on PYTHONPATH), same model: ``--layout-rounds`` rounds,
 each running every layout on one then the other (interleaved, so the shared machine's drift
 hits both alike), medians reported — the codec before/after in one run.
@@ -898,7 +898,7 @@ def write_bodies(model: Model, folder: Path) -> tuple[Body, Body, Body]:
 
 def compare_layouts(model: Model, workdir: Path, bodies: list[Body], rev: str,
                     args: argparse.Namespace) -> str:
-    """This tree's LoopML vs REV's, both up, layouts interleaved per round → markdown table."""
+    """This tree's LoopML vs REV's, both up, bodies interleaved per round → markdown table."""
     servers: list[Server] = []
     try:
         for launch in (loopml_at(rev), launch_loopml):
@@ -923,12 +923,12 @@ def compare_layouts(model: Model, workdir: Path, bodies: list[Body], rev: str,
     med = {key: (statistics.median(r["rps"] for r in rs),
                  statistics.median(r["p99_ms"] for r in rs), sum(r["errors"] for r in rs))
            for key, rs in got.items()}
-    out = [f"| JSON layout, c=32 (median of {args.layout_rounds} interleaved rounds) | "
+    out = [f"| body, c=32 (median of {args.layout_rounds} interleaved rounds) | "
            f"{old} req/s | p99 ms | {new} req/s | p99 ms | errors |",
            "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for body in bodies:
         (r0, p0, e0), (r1, p1, e1) = med[old, body.label], med[new, body.label]
-        out.append(f"| {body.label.removeprefix('JSON ')} | {r0:,.0f} | {p0:.2f} | {r1:,.0f} | "
+        out.append(f"| {body.label} | {r0:,.0f} | {p0:.2f} | {r1:,.0f} | "
                    f"{p1:.2f} | {int(e0 + e1)} |")
     return "\n".join(out)
 
@@ -1118,7 +1118,8 @@ def main() -> None:
         launchers = [every[name] for name in args.servers]
         comparison = ""
         if layouts and args.layouts_vs:
-            comparison = compare_layouts(model, workdir, layouts, args.layouts_vs, args)
+            # the npy and OIP binary rows too: the whole data plane, old and new, in one run
+            comparison = compare_layouts(model, workdir, [*layouts, npy_body, oip_body], args.layouts_vs, args)
         cells: list[Cell] = []
         extras: list[str] = []
         for launch, bodies in launchers:
