@@ -219,7 +219,8 @@ def serve_data_plane(folder: Path, capture_root: Path, host: str = "127.0.0.1") 
     flushes the capture and returns the records of ``ep``."""
     from loopml.artifacts.store import ArtifactStore
     from loopml.serving.app import StaticEndpoints, create_data_plane
-    from loopml.serving.capture import CaptureWriter, read_captured
+    from loopml.monitoring.capture_reader import read_captured
+    from loopml.serving.capture import CaptureWriter
     from loopml.serving.host import ModelHost
     from loopml.serving.live import LiveEndpoint, Variant
     from tests.asgi_server import serve_asgi

@@ -35,7 +35,7 @@ def test_the_sdk_raises_the_servers_typed_errors(settings):
     from loopml.sdk.client import Client
     from tests.asgi_server import serve_asgi
 
-    settings.token = "s3cret"
+    settings = settings.model_copy(update={"token": "s3cret"})  # settings are frozen
     with serve_asgi(create_app(settings, start_loop=False)) as url:
         with Client(url, token="") as anonymous, pytest.raises(Unauthorized, match="missing API token") as refused:
             anonymous.list_datasets()
