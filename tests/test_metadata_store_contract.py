@@ -10,7 +10,8 @@ from loopml.core.errors import Conflict, InvalidInput, NotFound, SchemaOutOfDate
 from loopml.store import tables as t
 from loopml.store.datasets_repo import DatasetRepo
 from loopml.store.db import MetadataStore, current_revision, head_revision, make_engine
-from loopml.store.jobs_repo import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, JobRepo
+from loopml.core.jobstatus import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
+from loopml.store.jobs_repo import JobRepo
 from loopml.store.models_repo import ModelRepo
 from tests.store_support import assert_utc_iso, count
 

@@ -13,9 +13,9 @@ import pytest
 from loopml.core.errors import Conflict, NotFound
 from loopml.store import tables as t
 from loopml.store.endpoints_repo import CREATING, FAILED, IN_SERVICE, UPDATING, EndpointRepo
-from loopml.store.jobs_repo import FAILED as JOB_FAILED
-from loopml.store.jobs_repo import QUEUED as JOB_QUEUED
-from loopml.store.jobs_repo import RUNNING as JOB_RUNNING
+from loopml.core.jobstatus import FAILED as JOB_FAILED
+from loopml.core.jobstatus import QUEUED as JOB_QUEUED
+from loopml.core.jobstatus import RUNNING as JOB_RUNNING
 from loopml.store.jobs_repo import JobRepo
 from loopml.store.monitors_repo import (ACTIVE, INSUFFICIENT, OPEN, PAUSED, QUEUED, RESOLVED, RUNNING,
                                         SUCCEEDED, MonitorRepo)

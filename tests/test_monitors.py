@@ -90,7 +90,8 @@ def test_repo_monitor_and_run_lifecycle(metadata_store: MetadataStore):
 
 
 def test_repo_orphaned_runs_fail_with_their_job_reason(metadata_store: MetadataStore):
-    from loopml.store.jobs_repo import FAILED, JobRepo, QUEUED, RUNNING
+    from loopml.core.jobstatus import FAILED, QUEUED, RUNNING
+    from loopml.store.jobs_repo import JobRepo
 
     repo, jobs = MonitorRepo(metadata_store), JobRepo(metadata_store)
     make_monitor(repo)
@@ -352,7 +353,7 @@ def test_webhook_failure_status_is_recorded(hook_server):
 def test_scheduler_queues_due_runs_once_and_collapses_missed_times(plat: Platform):
     from loopml.controlplane.monitors import MonitorScheduler
     from loopml.monitoring import monitors
-    from loopml.store.jobs_repo import FAILED, QUEUED, RUNNING
+    from loopml.core.jobstatus import FAILED, QUEUED, RUNNING
 
     add_endpoint(plat, "mnist")
     clock = [datetime(2026, 11, 27, 10, 2, tzinfo=timezone.utc)]

@@ -218,7 +218,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
     """The ``baseline`` job: profile the version's held-out rows, upload baseline/*."""
     from loopml.datasets.service import load_version, parse_ref
     from loopml.models.bundle import load_bundle
-    from loopml.store.jobs_repo import CANCELLED, RUNNING, SUCCEEDED
+    from loopml.core.jobstatus import CANCELLED, RUNNING, SUCCEEDED
 
     job_id, spec = job["id"], job["spec"]
     record = platform.models.get(str(spec["model"]), int(spec["version"]))

@@ -28,8 +28,8 @@ from loopml.core.errors import InvalidInput, LoopMLError, NotFound
 from loopml.core.timeutil import iso, parse_iso, utcnow
 from loopml.monitoring.served import ModelContext, model_context, served_variant
 from loopml.platform import Platform
-from loopml.store.jobs_repo import RUNNING as JOB_RUNNING
-from loopml.store.jobs_repo import SUCCEEDED as JOB_SUCCEEDED
+from loopml.core.jobstatus import RUNNING as JOB_RUNNING
+from loopml.core.jobstatus import SUCCEEDED as JOB_SUCCEEDED
 from loopml.store.monitors_repo import FAILED, INSUFFICIENT, SUCCEEDED
 
 log = logging.getLogger("loopml.monitoring.run")

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from loopml.core.errors import Conflict, NotFound
 from loopml.core.jobkinds import JOB_KINDS
 # the status names are core's; monitoring and predict runners still import them from here
-from loopml.core.jobstatus import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL  # noqa: F401
+from loopml.core.jobstatus import CANCELLED, FAILED, QUEUED, RUNNING, TERMINAL
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
 from loopml.store import tables as t

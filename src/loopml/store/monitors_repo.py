@@ -23,7 +23,7 @@ from loopml.store import records
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
 from loopml.store.names import missing
-from loopml.store.jobs_repo import QUEUED as JOB_QUEUED
+from loopml.core.jobstatus import QUEUED as JOB_QUEUED
 from loopml.store.jobs_repo import new_job_id
 
 ACTIVE, PAUSED = "active", "paused"

@@ -17,7 +17,7 @@ from loopml.artifacts.keys import join
 from loopml.core.errors import InvalidInput, UnsupportedFormat
 from loopml.models.signature import InputSignature
 from loopml.platform import Platform
-from loopml.store.jobs_repo import CANCELLED, RUNNING, SUCCEEDED
+from loopml.core.jobstatus import CANCELLED, RUNNING, SUCCEEDED
 
 CHUNK = 1024
 LABEL_COLUMNS = ("label", "target", "class", "y", "species")
