@@ -167,8 +167,8 @@ def error_from_dict(body: dict[str, Any], status: int | None = None) -> LoopMLEr
     code = str(body.get("code"))
     cls = ERRORS_BY_CODE.get(code, LoopMLError)
     err = cls(str(body.get("message", "unknown error")), **(body.get("details") or {}))
-    if code != cls.code:  # a code without a class of its own: keep the server's code and status
+    if code != cls.code:  # a code without a class of its own: keep the server's code
         err.code = code
-        if status is not None:
-            err.status = status
+    if status is not None:  # and always the status the server answered with
+        err.status = status
     return err

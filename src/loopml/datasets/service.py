@@ -17,8 +17,7 @@ from loopml.core.errors import Conflict, CorruptArtifact, InvalidInput, paths_sh
 from loopml.core.names import dataset_name as validate_name
 from loopml.datasets.content import DatasetContent
 from loopml.platform import Platform
-
-SPLITS = ("train", "validation", "test")
+from loopml.datasets.splits import SPLITS
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

@@ -32,6 +32,7 @@ import numpy as np
 from loopml.artifacts.keys import join
 from loopml.core.errors import CorruptArtifact, InvalidInput, NotFound
 from loopml.platform import Platform
+from loopml.registry.resolve import lookup
 
 __all__ = ["BASELINE_DIR", "PROFILE_FILE", "EMBEDDINGS_FILE", "compute_baseline", "write_baseline",
            "write_training_baseline", "load_baseline", "submit_baseline", "run", "vocab_of"]
@@ -221,7 +222,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
     from loopml.core.jobstatus import CANCELLED, RUNNING, SUCCEEDED
 
     job_id, spec = job["id"], job["spec"]
-    record = platform.models.get(str(spec["model"]), int(spec["version"]))
+    record = lookup(platform, str(spec["model"]), int(spec["version"]))
     source = spec.get("dataset") or record.get("dataset")
     if not source:
         raise InvalidInput(f"model version {record['ref']} records no dataset: no rows to profile")

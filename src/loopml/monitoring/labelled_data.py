@@ -16,6 +16,7 @@ from loopml.core.timeutil import utcnow
 from loopml.monitoring.labels import LABEL_LOOKBACK
 from loopml.monitoring.served import ModelContext
 from loopml.platform import Platform
+from loopml.registry.resolve import lookup
 
 MAX_MIN_LABELS = 10_000_000
 
@@ -51,7 +52,7 @@ def labelled_dataset(platform: Platform, monitor: str, dataset: str, *, extend: 
     if not isinstance(dataset, str) or not dataset.strip():
         raise InvalidInput("dataset: name the dataset the labelled requests go to")
     dataset = validate_dataset(dataset.strip())
-    needed = _min_labels_value(min_labels)
+    needed = min_labels_value(min_labels)
     until = now()
     since = since or until - LABEL_LOOKBACK
     endpoint = platform.endpoints.get(record["endpoint"])
@@ -66,7 +67,7 @@ def labelled_dataset(platform: Platform, monitor: str, dataset: str, *, extend: 
         raise NotEnoughLabels(f"{len(labels)} labelled requests, {needed} needed", labelled=len(labels),
                               needed=needed)
 
-    version = platform.models.get(variant["model"], variant["version"])
+    version = lookup(platform, variant["model"], variant["version"])
     context = model_context(platform, version)
     window = read_window(platform.artifacts, prefix, record["endpoint"], variant_name, since=since, until=until)
     ids = window.inference_ids.to_list()
@@ -111,7 +112,7 @@ def labelled_dataset(platform: Platform, monitor: str, dataset: str, *, extend: 
     return {**registered, "labelled": len(content), "skipped": skipped}
 
 
-def _min_labels_value(value: Any) -> int:
+def min_labels_value(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or int(value) != value or not 1 <= value <= MAX_MIN_LABELS:
         raise InvalidInput(f"min_labels: must be a whole number between 1 and {MAX_MIN_LABELS}, got {value!r}",

@@ -18,15 +18,18 @@ from loopml.platform import Platform
 
 def submit(platform: Platform, *, monitor: str, dataset: str, extend: bool = True, min_labels: int = 100,
            job_id: str | None = None) -> dict[str, Any]:
-    """Queue the job after the checks that need no capture read (the monitor exists, the values;
-    ``min_labels`` is checked by ``labelled_dataset`` in the worker)."""
+    """Queue the job after every check that needs no capture read (the monitor exists, the
+    dataset name, extend, min_labels), so a bad value never costs a worker."""
+    from loopml.core.names import dataset_name
+    from loopml.monitoring.labelled_data import min_labels_value
+
     platform.monitors.get(monitor)
     if not isinstance(dataset, str) or not dataset.strip():
         raise InvalidInput("dataset: name the dataset the labelled requests go to")
     if not isinstance(extend, bool):
         raise InvalidInput(f"extend must be true or false, got {extend!r}")
-    spec = {"monitor": monitor, "dataset": dataset.strip(), "extend": extend,
-            "min_labels": min_labels}
+    spec = {"monitor": monitor, "dataset": dataset_name(dataset.strip()), "extend": extend,
+            "min_labels": min_labels_value(min_labels)}
     return platform.jobs.create("labelled-data", spec, job_id=job_id)
 
 

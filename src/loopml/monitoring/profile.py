@@ -28,12 +28,12 @@ from loopml.core.errors import InvalidInput
 from loopml.monitoring import features as F
 from loopml.monitoring.stats import category_counts, numeric_summary
 from loopml.serving.codecs import ANSWER_DECIMALS
+from loopml.models.signature import KINDS
 
 PROFILE_VERSION = 1
 TOP_TOKENS = 100
 MAX_CATEGORIES = 50
 OTHER = "<other>"
-KINDS = ("image", "text", "tabular")
 
 
 def _numeric(values: Any, ref: dict | None, name: str, *, max_sample: int, seed: int) -> dict:

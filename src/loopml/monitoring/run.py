@@ -31,6 +31,7 @@ from loopml.platform import Platform
 from loopml.core.jobstatus import RUNNING as JOB_RUNNING
 from loopml.core.jobstatus import SUCCEEDED as JOB_SUCCEEDED
 from loopml.store.monitors_repo import FAILED, INSUFFICIENT, SUCCEEDED
+from loopml.registry.resolve import lookup
 
 log = logging.getLogger("loopml.monitoring.run")
 CAPTURE_SETTLE_S = 5.0  # capture lands about once a second: leave the newest seconds to the next run
@@ -202,7 +203,7 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
 
     endpoint = platform.endpoints.get(monitor["endpoint"])
     variant, is_shadow = served_variant(endpoint, monitor["variant"])
-    version = platform.models.get(variant["model"], variant["version"])
+    version = lookup(platform, variant["model"], variant["version"])
     context = model_context(platform, version)
     _say(f"variant {variant['name']} serves {version['ref']} ({context.kind}, "
          f"{len(context.class_names)} classes)")
@@ -396,7 +397,7 @@ def _shadow(platform: Platform, monitor: dict[str, Any], name: str, production_v
     part: dict[str, Any] = {"production_variant": production_variant, "shadow_variant": shadow["name"],
                             "model": {"name": shadow["model"], "version": shadow["version"]}}
     try:
-        version = platform.models.get(shadow["model"], shadow["version"])
+        version = lookup(platform, shadow["model"], shadow["version"])
         context = model_context(platform, version)
         window = read_window(platform.artifacts, platform.settings.capture_prefix, monitor["endpoint"],
                              shadow["name"], since=since, until=until)

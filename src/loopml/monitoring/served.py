@@ -10,6 +10,7 @@ from loopml.artifacts.keys import join
 from loopml.core.errors import InvalidInput, LoopMLError, NotFound
 from loopml.models.signature import InputSignature, read_manifest
 from loopml.platform import Platform
+from loopml.datasets.service import parse_ref
 
 __all__ = ["ModelContext", "model_context", "served_variant"]
 
@@ -61,9 +62,8 @@ def model_context(platform: Platform, version: dict[str, Any]) -> ModelContext:
     signature = InputSignature.from_manifest(manifest, kind=version["kind"])
     schema = manifest.get("schema") or {}
     if not schema and version.get("dataset"):
-        ds_name, _, ds_version = str(version["dataset"]).partition(":")
         try:
-            schema = platform.datasets.get(ds_name, int(ds_version) if ds_version.isdigit() else None)["schema"]
+            schema = platform.datasets.get(*parse_ref(str(version["dataset"])))["schema"]
         except LoopMLError:
             schema = {}
     if not schema:  # profiles read a bundle manifest too (an imported version with no dataset)

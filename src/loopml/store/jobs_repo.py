@@ -8,9 +8,8 @@ from typing import Any, Iterable
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from loopml.core.errors import Conflict, NotFound
+from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.core.jobkinds import JOB_KINDS
-# the status names are core's; monitoring and predict runners still import them from here
 from loopml.core.jobstatus import CANCELLED, FAILED, QUEUED, RUNNING, TERMINAL
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import records
@@ -30,7 +29,7 @@ class JobRepo:
     def create(self, kind: str, spec: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
         """Queue a job; a caller-chosen ``job_id`` that already exists raises Conflict (exactly-once dispatch)."""
         if kind not in JOB_KINDS:  # a new kind is a row of core.jobkinds.KINDS, so list filters know it
-            raise ValueError(f"unknown job kind {kind!r}; add it to loopml.core.jobkinds.JOB_KINDS")
+            raise InvalidInput(f"unknown job kind {kind!r}; add it to loopml.core.jobkinds.KINDS")
         try:
             with self.store.session() as s:
                 job = t.Job(id=job_id or new_job_id(), kind=kind, status=QUEUED, spec=spec)

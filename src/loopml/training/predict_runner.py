@@ -18,6 +18,7 @@ from loopml.core.errors import InvalidInput, UnsupportedFormat
 from loopml.models.signature import InputSignature
 from loopml.platform import Platform
 from loopml.core.jobstatus import CANCELLED, RUNNING, SUCCEEDED
+from loopml.registry.resolve import lookup
 
 CHUNK = 1024
 LABEL_COLUMNS = ("label", "target", "class", "y", "species")
@@ -174,7 +175,7 @@ def _run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None])
     from loopml.models.bundle import load_bundle
 
     spec = job["spec"]
-    mv = platform.models.get(spec["model_name"], spec["model_version"])
+    mv = lookup(platform, spec["model_name"], spec["model_version"])
     output_key = join("jobs", job["id"], "output", "predictions.csv")
     rows = 0
     correct = 0
@@ -188,7 +189,7 @@ def _run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None])
         if source["type"] == "dataset":
             chunks = _chunks_from_dataset(platform, source, spec.get("limit"))
         else:
-            chunks = _chunks_from_upload(platform, source["key"], InputSignature.from_manifest(bundle.meta),
+            chunks = _chunks_from_upload(platform, source["key"], InputSignature.from_manifest(bundle.meta, kind=bundle.kind),
                                          spec.get("limit"))
         with platform.artifacts.open_write(output_key) as raw:
             out = io.TextIOWrapper(raw, encoding="utf-8", newline="")

@@ -19,8 +19,8 @@ from loopml.platform import Platform
 from loopml.registry.champion import METRICS
 from loopml.registry.registration import validate_model_name
 from loopml.registry.resolve import candidate, resolve
+from loopml.datasets.splits import SPLITS
 
-SPLITS = ("train", "validation", "test")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 
