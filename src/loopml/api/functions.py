@@ -14,16 +14,15 @@ from fastapi import APIRouter, File, Form, Query, Request, Response
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopml.core.jobstatus import INVOCATION_STATUSES, INVOCATION_TERMINAL
 from loopml.functions import service
 from loopml.platform import Platform
-from loopml.store.functions_repo import STATUSES, TERMINAL
 from loopml.workflows import dependents
 
 router = APIRouter(prefix="/functions", tags=["functions"])
 
 SYNC_GRACE_S = 60.0  # a sync invoke waits the function's timeout plus this (queueing, start-up)
-Status = Literal["queued", "running", "succeeded", "failed"]
-assert set(STATUSES) == {"queued", "running", "succeeded", "failed"}
+Status = Literal[INVOCATION_STATUSES]  # type: ignore[valid-type]  # the API enum, from core
 
 
 class Function(BaseModel):
@@ -164,7 +163,7 @@ def invoke_function(name: str, body: InvokeIn, request: Request, response: Respo
         dispatcher.run_now(record["id"])
         if body.mode == "sync":
             record = dispatcher.wait(record["id"], float(function["timeout_s"]) + SYNC_GRACE_S)
-    if record["status"] not in TERMINAL:
+    if record["status"] not in INVOCATION_TERMINAL:
         response.status_code = 202
     return record
 

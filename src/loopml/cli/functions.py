@@ -12,6 +12,7 @@ import typer
 
 from loopml.cli.output import client, console, emit, fields_table, print_json, table, when
 from loopml.core.errors import InvalidInput, LoopMLError
+from loopml.core.jobstatus import INVOCATION_TERMINAL
 
 app = typer.Typer(help="Functions: `def handler(event, context)` run in their own process per "
                        "invocation, with a timeout and a memory cap (Lambda-like).",
@@ -214,7 +215,7 @@ def invoke(
     record = c.invoke_function(name, payload, mode="async" if run_async else "sync")
     if as_json:
         print_json(record)
-    elif run_async or record["status"] not in ("succeeded", "failed"):
+    elif run_async or record["status"] not in INVOCATION_TERMINAL:
         typer.echo(record["id"])
     if record["status"] == "failed":
         if not quiet and not as_json and record.get("logs"):

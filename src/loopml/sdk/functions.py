@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from loopml.core.errors import InvalidInput
+from loopml.core.jobstatus import INVOCATION_TERMINAL
 from loopml.sdk.files import zip_folder
 from loopml.sdk.http import Connection, segment
 
@@ -145,7 +146,7 @@ class FunctionsAPI(Connection):
         deadline = time.monotonic() + timeout
         while True:
             record = self.function_invocation(name, id)
-            if record["status"] in ("succeeded", "failed") or time.monotonic() >= deadline:
+            if record["status"] in INVOCATION_TERMINAL or time.monotonic() >= deadline:
                 return record
             time.sleep(poll)
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from loopml.core.jobstatus import INVOCATION_STATUSES
 from loopml.core.timeutil import utcnow
 from loopml.store import tables as t
 
-INVOCATION_QUEUED = "queued"
+INVOCATION_QUEUED = INVOCATION_STATUSES[0]
 EXECUTION_PENDING = "PENDING"
 
 

@@ -14,15 +14,15 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from loopml.core.errors import Conflict, InvalidInput, NotFound
+from loopml.core.jobstatus import INVOCATION_STATUSES, INVOCATION_TERMINAL
 from loopml.core.timeutil import iso, utcnow
 from loopml.store import tables as t
 from loopml.store.automation_rows import INVOCATION_QUEUED, queued_invocation
 from loopml.store.db import MetadataStore
 from loopml.store.names import missing
 
-QUEUED, RUNNING, SUCCEEDED, FAILED = INVOCATION_QUEUED, "running", "succeeded", "failed"
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
-TERMINAL = (SUCCEEDED, FAILED)
+QUEUED, RUNNING, SUCCEEDED, FAILED = INVOCATION_QUEUED, *INVOCATION_STATUSES[1:]
+STATUSES, TERMINAL = INVOCATION_STATUSES, INVOCATION_TERMINAL
 
 
 def function_record(f: t.Function) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from loopml.core.errors import Conflict, NotFound
-from loopml.core.jobstatus import EXECUTION_TERMINAL
+from loopml.core.jobstatus import (EXEC_ABORTED, EXEC_FAILED, EXEC_PENDING, EXEC_RUNNING, EXEC_SUCCEEDED,
+                                   EXEC_TIMED_OUT, EXECUTION_ACTIVE, EXECUTION_TERMINAL)
 from loopml.core.timeutil import iso, parse_iso, utcnow
 from loopml.store import tables as t
 from loopml.store.automation_rows import pending_execution
@@ -22,9 +23,8 @@ from loopml.store.db import MetadataStore
 from loopml.store.names import missing
 
 PENDING, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED = (
-    "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-TERMINAL = EXECUTION_TERMINAL
-ACTIVE = (PENDING, RUNNING)
+    EXEC_PENDING, EXEC_RUNNING, EXEC_SUCCEEDED, EXEC_FAILED, EXEC_TIMED_OUT, EXEC_ABORTED)
+TERMINAL, ACTIVE = EXECUTION_TERMINAL, EXECUTION_ACTIVE
 
 
 def workflow_record(w: t.Workflow) -> dict[str, Any]:
