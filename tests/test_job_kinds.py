@@ -8,6 +8,9 @@ import subprocess
 import sys
 from dataclasses import fields, is_dataclass
 
+import pytest
+
+from loopml.core.errors import InvalidInput
 from loopml.core.jobkinds import JOB_KINDS, KINDS
 from loopml.core.jobstatus import FAILED, JOB_STATUSES, RUNNING, TERMINAL
 
@@ -81,3 +84,11 @@ def test_the_labelled_data_task_runs_as_a_job_and_too_few_labels_is_its_asl_erro
     outcome = action.poll(ctx, handle)
     assert outcome is not None and outcome.error == "Monitor.NotEnoughLabels"
     assert outcome.cause.startswith("0 labelled requests, 5 needed")
+    # a bad dataset name or min_labels never costs a worker: refused before any job is queued
+    before = len(platform.jobs.list(kind="labelled-data"))
+    for bad in ({"dataset": "Not Valid"}, {"dataset": "live", "min_labels": "abc"}):
+        other = TaskContext(platform, "exec-2", "token-2", "CollectLabelled", utcnow())
+        with pytest.raises(InvalidInput) as refused:
+            action.start(other, {"monitor": "mon", **bad})
+        assert "dataset name" in str(refused.value) or "min_labels" in str(refused.value)
+    assert len(platform.jobs.list(kind="labelled-data")) == before
