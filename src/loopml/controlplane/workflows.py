@@ -187,9 +187,7 @@ class WorkflowRunner:
             return True
         if (row["pending"] or {}).get("tasks"):
             return True  # poll them
-        due = row["next_due"]
-        if due is not None and due.tzinfo is None:
-            due = due.replace(tzinfo=now.tzinfo)
+        due = row["next_due"]  # tz-aware on every backend (the store's contract suite checks it)
         return due is not None and due <= now
 
     # -- one execution ----------------------------------------------------------------------

@@ -25,15 +25,17 @@ RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 EXECUTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
 
-def _fits(pattern: re.Pattern[str], name: Any) -> bool:
-    return isinstance(name, str) and pattern.fullmatch(name) is not None
+def _checked(pattern: re.Pattern[str], name: Any, rule: str) -> str:
+    """``name`` when it matches ``pattern`` whole; else InvalidInput with ``rule`` (``{name!r}`` in it)."""
+    if not (isinstance(name, str) and pattern.fullmatch(name) is not None):
+        raise InvalidInput(rule.format(name=name))
+    return name
 
 
 def dataset_name(name: Any, what: str = "dataset") -> str:
     """A dataset's name, or (``what="model"``) a model's: they follow the same rule."""
-    if not _fits(DATASET_NAME_RE, name):
-        raise InvalidInput(f"{what} name {name!r} is not valid: use lowercase letters, digits, '.', '_' or '-'")
-    return name
+    return _checked(DATASET_NAME_RE, name,
+                    what + " name {name!r} is not valid: use lowercase letters, digits, '.', '_' or '-'")
 
 
 def model_name(name: Any) -> str:
@@ -41,39 +43,29 @@ def model_name(name: Any) -> str:
 
 
 def endpoint_name(name: Any) -> str:
-    if not _fits(ENDPOINT_NAME_RE, name):
-        raise InvalidInput(f"endpoint name {name!r} is invalid: letters, digits and hyphens, "
-                           "starting and ending with a letter or digit, at most 63 characters")
-    return name
+    return _checked(ENDPOINT_NAME_RE, name, "endpoint name {name!r} is invalid: letters, digits and hyphens, "
+                    "starting and ending with a letter or digit, at most 63 characters")
 
 
 def function_name(name: Any) -> str:
-    if not _fits(FUNCTION_NAME_RE, name):
-        raise InvalidInput(f"function name {name!r} is not valid: use lowercase letters, digits and "
-                           "'-' (starting with a letter or digit, at most 63 characters)")
-    return name
+    return _checked(FUNCTION_NAME_RE, name, "function name {name!r} is not valid: use lowercase letters, digits "
+                    "and '-' (starting with a letter or digit, at most 63 characters)")
 
 
 def workflow_name(name: Any) -> str:
-    if not _fits(RESOURCE_NAME_RE, name):
-        raise InvalidInput(f"workflow name {name!r} is not valid: use letters, digits, '-' and '_' "
-                           "(at most 63 characters, starting with a letter or digit)")
-    return name
+    return _checked(RESOURCE_NAME_RE, name, "workflow name {name!r} is not valid: use letters, digits, '-' and "
+                    "'_' (at most 63 characters, starting with a letter or digit)")
 
 
 def execution_name(name: Any) -> str:
-    if not _fits(EXECUTION_NAME_RE, name):
-        raise InvalidInput(f"execution name {name!r} is not valid: letters, digits, '.', '-' and '_' "
-                           "(at most 80 characters)")
-    return name
+    return _checked(EXECUTION_NAME_RE, name, "execution name {name!r} is not valid: letters, digits, '.', '-' "
+                    "and '_' (at most 80 characters)")
 
 
 def trigger_name(name: Any) -> str:
     """Triggers and monitors: the API's ``name`` field, named as such in the message."""
-    if not _fits(RESOURCE_NAME_RE, name):
-        raise InvalidInput(f"name: {name!r} must be 1-63 letters, digits, '-' or '_' (starting with a "
-                           "letter or digit)")
-    return name
+    return _checked(RESOURCE_NAME_RE, name, "name: {name!r} must be 1-63 letters, digits, '-' or '_' (starting "
+                    "with a letter or digit)")
 
 
 monitor_name = trigger_name

@@ -7,13 +7,13 @@ the ``loopml:labelled-data`` workflow task (it may read 30 days of capture).
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any, Callable
 
 from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.core.timeutil import utcnow
 from loopml.monitoring.labels import LABEL_LOOKBACK
+from loopml.monitoring.monitors import whole_number
 from loopml.monitoring.served import ModelContext
 from loopml.platform import Platform
 from loopml.registry.resolve import lookup
@@ -113,11 +113,7 @@ def labelled_dataset(platform: Platform, monitor: str, dataset: str, *, extend: 
 
 
 def min_labels_value(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or int(value) != value or not 1 <= value <= MAX_MIN_LABELS:
-        raise InvalidInput(f"min_labels: must be a whole number between 1 and {MAX_MIN_LABELS}, got {value!r}",
-                           field="min_labels")
-    return int(value)
+    return whole_number(value, "min_labels", MAX_MIN_LABELS)
 
 
 def _skipped_text(skipped: dict[str, int]) -> str:

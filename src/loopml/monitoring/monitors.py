@@ -132,11 +132,11 @@ def parse_webhooks(raw: Any) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
-def _min_samples(value: Any) -> int:
+def whole_number(value: Any, field: str, maximum: int) -> int:
+    """A count a user sets (min_samples, min_labels): a whole number in 1..maximum."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or int(value) != value or not 1 <= value <= MAX_MIN_SAMPLES:
-        raise InvalidInput(f"min_samples: must be a whole number between 1 and {MAX_MIN_SAMPLES}, got {value!r}",
-                           field="min_samples")
+            or int(value) != value or not 1 <= value <= maximum:
+        raise InvalidInput(f"{field}: must be a whole number between 1 and {maximum}, got {value!r}", field=field)
     return int(value)
 
 
@@ -173,7 +173,7 @@ def create_monitor(platform: Platform, name: str, endpoint: str, *, variant: str
     variant = variant or None
     check_endpoint(platform, endpoint, variant)
     window_s = parse_window(window if window is not None else "1h")
-    samples = _min_samples(200 if min_samples is None else min_samples)
+    samples = whole_number(200 if min_samples is None else min_samples, "min_samples", MAX_MIN_SAMPLES)
     limits = parse_thresholds(thresholds)
     hooks = parse_webhooks(webhooks)
     next_run = None
