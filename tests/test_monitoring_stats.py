@@ -36,7 +36,11 @@ counts_lists = st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, 
 
 def test_edges_are_baseline_quantiles_deduplicated():
     x = np.arange(1, 101, dtype=float)
-    assert S.histogram_edges(x, 4) == pytest.approx(list(np.quantile(x, [0.25, 0.5, 0.75])))
+    assert S.histogram_edges(x, 4) == [25.0, 50.0, 75.0]  # values the data holds, not interpolations
+    three = np.array([0.0] * 30 + [1.0] * 40 + [2.0] * 30)  # a 3-valued feature: one bin per value
+    edges = S.histogram_edges(three, 10)
+    assert set(edges) <= {0.0, 1.0, 2.0}
+    assert S.histogram_counts(three, edges)[:3] == [30, 40, 30]
     heavy = np.array([0.0] * 80 + list(range(1, 21)), dtype=float)  # 80 % zeros: one bin for them
     edges = S.histogram_edges(heavy, 10)
     assert edges == sorted(set(edges)) and edges[0] == 0.0

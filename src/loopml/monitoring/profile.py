@@ -7,7 +7,8 @@ like with like. Shape::
 
     {"kind": "image"|"text"|"tabular", "rows": N, "version": 1,
      "features": {name: {"type": "numeric", "n", "missing", "mean", "std", "min", "max",
-                         "quantiles": {"p1", …, "p99"}, "edges", "counts", "sample"}
+                         "quantiles": {"p1", …, "p99"}, "edges", "counts", "sample",
+                         "ks": {"statistic", "pvalue", "n"}}   # current windows only: vs the baseline
                        | {"type": "categorical", "n", "missing", "counts": {category: n}}},
      "predictions": {"classes": {class: n}, "confidence": <numeric summary>},
      "embedding": {"dim", "n"},             # only when embeddings were given (stored apart as .npy)
@@ -33,17 +34,25 @@ from loopml.models.signature import KINDS
 PROFILE_VERSION = 1
 TOP_TOKENS = 100
 MAX_CATEGORIES = 50
+# Values kept per numeric feature. The baseline's sample is every test's reference, reused by every
+# window of the version: a 2,000-of-5,000 subsample's own luck (its mean off by 2-3 standard errors
+# now and then) made large windows of unchanged traffic look shifted; 5,000 (all the rows a
+# baseline profiles) keeps that luck small. A window's sample only serves effect sizes and plots;
+# its KS test runs on up to 100,000 of its values.
+BASELINE_SAMPLE = 5_000
+WINDOW_SAMPLE = 2_000
 OTHER = "<other>"
 
 
 def _numeric(values: Any, ref: dict | None, name: str, *, max_sample: int, seed: int) -> dict:
-    edges = None
+    edges = reference_sample = None
     if ref is not None:
         ref_feature = (ref.get("features") or {}).get(name) if name != "prediction.confidence" \
             else (ref.get("predictions") or {}).get("confidence")
         if isinstance(ref_feature, dict) and ref_feature.get("type") == "numeric":
             edges = ref_feature.get("edges") or []
-    return numeric_summary(values, edges=edges, max_sample=max_sample, seed=seed)
+            reference_sample = ref_feature.get("sample") or []
+    return numeric_summary(values, edges=edges, max_sample=max_sample, seed=seed, reference_sample=reference_sample)
 
 
 def _categorical(keys: list[str | None], ref_counts: dict | None, *, max_categories: int) -> dict:
@@ -131,7 +140,7 @@ def token_dispersion(tokens: list[list[str] | None], categories: list[str], *, g
 
 def build_profile(*, kind: str, raw: Any, proba: np.ndarray | None, class_names: list[str], schema: dict,
                   vocab: dict[str, int] | None = None, embeddings: np.ndarray | None = None,
-                  max_sample: int = 2000, seed: int = 0, reference: dict | None = None,
+                  max_sample: int | None = None, seed: int = 0, reference: dict | None = None,
                   predicted: list[str] | None = None, confidence: np.ndarray | None = None) -> dict:
     """Profile ``raw`` inputs and their predictions (see the module docstring for the shape).
 
@@ -145,6 +154,8 @@ def build_profile(*, kind: str, raw: Any, proba: np.ndarray | None, class_names:
         raise InvalidInput(f"cannot profile inputs of kind {kind!r}; expected one of {', '.join(KINDS)}")
     schema = schema or {}
     ref = reference
+    if max_sample is None:
+        max_sample = WINDOW_SAMPLE if ref is not None else BASELINE_SAMPLE
     profile: dict[str, Any] = {"kind": kind, "version": PROFILE_VERSION}
     feats: dict[str, dict] = {}
     if kind == "image":

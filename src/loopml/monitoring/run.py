@@ -3,9 +3,10 @@
     monitor + run row (→ running) → what the endpoint's variant serves now (model version)
     → its baseline (missing: the run fails, saying how to backfill)
     → captured traffic in (cursor or now − window, now − settle] (streaming, columnar)
-    → decoded rows of the served version → min-samples check (insufficient: no alerts, the
-      cursor stays so data accumulates) → current profile on the baseline's binning
-    → drift (+ embeddings for image/text models) → quality with uploaded labels (+ per hour)
+    → decoded rows of the served version → current profile on the baseline's binning
+    → drift (+ embeddings for image/text models); below min_samples an early look that judges only
+      decisive shifts (nothing decisive: insufficient, no alerts, the cursor stays so data
+      accumulates) → quality with uploaded labels (+ per hour)
     → shadow comparison → report JSON + HTML in the artifact store
     → the run's outcome and the monitor's cursor (one transaction) → alerts (never fail the run)
 
@@ -226,25 +227,32 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
         _say(f"{decoded.undecodable} records could not be decoded and are skipped")
     thresholds = {**(monitor["thresholds"] or {})}
     min_samples = int(thresholds.get("min_samples") or monitor["min_samples"])
-    if rows < min_samples:
-        _say(f"insufficient data: {rows} rows < min samples {min_samples}; nothing is judged, the window "
-             "keeps accumulating")
-        return monitors.finish_run(
-            run_id, INSUFFICIENT, rows=rows, malformed=window.malformed, violations=[],
-            summary={**base_summary, "min_samples": min_samples, "checked": []},
-            cursor=since if monitor["cursor"] is None else None)
-
     from loopml.monitoring.drift import compare
     from loopml.monitoring.profile import build_profile
 
+    # below min_samples the window is still judged, early: only what is already decisive counts
+    early = rows < min_samples
     current = build_profile(kind=context.kind, raw=decoded.raw, proba=decoded.proba,
                             class_names=context.class_names, schema=context.schema, vocab=context.vocab,
-                            reference=baseline, predicted=list(decoded.predicted), confidence=decoded.confidence)
+                            reference=baseline, predicted=list(decoded.predicted), confidence=decoded.confidence) \
+        if rows else None
     current_embeddings = None
-    if baseline_embeddings is not None and context.kind in ("image", "text"):
+    if not early and baseline_embeddings is not None and context.kind in ("image", "text"):
         current_embeddings = _embed(platform, version, decoded.raw)
     drift = compare(baseline, current, thresholds={**thresholds, "min_samples": min_samples},
-                    baseline_embeddings=baseline_embeddings, current_embeddings=current_embeddings)
+                    baseline_embeddings=baseline_embeddings, current_embeddings=current_embeddings) \
+        if rows else None
+    if drift is None or drift["insufficient"]:
+        _say(f"insufficient data: {rows} rows < min samples {min_samples} and no feature's shift is decisive "
+             "yet; the window keeps accumulating")
+        return monitors.finish_run(
+            run_id, INSUFFICIENT, rows=rows, malformed=window.malformed, violations=[],
+            summary=_json_safe({**base_summary, "min_samples": min_samples, "checked": [], "early": True,
+                                "features": [_feature_summary(f) for f in (drift or {}).get("features") or []]}),
+            cursor=since if monitor["cursor"] is None else None)
+    if early:
+        _say(f"early verdict: {rows} rows < min samples {min_samples}, but {len(drift['violations'])} feature(s) "
+             "already shifted decisively")
     violations = [_drift_violation(v) for v in drift.get("violations") or []]
     checked = [str(f["name"]) for f in drift.get("features") or []]
     _say(f"drift: {len(drift.get('features') or [])} checks, {len(violations)} violated")
@@ -330,7 +338,7 @@ def _fmt(value: Any) -> str:
 def _feature_line(f: dict[str, Any]) -> str:
     stats = ", ".join(f"{k} {_fmt(v)}" for k, v in (f.get("statistics") or {}).items())
     limits = ", ".join(f"{k} {_fmt(v)}" for k, v in (f.get("thresholds") or {}).items())
-    flag = "VIOLATED" if f.get("violated") else "ok"
+    flag = ("VIOLATED (early)" if f.get("early") else "VIOLATED") if f.get("violated") else "ok"
     return (f"{f.get('name')}: {stats} (thresholds {limits}; n {f.get('n_baseline')} vs {f.get('n_current')}) "
             f"{flag}")
 
@@ -341,7 +349,8 @@ def _drift_violation(f: dict[str, Any]) -> dict[str, Any]:
 
 
 def _feature_summary(f: dict[str, Any]) -> dict[str, Any]:
-    return {k: f.get(k) for k in ("name", "type", "statistics", "thresholds", "violated", "n_baseline", "n_current")}
+    return {k: f.get(k) for k in ("name", "type", "statistics", "thresholds", "violated", "early", "n_baseline",
+                                  "n_current") if k != "early" or f.get("early")}
 
 
 def _quality(platform: Platform, name: str, row_ids: list[Any], single: np.ndarray, predicted: list[str],
