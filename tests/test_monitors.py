@@ -185,7 +185,7 @@ def test_create_validates_everything_up_front(plat: Platform):
         monitors.create_monitor(plat, "m", "quiet")
     with pytest.raises(InvalidInput, match="has no variant 'blue'"):
         monitors.create_monitor(plat, "m", "mnist", variant="blue")
-    with pytest.raises(InvalidInput, match="threshold 'pssi' is not known; use one of psi, ks_pvalue"):
+    with pytest.raises(InvalidInput, match="threshold 'pssi' is not known; use one of shift, js_distance"):
         monitors.create_monitor(plat, "m", "mnist", thresholds=["pssi=0.2"])
     for bad in (["psi"], ["psi=abc"], ["ks_pvalue=2"], ["accuracy=1.5"], ["psi=-1"], ["psi=nan"]):
         with pytest.raises(InvalidInput, match="threshold"):
@@ -486,6 +486,18 @@ def test_a_real_run_finds_drift_raises_alerts_and_measures_quality(plat: Platfor
     insufficient = run_once()  # nothing new since the cursor
     assert insufficient["status"] == "insufficient" and insufficient["rows"] == 0
     assert {a["id"] for a in plat.monitors.alerts(open=True, monitor="m")} == {a["id"] for a in opened}
+
+    # 40 clean images: fewer than min_samples and nothing decisive → insufficient, the cursor stays
+    _capture(plat, bundle, images[1600:1640], now - 120, prefix="few")
+    few = run_once()
+    assert few["status"] == "insufficient" and few["rows"] == 40 and few["violations"] == []
+    assert few["summary"]["early"] and few["summary"]["features"]
+    # 40 more, inverted: the window (80 rows, still < 100) holds a decisive shift → an early verdict
+    _capture(plat, bundle, 16.0 - images[1640:1680], now - 60, prefix="early")
+    early = run_once()
+    assert early["status"] == "succeeded" and early["rows"] == 80, early
+    assert early["violations"] and all(v.get("early") for v in early["violations"]), early["violations"]
+    assert {"mean_intensity", "ink_fraction"} <= {v["key"] for v in early["violations"]}
 
 
 def test_chunks_of_a_window_merge_into_one_decoded_window() -> None:

@@ -29,10 +29,11 @@ class MonitorIn(BaseModel):
     schedule: str | None = Field(None, description="cron: minute hour day month weekday", examples=["*/5 * * * *"])
     tz: str | None = Field(None, description="the schedule's IANA time zone (default UTC)")
     window: str | int = Field("1h", description="how far back the first run looks: 30m, 1h, 2d, or seconds")
-    min_samples: int = Field(200, description="fewer decoded rows: the run is 'insufficient' and judges nothing")
+    min_samples: int = Field(200, description="decoded rows for the full tests; fewer: only already-decisive shifts are judged (early)")
     thresholds: dict[str, float] | list[str] | None = Field(
-        None, description="psi, ks_pvalue, js_distance, chi2_pvalue, mmd_pvalue, accuracy, min_samples",
-        examples=[{"psi": 0.25, "accuracy": 0.9}])
+        None, description="shift, js_distance, mmd, psi, ks_pvalue, chi2_pvalue, mmd_pvalue, early_level, "
+                          "accuracy, min_samples (see README: Monitoring)",
+        examples=[{"shift": 0.2, "accuracy": 0.9}])
     webhooks: list[str] | None = Field(None, description="http(s) URLs POSTed a JSON body on every new alert")
 
 

@@ -44,9 +44,11 @@ def create(
     tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="Schedule time zone (default UTC).")] = None,
     window: Annotated[str, typer.Option("--window", help="How far back the first run looks: 30m, 1h, 2d.")] = "1h",
     min_samples: Annotated[int, typer.Option("--min-samples", help=(
-        "Fewer rows: the run is 'insufficient' and judges nothing.")) ] = 200,
+        "Rows for the full tests; fewer: only already-decisive shifts are judged (early).")) ] = 200,
     threshold: Annotated[Optional[list[str]], typer.Option("--threshold", metavar="KEY=VALUE", help=(
-        "psi, ks_pvalue, js_distance, chi2_pvalue, mmd_pvalue, accuracy or min_samples (repeatable).")) ] = None,
+        "shift (numeric floor, in std; 0.1), js_distance (categorical; 0.1), mmd, psi, ks_pvalue, "
+        "chi2_pvalue, mmd_pvalue (family-wise; 0.05), early_level (0.01), accuracy, min_samples "
+        "(repeatable).")) ] = None,
     webhook: Annotated[Optional[list[str]], typer.Option("--webhook", metavar="URL", help=(
         "POST every new alert here as JSON (repeatable).")) ] = None,
     as_json: JsonOpt = False,
@@ -54,7 +56,7 @@ def create(
     """Create a monitor on an endpoint that captures traffic."""
     for item in threshold or []:
         if "=" not in item:
-            raise InvalidInput(f"--threshold {item!r}: use KEY=VALUE, e.g. psi=0.25")
+            raise InvalidInput(f"--threshold {item!r}: use KEY=VALUE, e.g. shift=0.2")
     record = client().create_monitor(name, endpoint, variant=variant, schedule=schedule, tz=tz, window=window,
                                      min_samples=min_samples, thresholds=list(threshold or []) or None,
                                      webhooks=list(webhook or []) or None)
@@ -150,7 +152,8 @@ def print_run(run: dict[str, Any]) -> None:
     if run.get("error"):
         pairs.append(("error", run["error"]))
     if run["status"] == "insufficient":
-        pairs.append(("note", f"fewer rows than min samples {summary.get('min_samples')}: nothing judged"))
+        pairs.append(("note", f"fewer rows than min samples {summary.get('min_samples')} and no shift decisive yet: "
+                              "the window keeps accumulating"))
     out.print(fields_table(pairs))
     features = summary.get("features") or []
     if features:
@@ -159,7 +162,8 @@ def print_run(run: dict[str, Any]) -> None:
                             (str(f.get("name")), str(f.get("type") or "-"), _stat_text(f.get("statistics")),
                              _stat_text(f.get("thresholds")), str(f.get("n_baseline") or "-"),
                              str(f.get("n_current") or "-"),
-                             "[red]yes[/]" if f.get("violated") else "no") for f in features]))
+                             ("[red]yes, early[/]" if f.get("early") else "[red]yes[/]") if f.get("violated")
+                             else "no") for f in features]))
     quality = summary.get("quality")
     if quality:
         out.print(f"quality: accuracy {num(quality.get('accuracy'), 3)} on {quality.get('n')} labelled rows")

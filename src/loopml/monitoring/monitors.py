@@ -28,19 +28,6 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MIN_WINDOW_S, MAX_WINDOW_S = 60, 90 * 86400
 MAX_MIN_SAMPLES = 10_000_000
 MAX_WEBHOOKS = 10
-# the keys users may set with --threshold KEY=VALUE (m_common: M1's compare() reads them)
-P_VALUE_KEYS = ("ks_pvalue", "chi2_pvalue", "mmd_pvalue")
-EFFECT_KEYS = ("psi", "js_distance", "mmd")
-THRESHOLD_KEYS = ("psi", "ks_pvalue", "js_distance", "chi2_pvalue", "mmd_pvalue", "accuracy", "min_samples")
-
-
-def allowed_threshold_keys() -> tuple[str, ...]:
-    """The documented keys plus any the drift rule's DEFAULT_THRESHOLDS adds."""
-    from loopml.monitoring.drift import DEFAULT_THRESHOLDS
-
-    return tuple(dict.fromkeys([*THRESHOLD_KEYS, *DEFAULT_THRESHOLDS]))
-
-
 # -- validation ----------------------------------------------------------------------------------
 
 def parse_window(value: Any) -> int:
@@ -68,45 +55,28 @@ def window_text(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def parse_thresholds(raw: Any) -> dict[str, float]:
-    """``{"psi": 0.3}`` or ``["psi=0.3", …]`` → validated thresholds; unknown keys name the allowed ones."""
+def parse_thresholds(raw: Any) -> dict[str, Any]:
+    """``{"shift": 0.2}`` or ``["shift=0.2", …]`` → thresholds validated by the drift rule
+    (drift.validate_thresholds: one place knows the keys and their ranges)."""
+    from loopml.monitoring.drift import DEFAULT_THRESHOLDS, validate_thresholds
+
     if raw is None:
         return {}
-    items: list[tuple[str, Any]]
     if isinstance(raw, dict):
-        items = list(raw.items())
+        items = dict(raw)
     elif isinstance(raw, (list, tuple)):
-        items = []
+        items = {}
         for text in raw:
             key, sep, value = str(text).partition("=")
             if not sep or not key.strip() or not value.strip():
-                raise InvalidInput(f"threshold {text!r}: use KEY=VALUE, e.g. psi=0.25")
-            items.append((key.strip(), value.strip()))
+                raise InvalidInput(f"threshold {text!r}: use KEY=VALUE, e.g. shift=0.2")
+            items[key.strip()] = value.strip()
     else:
         raise InvalidInput("thresholds: give an object {key: value} or a list of KEY=VALUE")
-    allowed = allowed_threshold_keys()
-    out: dict[str, float] = {}
-    for key, value in items:
-        if key not in allowed:
-            raise InvalidInput(f"threshold {key!r} is not known; use one of {', '.join(allowed)}")
-        try:
-            number = float(value) if not isinstance(value, bool) else math.nan
-        except (TypeError, ValueError):
-            number = math.nan
-        if not math.isfinite(number):
-            raise InvalidInput(f"threshold {key}: {value!r} is not a number")
-        if key in P_VALUE_KEYS and not 0 < number <= 1:
-            raise InvalidInput(f"threshold {key}: a p-value must be in (0, 1], got {value!r}")
-        if key == "accuracy" and not 0 <= number <= 1:
-            raise InvalidInput(f"threshold accuracy: must be between 0 and 1, got {value!r}")
-        if key == "min_samples":
-            if number < 1 or int(number) != number:
-                raise InvalidInput(f"threshold min_samples: must be a whole number >= 1, got {value!r}")
-            number = int(number)
-        elif number < 0:
-            raise InvalidInput(f"threshold {key}: must be >= 0, got {value!r}")
-        out[key] = number
-    return out
+    for key in items:
+        if key not in DEFAULT_THRESHOLDS:
+            raise InvalidInput(f"threshold {key!r} is not known; use one of {', '.join(DEFAULT_THRESHOLDS)}")
+    return validate_thresholds(items)
 
 
 def parse_webhooks(raw: Any) -> list[str]:

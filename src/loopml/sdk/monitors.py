@@ -30,9 +30,11 @@ class MonitorsAPI(JobsAPI):
             schedule: Cron (``"*/5 * * * *"``) in ``tz`` (default UTC); without it, run on demand.
             window: How far back the first run looks (``"30m"``, ``"1h"``, ``"2d"``); later runs read
                 everything since the previous one.
-            min_samples: Fewer decoded rows: the run is ``insufficient`` and judges nothing.
-            thresholds: ``{"psi": 0.25, "ks_pvalue": 0.01, "js_distance": 0.1, "chi2_pvalue": 0.01,
-                "mmd_pvalue": 0.01, "accuracy": 0.9}`` (any subset) or ``["psi=0.25", ...]``.
+            min_samples: Decoded rows for the full tests; fewer: only already-decisive shifts are
+                judged (an early verdict), else the run is ``insufficient``.
+            thresholds: ``{"shift": 0.1, "js_distance": 0.1, "mmd": 0.02, "ks_pvalue": 0.05,
+                "chi2_pvalue": 0.05, "mmd_pvalue": 0.05, "early_level": 0.01, "accuracy": 0.9}`` (any
+                subset; ``psi`` adds an optional floor) or ``["shift=0.2", ...]``.
             webhooks: URLs POSTed a JSON body ``{"alert", "monitor", "endpoint", "run", ...}`` on
                 every new alert.
 
