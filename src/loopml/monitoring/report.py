@@ -212,9 +212,14 @@ def _drift_section(report: Mapping) -> str:
                      _fmt(item.get("thresholds") or {}), item.get("n_baseline"), item.get("n_current"),
                      bool(item.get("violated"))])
         classes.append("violated" if item.get("violated") else "")
-    note = (f'<p class="muted">p-value thresholds are Bonferroni-corrected over '
-            f'{_e(drift.get("bonferroni_m"))} features; a feature is violated when its p-value is below '
-            f'the threshold and its effect size (PSI / JS distance / MMD²) reaches its floor.</p>')
+    if drift.get("early"):
+        note = (f'<p class="muted">Early look ({_e(drift.get("n_current"))} rows, fewer than min_samples): a '
+                f'feature is violated only when its sequential evidence (log10_evidence) passes the bar '
+                f'and its effect reaches its floor.</p>')
+    else:
+        note = (f'<p class="muted">p-value thresholds are Holm-corrected over {_e(drift.get("tests"))} '
+                f'tests; a feature is violated when its p-value is below the threshold and its '
+                f'noise-corrected effect (shift in std / JS distance / MMD²) reaches its floor.</p>')
     return ("<h2>Drift</h2>" + note +
             _table(["feature", "type", "statistics", "thresholds", "n baseline", "n current", "violated"],
                    rows, classes))
