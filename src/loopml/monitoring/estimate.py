@@ -24,8 +24,11 @@ import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.stats import norm
 
+from loopml.core.errors import InvalidInput
+
 CALIBRATION_VERSION = 1
 MIN_CALIBRATION_ROWS = 50  # fewer held-out rows than this fit no useful map: no estimate
+MIN_WINDOW_ROWS = 50  # the interval is a normal approximation: below this many rows it is not one
 
 
 def fit_calibration(confidence: Any, correct: Any) -> dict[str, Any] | None:
@@ -39,14 +42,17 @@ def fit_calibration(confidence: Any, correct: Any) -> dict[str, Any] | None:
     c, y = c[ok], y[ok]
     if c.size < MIN_CALIBRATION_ROWS:
         return None
-    order = np.argsort(c, kind="stable")
-    c, y = c[order], y[order]
-    fitted = isotonic_regression(y, increasing=True)
-    blocks = np.asarray(fitted.blocks)  # start index of each block, then len(y)
+    # fit on the distinct confidences, weighted by their rows: rows of one confidence (a confident
+    # model answers 1.0 for many) must share one block, or the map gives 1.0 two values
+    values, inverse, rows = np.unique(c, return_inverse=True, return_counts=True)
+    right = np.bincount(inverse, weights=y, minlength=values.size)
+    conf_sum = np.bincount(inverse, weights=c, minlength=values.size)
+    fitted = isotonic_regression(right / rows, weights=rows.astype(np.float64), increasing=True)
+    blocks = np.asarray(fitted.blocks)  # start index of each block, then values.size
     knots = []
     for start, stop in zip(blocks[:-1], blocks[1:]):
-        rows = int(stop - start)
-        knots.append([round(float(c[start:stop].mean()), 6), round(float(fitted.x[start]), 6), rows])
+        w = int(rows[start:stop].sum())
+        knots.append([round(float(conf_sum[start:stop].sum() / w), 6), round(float(fitted.x[start]), 6), w])
     return {"version": CALIBRATION_VERSION, "method": "isotonic", "n": int(c.size),
             "accuracy": round(float(y.mean()), 6), "knots": knots}
 
@@ -67,12 +73,14 @@ def estimate_accuracy(calibration: dict[str, Any] | None, confidence: Any, *,
                       level: float = 0.95) -> dict[str, Any] | None:
     """The window's estimated accuracy with a ``level`` interval, from its top-class confidences.
     → ``{"accuracy", "low", "high", "level", "n", "method": "cbpe"}``; None without a calibration
-    map (a baseline written before estimates existed) or without rows."""
+    map (a baseline written before estimates existed) or with fewer than MIN_WINDOW_ROWS rows."""
+    if not 0.0 < level < 1.0:
+        raise InvalidInput(f"the interval level must be between 0 and 1, got {level!r}")
     if not calibration or not calibration.get("knots"):
         return None
     p, nearest = calibrated(calibration, confidence)
     n = int(p.size)
-    if n == 0:
+    if n < MIN_WINDOW_ROWS:
         return None
     knots = np.asarray(calibration["knots"], dtype=np.float64).reshape(-1, 3)
     estimate = float(p.mean())
