@@ -92,3 +92,35 @@ def estimate_accuracy(calibration: dict[str, Any] | None, confidence: Any, *,
     half = float(norm.ppf(0.5 + level / 2.0)) * math.sqrt(var_window + var_calibration)
     return {"accuracy": round(estimate, 4), "low": round(max(0.0, estimate - half), 4),
             "high": round(min(1.0, estimate + half), 4), "level": level, "n": n, "method": "cbpe"}
+
+
+def why_no_estimate(baseline: dict[str, Any], rows: int, model_ref: str) -> str | None:
+    """One line saying why a window of ``rows`` rows on ``baseline`` gets no estimate; None when it
+    gets one."""
+    if "calibration" not in baseline:
+        return (f"the baseline of {model_ref} predates accuracy estimates: rebuild it with "
+                f"`loopml monitors baseline {model_ref}`")
+    if not (baseline.get("calibration") or {}).get("knots"):
+        note = (baseline.get("source") or {}).get("calibration") or "no calibration"
+        return f"the baseline of {model_ref} has no calibration map ({note})"
+    if rows < MIN_WINDOW_ROWS:
+        return f"{rows} rows < {MIN_WINDOW_ROWS}"
+    return None
+
+
+def check_estimate(estimate: dict[str, Any], floor: float, *, labels_passed: bool = False) -> dict[str, Any]:
+    """The accuracy floor against the estimate, as a drift-like item named
+    "quality.estimated_accuracy": violated when the whole interval lies below the floor
+    (``high < floor``: at level 0.95, 97.5 % one-sided confidence).
+
+    It raises next to the measured check (drift.check_quality, "quality.accuracy"): the estimate
+    judges every row of the window as soon as it is served, the measured accuracy only the rows
+    whose labels have arrived — both can raise. Measured accuracy is the stronger evidence: when
+    enough labels judged the window and passed it (``labels_passed``), the estimate does not raise
+    (``"overruled": True``): its premise — confidences keep their meaning — is what the labels
+    contradict."""
+    below = estimate["high"] < float(floor)
+    return {"name": "quality.estimated_accuracy", "type": "quality",
+            "statistics": {k: estimate[k] for k in ("accuracy", "low", "high", "level")},
+            "thresholds": {"accuracy": float(floor)}, "violated": bool(below and not labels_passed),
+            "overruled": bool(below and labels_passed), "n_baseline": None, "n_current": estimate["n"]}
