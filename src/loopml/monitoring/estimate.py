@@ -12,7 +12,9 @@ measured on w held-out rows). It does NOT cover a broken premise: the estimate h
 model's confidences keep their meaning (covariate shift), not when the meaning of the inputs
 changes (concept shift) or inputs leave what the model has seen at all (an inverted image read
 confidently as some digit) — labels, when they arrive, are the check, and the quality section
-shows both side by side.
+shows both side by side. ``check_estimate`` turns an interval wholly below the monitor's accuracy
+floor into the run's "quality.estimated_accuracy" violation (how it and measured accuracy interact:
+its docstring).
 """
 
 from __future__ import annotations

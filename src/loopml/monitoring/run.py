@@ -357,7 +357,7 @@ def _feature_summary(f: dict[str, Any]) -> dict[str, Any]:
 def _estimate(baseline: dict[str, Any], confidence: Any, model_ref: str, floor: Any,
               quality_part: dict[str, Any]) -> dict[str, Any]:
     """The window's accuracy estimate (or {"reason"} why none) and, with an accuracy floor, its
-    check (estimate.check_quality: labels that judged the window and passed it overrule it)."""
+    check (estimate.check_estimate: labels that judged the window and passed it overrule it)."""
     from loopml.monitoring.estimate import check_estimate, estimate_accuracy, why_no_estimate
 
     conf = np.asarray(confidence, dtype=np.float64)
@@ -404,13 +404,12 @@ def _quality(platform: Platform, name: str, row_ids: list[Any], single: np.ndarr
     if not labels:
         return {"labels": {"joined": 0}}
     from loopml.monitoring.drift import check_quality
+    from loopml.monitoring.estimate import estimate_accuracy
     from loopml.monitoring.quality import quality, quality_over_windows
 
     pick = [k for k, (i, one) in enumerate(zip(row_ids, single)) if one and i in labels]
     y_true = [labels[row_ids[k]] for k in pick]
     y_pred = [predicted[k] for k in pick]
-    from loopml.monitoring.estimate import estimate_accuracy
-
     q = quality(y_true, y_pred, class_names)
     picked_times = _times([times[k] for k in pick])
     over = quality_over_windows(picked_times, y_true, y_pred, class_names, QUALITY_WINDOW)
