@@ -4,8 +4,9 @@
                                                  [--big-rows 1000000] [--no-evidently] [--seed 0]
     (or bench/drift_power.py with the same options; `make bench-monitoring`)
 
-Not a test: figures only. Full run ≈ 15 min on 2 cores, --quick (5 resamples, sizes up to 1,000,
-a 200,000-row timing) a couple of minutes.
+Not a test: figures only. Full run ≈ 10–15 min on 2 idle cores (most of it Evidently's verdicts),
+--quick (5 resamples, sizes up to 1,000, a 200,000-row timing) a couple of minutes. Timings are
+only as good as the machine is quiet: run it alone.
 
 Method
   Datasets (all shipped in packages, nothing downloaded): palmerpenguins (tabular, 2 categorical
@@ -35,8 +36,8 @@ Method
   reference=baseline), drift.compare() at default thresholds; detected = any item "violated" —
   whatever compare decides at that size, early verdicts below min_samples included, nothing
   special-cased here. Also reported: detected by input features only (prediction.* items left
-  out). Evidently (0.7, own venv, one subprocess over all windows, run concurrently with LoopML's
-  verdicts): Report([DataDriftPreset()]) with every default; "dataset" = its dataset drift (≥ 50 %
+  out). Evidently (0.7, own venv; subprocesses given all windows in one go, each taking every
+  other window (--evidently-workers), run concurrently with LoopML's verdicts): Report([DataDriftPreset()]) with every default; "dataset" = its dataset drift (≥ 50 %
   of the columns drifted), "any column" = at least one column drifted by its per-column default
   test and threshold. Those defaults depend on the reference size: ≤ 1,000 reference rows → KS /
   chi-square / z-test p-values < 0.05; more → Wasserstein distance (in reference std) / JS
@@ -467,9 +468,27 @@ def export_for_evidently(datasets: list[Data], cells: list[Cell], folder: Path) 
     return path
 
 
-def start_evidently(python: Path, manifest: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(python), "-I", str(PEERS / "evidently_drift.py"), "windows", str(manifest), str(out)],
-                            cwd=PEERS, env=peer_env())
+def start_evidently(python: Path, manifest: Path, folder: Path, shards: int) -> list[tuple[subprocess.Popen, Path]]:
+    """``shards`` processes, each over every shards-th window (Evidently is single-threaded and
+    the slower side: once LoopML's pass ends, both cores go to it)."""
+    runs = []
+    for shard in range(shards):
+        out = folder / f"evidently.{shard}.json"
+        cmd = [str(python), "-I", str(PEERS / "evidently_drift.py"), "windows", str(manifest), str(out),
+               str(shard), str(shards)]
+        runs.append((subprocess.Popen(cmd, cwd=PEERS, env=peer_env()), out))
+    return runs
+
+
+def collect_evidently(runs: list[tuple[subprocess.Popen, Path]]) -> dict:
+    results, seconds, version = {}, 0.0, None
+    for proc, out in runs:
+        if proc.wait() != 0:
+            raise RuntimeError(f"the Evidently run failed (exit {proc.returncode})")
+        part = json.loads(out.read_text())
+        results.update(part["results"])
+        seconds, version = max(seconds, part["seconds"]), part["version"]
+    return {"results": results, "seconds": seconds, "version": version}
 
 
 # -- LoopML's verdicts --------------------------------------------------------------------------
@@ -710,6 +729,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", default=None, help="window sizes, comma-separated (default 50,200,1000,10000)")
     ap.add_argument("--big-rows", type=int, default=None, help="rows of the timed verdict (default 1,000,000)")
     ap.add_argument("--no-evidently", action="store_true", help="LoopML only (no Evidently venv needed)")
+    ap.add_argument("--evidently-workers", type=int, default=2, help="Evidently processes over the windows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child-big", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -737,24 +757,23 @@ def main(argv: list[str] | None = None) -> None:
             f"{', '.join(f'{n:,}' for n in ds.sizes) or 'none'} | {len(ds.numeric) + len(ds.categorical) + 1} |")
     log(f"\n{len(cells):,} windows")
 
-    ev_results, proc = None, None
+    ev_results, runs = None, []
     with tempfile.TemporaryDirectory(prefix="loopml-bench-power-") as tmp:
         if evidently:
             t0 = time.monotonic()
             manifest = export_for_evidently(datasets, cells, Path(tmp))
             log(f"  windows written for Evidently in {time.monotonic() - t0:.0f} s; Evidently runs beside LoopML")
-            proc = start_evidently(evidently, manifest, Path(tmp) / "evidently.json")
+            runs = start_evidently(evidently, manifest, Path(tmp), args.evidently_workers)
         t0 = time.monotonic()
         loop = loopml_verdicts(datasets, cells)
         loop_seconds = time.monotonic() - t0
         log(f"  LoopML: {len(loop):,} verdicts in {loop_seconds:.0f} s")
         estimates = accuracy_estimates(next(ds for ds in datasets if ds.name == "digits"), resamples)
-        if proc is not None:
-            if proc.wait() != 0:
-                raise RuntimeError(f"the Evidently run failed (exit {proc.returncode})")
-            ev = json.loads((Path(tmp) / "evidently.json").read_text())
+        if runs:
+            ev = collect_evidently(runs)
             ev_results = ev["results"]
-            log(f"  Evidently {ev['version']}: {len(ev_results):,} verdicts in {ev['seconds']:.0f} s")
+            log(f"  Evidently {ev['version']}: {len(ev_results):,} verdicts in {ev['seconds']:.0f} s "
+                f"({len(runs)} processes)")
 
     summary = tables(datasets, cells, loop, ev_results, resamples)
 

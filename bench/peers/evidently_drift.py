@@ -1,6 +1,6 @@
 """Evidently's drift verdicts for bench/drift_power.py, run in Evidently's own venv (never imports loopml).
 
-    python evidently_drift.py windows MANIFEST.json OUT.json   # every window of the power study
+    python evidently_drift.py windows MANIFEST.json OUT.json [SHARD SHARDS]   # the power study's windows
     python evidently_drift.py big DIR                          # one timed verdict on DIR/{reference,current}.parquet
 
 ``windows``: MANIFEST lists per dataset its numerical / categorical columns and two parquet files:
@@ -8,7 +8,7 @@ references (column ``__ref`` = resample) and windows (``__win`` = window id, ``_
 reference). Each window gets ``Report([DataDriftPreset()])`` at its defaults (per-column test and
 threshold chosen by Evidently, dataset drift when ≥ 50 % of the columns drifted); OUT gets
 ``{"version", "seconds", "results": {window id: {"count", "share", "dataset_drift", "any_column",
-"columns"}}}``. ``big``: prints {"seconds", "extra_peak", "count", "share", "dataset_drift", "columns", "version",
+"columns"}}}``. With SHARD SHARDS, only the windows whose id % SHARDS == SHARD (one process per core). ``big``: prints {"seconds", "extra_peak", "count", "share", "dataset_drift", "columns", "version",
 "without_rendering": {the same, timed with quiet_rendering}} as JSON.
 """
 
@@ -80,7 +80,7 @@ def verdict(snapshot) -> dict:
             "any_column": bool(count >= 1), "columns": columns}
 
 
-def run_windows(manifest_path: str, out_path: str) -> None:
+def run_windows(manifest_path: str, out_path: str, shard: int = 0, shards: int = 1) -> None:
     t0 = time.monotonic()
     manifest = json.loads(open(manifest_path).read())
     total = sum(spec["count"] for spec in manifest)
@@ -92,6 +92,7 @@ def run_windows(manifest_path: str, out_path: str) -> None:
         references = {int(r): Dataset.from_pandas(g[cols].reset_index(drop=True), data_definition=definition)
                       for r, g in refs.groupby("__ref")}
         windows = pd.read_parquet(spec["windows"])
+        windows = windows[windows["__win"] % shards == shard]
         for win, g in windows.groupby("__win", sort=False):
             current = Dataset.from_pandas(g[cols].reset_index(drop=True), data_definition=definition)
             reference = references[int(g["__ref"].iloc[0])]
@@ -103,8 +104,8 @@ def run_windows(manifest_path: str, out_path: str) -> None:
                     raise SystemExit(f"verdict without rendering differs: {results[str(int(win))]} vs {full}")
             done += 1
             if done % 100 == 0:
-                print(f"  [evidently] {done}/{total} windows, {time.monotonic() - t0:.0f} s", file=sys.stderr,
-                      flush=True)
+                print(f"  [evidently {shard + 1}/{shards}] {done}/~{total // shards} windows, "
+                      f"{time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     with open(out_path, "w") as out:
         json.dump({"version": metadata.version("evidently"), "seconds": time.monotonic() - t0,
                    "results": results}, out)
@@ -144,7 +145,7 @@ def run_big(folder: str) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "windows":
-        run_windows(sys.argv[2], sys.argv[3])
+        run_windows(sys.argv[2], sys.argv[3], *(int(a) for a in sys.argv[4:6]))
     elif sys.argv[1] == "big":
         run_big(sys.argv[2])
     else:
