@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: venv install install-test demo test server bench bench-serving clean
+.PHONY: venv install install-test demo test server bench bench-serving bench-monitoring clean
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
@@ -38,6 +38,11 @@ bench: install-test
 # needs wrk (apt-get install wrk); creates a separate BentoML venv under ../bench-venvs on first use
 bench-serving: install-test
 	$(PY) bench/serving.py
+
+# drift power study, LoopML vs Evidently (issue 12; ~15 min, BENCH_ARGS=--quick: a few); creates a
+# separate Evidently venv under ../bench-venvs on first use
+bench-monitoring: install-test
+	$(PY) bench/monitoring.py --power $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,6 +1,11 @@
 """Monitoring (issue 5), one run, figures only (not a test).
 
     .venv/bin/python bench/monitoring.py [--records 1000000] [--windows 20] [--workdir DIR]
+    .venv/bin/python bench/monitoring.py --power [--quick] [--resamples 20] ...   # issue 12's power study
+
+``--power`` runs bench/drift_power.py instead (its docstring says how): false-alarm and detection
+rates per shift and window size, LoopML vs Evidently's defaults side by side, the accuracy
+estimate on shifted digits, one verdict on 1M rows. The rest of this docstring is the default run.
 
 Everything runs on real models: a fresh LoopML home registers the ``mnist`` and ``penguins``
 samples and trains the seed CNN (2 epochs) and the MLP through real training jobs (control loop
@@ -461,8 +466,16 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=50, help="requests between drift checks after the shift")
     ap.add_argument("--workdir", type=Path, default=None, help="LoopML home + bundles (default: a temp dir)")
     ap.add_argument("--profile", type=Path, default=None, help="cProfile the monitor run into this file")
+    ap.add_argument("--power", action="store_true",
+                    help="run the drift power study instead (bench/drift_power.py; see its --help)")
     ap.add_argument("--child-run", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--monitor", default=MONITOR, help=argparse.SUPPRESS)
+    if "--power" in sys.argv[1:]:  # before parsing: the power study has its own options (and --help)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from drift_power import main as power_main
+
+        power_main([a for a in sys.argv[1:] if a != "--power"])
+        return
     args = ap.parse_args()
     if args.child_run:
         child_run(args.child_run, args.monitor, str(args.profile) if args.profile else None)
