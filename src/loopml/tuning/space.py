@@ -65,7 +65,7 @@ def parse_space(model: str, space: list[str] | dict[str, str]) -> dict[str, dict
         if fn == "choice":
             if not args or any(not a for a in args):
                 raise InvalidInput(f"space {item!r}: choice needs one or more values, e.g. choice(16,32,64)")
-            values = [coerce_value(spec, a.strip("'\"")) for a in args]
+            values = [_value(item, spec, a.strip("'\"")) for a in args]
             if len(set(map(repr, values))) != len(values):
                 raise InvalidInput(f"space {item!r}: a value is given twice")
             out[name] = {"type": "categorical", "choices": values}
@@ -74,17 +74,24 @@ def parse_space(model: str, space: list[str] | dict[str, str]) -> dict[str, dict
             raise InvalidInput(f"space {item!r}: {fn} takes two bounds, e.g. {fn}(1e-4,1e-2)")
         if spec.type not in ("int", "float"):
             raise InvalidInput(f"space {item!r}: {name} is a {spec.type}; use choice(...)")
-        low, high = (coerce_value(spec, a) for a in args)  # in the hyperparameter's own range
+        if fn == "int" and spec.type != "int":
+            raise InvalidInput(f"space {item!r}: {name} is a {spec.type}; use uniform or loguniform")
+        low, high = (_value(item, spec, a) for a in args)  # in the hyperparameter's own range
         if not low < high:
             raise InvalidInput(f"space {item!r}: the lower bound must be below the upper bound")
         log = fn == "loguniform"
         if log and low <= 0:
             raise InvalidInput(f"space {item!r}: loguniform needs a lower bound above 0")
-        kind = "int" if fn == "int" or spec.type == "int" else "float"
-        if fn == "int" and spec.type != "int":
-            raise InvalidInput(f"space {item!r}: {name} is a {spec.type}; use uniform or loguniform")
+        kind = "int" if spec.type == "int" else "float"
         out[name] = {"type": kind, "low": low, "high": high, "log": log}
     return out
+
+
+def _value(item: str, spec: Any, raw: str) -> Any:
+    try:
+        return coerce_value(spec, raw)
+    except InvalidInput as exc:
+        raise InvalidInput(f"space {item!r}: {exc.message}") from None
 
 
 def check_objective(objective: str) -> str:
