@@ -300,3 +300,43 @@ def test_target_ends_the_search_and_stop_cancels_running_trials(plat) -> None:
     assert stopped["status"] == "stopped" and [t["state"] for t in stopped["trials"]] == ["stopped"]
     assert plat.jobs.get(stopped["trials"][0]["job_id"])["status"] == "cancelled"
     assert "model" not in (stopped["result"] or {})
+
+
+@pytest.mark.tuning
+@pytest.mark.slow
+def test_a_workflow_task_tunes_and_hands_on_the_best_model(plat) -> None:
+    from loopml.workflows.service import create_workflow, start_execution
+
+    definition = {"StartAt": "Tune", "States": {"Tune": {
+        "Type": "Task", "Resource": "loopml:tune", "End": True,
+        "Parameters": {"dataset.$": "$.dataset", "model": "cnn", "space": [LR], "strategy": "random",
+                       "max_trials": 3, "parallel": 1, "params": {"epochs": 1}, "target": 0.0,
+                       "register_as": "digits-wf"}}}}
+    create_workflow(plat, "tune-flow", definition=definition)
+    execution = start_execution(plat, "tune-flow", {"dataset": "digits"})
+    loop = ControlLoop(plat)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 600
+        while (done := plat.workflows.execution(execution["id"]))["status"] in ("PENDING", "RUNNING"):
+            assert time.monotonic() < deadline, done
+            time.sleep(0.3)
+    finally:
+        loop.stop()
+    assert done["status"] == "SUCCEEDED", (done["error"], done["cause"])
+    output = done["output"]
+    assert output["model"]["ref"] == "digits-wf:1" and output["best"]["trial"] == 1
+    assert plat.tuning.get(output["tuning"])["status"] == "succeeded"
+
+
+def test_the_tune_task_refuses_unknown_parameters(platform) -> None:
+    from datetime import datetime, timezone
+
+    from loopml.workflows.actions import TaskContext, TaskError, action_for
+
+    ctx = TaskContext(platform, "exec-1", "1", "Tune", datetime.now(timezone.utc))
+    with pytest.raises(TaskError, match="unknown Parameters epochs"):
+        action_for("loopml:tune").start(ctx, {"dataset": "digits", "space": [LR], "epochs": 3})
+    with pytest.raises(TaskError, match="Parameters.space is required"):
+        action_for("loopml:tune").start(ctx, {"dataset": "digits"})
+    assert platform.tuning.list() == []
