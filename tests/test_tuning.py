@@ -340,3 +340,30 @@ def test_the_tune_task_refuses_unknown_parameters(platform) -> None:
     with pytest.raises(TaskError, match="Parameters.space is required"):
         action_for("loopml:tune").start(ctx, {"dataset": "digits"})
     assert platform.tuning.list() == []
+
+
+def test_a_trial_recorded_before_a_crash_gets_its_job_once_and_stop_ends_the_search(platform) -> None:
+    """No worker runs here: the supervisor's steps alone. A trial row whose job was never queued (a
+    crash in between) is queued on the next step under its derived id, never twice; a stop cancels
+    the queued trial jobs and ends the search as stopped."""
+    from loopml.tuning.advance import Advancer
+
+    register(platform, "digits", "sample:digits")
+    create_tuning(platform, name="cr", dataset="digits", model="cnn", space=[LR], strategy="random",
+                  max_trials=3, parallel=2, params={"epochs": 1})
+    platform.tuning.add_trial("cr", 1, "cr-001", {"learning_rate": 0.001})  # …and the control plane died
+    first = Advancer(platform)
+    assert first.step("cr")  # queued a new trial beside the recovered one
+    trials = platform.tuning.trials("cr")
+    assert [(t["number"], t["job_id"], t["state"]) for t in trials] == [(1, "cr-001", "running"), (2, "cr-002", "running")]
+    job = platform.jobs.get("cr-001")
+    assert (job["status"], job["spec"]["hparams"]["learning_rate"], job["spec"]["register"]) == ("queued", 0.001, False)
+    assert not Advancer(platform).step("cr")  # another control plane: the same two jobs, no third (parallel 2)
+    assert sorted(j["id"] for j in platform.jobs.list()) == ["cr-001", "cr-002"]
+
+    platform.tuning.request_stop("cr")
+    first.step("cr")
+    assert [j["status"] for j in platform.jobs.list()] == ["cancelled", "cancelled"]
+    record = get_tuning(platform, "cr")
+    assert record["status"] == "stopped" and [t["state"] for t in record["trials"]] == ["stopped", "stopped"]
+    assert record["reason"] == "stopped by request"

@@ -122,8 +122,9 @@ class Advancer:
         if result != record["result"]:
             platform.tuning.set_result(name, result)
         budget_spent = len(rows) >= spec["max_trials"]
+        # a trial job deleted after its trial ended is no longer busy
         busy = any(r["state"] == TRIAL_RUNNING for r in rows) or any(
-            job is None or job["status"] in ACTIVE for job in (self._job(r["job_id"]) for r in rows))
+            job is not None and job["status"] in ACTIVE for job in (self._job(r["job_id"]) for r in rows))
         if (winding_down or budget_spent) and not busy:
             self._finish(name, spec, rows, result, stopped=stopping, target_hit=target_hit)
         return started > 0
@@ -154,7 +155,12 @@ class Advancer:
             return self._job(row["job_id"])
         job = self._job(row["job_id"])
         if job is None:  # recorded, never queued (a crash in between): queue it now
-            job = submit_trial(self.platform, name, spec, row["number"], row["params"])
+            try:
+                job = submit_trial(self.platform, name, spec, row["number"], row["params"])
+            except LoopMLError as exc:
+                log.warning("tuning job %s: trial %d could not be queued: %s", name, row["number"], exc)
+                self._end(search, name, row, TRIAL_FAILED)
+                return None
         trial = search.running[row["number"]]
         metric = per_epoch_metric(spec["objective"])
         epochs = self.platform.jobs.metrics(row["job_id"])
