@@ -99,6 +99,21 @@ def test_a_rebuilt_hyperband_study_prunes_as_the_lost_one_would() -> None:
     assert not high.should_prune()
 
 
+def test_early_stopping_auto_stops_a_trial_below_the_median_and_off_never_does() -> None:
+    from loopml.tuning.study import rebuild
+
+    done = [{"number": n, "params": {"learning_rate": 1e-3, "filters": 8}, "state": "complete", "value": v,
+             "intermediate": {"1": v - 0.1, "2": v, "3": v}, "system_attrs": {}}
+            for n, v in ((1, 0.8), (2, 0.85), (3, 0.9))]
+    for early_stopping, pruned in (("auto", True), ("off", False)):
+        search = rebuild("md", _spec(strategy="bayesian", early_stopping=early_stopping), done)
+        trial, _ = search.ask()
+        search.report(trial, {1: 0.2})
+        assert not trial.should_prune()  # epoch 1 is the warm-up: never judged
+        search.report(trial, {2: 0.3})
+        assert bool(trial.should_prune()) is pruned, early_stopping
+
+
 # -- bad requests: one line, HTTP 400 / CLI exit 2 ----------------------------------------------
 
 @pytest.fixture

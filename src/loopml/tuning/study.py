@@ -56,7 +56,7 @@ def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, int(spec["epochs"])),
                                               reduction_factor=3)
     if spec["early_stopping"] == "auto":  # SageMaker's "Auto": a trial worse than the median at the same epoch stops
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)  # epochs are steps 1, 2, …: judged from epoch 2
     return optuna.pruners.NopPruner()
 
 
