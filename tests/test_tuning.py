@@ -24,6 +24,8 @@ from loopml.platform import Platform
 from loopml.tuning.service import create_tuning, get_tuning
 from loopml.tuning.space import parse_space
 
+pytest_plugins = ("tests.backends",)
+
 LR = "learning_rate=loguniform(1e-4,3e-2)"
 
 
@@ -358,12 +360,20 @@ def test_the_tune_task_refuses_unknown_parameters(platform) -> None:
     assert platform.tuning.list() == []
 
 
-def test_a_trial_recorded_before_a_crash_gets_its_job_once_and_stop_ends_the_search(platform) -> None:
-    """No worker runs here: the supervisor's steps alone. A trial row whose job was never queued (a
-    crash in between) is queued on the next step under its derived id, never twice; a stop cancels
-    the queued trial jobs and ends the search as stopped."""
+@pytest.fixture
+def store_platform(tmp_path, metadata_url, clean_env):
+    p = Platform(Settings(home=tmp_path / "home", database_url=metadata_url))
+    yield p
+    p.close()
+
+
+def test_a_trial_recorded_before_a_crash_gets_its_job_once_and_stop_ends_the_search(store_platform) -> None:
+    """No worker runs here: the supervisor's steps alone, on SQLite and PostgreSQL. A trial row whose
+    job was never queued (a crash in between) is queued on the next step under its derived id, never
+    twice; a stop cancels the queued trial jobs and ends the search as stopped."""
     from loopml.tuning.advance import Advancer
 
+    platform = store_platform
     register(platform, "digits", "sample:digits")
     create_tuning(platform, name="cr", dataset="digits", model="cnn", space=[LR], strategy="random",
                   max_trials=3, parallel=2, params={"epochs": 1})
