@@ -393,3 +393,31 @@ def test_a_trial_recorded_before_a_crash_gets_its_job_once_and_stop_ends_the_sea
     record = get_tuning(platform, "cr")
     assert record["status"] == "stopped" and [t["state"] for t in record["trials"]] == ["stopped", "stopped"]
     assert record["reason"] == "stopped by request"
+
+
+def test_warm_start_copies_the_parents_fitting_trials_into_the_new_search(platform) -> None:
+    from loopml.tuning.study import rebuild
+
+    register(platform, "digits", "sample:digits")
+    create_tuning(platform, name="parent", dataset="digits", model="cnn", space=[LR, "filters=choice(4,8)"],
+                  max_trials=3, params={"epochs": 1})
+    for number, params, state, value in ((1, {"learning_rate": 1e-3, "filters": 4}, "complete", 0.9),
+                                         (2, {"learning_rate": 5e-2, "filters": 8}, "complete", 0.5),  # lr outside
+                                         (3, {"learning_rate": 2e-3, "filters": 8}, "pruned", 0.3)):
+        platform.tuning.add_trial("parent", number, f"parent-00{number}", params)
+        platform.tuning.update_trial("parent", number, state=state, value=value)
+    platform.tuning.finish("parent", "succeeded")
+
+    child = create_tuning(platform, name="child", dataset="digits", model="cnn", space=[LR, "filters=choice(4,8)"],
+                          max_trials=2, params={"epochs": 1}, warm_start=["parent"])
+    assert child["spec"]["warm_trials"] == [{"params": {"learning_rate": 1e-3, "filters": 4}, "value": 0.9,
+                                             "from": "parent#1"}]
+    study = rebuild("child", child["spec"], []).study
+    assert [(t.params, t.value) for t in study.trials] == [({"learning_rate": 1e-3, "filters": 4}, 0.9)]
+
+    with pytest.raises(InvalidInput, match="optimised val_accuracy, not val_loss"):
+        create_tuning(platform, name="c2", dataset="digits", model="cnn", space=[LR], objective="val_loss",
+                      warm_start=["parent"])
+    with pytest.raises(InvalidInput, match="no completed trial of parent lies in this search space"):
+        create_tuning(platform, name="c3", dataset="digits", model="cnn", space=["learning_rate=uniform(0.1,0.2)"],
+                      warm_start=["parent"])
