@@ -416,8 +416,12 @@ def test_registration_writes_the_baseline_with_the_bundle(trained):
     dense = int(version["hparams"]["dense_units"])  # the seed CNN's penultimate layer
     assert emb.dtype == np.float32 and emb.shape == (min(held_out, 2000), dense)
     assert profile["embedding"] == {"dim": dense, "n": emb.shape[0]}
+    # the accuracy estimate's map, fit on the same held-out rows with their labels
+    calibration = profile["calibration"]
+    assert calibration["n"] == profile["rows"] and 0 < calibration["accuracy"] <= 1
+    assert sum(k[2] for k in calibration["knots"]) == calibration["n"]
     logs = "\n".join(line["text"] for line in plat.jobs.logs(job["id"]))
-    assert "baseline:" in logs and "embedded in" in logs
+    assert "baseline:" in logs and "embedded in" in logs and f"calibrated on {calibration['n']} held-out rows" in logs
 
 
 def test_backfill_job_recreates_a_missing_baseline(trained):
@@ -452,6 +456,8 @@ def test_backfill_job_recreates_a_missing_baseline(trained):
     assert done["result"]["model_ref"] == "digits-cnn:1" and done["result"]["embedded_rows"] == emb_before.shape[0]
     after, emb_after = load_baseline(plat, version)
     assert after["rows"] == before["rows"] and after["features"].keys() == before["features"].keys()
+    assert done["result"]["calibrated_rows"] == after["calibration"]["n"] == before["calibration"]["n"]
+    assert after["calibration"]["accuracy"] == pytest.approx(before["calibration"]["accuracy"], abs=0.01)
     # the same rows and model (ONNX instead of Keras for the probabilities): the same profile
     assert after["features"]["mean_intensity"]["mean"] == pytest.approx(before["features"]["mean_intensity"]["mean"])
     np.testing.assert_allclose(emb_after, emb_before, rtol=1e-4, atol=1e-4)

@@ -465,6 +465,9 @@ def test_a_real_run_finds_drift_raises_alerts_and_measures_quality(plat: Platfor
     assert quiet["status"] == "succeeded", quiet
     assert quiet["rows"] == 300 and quiet["malformed"] == 1
     assert quiet["violations"] == [] and plat.monitors.alerts(open=True) == []
+    # a baseline written before accuracy estimates: the run still works and says why there is none
+    assert "predates accuracy estimates" in quiet["summary"]["estimate"]["reason"]
+    assert "quality.estimated_accuracy" not in quiet["summary"]["checked"]
     assert plat.artifacts.exists(quiet["report_key"]) and plat.artifacts.exists(quiet["summary"]["report_html"])
     html = monitors.get_report(plat, "m", quiet["id"], "html").decode()
     assert "<svg" in html and "http://" not in html.replace("http://www.w3.org", "")
@@ -498,6 +501,121 @@ def test_a_real_run_finds_drift_raises_alerts_and_measures_quality(plat: Platfor
     assert early["status"] == "succeeded" and early["rows"] == 80, early
     assert early["violations"] and all(v.get("early") for v in early["violations"]), early["violations"]
     assert {"mean_intensity", "ink_fraction"} <= {v["key"] for v in early["violations"]}
+
+
+def test_a_run_estimates_accuracy_before_labels_and_alerts_below_the_floor(plat: Platform, digit_bundles,
+                                                                           digits_data, capsys):
+    """The baseline's calibration map (labelled rows through the real model) → every run estimates
+    the window's accuracy from the served confidences; an interval wholly below the monitor's
+    accuracy floor is a violation that opens an alert and fires the alert trigger; labels that
+    pass the floor overrule the estimate and resolve it."""
+    import time as _time
+
+    import numpy as np
+
+    from loopml.models.bundle import load_bundle
+    from loopml.monitoring import labels, monitors
+    from loopml.monitoring import run as monitor_run
+    from loopml.monitoring.baseline_job import compute_baseline
+    from loopml.triggers import service as triggers
+    from tests.serving_support import register
+
+    images, target = digits_data
+    order = np.random.default_rng(0).permutation(len(images))  # digits is ordered by writer: draw at random
+    images, target = images[order], target[order]
+    folder = digit_bundles[1]
+    version = register(plat, "digits", folder)
+    bundle = load_bundle(folder, runtime="onnx")
+    truth = np.array([str(t) for t in target], dtype=object)
+    profile, _ = compute_baseline(kind="image", raw=images[:1000][..., None], schema=json.loads(
+        (folder / "loopml.json").read_text()), class_names=bundle.label_names, predict_proba=bundle.predict_proba,
+        embed_rows=None, labels=truth[:1000])
+    assert profile["calibration"]["n"] == 1000 and "calibrated on 1000" in profile["source"]["calibration"]
+    plat.artifacts.put_bytes(f"{version['artifact_prefix']}/baseline/profile.json", json.dumps(profile).encode())
+
+    add_endpoint(plat, "mnist")
+    add_function(plat.meta, "retrain")
+    now = _time.time()
+    window = images[1000:1300]
+    _capture(plat, bundle, window, now - 600)
+    answers = np.asarray(bundle.label_names, dtype=object)[bundle.predict_proba(window[..., None]).argmax(axis=1)]
+    measured = float(np.mean(answers == truth[1000:1300]))
+
+    def run_once(name: str) -> dict:
+        run, job = plat.monitors.create_run(name)
+        return monitor_run.run(plat, {"id": None, "spec": job["spec"]})
+
+    def quality_keys(items: list[dict]) -> list[str]:  # drift findings are not this test's business
+        return [i["key"] for i in items if i["key"].startswith("quality.")]
+
+    monitors.create_monitor(plat, "plain", "mnist", min_samples=100)  # no accuracy floor: estimated, not judged
+    plain = run_once("plain")
+    estimate = plain["summary"]["estimate"]
+    assert plain["status"] == "succeeded" and quality_keys(plain["violations"]) == []
+    assert estimate["n"] == 300 and estimate["low"] <= estimate["accuracy"] <= estimate["high"] < 1
+    assert abs(estimate["accuracy"] - measured) < 0.1, (estimate, measured)
+    assert "quality.estimated_accuracy" not in plain["summary"]["checked"] and "floor" not in estimate
+    report = json.loads(plat.artifacts.get_bytes(plain["report_key"]))
+    assert report["estimate"]["accuracy"] == estimate["accuracy"] and report["estimate"]["calibrated_rows"] == 1000
+    assert "Estimated accuracy" in monitors.get_report(plat, "plain", plain["id"], "html").decode()
+    assert f"accuracy estimate {estimate['accuracy']:.3f} [" in capsys.readouterr().out  # the job's log
+
+    floor = round((estimate["high"] + 1) / 2, 4)
+    monitors.create_monitor(plat, "floor", "mnist", min_samples=100, thresholds=[f"accuracy={floor}"])
+    triggers.create_trigger(plat, "on-low", "alert", monitor="floor", function="retrain")
+    low = run_once("floor")
+    [violation] = [v for v in low["violations"] if v["key"] in quality_keys(low["violations"])]
+    assert (violation["key"], violation["type"], violation["violated"]) == ("quality.estimated_accuracy", "quality", True)
+    assert violation["thresholds"] == {"accuracy": floor} and violation["statistics"]["high"] < floor
+    assert low["summary"]["estimate"]["violated"] is True
+    [alert] = [a for a in plat.monitors.alerts(open=True, monitor="floor") if a["key"].startswith("quality.")]
+    assert alert["key"] == "quality.estimated_accuracy" and "estimated accuracy" in alert["message"]
+    [firing] = triggers.history(plat, "on-low")  # the retraining trigger fires on it like on any alert
+    event = firing["event"]["alert"]
+    assert "quality.estimated_accuracy" in [event["key"]] + [a["key"] for a in event.get("opened_with") or []]
+
+    # new traffic whose labels agree with every answer: measured accuracy 1.0 passes the floor, the
+    # estimate (still below it) is overruled, and the alert resolves
+    _capture(plat, bundle, images[1300:1600], now - 300, prefix="agree")
+    agree = np.asarray(bundle.label_names, dtype=object)[bundle.predict_proba(images[1300:1600][..., None]).argmax(1)]
+    labels.upload_labels(plat, "floor", rows=[{"inference_id": f"agree-{i}", "label": str(p)} for i, p in enumerate(agree)])
+    agreed = run_once("floor")
+    summary = agreed["summary"]
+    assert quality_keys(agreed["violations"]) == [] and summary["quality"]["accuracy"] == 1.0
+    assert summary["quality"]["estimate"]["high"] < floor  # the estimate on the same labelled rows, beside it
+    assert summary["estimate"]["overruled"] is True and summary["estimate"]["violated"] is False
+    assert {"quality.accuracy", "quality.estimated_accuracy"} <= set(summary["checked"])
+    assert quality_keys(plat.monitors.alerts(open=True, monitor="floor")) == []
+    assert [f"{alert['id']} quality.estimated_accuracy"] == summary["alerts"]["resolved"]
+    report = json.loads(plat.artifacts.get_bytes(agreed["report_key"]))
+    assert sum(w["n"] for w in report["quality_windows"]) == 300 and all("estimate" in w for w in report["quality_windows"])
+    assert len(triggers.history(plat, "on-low")) == 1
+
+
+def test_a_baseline_on_the_training_split_calibrates_on_the_held_out_rows(digit_bundles, digits_data):
+    """Too few held-out rows to profile: the training split is profiled, but the map is still fit
+    on held-out rows (a model is right more often on rows it learnt) — or there is none."""
+    import numpy as np
+
+    from loopml.datasets.content import DatasetContent, raw_inputs
+    from loopml.models.bundle import load_bundle
+    from loopml.monitoring.baseline_job import baseline_rows, calibration_args, compute_baseline
+
+    images, target = digits_data
+    bundle = load_bundle(digit_bundles[0], runtime="onnx")
+    content = DatasetContent(kind="image", images=images[:600, ..., None],
+                             labels=np.array([str(t) for t in target[:600]], dtype=object))
+    for held_out, calibrated in ((100, 100), (30, None)):
+        splits = {"train": np.arange(600 - held_out), "validation": np.arange(600 - held_out, 600 - held_out // 2),
+                  "test": np.arange(600 - held_out // 2, 600)}
+        rows, split = baseline_rows(content, splits)
+        assert split == "train"
+        profile, _ = compute_baseline(kind="image", raw=raw_inputs(rows), schema={}, class_names=bundle.label_names,
+                                      predict_proba=bundle.predict_proba, embed_rows=None,
+                                      **calibration_args(content, splits, rows, split))
+        assert profile["rows"] == 600 - held_out
+        assert (profile["calibration"] or {}).get("n") == calibrated, profile["source"]["calibration"]
+    assert profile["source"]["calibration"] == "no calibration: 30 labelled held-out rows < 50"
 
 
 def test_chunks_of_a_window_merge_into_one_decoded_window() -> None:

@@ -57,8 +57,9 @@ def write_report(plat, name: str) -> dict:
     key = f"monitoring/{name}/{run['id']}/report.json"
     plat.artifacts.put_bytes(key, json.dumps({"monitor": name, "rows": 500}).encode())
     plat.artifacts.put_bytes(key[:-4] + "html", b"<!DOCTYPE html><html><body>report</body></html>")
-    return plat.monitors.finish_run(run["id"], "succeeded", rows=500, violations=[], summary={"checked": []},
-                                    report_key=key)
+    estimate = {"accuracy": 0.912, "low": 0.88, "high": 0.94, "level": 0.95, "n": 500}
+    return plat.monitors.finish_run(run["id"], "succeeded", rows=500, violations=[],
+                                    summary={"checked": [], "estimate": estimate}, report_key=key)
 
 
 def wait_run(api: httpx.Client, name: str, run_id: str, timeout: float = 180) -> dict:
@@ -201,6 +202,8 @@ def test_sdk_round_trip(sdk: Client, plat, tmp_path: Path):
     assert "report" in sdk.monitor_report("m", run["id"], format="html")
     assert [r["id"] for r in sdk.monitor_runs("m")] == [run["id"]]
     assert sdk.monitor_run("m", run["id"])["status"] == "succeeded"
+    assert sdk.monitor_run("m", run["id"])["summary"]["estimate"]["accuracy"] == 0.912  # summary keys pass through
+    assert sdk.monitor("m")["runs"][0]["summary"]["estimate"]["high"] == 0.94
     alert = plat.monitors.record_alerts("m", run["id"], [{"key": "k"}])["opened"][0]
     assert [a["id"] for a in sdk.alerts(open=True, monitor="m")] == [alert["id"]]
     assert sdk.alert(alert["id"])["key"] == "k"
@@ -255,7 +258,7 @@ def test_cli(cli, plat, tmp_path: Path):
     run = write_report(plat, "m")
     plat.monitors.record_alerts("m", run["id"], [{"key": "pixel", "message": "pixel drifted"}])
     runs = cli("monitors", "runs", "m")
-    assert runs.exit_code == 0 and run["id"] in runs.stdout
+    assert runs.exit_code == 0 and run["id"] in runs.stdout and "est. accuracy" in runs.stdout and "0.912" in runs.stdout
     assert ok_json(cli("monitors", "report", "m", run["id"])) == {"monitor": "m", "rows": 500}
     page = tmp_path / "report.html"
     assert cli("monitors", "report", "m", run["id"], "--html", str(page)).exit_code == 0
@@ -275,3 +278,21 @@ def test_cli(cli, plat, tmp_path: Path):
     assert cli("monitors", "pause", "m").exit_code == 0
     assert cli("monitors", "resume", "m").exit_code == 0
     assert ok_json(cli("monitors", "delete", "m", "--json")) == {"deleted": "m"}
+
+
+def test_a_run_shows_the_estimate_beside_the_measured_accuracy(capsys):
+    from loopml.cli.monitors import print_run
+
+    summary = {"estimate": {"accuracy": 0.8123, "low": 0.78, "high": 0.84, "n": 400, "floor": 0.9, "violated": True,
+                            "overruled": False},
+               "quality": {"accuracy": 0.75, "n": 120, "estimate": {"accuracy": 0.8, "low": 0.74, "high": 0.86}}}
+    run = {"id": "run-1", "monitor": "m", "status": "succeeded", "rows": 400, "summary": summary,
+           "violations": [{"key": "quality.estimated_accuracy", "message": "estimated accuracy 0.812 < 0.9"}]}
+    print_run(run)
+    out = capsys.readouterr().out
+    assert "accuracy estimate: 0.812 [0.780, 0.840] on 400 rows" in out
+    assert "wholly below the accuracy floor 0.9" in out
+    assert "quality: accuracy 0.750 on 120 labelled rows (estimated on the same rows: 0.800 [0.740, 0.860])" in out
+    print_run({**run, "summary": {"estimate": {"reason": "the baseline of digits:1 predates accuracy estimates"}},
+               "violations": []})
+    assert "accuracy estimate: none (the baseline of digits:1 predates accuracy estimates)" in capsys.readouterr().out

@@ -138,6 +138,10 @@ def _stat_text(values: dict[str, Any] | None) -> str:
     return ", ".join(f"{k} {num(v, 3)}" for k, v in (values or {}).items()) or "-"
 
 
+def _interval(estimate: dict[str, Any]) -> str:
+    return f"{num(estimate.get('accuracy'), 3)} [{num(estimate.get('low'), 3)}, {num(estimate.get('high'), 3)}]"
+
+
 def print_run(run: dict[str, Any]) -> None:
     out = console()
     summary = run.get("summary") or {}
@@ -164,9 +168,24 @@ def print_run(run: dict[str, Any]) -> None:
                              str(f.get("n_current") or "-"),
                              ("[red]yes, early[/]" if f.get("early") else "[red]yes[/]") if f.get("violated")
                              else "no") for f in features]))
+    estimate = summary.get("estimate") or {}
+    if estimate.get("accuracy") is not None:
+        verdict, floor = "", estimate.get("floor")
+        if estimate.get("violated"):
+            verdict = f"; the interval is wholly below the accuracy floor {floor:g}"
+        elif estimate.get("overruled"):
+            verdict = f"; below the accuracy floor {floor:g}, but the labelled rows passed it"
+        elif floor is not None:
+            verdict = f"; not shown below the accuracy floor {floor:g}"
+        out.print(f"accuracy estimate: {_interval(estimate)} on {estimate.get('n')} rows (from the confidences, "
+                  f"no labels){verdict}", markup=False)
+    elif estimate.get("reason"):
+        out.print(f"accuracy estimate: none ({estimate['reason']})", markup=False)
     quality = summary.get("quality")
     if quality:
-        out.print(f"quality: accuracy {num(quality.get('accuracy'), 3)} on {quality.get('n')} labelled rows")
+        beside = quality.get("estimate")
+        out.print(f"quality: accuracy {num(quality.get('accuracy'), 3)} on {quality.get('n')} labelled rows"
+                  + (f" (estimated on the same rows: {_interval(beside)})" if beside else ""), markup=False)
     shadow = summary.get("shadow")
     if shadow:
         accuracy = shadow.get("accuracy") or {}
@@ -193,13 +212,19 @@ def runs(name: NameArg, limit: Annotated[int, typer.Option("--limit", min=1, max
     emit(client().monitor_runs(name, limit=limit), as_json, print_runs)
 
 
+def _run_row(r: dict[str, Any]) -> tuple[str, ...]:
+    estimate = (r.get("summary") or {}).get("estimate") or {}
+    return (r["id"], when(r.get("created_at")), styled(r.get("status")),
+            str(r.get("rows") if r.get("rows") is not None else "-"), str(r.get("malformed") or 0),
+            str(len(r.get("violations") or [])), num(estimate.get("accuracy"), 3), r.get("job_id") or "-")
+
+
 def print_runs(rows: list[dict[str, Any]]) -> None:
     if not rows:
         console().print("no runs yet")
         return
-    console().print(table("run", "created", "status", "rows", "malformed", "violations", "job", title="Runs", rows=[
-        (r["id"], when(r.get("created_at")), styled(r.get("status")), str(r.get("rows") if r.get("rows") is not None else "-"),
-         str(r.get("malformed") or 0), str(len(r.get("violations") or [])), r.get("job_id") or "-") for r in rows]))
+    console().print(table("run", "created", "status", "rows", "malformed", "violations", "est. accuracy", "job",
+                          title="Runs", rows=[_run_row(r) for r in rows]))
 
 
 @app.command("report")

@@ -1,7 +1,8 @@
 """A model version's baseline: the profile of its dataset's HELD-OUT rows, stored with the version.
 
     {artifact_prefix}/baseline/profile.json    monitoring.profile.build_profile of ≤ 5,000 held-out
-                                               rows (+ "schema": the dataset schema, "source")
+                                               rows (+ "schema": the dataset schema, "source",
+                                               "calibration": the accuracy estimate's map, or None)
     {artifact_prefix}/baseline/embeddings.npy  penultimate-layer embeddings of ≤ 2,000 of them
 
 Written at registration by the training job (the job runner hands ``write_training_baseline`` to
@@ -14,6 +15,12 @@ and a model is more confident on rows it was trained on — a training-split bas
 confidence (and embedding) distributions of perfectly normal traffic look drifted. With fewer
 than ``MIN_HELD_OUT`` held-out rows the training split is used instead (a tiny baseline would
 make every test weak).
+
+"calibration" (monitoring.estimate.fit_calibration) is always fit on held-out rows with their
+labels — on the training split a model is right more often than its confidence says elsewhere, so
+a map fit there would overestimate live accuracy. With the training-split fallback the few held-out
+rows are predicted apart for it; fewer than estimate.MIN_CALIBRATION_ROWS of them: None (a run then
+says why it has no estimate). A profile without the key predates accuracy estimates.
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ from loopml.core.errors import CorruptArtifact, InvalidInput, NotFound
 from loopml.platform import Platform
 from loopml.registry.resolve import lookup
 
-__all__ = ["BASELINE_DIR", "PROFILE_FILE", "EMBEDDINGS_FILE", "compute_baseline", "write_baseline",
-           "write_training_baseline", "load_baseline", "submit_baseline", "run", "vocab_of"]
+__all__ = ["BASELINE_DIR", "PROFILE_FILE", "EMBEDDINGS_FILE", "compute_baseline", "calibration_args",
+           "calibration_of", "write_baseline", "write_training_baseline", "load_baseline", "submit_baseline",
+           "run", "vocab_of"]
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +55,50 @@ MAX_EMBED_ROWS = 2_000
 MIN_HELD_OUT = 200
 
 
+def _held_out(splits: dict[str, np.ndarray]) -> np.ndarray:
+    return np.sort(np.concatenate([np.asarray(splits.get(k, []), dtype=np.int64) for k in ("validation", "test")]))
+
+
 def baseline_rows(content: Any, splits: dict[str, np.ndarray]) -> tuple[Any, str]:
     """(rows to profile, which split) of a dataset version: validation+test, or the training
     split when those hold fewer than MIN_HELD_OUT rows."""
-    held_out = np.sort(np.concatenate([np.asarray(splits.get(k, []), dtype=np.int64)
-                                       for k in ("validation", "test")]))
+    held_out = _held_out(splits)
     if len(held_out) >= MIN_HELD_OUT:
         return content.take(held_out), "validation+test"
     return content.take(np.asarray(splits["train"], dtype=np.int64)), "train"
+
+
+def calibration_args(content: Any, splits: dict[str, np.ndarray], rows: Any, split: str) -> dict[str, Any]:
+    """compute_baseline's labelled held-out rows for the calibration map: the profiled rows' own
+    labels when they are held out, else the held-out rows apart (raw inputs, labels)."""
+    from loopml.datasets.content import raw_inputs
+
+    if split != "train":
+        return {"labels": rows.labels}
+    held = content.take(_held_out(splits))
+    return {"calibration_rows": (raw_inputs(held), held.labels)} if len(held) else {}
+
+
+def calibration_of(proba: Any, labels: Any, class_names: list[str]) -> tuple[dict[str, Any] | None, str]:
+    """(the calibration map of held-out rows, a one-line note): top-class confidence as profile.py
+    and served answers give it (rounded to ANSWER_DECIMALS) against "was the prediction right"."""
+    from loopml.monitoring.estimate import MIN_CALIBRATION_ROWS, fit_calibration
+    from loopml.serving.codecs import ANSWER_DECIMALS
+
+    p = np.asarray(proba, dtype=np.float64)
+    truth = np.asarray([str(v) for v in labels], dtype=object)
+    names = np.asarray([str(c) for c in class_names], dtype=object)
+    if p.ndim != 2 or p.shape[0] != truth.size or p.shape[1] != names.size or truth.size == 0:
+        return None, f"no calibration: {truth.size} labelled held-out rows"
+    if not np.isin(truth, names).any():
+        return None, "no calibration: none of the held-out labels is one of the model's classes"
+    finite = np.where(np.isfinite(p), p, -np.inf)
+    confidence = np.where(np.isfinite(p).all(axis=1), np.round(finite.max(axis=1), ANSWER_DECIMALS), np.nan)
+    correct = names[finite.argmax(axis=1)] == truth
+    calibration = fit_calibration(confidence, correct)
+    if calibration is None:
+        return None, f"no calibration: {truth.size} labelled held-out rows < {MIN_CALIBRATION_ROWS}"
+    return calibration, f"calibrated on {calibration['n']} held-out rows (accuracy {calibration['accuracy']:.3f})"
 
 
 def vocab_of(features: Any) -> dict[str, int] | None:
@@ -73,9 +117,14 @@ def vocab_of(features: Any) -> dict[str, int] | None:
 def compute_baseline(*, kind: str, raw: Any, schema: dict[str, Any], class_names: list[str],
                      predict_proba: Callable[[Any], np.ndarray],
                      embed_rows: Callable[[Any], np.ndarray] | None, vocab: dict[str, int] | None = None,
-                     seed: int = 0, source: dict[str, Any] | None = None
+                     seed: int = 0, source: dict[str, Any] | None = None, labels: Any = None,
+                     calibration_rows: tuple[Any, Any] | None = None
                      ) -> tuple[dict[str, Any], np.ndarray | None]:
-    """(profile, embeddings) of ≤ MAX_PROFILE_ROWS rows (sampled with ``seed``)."""
+    """(profile, embeddings) of ≤ MAX_PROFILE_ROWS rows (sampled with ``seed``).
+
+    The accuracy estimate's calibration map needs labelled held-out rows: ``labels`` (the true
+    classes of ``raw``, when ``raw`` is held out: its sample's predictions are reused) or
+    ``calibration_rows`` = (raw inputs, labels) of held-out rows predicted apart; neither: None."""
     from loopml.models.embeddings import sample_rows, take_rows
     from loopml.monitoring.profile import build_profile
 
@@ -91,8 +140,18 @@ def compute_baseline(*, kind: str, raw: Any, schema: dict[str, Any], class_names
     profile = build_profile(kind=kind, raw=sample, proba=proba, class_names=[str(c) for c in class_names],
                             schema=schema, vocab=vocab, embeddings=embeddings, seed=seed)
     profile["schema"] = schema  # what decode_window / a run need to read captured rows
+    names = [str(c) for c in class_names]
+    if labels is not None:
+        calibration, note = calibration_of(proba, take_rows(np.asarray(labels, dtype=object),
+                                                            sample_rows(n, MAX_PROFILE_ROWS, seed)), names)
+    elif calibration_rows is not None and len(calibration_rows[1]):
+        calibration, note = calibration_of(predict_proba(calibration_rows[0]), calibration_rows[1], names)
+    else:
+        calibration, note = None, "no calibration: no labelled held-out rows"
+    profile["calibration"] = calibration
     profile["source"] = {**(source or {}), "rows": int(n), "profiled_rows": int(len(sample)),
-                         "embedded_rows": 0 if embeddings is None else int(len(embeddings)), "seed": seed}
+                         "embedded_rows": 0 if embeddings is None else int(len(embeddings)), "seed": seed,
+                         "calibration": note}
     return profile, embeddings
 
 
@@ -143,7 +202,8 @@ def write_training_baseline(bundle_dir: str, *, model: Any, features: Any, conte
             kind=features.kind, raw=raw_inputs(rows), schema=schema, class_names=class_names,
             predict_proba=lambda rows: keras_probabilities(model, features.transform(rows)),
             embed_rows=lambda rows: embed_transformed(model, features.transform(rows)),
-            vocab=vocab_of(features), source={"dataset": dataset_ref, "split": split, "by": f"job {job_id}"})
+            vocab=vocab_of(features), source={"dataset": dataset_ref, "split": split, "by": f"job {job_id}"},
+            **calibration_args(content, splits, rows, split))
         write_baseline(bundle_dir, profile, embeddings)
     except Exception as exc:  # noqa: BLE001 - a baseline problem must never fail the training
         print(f"baseline skipped ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
@@ -151,7 +211,7 @@ def write_training_baseline(bundle_dir: str, *, model: Any, features: Any, conte
         return False
     source = profile.get("source", {})
     print(f"baseline: {source.get('profiled_rows')} {source.get('split')} rows profiled, {source.get('embedded_rows')} "
-          f"embedded in {time.monotonic() - t0:.1f} s", flush=True)
+          f"embedded in {time.monotonic() - t0:.1f} s; {source.get('calibration')}", flush=True)
     return True
 
 
@@ -257,7 +317,8 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
         profile, embeddings = compute_baseline(
             kind=bundle.kind, raw=raw_inputs(rows), schema=ds["schema"], class_names=bundle.label_names,
             predict_proba=bundle.predict_proba, embed_rows=embedder, vocab=vocab_of(bundle.features),
-            source={"dataset": ds["ref"], "split": split, "by": f"job {job_id}"})
+            source={"dataset": ds["ref"], "split": split, "by": f"job {job_id}"},
+            **calibration_args(content, splits, rows, split))
     base = join(record["artifact_prefix"], BASELINE_DIR)
     if embeddings is not None:
         platform.artifacts.put_bytes(join(base, EMBEDDINGS_FILE), _npy_bytes(embeddings))
@@ -269,9 +330,9 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
               "dataset": ds["ref"], "profile_key": join(base, PROFILE_FILE),
               "embeddings_key": join(base, EMBEDDINGS_FILE) if embeddings is not None else None,
               "rows": profile["source"]["profiled_rows"], "embedded_rows": profile["source"]["embedded_rows"],
-              "seconds": seconds}
+              "calibrated_rows": (profile.get("calibration") or {}).get("n", 0), "seconds": seconds}
     print(f"baseline of {record['ref']}: {result['rows']} rows profiled, {result['embedded_rows']} embedded "
-          f"in {seconds} s → {result['profile_key']}", flush=True)
+          f"in {seconds} s → {result['profile_key']}; {profile['source']['calibration']}", flush=True)
     sync_logs()
     platform.jobs.transition(job_id, SUCCEEDED, expect=[RUNNING], result=result)
 

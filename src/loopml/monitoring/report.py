@@ -4,7 +4,8 @@
 
     {"monitor", "endpoint", "variant", "model", "window": {"since", "until"}, "rows", "malformed",
      "drift": <drift.compare() result>, "baseline": <profile>, "current": <profile>,
-     "quality": <quality.quality()> | None, "quality_windows": [...], "shadow": {...} | None,
+     "estimate": <estimate.estimate_accuracy() + "check"> | {"reason"},
+     "quality": <quality.quality() + "estimate"> | None, "quality_windows": [...], "shadow": {...} | None,
      "alerts": [...]}
 
 Any key may be missing or None: the page shows what there is. Every piece of text that comes from
@@ -195,7 +196,9 @@ def _summary(report: Mapping) -> str:
     rows = [("Monitor", report.get("monitor")), ("Endpoint", report.get("endpoint")),
             ("Variant", report.get("variant")), ("Model", report.get("model")),
             ("Window", f"{_fmt(window.get('since'))} → {_fmt(window.get('until'))}"),
-            ("Rows", report.get("rows")), ("Malformed lines skipped", report.get("malformed"))]
+            ("Rows", report.get("rows")), ("Malformed lines skipped", report.get("malformed")),
+            ("Estimated accuracy", _interval(report.get("estimate")) if _get(report, "estimate", "accuracy")
+             is not None else None)]
     cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v))}</td></tr>" for k, v in rows if v is not None)
     return f"<p>{status}</p><table>{cells}</table>"
 
@@ -270,8 +273,44 @@ def _quality_block(q: Mapping, title: str) -> str:
     return "".join(out)
 
 
+def _interval(estimate: Any) -> str:
+    if not isinstance(estimate, Mapping) or estimate.get("accuracy") is None:
+        return "—"
+    return f"{_fmt(estimate.get('accuracy'))} [{_fmt(estimate.get('low'))}, {_fmt(estimate.get('high'))}]"
+
+
+def _estimate_block(report: Mapping) -> str:
+    """Estimated accuracy (no labels needed) beside the measured one, on the same rows."""
+    estimate = report.get("estimate")
+    if not isinstance(estimate, Mapping):
+        return ""
+    if estimate.get("accuracy") is None:
+        return f'<h3>Estimated accuracy</h3><p class="muted">no estimate: {_e(estimate.get("reason"))}</p>'
+    check = estimate.get("check") if isinstance(estimate.get("check"), Mapping) else {}
+    q = report.get("quality") if isinstance(report.get("quality"), Mapping) else {}
+    rows = [["whole window", estimate.get("n"), None, _interval(estimate)]]
+    if q:
+        rows.insert(0, ["labelled rows", q.get("n"), q.get("accuracy"), _interval(q.get("estimate"))])
+    verdict = ""
+    floor = _e(_fmt(_get(check, "thresholds", "accuracy")))
+    if check.get("violated"):
+        verdict = f'<p class="bad">the whole interval is below the accuracy floor {floor}</p>'
+    elif check.get("overruled"):
+        verdict = (f'<p class="muted">the estimate is below the accuracy floor {floor}, but the labelled rows '
+                   'passed it: no alert (measured accuracy is the stronger evidence)</p>')
+    elif check:
+        verdict = f'<p class="ok">not shown below the accuracy floor {floor}</p>'
+    note = (f'<p class="muted">estimated from the confidences of the model, calibrated on '
+            f'{_e(_fmt(estimate.get("calibrated_rows")))} held-out baseline rows; interval level '
+            f'{_e(_fmt(estimate.get("level")))}. It holds while the confidences keep their meaning: inputs '
+            f'unlike anything the model has seen, or a changed meaning of the inputs, break it — '
+            f'labels are the check.</p>')
+    return ("<h3>Estimated accuracy</h3>" + verdict + note +
+            _table(["rows", "n", "measured accuracy", "estimated accuracy [interval]"], rows))
+
+
 def _quality_section(report: Mapping) -> str:
-    parts = []
+    parts = [_estimate_block(report)]
     q = report.get("quality")
     if isinstance(q, Mapping):
         parts.append(_quality_block(q, "Quality against ground truth"))
@@ -279,9 +318,9 @@ def _quality_section(report: Mapping) -> str:
     if windows:
         labels = [str(w.get("start") or "") for w in windows]
         parts.append(line_chart("accuracy per window", labels, [w.get("accuracy") for w in windows]))
-        parts.append(_table(["window start", "end", "n", "accuracy", "macro F1"],
-                            [[w.get("start"), w.get("end"), w.get("n"), w.get("accuracy"), w.get("macro_f1")]
-                             for w in windows]))
+        parts.append(_table(["window start", "end", "n", "accuracy", "estimated [interval]", "macro F1"],
+                            [[w.get("start"), w.get("end"), w.get("n"), w.get("accuracy"),
+                              _interval(w.get("estimate")), w.get("macro_f1")] for w in windows]))
     shadow = report.get("shadow")
     if isinstance(shadow, Mapping):
         prod, shad = shadow.get("production") or {}, shadow.get("shadow") or {}
@@ -293,6 +332,7 @@ def _quality_section(report: Mapping) -> str:
             ["labelled rows", _get(prod, "n"), _get(shad, "n")]]))
         parts.append(f"<p>prediction agreement {_e(_fmt(shadow.get('agreement')))} over "
                      f"{_e(_fmt(shadow.get('n')))} requests</p>")
+    parts = [p for p in parts if p]
     return "<h2>Quality</h2>" + "".join(parts) if parts else ""
 
 

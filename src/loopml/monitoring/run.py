@@ -6,7 +6,9 @@
     → decoded rows of the served version → current profile on the baseline's binning
     → drift (+ embeddings for image/text models); below min_samples an early look that judges only
       decisive shifts (nothing decisive: insufficient, no alerts, the cursor stays so data
-      accumulates) → quality with uploaded labels (+ per hour)
+      accumulates) → accuracy estimated from the confidences (monitoring.estimate, calibrated on
+      the baseline's held-out rows) → quality with uploaded labels (+ per hour), the estimate on
+      the same labelled rows beside it
     → shadow comparison → report JSON + HTML in the artifact store
     → the run's outcome and the monitor's cursor (one transaction) → alerts (never fail the run)
 
@@ -20,7 +22,7 @@ import json
 import logging
 import math
 import tempfile
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import numpy as np
@@ -227,6 +229,7 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
         _say(f"{decoded.undecodable} records could not be decoded and are skipped")
     thresholds = {**(monitor["thresholds"] or {})}
     min_samples = int(thresholds.get("min_samples") or monitor["min_samples"])
+
     from loopml.monitoring.drift import compare
     from loopml.monitoring.profile import build_profile
 
@@ -270,14 +273,21 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
         row_ids = [record_ids[int(k)] for k in row_records]
         single = _single_row_records(row_records)
         predicted = [str(p) for p in decoded.predicted]
+    calibration = baseline.get("calibration")
     if has_labels:
         quality_part = _quality(platform, name, row_ids, single, predicted,
-                                _rows_of(window.inference_times, row_records), context.class_names, thresholds)
+                                _rows_of(window.inference_times, row_records), context.class_names, thresholds,
+                                confidence=np.asarray(decoded.confidence, dtype=np.float64), calibration=calibration)
     if quality_part.get("evaluated"):
         checked.append("quality.accuracy")
     if quality_part.get("violation"):
         violations.append(quality_part.pop("violation"))
     quality_part.pop("violation", None)
+    estimate = _estimate(baseline, decoded.confidence, version["ref"], thresholds.get("accuracy"), quality_part)
+    if "check" in estimate:
+        checked.append("quality.estimated_accuracy")
+        if estimate["check"]["violated"]:
+            violations.append(_estimate_violation(estimate["check"]))
 
     shadow_part = None
     if resolved_shadow and not is_shadow:
@@ -291,7 +301,7 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
               **{k: base_summary[k] for k in ("records", "rows", "malformed", "undecodable", "files",
                                               "other_versions")},
               "thresholds": drift.get("thresholds"), "min_samples": min_samples,
-              "drift": drift, "baseline": baseline, "current": current,
+              "drift": drift, "baseline": baseline, "current": current, "estimate": estimate,
               "quality": quality_part.get("quality"), "quality_windows": quality_part.get("over_time"),
               "labels": quality_part.get("labels"), "shadow": shadow_part,
               "violations": violations, "created_at": iso(utcnow())}
@@ -299,6 +309,7 @@ def _execute(platform: Platform, name: str, run_id: str, started: datetime) -> d
     _say(f"report: {key}")
     summary = {**base_summary, "min_samples": min_samples, "checked": checked,
                "features": [_feature_summary(f) for f in drift.get("features") or []],
+               "estimate": _estimate_summary(estimate),
                "quality": _quality_summary(quality_part), "shadow": _shadow_summary(shadow_part),
                "report_html": key[:-len("json")] + "html"}
     finished = monitors.finish_run(run_id, SUCCEEDED, rows=rows, malformed=window.malformed,
@@ -353,24 +364,76 @@ def _feature_summary(f: dict[str, Any]) -> dict[str, Any]:
                                   "n_current") if k != "early" or f.get("early")}
 
 
+def _estimate(baseline: dict[str, Any], confidence: Any, model_ref: str, floor: Any,
+              quality_part: dict[str, Any]) -> dict[str, Any]:
+    """The window's accuracy estimate (or {"reason"} why none) and, with an accuracy floor, its
+    check (estimate.check_estimate: labels that judged the window and passed it overrule it)."""
+    from loopml.monitoring.estimate import check_estimate, estimate_accuracy, why_no_estimate
+
+    conf = np.asarray(confidence, dtype=np.float64)
+    reason = why_no_estimate(baseline, int(np.isfinite(conf).sum()), model_ref)
+    found = None if reason else estimate_accuracy(baseline["calibration"], conf)
+    if found is None:
+        _say(f"no accuracy estimate: {reason}")
+        return {"reason": reason}
+    out: dict[str, Any] = {**found, "calibrated_rows": baseline["calibration"].get("n")}
+    _say(f"accuracy estimate {found['accuracy']:.3f} [{found['low']:.3f}, {found['high']:.3f}] "
+         f"({found['level']:.0%}) on {found['n']} rows, calibrated on {out['calibrated_rows']} held-out rows")
+    if floor is not None:
+        labels_passed = bool(quality_part.get("evaluated")) and not (quality_part.get("check") or {}).get("violated")
+        out["check"] = check_estimate(found, float(floor), labels_passed=labels_passed)
+        if out["check"]["overruled"]:
+            _say(f"estimate below the accuracy floor {float(floor):g}, but the labelled rows passed it: no alert")
+    return out
+
+
+def _estimate_violation(item: dict[str, Any]) -> dict[str, Any]:
+    stats = item["statistics"]
+    return {**item, "key": "quality.estimated_accuracy", "severity": "warning",
+            "message": f"estimated accuracy {stats['accuracy']:.3f} [{stats['low']:.3f}, {stats['high']:.3f}] < "
+                       f"{item['thresholds']['accuracy']:g} on {item['n_current']} rows (no labels needed: "
+                       "from the model's confidences)"}
+
+
+def _estimate_summary(estimate: dict[str, Any]) -> dict[str, Any]:
+    out = {k: estimate[k] for k in ("accuracy", "low", "high", "level", "n", "reason") if k in estimate}
+    if "check" in estimate:
+        out.update(floor=estimate["check"]["thresholds"]["accuracy"], violated=estimate["check"]["violated"],
+                   overruled=estimate["check"]["overruled"])
+    return out
+
+
 def _quality(platform: Platform, name: str, row_ids: list[Any], single: np.ndarray, predicted: list[str],
-             times: list[Any], class_names: list[str], thresholds: dict[str, Any]) -> dict[str, Any]:
+             times: list[Any], class_names: list[str], thresholds: dict[str, Any], *,
+             confidence: np.ndarray, calibration: dict[str, Any] | None) -> dict[str, Any]:
     """Join uploaded labels by inference id → quality, quality per hour and the accuracy floor
-    (M1's check_quality: below the floor AND a one-sided binomial test agrees)."""
+    (M1's check_quality: below the floor AND a one-sided binomial test agrees), each beside the
+    accuracy estimated on the same rows (apples to apples: how far the estimate is off here)."""
     ids = [i for i, one in zip(row_ids, single) if i and one]
     labels = platform.monitors.labels_for(name, ids) if ids else {}
     if not labels:
         return {"labels": {"joined": 0}}
     from loopml.monitoring.drift import check_quality
+    from loopml.monitoring.estimate import estimate_accuracy
     from loopml.monitoring.quality import quality, quality_over_windows
 
     pick = [k for k, (i, one) in enumerate(zip(row_ids, single)) if one and i in labels]
     y_true = [labels[row_ids[k]] for k in pick]
     y_pred = [predicted[k] for k in pick]
     q = quality(y_true, y_pred, class_names)
-    over = quality_over_windows(_times([times[k] for k in pick]), y_true, y_pred, class_names, QUALITY_WINDOW)
+    picked_times = _times([times[k] for k in pick])
+    over = quality_over_windows(picked_times, y_true, y_pred, class_names, QUALITY_WINDOW)
+    conf = confidence[np.asarray(pick, dtype=np.int64)]
+    q["estimate"] = estimate_accuracy(calibration, conf)
+    stamps = np.asarray([(t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp() for t in picked_times])
+    for w in over:  # the same hour buckets as quality_over_windows
+        inside = (stamps >= parse_iso(w["start"]).timestamp()) & (stamps < parse_iso(w["end"]).timestamp())
+        w["estimate"] = estimate_accuracy(calibration, conf[inside])
     out: dict[str, Any] = {"quality": q, "over_time": over, "labels": {"joined": len(pick)}}
-    _say(f"quality: accuracy {_fmt(q.get('accuracy'))} on {len(pick)} labelled rows")
+    beside = q["estimate"]
+    _say(f"quality: accuracy {_fmt(q.get('accuracy'))} on {len(pick)} labelled rows"
+         + (f" (estimated on the same rows: {beside['accuracy']:.3f} [{beside['low']:.3f}, {beside['high']:.3f}])"
+            if beside else ""))
     floor = thresholds.get("accuracy")
     if floor is None:
         return out
@@ -392,7 +455,9 @@ def _quality_summary(part: dict[str, Any]) -> dict[str, Any] | None:
     q = part.get("quality")
     if not q:
         return None
-    return {"accuracy": q.get("accuracy"), "n": q.get("n"), "evaluated": bool(part.get("evaluated"))}
+    beside = q.get("estimate") or {}
+    return {"accuracy": q.get("accuracy"), "n": q.get("n"), "evaluated": bool(part.get("evaluated")),
+            "estimate": {k: beside[k] for k in ("accuracy", "low", "high")} if beside else None}
 
 
 def _shadow(platform: Platform, monitor: dict[str, Any], name: str, production_variant: str,
