@@ -97,7 +97,8 @@ def tune(
 def _line(r: dict[str, Any]) -> str:
     counts = r.get("counts") or {}
     best = (r.get("result") or {}).get("best")
-    text = f"tuning {r['name']} {r['status']}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    text = f"tuning {r['name']} {r['status']}: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                                                      or "no trial yet")
     if best:
         text += f"; best {r['spec']['objective']} {num(best['value'])} (trial {best['trial']})"
     return text
