@@ -18,6 +18,7 @@ from loopml.store.jobs_repo import JobRepo
 from loopml.store.models_repo import ModelRepo
 from loopml.store.monitors_repo import MonitorRepo
 from loopml.store.triggers_repo import TriggerRepo
+from loopml.store.tuning_repo import TuningRepo
 from loopml.store.workflows_repo import WorkflowRepo
 
 
@@ -62,6 +63,10 @@ class Platform:
     @cached_property
     def monitors(self) -> MonitorRepo:
         return MonitorRepo(self.meta)
+
+    @cached_property
+    def tuning(self) -> TuningRepo:
+        return TuningRepo(self.meta)
 
     def close(self) -> None:
         self.meta.dispose()

@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 
 from loopml import __version__
 from loopml.cli import (datasets, db, endpoints, functions, jobs, models, monitors, predict, server, train, triggers,
-                        workflows)
+                        tuning, workflows)
 from loopml.cli import helpstyle
 from loopml.core.errors import LoopMLError
 
@@ -92,6 +92,8 @@ def _root(
 app.add_typer(datasets.app, name="datasets")
 app.command("train", help=train.train.__doc__)(train.train)
 app.add_typer(jobs.app, name="jobs")
+app.command("tune", help=tuning.tune.__doc__)(tuning.tune)
+app.add_typer(tuning.app, name="tuning")
 app.add_typer(models.app, name="models")
 app.add_typer(endpoints.app, name="endpoints")
 app.add_typer(functions.app, name="functions")

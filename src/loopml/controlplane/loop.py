@@ -25,6 +25,7 @@ from loopml.controlplane.endpoints import EndpointSupervisor
 from loopml.controlplane.functions import FunctionDispatcher
 from loopml.controlplane.monitors import MonitorScheduler
 from loopml.controlplane.triggers import TriggerPoller
+from loopml.controlplane.tuning import TuningSupervisor
 from loopml.controlplane.workflows import WorkflowRunner
 from loopml.core.jobstatus import CANCELLED, FAILED, QUEUED, RUNNING
 from loopml.core.timeutil import parse_iso, utcnow
@@ -74,7 +75,8 @@ class ServingPart(Part, Protocol):
 class ControlLoop:
     def __init__(self, platform: Platform, executor: Executor | None = None, *, clock: Clock | None = None,
                  endpoints: ServingPart | None = None, functions: FunctionDispatcher | None = None,
-                 triggers: Part | None = None, workflows: Part | None = None, monitors: Part | None = None) -> None:
+                 triggers: Part | None = None, workflows: Part | None = None, monitors: Part | None = None,
+                 tuning: Part | None = None) -> None:
         """Every collaborator not given is the real one for ``platform``."""
         self.platform = platform
         self.executor: Executor = executor or LocalExecutor(platform.settings)
@@ -90,6 +92,7 @@ class ControlLoop:
         self.workflows = workflows or WorkflowRunner(platform, clock=self.clock.now,
                                                      start_function=self.functions.run_now)
         self.monitors = monitors or MonitorScheduler(platform, now=self.clock.now, on_queued=lambda _run: self.wake())
+        self.tuning = tuning or TuningSupervisor(platform, on_queued=self.wake)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -102,7 +105,7 @@ class ControlLoop:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
-        for part in (self.triggers, self.workflows, self.functions, self.monitors):
+        for part in (self.triggers, self.workflows, self.functions, self.monitors, self.tuning):
             self._guard(part.stop)
         self.executor.shutdown()
         self.endpoints.stop()
@@ -128,7 +131,8 @@ class ControlLoop:
         if self._first:  # deletions a crash interrupted: their records are gone, remove the files
             self._guard(lambda: deletion.sweep(self.platform))
         for step in (self._reap, self._reconcile_running, self._dispatch, self.endpoints.tick,
-                     self.triggers.tick, self.functions.tick, self.workflows.tick, self.monitors.tick):
+                     self.triggers.tick, self.functions.tick, self.workflows.tick, self.monitors.tick,
+                     self.tuning.tick):
             self._guard(step)
         self._first = False
 

@@ -23,6 +23,8 @@ FUNCTION_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # triggers, workflows and monitors
 RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 EXECUTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+# tuning jobs: a trial's training job is NAME-NNN, and job ids are at most 32 characters
+TUNING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,26}$")
 
 
 def _checked(pattern: re.Pattern[str], name: Any, rule: str) -> str:
@@ -69,3 +71,8 @@ def trigger_name(name: Any) -> str:
 
 
 monitor_name = trigger_name
+
+
+def tuning_name(name: Any) -> str:
+    return _checked(TUNING_NAME_RE, name, "tuning job name {name!r} is not valid: 1-27 letters, digits, '-' or '_' "
+                    "(starting with a letter or digit; its trials are jobs NAME-001, NAME-002, ...)")

@@ -1,7 +1,7 @@
 """Python client for the LoopML control plane (what the CLI uses, too).
 
 ``Client`` gathers one module per noun (datasets, jobs, models, endpoints, invocations,
-functions, triggers, workflows, monitors), each built on the HTTP core in ``sdk.http``. Only
+functions, triggers, workflows, monitors, tuning), each built on the HTTP core in ``sdk.http``. Only
 httpx and ``loopml.core`` are imported: no store, no Keras, no numpy, so
 ``from loopml import Client`` stays light enough for notebooks and scripts.
 
@@ -27,12 +27,14 @@ from loopml.sdk.invocations import InvocationsAPI
 from loopml.sdk.models import ModelsAPI
 from loopml.sdk.monitors import MonitorsAPI
 from loopml.sdk.triggers import TriggersAPI
+from loopml.sdk.tuning import TuningAPI
 from loopml.sdk.workflows import WorkflowsAPI
 
 __all__ = ["Client", "EndpointFailed", "EndpointTimeout", "InvocationError"]
 
 
-class Client(DatasetsAPI, ModelsAPI, InvocationsAPI, FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI):
+class Client(DatasetsAPI, ModelsAPI, InvocationsAPI, FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI,
+             TuningAPI):
     """A connection to one LoopML control plane.
 
     Args:

@@ -414,7 +414,42 @@ class Alert(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: recovered on its own
 
 
+
+class TuningJob(Base):
+    """A hyperparameter search: its spec (space, objective, strategy, budget) and outcome. The search
+    state is this row and its trials: the Optuna study is rebuilt from them in memory (tuning/study.py)."""
+
+    __tablename__ = "tuning_jobs"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # core.jobstatus.TUNING_STATUSES
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class TuningTrial(Base):
+    """One trial = one training job (``job_id``) with its sampled ``params``; ``intermediate``
+    holds the objective per epoch as told to the pruner, ``system_attrs`` the sampler's and pruner's
+    bookkeeping (grid cell, completed rungs), so a rebuilt study decides as the lost one would."""
+
+    __tablename__ = "tuning_trials"
+    __table_args__ = (UniqueConstraint("tuning_name", "number", name="uq_tuning_trial_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tuning_name: Mapped[str] = mapped_column(ForeignKey("tuning_jobs.name", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... in the order they were asked
+    job_id: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))  # core.jobstatus.TRIAL_STATES
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    intermediate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"epoch": value}
+    system_attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
 __all__ = ["Base", "Dataset", "DatasetVersion", "Job", "JobEvent", "JobMetric", "JobLog",
            "Model", "ModelVersion", "ModelAlias", "AliasEvent", "ArtifactDeletion", "Endpoint", "Function", "FunctionInvocation",
            "Workflow", "WorkflowExecution", "ExecutionEvent", "Trigger", "TriggerObject", "TriggerFiring",
-           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "Float"]
+           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "TuningJob", "TuningTrial", "Float"]

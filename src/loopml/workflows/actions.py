@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any, Callable
 
 from loopml.core.errors import Conflict, InvalidInput, LoopMLError, NotFound
-from loopml.core.jobstatus import SUCCEEDED, TERMINAL
+from loopml.core.jobstatus import SUCCEEDED, TERMINAL, TUNING_SUCCEEDED, TUNING_TERMINAL
 from loopml.core.timeutil import iso, parse_iso
 from loopml.platform import Platform
 from loopml.registry.aliases import set_alias
@@ -291,6 +291,47 @@ def _function_poll(ctx: TaskContext, handle: dict[str, Any]) -> Outcome | None:
     return None
 
 
+# -- tuning ------------------------------------------------------------------------------------------------
+
+TUNE_KEYS = ("dataset", "space", "model", "objective", "strategy", "max_trials", "parallel", "early_stopping",
+             "warm_start", "target", "register_as", "params", "seed")
+
+
+def _tune_start(ctx: TaskContext, params: Any) -> dict[str, Any]:
+    """A tuning job named after the execution and token (exactly once across restarts)."""
+    from loopml.tuning.service import create_tuning
+
+    p = _params(params, "loopml:tune")
+    unknown = sorted(set(p) - set(TUNE_KEYS))
+    if unknown:
+        raise TaskError(f"loopml:tune: unknown Parameters {', '.join(unknown)} (known: {', '.join(TUNE_KEYS)})")
+    _required(p, "dataset", "loopml:tune")
+    _required(p, "space", "loopml:tune")
+    name = ctx.child_id("tune-")
+    try:
+        ctx.platform.tuning.get(name)
+    except NotFound:
+        create_tuning(ctx.platform, name=name, **p)
+    return {"tuning": name}
+
+
+def _tune_poll(ctx: TaskContext, handle: dict[str, Any]) -> Outcome | None:
+    record = ctx.platform.tuning.get(handle["tuning"])
+    if record["status"] == TUNING_SUCCEEDED:
+        return Outcome({**(record["result"] or {}), "tuning": record["name"]})
+    if record["status"] in TUNING_TERMINAL:  # failed or stopped
+        return Outcome(error=TASK_FAILED, cause=f"tuning job {record['name']} {record['status']}: "
+                                                f"{record['reason'] or 'no reason'}")
+    return None
+
+
+def _tune_cancel(ctx: TaskContext, handle: dict[str, Any]) -> None:
+    try:
+        ctx.platform.tuning.request_stop(handle["tuning"])
+    except LoopMLError:
+        pass
+
+
 # -- the table -------------------------------------------------------------------------------------------
 
 ACTIONS: dict[str, Action] = {
@@ -301,6 +342,7 @@ ACTIONS: dict[str, Action] = {
     "loopml:set-alias": Action(_set_alias),
     "loopml:labelled-data": _job_action(_submit_labelled_data, "loopml:labelled-data"),
     "loopml:deploy": Action(_deploy_start, _deploy_poll),
+    "loopml:tune": Action(_tune_start, _tune_poll, _tune_cancel),
 }
 RESOURCES = (*ACTIONS, FUNCTION_PREFIX + "NAME")
 
