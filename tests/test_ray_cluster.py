@@ -4,6 +4,7 @@ PostgreSQL and the moto S3 server, a real `loopml server` with LOOPML_EXECUTOR=r
 - a job lands on the node its resources require, reports to the stores as locally, and survives
   a control-plane restart (the new control plane re-attaches to its Ray actor);
 - the node running a job dies: the job finishes on the other node from its checkpoint, registered once;
+- cancelling a job stops its Ray actor (its node has the resources back);
 - cluster mode is explicit: SQLite or a local folder with LOOPML_EXECUTOR=ray is refused.
 
 Marked ``ray`` (run alone: pytest -m ray). Every Ray process is stopped at the end of the module.
@@ -242,6 +243,20 @@ def test_a_job_whose_node_dies_finishes_on_the_other_node_from_its_checkpoint(
     model = c.model("digits-lost")
     assert [v["version"] for v in model["versions"]] == [1]  # registered once
     assert final["result"]["epochs_run"] == 16 - resumed_at  # the retry ran only the epochs left
+
+
+@pytest.mark.ray
+def test_cancel_stops_the_job_and_frees_its_node(ray_cluster: dict[str, Any], control: ControlPlane) -> None:
+    c = control.client
+    job = c.train("digits", "cnn", {"epochs": 300, "batch_size": 64}, register_as="digits-cancel", cpus=1)
+    wait_for(lambda: c.job_metrics(job["id"]), timeout=120, what="a first epoch")
+    holding = next(n for n in c.cluster_status()["nodes"] if any(j["id"] == job["id"] for j in n["jobs"]))
+    c.cancel(job["id"])
+    final = c.wait(job["id"], timeout=120)
+    assert final["status"] == "cancelled"
+    # the job's actor is gone: its node has the CPU back
+    wait_for(lambda: next(n for n in c.cluster_status()["nodes"] if n["node"] == holding["node"])["free"]["cpus"]
+             == holding["total"]["cpus"], timeout=60, what="the node's CPU freed")
 
 
 def test_cluster_mode_refuses_this_hosts_sqlite_or_folder(tmp_path: Path) -> None:
