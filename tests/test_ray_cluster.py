@@ -297,3 +297,13 @@ def test_job_resources_default_per_kind_and_refuse_nonsense() -> None:
                          ({"cpus": "two"}, "cpus must be a number"), ({"disk": 1}, "unknown resource disk")):
         with pytest.raises(InvalidInput, match=words):
             job_resources("train", given)
+
+
+def test_bad_resource_requests_are_4xx(live_server: str) -> None:
+    import httpx
+
+    for body in ({"dataset": "digits", "resources": {"cpus": 0}}, {"dataset": "digits", "resources": {"disk": 1}},
+                 {"model": "m", "input": "digits:test", "resources": {"gpus": -1}}):
+        route = "/jobs/train" if "dataset" in body else "/jobs/predict"
+        resp = httpx.post(live_server + route, json=body)
+        assert 400 <= resp.status_code < 500 and resp.json()["code"], resp.text

@@ -33,6 +33,8 @@ def _number(name: str, value: Any, *, zero_ok: bool) -> float:
 
 def job_resources(kind: str, given: dict[str, Any] | None = None) -> dict[str, float]:
     """``given`` (any of cpus, memory_gb, gpus; None values ignored) over the kind's defaults."""
+    if given is not None and not isinstance(given, dict):
+        raise InvalidInput(f"resources must be an object like {{\"cpus\": 2, \"memory_gb\": 4}}, got {given!r}")
     given = {k: v for k, v in (given or {}).items() if v is not None}
     unknown = sorted(set(given) - set(FIELDS))
     if unknown:
