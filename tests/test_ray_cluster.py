@@ -260,7 +260,8 @@ def test_cancel_stops_the_job_and_frees_its_node(ray_cluster: dict[str, Any], co
 
 
 def test_cluster_mode_refuses_this_hosts_sqlite_or_folder(tmp_path: Path) -> None:
-    """LOOPML_EXECUTOR=ray with a store only this host sees: one line saying what to set, exit 2."""
+    """LOOPML_EXECUTOR=ray with a store only this host sees, or no Ray head at the address: one line
+    saying what to set, exit 2."""
     def server(**extra: str) -> subprocess.CompletedProcess:
         env = server_env(tmp_path, free_port(), LOOPML_EXECUTOR="ray", **extra)
         return subprocess.run([sys.executable, "-m", "loopml.cli.main", "server"], env=env, capture_output=True,
@@ -272,6 +273,10 @@ def test_cluster_mode_refuses_this_hosts_sqlite_or_folder(tmp_path: Path) -> Non
     folder = server(LOOPML_DATABASE_URL="postgresql://someone@127.0.0.1:5432/test")
     assert folder.returncode == 2
     assert folder.stderr.strip().count("\n") == 0 and "LOOPML_ARTIFACT_URI=s3://" in folder.stderr
+    nobody = server(LOOPML_DATABASE_URL="postgresql://someone@127.0.0.1:5432/test", LOOPML_ARTIFACT_URI="s3://b/p",
+                    LOOPML_RAY_ADDRESS=f"127.0.0.1:{free_port()}")
+    assert nobody.returncode == 2  # at once, not after Ray's half a minute of retries
+    assert nobody.stderr.strip().count("\n") == 0 and "no Ray cluster answers" in nobody.stderr
 
 
 def test_cluster_status_on_the_local_executor_is_this_host(live_server: str) -> None:

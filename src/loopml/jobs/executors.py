@@ -24,10 +24,28 @@ def check_cluster_mode(settings: Any) -> None:
         raise InvalidInput(problem)
 
 
+def check_ray_address(settings: Any, timeout_s: float = 3.0) -> None:
+    """LOOPML_RAY_ADDRESS names a HOST:PORT nobody answers on: InvalidInput at once (Ray itself
+    would retry for half a minute). ``auto`` is left to Ray, which says at once when it finds none."""
+    address = settings.ray_address.removeprefix("ray://")
+    if settings.executor != "ray" or address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidInput(f"LOOPML_RAY_ADDRESS={settings.ray_address!r} must be auto, HOST:PORT of the Ray head "
+                           "or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise InvalidInput(f"no Ray cluster answers at LOOPML_RAY_ADDRESS={settings.ray_address} "
+                           f"({exc.strerror or exc}); start one with `ray start --head` or set LOOPML_RAY_ADDRESS") from None
+
+
 def make_executor(platform: Platform) -> Executor:
     settings = platform.settings
     if settings.executor == "ray":
         check_cluster_mode(settings)
+        check_ray_address(settings)
         from loopml.jobs.ray_executor import RayExecutor
 
         return RayExecutor(platform)

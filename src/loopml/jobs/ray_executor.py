@@ -150,7 +150,11 @@ class RayExecutor:  # implements loopml.jobs.executor.Executor
             try:
                 ray.init(address=self.settings.ray_address, namespace=NAMESPACE, log_to_driver=False,
                          logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever Ray raises, one line
+                try:
+                    ray.shutdown()  # a half-made connection's threads would keep the process alive
+                except Exception:  # noqa: BLE001
+                    pass
                 raise LoopMLError(f"cannot reach the Ray cluster at LOOPML_RAY_ADDRESS={self.settings.ray_address}: "
                                   f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}; start one "
                                   "with `ray start --head` or set LOOPML_RAY_ADDRESS") from None
