@@ -17,7 +17,7 @@ $(VENV)/.installed-samples: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install --quiet -e '.[samples,clients,test]'
+	$(PIP) install --quiet -e '.[samples,clients,cluster,test]'
 	touch $@ $(VENV)/.installed-samples
 
 install: $(VENV)/.installed-samples

@@ -22,6 +22,17 @@ ParamValue = bool | int | float | str  # bool first: JSON true must not become 1
 CHUNK = 1024 * 1024
 
 
+class ResourcesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpus: float | None = Field(None, gt=0, description="CPUs the job's node reserves for it (default per kind: 1)")
+    memory_gb: float | None = Field(None, gt=0, description="memory in GB (default: train 2, others 1)")
+    gpus: float | None = Field(None, ge=0, description="GPUs (default 0)")
+
+
+RESOURCES = Field(None, description="what the job asks of the node it runs on; on a Ray cluster only a node "
+                  "with that much free runs it; missing fields: the kind's defaults")
+
+
 class TrainIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset: str | None = Field(None, description="NAME or NAME:VERSION of a registered dataset "
@@ -35,6 +46,7 @@ class TrainIn(BaseModel):
     resume: str | None = Field(None, description="id of a job whose checkpoint to resume from")
     register_model: bool = Field(True, alias="register", description="false: upload the model bundle but register no version "
                            "(result model_ref job:<id>; register it later with POST /jobs/{id}/register)")
+    resources: ResourcesIn | None = RESOURCES
 
 
 class PredictIn(BaseModel):
@@ -44,6 +56,7 @@ class PredictIn(BaseModel):
                        "input signature before the job is queued (400 naming what the model takes)",
                        examples=["dataset:mnist:test"])
     limit: int | None = Field(None, ge=1, description="predict at most this many rows")
+    resources: ResourcesIn | None = RESOURCES
 
 
 class EvaluateIn(BaseModel):
@@ -54,6 +67,7 @@ class EvaluateIn(BaseModel):
     split: Literal["train", "validation", "test"] = "test"
     metric: Literal["accuracy", "macro_f1", "loss"] = "accuracy"
     min_improvement: float | None = Field(None, description="challenger must beat champion by this much (default 0)")
+    resources: ResourcesIn | None = RESOURCES
 
 
 class RegisterIn(BaseModel):
@@ -108,6 +122,10 @@ def _platform(request: Request) -> Platform:
     return request.app.state.platform
 
 
+def _resources(given: ResourcesIn | None) -> dict[str, Any] | None:
+    return given.model_dump(exclude_none=True) if given is not None else None
+
+
 def _training():
     # Keras stays out of the API process until a job is submitted
     try:
@@ -122,14 +140,15 @@ def submit_train(body: TrainIn, request: Request) -> dict[str, Any]:
     return _training().submit_training(
         _platform(request), dataset=body.dataset, model=body.model, params=body.params,
         register_as=body.register_as, time_limit_s=body.time_limit_s, resume=body.resume,
-        register=body.register_model)
+        register=body.register_model, resources=_resources(body.resources))
 
 
 @router.post("/jobs/evaluate", response_model=Job, status_code=201,
              summary="Evaluate models on the same rows of a dataset split (challenger vs champion)")
 def submit_evaluate(body: EvaluateIn, request: Request) -> dict[str, Any]:
     return _training().submit_evaluation(_platform(request), models=body.models, dataset=body.dataset,
-                                         split=body.split, metric=body.metric, min_improvement=body.min_improvement)
+                                         split=body.split, metric=body.metric, min_improvement=body.min_improvement,
+                                         resources=_resources(body.resources))
 
 
 @router.post("/jobs/{job_id}/register", summary="Register the model of a training job run with register=false")
@@ -141,7 +160,8 @@ def register_job_model(job_id: str, request: Request, body: RegisterIn | None = 
 
 @router.post("/jobs/predict", response_model=Job, status_code=201, summary="Submit a batch prediction job")
 def submit_predict(body: PredictIn, request: Request) -> dict[str, Any]:
-    return _training().submit_prediction(_platform(request), model=body.model, input=body.input, limit=body.limit)
+    return _training().submit_prediction(_platform(request), model=body.model, input=body.input, limit=body.limit,
+                                         resources=_resources(body.resources))
 
 
 @router.post("/files", response_model=FileKey, status_code=201, tags=["files"],

@@ -94,6 +94,13 @@ def print_job(job: dict[str, Any]) -> None:
         pairs.append(("model", f"{result['model_ref']} (not registered" + (f"; {which})" if which else ")")))
     if job["kind"] == "evaluate" and result.get("reason"):
         pairs.append(("decision", result["reason"]))
+    worker = job.get("worker") or {}
+    if worker.get("host"):
+        pairs.append(("node", worker["host"]))
+    asked = (job.get("spec") or {}).get("resources")
+    if asked:
+        pairs.append(("resources", f"{num_text(asked.get('cpus'))} CPU, {num_text(asked.get('memory_gb'))} GB"
+                      + (f", {num_text(asked['gpus'])} GPU" if asked.get("gpus") else "")))
     if job.get("cancel_requested") and job["status"] == "running":
         pairs.append(("cancel", "requested"))
     out.print(fields_table(pairs))
@@ -112,6 +119,10 @@ def print_job(job: dict[str, Any]) -> None:
                             (label, r.get("resolved") or r.get("ref"), r.get("accuracy", r.get("missing", "")),
                              r.get("macro_f1"), r.get("loss"), r.get("rows"))
                             for label, r in result["results"].items()]))
+
+
+def num_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def model_epoch(metrics: dict[str, Any]) -> str | None:

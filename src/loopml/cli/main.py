@@ -13,8 +13,8 @@ import typer
 from typer.core import TyperGroup
 
 from loopml import __version__
-from loopml.cli import (datasets, db, endpoints, functions, jobs, models, monitors, predict, server, train, triggers,
-                        tuning, workflows)
+from loopml.cli import (cluster, datasets, db, endpoints, functions, jobs, models, monitors, predict, server, train,
+                        triggers, tuning, workflows)
 from loopml.cli import helpstyle
 from loopml.core.errors import LoopMLError
 
@@ -105,6 +105,7 @@ app.add_typer(monitors.alerts_app, name="alerts")
 app.command("predict", help=predict.predict.__doc__)(predict.predict)
 app.command("server", help=server.server.__doc__)(server.server)
 app.add_typer(db.app, name="db")
+app.add_typer(cluster.app, name="cluster")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from loopml.cli.output import client, console, err_console, print_json, table
+from loopml.cli.train import CpusOpt, GpusOpt, MemoryOpt
 from loopml.core.errors import InvalidInput, LoopMLError
 
 SHOW_ROWS = 100
@@ -26,6 +27,9 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", dir_okay=False,
                                                    help="Write the CSV here instead of printing a table.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (job record and predictions).")] = False,
+    cpus: CpusOpt = None,
+    memory_gb: MemoryOpt = None,
+    gpus: GpusOpt = None,
 ) -> None:
     """Predict INPUT with MODEL, wait for the job, then print the predictions or write them as CSV.
 
@@ -39,7 +43,7 @@ def predict(
     if output is not None:
         check_writable(output)
     c = client()
-    job = c.predict(model, input, limit=limit)
+    job = c.predict(model, input, limit=limit, cpus=cpus, memory_gb=memory_gb, gpus=gpus)
     if not as_json:
         err_console().print(f"submitted prediction job {job['id']}")
     final = follow(c, job["id"], live=not as_json)

@@ -65,6 +65,11 @@ def server(
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = load_settings(**overrides)
+    if settings.executor != "local":  # a Ray cluster: shared stores, and a head that answers
+        from loopml.jobs.executors import check_cluster_mode, check_ray_address
+
+        check_cluster_mode(settings)
+        check_ray_address(settings)
     if settings.port and settings.port == settings.serving_port:
         raise InvalidInput(f"the control plane (LOOPML_PORT / --port) and the data plane "
                            f"(LOOPML_SERVING_PORT) are both set to port {settings.port}; they "

@@ -13,6 +13,15 @@ from loopml.core.errors import InvalidInput
 if TYPE_CHECKING:
     from loopml.sdk.client import Client
 
+# what a job asks of its node (train and predict); on a Ray cluster only a node with that much free runs it
+CpusOpt = Annotated[Optional[float], typer.Option("--cpus", min=0.01, metavar="N", help="CPUs the job's node "
+                                                  "reserves for it (default 1).", rich_help_panel="Resources")]
+MemoryOpt = Annotated[Optional[float], typer.Option("--memory-gb", min=0.01, metavar="G", help="Memory in GB "
+                                                    "(default: train 2, predict 1).", rich_help_panel="Resources")]
+GpusOpt = Annotated[Optional[float], typer.Option("--gpus", min=0, metavar="K", help="GPUs (default 0).",
+                                                  rich_help_panel="Resources")]
+
+
 def parse_params(items: list[str]) -> dict[str, str | int | float | bool]:
     """['epochs=3', 'lr=1e-3', 'augment=true', 'optimizer=adam'] -> typed values."""
     params: dict[str, str | int | float | bool] = {}
@@ -55,6 +64,9 @@ def train(
     no_register: Annotated[bool, typer.Option("--no-register", help="Train and keep the model bundle but register no "
                                               "version (register it later: loopml jobs register JOB).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final job record as JSON (no progress).")] = False,
+    cpus: CpusOpt = None,
+    memory_gb: MemoryOpt = None,
+    gpus: GpusOpt = None,
 ) -> None:
     """Train a model on a dataset and follow the job until it ends.
 
@@ -70,7 +82,7 @@ def train(
         params["epochs"] = epochs
     c = client()
     job = c.train(dataset, model=model, params=params, register_as=register_as, time_limit_s=time_limit, resume=resume,
-                  register=not no_register)
+                  register=not no_register, cpus=cpus, memory_gb=memory_gb, gpus=gpus)
     if detach:
         if as_json:
             print_json(job)

@@ -30,7 +30,7 @@ from loopml.controlplane.workflows import WorkflowRunner
 from loopml.core.jobstatus import CANCELLED, FAILED, QUEUED, RUNNING
 from loopml.core.timeutil import parse_iso, utcnow
 from loopml.jobs.executor import Executor
-from loopml.jobs.local import LocalExecutor
+from loopml.jobs.executors import make_executor
 from loopml.platform import Platform
 from loopml.registry import deletion
 
@@ -79,7 +79,7 @@ class ControlLoop:
                  tuning: Part | None = None) -> None:
         """Every collaborator not given is the real one for ``platform``."""
         self.platform = platform
-        self.executor: Executor = executor or LocalExecutor(platform.settings)
+        self.executor: Executor = executor or make_executor(platform)  # LOOPML_EXECUTOR: local | ray
         self.clock = clock or Clock()
         self._stop = threading.Event()
         self._wake = threading.Event()

@@ -59,7 +59,13 @@ class Settings(BaseSettings):
     keras_backend: Literal["tensorflow", "jax", "torch"] = Field(
         "tensorflow", description="Keras backend for training (measured fastest on CPU: tensorflow).")
     max_concurrent_jobs: int = Field(1, ge=1, description="Local executor: jobs running at once.")
-    executor: Literal["local"] = Field("local", description="Where jobs run.")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="Where jobs run: local (subprocesses on this host) or ray (a Ray cluster; needs a "
+                             "PostgreSQL database_url and an s3:// artifact_uri every node reaches).")
+    ray_address: str = Field("auto", description="Ray cluster to run jobs on (executor=ray): auto (the cluster "
+                             "`ray start` made on this host), HOST:PORT of its head, or ray://HOST:10001.")
+    job_retries: int = Field(2, ge=0, description="Ray executor: how often a job whose node died is retried on "
+                             "another node (from its last checkpoint).")
     reconcile_interval_s: float = Field(0.5, gt=0, description="Control-plane loop period.")
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="A running job silent this long is failed.")
     serving_host: str = Field("127.0.0.1", description="Data-plane (endpoints) bind address.")
@@ -103,6 +109,20 @@ class Settings(BaseSettings):
             return self.api_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    def cluster_mode_problem(self) -> str | None:
+        """With a remote executor every node reads and writes the same stores: one line saying
+        what to set when they are this host's SQLite file or folder (None: fine)."""
+        if self.executor == "local":
+            return None
+        if not self.resolved_database_url.startswith(("postgresql://", "postgres://", "postgresql+")):
+            return (f"LOOPML_EXECUTOR={self.executor} needs a database every node reaches: set "
+                    "LOOPML_DATABASE_URL=postgresql://USER@HOST/DB (SQLite is a file on this host)")
+        if not self.resolved_artifact_uri.startswith("s3://"):
+            return (f"LOOPML_EXECUTOR={self.executor} needs an artifact store every node reaches: set "
+                    "LOOPML_ARTIFACT_URI=s3://BUCKET/PREFIX (and LOOPML_S3_ENDPOINT_URL for an S3-compatible "
+                    "server); a local folder is on this host only")
+        return None
 
     def _resolved(self, key: str) -> object:
         return {"database_url": self.resolved_database_url, "artifact_uri": self.resolved_artifact_uri,

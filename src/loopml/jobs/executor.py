@@ -1,7 +1,8 @@
 """The Executor protocol: how the control loop starts, stops and watches job workers.
 
-``LocalExecutor`` (subprocesses on this host) implements it; a Ray executor later implements
-the same methods. The loop never asks where or how a worker runs, only these questions.
+``LocalExecutor`` (subprocesses on this host) and ``RayExecutor`` (detached actors on a Ray
+cluster, jobs/ray_executor.py) implement it; jobs.executors picks one from LOOPML_EXECUTOR.
+The loop never asks where or how a worker runs, only these questions.
 """
 
 from __future__ import annotations

@@ -15,12 +15,18 @@ from loopml.sdk.files import FilesAPI
 from loopml.sdk.http import segment
 
 
+def _resources(cpus: float | None, memory_gb: float | None, gpus: float | None) -> dict[str, float] | None:
+    given = {k: v for k, v in (("cpus", cpus), ("memory_gb", memory_gb), ("gpus", gpus)) if v is not None}
+    return given or None
+
+
 class JobsAPI(FilesAPI):
     """A local model file or prediction input is uploaded first (hence FilesAPI)."""
 
     def train(self, dataset: str | None = None, model: str | None = None, params: dict[str, Any] | None = None,
               register_as: str | None = None, time_limit_s: float | None = None,
-              resume: str | None = None, register: bool = True) -> dict[str, Any]:
+              resume: str | None = None, register: bool = True, *, cpus: float | None = None,
+              memory_gb: float | None = None, gpus: float | None = None) -> dict[str, Any]:
         """Submit a training job (validated before it is queued).
 
         Args:
@@ -33,6 +39,8 @@ class JobsAPI(FilesAPI):
             time_limit_s: Stop after this many seconds. resume: Job id to resume from.
             register: False trains and uploads the model but registers no version (the result's
                 ``model_ref`` is ``job:<id>``; evaluate it, then :meth:`register_trained`).
+            cpus, memory_gb, gpus: What the job asks of its node (on a Ray cluster only a node with
+                that much free runs it); default per kind (train: 1 CPU, 2 GB, no GPU).
 
         Returns:
             The queued job record (``id``, ``status``, ``spec``…).
@@ -44,23 +52,28 @@ class JobsAPI(FilesAPI):
         if model and model.endswith(".py") and not model.startswith("file:"):
             model = "file:" + self.upload_file(model, kind="model")
         body = {"dataset": dataset, "model": model, "params": dict(params or {}), "register_as": register_as,
-                "time_limit_s": time_limit_s, "resume": resume, "register": register}
+                "time_limit_s": time_limit_s, "resume": resume, "register": register,
+                "resources": _resources(cpus, memory_gb, gpus)}
         return self._json("POST", "/jobs/train", json=body)
 
     def evaluate(self, models: dict[str, str], dataset: str, split: str = "test", metric: str = "accuracy",
-                 min_improvement: float | None = None) -> dict[str, Any]:
+                 min_improvement: float | None = None, *, cpus: float | None = None,
+                 memory_gb: float | None = None, gpus: float | None = None) -> dict[str, Any]:
         """Submit an evaluation job: every model in ``models`` (label → ``NAME[:VERSION|@ALIAS]`` or
         ``job:<id>``) on the same rows of ``dataset``'s ``split``. With labels ``challenger`` and
-        ``champion`` the result also says whether to ``promote`` (by ``min_improvement``) and why."""
+        ``champion`` the result also says whether to ``promote`` (by ``min_improvement``) and why.
+        ``cpus``, ``memory_gb``, ``gpus``: what the job asks of its node (as for :meth:`train`)."""
         body = {"models": models, "dataset": dataset, "split": split, "metric": metric,
-                "min_improvement": min_improvement}
+                "min_improvement": min_improvement, "resources": _resources(cpus, memory_gb, gpus)}
         return self._json("POST", "/jobs/evaluate", json=body)
 
     def register_trained(self, job_id: str, name: str | None = None) -> dict[str, Any]:
         """Register the model of a succeeded ``register=False`` training job (idempotent)."""
         return self._json("POST", f"/jobs/{segment(job_id)}/register", json={"name": name})
 
-    def predict(self, model: str, input: str | os.PathLike, limit: int | None = None) -> dict[str, Any]:
+    def predict(self, model: str, input: str | os.PathLike, limit: int | None = None, *,
+                cpus: float | None = None, memory_gb: float | None = None,
+                gpus: float | None = None) -> dict[str, Any]:
         """Submit a batch prediction.
 
         Args:
@@ -71,6 +84,7 @@ class JobsAPI(FilesAPI):
                 Checked against the model's input signature before the job is queued
                 (``InvalidInput`` naming what the model takes).
             limit: Predict at most this many rows.
+            cpus, memory_gb, gpus: What the job asks of its node (as for :meth:`train`).
 
         Returns:
             The queued job record; fetch the CSV with ``prediction_output`` once it succeeded.
@@ -89,7 +103,19 @@ class JobsAPI(FilesAPI):
                                    "(e.g. mnist:test) or a local file")
             else:
                 spec = "dataset:" + spec
-        return self._json("POST", "/jobs/predict", json={"model": model, "input": spec, "limit": limit})
+        return self._json("POST", "/jobs/predict", json={"model": model, "input": spec, "limit": limit,
+                                                         "resources": _resources(cpus, memory_gb, gpus)})
+
+    def cluster_status(self) -> dict[str, Any]:
+        """Where jobs run: the executor, its nodes with their resources (total and free) and the
+        jobs running on each (the local executor: this one host).
+
+        Example::
+
+            for node in c.cluster_status()["nodes"]:
+                print(node["node"], node["alive"], [j["id"] for j in node["jobs"]])
+        """
+        return self._json("GET", "/cluster")
 
     def delete_job(self, id: str) -> dict[str, Any]:
         """Delete an ended job with its events, metrics, logs and files (``Conflict`` while it

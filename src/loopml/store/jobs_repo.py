@@ -94,6 +94,18 @@ class JobRepo:
         with self.store.session() as s:
             s.execute(update(t.Job).where(t.Job.id == job_id).values(**fields))
 
+    def note(self, job_id: str, message: str, *, expect: Iterable[str] = (RUNNING,), **fields: Any) -> bool:
+        """An event without a status change (where a worker runs, a retry), with ``fields`` set in
+        the same transaction; only while the job is in ``expect``. Returns whether it was."""
+        with self.store.session() as s:
+            job = s.execute(select(t.Job).where(t.Job.id == job_id).with_for_update()).scalar_one_or_none()
+            if job is None or job.status not in list(expect):
+                return False
+            for key, value in fields.items():
+                setattr(job, key, value)
+            s.add(t.JobEvent(job_id=job_id, status=job.status, message=message, at=utcnow()))
+            return True
+
     def request_cancel(self, job_id: str) -> dict[str, Any]:
         self.get(job_id)
         if not self.transition(job_id, CANCELLED, expect=[QUEUED], reason="cancelled before it started"):

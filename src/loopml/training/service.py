@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 from loopml.artifacts.keys import join, validate_key
 from loopml.core.errors import InvalidInput, NotFound
+from loopml.core.resources import job_resources
 from loopml.datasets.service import parse_ref
 from loopml.platform import Platform
 from loopml.registry.champion import METRICS
@@ -63,13 +64,16 @@ def validate_job_id(job_id: str | None) -> str | None:
 
 def submit_training(platform: Platform, *, dataset: str | None = None, model: str | None = None, params: dict[str, Any] | None = None,
                     register_as: str | None = None, time_limit_s: float | None = None,
-                    resume: str | None = None, register: bool = True, job_id: str | None = None) -> dict[str, Any]:
+                    resume: str | None = None, register: bool = True, job_id: str | None = None,
+                    resources: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate and queue a training job. Raises before queueing if anything is wrong.
 
     ``register=False``: the job trains, evaluates and uploads the bundle but registers no
     version; its result carries ``model_ref="job:<id>"`` and what the registry's
     ``register_trained`` needs.
     ``job_id``: a caller-chosen id (an existing one raises Conflict).
+    ``resources``: cpus / memory_gb / gpus the job asks of its node (core.resources; a resumed
+    job asks what the job it continues asked, unless given).
     """
     from loopml.models.hparams import TEMPLATES, check_template_suits, template_for_kind, validate_hparams
 
@@ -91,6 +95,7 @@ def submit_training(platform: Platform, *, dataset: str | None = None, model: st
         dataset, model = spec["dataset"], spec["model"]
         params = {**spec["hparams"], **params}
         register_as = register_as or spec["register_as"]
+        resources = {**(spec.get("resources") or {}), **{k: v for k, v in (resources or {}).items() if v is not None}}
         resume_from = resume
 
     if not dataset:
@@ -121,7 +126,7 @@ def submit_training(platform: Platform, *, dataset: str | None = None, model: st
     spec = {"dataset": ds["ref"], "dataset_name": name, "dataset_version": ds["version"], "kind": ds["kind"],
             "model": model, "template": template, "user_model_key": user_key, "hparams": hparams,
             "register_as": register_as, "time_limit_s": time_limit_s, "resume_from": resume_from,
-            "register": register}
+            "register": register, "resources": job_resources("train", resources)}
     return platform.jobs.create("train", spec, job_id=job_id)
 
 
@@ -153,9 +158,10 @@ def parse_input(platform: Platform, spec: str) -> dict[str, Any]:
 
 
 def submit_prediction(platform: Platform, *, model: str, input: str, limit: int | None = None,
-                      job_id: str | None = None) -> dict[str, Any]:
+                      job_id: str | None = None, resources: dict[str, Any] | None = None) -> dict[str, Any]:
     """Queue a batch prediction (SageMaker's batch transform) of a registered model version."""
     mv = resolve(platform, model)
+    asked = job_resources("predict", resources)
     if limit is not None and limit <= 0:
         raise InvalidInput(f"limit must be a positive number of rows, got {limit}")
     source = parse_input(platform, input)
@@ -163,7 +169,7 @@ def submit_prediction(platform: Platform, *, model: str, input: str, limit: int 
 
     check_input(platform, mv, source)  # the input against the model's signature, before anything is queued
     spec = {"model": mv["ref"], "model_name": mv["name"], "model_version": mv["version"], "input": source,
-            "limit": limit}
+            "limit": limit, "resources": asked}
     return platform.jobs.create("predict", spec, job_id=validate_job_id(job_id))
 
 
@@ -172,12 +178,13 @@ def submit_prediction(platform: Platform, *, model: str, input: str, limit: int 
 
 def submit_evaluation(platform: Platform, *, models: dict[str, str], dataset: str, split: str = "test",
                       metric: str = "accuracy", min_improvement: float | None = None,
-                      job_id: str | None = None) -> dict[str, Any]:
+                      job_id: str | None = None, resources: dict[str, Any] | None = None) -> dict[str, Any]:
     """Queue an "evaluate" job: every model on the same rows of one dataset version's split.
 
     With labels "challenger" and "champion" the result also says whether to promote.
     """
     validate_job_id(job_id)
+    asked = job_resources("evaluate", resources)
     if not isinstance(models, dict) or not models:
         raise InvalidInput("models must map labels to model references, e.g. {\"challenger\": \"job:…\", "
                            "\"champion\": \"mnist-cnn@production\"}")
@@ -205,5 +212,6 @@ def submit_evaluation(platform: Platform, *, models: dict[str, str], dataset: st
                                f"dataset {ds['ref']} is {ds['kind']}")
         entries[label] = entry
     spec = {"dataset": ds["ref"], "dataset_name": name, "dataset_version": ds["version"], "split": split,
-            "metric": metric, "min_improvement": float(min_improvement or 0.0), "models": entries}
+            "metric": metric, "min_improvement": float(min_improvement or 0.0), "models": entries,
+            "resources": asked}
     return platform.jobs.create("evaluate", spec, job_id=job_id)

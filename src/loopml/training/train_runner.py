@@ -129,15 +129,18 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
           f"split {', '.join(f'{k}={len(v)}' for k, v in splits.items())}", flush=True)
 
     initial_epoch = 0
-    if spec.get("resume_from"):
-        prev = spec["resume_from"]
-        ckpt = last_checkpoint(platform, prev)
+    # A job with checkpoints of its own is a retry (the executor lost its node): it continues
+    # from its last finished epoch, as --resume continues another job's.
+    own = last_checkpoint(platform, job_id)
+    prev = job_id if own else spec.get("resume_from")
+    if prev:
+        ckpt = own or last_checkpoint(platform, prev)
         if ckpt is None:
             raise InvalidInput(f"job {prev!r} has no checkpoint to resume from")
         features = _load_features(platform, prev)
         model = _load_checkpoint(platform, prev, ckpt[0])
         initial_epoch = ckpt[1]
-        print(f"resuming from {ckpt[0]} (epoch {initial_epoch})", flush=True)
+        print(f"{'continuing this job' if own else 'resuming'} from {ckpt[0]} (epoch {initial_epoch})", flush=True)
     else:
         features = fit_features(parts["train"], hp, schema)
         if spec["template"] == "file":

@@ -138,7 +138,8 @@ def _submit_train(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str,
 
     return submit_training(ctx.platform, dataset=_required(p, "dataset", "loopml:train"), model=p.get("model"),
                            params=p.get("params"), register_as=p.get("register_as"),
-                           time_limit_s=p.get("time_limit_s"), register=p.get("register", True), job_id=job_id)
+                           time_limit_s=p.get("time_limit_s"), register=p.get("register", True), job_id=job_id,
+                           resources=p.get("resources"))
 
 
 def _submit_evaluate(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str, Any]:
@@ -149,14 +150,16 @@ def _submit_evaluate(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[s
         raise TaskError("loopml:evaluate: Parameters.models must be an object {label: model ref}")
     return submit_evaluation(ctx.platform, models=models, dataset=_required(p, "dataset", "loopml:evaluate"),
                              split=p.get("split", "test"), metric=p.get("metric", "accuracy"),
-                             min_improvement=p.get("min_improvement"), job_id=job_id)
+                             min_improvement=p.get("min_improvement"), job_id=job_id,
+                             resources=p.get("resources"))
 
 
 def _submit_predict(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str, Any]:
     from loopml.training.service import submit_prediction
 
     return submit_prediction(ctx.platform, model=_required(p, "model", "loopml:predict"),
-                             input=_required(p, "input", "loopml:predict"), limit=p.get("limit"), job_id=job_id)
+                             input=_required(p, "input", "loopml:predict"), limit=p.get("limit"), job_id=job_id,
+                             resources=p.get("resources"))
 
 
 # -- registry (in-process, quick, idempotent) --------------------------------------------------------
