@@ -9,7 +9,7 @@ the process ever printed, as for a cold worker), a pid file records which proces
 before they are ready (a broken installation must not become a fork loop). ``shutdown()`` ends
 idle spares only; a spare that has a job is that job's worker and is left running.
 
-Cost: an idle spare holds its imports in memory (measured ~0.6 GB RSS with TensorFlow 2.21,
+Cost: an idle spare holds its imports in memory (measured ~0.7 GB RSS with TensorFlow 2.21,
 Keras 3, ONNX Runtime and tf2onnx) and spends a few CPU seconds importing after each handover.
 """
 
@@ -93,7 +93,6 @@ class SparePool:
     _serial: int = 0
     _failures: int = 0
     _not_before: float = 0.0
-    refill_delay_s: float = float(os.environ.get("XX_REFILL_DELAY", "0"))
 
     @staticmethod
     def command(ready_fd: int) -> list[str]:
@@ -103,10 +102,17 @@ class SparePool:
     def spares(self) -> list[Spare]:
         return list(self._spares)
 
+    def remove_stale_files(self) -> None:
+        """Output files of spares that ended without a shutdown (their control plane died)."""
+        for path in self.log_dir.glob("spare-*.out"):
+            pid = path.stem.removeprefix("spare-")
+            if pid.isdigit() and not _is_spare(int(pid)):
+                path.unlink(missing_ok=True)
+
     def _spawn(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._serial += 1
-        out = self.log_dir / f"spare-{os.getpid()}-{self._serial}.out"
+        out = self.log_dir / f"spare-starting-{os.getpid()}-{self._serial}.out"
         read_fd, write_fd = os.pipe()
         try:
             with open(out, "ab") as stream:
@@ -119,7 +125,9 @@ class SparePool:
         finally:
             os.close(write_fd)
         os.set_blocking(read_fd, False)
-        self._spares.append(Spare(proc, out, read_fd, time.monotonic()))
+        named = self.log_dir / f"spare-{proc.pid}.out"  # by pid: a later control plane can tell stale files
+        os.replace(out, named)
+        self._spares.append(Spare(proc, named, read_fd, time.monotonic()))
 
     def refill(self) -> None:
         """Drop dead spares and start new ones up to ``count`` (with a back-off after failures)."""
@@ -156,7 +164,6 @@ class SparePool:
                     continue
                 self._spares.remove(spare)
                 if self._hand_over(spare, job_id, env, job_out):
-                    self._not_before = max(self._not_before, time.monotonic() + self.refill_delay_s)
                     return spare.proc
             return None
         finally:
@@ -197,6 +204,13 @@ class SparePool:
                 _kill_group(spare.proc, signal.SIGKILL)
                 spare.proc.wait()
             spare.out.unlink(missing_ok=True)
+
+
+def _is_spare(pid: int) -> bool:
+    try:
+        return b"loopml.jobs.warm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _kill_group(proc: subprocess.Popen, sig: int) -> None:
