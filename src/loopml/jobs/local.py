@@ -57,7 +57,7 @@ class LocalExecutor:  # implements loopml.jobs.executor.Executor
         self._kill_at: dict[str, float] = {}
         # a subclass running another worker command (a test's stand-in) gets no spares: they run the real worker
         warm = settings.warm_workers if type(self).command is LocalExecutor.command else 0
-        self.spares = SparePool(warm, self.log_dir, lambda: settings.child_env("worker"))
+        self.spares = SparePool(warm, self.log_dir, lambda: self.settings.child_env("worker"))
         self.spares.remove_stale_files()
         self.spares.refill()  # ready before the first job needs it
 

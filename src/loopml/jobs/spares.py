@@ -103,10 +103,19 @@ class SparePool:
         return list(self._spares)
 
     def remove_stale_files(self) -> None:
-        """Output files of spares that ended without a shutdown (their control plane died)."""
+        """Output files of spares that ended without a shutdown (their control plane died), and
+        pid files of warm workers that ended while no control plane watched."""
         for path in self.log_dir.glob("spare-*.out"):
             pid = path.stem.removeprefix("spare-")
             if pid.isdigit() and not _is_spare(int(pid)):
+                path.unlink(missing_ok=True)
+        for path in self.log_dir.glob("*.pid"):
+            try:
+                pid, started = path.read_text().split()
+                alive = process_start_time(int(pid)) == started
+            except (OSError, ValueError):
+                alive = False
+            if not alive:
                 path.unlink(missing_ok=True)
 
     def _spawn(self) -> None:
