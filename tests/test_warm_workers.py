@@ -217,3 +217,21 @@ def test_a_job_whose_environment_changed_since_the_spare_started_gets_the_new_on
         assert "TF_CPP_MIN_LOG_LEVEL differ" in out and "starting it cold" in out
     finally:
         loop.stop()
+
+
+def test_a_job_submitted_through_the_api_is_dispatched_without_waiting_for_a_tick(settings, tmp_path):
+    """The loop ticks once at start and then only every 600 s: only the API's wake-up can
+    dispatch the job while this test waits."""
+    from loopml.api.app import create_app
+    from loopml.sdk.client import Client
+    from tests.asgi_server import serve_asgi
+
+    slow = settings.model_copy(update={"reconcile_interval_s": 600.0, "warm_workers": 0})
+    with serve_asgi(create_app(slow, start_loop=True)) as url:
+        client = Client(url, token="")
+        client.add_dataset("digits", "sample:digits")
+        job = client.train("digits", "cnn", params={"epochs": 1})
+        running = wait_for(lambda: client.job(job["id"])["status"] != "queued", timeout=60,
+                           what="the job to leave the queue")
+        assert running
+        client.cancel(job["id"])
