@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(1, ge=1, description="Local executor: jobs running at once.")
     warm_workers: int = Field(1, ge=0, le=8, description=(
         "Local executor: spare worker processes kept ready with TensorFlow/Keras imported, so a job "
-        "starts in about a second instead of ~9 (each idle spare holds ~0.7 GB RSS); 0: start every worker cold."))
+        "skips that import (~5 CPU-seconds); each idle spare holds ~0.7 GB RSS. 0: start every worker cold."))
     executor: Literal["local"] = Field("local", description="Where jobs run.")
     reconcile_interval_s: float = Field(0.5, gt=0, description="Control-plane loop period.")
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="A running job silent this long is failed.")
