@@ -23,6 +23,15 @@ import time
 from pathlib import Path
 
 
+def _cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -67,18 +76,29 @@ def main() -> None:
         return time.monotonic() - t0
 
     def run(mode: str, dataset: str, n: int = 1) -> list[dict]:
+        """Submit ``n`` jobs at once and wait for them; each record gets ``cpu_to_first_batch``: the
+        worker's CPU seconds from dispatch to its first batch (≈, read by polling), which unlike
+        wall time does not depend on what else the machine runs."""
         loop = loops[mode]
         jobs = [submit_training(loop.platform, dataset=dataset, model="cnn", params={"epochs": 1}, register=False)
                 for _ in range(n)]
         loop.wake()
         done = []
         for job in jobs:
+            cpu_at_dispatch = cpu_at_first = None
             while True:
                 record = loop.platform.jobs.get(job["id"])
+                pid = (record.get("worker") or {}).get("pid")
+                if cpu_at_dispatch is None and pid:
+                    cpu_at_dispatch = _cpu_s(pid)
+                if cpu_at_first is None and (record["progress"] or {}).get("first_batch_at"):
+                    cpu_at_first = _cpu_s(pid)
                 if record["status"] in ("succeeded", "failed", "cancelled"):
                     break
-                time.sleep(0.05)
+                time.sleep(0.02)
             assert record["status"] == "succeeded", record["reason"]
+            if cpu_at_dispatch is not None and cpu_at_first is not None:
+                record["cpu_to_first_batch"] = cpu_at_first - cpu_at_dispatch
             done.append(record)
         return done
 
@@ -99,10 +119,10 @@ def main() -> None:
                 job = run(mode, args.dataset)[0]
                 first = job["progress"]["first_batch_at"]
                 rows[mode].append((seconds(job["created_at"], first), seconds(job["created_at"], job["started_at"]),
-                                   seconds(job["started_at"], first)))
-                total, queued, started = rows[mode][-1]
+                                   seconds(job["started_at"], first), job.get("cpu_to_first_batch", float("nan"))))
+                total, queued, started, cpu = rows[mode][-1]
                 print(f"job {i + 1} {mode}: submit→first batch {total:5.2f} s  (submit→dispatch {queued:.2f}, "
-                      f"dispatch→first batch {started:.2f})", flush=True)
+                      f"dispatch→first batch {started:.2f}; worker CPU dispatch→first batch {cpu:.2f} s)", flush=True)
         sequence = {}
         if args.sequence:
             for mode in ("cold", "warm"):
@@ -123,13 +143,15 @@ def main() -> None:
         total = [r[0] for r in rows[mode]]
         print(f"  {mode:4}  {statistics.median(total):5.2f} s  ({min(total):.2f}–{max(total):.2f})   "
               f"submit→dispatch {statistics.median(r[1] for r in rows[mode]):.2f} s, "
-              f"dispatch→first batch {statistics.median(r[2] for r in rows[mode]):.2f} s")
+              f"dispatch→first batch {statistics.median(r[2] for r in rows[mode]):.2f} s, "
+              f"worker CPU in it {statistics.median(r[3] for r in rows[mode]):.2f} s")
     if sequence:
         print(f"{args.sequence} short jobs ({args.sequence_dataset}, 1 epoch, queued at once, 1 slot): "
               f"cold {sequence['cold']:.1f} s, warm {sequence['warm']:.1f} s "
               f"({sequence['cold'] / sequence['warm']:.2f}x)")
     load = os.getloadavg()[0]
-    print(f"(load average {load:.1f} on {os.cpu_count()} cores at the end: other work on the machine shows here)")
+    print(f"(load average {load:.1f} on {os.cpu_count()} cores at the end: other work on the machine stretches wall "
+          "times; the worker's CPU seconds are what an idle core would take)")
 
 
 if __name__ == "__main__":
