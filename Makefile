@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: venv install install-test demo test server bench bench-job-start bench-serving clean
+.PHONY: venv install install-test demo test server bench bench-serving clean
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
@@ -36,6 +36,7 @@ bench: install-test
 	$(PY) bench/training.py
 
 # submit → first batch, cold vs warm (spare) workers, and 20 short jobs cold vs warm
+.PHONY: bench-job-start
 bench-job-start: install-test
 	$(PY) bench/job_start.py
 
