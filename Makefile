@@ -35,6 +35,11 @@ server: install
 bench: install-test
 	$(PY) bench/training.py
 
+# submit → first batch, cold vs warm (spare) workers, and 20 short jobs cold vs warm
+.PHONY: bench-job-start
+bench-job-start: install-test
+	$(PY) bench/job_start.py
+
 # needs wrk (apt-get install wrk); creates a separate BentoML venv under ../bench-venvs on first use
 bench-serving: install-test
 	$(PY) bench/serving.py

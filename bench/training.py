@@ -64,7 +64,9 @@ def main() -> None:
     from loopml.training.service import submit_training
 
     home = Path(tempfile.mkdtemp(prefix="loopml-bench-"))
-    platform = Platform(Settings(home=home, reconcile_interval_s=0.05))
+    # cold workers: a spare's replacement importing TensorFlow during the fit would skew samples/s
+    # (bench/job_start.py measures warm starts)
+    platform = Platform(Settings(home=home, reconcile_interval_s=0.05, warm_workers=0))
     register(platform, "mnist", "sample:mnist")
     loop = ControlLoop(platform)
     loop.start()

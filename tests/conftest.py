@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from loopml.core.settings import Settings
-from tests.process_support import drop_loopml_vars
+from tests.process_support import WARM_WORKERS_VAR, drop_loopml_vars
+
+# The suite's many short-lived control planes would each start a spare worker importing
+# TensorFlow: cold workers unless the caller asks (LOOPML_WARM_WORKERS=1 pytest runs it all
+# warm); tests/test_warm_workers.py covers the warm path.
+os.environ.setdefault(WARM_WORKERS_VAR, "0")
 
 
 def _controlplane_available() -> bool:

@@ -21,17 +21,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+WARM_WORKERS_VAR = "LOOPML_WARM_WORKERS"  # the suite's choice (tests/conftest.py), kept like LOOPML_TEST_*
+
+
+def _suite_var(name: str) -> bool:
+    return name.startswith("LOOPML_TEST_") or name == WARM_WORKERS_VAR
+
+
 def without_loopml_vars(environ: dict[str, str] | None = None) -> dict[str, str]:
     """``environ`` (default: os.environ) without the caller's LOOPML_* settings; the test
-    suite's own LOOPML_TEST_* knobs stay."""
+    suite's own LOOPML_TEST_* knobs (and its LOOPML_WARM_WORKERS) stay."""
     source = os.environ if environ is None else environ
-    return {k: v for k, v in source.items() if not k.startswith("LOOPML_") or k.startswith("LOOPML_TEST_")}
+    return {k: v for k, v in source.items() if not k.startswith("LOOPML_") or _suite_var(k)}
 
 
 def drop_loopml_vars(monkeypatch: Any) -> None:
     """Unset the caller's LOOPML_* settings for this test (the suite's LOOPML_TEST_* stay)."""
     for var in list(os.environ):
-        if var.startswith("LOOPML_") and not var.startswith("LOOPML_TEST_"):
+        if var.startswith("LOOPML_") and not _suite_var(var):
             monkeypatch.delenv(var)
 
 

@@ -126,6 +126,14 @@ def _resources(given: ResourcesIn | None) -> dict[str, Any] | None:
     return given.model_dump(exclude_none=True) if given is not None else None
 
 
+def _queued(request: Request, job: dict[str, Any]) -> dict[str, Any]:
+    """Wake the control loop: the new job is dispatched now, not at the next reconcile tick."""
+    wake = getattr(getattr(request.app.state, "control", None), "wake", None)
+    if callable(wake):
+        wake()
+    return job
+
+
 def _training():
     # Keras stays out of the API process until a job is submitted
     try:
@@ -137,18 +145,18 @@ def _training():
 
 @router.post("/jobs/train", response_model=Job, status_code=201, summary="Submit a training job")
 def submit_train(body: TrainIn, request: Request) -> dict[str, Any]:
-    return _training().submit_training(
+    return _queued(request, _training().submit_training(
         _platform(request), dataset=body.dataset, model=body.model, params=body.params,
         register_as=body.register_as, time_limit_s=body.time_limit_s, resume=body.resume,
-        register=body.register_model, resources=_resources(body.resources))
+        register=body.register_model, resources=_resources(body.resources)))
 
 
 @router.post("/jobs/evaluate", response_model=Job, status_code=201,
              summary="Evaluate models on the same rows of a dataset split (challenger vs champion)")
 def submit_evaluate(body: EvaluateIn, request: Request) -> dict[str, Any]:
-    return _training().submit_evaluation(_platform(request), models=body.models, dataset=body.dataset,
-                                         split=body.split, metric=body.metric, min_improvement=body.min_improvement,
-                                         resources=_resources(body.resources))
+    return _queued(request, _training().submit_evaluation(
+        _platform(request), models=body.models, dataset=body.dataset, split=body.split, metric=body.metric,
+        min_improvement=body.min_improvement, resources=_resources(body.resources)))
 
 
 @router.post("/jobs/{job_id}/register", summary="Register the model of a training job run with register=false")
@@ -160,8 +168,8 @@ def register_job_model(job_id: str, request: Request, body: RegisterIn | None = 
 
 @router.post("/jobs/predict", response_model=Job, status_code=201, summary="Submit a batch prediction job")
 def submit_predict(body: PredictIn, request: Request) -> dict[str, Any]:
-    return _training().submit_prediction(_platform(request), model=body.model, input=body.input, limit=body.limit,
-                                         resources=_resources(body.resources))
+    return _queued(request, _training().submit_prediction(_platform(request), model=body.model, input=body.input,
+                                                          limit=body.limit, resources=_resources(body.resources)))
 
 
 @router.post("/files", response_model=FileKey, status_code=201, tags=["files"],

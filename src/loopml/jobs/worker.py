@@ -5,6 +5,7 @@ environment (``LOOPML_*``, as ``Settings.child_env("worker")`` writes it — nev
 command line, where ``ps`` shows them), so the same command runs under any executor. The
 runner is the job kind's (``core.jobkinds.KINDS``), imported by name. The worker owns the job's
 outcome (succeeded / failed / cancelled); the control plane only notices workers that vanish.
+A warm spare (jobs/warm.py) runs the same ``main`` with the job id it is handed, after its imports.
 """
 
 from __future__ import annotations

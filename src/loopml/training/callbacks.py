@@ -12,6 +12,8 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
+from loopml.core.timeutil import iso, utcnow
+
 PROGRESS_EVERY_S = 0.5
 
 
@@ -156,6 +158,7 @@ class JobReporter(keras.callbacks.Callback):
         self._epochs_done = 0
         self._batches_done = 0
         self.full_epochs = 0  # epochs (counted from 0, not from a resumed job's) that ran every batch
+        self.first_batch_at: str | None = None  # wall time the first batch ended (bench/job_start.py reads it)
         self.cut: tuple[int, int] | None = None  # (epoch, batches run) of an epoch stopped part-way
 
     @property
@@ -184,6 +187,8 @@ class JobReporter(keras.callbacks.Callback):
         self._last = now
         progress = {"epoch": self._epoch + 1, "epochs": self.epochs, "batch": batch, "batches": self.batches,
                     **_clean(logs), "elapsed_s": round(now - self.started, 2)}
+        if self.first_batch_at:
+            progress["first_batch_at"] = self.first_batch_at
         progress.update({k: v for k, v in self._last_epoch_logs.items() if k.startswith("val_")})
         self._io.submit(self._beat, progress)
 
@@ -195,7 +200,10 @@ class JobReporter(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._batches_done = batch + 1
-        self._progress(batch + 1, logs)
+        first = self.first_batch_at is None
+        if first:
+            self.first_batch_at = iso(utcnow())
+        self._progress(batch + 1, logs, force=first)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epochs_done = epoch + 1

@@ -87,6 +87,14 @@ def _stopped_reason(reporter: Any, job_id: str, initial_epoch: int, resumed_from
     return f"{reason}: no epoch finished (nothing to resume); train again with a longer --time-limit"
 
 
+def _build_optimizer(model: Any) -> None:
+    """Create the optimizer's variables before ``fit``: created inside the first train step, they
+    make TensorFlow trace that step twice (measured ~0.3 s CPU of the seed CNN's ~1.4 s first batch)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not getattr(optimizer, "built", True):
+        optimizer.build(model.trainable_variables)
+
+
 class BaselineWriter(Protocol):
     """Writes a version's monitoring baseline into its bundle folder before the upload; True when
     it did. Never raises (a baseline problem must not fail the training)."""
@@ -194,6 +202,7 @@ def run(platform: Platform, job: dict[str, Any], sync_logs: Callable[[], None] =
     best = RestoreBest("val_loss") if has_val and hp.get("restore_best", True) else None
     if best is not None:
         callbacks.append(best)
+    _build_optimizer(model)
     t0 = time.monotonic()
     try:
         history = model.fit(xs["train"], ys["train"],
