@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopml.api.control import wake_control
 from loopml.api.datasets import safe_filename
 from loopml.core.errors import Conflict, CorruptArtifact, InvalidInput, LoopMLError, NotFound
 from loopml.core.jobkinds import JOB_KINDS
@@ -127,10 +128,8 @@ def _resources(given: ResourcesIn | None) -> dict[str, Any] | None:
 
 
 def _queued(request: Request, job: dict[str, Any]) -> dict[str, Any]:
-    """Wake the control loop: the new job is dispatched now, not at the next reconcile tick."""
-    wake = getattr(getattr(request.app.state, "control", None), "wake", None)
-    if callable(wake):
-        wake()
+    """The new job is dispatched now, not at the next reconcile tick."""
+    wake_control(request)
     return job
 
 

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from loopml.api.control import wake_control
 from loopml.core.errors import InvalidInput
 from loopml.monitoring import labelled_data, labels, monitors
 from loopml.platform import Platform
@@ -81,12 +82,6 @@ def _platform(request: Request) -> Platform:
     return request.app.state.platform
 
 
-def _wake(request: Request) -> None:
-    """Dispatch the new job now, not at the next reconcile tick (optional: only with a loop)."""
-    wake = getattr(getattr(request.app.state, "control", None), "wake", None)
-    if callable(wake):
-        wake()
-
 
 @router.post("", response_model=Monitor, status_code=201, summary="Create a monitor on an endpoint")
 def create_monitor(body: MonitorIn, request: Request) -> dict[str, Any]:
@@ -103,7 +98,7 @@ def list_monitors(request: Request) -> list[dict[str, Any]]:
 @router.post("/baselines", status_code=201, summary="Compute (backfill) a model version's baseline: a job")
 def submit_baseline(body: BaselineIn, request: Request) -> dict[str, Any]:
     job = monitors.submit_baseline(_platform(request), body.model, body.dataset)
-    _wake(request)
+    wake_control(request)
     return job
 
 
@@ -131,7 +126,7 @@ def delete_monitor(name: str, request: Request) -> dict[str, Any]:
 @router.post("/{name}/runs", status_code=201, summary="Run the monitor now: {run, job}")
 def run_monitor(name: str, request: Request) -> dict[str, Any]:
     run, job = monitors.submit_run(_platform(request), name)
-    _wake(request)
+    wake_control(request)
     return {"run": run, "job": job}
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopml.api.control import wake_control
 from loopml.core.jobstatus import TUNING_STATUSES
 from loopml.platform import Platform
 from loopml.tuning import service
@@ -74,16 +75,11 @@ def _platform(request: Request) -> Platform:
     return request.app.state.platform
 
 
-def _wake(request: Request) -> None:
-    wake = getattr(getattr(request.app.state, "control", None), "wake", None)
-    if callable(wake):
-        wake()
-
 
 @router.post("", response_model=TuningDetail, status_code=201, summary="Start a hyperparameter tuning job")
 def create_tuning(body: TuningIn, request: Request) -> dict[str, Any]:
     record = service.create_tuning(_platform(request), **body.model_dump())
-    _wake(request)
+    wake_control(request)
     return service.get_tuning(_platform(request), record["name"])
 
 
@@ -106,5 +102,5 @@ def list_trials(name: str, request: Request) -> list[dict[str, Any]]:
 @router.post("/{name}/stop", response_model=TuningDetail, summary="Stop: no new trials, running ones cancelled")
 def stop_tuning(name: str, request: Request) -> dict[str, Any]:
     record = service.stop_tuning(_platform(request), name)
-    _wake(request)
+    wake_control(request)
     return record

@@ -57,7 +57,7 @@ import numpy as np
 from scipy import stats as sstats
 
 from loopml.core.errors import InvalidInput
-from loopml.monitoring.stats import (chi2_test, js_corrected, js_distance, ks_test, log_evidence, mmd_test, psi,
+from loopml.monitoring.stats import (aligned_counts, chi2_test, js_corrected, js_distance, ks_test, log_evidence, mmd_test, psi,
                                      psi_noise, wasserstein_shift)
 
 DEFAULT_THRESHOLDS: dict[str, Any] = {
@@ -192,8 +192,6 @@ def _with_missing(counts: Mapping[str, Any], missing: int) -> dict[str, float]:
 
 
 def _categorical_drift(name: str, base: Mapping, cur: Mapping, thr: Mapping) -> tuple[dict, list[dict], float]:
-    from loopml.monitoring.stats import aligned_counts
-
     b = _with_missing(base.get("counts") or {}, int(base.get("missing") or 0))
     c = _with_missing(cur.get("counts") or {}, int(cur.get("missing") or 0))
     if MISSING in b or MISSING in c:
