@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: venv install install-test demo test server bench bench-serving bench-monitoring clean
+.PHONY: venv install install-test system-deps demo test server bench bench-serving bench-monitoring clean
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 2; }
@@ -26,7 +26,11 @@ install-test: $(VENV)/.installed-test
 demo: install
 	LOOPML_PY=$(PY) bash scripts/demo.sh
 
-test: install-test
+# system-deps: Chromium, bubblewrap, HAProxy, wrk from Debian (apt-get when root; see the script)
+system-deps:
+	bash scripts/system-deps.sh
+
+test: install-test system-deps
 	$(PY) -m pytest -q
 
 server: install
