@@ -185,6 +185,24 @@ def test_server_refuses_one_port_for_both_planes(tmp_path):
                                   "need a port each")
 
 
+def test_a_second_server_on_the_same_sqlite_home_refuses_to_start(tmp_path):
+    # SQLite is single-process (issue 14): two control planes on one home would both dispatch
+    first = _Server(_server_env(tmp_path, free_port(), free_port()))
+    try:
+        wait_for(lambda: first.has("LoopML started") or first.proc.poll() is not None,
+                 timeout=120, what="the start line")
+        assert first.has("LoopML started"), first.lines
+        again = _second_server(_server_env(tmp_path, free_port(), free_port()))  # same home
+        assert again.returncode == 2, again.stderr
+        db = tmp_path / "home" / "loopml.db"
+        assert again.stderr.strip() == (f"error: another `loopml server` (pid {first.proc.pid}) is "
+                                        f"using the SQLite database {db}; SQLite serves one control "
+                                        "plane: stop that one, or set LOOPML_DATABASE_URL to "
+                                        "PostgreSQL to run two")
+    finally:
+        assert first.stop() == 0, first.lines
+
+
 def test_server_killed_and_restarted_at_once_gets_its_data_plane_port_back(tmp_path):
     # the killed control plane's serving process holds the data plane's socket until it notices
     # its parent is gone (the new server allows it a few seconds): the restart must not be

@@ -38,6 +38,36 @@ def _check_port_free(host: str, port: int, what: str, setting: str, wait_s: floa
         time.sleep(0.1)
 
 
+def _hold_sqlite_home(database_url: str) -> object | None:
+    """SQLite is single-process: a second ``loopml server`` on the same database is one line.
+
+    An exclusive ``flock`` beside the database file, held for the life of this process (the
+    kernel drops it when the process dies, also on ``kill -9``, so a restart never finds a stale
+    lock). PostgreSQL needs none: two control planes may share it."""
+    import fcntl
+    import os
+
+    from loopml.core.errors import InvalidInput
+
+    if not database_url.startswith("sqlite:///"):
+        return None
+    db_path = database_url.removeprefix("sqlite:///")
+    lock_path = f"{db_path}.server-lock"
+    os.makedirs(os.path.dirname(lock_path) or ".", exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise InvalidInput(f"another `loopml server` (pid {holder}) is using the SQLite database {db_path}; "
+                           "SQLite serves one control plane: stop that one, or set LOOPML_DATABASE_URL "
+                           "to PostgreSQL to run two") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd  # kept open (and locked) until the process exits
+
+
 def _log_to_stderr(level: str) -> None:
     """LoopML's own log lines (the control loop, the start/stop lines) beside uvicorn's."""
     import logging
@@ -74,6 +104,7 @@ def server(
         raise InvalidInput(f"the control plane (LOOPML_PORT / --port) and the data plane "
                            f"(LOOPML_SERVING_PORT) are both set to port {settings.port}; they "
                            "need a port each")
+    _hold_sqlite_home(settings.resolved_database_url)
     _check_port_free(settings.host, settings.port, "", "LOOPML_PORT (or --port)")
     # the serving process of a control plane killed a moment ago holds the data plane's socket
     # until it notices (it polls for its parent): give it a few seconds to go
