@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from loopml import __version__
 from loopml.api import cluster, datasets, endpoints, functions, jobs, models, monitors, triggers, tuning, workflows
-from loopml.api.errors import BearerTokenMiddleware, CatchAllMiddleware, StrictJSONMiddleware, install_handlers
+from loopml.api.errors import (BearerTokenMiddleware, CatchAllMiddleware, SafeJSONResponse, StrictJSONMiddleware,
+                               install_handlers)
 from loopml.core.settings import Settings, load_settings
 from loopml.platform import Platform
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
                     "Errors are JSON `{code, message}`; with a token configured, every route but "
                     "`/health` and `/healthz` needs `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,  # a stored lone surrogate never fails a list
     )
     app.state.settings = settings
     install_handlers(app)

@@ -9,7 +9,6 @@ middleware (BaseHTTPMiddleware would buffer the streamed prediction output).
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -20,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopml.core.errors import LoopMLError
-from loopml.core.jsonutil import NotStrictJSON, loads_strict
+from loopml.core.jsonutil import MAX_DEPTH, NotStrictJSON, dumps_safe, loads_strict, too_deep
 
 log = logging.getLogger("loopml.api")
 
@@ -54,14 +53,22 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(dict.fromkeys(problems)) or "invalid request"
 
 
+class SafeJSONResponse(JSONResponse):
+    """The API's answers: like JSONResponse, but a stored string holding a lone surrogate (from
+    before input refused them) is sent as U+FFFD instead of failing the whole list with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps_safe(content, allow_nan=False, indent=None, separators=(",", ":"))
+
+
 async def _loopml_error(_req: Request, exc: LoopMLError) -> JSONResponse:
     if exc.status >= 500:
         log.error("request failed: %s", exc.message)
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
+    return SafeJSONResponse(exc.to_dict(), status_code=exc.status)
 
 
 async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse(error_body("invalid_input", validation_message(exc)), status_code=400)
+    return SafeJSONResponse(error_body("invalid_input", validation_message(exc)), status_code=400)
 
 
 async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -71,7 +78,7 @@ async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse
         message = f"no such route: {req.method} {req.url.path}"
     elif exc.status_code == 405:
         message = f"method {req.method} is not allowed on {req.url.path}"
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+    return SafeJSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -81,7 +88,7 @@ def install_handlers(app: FastAPI) -> None:
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list | None = None) -> None:
-    data = json.dumps(body).encode()
+    data = dumps_safe(body)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(data)).encode()), *(headers or [])]})
@@ -114,24 +121,37 @@ class CatchAllMiddleware:
                 await _send_json(send, 500, error_body("error", "internal server error (details are in the server log)"))
 
 
+def _parsed_as_json(scope: Scope) -> bool:
+    """Whether FastAPI would parse this request's body as JSON: a JSON content type, or none.
+    /hooks/ is left out: open to anyone, it reads its capped body itself after the secret check."""
+    if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+        return False
+    if str(scope.get("path", "")).startswith("/hooks/"):
+        return False
+    content_type = dict(scope.get("headers") or []).get(b"content-type")
+    return content_type is None or b"json" in content_type
+
+
 class StrictJSONMiddleware:
     """JSON request bodies must be real JSON: Python's parser (FastAPI's) accepts NaN, Infinity
-    and 1e999, which PostgreSQL's json columns then refuse (a 500 after the fact). Bodies up to
-    8 MiB are checked here and replayed to the app unchanged; other parse errors are left to the
-    route's own validation."""
+    and 1e999, which PostgreSQL's json columns then refuse (a 500 after the fact), lone
+    surrogates (which break every later answer that includes them) and any nesting (a
+    RecursionError at ~1,000 levels). Bodies up to 8 MiB are checked here (``loads_strict``)
+    and replayed to the app unchanged; other parse errors are left to the route's own validation.
+    Larger ones (monitor labels take up to 64 MiB) are only checked for nesting; over 64 MiB is 413."""
 
     LIMIT = 8 << 20
+    MAX = 64 << 20
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH")
-                or b"json" not in dict(scope.get("headers") or []).get(b"content-type", b"")):
+        if not _parsed_as_json(scope):
             await self.app(scope, receive, send)
             return
         chunks, size, more = [], 0, True
-        while more and size <= self.LIMIT:
+        while more and size <= self.MAX:
             message = await receive()
             if message["type"] != "http.request":
                 break
@@ -139,7 +159,15 @@ class StrictJSONMiddleware:
             size += len(chunks[-1])
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if not more:  # the whole body is here (a larger one streams on unchecked)
+        if more:  # larger than any JSON body the API takes
+            await _send_json(send, 413, error_body("too_large", f"body: a JSON body is at most {self.MAX} bytes"))
+            return
+        if size > self.LIMIT:
+            if too_deep(body):
+                await _send_json(send, 400, error_body("invalid_input", f"body: arrays/objects nested more "
+                                                       f"than {MAX_DEPTH} levels deep"))
+                return
+        elif body.strip():
             try:
                 loads_strict(body)
             except NotStrictJSON as exc:
