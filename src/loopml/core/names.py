@@ -1,4 +1,4 @@
-"""What each kind of LoopML object may be called, in one place: one pattern and one validator
+r"""What each kind of LoopML object may be called, in one place: one pattern and one validator
 per kind of name, each returning the name or raising InvalidInput that says the rule.
 
 The patterns end with ``\Z`` (not ``$``, which also matches before a trailing newline) and are

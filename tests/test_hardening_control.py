@@ -1,0 +1,182 @@
+"""Hardening of the control plane and its storage (issue 15 point 4), each item reproduced
+against a real control plane (uvicorn on 127.0.0.1, SQLite, local artifacts) and refused:
+JSON with lone surrogates or deep nesting, webhook bodies read only after the secret,
+names with a trailing newline, monitor webhook URLs, file modes, stale upload temporaries,
+dataset sources / symlinks and function zip entries."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import stat
+import time
+import zipfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from loopml.core.settings import Settings
+from loopml.platform import Platform
+from loopml.store import tables as t
+from loopml.store.triggers_repo import Firing
+from loopml.triggers import service as triggers
+from tests.surface_support import assert_error
+
+LONE_SURROGATE = b'{"x": "\\ud800"}'
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+def add_function(plat: Platform, name: str = "echo") -> None:
+    with plat.meta.session() as s:
+        s.add(t.Function(name=name, handler="handler.main", code_key=f"functions/{name}/code.py",
+                         code_sha256="0" * 64, timeout_s=30.0, memory_mb=128, environment={}))
+
+
+@pytest.fixture
+def plat(live_server: str, settings: Settings):
+    plat = Platform(settings)
+    add_function(plat)
+    yield plat
+    plat.close()
+
+
+@pytest.fixture
+def api(live_server: str, plat: Platform):
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        yield http
+
+
+def _hook(api: httpx.Client, name: str = "gh") -> str:
+    created = api.post("/triggers", json={"name": name, "kind": "webhook", "function": "echo"})
+    assert created.status_code == 201, created.text
+    return created.json()["secret"]
+
+
+# -- a. lone surrogates ---------------------------------------------------------------------------
+
+def test_lone_surrogates_are_refused_wherever_json_enters(api: httpx.Client, plat: Platform):
+    secret = _hook(api)
+    json_type = {"Content-Type": "application/json"}
+    assert_error(api.post("/triggers", content=LONE_SURROGATE, headers=json_type), 400, "invalid_input",
+                 "lone UTF-16 surrogate")
+    assert_error(api.post("/triggers", content=LONE_SURROGATE), 400, "invalid_input", "surrogate")  # no type
+    assert_error(api.post("/functions/echo/invocations", content=b'{"event": {"k\\udc00": 1}}', headers=json_type),
+                 400, "invalid_input", "surrogate")
+    assert_error(api.post("/hooks/gh", content=LONE_SURROGATE, headers={"Authorization": f"Bearer {secret}"}),
+                 400, "invalid_input", "surrogate")
+    # a surrogate PAIR is a real character (U+1F600) and goes through
+    ok = api.post("/hooks/gh", content=b'{"x": "\\ud83d\\ude00"}', headers={"Authorization": f"Bearer {secret}"})
+    assert ok.status_code == 202, ok.text
+    assert api.get("/triggers/gh/history").status_code == 200
+
+
+def test_a_stored_lone_surrogate_never_breaks_a_list(api: httpx.Client, plat: Platform):
+    """Records written before input was checked (or by another writer) still list: the bad
+    string is answered as U+FFFD."""
+    _hook(api)
+    plat.triggers.fire("gh", [Firing({"body": {"x": "\ud800"}})])
+    plat.functions.enqueue("echo", {"x": "bad \udfff end"}, source="test")
+    for path in ("/triggers", "/triggers/gh", "/triggers/gh/history", "/functions/echo/invocations"):
+        resp = api.get(path)
+        assert resp.status_code == 200, (path, resp.text)
+    [firing] = api.get("/triggers/gh/history").json()
+    assert firing["event"]["body"] == {"x": "\ufffd"}
+    events = [i["event"] for i in api.get("/functions/echo/invocations").json()]
+    assert {"x": "bad \ufffd end"} in events
+
+
+# -- b. deep nesting, webhook bodies ---------------------------------------------------------------
+
+def test_deep_nesting_is_a_400_not_a_recursion_error(api: httpx.Client):
+    secret = _hook(api)
+    for body in (DEEP, b'{"name": ' + DEEP + b"}", b'{"a":' * 1000 + b"1" + b"}" * 1000):
+        assert_error(api.post("/triggers", content=body, headers={"Content-Type": "application/json"}),
+                     400, "invalid_input", "nested more than")
+    assert_error(api.post("/hooks/gh", content=DEEP, headers={"Authorization": f"Bearer {secret}"}),
+                 400, "invalid_input", "nested more than")
+    # brackets inside strings are text, not nesting
+    text = {"name": "ok-name", "kind": "webhook", "function": "echo", "suffix": "[" * 500}
+    resp = api.post("/triggers", content=json.dumps(text).encode(), headers={"Content-Type": "application/json"})
+    assert_error(resp, 400, "invalid_input", "suffix")  # the route's own rule, not the nesting check
+    assert api.get("/health").status_code == 200
+
+
+def _raw_request(url: str, head: bytes) -> bytes:
+    """Send ``head`` (request line + headers, no body) and read the answer; the server must
+    answer without waiting for the announced body."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
+        sock.sendall(head)
+        data = b""
+        while b"\r\n\r\n" not in data or not _complete(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def _complete(data: bytes) -> bool:
+    head, _, body = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":")[1])
+    return False
+
+
+def test_hook_bodies_are_read_only_after_the_secret(api: httpx.Client, live_server: str, plat: Platform):
+    """An anonymous caller announcing 50 MiB gets its 401/404 at once: nothing of the body is
+    read (the old server buffered up to 8 MiB before looking at the secret)."""
+    _hook(api)
+    announce = (b"POST /hooks/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 52428800\r\n%s\r\n")
+    answer = _raw_request(live_server, announce % (b"gh", b""))
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    answer = _raw_request(live_server, announce % (b"gh", b"Authorization: Bearer wrong\r\n"))
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    answer = _raw_request(live_server, announce % (b"nobody", b"Authorization: Bearer x\r\n"))
+    assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
+
+
+def test_unknown_hooks_do_not_name_other_triggers(api: httpx.Client):
+    created = api.post("/triggers", json={"name": "nightly", "kind": "cron", "cron": "0 3 * * *",
+                                          "function": "echo"})
+    assert created.status_code == 201, created.text
+    for name in ("nightly", "nobody"):
+        body = assert_error(api.post("/hooks/" + name, json={}, headers={"Authorization": "Bearer x"}),
+                            404, "not_found", f"no webhook trigger {name!r}")
+        assert "cron" not in body["message"] and "kind" not in body["message"]
+
+
+# -- c. names -----------------------------------------------------------------------------------
+
+def test_names_with_a_trailing_newline_are_refused(api: httpx.Client):
+    assert_error(api.post("/endpoints", json={"name": "nl\n", "model": "tiny:1"}), 400, "invalid_input",
+                 "endpoint name")
+    assert_error(api.post("/endpoints", json={"name": "ok", "variants": [{"name": "v\n", "ref": "tiny:1"}]}),
+                 400, "invalid_input", "variant name")
+    assert_error(api.post("/triggers", json={"name": "t\n", "kind": "webhook", "function": "echo"}),
+                 400, "invalid_input", "name")
+
+
+def test_every_name_rule_is_anchored_at_the_very_end():
+    from loopml.core import names
+    from loopml.registry.refs import check_alias_name
+    from loopml.serving.spec import normalise_spec
+
+    rules = [getattr(names, n) for n in dir(names) if n.endswith("_RE")]
+    assert len(rules) >= 9
+    for rule in rules:
+        assert rule.match("a1\n") is None, rule.pattern  # even .match (not only fullmatch) refuses
+    for check in (names.dataset_name, names.model_name, names.endpoint_name, names.function_name,
+                  names.workflow_name, names.execution_name, names.trigger_name, names.monitor_name,
+                  names.tuning_name, check_alias_name):
+        with pytest.raises(Exception) as caught:
+            check("abc\n")
+        assert type(caught.value).__name__ == "InvalidInput"
+    with pytest.raises(Exception, match="variant name"):
+        normalise_spec({"variants": [{"name": "v\n", "ref": "m:1"}]})
