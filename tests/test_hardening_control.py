@@ -180,3 +180,98 @@ def test_every_name_rule_is_anchored_at_the_very_end():
         assert type(caught.value).__name__ == "InvalidInput"
     with pytest.raises(Exception, match="variant name"):
         normalise_spec({"variants": [{"name": "v\n", "ref": "m:1"}]})
+
+
+# -- d. monitor webhook URLs ---------------------------------------------------------------------
+
+REFUSED_WEBHOOKS = {
+    "http://169.254.169.254/latest/meta-data/": "link-local",
+    "http://127.0.0.1:6379/": "loopback",
+    "http://localhost:5432/": "loopback",
+    "http://10.1.2.3/hook": "private",
+    "http://[::1]:8080/hook": "loopback",
+    "http://[::ffff:169.254.169.254]/": "link-local",
+    "http://2130706433/": "written as a number",
+    "http://0x7f000001/": "written as a number",
+    "http://0177.0.0.1/": "written as a number",
+    "http://127.1/": "written as a number",
+    "https://user:hunter2@hooks.example/alert": "credentials",
+}
+
+
+def test_monitor_webhooks_refuse_private_hosts_tricks_and_credentials(api: httpx.Client, plat: Platform):
+    from tests.test_monitors import add_endpoint
+
+    add_endpoint(plat, "mnist")
+    for url, why in REFUSED_WEBHOOKS.items():
+        body = assert_error(api.post("/monitors", json={"name": "m", "endpoint": "mnist", "webhooks": [url]}),
+                            400, "invalid_input", "webhook", why)
+        assert "hunter2" not in body["message"]
+    assert api.get("/monitors").json() == []
+    ok = api.post("/monitors", json={"name": "m", "endpoint": "mnist",
+                                     "webhooks": ["https://hooks.example/alert?token=abc"]})
+    assert ok.status_code == 201, ok.text
+
+
+def test_private_webhooks_are_allowed_only_by_a_setting(platform: Platform):
+    from loopml.core.errors import InvalidInput
+    from loopml.core.urlpolicy import URLPolicy
+    from loopml.monitoring import monitors
+    from tests.test_monitors import add_endpoint
+
+    add_endpoint(platform, "mnist")
+    with pytest.raises(InvalidInput, match="loopback"):
+        monitors.create_monitor(platform, "m", "mnist", webhooks=["http://127.0.0.1:9/hook"])
+    lab = Platform(platform.settings.model_copy(update={"webhook_allow_private": True}))
+    try:
+        assert monitors.create_monitor(lab, "m", "mnist", webhooks=["http://127.0.0.1:9/hook"])["webhooks"]
+    finally:
+        lab.close()
+    listed = URLPolicy(allow_hosts=["10.2.0.0/16", "hooks.internal"])
+    assert listed.check("http://10.2.3.4/h") and listed.check("http://hooks.internal/h")
+    with pytest.raises(ValueError, match="private"):
+        listed.check("http://10.3.0.1/h")
+    with pytest.raises(ValueError, match="credentials"):  # credentials stay refused, whatever is allowed
+        URLPolicy(allow_private=True).check("http://u:p@127.0.0.1/h")
+
+
+def test_webhook_sends_follow_no_redirect_and_redact_the_url(tmp_path: Path):
+    """A 302 to the metadata service is a failure, not a second request; what is recorded and
+    logged has no query string or credentials."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from loopml.core.urlpolicy import URLPolicy
+    from loopml.monitoring.alerts import post_webhook
+
+    hits: list[str] = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    lab = URLPolicy(allow_private=True)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/alert?token=s3cret"
+        outcome = post_webhook(url, {"a": 1}, policy=lab, tries=1)
+        assert (outcome["ok"], outcome["status"]) == (False, 302) and "not followed" in outcome["error"]
+        assert hits == ["/alert?token=s3cret"] and "s3cret" not in json.dumps(outcome)
+        assert outcome["url"] == f"http://127.0.0.1:{server.server_address[1]}/alert"
+    finally:
+        server.shutdown()
+        server.server_close()
+    # a stored URL that policy now refuses (setting changed, or a name resolving to loopback) is
+    # not contacted at all
+    refused = post_webhook("http://localhost:9/x?key=abc", {"a": 1}, sleep=lambda _s: None)
+    assert refused["attempts"] == 0 and "refused" in refused["error"] and "abc" not in json.dumps(refused)
+    failed = post_webhook("http://127.0.0.1:9/x?key=abc", {"a": 1}, policy=lab, tries=1)
+    assert not failed["ok"] and failed["error"] and "abc" not in json.dumps(failed)
