@@ -275,3 +275,90 @@ def test_webhook_sends_follow_no_redirect_and_redact_the_url(tmp_path: Path):
     assert refused["attempts"] == 0 and "refused" in refused["error"] and "abc" not in json.dumps(refused)
     failed = post_webhook("http://127.0.0.1:9/x?key=abc", {"a": 1}, policy=lab, tries=1)
     assert not failed["ok"] and failed["error"] and "abc" not in json.dumps(failed)
+
+
+# -- e. secrets off the command line, private files ------------------------------------------------
+
+def test_worker_command_lines_carry_no_database_url(settings: Settings):
+    """``ps`` shows every local user a process's arguments: the database URL (with its password)
+    reaches workers through their environment only."""
+    from loopml.jobs.local import LocalExecutor
+    from loopml.jobs.spares import SparePool
+
+    secret_url = "postgresql://loopml:pa55word@db.internal:5432/loopml"
+    with_password = settings.model_copy(update={"database_url": secret_url})
+    for command in (LocalExecutor.command("job-1"), SparePool.command(5)):
+        assert not any("pa55word" in arg or "postgresql" in arg for arg in command), command
+    assert with_password.child_env("worker")["LOOPML_DATABASE_URL"] == secret_url
+    assert with_password.child_env("serving")["LOOPML_DATABASE_URL"] == secret_url
+    assert "LOOPML_DATABASE_URL" not in with_password.child_env("function")
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): stat.S_IMODE(p.lstat().st_mode) for p in [root, *root.rglob("*")]}
+
+
+def test_home_database_and_captured_traffic_are_private(settings: Settings):
+    """Home 0700, the SQLite database (and its WAL) and every artifact — captured traffic among
+    them, written by the data plane through the same store — 0600; folders 0700. An existing
+    0755 home (made before this) is tightened."""
+    home = settings.home
+    home.mkdir(parents=True)
+    home.chmod(0o755)
+    plat = Platform(settings)
+    try:
+        plat.artifacts.put_bytes("capture/mnist/primary/2026/12/03/10/part-1.jsonl.gz", b"{}")
+        with plat.artifacts.open_write("datasets/d/v1/data.npz") as f:
+            f.write(b"x")
+        source = home.parent / "model.keras"
+        source.write_bytes(b"m")
+        plat.artifacts.put_file(source, "models/m/v1/model.keras")
+        plat.triggers.list()  # the database is open (WAL files exist)
+        modes = _modes(home)
+    finally:
+        plat.close()
+    assert modes["."] == 0o700
+    assert modes["loopml.db"] == 0o600
+    loose = {path: oct(mode) for path, mode in modes.items()
+             if mode & 0o077 and not (home / path).is_symlink()}
+    assert loose == {}, loose
+    assert modes["artifacts/capture/mnist/primary/2026/12/03/10/part-1.jsonl.gz"] == 0o600
+
+
+# -- f. leftovers of interrupted uploads --------------------------------------------------------------
+
+def test_start_up_removes_stale_upload_leftovers_only(settings: Settings):
+    """What a kill -9 during uploads leaves (``tmp/upload-*`` folders, ``*.tmp-*`` files) goes
+    at the next start; recent ones (a live upload of another process) stay."""
+    from loopml.api.app import create_app
+    from tests.asgi_server import bound_socket, serve_asgi
+
+    plat = Platform(settings)
+    plat.artifacts.put_bytes("datasets/d/v1/data.npz", b"data")
+    root = Path(plat.artifacts.local_root)
+    plat.close()
+    old = time.time() - 2 * 3600
+    stale_upload = settings.home / "tmp" / "upload-abc123"
+    (stale_upload / "unzipped").mkdir(parents=True)
+    (stale_upload / "unzipped" / "img.png").write_bytes(b"png")
+    stale_import = settings.home / "tmp" / "import-def456"
+    stale_import.mkdir()
+    live_upload = settings.home / "tmp" / "upload-live"
+    live_upload.mkdir()
+    (live_upload / "part").write_bytes(b"being written")
+    stale_tmp = root / "datasets/d/v2/data.npz.tmp-0123abcd"
+    stale_tmp.parent.mkdir(parents=True)
+    stale_tmp.write_bytes(b"half")
+    live_tmp = root / "datasets/d/v3/data.npz.tmp-4567ef"
+    live_tmp.parent.mkdir(parents=True)
+    live_tmp.write_bytes(b"writing")
+    for path in (stale_upload / "unzipped" / "img.png", stale_upload / "unzipped", stale_upload, stale_import,
+                 stale_tmp, root / "datasets/d/v1/data.npz"):
+        os.utime(path, (old, old))
+
+    sock = bound_socket()
+    with sock, serve_asgi(create_app(settings, start_loop=False), sock=sock) as url:
+        assert httpx.get(f"{url}/health").status_code == 200
+    assert not stale_upload.exists() and not stale_import.exists() and not stale_tmp.exists()
+    assert live_upload.exists() and live_tmp.exists()
+    assert (root / "datasets/d/v1/data.npz").read_bytes() == b"data"  # real artifacts are untouched

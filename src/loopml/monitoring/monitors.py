@@ -97,8 +97,8 @@ def parse_webhooks(raw: Any, policy: URLPolicy | None = None) -> list[str]:
         except ValueError:
             valid = False
         if not valid:
-            raise InvalidInput(f"webhook {redact_url(url) if isinstance(url, str) else url!r}: must be an "
-                               "http:// or https:// URL")
+            shown = redact_url(url) if isinstance(url, str) and "@" in url else url  # no credentials
+            raise InvalidInput(f"webhook {shown!r}: must be an http:// or https:// URL")
         try:
             (policy or URLPolicy()).check(url)
         except URLRefused as exc:
