@@ -362,3 +362,63 @@ def test_start_up_removes_stale_upload_leftovers_only(settings: Settings):
     assert not stale_upload.exists() and not stale_import.exists() and not stale_tmp.exists()
     assert live_upload.exists() and live_tmp.exists()
     assert (root / "datasets/d/v1/data.npz").read_bytes() == b"data"  # real artifacts are untouched
+
+
+# -- g. dataset sources, uploaded folders' symlinks, function zip entries -----------------------------
+
+def test_unsupported_dataset_sources_are_400s(api: httpx.Client, monkeypatch: pytest.MonkeyPatch):
+    for source in ("ftp://127.0.0.1:1/data.csv", "http://127.0.0.1:1/data.csv", "gopher://x/y"):
+        assert_error(api.post("/datasets", json={"name": "d", "source": source}), 400, "invalid_input",
+                     "unsupported scheme", "s3://")
+    # S3 without any credentials (no env, no files, no instance metadata): said, not a 500
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert_error(api.post("/datasets", json={"name": "d", "source": "s3://bucket/data.csv"}), 400,
+                 "invalid_input", "no S3 credentials", "AWS_ACCESS_KEY_ID")
+    assert api.get("/datasets").json() == []
+
+
+def test_uploaded_folders_refuse_dangling_and_outward_symlinks(live_server: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    from tests.surface_support import cli_runner
+    from tests.test_cli import one_line_error
+
+    cli = cli_runner(live_server, monkeypatch)
+    secret = tmp_path / "outside" / "id_rsa.png"
+    secret.parent.mkdir()
+    secret.write_bytes(b"not for the server")
+    folder = tmp_path / "digits"
+    (folder / "0").mkdir(parents=True)
+    (folder / "0" / "a.png").write_bytes(b"png")
+    (folder / "0" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    one_line_error(cli("datasets", "add", "digits", str(folder)), 2, "gone.png", "does not exist")
+    (folder / "0" / "gone.png").unlink()
+    (folder / "0" / "key.png").symlink_to(secret)
+    one_line_error(cli("datasets", "add", "digits", str(folder)), 2, "key.png", "out of the folder")
+    (folder / "0" / "key.png").unlink()
+    (folder / "1").symlink_to(secret.parent, target_is_directory=True)
+    one_line_error(cli("datasets", "add", "digits", str(folder)), 2, "out of the folder")
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(zipfile.ZipInfo(name), data)
+    return buf.getvalue()
+
+
+def test_function_zips_with_dot_dotdot_or_absolute_entries_are_refused(api: httpx.Client):
+    handler = b"def handler(event, context):\n    return event\n"
+    for bad in (".", "./", "../evil.py", "/etc/cron.d/x", "pkg/./mod.py", "a\\b.py"):
+        code = _zip({"handler.py": handler, bad: b"x"})
+        resp = api.post("/functions", data={"name": "fn", "handler": "handler.handler"},
+                        files={"code": ("code.zip", code, "application/zip")})
+        assert_error(resp, 400, "invalid_input", "zip entry")
+    assert all(f["name"] != "fn" for f in api.get("/functions").json())
+    good = api.post("/functions", data={"name": "fn", "handler": "handler.handler"},
+                    files={"code": ("code.zip", _zip({"handler.py": handler, "lib/": b""}), "application/zip")})
+    assert good.status_code == 201, good.text
