@@ -68,6 +68,9 @@ def test_lone_surrogates_are_refused_wherever_json_enters(api: httpx.Client, pla
                  400, "invalid_input", "surrogate")
     assert_error(api.post("/hooks/gh", content=LONE_SURROGATE, headers={"Authorization": f"Bearer {secret}"}),
                  400, "invalid_input", "surrogate")
+    handler = b"def handler(event, context):\n    return event\n"
+    assert_error(api.post("/functions", data={"name": "env-fn", "environment": '{"K": "\\ud800"}'},
+                          files={"code": ("handler.py", handler)}), 400, "invalid_input", "environment", "surrogate")
     # a surrogate PAIR is a real character (U+1F600) and goes through
     ok = api.post("/hooks/gh", content=b'{"x": "\\ud83d\\ude00"}', headers={"Authorization": f"Bearer {secret}"})
     assert ok.status_code == 202, ok.text
