@@ -15,11 +15,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopml.core.errors import LoopMLError
-from loopml.core.jsonutil import MAX_DEPTH, NotStrictJSON, dumps_safe, loads_strict, too_deep
+from loopml.core.jsonutil import NotStrictJSON, dumps_safe, loads_strict
 
 log = logging.getLogger("loopml.api")
 
@@ -136,12 +137,13 @@ class StrictJSONMiddleware:
     """JSON request bodies must be real JSON: Python's parser (FastAPI's) accepts NaN, Infinity
     and 1e999, which PostgreSQL's json columns then refuse (a 500 after the fact), lone
     surrogates (which break every later answer that includes them) and any nesting (a
-    RecursionError at ~1,000 levels). Bodies up to 8 MiB are checked here (``loads_strict``)
-    and replayed to the app unchanged; other parse errors are left to the route's own validation.
-    Larger ones (monitor labels take up to 64 MiB) are only checked for nesting; over 64 MiB is 413."""
+    RecursionError at ~1,000 levels). Bodies are checked here (``loads_strict``; large ones on a
+    worker thread, never stalling the event loop) and replayed to the app unchanged; other parse
+    errors are left to the route's own validation. The largest JSON body any route takes is
+    64 MiB (monitor labels): over that is 413."""
 
-    LIMIT = 8 << 20
     MAX = 64 << 20
+    INLINE = 256 << 10  # parsed on the event loop up to this size (well under a millisecond per KiB)
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -162,14 +164,12 @@ class StrictJSONMiddleware:
         if more:  # larger than any JSON body the API takes
             await _send_json(send, 413, error_body("too_large", f"body: a JSON body is at most {self.MAX} bytes"))
             return
-        if size > self.LIMIT:
-            if too_deep(body):
-                await _send_json(send, 400, error_body("invalid_input", f"body: arrays/objects nested more "
-                                                       f"than {MAX_DEPTH} levels deep"))
-                return
-        elif body.strip():
+        if body.strip():
             try:
-                loads_strict(body)
+                if size > self.INLINE:
+                    await run_in_threadpool(loads_strict, body)
+                else:
+                    loads_strict(body)
             except NotStrictJSON as exc:
                 await _send_json(send, 400, error_body("invalid_input", f"body: {exc}"))
                 return

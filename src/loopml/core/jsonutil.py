@@ -18,11 +18,6 @@ from typing import Any
 
 MAX_DEPTH = 128  # arrays/objects inside each other; real requests use a handful
 
-# strings (with their escapes) are skipped when counting brackets; possessive: no backtracking
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-_OPENERS = frozenset(b"[{")
-_DEPTH_TABLE = bytes(2 if c in _OPENERS else 0 if c in b"]}" else 1 for c in range(256))  # +1 / -1 after -1
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 # a lone surrogate can only come from a \uD800-\uDFFF escape or raw surrogate bytes (which
 # Python's parser lets through with 'surrogatepass')
 _SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
@@ -44,17 +39,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def too_deep(data: bytes) -> bool:
-    """Whether arrays/objects nest more than MAX_DEPTH levels in the JSON text ``data`` (brackets
-    inside strings do not count), without parsing it: a regex, a byte translation and a
-    cumulative sum, all C-speed."""
-    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:  # the usual case: it cannot be
-        return False
-    import numpy as np  # only here: the CLI imports this module at start-up
-
-    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
-    steps = np.frombuffer(brackets.translate(_DEPTH_TABLE), dtype=np.uint8).astype(np.int32) - 1
-    return bool(steps.size) and int(np.cumsum(steps).max()) > MAX_DEPTH
+def deeper_than(value: dict | list, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays/objects nest more than ``limit`` levels in the parsed ``value``: one
+    level at a time (no recursion), stopping as soon as a level has no containers left."""
+    level = [value]
+    for _ in range(limit):
+        level = [child for item in level for child in (item.values() if type(item) is dict else item)
+                 if type(child) is dict or type(child) is list]
+        if not level:
+            return False
+    return True
 
 
 def lone_surrogate(value: Any) -> str | None:
@@ -79,13 +73,14 @@ def loads_strict(data: str | bytes) -> Any:
     """``json.loads`` refusing NaN/Infinity/1e999, lone surrogates and nesting deeper than
     MAX_DEPTH with :class:`NotStrictJSON`; other parse errors raise ``json.JSONDecodeError`` (a
     ``ValueError``) as usual."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    if too_deep(raw):
-        raise NotStrictJSON(f"arrays/objects nested more than {MAX_DEPTH} levels deep")
+    too_deep = NotStrictJSON(f"arrays/objects nested more than {MAX_DEPTH} levels deep")
     try:
         value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except RecursionError:  # the count above missed it (malformed strings): still the user's input
-        raise NotStrictJSON(f"nested more than {MAX_DEPTH} levels deep") from None
+    except RecursionError:  # Python's parser recurses: ~1,000 levels (the user's input, not a bug)
+        raise too_deep from None
+    openers = data.count("[") + data.count("{") if isinstance(data, str) else data.count(b"[") + data.count(b"{")
+    if openers > MAX_DEPTH and isinstance(value, (dict, list)) and deeper_than(value):
+        raise too_deep
     hint = _SURROGATE_HINT_TEXT if isinstance(data, str) else _SURROGATE_HINT
     if hint.search(data):  # type: ignore[arg-type]
         bad = lone_surrogate(value)
