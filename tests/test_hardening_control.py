@@ -23,7 +23,6 @@ from loopml.core.settings import Settings
 from loopml.platform import Platform
 from loopml.store import tables as t
 from loopml.store.triggers_repo import Firing
-from loopml.triggers import service as triggers
 from tests.surface_support import assert_error
 
 LONE_SURROGATE = b'{"x": "\\ud800"}'
