@@ -20,6 +20,12 @@ from loopml.store.db import MetadataStore
 from loopml.store.monitors_repo import MonitorRepo
 from tests.test_triggers import add_function
 
+
+@pytest.fixture(autouse=True)
+def loopback_webhooks(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests' webhook receivers listen on 127.0.0.1: allow private addresses (refused by default)."""
+    monkeypatch.setenv("LOOPML_WEBHOOK_ALLOW_PRIVATE", "1")
+
 pytest_plugins = ("tests.backends",)
 
 
@@ -339,11 +345,12 @@ def test_alerts_open_dedupe_resolve_notify_and_fire_trigger(plat: Platform, hook
 
 
 def test_webhook_failure_status_is_recorded(hook_server):
+    from loopml.core.urlpolicy import URLPolicy
     from loopml.monitoring.alerts import post_webhook
 
     url, hook = hook_server
     hook.status = 500
-    outcome = post_webhook(f"{url}/x", {"a": 1}, sleep=lambda _s: None)
+    outcome = post_webhook(f"{url}/x", {"a": 1}, policy=URLPolicy(allow_private=True), sleep=lambda _s: None)
     assert (outcome["ok"], outcome["status"], outcome["attempts"], outcome["error"]) == (False, 500, 2, "HTTP 500")
     assert len(hook.received) == 2
 

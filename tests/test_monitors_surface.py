@@ -23,6 +23,12 @@ from tests.test_monitors import add_endpoint
 from tests.surface_support import assert_error, cli_runner
 
 
+@pytest.fixture(autouse=True)
+def loopback_webhooks(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests' webhook receivers listen on 127.0.0.1: allow private addresses (refused by default)."""
+    monkeypatch.setenv("LOOPML_WEBHOOK_ALLOW_PRIVATE", "1")
+
+
 @pytest.fixture
 def plat(live_server, settings):
     from loopml.platform import Platform

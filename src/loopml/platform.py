@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from loopml.artifacts.store import ArtifactStore, open_store
+from loopml.core.filemodes import private_dir, private_sqlite_file
 from loopml.core.settings import Settings
 from loopml.store.datasets_repo import DatasetRepo
 from loopml.store.db import MetadataStore
@@ -25,6 +26,9 @@ from loopml.store.workflows_repo import WorkflowRepo
 class Platform:
     def __init__(self, settings: Settings, *, create_schema: bool = True) -> None:
         self.settings = settings
+        if settings.database_url is None or settings.artifact_uri is None:  # something lives in home
+            private_dir(settings.home)
+        private_sqlite_file(settings.resolved_database_url)  # before SQLite creates it 0644
         self.meta = MetadataStore(settings.resolved_database_url, create=create_schema)
         self.artifacts: ArtifactStore = open_store(settings)
 

@@ -17,7 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from loopml import __version__
 from loopml.api import cluster, datasets, endpoints, functions, jobs, models, monitors, triggers, tuning, workflows
-from loopml.api.errors import BearerTokenMiddleware, CatchAllMiddleware, StrictJSONMiddleware, install_handlers
+from loopml.api.errors import (BearerTokenMiddleware, CatchAllMiddleware, SafeJSONResponse, StrictJSONMiddleware,
+                               install_handlers)
+from loopml.artifacts.cleanup import remove_platform_temporaries
 from loopml.core.settings import Settings, load_settings
 from loopml.platform import Platform
 
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         # opening the database may create/check its schema: keep it off the event loop
         plat = platform if platform is not None else await run_in_threadpool(Platform, settings)
         app.state.platform = plat
+        await run_in_threadpool(remove_platform_temporaries, plat)  # left by a kill -9 during uploads
         loop = None
         try:
             if start_loop:
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
                     "Errors are JSON `{code, message}`; with a token configured, every route but "
                     "`/health` and `/healthz` needs `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,  # a stored lone surrogate never fails a list
     )
     app.state.settings = settings
     install_handlers(app)

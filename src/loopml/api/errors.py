@@ -9,18 +9,18 @@ middleware (BaseHTTPMiddleware would buffer the streamed prediction output).
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopml.core.errors import LoopMLError
-from loopml.core.jsonutil import NotStrictJSON, loads_strict
+from loopml.core.jsonutil import NotStrictJSON, dumps_safe, loads_strict
 
 log = logging.getLogger("loopml.api")
 
@@ -54,14 +54,22 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(dict.fromkeys(problems)) or "invalid request"
 
 
+class SafeJSONResponse(JSONResponse):
+    """The API's answers: like JSONResponse, but a stored string holding a lone surrogate (from
+    before input refused them) is sent as U+FFFD instead of failing the whole list with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps_safe(content, allow_nan=False, indent=None, separators=(",", ":"))
+
+
 async def _loopml_error(_req: Request, exc: LoopMLError) -> JSONResponse:
     if exc.status >= 500:
         log.error("request failed: %s", exc.message)
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
+    return SafeJSONResponse(exc.to_dict(), status_code=exc.status)
 
 
 async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse(error_body("invalid_input", validation_message(exc)), status_code=400)
+    return SafeJSONResponse(error_body("invalid_input", validation_message(exc)), status_code=400)
 
 
 async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -71,7 +79,7 @@ async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse
         message = f"no such route: {req.method} {req.url.path}"
     elif exc.status_code == 405:
         message = f"method {req.method} is not allowed on {req.url.path}"
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+    return SafeJSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -81,7 +89,7 @@ def install_handlers(app: FastAPI) -> None:
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list | None = None) -> None:
-    data = json.dumps(body).encode()
+    data = dumps_safe(body)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(data)).encode()), *(headers or [])]})
@@ -114,24 +122,38 @@ class CatchAllMiddleware:
                 await _send_json(send, 500, error_body("error", "internal server error (details are in the server log)"))
 
 
+def _parsed_as_json(scope: Scope) -> bool:
+    """Whether FastAPI would parse this request's body as JSON: a JSON content type, or none.
+    /hooks/ is left out: open to anyone, it reads its capped body itself after the secret check."""
+    if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+        return False
+    if str(scope.get("path", "")).startswith("/hooks/"):
+        return False
+    content_type = dict(scope.get("headers") or []).get(b"content-type")
+    return content_type is None or b"json" in content_type
+
+
 class StrictJSONMiddleware:
     """JSON request bodies must be real JSON: Python's parser (FastAPI's) accepts NaN, Infinity
-    and 1e999, which PostgreSQL's json columns then refuse (a 500 after the fact). Bodies up to
-    8 MiB are checked here and replayed to the app unchanged; other parse errors are left to the
-    route's own validation."""
+    and 1e999, which PostgreSQL's json columns then refuse (a 500 after the fact), lone
+    surrogates (which break every later answer that includes them) and any nesting (a
+    RecursionError at ~1,000 levels). Bodies are checked here (``loads_strict``; large ones on a
+    worker thread, never stalling the event loop) and replayed to the app unchanged; other parse
+    errors are left to the route's own validation. The largest JSON body any route takes is
+    64 MiB (monitor labels): over that is 413."""
 
-    LIMIT = 8 << 20
+    MAX = 64 << 20
+    INLINE = 256 << 10  # parsed on the event loop up to this size (well under a millisecond per KiB)
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH")
-                or b"json" not in dict(scope.get("headers") or []).get(b"content-type", b"")):
+        if not _parsed_as_json(scope):
             await self.app(scope, receive, send)
             return
         chunks, size, more = [], 0, True
-        while more and size <= self.LIMIT:
+        while more and size <= self.MAX:
             message = await receive()
             if message["type"] != "http.request":
                 break
@@ -139,9 +161,15 @@ class StrictJSONMiddleware:
             size += len(chunks[-1])
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if not more:  # the whole body is here (a larger one streams on unchecked)
+        if more:  # larger than any JSON body the API takes
+            await _send_json(send, 413, error_body("too_large", f"body: a JSON body is at most {self.MAX} bytes"))
+            return
+        if body.strip():
             try:
-                loads_strict(body)
+                if size > self.INLINE:
+                    await run_in_threadpool(loads_strict, body)
+                else:
+                    loads_strict(body)
             except NotStrictJSON as exc:
                 await _send_json(send, 400, error_body("invalid_input", f"body: {exc}"))
                 return

@@ -3,7 +3,6 @@ labels), their runs and reports, baselines; /alerts: what the runs raised."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -14,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from loopml.api.control import wake_control
 from loopml.core.errors import InvalidInput
+from loopml.core.jsonutil import loads_strict
 from loopml.monitoring import labelled_data, labels, monitors
 from loopml.platform import Platform
 
@@ -170,7 +170,7 @@ async def upload_labels(name: str, request: Request) -> dict[str, Any]:
                                        format=str(fmt) if fmt else None, filename=upload.filename)
     body = await request.body()
     try:
-        parsed = json.loads(body) if body.strip() else None
+        parsed = loads_strict(body) if body.strip() else None
     except ValueError:
         raise InvalidInput("body: not valid JSON; send {\"labels\": [{\"inference_id\": ..., \"label\": ...}]} "
                            "or a multipart file") from None

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from loopml.api.errors import SafeJSONResponse
 from loopml.platform import Platform
 from loopml.triggers import service
 
@@ -172,8 +173,8 @@ def redrive_trigger(name: str, request: Request, body: RedriveIn | None = None) 
 
 async def _capped_body(request: Request, cap: int) -> bytes:
     """At most ``cap`` bytes of the body: /hooks/ is open to the internet (no API token), so an
-    anonymous caller must not make the server buffer an unbounded body before the secret check.
-    A body over the limit is refused (after the secret check) by ``fire_webhook``."""
+    anonymous caller must not make the server buffer an unbounded body. A body over the limit
+    is refused (after the secret check) by ``fire_webhook``."""
     chunks, size = [], 0
     async for chunk in request.stream():
         chunks.append(chunk[:cap - size])
@@ -188,15 +189,18 @@ async def _capped_body(request: Request, cap: int) -> bytes:
                            "'X-LoopML-Hook-Secret: SECRET' or GitHub's 'X-Hub-Signature-256: sha256=HMAC' "
                            "(webhooks created before signatures were supported: Bearer only); a JSON body (or none)")
 async def call_hook(name: str, request: Request) -> JSONResponse:
-    body = await _capped_body(request, service.MAX_WEBHOOK_BODY + 1)
+    platform = _platform(request)
     secret = request.headers.get("x-loopml-hook-secret")
     if secret is None:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         secret = value.strip() if scheme.lower() == "bearer" else None
+    signature = request.headers.get("x-hub-signature-256")
+    # the secret (or, for a signature, the hook's existence) is checked before any body is read
+    await run_in_threadpool(service.check_webhook_secret, platform, name, secret=secret, signature=signature)
+    body = await _capped_body(request, service.MAX_WEBHOOK_BODY + 1)
     headers = {k: request.headers[k] for k in ("content-type", "user-agent", "idempotency-key",
                                                "x-github-event", "x-github-delivery") if k in request.headers}
-    answer = await run_in_threadpool(service.fire_webhook, _platform(request), name, secret=secret,
-                                     body=body, headers=headers,
-                                     signature=request.headers.get("x-hub-signature-256"))
+    answer = await run_in_threadpool(service.fire_webhook, platform, name, secret=secret,
+                                     body=body, headers=headers, signature=signature)
     _poke(request, answer)
-    return JSONResponse(answer, status_code=202)
+    return SafeJSONResponse(answer, status_code=202)

@@ -1,7 +1,8 @@
 """ArtifactStore: datasets, checkpoints, model versions and outputs over fsspec.
 
 A local folder by default, ``s3://bucket/prefix`` for any S3-compatible server (s3fs).
-Writes are atomic: local files are written beside the target and renamed into place;
+Writes are atomic: local files are written beside the target and renamed into place (files
+0600, folders 0700: captured traffic and datasets are nobody else's to read);
 S3 objects appear in one PUT (or one completed multipart upload) only after the data is
 complete. Every key is validated (see ``keys.validate_key``).
 """
@@ -20,6 +21,7 @@ import fsspec
 
 from loopml.artifacts.keys import join, validate_key
 from loopml.core.errors import CorruptArtifact, InvalidInput, NotFound
+from loopml.core.filemodes import create_private, make_dirs
 
 
 class ArtifactStore:
@@ -32,7 +34,7 @@ class ArtifactStore:
         if self.is_local:
             self._root = self.uri[len("file://"):] if self.uri.startswith("file://") else self.uri
             self.fs = fsspec.filesystem("file")
-            os.makedirs(self._root, exist_ok=True)
+            make_dirs(self._root)
         elif protocol in ("s3", "s3a"):
             opts: dict = {"use_listings_cache": False, "skip_instance_cache": True}
             if s3_endpoint_url:
@@ -43,6 +45,13 @@ class ArtifactStore:
             raise InvalidInput(f"artifact URI {uri!r}: unsupported scheme {protocol!r} (use a folder or s3://)")
 
     # -- paths ---------------------------------------------------------------------------
+    @property
+    def local_root(self) -> str:
+        """The folder of a local store (its files are under it)."""
+        if not self.is_local:
+            raise InvalidInput(f"artifact store {self.uri} is not a local folder")
+        return self._root
+
     def _path(self, key: str, *, allow_empty: bool = False) -> str:
         validate_key(key, allow_empty=allow_empty)
         return f"{self._root}/{key}" if key else self._root
@@ -54,9 +63,9 @@ class ArtifactStore:
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            make_dirs(os.path.dirname(path))
             tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
+            with open(create_private(tmp), "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
         else:
@@ -65,9 +74,10 @@ class ArtifactStore:
     def put_file(self, local_path: str | os.PathLike, key: str) -> None:
         path = self._path(key)
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            make_dirs(os.path.dirname(path))
             tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            shutil.copyfile(local_path, tmp)
+            with open(local_path, "rb") as src, open(create_private(tmp), "wb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
             os.replace(tmp, path)
         else:
             self.fs.put_file(str(local_path), path)
@@ -77,10 +87,10 @@ class ArtifactStore:
         """Stream a large object; it becomes visible only if the block exits cleanly."""
         path = self._path(key)
         if self.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            make_dirs(os.path.dirname(path))
             tmp = f"{path}.tmp-{uuid.uuid4().hex}"
             try:
-                with open(tmp, "wb") as f:
+                with open(create_private(tmp), "wb") as f:
                     yield f
                 os.replace(tmp, path)
             finally:

@@ -1,8 +1,8 @@
-"""What each kind of LoopML object may be called, in one place: one pattern and one validator
+r"""What each kind of LoopML object may be called, in one place: one pattern and one validator
 per kind of name, each returning the name or raising InvalidInput that says the rule.
 
-The patterns are anchored (``^…$``) and matched whole (``fullmatch``): a trailing newline is
-no part of a name. Names end up in URL paths, artifact keys and CLI arguments; the rules differ by kind because
+The patterns end with ``\Z`` (not ``$``, which also matches before a trailing newline) and are
+matched whole (``fullmatch``): ``"v\n"`` is no name, whichever ``re`` function a caller uses. Names end up in URL paths, artifact keys and CLI arguments; the rules differ by kind because
 each follows the service it mirrors (SageMaker endpoint names, Lambda function names, …).
 """
 
@@ -14,22 +14,31 @@ from typing import Any
 from loopml.core.errors import InvalidInput
 
 # datasets and models: lowercase, they name folders and files
-DATASET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+DATASET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}\Z")
 # SageMaker's endpoint-name pattern: the data plane puts the name in a URL path; variants alike
-ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}\Z")
 VARIANT_NAME_RE = ENDPOINT_NAME_RE
 # Lambda-like function names
-FUNCTION_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+FUNCTION_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 # triggers, workflows and monitors
-RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-EXECUTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}\Z")
+EXECUTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}\Z")
 # tuning jobs: a trial's training job is NAME-NNN, and job ids are at most 32 characters
-TUNING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,26}$")
+TUNING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,26}\Z")
+# training jobs' ids and the files a job writes (labels, uploads); model aliases
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}\Z")
+FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
+
+
+def is_valid(pattern: re.Pattern[str], name: Any) -> bool:
+    """Whether ``name`` is a string ``pattern`` matches whole (the one test every rule uses)."""
+    return isinstance(name, str) and pattern.fullmatch(name) is not None
 
 
 def _checked(pattern: re.Pattern[str], name: Any, rule: str) -> str:
     """``name`` when it matches ``pattern`` whole; else InvalidInput with ``rule`` (``{name!r}`` in it)."""
-    if not (isinstance(name, str) and pattern.fullmatch(name) is not None):
+    if not is_valid(pattern, name):
         raise InvalidInput(rule.format(name=name))
     return name
 

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     function_concurrency: int = Field(4, ge=1, description="Function invocations running at once (each in its own process).")
     trigger_poll_interval_s: float = Field(1.0, gt=0, description="How often object and cron triggers are checked.")
     log_level: str = Field("warning", description="Server log level.")
+    webhook_allow_private: bool = Field(False, description=(
+        "Monitor webhooks may go to private, loopback and link-local addresses (refused by default: "
+        "they would let a URL reach the metadata service or local ports)."))
+    webhook_allow_hosts: str = Field("", description=(
+        "Comma-separated host names and networks (CIDR) monitor webhooks may reach although they are "
+        "not public, e.g. hooks.internal,10.2.0.0/16."))
 
     @field_validator("home", mode="before")
     @classmethod

@@ -64,28 +64,54 @@ def _read_local(path: str, fmt: str | None, label: str | None, text: str | None,
     return read_source(path, fmt, label=label, text=text, min_classes=min_classes)
 
 
+REMOTE_SCHEMES = ("s3", "s3a")
+
+
+def _remote_problem(uri: str, exc: Exception) -> str:
+    """What went wrong reaching ``uri``, in the user's terms (credentials, access, the endpoint)."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
+        return (f"source {uri!r}: the server has no S3 credentials: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) where `loopml server` runs")
+    if isinstance(exc, PermissionError) or "AccessDenied" in str(exc):
+        return f"source {uri!r}: access denied (check the server's S3 credentials and the bucket policy)"
+    if isinstance(exc, FileNotFoundError):
+        return f"source {uri!r} does not exist"
+    if names & {"EndpointConnectionError", "ConnectTimeoutError"} or isinstance(exc, (ConnectionError, TimeoutError)):
+        return f"source {uri!r}: cannot reach the S3 endpoint (LOOPML_S3_ENDPOINT_URL?): {type(exc).__name__}"
+    return f"source {uri!r} cannot be read: {type(exc).__name__}: {exc}"[:500]
+
+
 def _read_remote(uri: str, fmt: str | None, label: str | None, text: str | None,
                  s3_endpoint_url: str | None, min_classes: int = 2) -> DatasetContent:
-    """An s3:// (or other fsspec) file or folder: copied to a temporary folder, then read."""
+    """An s3:// file or folder: copied to a temporary folder, then read. Other schemes (ftp://,
+    http://, …) are refused: the server reads S3 and its own files, nothing else."""
     import tempfile
 
     import fsspec
 
-    protocol = uri.split("://", 1)[0]
-    opts = {"client_kwargs": {"endpoint_url": s3_endpoint_url}} if protocol in ("s3", "s3a") and s3_endpoint_url else {}
-    try:
-        fs = fsspec.filesystem(protocol, **opts)
-    except (ImportError, ValueError) as exc:
-        raise InvalidInput(f"source {uri!r}: unsupported scheme {protocol!r} ({exc})") from None
+    protocol = uri.split("://", 1)[0].lower()
+    if protocol not in REMOTE_SCHEMES:
+        raise InvalidInput(f"source {uri!r}: unsupported scheme {protocol!r}; use s3://BUCKET/KEY, a path on "
+                           "the server (or file://), an upload, or sample:NAME")
+    opts = {"client_kwargs": {"endpoint_url": s3_endpoint_url}} if s3_endpoint_url else {}
     path = uri.split("://", 1)[1].rstrip("/")
-    if not fs.exists(path):
-        raise InvalidInput(f"source {uri!r} does not exist")
     with tempfile.TemporaryDirectory(prefix="loopml-source-") as tmp:
         local = os.path.join(tmp, path.rsplit("/", 1)[-1] or "data")
-        if fs.isdir(path):
-            fs.get(path + "/", local + "/", recursive=True)
-        else:
-            fs.get_file(path, local)
+        try:
+            fs = fsspec.filesystem(protocol, **opts)
+            if not fs.exists(path):
+                raise InvalidInput(f"source {uri!r} does not exist")
+            if fs.isdir(path):
+                fs.get(path + "/", local + "/", recursive=True)
+            else:
+                fs.get_file(path, local)
+        except InvalidInput:
+            raise
+        except ImportError as exc:
+            raise InvalidInput(f"source {uri!r}: {protocol}:// needs {exc.name or 's3fs'} installed") from None
+        except Exception as exc:  # noqa: BLE001 - botocore/s3fs errors: the user's setup, said in one line
+            raise InvalidInput(_remote_problem(uri, exc)) from None
         with paths_shown_as({local: uri.rstrip("/")}):
             return _read_local(local, fmt, label, text, min_classes)
 

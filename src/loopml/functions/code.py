@@ -46,6 +46,21 @@ def _is_zip(filename: str, data: bytes) -> bool:
     return filename.lower().endswith(".zip") or data[:4] == b"PK\x03\x04"
 
 
+def _entry_problem(name: str) -> str | None:
+    """Why a zip entry cannot be a file of the code folder (None: it can). ``.`` would be the
+    folder itself, ``..``/absolute paths point out of it, a backslash or NUL is no portable name."""
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path"
+    if "\\" in name or "\x00" in name:
+        return "contains a backslash or NUL character"
+    parts = name.rstrip("/").split("/")
+    if ".." in parts:
+        return "points outside the code folder"
+    if "." in parts or "" in parts:
+        return "has an empty or '.' path segment"
+    return None
+
+
 def zip_members(data: bytes) -> dict[str, bytes]:
     """Files of the zip by path, without a single top folder every entry shares (a zipped
     folder) — the layout the function's code directory gets."""
@@ -56,10 +71,11 @@ def zip_members(data: bytes) -> dict[str, bytes]:
     infos = [i for i in zf.infolist() if not i.is_dir()]
     if sum(i.file_size for i in infos) > MAX_UNZIPPED_BYTES:
         raise InvalidInput(f"function code: unzipped size is over {MAX_UNZIPPED_BYTES // 2**20} MiB")
+    for info in zf.infolist():
+        problem = _entry_problem(info.filename)
+        if problem:
+            raise InvalidInput(f"function code: zip entry {info.filename!r} {problem}")
     names = [PurePosixPath(i.filename) for i in infos]
-    for path in names:
-        if path.is_absolute() or ".." in path.parts:
-            raise InvalidInput(f"function code: zip entry {str(path)!r} points outside the code folder")
     tops = {p.parts[0] for p in names if len(p.parts) > 1}
     strip = len(tops) == 1 and all(len(p.parts) > 1 for p in names)
     out: dict[str, bytes] = {}

@@ -9,6 +9,7 @@ import re
 from typing import Any, Callable
 
 from loopml.core.errors import Conflict, InvalidInput, NotFound
+from loopml.core.jsonutil import loads_strict
 from loopml.core.names import function_name
 from loopml.functions.code import MAX_CODE_BYTES, prepare_code
 from loopml.platform import Platform
@@ -56,7 +57,7 @@ def parse_environment(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        env = json.loads(text)
+        env = loads_strict(text)  # a lone surrogate could never be an environment value
     except ValueError as exc:
         raise InvalidInput(f"environment is not valid JSON: {exc}") from None
     if not isinstance(env, dict):

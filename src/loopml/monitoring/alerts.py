@@ -2,8 +2,9 @@
 
 A violation opens an alert, or bumps the open alert of the same key (deduplicated while it stays
 open); a key this run checked and found fine resolves its open alert. Only a NEWLY opened alert
-notifies: every webhook of the monitor gets an HTTP POST with a JSON body (5 s timeout, 2 tries;
-failures are recorded on the alert, never raised), and every active alert trigger on the monitor
+notifies: every webhook of the monitor gets an HTTP POST with a JSON body (5 s timeout, 2 tries,
+redirects not followed, the URL policy of core.urlpolicy checked again with the host's current
+addresses; failures are recorded on the alert — the URL without credentials or query — never raised), and every active alert trigger on the monitor
 fires once per run that opened alerts (``loopml.triggers.service.fire_alert`` with the first
 opened alert, deduplicated on its id; the others are listed in ``opened_with``) — which can
 start the retraining workflow once, however many features drifted together.
@@ -16,6 +17,7 @@ import time
 from typing import Any, Callable
 
 from loopml.core.timeutil import iso, utcnow
+from loopml.core.urlpolicy import URLPolicy, URLRefused, redact_url, resolve_host
 from loopml.platform import Platform
 from loopml.store.monitors_repo import INSUFFICIENT
 
@@ -36,23 +38,32 @@ def alert_payload(monitor: dict[str, Any], run: dict[str, Any], alert: dict[str,
     return body
 
 
-def post_webhook(url: str, body: dict[str, Any], *, tries: int = WEBHOOK_TRIES,
+def post_webhook(url: str, body: dict[str, Any], *, policy: URLPolicy | None = None, tries: int = WEBHOOK_TRIES,
                  timeout: float = WEBHOOK_TIMEOUT_S, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """POST ``body``; a 2xx is success. Returns what happened (never raises)."""
+    """POST ``body`` when ``policy`` (default: public hosts only) allows ``url``; a 2xx is
+    success, a redirect is not followed. Returns what happened, ``url`` redacted (never raises)."""
     import httpx
 
-    outcome: dict[str, Any] = {"url": url, "ok": False, "attempts": 0}
+    shown = redact_url(url)
+    outcome: dict[str, Any] = {"url": shown, "ok": False, "attempts": 0}
+    try:
+        (policy or URLPolicy()).check(url, resolve=resolve_host)
+    except URLRefused as exc:
+        outcome.update(error=f"refused: {exc}"[:300], at=iso(utcnow()))
+        return outcome
     for attempt in range(1, tries + 1):
         outcome["attempts"] = attempt
         try:
-            resp = httpx.post(url, json=body, timeout=timeout, headers={"User-Agent": "loopml-monitor"})
+            resp = httpx.post(url, json=body, timeout=timeout, follow_redirects=False,
+                              headers={"User-Agent": "loopml-monitor"})
             outcome["status"] = resp.status_code
             if 200 <= resp.status_code < 300:
                 outcome.update(ok=True, error=None)
                 break
-            outcome["error"] = f"HTTP {resp.status_code}"
+            outcome["error"] = f"HTTP {resp.status_code}" + (" (redirects are not followed)"
+                                                             if resp.is_redirect else "")
         except Exception as exc:  # noqa: BLE001 - a webhook failing must never fail the run
-            outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            outcome["error"] = f"{type(exc).__name__}: {exc}".replace(url, shown)[:300]
         if attempt < tries:
             sleep(RETRY_DELAY_S)
     outcome["at"] = iso(utcnow())
@@ -63,10 +74,11 @@ def _notify(platform: Platform, monitor: dict[str, Any], run: dict[str, Any], al
             *, fire: bool = True, together: list[dict[str, Any]] | None = None) -> None:
     notifications = []
     body = alert_payload(monitor, run, alert, platform.settings.resolved_api_url)
+    policy = URLPolicy.from_settings(platform.settings)
     for url in monitor.get("webhooks") or []:
-        outcome = post_webhook(url, body)
+        outcome = post_webhook(url, body, policy=policy)
         if not outcome["ok"]:
-            log.warning("alert %s: webhook %s failed: %s", alert["id"], url, outcome.get("error"))
+            log.warning("alert %s: webhook %s failed: %s", alert["id"], outcome["url"], outcome.get("error"))
         notifications.append(outcome)
     if fire:
         notifications += _fire_triggers(platform, monitor, run, alert, together or [])

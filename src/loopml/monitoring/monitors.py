@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from loopml.core.errors import InvalidInput, NotFound
 from loopml.core.names import monitor_name as validate_name
 from loopml.core.timeutil import utcnow
+from loopml.core.urlpolicy import URLPolicy, URLRefused, redact_url
 from loopml.monitoring.report import report_key
 from loopml.platform import Platform
 from loopml.store.monitors_repo import ACTIVE, PAUSED
@@ -79,7 +80,8 @@ def parse_thresholds(raw: Any) -> dict[str, Any]:
     return validate_thresholds(items)
 
 
-def parse_webhooks(raw: Any) -> list[str]:
+def parse_webhooks(raw: Any, policy: URLPolicy | None = None) -> list[str]:
+    """The webhook URLs, each allowed by ``policy`` (core.urlpolicy; default: public hosts only)."""
     if raw is None:
         return []
     if isinstance(raw, str):
@@ -95,7 +97,12 @@ def parse_webhooks(raw: Any) -> list[str]:
         except ValueError:
             valid = False
         if not valid:
-            raise InvalidInput(f"webhook {url!r}: must be an http:// or https:// URL")
+            shown = redact_url(url) if isinstance(url, str) and "@" in url else url  # no credentials
+            raise InvalidInput(f"webhook {shown!r}: must be an http:// or https:// URL")
+        try:
+            (policy or URLPolicy()).check(url)
+        except URLRefused as exc:
+            raise InvalidInput(f"webhook {redact_url(url)!r}: {exc}") from None
         urls.append(url)
     if len(urls) > MAX_WEBHOOKS:
         raise InvalidInput(f"webhooks: at most {MAX_WEBHOOKS}")
@@ -145,7 +152,7 @@ def create_monitor(platform: Platform, name: str, endpoint: str, *, variant: str
     window_s = parse_window(window if window is not None else "1h")
     samples = whole_number(200 if min_samples is None else min_samples, "min_samples", MAX_MIN_SAMPLES)
     limits = parse_thresholds(thresholds)
-    hooks = parse_webhooks(webhooks)
+    hooks = parse_webhooks(webhooks, URLPolicy.from_settings(platform.settings))
     next_run = None
     if schedule is not None and str(schedule).strip():
         spec = cron_mod.validate(str(schedule), tz, None)

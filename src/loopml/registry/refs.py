@@ -11,9 +11,9 @@ numpy. Resolving a reference to a version record is ``registry.resolve``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from loopml.core import names
 from loopml.core.errors import InvalidInput
 
 __all__ = ["ModelRef", "parse_model_ref", "check_alias_name", "ALIAS_RE", "RESERVED_ALIASES", "JOB_PREFIX",
@@ -21,7 +21,7 @@ __all__ = ["ModelRef", "parse_model_ref", "check_alias_name", "ALIAS_RE", "RESER
 
 JOB_PREFIX = "job:"
 FORMS = "NAME, NAME:VERSION, NAME@ALIAS or job:ID"
-ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+ALIAS_RE = names.ALIAS_RE
 # "latest" already means the newest version (NAME:latest): an alias of that name would shadow it
 RESERVED_ALIASES = frozenset({"latest"})
 

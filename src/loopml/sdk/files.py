@@ -17,18 +17,41 @@ def _visible(name: str) -> bool:
     return not (name.startswith(".") or name in ("__MACOSX", "__pycache__"))
 
 
+def _link_problem(path: Path, real_root: Path, shown: str) -> str | None:
+    """Why the symbolic link ``path`` cannot be sent (None: it stays inside the folder)."""
+    target = Path(os.path.realpath(path))
+    if not target.exists():
+        return f"{shown} is a symbolic link to {os.readlink(path)!r}, which does not exist"
+    if target != real_root and real_root not in target.parents:
+        return (f"{shown} is a symbolic link out of the folder (to {str(target)!r}); links are followed "
+                "only inside it: copy the file in instead")
+    return None
+
+
 def zip_folder(folder: str | os.PathLike) -> bytes:
-    """The folder as an in-memory zip whose entries sit under the folder's own name."""
+    """The folder as an in-memory zip whose entries sit under the folder's own name. Symbolic
+    links are followed only inside the folder: a dangling one or one pointing out of it is an
+    InvalidInput (never a traceback, never a file from elsewhere)."""
     root = Path(folder)
+    real_root = Path(os.path.realpath(root))
     top = root.resolve().name or "data"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.comment = FOLDER_ZIP_COMMENT
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if _visible(d))
+            for name in [*dirnames, *filenames]:
+                path = Path(dirpath) / name
+                if path.is_symlink():
+                    problem = _link_problem(path, real_root, repr(os.fspath(path)))
+                    if problem:
+                        raise InvalidInput(problem)
             for fname in sorted(f for f in filenames if _visible(f)):
                 path = Path(dirpath) / fname
-                zf.write(path, f"{top}/{path.relative_to(root).as_posix()}")
+                try:
+                    zf.write(path, f"{top}/{path.relative_to(root).as_posix()}")
+                except OSError as exc:  # unreadable, or gone while zipping
+                    raise InvalidInput(f"cannot read {os.fspath(path)!r}: {exc.strerror or exc}") from None
     return buf.getvalue()
 
 

@@ -23,7 +23,7 @@ import re
 from typing import Any, Callable
 
 from loopml.core.errors import InvalidInput
-from loopml.core.names import ENDPOINT_NAME_RE, VARIANT_NAME_RE, endpoint_name as validate_name
+from loopml.core.names import ENDPOINT_NAME_RE, VARIANT_NAME_RE, is_valid, endpoint_name as validate_name
 from loopml.registry.refs import ModelRef, parse_model_ref
 
 __all__ = ["ENDPOINT_NAME_RE", "validate_name", "parse_variant_flag", "normalise_spec",
@@ -104,7 +104,7 @@ def _variant(raw: Any, i: int) -> dict[str, Any]:
     if unknown:
         raise InvalidInput(f"{where}: unknown field(s) {sorted(unknown)}")
     name = raw.get("name", PRIMARY if i == 0 else None)
-    if not isinstance(name, str) or not VARIANT_NAME_RE.match(name) or name == SHADOW:
+    if not isinstance(name, str) or not is_valid(VARIANT_NAME_RE, name) or name == SHADOW:
         raise InvalidInput(f"{where}: variant name {name!r} is invalid (letters, digits, hyphens; "
                            f"'{SHADOW}' is reserved)")
     if "ref" in raw:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import tempfile
 from typing import Any, BinaryIO
 
 from loopml.artifacts.keys import join, validate_key
 from loopml.core.errors import InvalidInput, NotFound
+from loopml.core.names import FILE_NAME_RE, JOB_ID_RE
 from loopml.core.resources import job_resources
 from loopml.datasets.service import parse_ref
 from loopml.platform import Platform
@@ -22,8 +22,7 @@ from loopml.registry.registration import validate_model_name
 from loopml.registry.resolve import candidate, resolve
 from loopml.datasets.splits import SPLITS
 
-_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+_FILE_RE, _JOB_ID_RE = FILE_NAME_RE, JOB_ID_RE
 
 
 def upload_user_file(platform: Platform, filename: str, data: bytes | BinaryIO, kind: str = "model") -> str:

@@ -267,25 +267,36 @@ def _check_signature(name: str, signature: str, hook_secret: str | None, body: b
                            "(HMAC-SHA256 of the raw body with the hook's secret)")
 
 
-def fire_webhook(platform: Platform, name: str, *, secret: str | None, body: bytes,
-                 headers: dict[str, str], signature: str | None = None) -> dict[str, Any]:
-    """``POST /hooks/{name}``: check the secret (Bearer) or the body's HMAC signature, parse the
-    body, fire (once per Idempotency-Key, or GitHub's X-GitHub-Delivery)."""
+def check_webhook_secret(platform: Platform, name: str, *, secret: str | None, signature: str | None = None,
+                         body: bytes | None = None) -> str:
+    """The hook's status when ``secret`` (or ``signature``, an HMAC of ``body``) opens webhook
+    ``name``; else NotFound (the same answer for a missing hook and any other kind of trigger: an
+    anonymous caller learns nothing about the others) or Unauthorized. With a signature and
+    ``body`` None only the hook's existence is checked: the HMAC needs the body."""
     try:
         kind, status, secret_hash, hook_secret = platform.triggers.secret_hash(name)
     except NotFound:
-        raise NotFound(f"no webhook trigger {name!r}") from None
+        kind, secret_hash = None, None
     if kind != "webhook" or not secret_hash:
-        raise NotFound(f"no webhook trigger {name!r} (trigger {name!r} is a {kind} trigger)")
+        raise NotFound(f"no webhook trigger {name!r}") from None
     if secret:
         if not hmac.compare_digest(hash_secret(secret), secret_hash):
             raise Unauthorized(f"wrong secret for webhook {name!r}")
     elif signature:
-        _check_signature(name, signature, hook_secret, body)
+        if body is not None:
+            _check_signature(name, signature, hook_secret, body)
     else:
         raise Unauthorized(f"webhook {name!r} needs its secret: send 'Authorization: Bearer SECRET', "
                            "'X-LoopML-Hook-Secret: SECRET' or a GitHub-style 'X-Hub-Signature-256' "
                            "(HMAC-SHA256 of the body with the secret)")
+    return status
+
+
+def fire_webhook(platform: Platform, name: str, *, secret: str | None, body: bytes,
+                 headers: dict[str, str], signature: str | None = None) -> dict[str, Any]:
+    """``POST /hooks/{name}``: check the secret (Bearer) or the body's HMAC signature, parse the
+    body, fire (once per Idempotency-Key, or GitHub's X-GitHub-Delivery)."""
+    status = check_webhook_secret(platform, name, secret=secret, signature=signature, body=body)
     if status != ACTIVE:
         raise Conflict(f"trigger {name!r} is paused: resume it with `loopml triggers resume {name}`")
     problem, parsed = _parse_body(body)

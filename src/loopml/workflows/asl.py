@@ -12,11 +12,11 @@ specification, and TimeoutSeconds. Only reference paths (``$.a.b``, ``$.a[0]``, 
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from loopml.core.errors import InvalidInput
+from loopml.core.jsonutil import loads_strict
 from loopml.workflows.paths import is_valid_path, parse_path, validate_expression
 
 STATE_TYPES = ("Task", "Pass", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map")
@@ -59,8 +59,8 @@ def parse_definition(text: str | bytes) -> Any:
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
+            return loads_strict(text)
+        except ValueError as exc:  # JSONDecodeError, or NotStrictJSON (NaN, lone surrogates, deep nesting)
             raise InvalidInput(f"definition: not valid JSON: {exc}") from None
     import yaml
 
