@@ -90,7 +90,7 @@ async function renderJob(el, id) {
   const progress = h('div', { class: 'progress-line', 'aria-live': 'polite' });
   const charts = h('div', { class: 'cols' });
   const log = h('pre', { class: 'log', 'aria-label': 'log tail' });
-  const details = h('div');
+  const details = h('div', { class: 'cards' });
 
   const drawHead = () => {
     const j = state.job;
@@ -124,7 +124,7 @@ async function renderJob(el, id) {
     for (const item of charted) {
       const series = curveSeries(metrics, item.c.keys);
       if (!series.length) { if (!item.chart) mount(item.box, h('h2', null, item.c.title), h('p', { class: 'muted' }, 'no epoch finished yet')); continue; }
-      if (!item.chart) { mount(item.box, h('h2', null, item.c.title)); item.chart = lineChart(item.box, series, { xLabel: 'epoch', yLabel: item.c.title.toLowerCase() }); }
+      if (!item.chart) { mount(item.box, h('h2', null, item.c.title)); item.chart = lineChart(item.box, series, { xLabel: 'epoch', yLabel: item.c.title.toLowerCase(), integerX: true }); }
       else item.chart.update(series);
       item.box.dataset.points = String(metrics.length);
     }
@@ -136,7 +136,7 @@ async function renderJob(el, id) {
     if (follow) log.scrollTop = log.scrollHeight;
   };
 
-  el.append(head, progress, charts, h('div', { class: 'cols' }, card('Log', log), details));
+  el.append(head, progress, charts, card('Log', log), details);
   drawHead();
   drawCharts();
   renderDetails(details, job);
@@ -226,7 +226,7 @@ async function renderCompare(el, ids) {
     const box = h('div', { class: 'card', dataset: { chart: c.title.toLowerCase() } }, h('h2', null, c.title));
     charts.append(box);
     const build = () => jobs.flatMap((j, i) => curveSeries(j.metrics, c.keys, `${j.id} `).map((s) => ({ ...s, color: color(i) })));
-    drawn.push({ chart: lineChart(box, build(), { xLabel: 'epoch', yLabel: c.title.toLowerCase() }), build });
+    drawn.push({ chart: lineChart(box, build(), { xLabel: 'epoch', yLabel: c.title.toLowerCase(), integerX: true }), build });
   }
   // running jobs keep adding epochs: refresh their curves
   if (jobs.some((j) => !ENDED.has(j.status))) {
