@@ -1,7 +1,7 @@
 // Jobs: the list (filters, server-side paging, pick jobs to compare), one job live (curves and log
 // tail over Server-Sent Events), and 2+ jobs' curves on one chart.
 import {
-  actionButton, api, badge, card, color, every, filters, fmt, h, heatmap, kv, lineChart, link, mount, pager,
+  actionButton, api, badge, card, color, every, filters, onLeave, fmt, h, heatmap, kv, lineChart, link, mount, pager,
   registerPage, route, setQuery, sse, table,
 } from '../app.js';
 
@@ -160,7 +160,13 @@ async function renderJob(el, id) {
       if (event === 'end' && was !== data.status) api(`/jobs/${encodeURIComponent(id)}`).then((j) => renderDetails(details, j)).catch(() => {});
     }
     el.dataset.status = state.job.status;
-  }, { onEnd: (err) => { if (!err && !ENDED.has(state.job.status)) follow(); } });
+  }, { onEnd: (err) => {
+    // the server ends a stream every few seconds while the job runs: pick up where it stopped
+    if (left || ENDED.has(state.job.status)) return;
+    if (err) setTimeout(() => { if (!left) follow(); }, 2000); else follow();
+  } });
+  let left = false;
+  onLeave(() => { left = true; });
   follow();
 }
 
