@@ -76,6 +76,9 @@ async function renderModel(el, params, name) {
     const id = actor.slice('workflow:'.length);
     try { executions.set(id, await api(`/executions/${enc(id)}`)); } catch (err) { if (err.status !== 404) throw err; }
   }));
+  // how the versions on this page compare: test metrics by version number
+  const scored = model.versions.filter((v) => typeof v.metrics?.test_accuracy === 'number');
+  const trend = scored.length >= 2 ? card('Test metrics by version') : null;
   el.append(
     h('h1', null, link(route('models'), 'Models'), ' / ', name),
     h('div', { class: 'toolbar' }, h('span', { class: 'muted' }, `${model.total ?? model.versions.length} versions`), aliasTags(name, model.aliases)),
@@ -94,10 +97,16 @@ async function renderModel(el, params, name) {
         { label: '', render: (v) => downloadButton(name, v.version) },
       ]),
       pager({ offset, limit: PAGE, count: model.versions.length }, (o) => setQuery({ ...params.query, offset: o }))),
+    trend,
     h('div', { class: 'cols' },
       card('Alias history', aliasHistory(name, history, executions)),
       card('Endpoints serving it', endpointTable(serving, name))),
   );
+  if (trend) {
+    lineChart(trend, ['test_accuracy', 'test_macro_f1'].map((k, i) => ({
+      label: k, color: color(i), points: scored.filter((v) => typeof v.metrics[k] === 'number').map((v) => [v.version, v.metrics[k]]),
+    })), { xLabel: 'version', integerX: true, height: 180 });
+  }
 }
 
 function aliasHistory(name, history, executions) {
