@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from loopml import __version__
-from loopml.api import cluster, datasets, endpoints, functions, jobs, models, monitors, triggers, tuning, workflows
+from loopml.api import cluster, datasets, endpoints, functions, jobs, models, monitors, streams, triggers, tuning, workflows
+from loopml.api.dashboard import mount_dashboard
 from loopml.api.errors import (BearerTokenMiddleware, CatchAllMiddleware, SafeJSONResponse, StrictJSONMiddleware,
                                install_handlers)
 from loopml.artifacts.cleanup import remove_platform_temporaries
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.include_router(monitors.alerts_router)
     app.include_router(tuning.router)
     app.include_router(cluster.router)
+    app.include_router(streams.router)
+    mount_dashboard(app)
 
     # add_middleware wraps outward: the token check runs first, the catch-all sits inside it
     app.add_middleware(StrictJSONMiddleware)
