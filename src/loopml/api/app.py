@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from loopml import __version__
-from loopml.api import cluster, datasets, endpoints, functions, jobs, models, monitors, triggers, tuning, workflows
+from loopml.api import cluster, datasets, endpoints, functions, jobs, models, monitors, streams, triggers, tuning, workflows
+from loopml.api.dashboard import mount_dashboard
 from loopml.api.errors import BearerTokenMiddleware, CatchAllMiddleware, StrictJSONMiddleware, install_handlers
 from loopml.core.settings import Settings, load_settings
 from loopml.platform import Platform
@@ -103,6 +104,8 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.include_router(monitors.alerts_router)
     app.include_router(tuning.router)
     app.include_router(cluster.router)
+    app.include_router(streams.router)
+    mount_dashboard(app)
 
     # add_middleware wraps outward: the token check runs first, the catch-all sits inside it
     app.add_middleware(StrictJSONMiddleware)

@@ -160,10 +160,13 @@ class StrictJSONMiddleware:
 
 
 class BearerTokenMiddleware:
-    """With a token configured, every route except /health(z) and /hooks/ needs ``Authorization: Bearer <token>``."""
+    """With a token configured, every route except /health(z), /hooks/ and the dashboard's static
+    files needs ``Authorization: Bearer <token>``."""
 
-    OPEN_PATHS = frozenset({"/health", "/healthz"})
-    OPEN_PREFIXES = ("/hooks/",)  # webhook triggers check their own per-hook secret
+    OPEN_PATHS = frozenset({"/health", "/healthz", "/", "/ui"})
+    # webhook triggers check their own per-hook secret; /ui/ holds only the dashboard's static
+    # files (it asks for the token and sends it with every API call it makes)
+    OPEN_PREFIXES = ("/hooks/", "/ui/")
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app

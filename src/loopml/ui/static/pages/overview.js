@@ -1,0 +1,114 @@
+// Overview: the loop at a glance — every count and row links to its page.
+import { api, badge, card, fmt, h, link, registerPage, route, table } from '../app.js';
+
+const LIST = 8;
+
+// a list the server may not have (an older server, a feature switched off): show it as empty
+async function optional(path, query) {
+  try { return await api(path, { query }); } catch (err) { if (err.status === 404) return null; throw err; }
+}
+
+function stat(value, label, href, cls) {
+  return h('a', { class: `stat ${cls || ''}`, href, dataset: { stat: label } }, h('span', { class: 'value' }, value), h('span', { class: 'label' }, label));
+}
+
+function countOf(rows, limit) { return rows.length >= limit ? `${limit}+` : rows.length; }
+
+registerPage('overview', {
+  title: 'Overview',
+  async render(el) {
+    const big = 1000;
+    const [datasets, running, queued, failed, recent, models, endpoints, alerts, executions, triggers] = await Promise.all([
+      api('/datasets'),
+      api('/jobs', { query: { status: 'running', limit: big } }),
+      api('/jobs', { query: { status: 'queued', limit: big } }),
+      api('/jobs', { query: { status: 'failed', limit: big } }),
+      api('/jobs', { query: { limit: LIST } }),
+      api('/models'),
+      api('/endpoints'),
+      optional('/alerts', { open: true }),
+      optional('/executions', { limit: LIST }),
+      optional('/triggers'),
+    ]);
+    const openAlerts = alerts || [];
+    el.append(
+      h('h1', null, 'Overview'),
+      h('div', { class: 'stats' },
+        stat(datasets.length, 'datasets', route('datasets')),
+        stat(countOf(running, big), 'jobs running', '#/jobs?status=running', running.length ? 'live' : ''),
+        stat(countOf(queued, big), 'jobs queued', '#/jobs?status=queued'),
+        stat(countOf(failed, big), 'jobs failed', '#/jobs?status=failed'),
+        stat(models.length, 'models', route('models')),
+        stat(endpoints.length, 'endpoints', route('endpoints')),
+        stat(openAlerts.length, 'open alerts', route('monitors'), openAlerts.length ? 'alerting' : '')),
+      h('div', { class: 'cards' },
+        card('Jobs', table(recent, [
+          { label: 'job', render: (j) => link(route('jobs', j.id), j.id) },
+          { label: 'kind', key: 'kind' },
+          { label: 'status', render: (j) => badge(j.status) },
+          { label: 'progress', render: (j) => progressText(j) },
+          { label: 'created', render: (j) => fmt.ago(j.created_at) },
+        ], { empty: 'no jobs yet' }), h('p', null, link('#/jobs', 'all jobs ›'))),
+        card('Models', table(models.slice(0, LIST), [
+          { label: 'model', render: (m) => link(route('models', m.name), m.name) },
+          { label: 'versions', key: 'versions', class: 'num' },
+          { label: 'aliases', render: (m) => h('span', null, Object.entries(m.aliases || {}).map(([a, v]) => h('a', { class: 'tag', href: route('models', m.name, v) }, `${a} → v${v}`))) },
+          { label: 'accuracy', class: 'num', render: (m) => fmt.num(m.latest_metrics?.test_accuracy ?? m.latest_metrics?.accuracy) },
+        ], { empty: 'no models yet' })),
+        card('Datasets', table(datasets.slice(0, LIST), [
+          { label: 'dataset', render: (d) => link(route('datasets', d.name), d.name) },
+          { label: 'kind', render: (d) => d.latest?.kind },
+          { label: 'latest', render: (d) => link(route('datasets', d.name, d.latest_version), `v${d.latest_version}`) },
+          { label: 'rows', class: 'num', render: (d) => d.latest?.rows },
+        ], { empty: 'no datasets yet' })),
+        card('Endpoints', table(endpoints.slice(0, LIST), [
+          { label: 'endpoint', render: (e) => link(route('endpoints', e.name), e.name) },
+          { label: 'status', render: (e) => badge(e.status) },
+          { label: 'serves', render: (e) => servedModels(e) },
+          { label: 'req/s', class: 'num', render: (e) => fmt.num(e.traffic?.rps ?? null, 3) },
+          { label: 'p99 ms', class: 'num', render: (e) => fmt.num(e.traffic?.p99_ms ?? null, 3) },
+        ], { empty: 'no endpoints yet' })),
+        card('Open alerts', table(openAlerts.slice(0, LIST), [
+          { label: 'alert', render: (a) => link(route('monitors', a.monitor), `#${a.id}`) },
+          { label: 'monitor', key: 'monitor' },
+          { label: 'what', render: (a) => a.key || a.kind || a.message },
+          { label: 'since', render: (a) => fmt.ago(a.opened_at || a.created_at) },
+        ], { empty: alerts ? 'no open alerts' : 'alerts are not available on this server' })),
+        card('Workflow executions', table((executions || []).slice(0, LIST), [
+          { label: 'execution', render: (x) => link(route('workflows', x.workflow, x.id), x.id) },
+          { label: 'workflow', render: (x) => link(route('workflows', x.workflow), x.workflow) },
+          { label: 'status', render: (x) => badge(x.status) },
+          { label: 'started', render: (x) => fmt.ago(x.started_at || x.created_at) },
+        ], { empty: 'no executions yet' })),
+        card('Triggers', table(recentFirings(triggers || []), [
+          { label: 'trigger', render: (t) => link(route('triggers', t.name), t.name) },
+          { label: 'kind', key: 'kind' },
+          { label: 'status', render: (t) => badge(t.status) },
+          { label: 'last fired', render: (t) => fmt.ago(firedAt(t)) },
+        ], { empty: 'no triggers yet' }))),
+    );
+  },
+});
+
+export function progressText(j) {
+  const p = j.progress;
+  if (!p || p.epoch === undefined) return j.status === 'running' ? '…' : '';
+  const parts = [`epoch ${p.epoch}${p.epochs ? `/${p.epochs}` : ''}`];
+  if (p.loss !== undefined) parts.push(`loss ${fmt.num(p.loss, 3)}`);
+  return parts.join(', ');
+}
+
+function servedModels(e) {
+  const variants = e.resolved?.variants || e.spec?.variants || [];
+  return h('span', null, variants.map((v) => {
+    const name = v.model || v.name;
+    const version = v.version;
+    return name && version ? h('a', { class: 'tag', href: route('models', name, version) }, `${name}:${version}`) : h('span', { class: 'tag' }, v.ref || v.name || '?');
+  }));
+}
+
+const firedAt = (t) => t.last_fired_at || t.last_firing?.at || t.last_firing?.fired_at || null;
+
+function recentFirings(triggers) {
+  return [...triggers].sort((a, b) => String(firedAt(b) || '').localeCompare(String(firedAt(a) || ''))).slice(0, LIST);
+}
