@@ -51,7 +51,7 @@ async function listPage(container, params) {
 }
 
 function liveCharts(name) {
-  const box = h('div', { class: 'grid2 live-charts' });
+  const box = h('div', { class: 'cols live-charts' });
   const status = h('p', { class: 'muted live-status' }, 'reading the data plane\'s metrics every 2 s…');
   const totals = h('div', { class: 'live-totals' });
   const live = new LiveStats();
@@ -192,7 +192,7 @@ async function detailPage(container, name) {
     h('p', { class: 'crumbs' }, link('#/endpoints', 'Endpoints'), ' / ', name),
     h('h1', null, name, ' ', badge(ep.status)),
     ep.message ? h('p', { class: 'muted' }, ep.message) : null,
-    h('div', { class: 'grid2' },
+    h('div', { class: 'cols' },
       card('Where it is served', kv({
         'Invocation URL': ep.url ? `${ep.url}/endpoints/${name}/invocations` : 'no data plane running',
         Ready: ep.ready ? 'yes' : 'no', Generation: `${ep.served_generation} served / ${ep.generation} wanted`,

@@ -20,7 +20,7 @@ async function listPage(container, params) {
 function invocationView(inv) {
   return h('div', { class: 'invocation', 'data-invocation': inv.id },
     kv({ Invocation: inv.id, Status: badge(inv.status), Source: inv.source, Started: fmt.time(inv.started_at), Duration: inv.duration_ms !== null && inv.duration_ms !== undefined ? `${fmt.num(inv.duration_ms, 4)} ms` : null, 'Max memory': inv.max_memory_mb ? `${fmt.num(inv.max_memory_mb, 3)} MB` : null, Error: inv.error_type ? `${inv.error_type}: ${inv.error_message || ''}` : null }),
-    h('div', { class: 'grid2' }, h('div', null, h('h3', null, 'Event'), jsonBlock(inv.event)), h('div', null, h('h3', null, 'Result'), jsonBlock(inv.result))),
+    h('div', { class: 'cols' }, h('div', null, h('h3', null, 'Event'), jsonBlock(inv.event)), h('div', null, h('h3', null, 'Result'), jsonBlock(inv.result))),
     h('h3', null, 'Logs'), h('pre', { class: 'logs' }, inv.logs || '(no output)'));
 }
 
@@ -31,7 +31,7 @@ async function detailPage(container, name, params) {
   container.append(
     h('p', { class: 'crumbs' }, link('#/functions', 'Functions'), ' / ', name),
     h('h1', null, name),
-    h('div', { class: 'grid2' },
+    h('div', { class: 'cols' },
       card('Configuration', kv({ Handler: f.handler, Timeout: `${fmt.num(f.timeout_s)} s`, Memory: `${f.memory_mb} MB`, 'Code SHA-256': f.code_sha256.slice(0, 16) + '…', Environment: Object.keys(f.environment || {}).join(', ') || 'none', Description: f.description, Updated: fmt.time(f.updated_at) })),
       card('Invoke', h('label', null, 'Event (JSON) ', event), h('p', null, actionButton('Invoke', async () => {
         let body;

@@ -127,7 +127,7 @@ async function detailPage(container, name) {
   container.append(
     h('p', { class: 'crumbs' }, link('#/monitors', 'Monitors'), ' / ', name),
     h('h1', null, name, ' ', badge(monitor.status)),
-    h('div', { class: 'grid2' },
+    h('div', { class: 'cols' },
       card('Monitor', kv({
         Endpoint: link(route('endpoints', monitor.endpoint), `${monitor.endpoint}${monitor.variant ? ` / ${monitor.variant}` : ''}`),
         Schedule: monitor.schedule ? `${monitor.schedule} (${monitor.tz})` : 'on demand', 'Next run': fmt.time(monitor.next_run_at),

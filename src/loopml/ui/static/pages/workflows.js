@@ -95,7 +95,7 @@ async function executionPage(container, name, id) {
       Status: badge(ex.status), 'Current state': ex.current_state, 'Failed in': ex.failed_state,
       Started: fmt.time(ex.started_at || ex.created_at), Ended: fmt.time(ex.ended_at), Took: ex.started_at ? fmt.duration(ex.started_at, ex.ended_at) : null,
       Source: ex.source, Error: ex.error ? `${ex.error}${ex.cause ? `: ${ex.cause}` : ''}` : null,
-    }), h('div', { class: 'grid2' }, h('div', null, h('h3', null, 'Input'), jsonBlock(ex.input)), h('div', null, h('h3', null, 'Output'), jsonBlock(ex.output))),
+    }), h('div', { class: 'cols' }, h('div', null, h('h3', null, 'Input'), jsonBlock(ex.input)), h('div', null, h('h3', null, 'Output'), jsonBlock(ex.output))),
     done ? null : h('p', null, actionButton('Stop', async () => { await api(`/executions/${encodeURIComponent(id)}/stop`, { method: 'POST' }); await load(); return 'stop requested'; }, { class: 'danger' })));
     const outcome = stateOutcomes(history);
     const terminal = ex.status === 'SUCCEEDED' ? 'succeeded' : done ? 'failed' : null;
