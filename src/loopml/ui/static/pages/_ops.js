@@ -160,15 +160,15 @@ export function aslGraph(def, prefix = '', exits = null) {
   for (const [name, st] of Object.entries(states)) {
     nodes.push({ id: id(name), label: name, type: st.Type, name });
     const next = (target, label) => edges.push({ from: id(name), to: id(target), label });
-    if (st.Next) next(st.Next);
+    const subsOf = st.Type === 'Parallel' ? (st.Branches || []) : st.Type === 'Map' ? [st.ItemProcessor || st.Iterator].filter(Boolean) : [];
+    if (st.Next && !subsOf.length) next(st.Next);  // a Parallel/Map reaches Next through its branches
     if (st.Type === 'Choice') {
       (st.Choices || []).forEach((c, i) => next(c.Next, `rule ${i + 1}`));
       if (st.Default) next(st.Default, 'default');
     }
     for (const c of st.Catch || []) next(c.Next, `catch ${(c.ErrorEquals || []).join(',')}`);
     if (st.End || st.Type === 'Succeed' || st.Type === 'Fail') ends.push(id(name));
-    const subs = st.Type === 'Parallel' ? (st.Branches || []) : st.Type === 'Map' ? [st.ItemProcessor || st.Iterator].filter(Boolean) : [];
-    subs.forEach((sub, i) => {
+    subsOf.forEach((sub, i) => {
       const inner = aslGraph(sub, `${id(name)}/${i}/`, []);
       nodes.push(...inner.nodes);
       edges.push(...inner.edges, { from: id(name), to: `${id(name)}/${i}/${sub.StartAt}`, label: st.Type === 'Map' ? 'each item' : `branch ${i + 1}` });

@@ -2,7 +2,7 @@
 // data plane's own metrics (/endpoints/NAME/stats), capture settings and the newest captured
 // requests, and a try-it panel that sends through the real data plane (/endpoints/NAME/invocations,
 // forwarded unchanged by the control plane).
-import { api, h, registerPage, lineChart, table, badge, fmt, card, kv, link, route, filters, every, errorBox } from '../app.js';
+import { api, h, mount, registerPage, lineChart, table, badge, fmt, card, kv, link, route, filters, every, errorBox } from '../app.js';
 import { LiveStats, confidenceBars, drawPad, jsonBlock, postRaw, answerError } from './_ops.js';
 
 const POLL_MS = 2000;
@@ -38,7 +38,7 @@ async function listPage(container, params) {
   const all = await api('/endpoints');
   const q = (params.query.name || '').toLowerCase();
   const rows = all.filter((e) => !q || e.name.toLowerCase().includes(q));
-  container.append(h('h1', null, 'Endpoints'), filters(params, [{ name: 'name', placeholder: 'name contains' }]),
+  mount(container, h('h1', null, 'Endpoints'), filters(params, [{ name: 'name', placeholder: 'name contains' }]),
     table(rows, [
       { label: 'Name', render: (e) => link(route('endpoints', e.name), e.name) },
       { label: 'Status', render: (e) => badge(e.status) },
@@ -60,9 +60,9 @@ function liveCharts(name) {
   const slots = specs.map(([key]) => { const el = h('div', { class: 'chart-slot', 'data-chart': key }); box.append(el); return [key, el]; });
   const tick = async () => {
     let stats;
-    try { stats = await api(`/endpoints/${encodeURIComponent(name)}/stats`); } catch (err) { status.replaceChildren(errorBox(err)); return; }
+    try { stats = await api(`/endpoints/${encodeURIComponent(name)}/stats`); } catch (err) { mount(status, errorBox(err)); return; }
     status.textContent = `data plane metrics at ${new Date(stats.at * 1000).toLocaleTimeString()}`;
-    totals.replaceChildren(table(Object.entries(stats.variants).map(([v, s]) => ({ v, ...s })), [
+    mount(totals, table(Object.entries(stats.variants).map(([v, s]) => ({ v, ...s })), [
       { label: 'Variant', key: 'v' }, { label: 'Requests (total)', key: 'requests' }, { label: 'Errors (total)', key: 'errors' },
       { label: 'Batches', key: 'batches' }, { label: 'Queued rows', key: 'queue_rows' }, { label: 'Rejected', key: 'rejected' },
     ], { empty: 'no requests served yet' }), stats.shadow.agree + stats.shadow.disagree
@@ -86,7 +86,7 @@ async function capturedCard(name, ep) {
   const load = async () => {
     try {
       const rows = await api(`/endpoints/${encodeURIComponent(name)}/captured`, { query: { limit: 20 } });
-      body.replaceChildren(table(rows, [
+      mount(body, table(rows, [
         { label: 'Time', render: (r) => fmt.time(r.inferenceTime) },
         { label: 'Variant', render: (r) => `${r.variant}${r.shadow ? ' (shadow)' : ''}` },
         { label: 'Model', render: (r) => `${r.model}:${r.modelVersion}` },
@@ -95,7 +95,7 @@ async function capturedCard(name, ep) {
         { label: 'Answer', render: (r) => answerText(r.output) },
         { label: 'Request', render: (r) => h('details', null, h('summary', null, `${r.input.observedContentType} (${r.input.encoding})`), h('pre', { class: 'json small' }, String(r.input.data ?? ''))) },
       ], { empty: (ep.spec.capture_percent ?? 0) > 0 ? 'nothing captured yet' : 'capture is off (capture_percent 0)' }));
-    } catch (err) { body.replaceChildren(errorBox(err)); }
+    } catch (err) { mount(body, errorBox(err)); }
   };
   await load();
   return card('Recently captured requests', h('p', null, h('button', { type: 'button', onclick: load }, 'Reload')), body);
@@ -137,16 +137,16 @@ async function tryIt(name, ep) {
   const variantPick = h('select', { name: 'variant' }, h('option', { value: '' }, 'weighted (as clients)'),
     variantsOf(ep).map((v) => h('option', { value: v.name }, v.name)));
   const send = async (body, contentType) => {
-    result.replaceChildren(h('p', { class: 'muted' }, 'sending…'));
+    mount(result, h('p', { class: 'muted' }, 'sending…'));
     const t0 = performance.now();
     const headers = variantPick.value ? { 'X-Amzn-SageMaker-Target-Variant': variantPick.value } : {};
     const res = await postRaw(`/endpoints/${encodeURIComponent(name)}/invocations`, body, contentType, headers);
     const took = performance.now() - t0;
-    if (!res.ok) { result.replaceChildren(errorBox(await answerError(res))); return; }
+    if (!res.ok) { mount(result, errorBox(await answerError(res))); return; }
     const answer = await res.json();
     const p = (answer.predictions || [])[0];
-    if (!p) { result.replaceChildren(jsonBlock(answer)); return; }
-    result.replaceChildren(
+    if (!p) { mount(result, jsonBlock(answer)); return; }
+    mount(result, 
       h('p', { class: 'prediction' }, 'Prediction: ', h('strong', { class: 'predicted-label' }, String(p.label)),
         ` (${fmt.pct(p.confidence)}) by variant ${res.headers.get('x-amzn-invoked-production-variant') || '?'}, ${took.toFixed(0)} ms round trip`),
       confidenceBars(p));
@@ -159,26 +159,26 @@ async function tryIt(name, ep) {
       const f = file.files[0];
       if (f) await send(f, f.type || 'image/png');
     });
-    panel.append(h('div', { class: 'try-draw' }, pad.el, h('div', { class: 'try-side' },
+    mount(panel, h('div', { class: 'try-draw' }, pad.el, h('div', { class: 'try-side' },
       h('p', { class: 'muted' }, 'Draw a digit (white on black), or upload a PNG/JPEG. The 28×28 image below is sent as a PNG; the data plane resizes it to the model\'s input.'),
       pad.small,
       h('p', null, h('button', { type: 'button', class: 'primary', onclick: async () => send(await pad.png(), 'image/png') }, 'Predict'), ' ',
-        h('button', { type: 'button', onclick: () => { pad.clear(); result.replaceChildren(); } }, 'Clear')),
+        h('button', { type: 'button', onclick: () => { pad.clear(); mount(result, ); } }, 'Clear')),
       h('p', null, h('label', null, 'Upload: ', file)))));
   } else if (kind === 'text') {
     const text = h('textarea', { rows: 5, cols: 60, name: 'text', placeholder: 'paste a text' });
-    panel.append(text, h('p', null, h('button', { type: 'button', class: 'primary', onclick: () => send(JSON.stringify({ instances: [text.value] }), 'application/json') }, 'Predict')));
+    mount(panel, text, h('p', null, h('button', { type: 'button', class: 'primary', onclick: () => send(JSON.stringify({ instances: [text.value] }), 'application/json') }, 'Predict')));
   } else if (kind === 'tabular') {
     const cols = await tabularFields(version);
     const inputs = cols.map((c) => [c, h('input', { name: c, size: 10 })]);
     const raw = h('textarea', { rows: 3, cols: 60, placeholder: '{"instances": [{"column": value, …}]}' });
     const row = () => Object.fromEntries(inputs.map(([c, el]) => [c, el.value === '' || isNaN(Number(el.value)) ? el.value : Number(el.value)]));
-    panel.append(cols.length ? h('div', { class: 'fields' }, inputs.map(([c, el]) => h('label', null, c, ' ', el))) : h('p', { class: 'muted' }, 'The columns are unknown here: write the JSON body.'),
+    mount(panel, cols.length ? h('div', { class: 'fields' }, inputs.map(([c, el]) => h('label', null, c, ' ', el))) : h('p', { class: 'muted' }, 'The columns are unknown here: write the JSON body.'),
       cols.length ? null : raw,
       h('p', null, h('button', { type: 'button', class: 'primary', onclick: () => send(cols.length ? JSON.stringify({ instances: [row()] }) : raw.value, 'application/json') }, 'Predict')));
   } else {
     const raw = h('textarea', { rows: 4, cols: 60, placeholder: '{"instances": [...]}' });
-    panel.append(raw, h('p', null, h('button', { type: 'button', onclick: () => send(raw.value, 'application/json') }, 'Predict')));
+    mount(panel, raw, h('p', null, h('button', { type: 'button', onclick: () => send(raw.value, 'application/json') }, 'Predict')));
   }
   return card('Try it', h('p', { class: 'muted' }, 'Sent through the data plane\'s own route (POST /endpoints/NAME/invocations, forwarded unchanged by the control plane), so it is counted and captured like any client\'s request. Variant: ', variantPick), panel, result);
 }
@@ -188,13 +188,13 @@ async function tryIt(name, ep) {
 async function detailPage(container, name) {
   const ep = await api(`/endpoints/${encodeURIComponent(name)}`);
   const variants = variantsOf(ep);
-  container.append(
+  mount(container, 
     h('p', { class: 'crumbs' }, link('#/endpoints', 'Endpoints'), ' / ', name),
     h('h1', null, name, ' ', badge(ep.status)),
     ep.message ? h('p', { class: 'muted' }, ep.message) : null,
     h('div', { class: 'cols' },
       card('Where it is served', kv({
-        'Invocation URL': ep.url ? `${ep.url}/endpoints/${name}/invocations` : 'no data plane running',
+        'Invocation URL': ep.url || 'no data plane running',
         Ready: ep.ready ? 'yes' : 'no', Generation: `${ep.served_generation} served / ${ep.generation} wanted`,
         Created: fmt.time(ep.created_at), Updated: fmt.time(ep.updated_at),
       })),

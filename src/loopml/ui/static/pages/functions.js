@@ -1,6 +1,6 @@
 // Functions: configuration, invocations (status, duration, memory) with their logs and results,
 // and an invoke button; ?invocation=ID opens one invocation.
-import { api, h, registerPage, table, badge, fmt, card, kv, link, route, filters, actionButton, refresh } from '../app.js';
+import { api, h, mount, registerPage, table, badge, fmt, card, kv, link, route, filters, actionButton, refresh } from '../app.js';
 import { jsonBlock } from './_ops.js';
 
 const fn = (name) => `/functions/${encodeURIComponent(name)}`;
@@ -8,7 +8,7 @@ const fn = (name) => `/functions/${encodeURIComponent(name)}`;
 async function listPage(container, params) {
   const all = await api('/functions');
   const rows = all.filter((f) => !params.query.name || f.name.includes(params.query.name));
-  container.append(h('h1', null, 'Functions'), filters(params, [{ name: 'name', placeholder: 'name contains' }]),
+  mount(container, h('h1', null, 'Functions'), filters(params, [{ name: 'name', placeholder: 'name contains' }]),
     table(rows, [
       { label: 'Function', render: (f) => link(route('functions', f.name), f.name) },
       { label: 'Handler', key: 'handler' }, { label: 'Timeout', render: (f) => `${fmt.num(f.timeout_s)} s` },
@@ -28,7 +28,7 @@ async function detailPage(container, name, params) {
   const [f, invocations] = await Promise.all([api(fn(name)), api(`${fn(name)}/invocations`, { query: { status: params.query.status, limit: 100 } })]);
   const chosen = params.query.invocation ? await api(`${fn(name)}/invocations/${encodeURIComponent(params.query.invocation)}`) : invocations[0];
   const event = h('textarea', { rows: 3, cols: 50, name: 'event' }, '{}');
-  container.append(
+  mount(container, 
     h('p', { class: 'crumbs' }, link('#/functions', 'Functions'), ' / ', name),
     h('h1', null, name),
     h('div', { class: 'cols' },

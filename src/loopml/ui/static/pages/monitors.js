@@ -1,7 +1,7 @@
 // Monitors and alerts: each monitor's runs over time (per-feature drift statistic vs its threshold),
 // the latest report embedded, quality (measured from labels, estimated from confidences) over
 // time, open/resolved alerts and what each alert triggered.
-import { api, h, registerPage, lineChart, table, badge, fmt, card, kv, link, route, filters, errorBox, actionButton, refresh } from '../app.js';
+import { api, h, mount, registerPage, lineChart, table, badge, fmt, card, kv, link, route, filters, errorBox, actionButton, refresh } from '../app.js';
 
 const secs = (iso) => (iso ? new Date(iso).getTime() / 1000 : null);
 
@@ -43,7 +43,7 @@ async function listPage(container, params) {
   ]);
   const q = (params.query.name || '').toLowerCase();
   const rows = monitors.filter((m) => !q || m.name.toLowerCase().includes(q) || m.endpoint.toLowerCase().includes(q));
-  container.append(h('h1', null, 'Monitors and alerts'),
+  mount(container, h('h1', null, 'Monitors and alerts'),
     filters(params, [{ name: 'name', placeholder: 'monitor or endpoint' }, { name: 'alerts', label: 'alerts', options: ['open', 'resolved', 'all'] }]),
     card('Monitors', table(rows, [
       { label: 'Monitor', render: (m) => link(route('monitors', m.name), m.name) },
@@ -124,7 +124,7 @@ async function detailPage(container, name) {
   const lastDone = runsNewest.find((r) => r.report_key);
   const latest = runsNewest[0];
   const features = (lastDone && lastDone.summary && lastDone.summary.features) || [];
-  container.append(
+  mount(container, 
     h('p', { class: 'crumbs' }, link('#/monitors', 'Monitors'), ' / ', name),
     h('h1', null, name, ' ', badge(monitor.status)),
     h('div', { class: 'cols' },

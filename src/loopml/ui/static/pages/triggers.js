@@ -1,6 +1,6 @@
 // Triggers: what fires what (cron, webhook, object, alert), every firing with the execution or
 // invocation it started (linked), test fire and redrive of failed firings.
-import { api, h, registerPage, table, badge, fmt, card, kv, link, route, filters, actionButton, refresh } from '../app.js';
+import { api, h, mount, registerPage, table, badge, fmt, card, kv, link, route, filters, actionButton, refresh } from '../app.js';
 import { jsonBlock } from './_ops.js';
 
 /** A link to what a firing started: a workflow execution or a function invocation. */
@@ -25,7 +25,7 @@ function when(tr) {
 async function listPage(container, params) {
   const all = await api('/triggers');
   const rows = all.filter((t) => (!params.query.kind || t.kind === params.query.kind) && (!params.query.name || t.name.includes(params.query.name)));
-  container.append(h('h1', null, 'Triggers'),
+  mount(container, h('h1', null, 'Triggers'),
     filters(params, [{ name: 'name', placeholder: 'name contains' }, { name: 'kind', options: ['cron', 'webhook', 'object', 'alert'] }]),
     table(rows, [
       { label: 'Trigger', render: (t) => link(route('triggers', t.name), t.name) },
@@ -38,7 +38,7 @@ async function listPage(container, params) {
 async function detailPage(container, name) {
   const [tr, history] = await Promise.all([api(`/triggers/${encodeURIComponent(name)}`), api(`/triggers/${encodeURIComponent(name)}/history`, { query: { limit: 200 } })]);
   const failed = history.filter((f) => f.status === 'failed').length;
-  container.append(
+  mount(container, 
     h('p', { class: 'crumbs' }, link('#/triggers', 'Triggers'), ' / ', name),
     h('h1', null, name, ' ', badge(tr.status)),
     card('Trigger', kv({ Kind: tr.kind, When: when(tr), Starts: targetLink(tr.target), Firings: history.length, Failed: failed, Created: fmt.time(tr.created_at) }),

@@ -1,7 +1,7 @@
 // Workflows: the state machine drawn from its ASL definition (dagre layout), executions, and one
 // execution's path coloured by state outcome, its event history and each step's input/output;
 // start and stop buttons (the API decides who may).
-import { api, h, registerPage, table, badge, fmt, card, kv, link, route, filters, errorBox, actionButton, refresh, every } from '../app.js';
+import { api, h, mount, registerPage, table, badge, fmt, card, kv, link, route, filters, errorBox, actionButton, refresh, every } from '../app.js';
 import { drawGraph, stateOutcomes, jsonBlock } from './_ops.js';
 
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'TIMED_OUT', 'ABORTED']);
@@ -25,7 +25,7 @@ async function listPage(container, params) {
     api('/workflows'),
     api('/executions', { query: { status: params.query.status, workflow: params.query.workflow, limit: 50 } }),
   ]);
-  container.append(h('h1', null, 'Workflows'),
+  mount(container, h('h1', null, 'Workflows'),
     card('Workflows', table(workflows, [
       { label: 'Workflow', render: (w) => link(route('workflows', w.name), w.name) },
       { label: 'States', render: (w) => Object.keys(w.definition.States || {}).length },
@@ -43,7 +43,7 @@ async function workflowPage(container, name) {
   const [workflow, executions] = await Promise.all([api(wf(name)), api('/executions', { query: { workflow: name, limit: 50 } })]);
   const graph = h('div', { class: 'graph-box' });
   const input = h('textarea', { rows: 4, cols: 50, name: 'input', placeholder: '{}' }, '{}');
-  container.append(
+  mount(container, 
     h('p', { class: 'crumbs' }, link('#/workflows', 'Workflows'), ' / ', name),
     h('h1', null, name),
     workflow.description ? h('p', null, workflow.description) : null,
@@ -91,7 +91,7 @@ async function executionPage(container, name, id) {
   const load = async () => {
     const [workflow, ex, history] = await Promise.all([api(wf(name)), api(`/executions/${encodeURIComponent(id)}`), api(`/executions/${encodeURIComponent(id)}/history`)]);
     const done = TERMINAL.has(ex.status);
-    summary.replaceChildren(kv({
+    mount(summary, kv({
       Status: badge(ex.status), 'Current state': ex.current_state, 'Failed in': ex.failed_state,
       Started: fmt.time(ex.started_at || ex.created_at), Ended: fmt.time(ex.ended_at), Took: ex.started_at ? fmt.duration(ex.started_at, ex.ended_at) : null,
       Source: ex.source, Error: ex.error ? `${ex.error}${ex.cause ? `: ${ex.cause}` : ''}` : null,
@@ -106,7 +106,7 @@ async function executionPage(container, name, id) {
       graph.dataset.status = ex.status;
     }
     const list = stepsOf(history);
-    const renderSteps = () => steps.replaceChildren(table(list.filter((s) => !selected.state || s.state === selected.state), [
+    const renderSteps = () => mount(steps, table(list.filter((s) => !selected.state || s.state === selected.state), [
       { label: 'State', render: (s) => `${s.branch ? `${s.branch} › ` : ''}${s.state}` },
       { label: 'Outcome', render: (s) => badge(s.outcome) },
       { label: 'Resource', render: (s) => s.resource || '–' },
@@ -117,14 +117,14 @@ async function executionPage(container, name, id) {
     ], { empty: selected.state ? `state ${selected.state} did not run` : 'no step yet' }),
     selected.state ? h('p', null, h('button', { type: 'button', onclick: () => { selected.state = null; renderSteps(); } }, 'Show every step')) : null);
     renderSteps();
-    events.replaceChildren(table(history, [
+    mount(events, table(history, [
       { label: '#', key: 'seq' }, { label: 'Event', key: 'type' }, { label: 'State', render: (e) => e.state || '–' },
       { label: 'At', render: (e) => fmt.time(e.at) },
       { label: 'Details', render: (e) => (e.details ? h('details', null, h('summary', null, Object.keys(e.details).join(', ')), jsonBlock(e.details)) : '–') },
     ], { empty: 'no events yet' }));
     return done;
   };
-  container.append(
+  mount(container, 
     h('p', { class: 'crumbs' }, link('#/workflows', 'Workflows'), ' / ', link(route('workflows', name), name), ' / ', id),
     h('h1', null, `Execution ${id}`),
     card('Execution', summary),
