@@ -198,6 +198,7 @@ def test_try_it_on_a_drawn_digit_matches_a_direct_api_call(page, world):
     name = world["endpoint"]
     open_page(page, world, f"endpoints/{name}", "endpoints")
     pad = page.locator("canvas.draw-pad")
+    pad.scroll_into_view_if_needed()
     box = pad.bounding_box()
     # a "7" drawn with the mouse: the top bar, then the diagonal
     x0, y0, w = box["x"], box["y"], box["width"]
