@@ -138,6 +138,49 @@ def dataset_version(name: str, version: str, request: Request) -> dict[str, Any]
     return _platform(request).datasets.get(name, parse_version(version, f"dataset {name!r}"))
 
 
+class PreviewRow(BaseModel):
+    index: int = Field(description="the row's position in the version")
+    label: str
+    image: list[Any] | None = Field(None, description="image rows: pixels as nested lists (H, W, C), raw scale")
+    text: str | None = Field(None, description="text rows: the text (first 2,000 characters)")
+    truncated: bool | None = None
+    values: dict[str, Any] | None = Field(None, description="tabular rows: column -> value (null: missing)")
+
+
+class Preview(BaseModel):
+    name: str
+    version: int
+    kind: str
+    split: str | None = Field(description="null: all rows in stored order")
+    total: int = Field(description="rows in the split (or the version)")
+    offset: int
+    columns: list[str] | None = Field(None, description="tabular: the feature columns in order")
+    rows: list[PreviewRow]
+
+
+@router.get("/{name}/versions/{version}/rows", response_model=Preview, response_model_exclude_none=True,
+            summary="A page of a version's rows (images as pixels, texts, table rows) to look at")
+def dataset_rows(name: str, version: str, request: Request,
+                 split: Annotated[Literal["train", "validation", "test"] | None, Query()] = None,
+                 offset: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=200)] = 24) -> dict[str, Any]:
+    from loopml.datasets.preview import preview_rows  # numpy/pandas: only when rows are asked for
+
+    platform = _platform(request)
+    record = platform.datasets.get(name, parse_version(version, f"dataset {name!r}"))
+    return preview_rows(platform, record, split, offset, limit)
+
+
+@router.get("/{name}/versions/{version}/models", summary="Model versions trained on this dataset version "
+            "(lineage), newest first")
+def dataset_models(name: str, version: str, request: Request) -> list[dict[str, Any]]:
+    platform = _platform(request)
+    ref = platform.datasets.get(name, parse_version(version, f"dataset {name!r}"))["ref"]
+    found = [v for model in platform.models.list() for v in platform.models.versions(model["name"])
+             if v.get("dataset") == ref]
+    return sorted(found, key=lambda v: v.get("created_at") or "", reverse=True)
+
+
 class Deleted(BaseModel):
     deleted: list[str] = Field(description="the versions deleted (NAME:VERSION)")
     artifacts_removed: list[str] = Field(description="artifact prefixes removed with them")

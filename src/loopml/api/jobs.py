@@ -186,8 +186,9 @@ def upload_file(
 
 @router.get("/jobs", response_model=list[Job], summary="Jobs, newest first")
 def list_jobs(request: Request, status: Status | None = None, kind: Kind | None = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
-    return _platform(request).jobs.list(status=status, kind=kind, limit=limit)
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+              offset: Annotated[int, Query(ge=0, description="skip this many (paging)")] = 0) -> list[dict[str, Any]]:
+    return _platform(request).jobs.list(status=status, kind=kind, limit=limit, offset=offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetail, summary="A job with its transitions and epoch metrics")

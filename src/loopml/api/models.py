@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +51,7 @@ class ModelVersions(BaseModel):
     name: str
     aliases: dict[str, int] = Field(description="alias -> version")
     versions: list[ModelVersion]
+    total: int | None = Field(None, description="how many versions the model has (with limit/offset)")
 
 
 class AliasIn(BaseModel):
@@ -124,8 +125,17 @@ def list_models(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/{name}", response_model=ModelVersions, summary="A model's versions and aliases")
-def model_versions(name: str, request: Request) -> dict[str, Any]:
-    return catalog.model_versions(_platform(request), name)
+def model_versions(name: str, request: Request,
+                   limit: Annotated[int | None, Query(ge=1, le=1000, description="page size (default: all)")] = None,
+                   offset: Annotated[int, Query(ge=0)] = 0,
+                   newest_first: Annotated[bool, Query(description="order versions newest first")] = False,
+                   ) -> dict[str, Any]:
+    found = catalog.model_versions(_platform(request), name)
+    if limit is None and not offset and not newest_first:
+        return found
+    versions = found["versions"][::-1] if newest_first else found["versions"]
+    end = None if limit is None else offset + limit
+    return {**found, "versions": versions[offset:end], "total": len(versions)}
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersion, summary="One version (a number or 'latest')")

@@ -49,9 +49,11 @@ class JobRepo:
                 raise NotFound(f"job {job_id!r} not found")
             return records.job(job)
 
-    def list(self, *, status: str | None = None, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def list(self, *, status: str | None = None, kind: str | None = None, limit: int = 100,
+             offset: int = 0) -> list[dict[str, Any]]:
         with self.store.session() as s:
-            q = select(t.Job).order_by(t.Job.created_at.desc()).limit(limit)
+            # id breaks ties: pages must not repeat or skip jobs created in the same instant
+            q = select(t.Job).order_by(t.Job.created_at.desc(), t.Job.id.desc()).limit(limit).offset(offset)
             if status:
                 q = q.where(t.Job.status == status)
             if kind:

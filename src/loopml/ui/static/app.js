@@ -407,6 +407,7 @@ async function show() {
   }
   document.title = `${page.title || params.name} · LoopML`;
   container.dataset.ready = '';
+  container.dataset.route = '';
   mount(container, h('p', { class: 'muted loading' }, 'Loading…'));
   const body = h('div', { class: `page page-${params.name}` });
   try {
@@ -419,6 +420,7 @@ async function show() {
     console.warn(err);
     mount(container, h('h1', null, page.title || params.name), errorBox(err));
   }
+  container.dataset.route = location.hash;
   container.dataset.ready = params.name;  // tests wait for this
 }
 
@@ -435,6 +437,7 @@ function showTokenForm(message) {
     h('p', { class: 'muted' }, 'It is the server\'s LOOPML_TOKEN (what the CLI and SDK send). It is kept in this browser\'s local storage and sent as Authorization: Bearer with every request.'),
     h('form', { onsubmit: (e) => { e.preventDefault(); localStorage.setItem(TOKEN_KEY, input.value.trim()); show(); } },
       input, ' ', h('button', { type: 'submit' }, 'Use token'))));
+  container.dataset.route = location.hash;
   container.dataset.ready = 'token';
 }
 

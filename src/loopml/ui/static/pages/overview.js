@@ -69,22 +69,22 @@ registerPage('overview', {
           { label: 'p99 ms', class: 'num', render: (e) => fmt.num(e.traffic?.p99_ms ?? null, 3) },
         ], { empty: 'no endpoints yet' })),
         card('Open alerts', table(openAlerts.slice(0, LIST), [
-          { label: 'alert', render: (a) => link(route('monitors', a.monitor), `#${a.id}`) },
-          { label: 'monitor', key: 'monitor' },
-          { label: 'what', render: (a) => a.key || a.kind || a.message },
-          { label: 'since', render: (a) => fmt.ago(a.opened_at || a.created_at) },
+          { label: 'monitor', render: (a) => link(route('monitors', a.monitor), a.monitor) },
+          { label: 'what', render: (a) => h('span', { title: a.message || '' }, a.key) },
+          { label: 'severity', render: (a) => badge(a.severity || a.status) },
+          { label: 'since', render: (a) => fmt.ago(a.first_at) },
         ], { empty: alerts ? 'no open alerts' : 'alerts are not available on this server' })),
         card('Workflow executions', table((executions || []).slice(0, LIST), [
           { label: 'execution', render: (x) => link(route('workflows', x.workflow, x.id), x.id) },
           { label: 'workflow', render: (x) => link(route('workflows', x.workflow), x.workflow) },
           { label: 'status', render: (x) => badge(x.status) },
-          { label: 'started', render: (x) => fmt.ago(x.started_at || x.created_at) },
+          { label: 'started', render: (x) => fmt.ago(x.created_at) },
         ], { empty: 'no executions yet' })),
         card('Triggers', table(recentFirings(triggers || []), [
           { label: 'trigger', render: (t) => link(route('triggers', t.name), t.name) },
           { label: 'kind', key: 'kind' },
           { label: 'status', render: (t) => badge(t.status) },
-          { label: 'last fired', render: (t) => fmt.ago(firedAt(t)) },
+          { label: 'last firing', render: (t) => (t.last_firing ? h('span', null, badge(t.last_firing.status), ' ', fmt.ago(t.last_firing.at), ' → ', startedLink(t.last_firing)) : 'never') },
         ], { empty: 'no triggers yet' }))),
     );
   },
@@ -107,7 +107,16 @@ function servedModels(e) {
   }));
 }
 
-const firedAt = (t) => t.last_fired_at || t.last_firing?.at || t.last_firing?.fired_at || null;
+const firedAt = (t) => t.last_firing?.at || null;
+
+// what a firing started: a workflow execution, a function invocation or a job
+function startedLink(f) {
+  const id = f.started_id;
+  if (!id) return f.target?.name || '–';
+  if (f.target?.kind === 'workflow') return link(route('workflows', f.target.name, id), id);
+  if (f.target?.kind === 'function') return link(route('functions', f.target.name), id);
+  return link(route('jobs', id), id);
+}
 
 function recentFirings(triggers) {
   return [...triggers].sort((a, b) => String(firedAt(b) || '').localeCompare(String(firedAt(a) || ''))).slice(0, LIST);
