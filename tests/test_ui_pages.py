@@ -11,43 +11,27 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import numpy as np
 import pytest
 
-from loopml.core.settings import Settings
-from tests.process_support import drop_loopml_vars
 from tests.ui_pages_world import ALERT_TRIGGER, build_world
-
-REPO = Path(__file__).resolve().parent.parent
-SHOTS = REPO / "docs" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.ui_support import browser, goto, page, shoot, ui_server  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Iterator[dict[str, Any]]:
-    """A real control plane (uvicorn, port 0, its control loop and serving process) with the pages' data."""
-    from loopml.api.app import create_app
+def world(ui_server, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """ui_support's control plane (its trained digits CNNs) plus this module's data, added through
+    the SDK: endpoint digits-ui with capture, a monitor's runs and alerts, a workflow execution, …"""
     from loopml.sdk.client import Client
-    from tests.asgi_server import bound_socket, serve_asgi
 
-    tmp = tmp_path_factory.mktemp("ui-pages")
-    with pytest.MonkeyPatch.context() as mp:
-        drop_loopml_vars(mp)
-        mp.setenv("LOOPML_CONFIG", str(tmp / "no-such-loopml.toml"))
-        sock = bound_socket()
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        settings = Settings(home=tmp / "home", port=0, serving_port=0, token=None, reconcile_interval_s=0.2,
-                            api_url=url)
-        with sock, serve_asgi(create_app(settings), sock=sock) as url:
-            client = Client(url)
-            built = build_world(client, tmp)
-            built.update(url=url, client=client, data_plane=client.endpoint(built["endpoint"])["url"])
-            yield built
-            client.close()
+    client = Client(ui_server.url)
+    built = build_world(client, tmp_path_factory.mktemp("ui-pages"))
+    built.update(url=ui_server.url, client=client, data_plane=client.endpoint(built["endpoint"])["url"])
+    yield built
+    client.close()
 
 
 def api(world, path: str, **params) -> Any:
@@ -116,42 +100,8 @@ def test_captured_route_returns_the_newest_requests_first(world):
 # ------------------------------------------------------------------ the pages, in a real browser
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} missing: run scripts/system-deps.sh (make test does)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, world):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    problems: list[str] = []
-    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.problems = problems
-    yield pg
-    context.close()
-    assert not problems, problems
-
-
 def open_page(pg, world, route: str, ready: str) -> None:
-    pg.goto(f"{world['url']}/ui/#/{route}")
-    pg.wait_for_selector(f"#page[data-ready={ready}]", timeout=30_000)
-
-
-def shoot(pg, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def cell_texts(pg, selector: str) -> list[str]:
-    return [t.strip() for t in pg.locator(selector).all_inner_texts()]
+    goto(pg, world["url"], route, ready)
 
 
 @pytest.mark.ui

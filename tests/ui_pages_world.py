@@ -65,10 +65,10 @@ def _wait(what: str, fn, timeout: float = 600, poll: float = 0.3):
 
 
 def ensure_model(client) -> str:
-    """A registered digits CNN (trained by a real job, with its baseline); its MODEL:VERSION."""
-    for model in client.models():
-        if model.get("kind", "image") == "image" and "digit" in model["name"]:
-            return f"{model['name']}:{client.model_version(model['name'])['version']}"
+    """A registered digits CNN (trained by a real job, with its baseline: ui_support's, else trained
+    here); its MODEL:VERSION."""
+    if any(m["name"] == "digits-cnn" for m in client.models()):
+        return f"digits-cnn:{client.model_version('digits-cnn')['version']}"
     if not any(d["name"] == "digits" for d in client.list_datasets()):
         client.add_dataset("digits", "sample:digits")
     job = client.train("digits", "cnn", {"epochs": 3, "filters": 8, "dense_units": 32}, register_as="digits-cnn")
