@@ -1,6 +1,6 @@
 // Helpers shared by the endpoints, monitors, workflows, triggers and functions pages (not pages
 // themselves: index.js does not import this file; the pages do).
-import { BASE, ApiError, h, fmt, token } from '../app.js';
+import { BASE, ApiError, h, fmt, token, link, route } from '../app.js';
 
 /** POST raw bytes (an image, JSON text) to an API path; returns the Response (not thrown on 4xx). */
 export async function postRaw(path, body, contentType, extra = {}) {
@@ -242,3 +242,12 @@ export async function drawGraph(container, def, outcome = {}, onClick = null, te
   container.replaceChildren(svg);
   return svg;
 }
+
+/** A link to what a firing started: a workflow execution or a function invocation. */
+export function startedLink(target, startedId) {
+  if (!startedId || !target) return '–';
+  return target.kind === 'workflow'
+    ? link(route('workflows', target.name, startedId), startedId)
+    : link(`${route('functions', target.name)}?invocation=${encodeURIComponent(startedId)}`, startedId);
+}
+

@@ -4,6 +4,8 @@ import { api, h, mount, registerPage, table, badge, fmt, card, kv, link, route, 
 import { jsonBlock } from './_ops.js';
 
 const fn = (name) => `/functions/${encodeURIComponent(name)}`;
+// who invoked: a trigger's firing links to the trigger
+const sourceOf = (src) => (src && src.startsWith('trigger:') ? link(route('triggers', src.slice(8)), src) : src || '–');
 
 async function listPage(container, params) {
   const all = await api('/functions');
@@ -19,7 +21,7 @@ async function listPage(container, params) {
 
 function invocationView(inv) {
   return h('div', { class: 'invocation', 'data-invocation': inv.id },
-    kv({ Invocation: inv.id, Status: badge(inv.status), Source: inv.source, Started: fmt.time(inv.started_at), Duration: inv.duration_ms !== null && inv.duration_ms !== undefined ? `${fmt.num(inv.duration_ms, 4)} ms` : null, 'Max memory': inv.max_memory_mb ? `${fmt.num(inv.max_memory_mb, 3)} MB` : null, Error: inv.error_type ? `${inv.error_type}: ${inv.error_message || ''}` : null }),
+    kv({ Invocation: inv.id, Status: badge(inv.status), Source: sourceOf(inv.source), Started: fmt.time(inv.started_at), Duration: inv.duration_ms !== null && inv.duration_ms !== undefined ? `${fmt.num(inv.duration_ms, 4)} ms` : null, 'Max memory': inv.max_memory_mb ? `${fmt.num(inv.max_memory_mb, 3)} MB` : null, Error: inv.error_type ? `${inv.error_type}: ${inv.error_message || ''}` : null }),
     h('div', { class: 'cols' }, h('div', null, h('h3', null, 'Event'), jsonBlock(inv.event)), h('div', null, h('h3', null, 'Result'), jsonBlock(inv.result))),
     h('h3', null, 'Logs'), h('pre', { class: 'logs' }, inv.logs || '(no output)'));
 }
@@ -42,7 +44,7 @@ async function detailPage(container, name, params) {
     card(chosen ? `Invocation ${chosen.id}` : 'Invocation', chosen ? invocationView(chosen) : h('p', { class: 'muted' }, 'never invoked')),
     card('Invocations', filters(params, [{ name: 'status', options: ['queued', 'running', 'succeeded', 'failed'] }]), table(invocations, [
       { label: 'Invocation', render: (i) => link(`${route('functions', name)}?invocation=${encodeURIComponent(i.id)}`, i.id) },
-      { label: 'Status', render: (i) => badge(i.status) }, { label: 'Source', render: (i) => i.source || '–' },
+      { label: 'Status', render: (i) => badge(i.status) }, { label: 'Source', render: (i) => sourceOf(i.source) },
       { label: 'Started', render: (i) => fmt.time(i.started_at || i.created_at) },
       { label: 'Duration', render: (i) => (i.duration_ms !== null && i.duration_ms !== undefined ? `${fmt.num(i.duration_ms, 4)} ms` : '–') },
       { label: 'Error', render: (i) => (i.error_type ? `${i.error_type}: ${i.error_message || ''}` : '–') },

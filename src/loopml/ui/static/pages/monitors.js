@@ -1,7 +1,13 @@
 // Monitors and alerts: each monitor's runs over time (per-feature drift statistic vs its threshold),
 // the latest report embedded, quality (measured from labels, estimated from confidences) over
 // time, open/resolved alerts and what each alert triggered.
+import { startedLink } from './_ops.js';
 import { api, h, mount, registerPage, lineChart, table, badge, fmt, card, kv, link, route, filters, errorBox, actionButton, refresh } from '../app.js';
+
+/** trigger name → its target {kind, name}: an alert's notification names the trigger only. */
+async function triggerTargets() {
+  try { return Object.fromEntries((await api('/triggers')).map((t) => [t.name, t.target])); } catch { return {}; }
+}
 
 const secs = (iso) => (iso ? new Date(iso).getTime() / 1000 : null);
 
@@ -12,15 +18,15 @@ export function judged(feature) {
   return { key, limit, value: (feature.statistics || {})[key] };
 }
 
-function alertTarget(n) {
+function alertTarget(n, targets) {
   if (n.trigger && n.trigger !== '*') {
-    return h('span', null, link(route('triggers', n.trigger), n.trigger), n.started_id ? ` → ${n.started_id}` : '', n.ok ? '' : ` (failed: ${n.error || '?'})`);
+    return h('span', null, 'trigger ', link(route('triggers', n.trigger), n.trigger), n.started_id ? [' started ', startedLink(targets[n.trigger], n.started_id)] : '', n.ok ? '' : ` (failed: ${n.error || '?'})`);
   }
   if (n.url) return `webhook ${n.url}: ${n.ok ? 'delivered' : `failed (${n.error || n.status || '?'})`}`;
   return n.error || fmt.json(n);
 }
 
-export function alertsTable(alerts, { withMonitor = true } = {}) {
+export function alertsTable(alerts, targets, { withMonitor = true } = {}) {
   return table(alerts, [
     { label: 'Alert', render: (a) => h('span', { title: a.id }, a.key) },
     withMonitor ? { label: 'Monitor', render: (a) => link(route('monitors', a.monitor), a.monitor) } : null,
@@ -30,7 +36,7 @@ export function alertsTable(alerts, { withMonitor = true } = {}) {
     { label: 'Runs', key: 'count' },
     { label: 'First / last', render: (a) => `${fmt.time(a.first_at)} / ${fmt.ago(a.last_at)}` },
     { label: 'Resolved', render: (a) => (a.resolved_at ? `${fmt.time(a.resolved_at)}${a.resolved_by ? ` by ${a.resolved_by}` : ''}` : '–') },
-    { label: 'Triggered', render: (a) => ((a.notifications || []).length ? h('ul', { class: 'plain' }, a.notifications.map((n) => h('li', null, alertTarget(n)))) : 'nothing') },
+    { label: 'Triggered', render: (a) => ((a.notifications || []).length ? h('ul', { class: 'plain' }, a.notifications.map((n) => h('li', null, alertTarget(n, targets)))) : 'nothing') },
     { label: '', render: (a) => (a.status === 'open' ? actionButton('Resolve', async () => { await api(`/alerts/${a.id}/resolve`, { method: 'POST' }); refresh(); }) : '') },
   ].filter(Boolean), { empty: 'no alerts' });
 }
@@ -41,6 +47,7 @@ async function listPage(container, params) {
     api('/monitors'),
     api('/alerts', { query: { open: status === 'open' ? 'true' : status === 'resolved' ? 'false' : undefined, limit: 200 } }),
   ]);
+  const targets = await triggerTargets();
   const q = (params.query.name || '').toLowerCase();
   const rows = monitors.filter((m) => !q || m.name.toLowerCase().includes(q) || m.endpoint.toLowerCase().includes(q));
   mount(container, h('h1', null, 'Monitors and alerts'),
@@ -53,7 +60,7 @@ async function listPage(container, params) {
       { label: 'Last run', render: (m) => (m.last_run ? h('span', null, badge(m.last_run.status), ` ${fmt.ago(m.last_run.ended_at || m.last_run.created_at)}, ${m.last_run.rows ?? 0} rows, ${(m.last_run.violations || []).length} violations`) : 'never') },
       { label: 'Open alerts', key: 'open_alerts' },
     ], { empty: monitors.length ? 'no monitor matches' : 'no monitors yet: loopml monitors create NAME --endpoint ENDPOINT' })),
-    card(`Alerts (${status})`, alertsTable(alerts)));
+    card(`Alerts (${status})`, alertsTable(alerts, targets)));
 }
 
 function driftCharts(runs) {
@@ -120,6 +127,7 @@ async function detailPage(container, name) {
     api(`/monitors/${encodeURIComponent(name)}/runs`, { query: { limit: 200 } }),
     api('/alerts', { query: { monitor: name, limit: 200 } }),
   ]);
+  const targets = await triggerTargets();
   const runs = [...runsNewest].reverse();
   const lastDone = runsNewest.find((r) => r.report_key);
   const latest = runsNewest[0];
@@ -151,6 +159,7 @@ async function detailPage(container, name) {
       { label: 'Value', render: (f) => (judged(f) ? fmt.num(judged(f).value) : '–') },
       { label: 'Threshold', render: (f) => (judged(f) ? fmt.num(judged(f).limit) : '–') },
       { label: 'Verdict', render: (f) => badge(f.violated ? 'drift' : 'ok') },
+      { label: 'Other checks', render: (f) => Object.entries(f.thresholds || {}).slice(1).map(([k, v]) => `${k} ${fmt.num((f.statistics || {})[k])} (limit ${fmt.num(v)})`).join('; ') || '–' },
       { label: 'Rows (baseline / window)', render: (f) => `${f.n_baseline ?? '–'} / ${f.n_current ?? '–'}` },
     ], { empty: 'no features judged yet' })),
     qualityChart(runs),
@@ -160,7 +169,7 @@ async function detailPage(container, name) {
       { label: 'Violations', render: (r) => (r.violations || []).map((v) => v.key).join(', ') || 'none' },
       { label: 'Job', render: (r) => (r.job_id ? link(route('jobs', r.job_id), r.job_id) : '–') },
     ])),
-    card('Alerts', alertsTable(alerts, { withMonitor: false })),
+    card('Alerts', alertsTable(alerts, targets, { withMonitor: false })),
     await reportCard(name, lastDone));
 }
 

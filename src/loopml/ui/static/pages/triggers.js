@@ -1,15 +1,7 @@
 // Triggers: what fires what (cron, webhook, object, alert), every firing with the execution or
 // invocation it started (linked), test fire and redrive of failed firings.
 import { api, h, mount, registerPage, table, badge, fmt, card, kv, link, route, filters, actionButton, refresh } from '../app.js';
-import { jsonBlock } from './_ops.js';
-
-/** A link to what a firing started: a workflow execution or a function invocation. */
-export function startedLink(target, startedId) {
-  if (!startedId || !target) return '–';
-  return target.kind === 'workflow'
-    ? link(route('workflows', target.name, startedId), startedId)
-    : link(`${route('functions', target.name)}?invocation=${encodeURIComponent(startedId)}`, startedId);
-}
+import { jsonBlock, startedLink } from './_ops.js';
 
 const targetLink = (t) => (t ? link(route(t.kind === 'workflow' ? 'workflows' : 'functions', t.name), `${t.kind} ${t.name}`) : '–');
 
