@@ -137,6 +137,7 @@ def test_endpoints_page_shows_variants_and_live_traffic(page, world):
                    return r && Number(r.textContent.replace(/,/g, '')) >= n; }""",
         arg=shown + 6, timeout=20_000)
     assert page.locator(".live-charts .uplot").count() == 4
+    page.wait_for_selector(".live-charts[data-points='3'], .live-charts[data-points='4']", timeout=20_000)
     # the captured requests table holds what the capture route answers
     newest = api(world, f"/endpoints/{name}/captured", limit=20)
     with_id = [r["inferenceId"] for r in newest if r.get("inferenceId")]
@@ -262,6 +263,15 @@ def test_workflow_graph_shows_the_executed_path(page, world):
     steps.get_by_text("output", exact=True).click()
     assert '"n": 14' in steps.locator("pre.json").last.inner_text()
     shoot(page, "workflows")
+    # start one from the page: it opens the new execution, which follows it to its end
+    before = len(api(world, "/executions", workflow=world["workflow"]))
+    open_page(page, world, f"workflows/{world['workflow']}", "workflows")
+    page.locator("textarea[name=input]").fill('{"from": "the dashboard"}')
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_selector(".graph-box[data-status=SUCCEEDED]", timeout=120_000)
+    executions = api(world, "/executions", workflow=world["workflow"])
+    assert len(executions) == before + 1 and executions[0]["input"] == {"from": "the dashboard"}
+    assert executions[0]["id"] in page.locator("h1").inner_text()
 
 
 @pytest.mark.ui

@@ -2,7 +2,7 @@
 // data plane's own metrics (/endpoints/NAME/stats), capture settings and the newest captured
 // requests, and a try-it panel that sends through the real data plane (/endpoints/NAME/invocations,
 // forwarded unchanged by the control plane).
-import { api, h, mount, registerPage, lineChart, table, badge, fmt, card, kv, link, route, filters, every, errorBox } from '../app.js';
+import { api, h, mount, registerPage, lineChart, table, badge, fmt, card, kv, link, route, filters, every, onLeave, errorBox } from '../app.js';
 import { LiveStats, confidenceBars, drawPad, jsonBlock, postRaw, answerError } from './_ops.js';
 
 const POLL_MS = 2000;
@@ -58,16 +58,23 @@ function liveCharts(name) {
   const charts = {};
   const specs = [['rps', 'Requests / s', 'req/s'], ['latency', 'Latency percentiles (ms, server side)', 'ms'], ['batch', 'Mean batch size (rows)', 'rows'], ['eps', 'Errors / s (HTTP ≥ 400)', 'err/s']];
   const slots = specs.map(([key]) => { const el = h('div', { class: 'chart-slot', 'data-chart': key }); box.append(el); return [key, el]; });
+  let left = false;
+  onLeave(() => { left = true; });
   const tick = async () => {
     let stats;
-    try { stats = await api(`/endpoints/${encodeURIComponent(name)}/stats`); } catch (err) { mount(status, errorBox(err)); return; }
+    try { stats = await api(`/endpoints/${encodeURIComponent(name)}/stats`); } catch (err) { if (!left) mount(status, errorBox(err)); return; }
+    if (left) return;  // an answer that arrives after the page was left
     status.textContent = `data plane metrics at ${new Date(stats.at * 1000).toLocaleTimeString()}`;
     mount(totals, table(Object.entries(stats.variants).map(([v, s]) => ({ v, ...s })), [
       { label: 'Variant', key: 'v' }, { label: 'Requests (total)', key: 'requests' }, { label: 'Errors (total)', key: 'errors' },
       { label: 'Batches', key: 'batches' }, { label: 'Queued rows', key: 'queue_rows' }, { label: 'Rejected', key: 'rejected' },
-    ], { empty: 'no requests served yet' }), stats.shadow.agree + stats.shadow.disagree
+    ], { empty: 'no requests served yet' }),
+    Object.values(stats.variants).some((v) => v.requests > v.errors && !v.batches)
+      ? h('p', { class: 'muted' }, 'No batches counted here: another endpoint serves the same model version, and their shared batcher is counted under it.') : null,
+    stats.shadow.agree + stats.shadow.disagree
       ? h('p', null, `Shadow agreement: ${stats.shadow.agree} agree, ${stats.shadow.disagree} disagree`) : null);
     live.push(stats);
+    box.dataset.points = String(Math.max(0, ...Object.values(live.series).map((pts) => pts.length)));
     for (const [key, el] of slots) {
       const series = live.lines(key);
       if (!charts[key]) {
@@ -76,7 +83,7 @@ function liveCharts(name) {
       } else charts[key].update(series);
     }
   };
-  tick();
+  tick().then(() => { if (!left) setTimeout(tick, 700); });  // a first point soon, then every 2 s
   every(POLL_MS, tick);
   return card('Live traffic (from the data plane\'s /metrics)', status, box, totals);
 }

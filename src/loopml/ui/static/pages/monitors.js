@@ -116,7 +116,7 @@ async function reportCard(name, run) {
   try {
     const html = await api(`/monitors/${encodeURIComponent(name)}/runs/${run.id}/report.html`);
     // srcdoc + sandbox without allow-same-origin: the report runs in an opaque origin (no token, no API)
-    box.append(h('iframe', { srcdoc: html, sandbox: 'allow-scripts', title: `report of run ${run.id}`, class: 'report-frame', loading: 'lazy' }));
+    box.append(h('iframe', { srcdoc: html, sandbox: 'allow-scripts', title: `report of run ${run.id}`, class: 'report-frame' }));
   } catch (err) { box.append(errorBox(err)); }
   return card(`Latest report (run ${run.id}, ${fmt.time(run.ended_at)})`, box);
 }
