@@ -102,7 +102,7 @@ def test_captured_route_returns_the_newest_requests_first(world):
     assert first["endpoint"] == world["endpoint"] and first["variant"] == "primary"
     assert json.loads(first["output"]["data"])["predictions"]
     ids = {r.get("inferenceId") for r in api(world, f"/endpoints/{world['endpoint']}/captured", limit=200)}
-    assert {"ui-0", "ui-drift-57"} <= ids
+    assert {"ui-0", "ui-drift-39"} <= ids
     r = httpx.get(f"{world['url']}/endpoints/{world['endpoint']}/captured", params={"limit": 0}, timeout=30)
     assert r.status_code in (400, 422) and "limit" in r.text
 
@@ -224,6 +224,12 @@ def test_monitors_page_shows_drift_over_runs_report_and_alerts(page, world):
     assert cells[2] == key and float(cells[4]) == pytest.approx(limit)
     assert float(cells[3]) == pytest.approx(first["statistics"][key], rel=1e-3, abs=1e-9)
     assert cells[5] == ("drift" if first["violated"] else "ok")
+    # quality from the uploaded labels, next to the estimate from confidences
+    measured = latest["summary"]["quality"]
+    assert measured and measured["n"] == 40
+    quality = page.locator(".quality-chart")
+    assert quality.locator(".uplot").count() == 1
+    assert quality.get_by_text("accuracy (from labels)").count() == 1
     # the report, embedded: the run's own HTML (sandboxed)
     frame = page.frame_locator("iframe.report-frame")
     frame.get_by_text(f"LoopML monitor {name}").wait_for()

@@ -97,10 +97,12 @@ def build_world(client, tmp: Path) -> dict[str, Any]:
         client.create_trigger(ALERT_TRIGGER, alert=MONITOR, function=FUNCTION)
     time.sleep(1.5)  # capture flushes about once a second
     runs = [client.run_monitor(MONITOR, wait=True, timeout=600)]
-    inverted = 16.0 - images[:60]  # drifted traffic: ink and background swapped
-    for i in range(0, 60, 3):
-        client.invoke(ENDPOINT, instances=inverted[i:i + 3, :, :, None].tolist(), inference_id=f"ui-drift-{i}")
+    inverted = 16.0 - images[:40]  # drifted traffic, one row per request: ink and background swapped
+    for i in range(40):
+        client.invoke(ENDPOINT, instances=inverted[i:i + 1, :, :, None].tolist(), inference_id=f"ui-drift-{i}")
     time.sleep(1.5)
+    # their true labels (joined by inference id): the second run measures quality too
+    client.upload_labels(MONITOR, [{"inference_id": f"ui-drift-{i}", "label": str(target[i])} for i in range(40)])
     runs.append(client.run_monitor(MONITOR, wait=True, timeout=600))
     invocation = client.invoke_function(FUNCTION, {"n": 3})
 
