@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.ui_pages_world import ALERT_TRIGGER, build_world
-from tests.ui_support import browser, goto, page, shoot, ui_server  # noqa: F401 - fixtures
+from tests.ui_support import SCREENSHOTS, browser, goto, page, shoot, ui_server  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +233,9 @@ def test_monitors_page_shows_drift_over_runs_report_and_alerts(page, world):
     # the report, embedded: the run's own HTML (sandboxed)
     frame = page.frame_locator("iframe.report-frame")
     frame.get_by_text(f"LoopML monitor {name}").wait_for()
+    report = page.locator(".card:has(iframe.report-frame)")
+    report.scroll_into_view_if_needed()  # a full-page shot leaves the (opaque-origin) frame blank
+    report.screenshot(path=str(SCREENSHOTS / "monitors-report.png"))
     # alerts and what each triggered: the alert trigger started the function
     for alert in alerts:
         assert page.get_by_text(alert["message"], exact=True).count() >= 1
