@@ -35,6 +35,7 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 curl -fsS "$LOOPML_API_URL/health"; echo
+echo "Dashboard: ${LOOPML_API_URL}/ui/  (live jobs, datasets, models, endpoints; open it while the demo runs)"
 
 step "Built-in datasets (shipped inside Python packages: no download)"
 for ds in mnist bbc-news digits penguins; do loopml datasets add "$ds" "sample:$ds"; done

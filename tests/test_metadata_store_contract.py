@@ -569,3 +569,15 @@ def test_outbox_rows_are_written_with_the_delete_and_finished_one_by_one(metadat
     dels.finish(first[0]["id"])
     dels.finish(first[0]["id"])  # finishing twice (a sweep after a crash) is harmless
     assert dels.pending() == second
+
+
+def test_job_listing_pages_with_offset(metadata_store: MetadataStore) -> None:
+    """limit/offset walk the newest-first list without repeating or skipping a job (the dashboard's pager)."""
+    repo = JobRepo(metadata_store)
+    made = [repo.create("train", {}, job_id=f"job-{i}")["id"] for i in range(5)]
+    everything = [j["id"] for j in repo.list()]
+    assert sorted(everything) == sorted(made)
+    pages = [[j["id"] for j in repo.list(limit=2, offset=o)] for o in (0, 2, 4)]
+    assert [len(p) for p in pages] == [2, 2, 1] and sum(pages, []) == everything
+    assert repo.list(offset=5) == []
+    assert [j["id"] for j in repo.list(kind="train", limit=1, offset=1)] == everything[1:2]

@@ -220,6 +220,11 @@ def test_datasets_pages_show_balance_splits_rows_and_lineage(page, ui_server):
     assert headers == ["#", "label", *table["columns"]]
     assert page.locator(".sample-area table tbody tr").count() == len(table["rows"])
 
+    goto(page, ui_server.url, "datasets/headlines/1?split=test")
+    texts = api.get("/datasets/headlines/versions/1/rows", params={"split": "test", "limit": 24}).json()["rows"]
+    shown = page.locator(".text-sample p").all_inner_texts()
+    assert shown == [r["text"] for r in texts] and len(shown) == 6
+
 
 def _same_value(v):
     """A hyperparameter as the page prints it (JavaScript's String()) or as the API answers it."""

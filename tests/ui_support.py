@@ -1,7 +1,8 @@
 """The dashboard's browser tests: one real control plane with real data, and a real browser.
 
 ``ui_server`` (session-scoped) starts ``create_app`` under uvicorn with its control loop and fills
-it through the public API, as a user would: the ``digits`` sample, two digits CNNs trained by
+it through the public API, as a user would: the ``digits`` sample, a small text dataset
+``headlines`` (uploaded CSV), two digits CNNs trained by
 real jobs (``digits-cnn`` v1 and v2, alias ``prod`` → v2 moved by "alice"), an endpoint
 ``digits`` serving ``digits-cnn@prod`` on the data plane, an imported model (``digits-imported``,
 the .keras file of v1) and the ``penguins`` table. ``UIServer.api`` is an httpx client on it.
@@ -76,11 +77,26 @@ def _keras_file(api: httpx.Client, name: str, version: int) -> bytes:
         return zf.read("model.keras")
 
 
+def headlines_csv(rows: int = 60) -> bytes:
+    """A small text dataset: two topics told apart by their words."""
+    words = {"sport": "match goal team win coach league score season player".split(),
+             "tech": "chip software data cloud phone network code server robot".split()}
+    lines = ["text,label"]
+    for i in range(rows):
+        topic = "sport" if i % 2 else "tech"
+        vocab = words[topic]
+        lines.append(" ".join(vocab[(i * 7 + j * 3) % len(vocab)] for j in range(12)) + f",{topic}")
+    return ("\n".join(lines) + "\n").encode()
+
+
 def populate(api: httpx.Client) -> list[dict[str, Any]]:
     """The data every page shows, made through the public API."""
     for name in ("digits", "penguins"):
         resp = api.post("/datasets", json={"name": name, "source": f"sample:{name}"})
         assert resp.status_code in (200, 201), resp.text
+    resp = api.post("/datasets/upload", data={"name": "headlines", "format": "csv", "text": "text", "label": "label"},
+                    files={"file": ("headlines.csv", headlines_csv())})
+    assert resp.status_code == 201, resp.text
     # two versions that differ in their hyperparameters (compare), trained one after the other
     first = wait_job(api, train(api, dataset="digits", model="cnn", register_as="digits-cnn",
                                 params={"epochs": 3, "filters": 8, "dense_units": 32})["id"])

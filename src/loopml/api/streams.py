@@ -18,8 +18,9 @@ from loopml.platform import Platform
 router = APIRouter(tags=["jobs"])
 
 POLL_S = 0.5  # workers write progress to the store; this is how stale a pushed line may be
-KEEPALIVE_S = 15.0  # a comment line so proxies keep an idle stream open
-MAX_STREAM_S = 3600.0  # then the client reconnects (with ?after_log=…): no stream is held forever
+# then the stream ends and the client reconnects with the last ids it saw: a server shutting down
+# (uvicorn waits for open responses) never waits long on a dashboard left open
+MAX_STREAM_S = 10.0
 
 _DESCRIPTION = """`text/event-stream` of one job. Events (each `data:` is JSON):
 
@@ -28,7 +29,8 @@ _DESCRIPTION = """`text/event-stream` of one job. Events (each `data:` is JSON):
 * `log` — one log line `{id, at, text}`, every line after `after_log`;
 * `end` — the final job record once the job has ended (the stream then closes).
 
-Reconnect with `after_log`/`after_epoch` set to the last ids seen to resume without repeats."""
+A stream lasts at most about 10 s while the job runs (so a shutting-down server never waits on
+it): reconnect with `after_log`/`after_epoch` set to the last ids seen to resume without repeats."""
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -44,7 +46,7 @@ async def job_events(platform: Platform, request: Request, job_id: str, after_lo
                      after_epoch: int) -> AsyncIterator[bytes]:
     jobs = platform.jobs
     last_state: tuple | None = None
-    started = last_sent = time.monotonic()
+    started = time.monotonic()
     while True:
         # the job first: once it is terminal, the metrics and lines read after it are complete
         record = await run_in_threadpool(jobs.get, job_id)
@@ -64,15 +66,11 @@ async def job_events(platform: Platform, request: Request, job_id: str, after_lo
             out.append(_sse("log", line))
         if record["status"] in TERMINAL and len(lines) < 1000:
             out.append(_sse("end", record))
-        now = time.monotonic()
-        if not out and now - last_sent > KEEPALIVE_S:
-            out.append(b": keep-alive\n\n")
         if out:
-            last_sent = now
             yield b"".join(out)
         if record["status"] in TERMINAL and len(lines) < 1000:
             return
-        if now - started > MAX_STREAM_S or await request.is_disconnected():
+        if time.monotonic() - started > MAX_STREAM_S or await request.is_disconnected():
             return
         await asyncio.sleep(POLL_S)
 

@@ -268,7 +268,7 @@ function alignSeries(series) {
 /**
  * A line chart (uPlot). series: [{label, points: [[x, y], …], color?, dash?}] — x values of all
  * series are merged, so series of different lengths (jobs with different epochs) share one chart.
- * opts: {height, xLabel, yLabel, time (x = unix seconds), title}.
+ * opts: {height, xLabel, yLabel, time (x = unix seconds), integerX (ticks on whole numbers: epochs), title}.
  * Returns {el, plot, update(series)}: update() redraws with new points (live curves).
  */
 export function lineChart(container, series, opts = {}) {
@@ -287,7 +287,7 @@ export function lineChart(container, series, opts = {}) {
     plot = new uPlot({
       width: width(), height: opts.height || 220,
       scales: { x: { time: !!opts.time } },
-      axes: [{ label: opts.xLabel, stroke: '#64748b', grid: { stroke: '#e2e8f0' } },
+      axes: [{ label: opts.xLabel, stroke: '#64748b', grid: { stroke: '#e2e8f0' }, ...(opts.integerX ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}) },
         { label: opts.yLabel, stroke: '#64748b', grid: { stroke: '#e2e8f0' }, size: 55 }],
       series: [{ label: opts.xLabel || 'x' }, ...ss.map((s, i) => ({
         label: s.label, stroke: s.color || color(i), width: 2, dash: s.dash, spanGaps: true,

@@ -1,7 +1,7 @@
 // Jobs: the list (filters, server-side paging, pick jobs to compare), one job live (curves and log
 // tail over Server-Sent Events), and 2+ jobs' curves on one chart.
 import {
-  actionButton, api, badge, card, color, every, filters, fmt, h, heatmap, kv, lineChart, link, mount, pager,
+  actionButton, api, badge, card, color, every, filters, onLeave, fmt, h, heatmap, kv, lineChart, link, mount, pager,
   registerPage, route, setQuery, sse, table,
 } from '../app.js';
 
@@ -90,7 +90,7 @@ async function renderJob(el, id) {
   const progress = h('div', { class: 'progress-line', 'aria-live': 'polite' });
   const charts = h('div', { class: 'cols' });
   const log = h('pre', { class: 'log', 'aria-label': 'log tail' });
-  const details = h('div');
+  const details = h('div', { class: 'cards' });
 
   const drawHead = () => {
     const j = state.job;
@@ -124,7 +124,7 @@ async function renderJob(el, id) {
     for (const item of charted) {
       const series = curveSeries(metrics, item.c.keys);
       if (!series.length) { if (!item.chart) mount(item.box, h('h2', null, item.c.title), h('p', { class: 'muted' }, 'no epoch finished yet')); continue; }
-      if (!item.chart) { mount(item.box, h('h2', null, item.c.title)); item.chart = lineChart(item.box, series, { xLabel: 'epoch', yLabel: item.c.title.toLowerCase() }); }
+      if (!item.chart) { mount(item.box, h('h2', null, item.c.title)); item.chart = lineChart(item.box, series, { xLabel: 'epoch', yLabel: item.c.title.toLowerCase(), integerX: true }); }
       else item.chart.update(series);
       item.box.dataset.points = String(metrics.length);
     }
@@ -136,7 +136,7 @@ async function renderJob(el, id) {
     if (follow) log.scrollTop = log.scrollHeight;
   };
 
-  el.append(head, progress, charts, h('div', { class: 'cols' }, card('Log', log), details));
+  el.append(head, progress, charts, card('Log', log), details);
   drawHead();
   drawCharts();
   renderDetails(details, job);
@@ -160,7 +160,13 @@ async function renderJob(el, id) {
       if (event === 'end' && was !== data.status) api(`/jobs/${encodeURIComponent(id)}`).then((j) => renderDetails(details, j)).catch(() => {});
     }
     el.dataset.status = state.job.status;
-  }, { onEnd: (err) => { if (!err && !ENDED.has(state.job.status)) follow(); } });
+  }, { onEnd: (err) => {
+    // the server ends a stream every few seconds while the job runs: pick up where it stopped
+    if (left || ENDED.has(state.job.status)) return;
+    if (err) setTimeout(() => { if (!left) follow(); }, 2000); else follow();
+  } });
+  let left = false;
+  onLeave(() => { left = true; });
   follow();
 }
 
@@ -188,10 +194,10 @@ function renderDetails(box, job) {
       Dataset: s.dataset ? link(route('datasets', s.dataset_name || s.dataset.split(':')[0], s.dataset_version), s.dataset) : null,
       Template: s.template || s.model,
       Model: model ? link(route('models', model.name, model.version), model.ref) : (r.model_ref || s.register_as || s.model),
-      'Resumed from': s.resume_from ? link(route('jobs', s.resume_from), s.resume_from) : null,
+      ...(s.resume_from ? { 'Resumed from': link(route('jobs', s.resume_from), s.resume_from) } : {}),
       Node: job.worker?.host ?? null,
       Created: fmt.time(job.created_at), Started: fmt.time(job.started_at), Ended: fmt.time(job.ended_at),
-      Took: job.started_at ? fmt.duration(job.started_at, job.ended_at) : null,
+      Took: job.ended_at && job.started_at ? fmt.duration(job.started_at, job.ended_at) : (job.started_at ? 'still running' : null),
       Resources: s.resources ? Object.entries(s.resources).map(([k, v]) => `${k} ${v}`).join(', ') : null,
     })),
     s.hparams ? card('Hyperparameters', table(Object.entries(s.hparams).map(([k, v]) => ({ k, v })), [{ label: 'name', key: 'k' }, { label: 'value', render: (x) => String(x.v) }])) : null,
@@ -226,7 +232,7 @@ async function renderCompare(el, ids) {
     const box = h('div', { class: 'card', dataset: { chart: c.title.toLowerCase() } }, h('h2', null, c.title));
     charts.append(box);
     const build = () => jobs.flatMap((j, i) => curveSeries(j.metrics, c.keys, `${j.id} `).map((s) => ({ ...s, color: color(i) })));
-    drawn.push({ chart: lineChart(box, build(), { xLabel: 'epoch', yLabel: c.title.toLowerCase() }), build });
+    drawn.push({ chart: lineChart(box, build(), { xLabel: 'epoch', yLabel: c.title.toLowerCase(), integerX: true }), build });
   }
   // running jobs keep adding epochs: refresh their curves
   if (jobs.some((j) => !ENDED.has(j.status))) {

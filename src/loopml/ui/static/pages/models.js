@@ -171,7 +171,7 @@ async function renderVersion(el, name, version) {
   el.append(
     h('h1', null, link(route('models'), 'Models'), ' / ', link(route('models', name), name), ' / ', `v${v.version}`, ' ',
       isImported(v) ? badge('imported') : null, ' ', v.aliases.map((a) => h('span', { class: 'tag' }, a))),
-    h('div', { class: 'toolbar' }, downloadButton(name, v.version), h('span', { class: 'muted mono' }, `loopml models download ${v.ref}`)),
+    h('div', { class: 'toolbar' }, downloadButton(name, v.version), h('span', { class: 'muted' }, 'the same zip as ', h('code', null, `loopml models download ${v.ref}`))),
     card('Lineage', lineage(v, job, serving)),
     h('div', { class: 'cols' },
       card('Version', kv({
@@ -187,7 +187,7 @@ async function renderVersion(el, name, version) {
     h('div', { class: 'cols' },
       ev.confusion_matrix ? card('Confusion matrix (test split)', cm) : null,
       ev.per_class ? card('Per-class metrics', perClassTable(ev.per_class)) : null),
-    v.hparams && Object.keys(v.hparams).length ? card('Hyperparameters', table(Object.entries(v.hparams).map(([k, x]) => ({ k, x })), [{ label: 'name', key: 'k' }, { label: 'value', render: (r) => String(r.x) }])) : null,
+    v.hparams && Object.keys(v.hparams).length ? card('Hyperparameters', h('div', { class: 'kv-columns' }, kv(Object.fromEntries(Object.entries(v.hparams).map(([k, x]) => [k, String(x)]))))) : null,
   );
   if (job?.metrics?.length) {
     for (const [title, keys] of [['Loss', ['loss', 'val_loss']], ['Accuracy', ['accuracy', 'val_accuracy']]]) {
@@ -196,7 +196,7 @@ async function renderVersion(el, name, version) {
       lineChart(box, keys.filter((k) => job.metrics.some((m) => typeof m[k] === 'number')).map((k, i) => ({
         label: k, color: color(i), dash: k.startsWith('val_') ? [6, 4] : undefined,
         points: job.metrics.filter((m) => typeof m[k] === 'number').map((m) => [m.epoch, m[k]]),
-      })), { xLabel: 'epoch' });
+      })), { xLabel: 'epoch', integerX: true });
     }
   }
 }
@@ -220,34 +220,37 @@ function lineage(v, job, serving) {
 async function renderCompare(el, name, a, b) {
   if (!a || !b) throw new Error(`pick two versions to compare (#/models/${name}/compare/1/2)`);
   const versions = await Promise.all([a, b].map((x) => api(`/models/${enc(name)}/versions/${enc(x)}`)));
-  const jobs = await Promise.all(versions.map(jobOf));
+  const [jobs, endpoints] = await Promise.all([Promise.all(versions.map(jobOf)), api('/endpoints')]);
   const label = (i) => `v${versions[i].version}`;
   const both = (fn) => versions.map((v, i) => fn(v, jobs[i]));
   const delta = (x, y) => (typeof x === 'number' && typeof y === 'number' ? x - y : null);
   const metricKeys = [...new Set(versions.flatMap((v) => Object.keys(v.metrics || {})))];
   const cols = [{ label: '', key: 'k' }, { label: label(0), class: 'num', render: (r) => r.v[0] }, { label: label(1), class: 'num', render: (r) => r.v[1] }];
-  const signed = (d, digits = 4) => (d === null ? '–' : `${d > 0 ? '+' : ''}${fmt.num(d, digits)}`);
+  // green when v2 is better: higher, except for losses
+  const signed = (d, lowerIsBetter = false) => (d === null ? '–' : h('span', {
+    class: d === 0 ? '' : ((d > 0) !== lowerIsBetter ? 'better' : 'worse'),
+  }, `${d > 0 ? '+' : ''}${fmt.num(d, 4)}`));
 
   const classes = [...new Set(both((v, j) => Object.keys(j?.result?.evaluation?.per_class || {})).flat())];
   const hpKeys = [...new Set(versions.flatMap((v) => Object.keys(v.hparams || {})))];
   el.append(
     h('h1', null, link(route('models'), 'Models'), ' / ', link(route('models', name), name), ` / ${label(0)} vs ${label(1)}`),
     h('div', { class: 'cols' },
-      versions.map((v, i) => card(h('span', { style: { color: color(i) } }, v.ref), lineage(v, jobs[i], []), h('p', null, isImported(v) ? badge('imported') : null, ' ', v.aliases.map((x) => h('span', { class: 'tag' }, x)))))),
+      versions.map((v, i) => card(h('span', { style: { color: color(i) } }, v.ref), lineage(v, jobs[i], servingEndpoints(endpoints, name, v.version)), h('p', null, isImported(v) ? badge('imported') : null, ' ', v.aliases.map((x) => h('span', { class: 'tag' }, x)))))),
     h('div', { class: 'cols' },
       card('Metrics', table(metricKeys.map((k) => {
         const [x, y] = versions.map((v) => v.metrics?.[k]);
-        return { k, v: [fmt.num(x, 4), fmt.num(y, 4)], d: delta(y, x) };
-      }), [...cols, { label: `${label(1)} − ${label(0)}`, class: 'num', render: (r) => signed(r.d) }])),
+        return { k, v: [fmt.num(x, 4), fmt.num(y, 4)], d: delta(y, x), low: /loss/.test(k) };
+      }), [...cols, { label: `${label(1)} − ${label(0)}`, class: 'num', render: (r) => (/^(epochs|best_epoch|train_samples_per_s)$/.test(r.k) ? (r.d === null ? '–' : `${r.d > 0 ? '+' : ''}${fmt.num(r.d, 4)}`) : signed(r.d, r.low)) }])),
       card('Per-class F1 (test split)', classes.length ? table(classes.map((c) => {
         const [x, y] = jobs.map((j) => j?.result?.evaluation?.per_class?.[c]?.f1);
         return { k: c, v: [fmt.num(x, 4), fmt.num(y, 4)], d: delta(y, x) };
       }), [...cols, { label: 'Δ', class: 'num', render: (r) => signed(r.d) }]) : h('p', { class: 'muted' }, 'no per-class evaluation recorded'))),
-    card('Hyperparameters', table(hpKeys.map((k) => ({ k, v: versions.map((v) => String(v.hparams?.[k] ?? '–')) })), cols,
-      { rowAttrs: (r) => (r.v[0] !== r.v[1] ? { class: 'selected', title: 'differs' } : null), empty: 'no hyperparameters recorded' })),
   );
   const curves = h('div', { class: 'cols' });
-  el.append(curves);
+  el.append(curves,
+    card('Hyperparameters', table(hpKeys.map((k) => ({ k, v: versions.map((v) => String(v.hparams?.[k] ?? '–')) })), cols,
+      { rowAttrs: (r) => (r.v[0] !== r.v[1] ? { class: 'selected', title: 'differs' } : null), empty: 'no hyperparameters recorded' })));
   for (const [title, keys] of [['Loss', ['loss', 'val_loss']], ['Accuracy', ['accuracy', 'val_accuracy']]]) {
     const series = jobs.flatMap((j, i) => (j?.metrics || []).length ? keys.filter((k) => j.metrics.some((m) => typeof m[k] === 'number')).map((k) => ({
       label: `${label(i)} ${k}`, color: color(i), dash: k.startsWith('val_') ? [6, 4] : undefined,
@@ -256,6 +259,6 @@ async function renderCompare(el, name, a, b) {
     if (!series.length) continue;
     const box = h('div', { class: 'card' }, h('h2', null, title));
     curves.append(box);
-    lineChart(box, series, { xLabel: 'epoch' });
+    lineChart(box, series, { xLabel: 'epoch', integerX: true });
   }
 }

@@ -8,6 +8,12 @@ async function optional(path, query) {
   try { return await api(path, { query }); } catch (err) { if (err.status === 404) return null; throw err; }
 }
 
+function wide(title, ...children) {
+  const c = card(title, ...children);
+  c.classList.add('wide');
+  return c;
+}
+
 function stat(value, label, href, cls) {
   return h('a', { class: `stat ${cls || ''}`, href, dataset: { stat: label } }, h('span', { class: 'value' }, value), h('span', { class: 'label' }, label));
 }
@@ -17,7 +23,7 @@ function countOf(rows, limit) { return rows.length >= limit ? `${limit}+` : rows
 registerPage('overview', {
   title: 'Overview',
   async render(el) {
-    const big = 1000;
+    const big = 100;  // counts above this show as 100+: the overview stays one cheap page of each
     const [datasets, running, queued, failed, recent, models, endpoints, alerts, executions, triggers] = await Promise.all([
       api('/datasets'),
       api('/jobs', { query: { status: 'running', limit: big } }),
@@ -42,10 +48,11 @@ registerPage('overview', {
         stat(endpoints.length, 'endpoints', route('endpoints')),
         stat(openAlerts.length, 'open alerts', route('monitors'), openAlerts.length ? 'alerting' : '')),
       h('div', { class: 'cards' },
-        card('Jobs', table(recent, [
+        wide('Jobs', table(recent, [
           { label: 'job', render: (j) => link(route('jobs', j.id), j.id) },
           { label: 'kind', key: 'kind' },
           { label: 'status', render: (j) => badge(j.status) },
+          { label: 'what', render: (j) => j.result?.model_ref || j.spec?.register_as || j.spec?.dataset || j.spec?.model },
           { label: 'progress', render: (j) => progressText(j) },
           { label: 'created', render: (j) => fmt.ago(j.created_at) },
         ], { empty: 'no jobs yet' }), h('p', null, link('#/jobs', 'all jobs ›'))),
@@ -93,9 +100,7 @@ registerPage('overview', {
 export function progressText(j) {
   const p = j.progress;
   if (!p || p.epoch === undefined) return j.status === 'running' ? '…' : '';
-  const parts = [`epoch ${p.epoch}${p.epochs ? `/${p.epochs}` : ''}`];
-  if (p.loss !== undefined) parts.push(`loss ${fmt.num(p.loss, 3)}`);
-  return parts.join(', ');
+  return `epoch ${p.epoch}${p.epochs ? `/${p.epochs}` : ''}`;
 }
 
 function servedModels(e) {
