@@ -93,6 +93,20 @@ def test_stats_route_counts_what_the_data_plane_served(world):
     assert r.status_code == 404 and r.json()["code"] == "not_found"
 
 
+def test_endpoint_list_carries_live_traffic_for_the_overview(world):
+    name = world["endpoint"]
+    first = {e["name"]: e for e in api(world, "/endpoints")}[name]["traffic"]
+    for i in range(4):
+        world["client"].invoke(name, instances=world["images"][i:i + 1, :, :, None].tolist())
+    second = {e["name"]: e for e in api(world, "/endpoints")}[name]["traffic"]
+    assert second["requests"] - first["requests"] == 4
+    assert second["window_s"] > 0
+    assert second["rps"] == pytest.approx(4 / second["window_s"], rel=0.01)
+    assert second["p99_ms"] > 0
+    third = {e["name"]: e for e in api(world, "/endpoints")}[name]["traffic"]
+    assert third["rps"] == 0 and third["p99_ms"] is None  # nothing served since the previous list
+
+
 def test_captured_route_returns_the_newest_requests_first(world):
     rows = api(world, f"/endpoints/{world['endpoint']}/captured", limit=5)
     assert len(rows) == 5

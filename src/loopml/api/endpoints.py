@@ -116,9 +116,11 @@ def create_endpoint(body: EndpointIn, request: Request) -> dict[str, Any]:
                                  data_plane_url=_data_plane_url(request))
 
 
-@router.get("", response_model=list[Endpoint], summary="Endpoints, by name")
+@router.get("", response_model=list[Endpoint], summary="Endpoints, by name (with live traffic: req/s and p99 "
+            "since the previous list, from the data plane's /metrics)")
 def list_endpoints(request: Request) -> list[dict[str, Any]]:
-    return endpoints_service.list_endpoints(_platform(request), data_plane_url=_data_plane_url(request))
+    records = endpoints_service.list_endpoints(_platform(request), data_plane_url=_data_plane_url(request))
+    return with_traffic(request, records)
 
 
 @router.get("/{name}", response_model=Endpoint, summary="One endpoint: spec, versions, status")
@@ -199,12 +201,17 @@ def _bucket_bound(value: str) -> float | None:
 def parse_serving_metrics(text: str, endpoint: str) -> dict[str, Any]:
     """The data plane's Prometheus text → per-variant counters of one endpoint (cumulative: the
     caller takes differences between two reads for rates and windowed percentiles)."""
+    return parse_all_serving_metrics(text).get(endpoint) or {"variants": {}, "shadow": {"agree": 0, "disagree": 0}}
+
+
+def parse_all_serving_metrics(text: str) -> dict[str, dict[str, Any]]:
+    """``parse_serving_metrics`` of every endpoint in one pass: ``{endpoint: {variants, shadow}}``."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    variants: dict[str, dict[str, Any]] = {}
-    shadow = {"agree": 0, "disagree": 0}
+    out: dict[str, dict[str, Any]] = {}
 
-    def entry(variant: str) -> dict[str, Any]:
+    def entry(endpoint: str, variant: str) -> dict[str, Any]:
+        variants = out.setdefault(endpoint, {"variants": {}, "shadow": {"agree": 0, "disagree": 0}})["variants"]
         return variants.setdefault(variant, {
             "requests": 0, "errors": 0, "codes": {}, "latency": {"buckets": [], "sum": 0.0, "count": 0},
             "batch_size": {"buckets": [], "sum": 0.0, "count": 0}, "batches": 0, "batch_rows": 0,
@@ -217,14 +224,16 @@ def parse_serving_metrics(text: str, endpoint: str) -> dict[str, Any]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
-            if labels.get("endpoint") != endpoint:
+            endpoint = labels.get("endpoint")
+            if endpoint is None:
                 continue
             if sample.name == "loopml_shadow_comparisons_total":
-                shadow[labels["result"]] = int(sample.value)
+                out.setdefault(endpoint, {"variants": {}, "shadow": {"agree": 0, "disagree": 0}})[
+                    "shadow"][labels["result"]] = int(sample.value)
                 continue
             if "variant" not in labels:
                 continue
-            row = entry(labels["variant"])
+            row = entry(endpoint, labels["variant"])
             if sample.name == "loopml_requests_total":
                 row["codes"][labels["code"]] = int(sample.value)
                 row["requests"] += int(sample.value)
@@ -238,7 +247,64 @@ def parse_serving_metrics(text: str, endpoint: str) -> dict[str, Any]:
                     hist["sum"] = float(sample.value)
                 elif sample.name.endswith("_count"):
                     hist["count"] = int(sample.value)
-    return {"variants": variants, "shadow": shadow}
+    return out
+
+
+def histogram_quantile(buckets: list[list[Any]], q: float) -> float | None:
+    """The q-quantile of cumulative ``[[le, count], …]`` (le None = +Inf), linear inside a bucket
+    as PromQL's histogram_quantile; None without observations."""
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    rank, lower, below = q * total, 0.0, 0
+    for le, count in buckets:
+        if count >= rank:
+            return lower if le is None else lower + (le - lower) * (rank - below) / max(1, count - below)
+        lower, below = (le if le is not None else lower), count
+    return lower
+
+
+def _latency_buckets(variants: dict[str, Any]) -> list[list[Any]]:
+    merged: dict[Any, int] = {}
+    for v in variants.values():
+        for le, count in v["latency"]["buckets"]:
+            merged[le] = merged.get(le, 0) + count
+    return sorted(([le, c] for le, c in merged.items()), key=lambda b: float("inf") if b[0] is None else b[0])
+
+
+def with_traffic(request: Request, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each record's ``traffic``: ``{requests, rps, p99_ms, window_s}``, rps and p99 over the time
+    since the previous list (p99 over the process lifetime on the first); records unchanged when
+    no data plane answers (2 s at most: a list never waits on a stuck data plane)."""
+    url = _data_plane_url(request)
+    if url is None or not records:
+        return records
+    try:
+        answer = httpx.get(f"{url}/metrics", headers=_serving_headers(request), timeout=2.0)
+        answer.raise_for_status()
+    except httpx.HTTPError:
+        return records
+    now, parsed = time.time(), parse_all_serving_metrics(answer.text)
+    previous = getattr(request.app.state, "endpoint_traffic", None) or {}
+    current: dict[str, tuple[float, int, list[list[Any]]]] = {}
+    for record in records:
+        variants = (parsed.get(record["name"]) or {}).get("variants") or {}
+        requests, buckets = sum(v["requests"] for v in variants.values()), _latency_buckets(variants)
+        current[record["name"]] = (now, requests, buckets)
+        before = previous.get(record["name"])
+        traffic: dict[str, Any] = {"requests": requests, "rps": None, "window_s": None,
+                                   "p99_ms": None}
+        window = buckets
+        if before is not None and now > before[0] and requests >= before[1]:
+            traffic["window_s"] = round(now - before[0], 3)
+            traffic["rps"] = round((requests - before[1]) / (now - before[0]), 3)
+            old = {le: c for le, c in before[2]}
+            window = [[le, c - old.get(le, 0)] for le, c in buckets]
+        p99 = histogram_quantile(window, 0.99)
+        traffic["p99_ms"] = None if p99 is None else round(p99 * 1000, 3)
+        record["traffic"] = traffic
+    request.app.state.endpoint_traffic = current
+    return records
 
 
 @router.get("/{name}/stats", summary="Live per-variant counters from the data plane's /metrics: requests, "
