@@ -3,3 +3,8 @@ import './overview.js';
 import './datasets.js';
 import './jobs.js';
 import './models.js';
+import './endpoints.js';
+import './monitors.js';
+import './workflows.js';
+import './triggers.js';
+import './functions.js';

@@ -1,0 +1,57 @@
+// Triggers: what fires what (cron, webhook, object, alert), every firing with the execution or
+// invocation it started (linked), test fire and redrive of failed firings.
+import { api, h, mount, registerPage, table, badge, fmt, card, kv, link, route, filters, actionButton, refresh } from '../app.js';
+import { jsonBlock, startedLink } from './_ops.js';
+
+const targetLink = (t) => (t ? link(route(t.kind === 'workflow' ? 'workflows' : 'functions', t.name), `${t.kind} ${t.name}`) : '–');
+
+function when(tr) {
+  const s = tr.spec || {};
+  if (tr.kind === 'cron') return `${s.schedule}${s.tz ? ` (${s.tz})` : ''}`;
+  if (tr.kind === 'webhook') return `POST ${tr.url}`;
+  if (tr.kind === 'object') return `new objects under ${s.prefix || '?'}${s.suffix ? ` ending ${s.suffix}` : ''}`;
+  if (tr.kind === 'alert') return `alerts of monitor ${s.monitor || '*'}`;
+  return fmt.json(s);
+}
+
+async function listPage(container, params) {
+  const all = await api('/triggers');
+  const rows = all.filter((t) => (!params.query.kind || t.kind === params.query.kind) && (!params.query.name || t.name.includes(params.query.name)));
+  mount(container, h('h1', null, 'Triggers'),
+    filters(params, [{ name: 'name', placeholder: 'name contains' }, { name: 'kind', options: ['cron', 'webhook', 'object', 'alert'] }]),
+    table(rows, [
+      { label: 'Trigger', render: (t) => link(route('triggers', t.name), t.name) },
+      { label: 'Kind', key: 'kind' }, { label: 'When', render: when }, { label: 'Starts', render: (t) => targetLink(t.target) },
+      { label: 'Status', render: (t) => badge(t.status) },
+      { label: 'Last firing', render: (t) => (t.last_firing ? h('span', null, badge(t.last_firing.status), ` ${fmt.ago(t.last_firing.at)} → `, startedLink(t.target, t.last_firing.started_id)) : 'never') },
+    ], { empty: all.length ? 'no trigger matches' : 'no triggers yet: loopml triggers create NAME --cron "0 * * * *" --workflow W' }));
+}
+
+async function detailPage(container, name) {
+  const [tr, history] = await Promise.all([api(`/triggers/${encodeURIComponent(name)}`), api(`/triggers/${encodeURIComponent(name)}/history`, { query: { limit: 200 } })]);
+  const failed = history.filter((f) => f.status === 'failed').length;
+  mount(container, 
+    h('p', { class: 'crumbs' }, link('#/triggers', 'Triggers'), ' / ', name),
+    h('h1', null, name, ' ', badge(tr.status)),
+    card('Trigger', kv({ Kind: tr.kind, When: when(tr), Starts: targetLink(tr.target), Firings: history.length, Failed: failed, Created: fmt.time(tr.created_at) }),
+      h('p', null,
+        actionButton('Test fire', async () => { const r = await api(`/triggers/${encodeURIComponent(name)}/fire`, { method: 'POST' }); refresh(); return `started ${r.started ? r.started.id : '–'}`; }), ' ',
+        tr.status === 'paused'
+          ? actionButton('Resume', async () => { await api(`/triggers/${encodeURIComponent(name)}/resume`, { method: 'POST' }); refresh(); })
+          : actionButton('Pause', async () => { await api(`/triggers/${encodeURIComponent(name)}/pause`, { method: 'POST' }); refresh(); }), ' ',
+        failed ? actionButton(`Redrive ${failed} failed`, async () => { const r = await api(`/triggers/${encodeURIComponent(name)}/redrive`, { method: 'POST' }); refresh(); return `${r.length} started again`; }) : null)),
+    card('Firing history', table(history, [
+      { label: 'At', render: (f) => fmt.time(f.at) }, { label: 'Status', render: (f) => badge(f.status) },
+      { label: 'Started', render: (f) => startedLink(f.target, f.started_id) },
+      { label: 'Redrive of', render: (f) => f.redrive_of || '–' },
+      { label: 'Error', render: (f) => f.error || '–' },
+      { label: 'Event', render: (f) => (f.event ? h('details', null, h('summary', null, 'event'), jsonBlock(f.event)) : '–') },
+    ], { empty: 'never fired' })));
+}
+
+registerPage('triggers', {
+  title: 'Triggers',
+  render(container, params) {
+    return params.path.length ? detailPage(container, params.path[0]) : listPage(container, params);
+  },
+});
