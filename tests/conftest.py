@@ -11,6 +11,10 @@ import pytest
 
 from loopml.core.settings import Settings
 from tests.process_support import WARM_WORKERS_VAR, drop_loopml_vars
+# the browser suites share ONE Playwright session, browser and control plane: defined here, not
+# imported into each module (a fixture imported into two modules is two fixtures, and a second
+# sync_playwright inside the first one's event loop fails)
+from tests.ui_support import browser, page, ui_server  # noqa: F401 - fixtures
 
 # The suite's many short-lived control planes would each start a spare worker importing
 # TensorFlow: cold workers unless the caller asks (LOOPML_WARM_WORKERS=1 pytest runs it all

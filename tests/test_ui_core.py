@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.asgi_server import serve_asgi
-from tests.ui_support import PHONE, browser, goto, page, shoot, train, ui_server  # noqa: F401 - fixtures
+from tests.ui_support import PHONE, goto, shoot, train  # fixtures browser, page, ui_server: tests/conftest.py
 
 pytestmark = pytest.mark.ui
 

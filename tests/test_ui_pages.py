@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.ui_pages_world import ALERT_TRIGGER, build_world
-from tests.ui_support import SCREENSHOTS, browser, goto, page, shoot, ui_server  # noqa: F401 - fixtures
+from tests.ui_support import SCREENSHOTS, goto, shoot  # fixtures browser, page, ui_server: tests/conftest.py
 
 
 @pytest.fixture(scope="module")
