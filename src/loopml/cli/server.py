@@ -90,6 +90,10 @@ def server(
             err_console().print("[yellow]warning:[/] listening beyond localhost without LOOPML_TOKEN: "
                                 "anyone who can reach this port can use the API")
         _log_to_stderr(settings.log_level)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+        from loopml.serving.read_timeout import read_timeout_protocol
+
+        # slow clients: a request's headers and body have http_read_timeout_s to arrive (408)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                    http=read_timeout_protocol(settings.http_read_timeout_s))
     finally:
         platform.close()
