@@ -92,8 +92,9 @@ def server(
         _log_to_stderr(settings.log_level)
         from loopml.serving.read_timeout import read_timeout_protocol
 
-        # slow clients: a request's headers and body have http_read_timeout_s to arrive (408)
+        # slow clients: headers have http_read_timeout_s to arrive, a body as long between bytes
+        # (uploads may be large) — else 408
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                    http=read_timeout_protocol(settings.http_read_timeout_s))
+                    http=read_timeout_protocol(settings.http_read_timeout_s, idle_body=True))
     finally:
         platform.close()

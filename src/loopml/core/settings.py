@@ -77,8 +77,8 @@ class Settings(BaseSettings):
     serving_memory_mb: int = Field(2048, ge=16, description="Model memory budget of the serving process; least-recently-used models unload past it.")
     capture_prefix: str = Field("capture", description="Artifact-store prefix of captured endpoint traffic.")
     http_read_timeout_s: float = Field(30.0, gt=0, description=(
-        "A request's headers and body must arrive within this many seconds (slow clients get 408 "
-        "and are disconnected); both the control and the data plane."))
+        "Slow clients get 408 and are disconnected: a request's headers (and on the data plane its "
+        "body) must arrive within this many seconds; a control-plane body may not pause longer."))
     function_concurrency: int = Field(4, ge=1, description="Function invocations running at once (each in its own process).")
     trigger_poll_interval_s: float = Field(1.0, gt=0, description="How often object and cron triggers are checked.")
     log_level: str = Field("warning", description="Server log level.")

@@ -5,10 +5,14 @@ opens a connection and sends half a header line, or announces a body and never s
 its connection (and, for a body, a waiting ASGI task) forever. ``read_timeout_protocol(s)``
 returns the protocol class to pass as ``uvicorn.Config(http=...)``: from a connection's start
 or a request's first byte, its headers AND body must be in within ``s`` seconds (one deadline,
-so trickling a byte at a time does not extend it). Past it: ``408`` with a JSON
+so trickling a byte at a time does not extend it; the data plane, whose bodies are at most
+6 MiB). With ``idle_body=True`` (the control plane, whose uploads may be large) the body only
+has to keep coming: the deadline moves on while body bytes arrive. Past it: ``408`` with a JSON
 ``{code, message}`` body and ``connection: close`` when no response has started, else just
-closed; the ASGI app sees ``http.disconnect``. One timer per request (armed at the first byte,
-cancelled when the body is complete): no cost on the request's own path.
+closed; the ASGI app sees ``http.disconnect``. While the server itself has paused reading (the
+app is slow to consume the body) the clock is not the client's: the deadline moves on. One
+timer per request (armed at the first byte, cancelled when the body is complete): no cost on
+the request's own path.
 
 Used by the data plane (serving.server) and the control plane (``loopml server``); the
 setting is ``LOOPML_HTTP_READ_TIMEOUT_S``.
@@ -71,6 +75,9 @@ class _ReadTimeoutProtocol(HttpToolsProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if self._not_the_clients_fault():
+            self._arm()
+            return
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.response_started:
             transport.write(self._response_408)
@@ -80,7 +87,27 @@ class _ReadTimeoutProtocol(HttpToolsProtocol):
         transport.close()
 
 
-def read_timeout_protocol(seconds: float) -> type[HttpToolsProtocol]:
-    """The httptools protocol class with a ``seconds`` deadline per request read."""
-    return type("ReadTimeoutProtocol", (_ReadTimeoutProtocol,),
+    def _not_the_clients_fault(self) -> bool:
+        return self.flow is not None and self.flow.read_paused
+
+
+class _IdleBodyProtocol(_ReadTimeoutProtocol):
+    """The body's deadline moves on while body bytes keep arriving."""
+
+    _body_progress = False
+
+    def on_body(self, body: bytes) -> None:
+        self._body_progress = True
+        super().on_body(body)
+
+    def _not_the_clients_fault(self) -> bool:
+        progress, self._body_progress = self._body_progress, False
+        return progress or super()._not_the_clients_fault()
+
+
+def read_timeout_protocol(seconds: float, *, idle_body: bool = False) -> type[HttpToolsProtocol]:
+    """The httptools protocol class with a ``seconds`` deadline per request read (per pause in
+    the body with ``idle_body``)."""
+    base = _IdleBodyProtocol if idle_body else _ReadTimeoutProtocol
+    return type("ReadTimeoutProtocol", (base,),
                 {"read_timeout_s": float(seconds), "_response_408": _timeout_response(seconds)})
