@@ -484,9 +484,7 @@ class CaptureWriter:
 
     def _recover(self) -> None:
         """Upload the segments left by writers that are gone (killed), then unlink them."""
-        for path in sorted(self._spool_dir.glob(f"*{_SPOOL_SUFFIX}")):
-            if self._stop:
-                return
+        for path in sorted(self._spool_dir.glob(f"*{_SPOOL_SUFFIX}")):  # all, even if closing
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
