@@ -163,10 +163,6 @@ def _event_id(seg_id: bytes, seq: int) -> str:
     return str(uuid.UUID(bytes=seg_id + seq.to_bytes(6, "big"), version=4))
 
 
-def _frame_header(item: tuple) -> bytes:
-    return orjson.dumps(item[:3] + item[4:5] + item[6:12])
-
-
 def _read_frames(data: bytes) -> list[tuple]:
     """A segment's frames → record tuples (a frame cut short by the kill ends it)."""
     items, pos, end = [], 0, len(data)
@@ -262,9 +258,21 @@ class CaptureWriter:
         The bodies are kept by reference until the flush: pass ``bytes`` (not a buffer reused later).
         """
         size = len(input_body) + len(output_body) + _RECORD_OVERHEAD_BYTES
-        item = (time.time() if event_time is None else event_time, endpoint, variant,
-                input_body, input_content_type, output_body, output_content_type,
-                inference_id, model, model_version, latency_ms, shadow, size)
+        if event_time is None:
+            event_time = time.time()
+        item = (event_time, endpoint, variant, input_body, input_content_type, output_body,
+                output_content_type, inference_id, model, model_version, latency_ms, shadow, size)
+        frame = None
+        if self._spool_dir is not None:  # built outside the lock
+            try:
+                header = orjson.dumps((event_time, endpoint, variant, input_content_type,
+                                       output_content_type, inference_id, model, model_version,
+                                       latency_ms, shadow))
+            except TypeError:
+                pass  # not JSON (a caller's odd model_version): kept in memory only
+            else:
+                frame = (_FRAME.pack(len(header), len(input_body), len(output_body)), header,
+                         input_body, output_body)
         with self._lock:
             if (self._closed or self._pending_records >= self.max_pending_records
                     or self._pending_bytes + size > self.max_pending_bytes):
@@ -273,8 +281,8 @@ class CaptureWriter:
                 accepted = False
             else:
                 seg = self._segment
-                if seg.fd >= 0 and not seg.broken:  # write-ahead: survives a kill -9 from here
-                    self._spool(seg, item, input_body, output_body)
+                if frame is not None and seg.fd >= 0 and not seg.broken:
+                    self._spool(seg, frame, size)  # write-ahead: survives a kill -9 from here
                 buf = self._buf
                 buf.append(item)
                 self._buf_bytes += size
@@ -289,13 +297,11 @@ class CaptureWriter:
         self._log_drop(closed)
         return False
 
-    def _spool(self, seg: _Segment, item: tuple, input_body: bytes, output_body: bytes) -> None:
+    def _spool(self, seg: _Segment, frame: tuple, size: int) -> None:
         """Append one frame (under ``_lock``: the flusher swaps segments under it)."""
         try:
-            header = _frame_header(item)
-            parts = (_FRAME.pack(len(header), len(input_body), len(output_body)), header,
-                     input_body, output_body)
-            if os.writev(seg.fd, parts) != sum(map(len, parts)):
+            if os.writev(seg.fd, frame) != size - _RECORD_OVERHEAD_BYTES + _FRAME.size + \
+                    len(frame[1]):
                 raise OSError("short write")
         except Exception as exc:  # noqa: BLE001 - the record stays in memory; flushed as usual
             seg.broken = True
