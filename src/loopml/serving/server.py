@@ -4,7 +4,9 @@ It serves every endpoint on the listening socket it inherits (so restarts never 
 port), keeps its endpoints in step with the metadata store (serving.manager), captures
 traffic to the artifact store (serving.capture) and exits when its parent control plane is
 gone. SIGTERM/SIGINT: uvicorn stops accepting, finishes in-flight requests, then the
-batchers drain and the capture writer flushes — nothing answered goes uncaptured.
+batchers drain and the capture writer flushes — nothing answered goes uncaptured. SIGKILL: every
+answered request's record is already in the capture spool ({home}/spool/capture), which the
+next serving process uploads at start.
 
 Settings come from LOOPML_* variables (the control plane passes its own).
 """
