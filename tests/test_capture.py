@@ -411,3 +411,19 @@ def test_unwritable_store_keeps_the_spool_for_the_next_start(tmp_path: Path, mon
     good = ArtifactStore(str(tmp_path / "artifacts"))
     CaptureWriter(good, flush_interval_s=60, spool_dir=spool).close()
     assert len(list(read_captured(good, "capture", "ep", "blue"))) == 1
+
+
+def test_spool_leftovers_that_are_no_segments_do_not_stop_recovery(store: ArtifactStore, tmp_path: Path):
+    import struct
+
+    spool = tmp_path / "spool"
+    first = _no_early_flush(CaptureWriter(store, flush_interval_s=60, spool_dir=spool))
+    _record(first, 1)
+    _killed(first)
+    (segment,) = _spooled(spool)
+    with open(segment, "ab") as f:  # a frame whose header is not one this version wrote
+        f.write(struct.pack("<III", 2, 0, 0) + b"{}")
+    (spool / "123-00.new").write_bytes(b"")  # killed between creating and naming a segment
+    CaptureWriter(store, flush_interval_s=60, spool_dir=spool).close()
+    assert len(list(read_captured(store, "capture", "ep", "blue"))) == 1
+    assert list(spool.iterdir()) == []

@@ -31,7 +31,7 @@ at most every 10 s). A failed write is retried as is (same key, same bytes) at t
 
 Write-ahead spool (``spool_dir``; the serving process uses ``LOOPML_HOME/spool/capture``), so a
 ``kill -9`` loses nothing answered: ``record()`` also appends the record as one frame to this
-process's current spool segment with one ``os.writev`` (~2 µs; no fsync: it survives the
+process's current spool segment with one ``os.writev`` (a few µs; no fsync: it survives the
 process's death, not the machine's), and the data plane records before it sends the answer. A
 flush moves on to a fresh segment and unlinks the old one once all of its files are in the store.
 At start (on the writer's thread) a new writer uploads the segments whose owner is gone (each
@@ -173,8 +173,12 @@ def _read_frames(data: bytes) -> list[tuple]:
         stop = start + h + i + o
         if stop > end:
             break
-        (event_time, endpoint, variant, in_type, out_type, inference_id, model, version,
-         latency, shadow) = orjson.loads(view[start:start + h])
+        try:
+            (event_time, endpoint, variant, in_type, out_type, inference_id, model, version,
+             latency, shadow) = orjson.loads(view[start:start + h])
+        except ValueError:  # not a frame this version wrote: nothing after it can be trusted
+            log.error("data capture: unreadable spool frame at byte %d; the rest is skipped", pos)
+            break
         in_body = bytes(view[start + h:start + h + i])
         out_body = bytes(view[start + h + i:stop])
         items.append((event_time, endpoint, variant, in_body, in_type, out_body, out_type,
@@ -490,6 +494,8 @@ class CaptureWriter:
 
     def _recover(self) -> None:
         """Upload the segments left by writers that are gone (killed), then unlink them."""
+        for path in self._spool_dir.glob("*.new"):  # killed between creating and naming one
+            self._unlink_if_unlocked(path)
         for path in sorted(self._spool_dir.glob(f"*{_SPOOL_SUFFIX}")):  # all, even if closing
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -536,6 +542,20 @@ class CaptureWriter:
                         self._retry.extend(files[i:])
                         break
                 self._discard_written_segments()
+
+    @staticmethod
+    def _unlink_if_unlocked(path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink()
+        except (BlockingIOError, FileNotFoundError):
+            pass  # a live writer's, about to be named
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------------------- control
     def close(self) -> None:
