@@ -317,3 +317,113 @@ def test_s3_moto(moto_endpoint: str, s3_bucket: str):
     got = [orjson.loads(r["captureData"]["endpointOutput"]["data"])["predictions"][0]
            for r in read_captured(store, "capture", "ep", "blue")]
     assert sorted(got) == list(range(20))
+
+
+# --------------------------------------------------------------------------- write-ahead spool
+
+
+def _killed(writer: CaptureWriter) -> None:
+    """What a kill -9 leaves: the thread gone, nothing flushed, the spool files as they are."""
+    writer._stop = True
+    writer._wake.set()
+    writer._thread.join()
+    for seg in [writer._segment, writer._spare, *writer._flushed_segments]:
+        if seg is not None:
+            seg.close()  # the process's death releases its locks
+
+
+def _spooled(spool: Path) -> list[Path]:
+    return sorted(spool.glob("*.spool"))
+
+
+def test_spool_of_a_killed_writer_is_uploaded_by_the_next(store: ArtifactStore, tmp_path: Path):
+    spool = tmp_path / "spool"
+    first = _no_early_flush(CaptureWriter(store, flush_interval_s=60, spool_dir=spool))
+    for i in range(5):
+        assert _record(first, i, inference_id=f"id-{i}")
+    _killed(first)
+    assert store.list("capture") == [] and len(_spooled(spool)) == 1
+    second = CaptureWriter(store, flush_interval_s=0.05, spool_dir=spool)
+    try:
+        wait = time.monotonic() + 30
+        while len(list(read_captured(store, "capture", "ep", "blue"))) < 5 and time.monotonic() < wait:
+            time.sleep(0.05)
+        records = list(read_captured(store, "capture", "ep", "blue"))
+        assert sorted(r["eventMetadata"]["inferenceId"] for r in records) == \
+            [f"id-{i}" for i in range(5)]
+        assert records[0]["captureData"]["endpointInput"]["data"] == '{"instances":[[0,1.5]]}'
+        assert records[0]["eventMetadata"]["modelVersion"] == 3
+        assert second.stats()["captured"] == 5
+    finally:
+        second.close()
+    assert _spooled(spool) == []  # uploaded, then unlinked; a closed writer leaves none
+
+
+def test_spool_uploaded_twice_writes_no_duplicate(store: ArtifactStore, tmp_path: Path):
+    """Killed between its upload and its unlink: the next writer rewrites the same files."""
+    spool = tmp_path / "spool"
+    first = _no_early_flush(CaptureWriter(store, flush_interval_s=60, spool_dir=spool))
+    for i in range(4):
+        _record(first, i)
+    (segment,) = _spooled(spool)
+    saved = segment.read_bytes()
+    first.flush()  # uploaded and unlinked ...
+    _killed(first)
+    segment.write_bytes(saved)  # ... as if the kill came just before the unlink
+    before = {k: store.get_bytes(k) for k in store.list("capture")}
+    CaptureWriter(store, flush_interval_s=60, spool_dir=spool).close()
+    assert {k: store.get_bytes(k) for k in store.list("capture")} == before
+    assert len(list(read_captured(store, "capture", "ep", "blue"))) == 4
+    assert _spooled(spool) == []
+
+
+def test_spool_frame_cut_by_the_kill_is_ignored(store: ArtifactStore, tmp_path: Path):
+    spool = tmp_path / "spool"
+    first = _no_early_flush(CaptureWriter(store, flush_interval_s=60, spool_dir=spool))
+    for i in range(3):
+        _record(first, i)
+    _killed(first)
+    (segment,) = _spooled(spool)
+    segment.write_bytes(segment.read_bytes()[:-10])
+    CaptureWriter(store, flush_interval_s=60, spool_dir=spool).close()
+    assert len(list(read_captured(store, "capture", "ep", "blue"))) == 2
+
+
+def test_live_writers_spool_is_left_alone(store: ArtifactStore, tmp_path: Path):
+    spool = tmp_path / "spool"
+    live = _no_early_flush(CaptureWriter(store, flush_interval_s=60, spool_dir=spool))
+    _record(live, 1)
+    CaptureWriter(store, flush_interval_s=60, spool_dir=spool).close()  # recovers nothing
+    assert store.list("capture") == []
+    live.close()
+    assert len(list(read_captured(store, "capture", "ep", "blue"))) == 1
+    assert _spooled(spool) == []
+
+
+def test_unwritable_store_keeps_the_spool_for_the_next_start(tmp_path: Path, monkeypatch):
+    spool = tmp_path / "spool"
+    dead = FlakyStore(str(tmp_path / "artifacts"), failures=10**6)
+    monkeypatch.setattr("loopml.serving.capture._CLOSE_RETRY_DELAY_S", 0.0)
+    writer = CaptureWriter(dead, flush_interval_s=60, spool_dir=spool)
+    _record(writer, 1)
+    writer.close()
+    assert writer.stats()["dropped"] == 1 and len(_spooled(spool)) == 1
+    good = ArtifactStore(str(tmp_path / "artifacts"))
+    CaptureWriter(good, flush_interval_s=60, spool_dir=spool).close()
+    assert len(list(read_captured(good, "capture", "ep", "blue"))) == 1
+
+
+def test_spool_leftovers_that_are_no_segments_do_not_stop_recovery(store: ArtifactStore, tmp_path: Path):
+    import struct
+
+    spool = tmp_path / "spool"
+    first = _no_early_flush(CaptureWriter(store, flush_interval_s=60, spool_dir=spool))
+    _record(first, 1)
+    _killed(first)
+    (segment,) = _spooled(spool)
+    with open(segment, "ab") as f:  # a frame whose header is not one this version wrote
+        f.write(struct.pack("<III", 2, 0, 0) + b"{}")
+    (spool / "123-00.new").write_bytes(b"")  # killed between creating and naming a segment
+    CaptureWriter(store, flush_interval_s=60, spool_dir=spool).close()
+    assert len(list(read_captured(store, "capture", "ep", "blue"))) == 1
+    assert list(spool.iterdir()) == []

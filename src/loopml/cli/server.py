@@ -121,6 +121,11 @@ def server(
             err_console().print("[yellow]warning:[/] listening beyond localhost without LOOPML_TOKEN: "
                                 "anyone who can reach this port can use the API")
         _log_to_stderr(settings.log_level)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+        from loopml.serving.read_timeout import read_timeout_protocol
+
+        # slow clients: headers have http_read_timeout_s to arrive, a body as long between bytes
+        # (uploads may be large) — else 408
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                    http=read_timeout_protocol(settings.http_read_timeout_s, idle_body=True))
     finally:
         platform.close()

@@ -37,7 +37,7 @@ CHILD_SETTINGS: dict[str, tuple[str, ...]] = {
     "worker": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "keras_backend",
                "capture_prefix", "api_url"),
     "serving": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "serving_token",
-                "serving_memory_mb", "capture_prefix", "log_level"),
+                "serving_memory_mb", "capture_prefix", "log_level", "http_read_timeout_s"),
     "function": ("api_url", "token"),
     "importer": (),
 }
@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     serving_token: str | None = Field(None, description="If set, data-plane requests need 'Authorization: Bearer <token>'.")
     serving_memory_mb: int = Field(2048, ge=16, description="Model memory budget of the serving process; least-recently-used models unload past it.")
     capture_prefix: str = Field("capture", description="Artifact-store prefix of captured endpoint traffic.")
+    http_read_timeout_s: float = Field(30.0, gt=0, description=(
+        "Slow clients get 408 and are disconnected: a request's headers (and on the data plane its "
+        "body) must arrive within this many seconds; a control-plane body may not pause longer."))
     function_concurrency: int = Field(4, ge=1, description="Function invocations running at once (each in its own process).")
     trigger_poll_interval_s: float = Field(1.0, gt=0, description="How often object and cron triggers are checked.")
     log_level: str = Field("warning", description="Server log level.")

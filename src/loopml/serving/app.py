@@ -33,7 +33,7 @@ from loopml.core.errors import EndpointFailed, InvalidInput, LoopMLError, NotFou
 from loopml.serving import oip
 from loopml.serving.batcher import BatcherClosed, QueueFull
 from loopml.serving.capture import CaptureWriter
-from loopml.serving.codecs import decode_async, encode_predictions, error_body
+from loopml.serving.codecs import MAX_BODY_BYTES, decode_async, encode_predictions, error_body
 from loopml.serving.host import ModelHost
 from loopml.serving.invoke import (Call, EndpointLoading, EndpointNotFound, Endpoints, Invoker,
                                    predict)
@@ -46,7 +46,6 @@ __all__ = ["create_data_plane", "DataPlane", "MAX_BODY_BYTES", "StaticEndpoints"
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 6_291_456  # SageMaker's synchronous invocation limit
 _INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _OIP_MODEL = re.compile(r"^/v2/models/([^/]+)")
 _JSON = b"application/json"
@@ -258,6 +257,7 @@ class DataPlane:
         call = Call(name, t0)
         call.ep, call.inference_id = ep, inference_id
         body = out = None
+        finished = False
         try:
             if inference_id is not None and not 1 <= len(inference_id) <= 64:
                 raise _HttpError(400, "ValidationError",
@@ -266,13 +266,15 @@ class DataPlane:
                        else ep.pick(target_variant))
             call.variant = variant
             host = variant.host
-            host.batcher.announce()  # the batch may wait for this request while its body arrives
+            body = await _read_body(scope, receive)
+            if body is None:
+                call.status = 499
+                return  # the client went away (or was too slow: the read deadline's 408)
+            # only now: a batch may wait for this request while it decodes (never for a body
+            # still on the wire — a stalled client would hold everyone's batch)
+            host.batcher.announce()
             announced = True
             try:
-                body = await _read_body(scope, receive)
-                if body is None:
-                    call.status = 499
-                    return  # the client went away
                 sig = host.signature
                 raw, _ = await decode_async(body, content_type, sig.kind, shape=sig.shape,
                                             columns=sig.columns, text_column=sig.text_column)
@@ -289,15 +291,20 @@ class DataPlane:
                 if announced:
                     host.batcher.withdraw()
             call.status = 200
+            finished = True  # captured before the answer leaves: a kill -9 loses no answered one
+            invoker.finish(call, body, content_type, out)
             await _respond(send, 200, out, [(b"x-amzn-invoked-production-variant",
                                              variant.name_bytes),
                                             (b"x-amzn-requestid", request_id)])
         except Exception as exc:  # noqa: BLE001 - mapped to the SageMaker error it is
+            if finished:
+                raise
             error = sagemaker_error(exc, f"endpoint {name!r}")
             call.status = error.status
             raise error from None
         finally:
-            invoker.finish(call, body, content_type, out)
+            if not finished:
+                invoker.finish(call, body, content_type, out)
 
     # ---------------------------------------------------------------- OIP codec
 
@@ -311,20 +318,23 @@ class DataPlane:
         call = Call("", t0) if scope["method"] == "POST" else None  # oip names an inference
         status, extra, out = await oip.handle_v2(scope["method"], scope["path"], headers, body,
                                                  self.invoker, call)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-length", str(len(out)).encode()), *extra]})
-        await send({"type": "http.response.body", "body": out})
-        if call is not None and call.name:  # inferences count, are captured and shadowed
-            call.status = status
+        if call is not None and call.name:  # inferences count, are captured (before the answer
+            call.status = status            # leaves: a kill -9 loses none) and shadowed
             out_type = next((v for k, v in extra if k == b"content-type"), _JSON)
             self.invoker.finish(call, body, headers.get(b"content-type", b"").decode("latin-1")
                                 or "application/json", out, out_type.decode("latin-1"))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", str(len(out)).encode()), *extra]})
+        await send({"type": "http.response.body", "body": out})
 
     # ---------------------------------------------------------------- auth
 
     def _allowed(self, bearer: bytes | None, ep: LiveEndpoint | None) -> bool:
         """The data plane's token, or (on the routes of ``ep``) one of its API keys."""
         expected = self._expected_auth
+        if bearer is not None and not bearer.startswith(b"Bearer ") and \
+                bearer[:7].lower() == b"bearer ":
+            bearer = b"Bearer " + bearer[7:]  # RFC 9110: the scheme is case-insensitive
         if expected is not None and bearer is not None and hmac.compare_digest(bearer, expected):
             return True
         if ep is not None and ep.key_hashes:

@@ -28,15 +28,33 @@ every ``flush_interval_s`` (sooner when half of either bound is reached). Memory
 counting records not yet written, including a failed batch waiting for its retry: over either
 bound ``record()`` drops the record (returns False, counted in ``stats()["dropped"]``, a warning
 at most every 10 s). A failed write is retried as is (same key, same bytes) at the next flush.
+
+Write-ahead spool (``spool_dir``; the serving process uses ``LOOPML_HOME/spool/capture``), so a
+``kill -9`` loses nothing answered: ``record()`` also appends the record as one frame to this
+process's current spool segment with one ``os.writev`` (a few µs; no fsync: it survives the
+process's death, not the machine's), and the data plane records before it sends the answer. A
+flush moves on to a fresh segment and unlinks the old one once all of its files are in the store.
+At start (on the writer's thread) a new writer uploads the segments whose owner is gone (each
+holds an ``flock`` while its process lives) and unlinks them. Files and event ids are derived
+from the segment (its random id and the record's position in it), so a segment uploaded again —
+the owner was killed between its upload and the unlink — rewrites the same keys with the same
+bytes: no duplicates. Loss bound: 0 answered records on a process kill; what the OS has not
+written back on a machine crash; records the writer drops over its bounds (counted) are never
+spooled.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
+import hashlib
 import logging
+import os
+import struct
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
@@ -89,6 +107,85 @@ class _File(NamedTuple):
     data: bytes
     records: int
     size: int  # sum of its records' size estimates (what it holds of the pending bounds)
+    segment: "_Segment | None"  # the spool segment holding its records until written
+
+
+_FRAME = struct.Struct("<III")  # spool frame: header, input and output body lengths
+_SPOOL_SUFFIX = ".spool"
+
+
+class _Segment:
+    """One spool file: this writer's records of one flush, appended frame by frame."""
+
+    __slots__ = ("path", "fd", "id", "broken")
+
+    def __init__(self, path: Path | None, fd: int, seg_id: bytes) -> None:
+        self.path, self.fd, self.id = path, fd, seg_id
+        self.broken = False  # a failed write: nothing more is appended (frames stay whole)
+
+    @classmethod
+    def memory_only(cls) -> "_Segment":
+        return cls(None, -1, os.urandom(10))
+
+    @classmethod
+    def create(cls, folder: Path) -> "_Segment":
+        """A new locked segment (locked before it gets its final name: a recovering writer
+        only ever sees segments whose owner holds, or held, the lock)."""
+        seg_id = os.urandom(10)
+        final = folder / f"{os.getpid()}-{seg_id.hex()}{_SPOOL_SUFFIX}"
+        tmp = final.with_suffix(".new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(tmp, final)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(final, fd, seg_id)
+
+    def discard(self) -> None:
+        """Unlink, then unlock (a recovering writer that got the lock sees st_nlink == 0)."""
+        if self.path is not None:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _event_id(seg_id: bytes, seq: int) -> str:
+    """A uuid4-shaped event id: the segment's 10 random bytes + the record's position in it."""
+    return str(uuid.UUID(bytes=seg_id + seq.to_bytes(6, "big"), version=4))
+
+
+def _read_frames(data: bytes) -> list[tuple]:
+    """A segment's frames → record tuples (a frame cut short by the kill ends it)."""
+    items, pos, end = [], 0, len(data)
+    view = memoryview(data)
+    while pos + _FRAME.size <= end:
+        h, i, o = _FRAME.unpack_from(data, pos)
+        start = pos + _FRAME.size
+        stop = start + h + i + o
+        if stop > end:
+            break
+        try:
+            (event_time, endpoint, variant, in_type, out_type, inference_id, model, version,
+             latency, shadow) = orjson.loads(view[start:start + h])
+        except ValueError:  # not a frame this version wrote: nothing after it can be trusted
+            log.error("data capture: unreadable spool frame at byte %d; the rest is skipped", pos)
+            break
+        in_body = bytes(view[start + h:start + h + i])
+        out_body = bytes(view[start + h + i:stop])
+        items.append((event_time, endpoint, variant, in_body, in_type, out_body, out_type,
+                      inference_id, model, version, latency, shadow,
+                      i + o + _RECORD_OVERHEAD_BYTES))
+        pos = stop
+    return items
 
 
 def _encode(body: bytes, content_type: str | None) -> tuple[str, str]:
@@ -108,7 +205,8 @@ class CaptureWriter:
     """Buffers captured requests and writes them to ``store`` under ``prefix`` from a thread."""
 
     def __init__(self, store: ArtifactStore, prefix: str = "capture", *, flush_interval_s: float = 1.0,
-                 max_pending_records: int = 50_000, max_pending_bytes: int = 256 * 2**20) -> None:
+                 max_pending_records: int = 50_000, max_pending_bytes: int = 256 * 2**20,
+                 spool_dir: str | Path | None = None) -> None:
         validate_key(prefix)
         if not flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be > 0, got {flush_interval_s!r}")
@@ -131,6 +229,17 @@ class CaptureWriter:
         self._pending_records = 0            # in _buf + in flight + in _retry
         self._pending_bytes = 0
         self._closed = False
+        # write-ahead spool: the segment record() appends to, a spare for the next flush, and
+        # the flushed segments some of whose files are not written yet
+        self._spool_dir = None if spool_dir is None else Path(spool_dir)
+        if self._spool_dir is not None:
+            self._spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._segment = _Segment.create(self._spool_dir)
+        else:
+            self._segment = _Segment.memory_only()
+        self._spare: _Segment | None = None
+        self._flushed_segments: list[_Segment] = []
+        self._last_spool_log = -_DROP_LOG_INTERVAL_S * 2
 
         self._n_captured = 0
         self._n_dropped = 0
@@ -153,9 +262,21 @@ class CaptureWriter:
         The bodies are kept by reference until the flush: pass ``bytes`` (not a buffer reused later).
         """
         size = len(input_body) + len(output_body) + _RECORD_OVERHEAD_BYTES
-        item = (time.time() if event_time is None else event_time, endpoint, variant,
-                input_body, input_content_type, output_body, output_content_type,
-                inference_id, model, model_version, latency_ms, shadow, size)
+        if event_time is None:
+            event_time = time.time()
+        item = (event_time, endpoint, variant, input_body, input_content_type, output_body,
+                output_content_type, inference_id, model, model_version, latency_ms, shadow, size)
+        frame = None
+        if self._spool_dir is not None:  # built outside the lock
+            try:
+                header = orjson.dumps((event_time, endpoint, variant, input_content_type,
+                                       output_content_type, inference_id, model, model_version,
+                                       latency_ms, shadow))
+            except TypeError:
+                pass  # not JSON (a caller's odd model_version): kept in memory only
+            else:
+                frame = (_FRAME.pack(len(header), len(input_body), len(output_body)), header,
+                         input_body, output_body)
         with self._lock:
             if (self._closed or self._pending_records >= self.max_pending_records
                     or self._pending_bytes + size > self.max_pending_bytes):
@@ -163,6 +284,9 @@ class CaptureWriter:
                 closed = self._closed
                 accepted = False
             else:
+                seg = self._segment
+                if frame is not None and seg.fd >= 0 and not seg.broken:
+                    self._spool(seg, frame, size)  # write-ahead: survives a kill -9 from here
                 buf = self._buf
                 buf.append(item)
                 self._buf_bytes += size
@@ -176,6 +300,22 @@ class CaptureWriter:
             return True
         self._log_drop(closed)
         return False
+
+    def _spool(self, seg: _Segment, frame: tuple, size: int) -> None:
+        """Append one frame (under ``_lock``: the flusher swaps segments under it)."""
+        try:
+            if os.writev(seg.fd, frame) != size - _RECORD_OVERHEAD_BYTES + _FRAME.size + \
+                    len(frame[1]):
+                raise OSError("short write")
+        except Exception as exc:  # noqa: BLE001 - the record stays in memory; flushed as usual
+            seg.broken = True
+            self._n_errors += 1
+            now = time.monotonic()
+            if now - self._last_spool_log >= _DROP_LOG_INTERVAL_S:
+                self._last_spool_log = now
+                log.warning("data capture: appending to the spool %s failed (%s: %s); records "
+                            "until the next flush are kept in memory only", seg.path,
+                            type(exc).__name__, exc)
 
     def _log_drop(self, closed: bool) -> None:
         now = time.monotonic()
@@ -200,21 +340,49 @@ class CaptureWriter:
         one unwritable file cannot starve the others, and a dead store costs one error per flush).
         """
         with self._flush_lock:
+            if self._spool_dir is not None and self._spare is None and not self._closed:
+                try:  # opened here, not under _lock: record() waits for no file creation
+                    self._spare = _Segment.create(self._spool_dir)
+                except OSError as exc:
+                    log.warning("data capture: cannot create a spool segment in %s: %s",
+                                self._spool_dir, exc)
             with self._lock:
                 buf, self._buf = self._buf, []
                 self._buf_bytes = 0
+                seg = self._segment
+                if buf:  # the buffer's records are exactly its segment's frames
+                    if self._spare is not None:
+                        self._segment, self._spare = self._spare, None
+                    else:
+                        self._segment = _Segment.memory_only()
+            if buf:
+                self._flushed_segments.append(seg)
             files = self._retry
             self._retry = []
             if buf:
                 try:
-                    files.extend(self._serialize(buf))
+                    files.extend(self._serialize(buf, seg))
                 except Exception:  # noqa: BLE001 - a bug here must not leak the pending counts
                     self._give_up(len(buf), sum(item[_SIZE] for item in buf))
                     log.exception("data capture: could not serialize %d records; they are dropped", len(buf))
-            for i, f in enumerate(files):
-                if not self._write(f):
-                    self._retry = files[i + 1:] + [f]
-                    return
+            try:
+                for i, f in enumerate(files):
+                    if not self._write(f):
+                        self._retry = files[i + 1:] + [f]
+                        return
+            finally:
+                self._discard_written_segments()
+
+    def _discard_written_segments(self) -> None:
+        """Unlink the flushed segments none of whose files waits for a retry."""
+        waiting = {id(f.segment) for f in self._retry}
+        keep = []
+        for seg in self._flushed_segments:
+            if id(seg) in waiting:
+                keep.append(seg)
+            else:
+                seg.discard()
+        self._flushed_segments = keep
 
     def _write(self, f: _File) -> bool:
         try:
@@ -240,45 +408,54 @@ class CaptureWriter:
             if error:
                 self._n_errors += 1
 
-    def _serialize(self, buf: list[tuple]) -> list[_File]:
-        """Group by (endpoint, variant, UTC hour), in arrival order; one file per group."""
-        groups: dict[tuple[str, str, int], list[_Pending]] = {}
-        for item in map(_Pending._make, buf):
+    def _serialize(self, buf: list[tuple], seg: _Segment) -> list[_File]:
+        """Group by (endpoint, variant, UTC hour), in arrival order; one file per group.
+
+        Keys and event ids come from the segment's id and each record's position in it: the
+        same segment serialized again (recovered after a kill) gives the same files."""
+        groups: dict[tuple[str, str, int], list[tuple[int, _Pending]]] = {}
+        now = time.time()
+        for seq, item in enumerate(map(_Pending._make, buf)):
             t = item.event_time
             if not (isinstance(t, (int, float)) and 0 <= t < _MAX_EPOCH_S):  # also False for NaN
-                item = item._replace(event_time=time.time())
-            groups.setdefault((item.endpoint, item.variant, int(item.event_time // 3600)), []).append(item)
+                item = item._replace(event_time=now)
+            groups.setdefault((item.endpoint, item.variant, int(item.event_time // 3600)),
+                              []).append((seq, item))
         files = []
         stamps: dict[int, str] = {}
-        for (endpoint, variant, _hour), items in groups.items():
+        for (endpoint, variant, hour), numbered in groups.items():
+            items = [item for _, item in numbered]
             first = min(item.event_time for item in items)
             tm = time.gmtime(first)
-            name = f"{time.strftime('%Y%m%dT%H%M%S', tm)}-{uuid.uuid4().hex[:8]}.jsonl"
+            tag = hashlib.blake2b(f"{endpoint}\0{variant}\0{hour}".encode("utf-8", "replace"),
+                                  key=seg.id, digest_size=4).hexdigest()
+            name = f"{time.strftime('%Y%m%dT%H%M%S', tm)}-{tag}.jsonl"
             size = sum(item.size for item in items)
             try:
                 key = validate_key(join(self.prefix, endpoint, variant, time.strftime("%Y/%m/%d/%H", tm), name))
                 if "/" in endpoint or "/" in variant or not endpoint or not variant:
                     raise InvalidInput(f"endpoint {endpoint!r} / variant {variant!r} is not a single "
                                        "non-empty path segment")
-                lines = [orjson.dumps(self._to_record(item, stamps)) for item in items]
+                lines = [orjson.dumps(self._to_record(item, stamps, _event_id(seg.id, seq)))
+                         for seq, item in numbered]
             except Exception as exc:  # noqa: BLE001 - never retry what can never be written
                 self._give_up(len(items), size)
                 log.error("data capture: dropping %d records of endpoint %r variant %r: %s: %s",
                           len(items), endpoint, variant, type(exc).__name__, exc)
                 continue
             lines.append(b"")
-            files.append(_File(key, b"\n".join(lines), len(items), size))
+            files.append(_File(key, b"\n".join(lines), len(items), size, seg))
         return files
 
     @staticmethod
-    def _to_record(item: _Pending, stamps: dict[int, str]) -> dict[str, Any]:
+    def _to_record(item: _Pending, stamps: dict[int, str], event_id: str) -> dict[str, Any]:
         second = int(item.event_time)
         stamp = stamps.get(second)
         if stamp is None:
             stamp = stamps[second] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
         in_data, in_encoding = _encode(item.input_body, item.input_content_type)
         out_data, out_encoding = _encode(item.output_body, item.output_content_type)
-        meta: dict[str, Any] = {"eventId": str(uuid.uuid4()), "inferenceTime": stamp}
+        meta: dict[str, Any] = {"eventId": event_id, "inferenceTime": stamp}
         if item.inference_id is not None:
             meta["inferenceId"] = item.inference_id
         meta["endpoint"] = item.endpoint
@@ -300,6 +477,11 @@ class CaptureWriter:
         }
 
     def _run(self) -> None:
+        if self._spool_dir is not None:
+            try:
+                self._recover()
+            except Exception:  # noqa: BLE001 - the capture thread must not die
+                log.exception("data capture: recovering the spool in %s failed", self._spool_dir)
         while not self._stop:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
@@ -309,6 +491,71 @@ class CaptureWriter:
                 self.flush()
             except Exception:  # noqa: BLE001 - the capture thread must not die
                 log.exception("data capture: flush failed unexpectedly")
+
+    def _recover(self) -> None:
+        """Upload the segments left by writers that are gone (killed), then unlink them."""
+        for path in self._spool_dir.glob("*.new"):  # killed between creating and naming one
+            self._unlink_if_unlocked(path)
+        for path in sorted(self._spool_dir.glob(f"*{_SPOOL_SUFFIX}")):  # all, even if closing
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # its owner flushed it meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # a live writer's (another serving process, or this one)
+            try:
+                seg_id = bytes.fromhex(path.name.split("-", 1)[1][:-len(_SPOOL_SUFFIX)])
+            except (IndexError, ValueError):
+                seg_id = b""
+            seg = _Segment(path, fd, seg_id)
+            if os.fstat(fd).st_nlink == 0:  # its owner unlinked it (all written) meanwhile
+                seg.close()
+                continue
+            if len(seg_id) != 10:
+                log.warning("data capture: ignoring %s (not a spool segment's name)", path)
+                seg.close()
+                continue
+            with open(fd, "rb", closefd=False) as f:
+                items = _read_frames(f.read())
+            if not items:
+                seg.discard()
+                continue
+            size = sum(item[_SIZE] for item in items)
+            with self._lock:
+                self._pending_records += len(items)
+                self._pending_bytes += size
+            log.warning("data capture: uploading %d records a previous serving process left in %s",
+                        len(items), path)
+            with self._flush_lock:
+                self._flushed_segments.append(seg)
+                try:
+                    files = self._serialize(items, seg)
+                except Exception:  # noqa: BLE001 - as in flush()
+                    self._give_up(len(items), size)
+                    log.exception("data capture: could not serialize %d recovered records", len(items))
+                    files = []
+                for i, f in enumerate(files):
+                    if not self._write(f):
+                        self._retry.extend(files[i:])
+                        break
+                self._discard_written_segments()
+
+    @staticmethod
+    def _unlink_if_unlocked(path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink()
+        except (BlockingIOError, FileNotFoundError):
+            pass  # a live writer's, about to be named
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------------------- control
     def close(self) -> None:
@@ -325,18 +572,33 @@ class CaptureWriter:
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
-        for attempt in range(_CLOSE_ATTEMPTS):
-            self.flush()
-            if not self._retry:
-                return
-            if attempt + 1 < _CLOSE_ATTEMPTS:
-                time.sleep(_CLOSE_RETRY_DELAY_S)
-        with self._flush_lock:
-            lost = sum(f.records for f in self._retry)
-            self._give_up(lost, sum(f.size for f in self._retry), error=False)
-            self._retry = []
-        log.error("data capture: closing with %d records that could not be written to %s; they are lost",
-                  lost, self.store.uri)
+        try:
+            for attempt in range(_CLOSE_ATTEMPTS):
+                self.flush()
+                if not self._retry:
+                    return
+                if attempt + 1 < _CLOSE_ATTEMPTS:
+                    time.sleep(_CLOSE_RETRY_DELAY_S)
+            with self._flush_lock:
+                lost = sum(f.records for f in self._retry)
+                self._give_up(lost, sum(f.size for f in self._retry), error=False)
+                self._retry = []
+            if self._spool_dir is not None:
+                log.error("data capture: closing with %d records that could not be written to %s; "
+                          "they stay in the spool %s for the next start", lost, self.store.uri,
+                          self._spool_dir)
+            else:
+                log.error("data capture: closing with %d records that could not be written to %s; "
+                          "they are lost", lost, self.store.uri)
+        finally:
+            with self._flush_lock:
+                for seg in self._flushed_segments:  # unwritten ones: kept for the next start
+                    seg.close()
+                self._flushed_segments = []
+                self._segment.discard()  # empty: record() refuses once closed
+                if self._spare is not None:
+                    self._spare.discard()
+                    self._spare = None
 
     @property
     def closed(self) -> bool:

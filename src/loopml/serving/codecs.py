@@ -74,6 +74,7 @@ KINDS = ("image", "text", "tabular")
 JSON, NPY, CSV, TEXT = "application/json", "application/x-npy", "text/csv", "text/plain"
 CONTENT_TYPES = (JSON, NPY, CSV, TEXT, *IMAGE_FORMATS)
 _NPY_MAGIC = b"\x93NUMPY"
+MAX_BODY_BYTES = 6_291_456  # SageMaker's synchronous invocation limit (inflated OIP bodies too)
 OFF_LOOP_BYTES = 64 * 1024  # ≈ 22 28×28 integer images, ≈ 0.5–1 ms to decode (bench/codecs.py)
 _NUMERIC_KINDS = "biuf"
 
@@ -443,4 +444,4 @@ def error_body(message: str) -> bytes:
 
 
 __all__ = ["decode", "decode_async", "encode_predictions", "error_body", "is_image_file",
-           "media_type", "CONTENT_TYPES", "KINDS", "OFF_LOOP_BYTES"]
+           "media_type", "CONTENT_TYPES", "KINDS", "OFF_LOOP_BYTES", "MAX_BODY_BYTES"]

@@ -1,7 +1,7 @@
 """The invocation core: what every protocol's request goes through, once.
 
-    pick a variant → predict (one swap-retry) → [the codec answers] → finish:
-    observe (metrics) → capture (sampled) → shadow copy
+    pick a variant → predict (one swap-retry) → finish: observe (metrics) → capture
+    (sampled, write-ahead) → shadow copy → [the codec sends the answer]
 
 The SageMaker route (serving/app.py) and the Open Inference Protocol route (serving/oip.py) are
 codecs around this: they parse the request into RAW rows, encode the answer and map the errors
@@ -160,7 +160,8 @@ class Invoker:
 
     def finish(self, call: Call, body: bytes | None, content_type: str | None,
                out: bytes | None, out_type: str = "application/json") -> None:
-        """After the answer was sent: metrics always; on success capture (sampled) and shadow."""
+        """Once the answer is encoded, BEFORE it is sent (so a captured record is spooled before
+        the client sees it): metrics always; on success capture (sampled) and shadow."""
         variant = call.variant
         self.metrics.stats_for(call.name, variant.name if variant is not None else "-").observe(
             call.status, time.perf_counter() - call.t0)

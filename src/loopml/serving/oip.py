@@ -32,8 +32,10 @@ little-endian length + bytes). An output is returned in binary when it asks for
 ``"binary_data": true`` or, when it says nothing, the request has
 ``"parameters": {"binary_data_output": true}``; the response then carries
 ``Inference-Header-Content-Length`` and content type application/octet-stream.
-``Content-Encoding: gzip|deflate`` request bodies are inflated (capped at
-``MAX_INFLATED_BYTES``); responses are never compressed.
+``Content-Encoding: gzip|deflate`` request bodies are inflated, at most to
+``MAX_INFLATED_BYTES`` (the plain body limit: inflation stops as soon as it is passed, 413); they
+and bodies past ``OFF_LOOP_BYTES`` are inflated and parsed on a worker thread, so one big request
+never stalls the event loop (the other requests, /ping); responses are never compressed.
 
 Errors are JSON ``{"error": "..."}``: 400 bad request, 404 unknown model/version/route, 405 wrong
 method, 413 inflated body too large, 415 unknown content encoding, 503 not ready / queue full
@@ -53,6 +55,7 @@ text column), ``label_names``, ``async predict_raw(raw)``; optional ``loaded``, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import struct
@@ -67,8 +70,8 @@ from loopml import __version__
 from loopml.core.errors import InvalidInput, LoopMLError, NotFound
 from loopml.models.signature import InputSignature
 from loopml.serving.batcher import BatcherClosed, QueueFull
-from loopml.serving.codecs import (_check_rows, _csv_value, _image_array, _json_type, _records,
-                                   _texts)
+from loopml.serving.codecs import (MAX_BODY_BYTES, OFF_LOOP_BYTES, _check_rows, _csv_value,
+                                   _image_array, _json_type, _records, _texts)
 from loopml.serving.invoke import Call, Router, predict
 
 __all__ = ["handle_v2", "server_metadata", "model_metadata", "DATATYPES",
@@ -78,7 +81,7 @@ log = logging.getLogger(__name__)
 
 MAX_ROWS = 10_000  # as codecs.decode
 MAX_TEXT_CHARS = 100_000  # as codecs.decode
-MAX_INFLATED_BYTES = 64 * 1024 * 1024  # a gzip/deflate request body inflates to at most this
+MAX_INFLATED_BYTES = MAX_BODY_BYTES  # a gzip/deflate body inflates to at most the plain limit
 MAX_DIMS = 32
 OUTPUTS = ("probabilities", "label", "confidence")
 INPUT_NAME = "input"
@@ -262,7 +265,7 @@ def _inflate(body: bytes, encoding: bytes) -> bytes:
     else:
         raise _Error(415, f"content encoding {enc.decode('latin-1')!r} is not supported; "
                           "use gzip, deflate or none")
-    try:
+    try:  # max_length: inflation stops one byte past the cap, whatever the ratio
         out = inflater.decompress(body, MAX_INFLATED_BYTES + 1)
     except zlib.error as exc:
         raise _Error(400, f"request body is not valid {enc.decode()} data: {exc}") from None
@@ -651,6 +654,19 @@ def json_request_rows(doc: Any, sig: InputSignature) -> Any:
         raise InvalidInput(exc.message) from None
 
 
+def _decode_request(headers: dict[bytes, bytes], body: bytes, encoding: bytes | None,
+                    sig: InputSignature) -> tuple[list[_Tensor], str | None, list[_Out], Any]:
+    """Inflate and parse a request: (tensors, its "id", outputs asked for, RAW rows)."""
+    if encoding is not None:
+        body = _inflate(body, encoding)
+    doc, binary = _split_body(headers, body)
+    tensors = _parse_inputs(doc, binary)
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise _Error(400, f'"id" must be a string, got {_json_type(request_id)}')
+    return tensors, request_id, _parse_outputs(doc), _raw_rows(tensors, sig)
+
+
 async def _infer(router: Router, name: str, version: str | None, headers: dict[bytes, bytes],
                  body: bytes, call: Call | None) -> Response:
     if call is not None:
@@ -659,15 +675,12 @@ async def _infer(router: Router, name: str, version: str | None, headers: dict[b
     if call is not None:
         call.variant = variant  # metrics name the variant even when the request fails
     encoding = headers.get(b"content-encoding")
-    if encoding is not None:
-        body = _inflate(body, encoding)
-    doc, binary = _split_body(headers, body)
-    tensors = _parse_inputs(doc, binary)
-    request_id = doc.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise _Error(400, f'"id" must be a string, got {_json_type(request_id)}')
-    outputs = _parse_outputs(doc)
-    raw = _raw_rows(tensors, variant.host.signature)
+    sig = variant.host.signature
+    if encoding is not None or len(body) > OFF_LOOP_BYTES:  # a gzip body may inflate 1000-fold
+        tensors, request_id, outputs, raw = await asyncio.to_thread(
+            _decode_request, headers, body, encoding, sig)
+    else:
+        tensors, request_id, outputs, raw = _decode_request(headers, body, None, sig)
     try:
         variant, raw, proba = await predict(
             variant, raw, again=lambda: router.route(name, version),

@@ -4,7 +4,9 @@ It serves every endpoint on the listening socket it inherits (so restarts never 
 port), keeps its endpoints in step with the metadata store (serving.manager), captures
 traffic to the artifact store (serving.capture) and exits when its parent control plane is
 gone. SIGTERM/SIGINT: uvicorn stops accepting, finishes in-flight requests, then the
-batchers drain and the capture writer flushes — nothing answered goes uncaptured.
+batchers drain and the capture writer flushes — nothing answered goes uncaptured. SIGKILL: every
+answered request's record is already in the capture spool ({home}/spool/capture), which the
+next serving process uploads at start.
 
 Settings come from LOOPML_* variables (the control plane passes its own).
 """
@@ -42,12 +44,15 @@ async def serve(args: argparse.Namespace) -> None:
     from loopml.serving.manager import EndpointManager
     from loopml.serving.metrics import ServingMetrics
     from loopml.serving.model_cache import ModelCache
+    from loopml.serving.read_timeout import read_timeout_protocol
 
     settings = load_settings()
     platform = Platform(settings, create_schema=False)
     cache = ModelCache(platform.artifacts, settings.home / "cache" / "models",
                        memory_mb=settings.serving_memory_mb)
-    capture = CaptureWriter(platform.artifacts, settings.capture_prefix)
+    # write-ahead spool: a kill -9 loses no answered record; the next process uploads what is left
+    capture = CaptureWriter(platform.artifacts, settings.capture_prefix,
+                            spool_dir=settings.home / "spool" / "capture")
     metrics = ServingMetrics()
     manager = EndpointManager(platform, cache, parent_pid=args.parent_pid,
                               on_removed=metrics.remove_endpoint)
@@ -60,8 +65,10 @@ async def serve(args: argparse.Namespace) -> None:
 
     app = create_data_plane(manager, token=settings.serving_token, metrics=metrics,
                             capture=capture, on_shutdown=on_shutdown)
-    # measured on the hot path: no proxy-header middleware, no per-response date/server headers
-    config = uvicorn.Config(app, loop="none", http="httptools", lifespan="on",
+    # measured on the hot path: no proxy-header middleware, no per-response date/server headers;
+    # slow clients: a request's headers and body have http_read_timeout_s to arrive (408)
+    config = uvicorn.Config(app, loop="none", http=read_timeout_protocol(settings.http_read_timeout_s),
+                            lifespan="on",
                             proxy_headers=False, server_header=False, date_header=False,
                             log_level=settings.log_level.lower(), access_log=False,
                             timeout_graceful_shutdown=GRACEFUL_S)
