@@ -64,6 +64,18 @@ def _wait(what: str, fn, timeout: float = 600, poll: float = 0.3):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _wait_captured(client, inference_ids: list[str]) -> None:
+    """Until every one of these requests is in the capture files (flushed about once a second; a
+    loaded machine may take longer): a monitor run before that would not see them."""
+    wanted = set(inference_ids)
+
+    def seen() -> bool:
+        rows = client._http.get(f"/endpoints/{ENDPOINT}/captured", params={"limit": 200}).json()
+        return wanted <= {row.get("inferenceId") for row in rows}
+
+    _wait(f"{len(wanted)} captured requests", seen, timeout=120, poll=0.5)
+
+
 def ensure_model(client) -> str:
     """A registered digits CNN (trained by a real job, with its baseline: ui_support's, else trained
     here); its MODEL:VERSION."""
@@ -95,12 +107,12 @@ def build_world(client, tmp: Path) -> dict[str, Any]:
         client.create_monitor(MONITOR, ENDPOINT, window="1d", min_samples=20, thresholds={"shift": 0.01})
     if not any(t["name"] == ALERT_TRIGGER for t in client.triggers()):
         client.create_trigger(ALERT_TRIGGER, alert=MONITOR, function=FUNCTION)
-    time.sleep(1.5)  # capture flushes about once a second
+    _wait_captured(client, [f"ui-{i}" for i in range(0, 60, 3)])
     runs = [client.run_monitor(MONITOR, wait=True, timeout=600)]
     inverted = 16.0 - images[:40]  # drifted traffic, one row per request: ink and background swapped
     for i in range(40):
         client.invoke(ENDPOINT, instances=inverted[i:i + 1, :, :, None].tolist(), inference_id=f"ui-drift-{i}")
-    time.sleep(1.5)
+    _wait_captured(client, [f"ui-drift-{i}" for i in range(40)])
     # their true labels (joined by inference id): the second run measures quality too
     client.upload_labels(MONITOR, [{"inference_id": f"ui-drift-{i}", "label": str(target[i])} for i in range(40)])
     runs.append(client.run_monitor(MONITOR, wait=True, timeout=600))
