@@ -117,3 +117,15 @@ class AuthMiddleware:
                                     status=status, request_id=request_id, actor=actor)
         except Exception:  # noqa: BLE001 - a failed audit write must not turn a done change into an error
             log.exception("could not write the audit record of %s", action)
+
+
+REDACTED = "***"
+
+
+def redact_secrets(request: Any, function: dict[str, Any]) -> dict[str, Any]:
+    """A function record as the caller may see it: environment values only with secrets:read
+    (a viewer sees which variables are set, not their values)."""
+    principal = principal_of(request)
+    if principal is None or principal.allows("secrets:read"):
+        return function
+    return {**function, "environment": dict.fromkeys(function.get("environment") or {}, REDACTED)}

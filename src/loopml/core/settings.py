@@ -31,14 +31,15 @@ ChildRole = Literal["worker", "serving", "function", "importer"]
 # Which settings each child process receives (as LOOPML_* variables); nothing else of LOOPML_*
 # reaches it. worker: a job's process (store locations, Keras backend, the API URL for alert
 # links — not the API token); serving: the data plane (store locations, its own token, memory;
-# not the admin token); function: user code, which only talks to the API (URL + token) — no
-# store credentials; importer: converts a model file, needs no settings at all.
+# not the admin token); function: user code, which only talks to the API (its URL; the token is
+# the invocation's own, limited and short-lived, set by functions.runtime) — no store credentials
+# and never the admin token; importer: converts a model file, needs no settings at all.
 CHILD_SETTINGS: dict[str, tuple[str, ...]] = {
     "worker": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "keras_backend",
                "capture_prefix", "api_url"),
     "serving": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "serving_token",
                 "serving_memory_mb", "capture_prefix", "log_level"),
-    "function": ("api_url", "token"),
+    "function": ("api_url",),
     "importer": (),
 }
 _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
