@@ -55,6 +55,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         platform = scope["app"].state.platform
+        bootstrap = scope["app"].state.settings.token
         method, path = scope["method"], scope["path"]
         route, params = match(method, path)
         needed = route.required(params) if route is not None else EVERYTHING
@@ -73,10 +74,11 @@ class AuthMiddleware:
         principal: Principal | None = None
         if needed != PUBLIC:
             try:
-                enabled = await run_in_threadpool(service.auth_enabled, platform)
+                enabled = await run_in_threadpool(service.auth_enabled, platform, bootstrap)
                 bearer = _bearer(scope) if enabled else None
                 principal = (service.anonymous() if not enabled
-                             else await run_in_threadpool(service.resolve, platform, bearer) if bearer else None)
+                             else await run_in_threadpool(service.resolve, platform, bearer, bootstrap=bootstrap) if bearer
+                             else None)
             except Exception:  # noqa: BLE001 - the store failed: answer, never hang or leak a traceback
                 log.exception("resolving the caller of %s %s failed", method, path)
                 await _send_json(send, 500, error_body("error", "internal server error (details are in the server log)"))

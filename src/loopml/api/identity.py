@@ -132,4 +132,4 @@ def whoami(request: Request) -> dict[str, Any]:
     p = _by(request)
     grants = sorted(p.grants) if p.grants != ROLES["admin"] else ["*"]
     return {"name": p.name, "kind": p.kind, "role": p.role, "token_id": p.token_id, "grants": grants,
-            "auth": service.auth_enabled(_platform(request))}
+            "auth": service.auth_enabled(_platform(request), request.app.state.settings.token)}

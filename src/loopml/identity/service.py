@@ -33,8 +33,9 @@ def check_user_name(name: Any) -> str:
     return name
 
 
-def auth_enabled(platform: Platform) -> bool:
-    return bool(platform.settings.token) or platform.identity.any_user()
+def auth_enabled(platform: Platform, bootstrap: str | None = None) -> bool:
+    """``bootstrap``: the LOOPML_TOKEN the API was started with (default: the platform's)."""
+    return bool(bootstrap or platform.settings.token) or platform.identity.any_user()
 
 
 def _effective(token: dict[str, Any], owner: dict[str, Any] | None) -> frozenset[str]:
@@ -51,9 +52,10 @@ def _effective(token: dict[str, Any], owner: dict[str, Any] | None) -> frozenset
     return frozenset(g for g in wanted if allows(ceiling, g))
 
 
-def resolve(platform: Platform, bearer: str, now: datetime | None = None) -> Principal | None:
+def resolve(platform: Platform, bearer: str, *, bootstrap: str | None = None,
+            now: datetime | None = None) -> Principal | None:
     """The principal of a bearer token; None when it is unknown, wrong, revoked or expired."""
-    bootstrap = platform.settings.token
+    bootstrap = bootstrap or platform.settings.token
     if bootstrap and hmac.compare_digest(bearer.encode(), bootstrap.encode()):
         return BOOTSTRAP
     parts = tokens.split(bearer)
