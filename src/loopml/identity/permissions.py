@@ -259,3 +259,16 @@ def role_matrix() -> dict[str, dict[str, bool]]:
             allowed = {role: allows(grants, route.permission) for role, grants in ROLES.items()}
         out[f"{route.method} {route.path}"] = allowed
     return out
+
+
+def markdown_table() -> str:
+    """docs/security.md's table of every route (tests/test_identity_docs.py keeps it in step)."""
+    lines = ["| route | permission | admin | editor | viewer | invoker |", "|---|---|:-:|:-:|:-:|:-:|"]
+    matrix = role_matrix()
+    for route in ROUTES:
+        allowed = matrix[f"{route.method} {route.path}"]
+        marks = " | ".join("✓" if allowed[role] else "·" for role in ("admin", "editor", "viewer", "invoker"))
+        permission = route.permission.replace(":", ":{name}:", 1) if (
+            route.permission.split(":")[0] in NAMED and "{name}" in route.path) else route.permission
+        lines.append(f"| `{route.method} {route.path}` | `{permission}` | {marks} |")
+    return "\n".join(lines) + "\n"
