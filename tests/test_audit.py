@@ -73,3 +73,12 @@ def test_alias_moves_by_a_workflow_name_the_execution(platform) -> None:
     assert (event["action"], event["object"], event["outcome"]) == (
         "PUT /models/{name}/aliases/{alias}", "/models/tiny/aliases/production", "ok")
     assert platform.models.alias_history("tiny")[-1]["actor"] == "workflow:retrain-tiny-0001"
+
+
+def test_once_auth_is_on_the_alias_history_names_the_user_not_what_the_client_claims(api, platform) -> None:
+    add_model_version(platform, "tiny", 1)
+    ed = api.post("/users", json={"name": "ed", "role": "editor"}, headers=bearer(BOOT)).json()["token"]
+    moved = api.put("/models/tiny/aliases/prod", json={"version": 1},
+                    headers={**bearer(ed), "X-LoopML-Actor": "cli:someone-else"})
+    assert moved.status_code == 200, moved.text
+    assert platform.models.alias_history("tiny")[-1]["actor"] == "ed"

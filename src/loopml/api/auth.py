@@ -131,3 +131,12 @@ def redact_secrets(request: Any, function: dict[str, Any]) -> dict[str, Any]:
     if principal is None or principal.allows("secrets:read"):
         return function
     return {**function, "environment": dict.fromkeys(function.get("environment") or {}, REDACTED)}
+
+
+def acting_as(request: Any, claimed: str | None) -> str:
+    """The "who" of alias history and alert acks: the authenticated user once auth is on (a
+    client's X-LoopML-Actor is only believed while auth is off, as before)."""
+    principal = principal_of(request)
+    if principal is not None and principal.kind != "anonymous":
+        return principal.name
+    return claimed or "api"
