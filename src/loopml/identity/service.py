@@ -79,6 +79,13 @@ def resolve(platform: Platform, bearer: str, *, bootstrap: str | None = None,
     return Principal(record.get("subject") or f"token:{token_id}", "invocation", grants, token_id=token_id)
 
 
+def may_invoke(platform: Platform, token: str, endpoint: str) -> bool:
+    """The data plane's question: may this API token call ``endpoint`` (endpoints:NAME:invoke)?
+    The serving process knows no bootstrap token: only users' and invocations' tokens count."""
+    principal = resolve(platform, token)
+    return principal is not None and principal.allows(f"endpoints:{endpoint}:invoke")
+
+
 def anonymous() -> Principal:
     return ANONYMOUS
 
