@@ -41,9 +41,8 @@ def test_every_route_in_openapi_has_exactly_one_table_entry(secured) -> None:
     assert not missing, f"routes without a permission entry in identity/permissions.py: {sorted(missing)}"
     assert set(table) - routes == NOT_IN_SCHEMA, "table entries for routes the app no longer has"
     for method, path in routes:  # the matcher finds each route as itself
-        concrete = re.sub(r"\{(\w+)\}", "x1", path)
-        found, _ = match(method, concrete)
-        assert found is not None and found.path in (path, *(p for m, p in routes if m == method)), (method, path)
+        found, _ = match(method, re.sub(r"\{(\w+)\}", "zz-none", path))
+        assert found is not None and found.path == path, (method, path)
 
 
 def _tokens(client: TestClient) -> dict[str, str]:
