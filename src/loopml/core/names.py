@@ -25,6 +25,8 @@ RESOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 EXECUTION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 # tuning jobs: a trial's training job is NAME-NNN, and job ids are at most 32 characters
 TUNING_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,26}$")
+# users: they appear in the audit log and in permissions' owners; lowercase like datasets
+USER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
 def _checked(pattern: re.Pattern[str], name: Any, rule: str) -> str:
@@ -76,3 +78,8 @@ monitor_name = trigger_name
 def tuning_name(name: Any) -> str:
     return _checked(TUNING_NAME_RE, name, "tuning job name {name!r} is not valid: 1-27 letters, digits, '-' or '_' "
                     "(starting with a letter or digit; its trials are jobs NAME-001, NAME-002, ...)")
+
+
+def user_name(name: Any) -> str:
+    return _checked(USER_NAME_RE, name, "user name {name!r} is not valid: use lowercase letters, digits, '.', '_' "
+                    "or '-' (starting with a letter or digit, at most 63 characters)")

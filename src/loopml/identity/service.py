@@ -9,25 +9,22 @@ auth on; none are minted while it is off.
 from __future__ import annotations
 
 import hmac
-import re
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from loopml.core.errors import Forbidden, InvalidInput, NotFound
+from loopml.core.names import user_name
 from loopml.core.timeutil import parse_iso, utcnow
 from loopml.identity import tokens
 from loopml.identity.permissions import EVERYTHING, ROLES, allows, check_permissions, role_grants
 from loopml.identity.principal import ANONYMOUS, BOOTSTRAP, Principal
 from loopml.platform import Platform
 
-USER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 RESERVED_USERS = frozenset({"anonymous", "bootstrap"})
 
 
 def check_user_name(name: Any) -> str:
-    if not (isinstance(name, str) and USER_NAME_RE.fullmatch(name)):
-        raise InvalidInput(f"user name {name!r} is not valid: use lowercase letters, digits, '.', '_' or '-' "
-                           "(starting with a letter or digit, at most 63 characters)")
+    user_name(name)
     if name in RESERVED_USERS:
         raise InvalidInput(f"user name {name!r} is reserved")
     return name
