@@ -112,6 +112,12 @@ def test_revoked_expired_and_deleted_users_tokens_are_refused(api, platform) -> 
     # a wrong secret for a real id, and a bad expiry
     assert_error(api.get("/datasets", headers=bearer(token2[:-4] + "0000")), 401, "unauthorized")
     assert_error(api.post("/tokens", json={"expires": "soon"}, headers=bearer(admin)), 400, "invalid_input", "30d")
+    # demoting a user narrows their tokens at once
+    ed0 = api.post("/users", json={"name": "ed0", "role": "editor"}, headers=bearer(admin)).json()["token"]
+    assert api.patch("/users/ed0", json={"role": "viewer"}, headers=bearer(admin)).json()["role"] == "viewer"
+    assert_error(api.post("/datasets", json={}, headers=bearer(ed0)), 403, "forbidden", "datasets:write")
+    assert api.get("/datasets", headers=bearer(ed0)).status_code == 200
+    assert_error(api.patch("/users/ed0", json={"role": "boss"}, headers=bearer(admin)), 400, "invalid_input")
     # deleting a user ends their tokens at once
     ed = api.post("/users", json={"name": "ed", "role": "editor"}, headers=bearer(admin)).json()["token"]
     assert api.delete("/users/ed", headers=bearer(admin)).status_code == 200

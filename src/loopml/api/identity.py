@@ -103,6 +103,16 @@ def get_user(name: str, request: Request) -> dict[str, Any]:
     return _platform(request).identity.user(name)
 
 
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role = Field(description="the new role; the user's tokens follow at once")  # type: ignore[valid-type]
+
+
+@users_router.patch("/{name}", response_model=User, summary="Change a user's role (their tokens follow at once)")
+def update_user(name: str, body: UserPatch, request: Request) -> dict[str, Any]:
+    return service.change_role(_platform(request), name, body.role)
+
+
 @users_router.delete("/{name}", response_model=Deleted, summary="Delete a user and all their tokens")
 def delete_user(name: str, request: Request) -> dict[str, Any]:
     _platform(request).identity.delete_user(name)

@@ -65,6 +65,20 @@ def show(name: Annotated[str, typer.Argument(help="The user.")], as_json: JsonOp
         ("created", when(u.get("created_at")))])))
 
 
+@app.command("update")
+def update(
+    name: Annotated[str, typer.Argument(help="The user.")],
+    role: Annotated[str, typer.Option("--role", "-r", help="The new role: admin | editor | viewer | invoker.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a user's role; their tokens follow at once.
+
+    Example: loopml users update alice --role viewer
+    """
+    emit(client().update_user(name, check_role(role)), as_json,
+         lambda u: console().print(f"user [bold]{u['name']}[/] now has role {u['role']}"))
+
+
 @app.command("delete")
 def delete(name: Annotated[str, typer.Argument(help="The user.")], as_json: JsonOpt = False) -> None:
     """Delete a user and every token of theirs (at once)."""

@@ -172,6 +172,7 @@ GET    /cluster                                     cluster:read
 GET    /users                                       users:read
 POST   /users                                       users:write
 GET    /users/{name}                                users:read
+PATCH  /users/{name}                                users:write
 DELETE /users/{name}                                users:write
 GET    /tokens                                      tokens:self
 POST   /tokens                                      tokens:self

@@ -101,6 +101,12 @@ def create_user(platform: Platform, name: str, role: str, *, by: Principal,
     return {"user": user, "token": token, "token_record": record}
 
 
+def change_role(platform: Platform, name: str, role: str) -> dict[str, Any]:
+    """A user's new role; their tokens follow at once (a token never exceeds its user's role)."""
+    role_grants(role)
+    return platform.identity.set_role(name, role)
+
+
 # -- tokens --------------------------------------------------------------------------------------
 def create_token(platform: Platform, *, by: Principal, user: str | None = None, name: str | None = None,
                  role: str | None = None, scopes: Iterable[str] = (), expires: str | None = None) -> dict[str, Any]:

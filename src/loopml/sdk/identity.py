@@ -28,6 +28,10 @@ class IdentityAPI(Connection):
     def get_user(self, name: str) -> dict[str, Any]:
         return self._json("GET", f"/users/{segment(name)}")
 
+    def update_user(self, name: str, role: str) -> dict[str, Any]:
+        """Change a user's role; their tokens follow at once (never more than the new role)."""
+        return self._json("PATCH", f"/users/{segment(name)}", json={"role": role})
+
     def delete_user(self, name: str) -> dict[str, Any]:
         """Remove a user and all their tokens."""
         return self._json("DELETE", f"/users/{segment(name)}")

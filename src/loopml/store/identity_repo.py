@@ -60,6 +60,15 @@ class IdentityRepo:
                 raise missing(s, t.User, "user", name)
             return user_record(row)
 
+    def set_role(self, name: str, role: str) -> dict[str, Any]:
+        with self.store.session() as s:
+            row = s.get(t.User, name, with_for_update=True)
+            if row is None:
+                raise missing(s, t.User, "user", name)
+            row.role = role
+            s.flush()
+            return user_record(row)
+
     def users(self) -> list[dict[str, Any]]:
         with self.store.session() as s:
             return [user_record(u) for u in s.execute(select(t.User).order_by(t.User.name)).scalars()]
