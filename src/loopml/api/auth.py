@@ -84,7 +84,8 @@ class AuthMiddleware:
                 await _send_json(send, 500, error_body("error", "internal server error (details are in the server log)"))
                 return
             if principal is None:
-                await deny(401, "invalid, expired or revoked API token (CLI/SDK: `loopml login` or LOOPML_TOKEN)"
+                await deny(401, "invalid API token: unknown, wrong, expired or revoked (CLI/SDK: `loopml login` or "
+                           "LOOPML_TOKEN)"
                            if _header(scope, b"authorization") else
                            "missing API token: send 'Authorization: Bearer <token>' (CLI/SDK: `loopml login` "
                            "or LOOPML_TOKEN)")
