@@ -76,7 +76,8 @@ for old in "triggers delete mnist-new-data" "workflows delete retrain-mnist" "fu
   loopml $old >/dev/null 2>&1 || true  # a re-run replaces the previous ones
 done
 loopml functions create ingest-mnist --file examples/functions/ingest_new_data.py \
-  --env DATASET=mnist --env WORKFLOW=retrain-mnist --timeout 600
+  --env DATASET=mnist --env WORKFLOW=retrain-mnist --timeout 600 \
+  --permission datasets:write --permission workflows:retrain-mnist:start
 loopml workflows create retrain-mnist --template retrain --dataset mnist --model cnn --endpoint mnist \
   --epochs 10 --min-improvement 0.002
 loopml workflows show retrain-mnist | head -30

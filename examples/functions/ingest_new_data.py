@@ -3,10 +3,12 @@
 Attach it to an object trigger on the folder where labelled data lands::
 
     loopml functions create ingest-mnist --file examples/functions/ingest_new_data.py \
-        --env DATASET=mnist --env WORKFLOW=retrain-mnist --timeout 600
+        --env DATASET=mnist --env WORKFLOW=retrain-mnist --timeout 600 \
+        --permission datasets:write --permission workflows:retrain-mnist:start
     loopml triggers create mnist-new-data --objects incoming/mnist/ --suffix .zip --function ingest-mnist
 
-Each new object (here a zip of PNGs in one folder per class, ``7/img-001.png``) fires once. The
+With auth on, ``context.client`` holds a token that may do exactly those two things (its
+execution role), for as long as the invocation lasts. Each new object (here a zip of PNGs in one folder per class, ``7/img-001.png``) fires once. The
 event is shaped like an S3 event record; ``uri`` is where the object can be read from.
 """
 

@@ -15,6 +15,7 @@ from loopml.store.db import MetadataStore
 from loopml.store.deletions_repo import DeletionRepo
 from loopml.store.endpoints_repo import EndpointRepo
 from loopml.store.functions_repo import FunctionRepo
+from loopml.store.identity_repo import AuditRepo, IdentityRepo
 from loopml.store.jobs_repo import JobRepo
 from loopml.store.models_repo import ModelRepo
 from loopml.store.monitors_repo import MonitorRepo
@@ -71,6 +72,14 @@ class Platform:
     @cached_property
     def tuning(self) -> TuningRepo:
         return TuningRepo(self.meta)
+
+    @cached_property
+    def identity(self) -> IdentityRepo:
+        return IdentityRepo(self.meta)
+
+    @cached_property
+    def audit(self) -> AuditRepo:
+        return AuditRepo(self.meta)
 
     def close(self) -> None:
         self.meta.dispose()

@@ -16,10 +16,11 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from loopml import __version__
-from loopml.api import cluster, datasets, endpoints, functions, jobs, models, monitors, streams, triggers, tuning, workflows
+from loopml.api import (audit, cluster, datasets, endpoints, functions, identity, jobs, models, monitors, streams,
+                        triggers, tuning, workflows)
+from loopml.api.auth import AuthMiddleware
 from loopml.api.dashboard import mount_dashboard
-from loopml.api.errors import (BearerTokenMiddleware, CatchAllMiddleware, SafeJSONResponse, StrictJSONMiddleware,
-                               install_handlers)
+from loopml.api.errors import CatchAllMiddleware, SafeJSONResponse, StrictJSONMiddleware, install_handlers
 from loopml.artifacts.cleanup import remove_platform_temporaries
 from loopml.core.settings import Settings, load_settings
 from loopml.platform import Platform
@@ -80,8 +81,9 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
         title="LoopML control plane",
         version=__version__,
         description="Datasets, tracked training jobs, a model registry and batch predictions. "
-                    "Errors are JSON `{code, message}`; with a token configured, every route but "
-                    "`/health` and `/healthz` needs `Authorization: Bearer <token>`.",
+                    "Errors are JSON `{code, message}`. With auth on (LOOPML_TOKEN set or any user created), "
+                    "every route but `/health`, `/healthz` and `/hooks/*` needs `Authorization: Bearer "
+                    "<token>` whose role or scopes hold the route's permission (docs/security.md).",
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,  # a stored lone surrogate never fails a list
     )
@@ -110,10 +112,14 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.include_router(cluster.router)
     app.include_router(streams.router)
     mount_dashboard(app)
+    app.include_router(identity.users_router)
+    app.include_router(identity.tokens_router)
+    app.include_router(identity.whoami_router)
+    app.include_router(audit.router)
 
-    # add_middleware wraps outward: the token check runs first, the catch-all sits inside it
+    # add_middleware wraps outward: the auth check (and audit) runs first, the catch-all sits
+    # inside it, so a 500 is audited too
     app.add_middleware(StrictJSONMiddleware)
     app.add_middleware(CatchAllMiddleware)
-    if settings.token:
-        app.add_middleware(BearerTokenMiddleware, token=settings.token)
+    app.add_middleware(AuthMiddleware)
     return app

@@ -2,13 +2,13 @@
 
 LoopMLError keeps its own status; request validation becomes 400 ``invalid_input`` with
 ``"<field>: <problem>"``; unknown routes are 404 JSON; anything unexpected is logged with its
-traceback and answered 500 without one. The catch-all and the token check are plain ASGI
-middleware (BaseHTTPMiddleware would buffer the streamed prediction output).
+traceback and answered 500 without one. The catch-all is plain ASGI middleware (the token
+check too: api/auth.py), since BaseHTTPMiddleware would buffer the streamed prediction output.
 """
 
 from __future__ import annotations
 
-import hmac
+import json
 import logging
 from typing import Any
 
@@ -185,36 +185,3 @@ class StrictJSONMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
-
-
-class BearerTokenMiddleware:
-    """With a token configured, every route except /health(z), /hooks/ and the dashboard's static
-    files needs ``Authorization: Bearer <token>``."""
-
-    OPEN_PATHS = frozenset({"/health", "/healthz", "/", "/ui"})
-    # webhook triggers check their own per-hook secret; /ui/ holds only the dashboard's static
-    # files (it asks for the token and sends it with every API call it makes)
-    OPEN_PREFIXES = ("/hooks/", "/ui/")
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.expected = token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope.get("path") in self.OPEN_PATHS
-                or str(scope.get("path", "")).startswith(self.OPEN_PREFIXES)):
-            await self.app(scope, receive, send)
-            return
-        header = b""
-        for key, value in scope.get("headers", []):
-            if key == b"authorization":
-                header = value
-                break
-        scheme, _, supplied = header.partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(supplied.strip(), self.expected):
-            await self.app(scope, receive, send)
-            return
-        message = ("missing API token: send 'Authorization: Bearer <token>' (CLI/SDK: set LOOPML_TOKEN)"
-                   if not header else "invalid API token (CLI/SDK: check LOOPML_TOKEN)")
-        await _send_json(send, 401, error_body("unauthorized", message),
-                         headers=[(b"www-authenticate", b"Bearer")])

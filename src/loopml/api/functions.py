@@ -14,8 +14,10 @@ from fastapi import APIRouter, File, Form, Query, Request, Response
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopml.api.auth import principal_of, redact_secrets
 from loopml.core.jobstatus import INVOCATION_STATUSES, INVOCATION_TERMINAL
 from loopml.functions import service
+from loopml.identity.service import check_function_permissions
 from loopml.platform import Platform
 from loopml.workflows import dependents
 
@@ -33,8 +35,9 @@ class Function(BaseModel):
     code_sha256: str
     timeout_s: float
     memory_mb: int
-    environment: dict[str, str] = {}
+    environment: dict[str, str] = Field({}, description="values shown only to callers holding secrets:read")
     description: str | None = None
+    permissions: list[str] = Field([], description="the execution role: what each invocation's token may do")
     created_at: str | None = None
     updated_at: str | None = None
 
@@ -87,6 +90,12 @@ def _dispatcher(request: Request) -> Any:
     return getattr(getattr(request.app.state, "control", None), "functions", None)
 
 
+def _passed(request: Request, permissions: str | None) -> list[str] | None:
+    """The execution role given, checked to be held by the caller (who cannot give more)."""
+    wanted = service.parse_permissions(permissions)
+    return None if wanted is None else check_function_permissions(wanted, by=principal_of(request))
+
+
 def _bool(value: str | bool | None) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -103,12 +112,14 @@ def create_function(
     environment: Annotated[str | None, Form(description="JSON object of environment variables")] = None,
     description: Annotated[str | None, Form()] = None,
     replace: Annotated[str | None, Form(description="true: replace an existing function")] = None,
+    permissions: Annotated[str | None, Form(description='JSON list: the execution role, e.g. '
+                                            '["datasets:write", "workflows:retrain:start"]')] = None,
 ) -> dict[str, Any]:
     data = code.file.read(service.MAX_CODE_BYTES + 1)
     return service.create_function(
         _platform(request), name, filename=code.filename or "handler.py", data=data, handler=handler or None,
         timeout_s=timeout_s, memory_mb=memory_mb, environment=service.parse_environment(environment),
-        description=description, replace=_bool(replace))
+        description=description, replace=_bool(replace), permissions=_passed(request, permissions))
 
 
 @router.patch("/{name}", response_model=Function,
@@ -124,22 +135,25 @@ def update_function(
     environment: Annotated[str | None, Form(description="JSON object merged into the environment: "
                                             "NAME: value sets, NAME: null removes")] = None,
     description: Annotated[str | None, Form(description="absent: keep; empty: clear")] = None,
+    permissions: Annotated[str | None, Form(description="JSON list replacing the execution role "
+                                            "(absent: keep; []: none)")] = None,
 ) -> dict[str, Any]:
     data = code.file.read(service.MAX_CODE_BYTES + 1) if code is not None else None
     return service.update_function(
         _platform(request), name, filename=(code.filename or "handler.py") if code is not None else None, data=data,
         handler=handler or None, timeout_s=timeout_s, memory_mb=memory_mb,
-        environment=service.parse_environment(environment), description=description)
+        environment=service.parse_environment(environment), description=description,
+        permissions=_passed(request, permissions))
 
 
 @router.get("", response_model=list[Function], summary="Functions, by name")
 def list_functions(request: Request) -> list[dict[str, Any]]:
-    return _platform(request).functions.list()
+    return [redact_secrets(request, f) for f in _platform(request).functions.list()]
 
 
 @router.get("/{name}", response_model=Function, summary="One function's configuration")
 def get_function(name: str, request: Request) -> dict[str, Any]:
-    return _platform(request).functions.get(name)
+    return redact_secrets(request, _platform(request).functions.get(name))
 
 
 @router.delete("/{name}", response_model=Deleted, response_model_exclude_unset=True,

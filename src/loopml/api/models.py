@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopml.api.auth import acting_as
 from loopml.api.datasets import Deleted, exact_version, parse_version
 from loopml.core.errors import InvalidInput
 from loopml.platform import Platform
@@ -185,14 +186,14 @@ def get_alias(name: str, alias: str, request: Request) -> dict[str, Any]:
 
 @router.put("/{name}/aliases/{alias}", response_model=AliasMove, summary="Point an alias at a version")
 def set_alias(name: str, alias: str, body: AliasIn, request: Request, actor: ActorHeader = None) -> dict[str, Any]:
-    return aliases.set_alias(_platform(request), name, alias, body.version, actor=actor or "api")
+    return aliases.set_alias(_platform(request), name, alias, body.version, actor=acting_as(request, actor))
 
 
 @router.delete("/{name}/aliases/{alias}", response_model=AliasDeleted, response_model_exclude_unset=True,
                summary="Remove an alias; 409 listing the endpoints that follow it unless force=true")
 def delete_alias(name: str, alias: str, request: Request, actor: ActorHeader = None,
                  force: bool = False) -> dict[str, Any]:
-    return aliases.delete_alias(_platform(request), name, alias, actor=actor or "api", force=force)
+    return aliases.delete_alias(_platform(request), name, alias, actor=acting_as(request, actor), force=force)
 
 
 @router.get("/{name}/alias-history", response_model=list[AliasEvent], summary="Every alias move, oldest first")

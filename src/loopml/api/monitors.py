@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from loopml.api.auth import acting_as
 from loopml.api.control import wake_control
 from loopml.core.errors import InvalidInput
 from loopml.core.jsonutil import loads_strict
@@ -204,10 +205,10 @@ def get_alert(alert_id: str, request: Request) -> dict[str, Any]:
                                                 "it is not notified again) until it recovers or is resolved")
 def ack_alert(alert_id: str, request: Request,
               actor: str | None = Header(None, alias="X-LoopML-Actor")) -> dict[str, Any]:
-    return _platform(request).monitors.ack_alert(alert_id, actor=actor or "api")
+    return _platform(request).monitors.ack_alert(alert_id, actor=acting_as(request, actor))
 
 
 @alerts_router.post("/{alert_id}/resolve", summary="Close an open alert by hand; a later violation opens a new one")
 def resolve_alert(alert_id: str, request: Request,
                   actor: str | None = Header(None, alias="X-LoopML-Actor")) -> dict[str, Any]:
-    return _platform(request).monitors.resolve_alert(alert_id, actor=actor or "api")
+    return _platform(request).monitors.resolve_alert(alert_id, actor=acting_as(request, actor))

@@ -27,6 +27,9 @@ MemoryOpt = Annotated[int, typer.Option("--memory-mb", metavar="MB", help="Memor
 EnvOpt = Annotated[Optional[list[str]], typer.Option(
     "--env", "-e", metavar="NAME=VALUE", help="An environment variable of the function; repeatable.")]
 DescOpt = Annotated[Optional[str], typer.Option("--description", help="A note shown by `show`.")]
+PermOpt = Annotated[Optional[list[str]], typer.Option(
+    "--permission", "-p", metavar="PERMISSION", help="What each invocation's own short-lived token may do, "
+    "e.g. datasets:write or workflows:retrain-mnist:start (its execution role); repeatable.")]
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "cyan", "queued": "yellow"}
 LOG_TAIL_LINES = 20
 
@@ -49,9 +52,11 @@ def _styled(status: str | None) -> str:
 
 
 def _create(name: str, file: Path, handler: str | None, timeout: float, memory_mb: int,
-            env: list[str] | None, description: str | None, replace: bool, as_json: bool) -> None:
+            env: list[str] | None, description: str | None, replace: bool, as_json: bool,
+            permission: list[str] | None = None) -> None:
     record = client().create_function(name, file, handler=handler, timeout_s=timeout, memory_mb=memory_mb,
-                                      environment=_env(env), replace=replace, description=description)
+                                      environment=_env(env), replace=replace, description=description,
+                                      permissions=permission)
     if as_json:
         print_json(record)
     else:
@@ -70,13 +75,15 @@ def create(
     env: EnvOpt = None,
     description: DescOpt = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace an existing function's code and config.")] = False,
+    permission: PermOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a function from a .py file (or a folder).
 
     Example: loopml functions create ingest --file handler.py --timeout 600 --memory-mb 512 --env DATASET=mnist
+    --permission datasets:write
     """
-    _create(name, file, handler, timeout, memory_mb, env, description, replace, as_json)
+    _create(name, file, handler, timeout, memory_mb, env, description, replace, as_json, permission)
 
 
 @app.command("update")
@@ -95,6 +102,10 @@ def update(
     unset_env: Annotated[Optional[list[str]], typer.Option(
         "--unset-env", metavar="NAME", help="Remove an environment variable; repeatable.")] = None,
     description: DescOpt = None,
+    permission: Annotated[Optional[list[str]], typer.Option(
+        "--permission", "-p", metavar="PERMISSION", help="Replace the execution role with these; repeatable.")] = None,
+    no_permissions: Annotated[bool, typer.Option(
+        "--no-permissions", help="Clear the execution role (its invocations' tokens may do nothing).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a function: only what you give changes, the rest is kept.
@@ -102,12 +113,15 @@ def update(
     Examples: loopml functions update resize --timeout 120 --env SIZE=256;
     loopml functions update resize --file resize.py; loopml functions update resize --unset-env SIZE
     """
-    if not any(v is not None for v in (file, handler, timeout, memory_mb, env, unset_env, description)):
+    if permission and no_permissions:
+        raise InvalidInput("give --permission or --no-permissions, not both")
+    permissions = [] if no_permissions else permission
+    if not any(v is not None for v in (file, handler, timeout, memory_mb, env, unset_env, description, permissions)):
         raise InvalidInput("nothing to change: give --file, --handler, --timeout, --memory-mb, --env, "
-                           "--unset-env or --description")
+                           "--unset-env, --permission, --no-permissions or --description")
     record = client().update_function(name, file, handler=handler, timeout_s=timeout, memory_mb=memory_mb,
                                       environment=_env(env), unset_environment=unset_env,
-                                      description=description)
+                                      description=description, permissions=permissions)
     if as_json:
         print_json(record)
     else:
@@ -141,6 +155,7 @@ def show(name: Annotated[str, typer.Argument(help="The function.")], as_json: Js
         ("name", record["name"]), ("handler", record["handler"]), ("timeout", f"{record['timeout_s']:g} s"),
         ("memory", f"{record['memory_mb']} MB"), ("code", f"{record['code_key']} (sha256 {record['code_sha256'][:16]})"),
         ("environment", ", ".join(sorted(record["environment"])) or "-"),
+        ("permissions", ", ".join(record.get("permissions") or []) or "-"),
         ("description", record.get("description") or "-"), ("created", when(record["created_at"])),
         ("updated", when(record["updated_at"]))]))
     _print_invocations(c.function_invocations(name, limit=5), title="Latest invocations")

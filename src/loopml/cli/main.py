@@ -13,8 +13,8 @@ import typer
 from typer.core import TyperGroup
 
 from loopml import __version__
-from loopml.cli import (cluster, datasets, db, endpoints, functions, jobs, models, monitors, predict, server, train,
-                        triggers, tuning, workflows)
+from loopml.cli import (audit, cluster, datasets, db, endpoints, functions, jobs, login, models, monitors, predict,
+                        server, tokens, train, triggers, tuning, users, workflows)
 from loopml.cli import helpstyle
 from loopml.core.errors import LoopMLError
 
@@ -106,6 +106,11 @@ app.command("predict", help=predict.predict.__doc__)(predict.predict)
 app.command("server", help=server.server.__doc__)(server.server)
 app.add_typer(db.app, name="db")
 app.add_typer(cluster.app, name="cluster")
+app.add_typer(users.app, name="users")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(audit.app, name="audit")
+app.command("login", help=login.login.__doc__)(login.login)
+app.command("logout", help=login.logout.__doc__)(login.logout)
 
 
 def main() -> None:

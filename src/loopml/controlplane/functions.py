@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from loopml.core.errors import NotFound
+from loopml.identity.service import end_invocation_token, mint_invocation_token
 from loopml.functions.runtime import HOST, INTERRUPTED, kill_group, pid_is_runner, run_invocation
 from loopml.platform import Platform
 from loopml.store.functions_repo import FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL
@@ -130,8 +131,16 @@ class FunctionDispatcher:
                 self._pids[invocation_id] = pid
             self.repo.set_fields(invocation_id, worker_pid=pid)
 
-        outcome = run_invocation(self.platform.settings, self.platform.artifacts, function, invocation,
-                                 stop=self._stop, on_start=started)
+        # the child's LOOPML_TOKEN: limited to the function's permissions, expiring at its timeout,
+        # deleted when it ends (None while auth is off)
+        minted = mint_invocation_token(self.platform, function, invocation_id, float(function["timeout_s"]))
+        try:
+            outcome = run_invocation(self.platform.settings, self.platform.artifacts,
+                                     {**function, "invocation_token": minted[1] if minted else None}, invocation,
+                                     stop=self._stop, on_start=started)
+        finally:
+            if minted:
+                end_invocation_token(self.platform, minted[0])
         self.repo.transition(invocation_id, SUCCEEDED if outcome.succeeded else FAILED, expect=[RUNNING],
                              **outcome.fields())
 

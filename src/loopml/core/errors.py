@@ -63,6 +63,14 @@ class Unauthorized(LoopMLError):
     exit_code = 2
 
 
+class Forbidden(LoopMLError):
+    """A valid API token whose role or scopes lack the permission a call needs."""
+
+    code = "forbidden"
+    status = 403
+    exit_code = 2
+
+
 class NotFound(LoopMLError):
     code = "not_found"
     status = 404
@@ -157,7 +165,7 @@ def paths_shown_as(names: dict[str, str]) -> Iterator[None]:
 # what the API sends → the class it came from (codes the API makes up itself, such as
 # "method_not_allowed", stay a LoopMLError carrying that code and status)
 ERRORS_BY_CODE: dict[str, type[LoopMLError]] = {
-    cls.code: cls for cls in (LoopMLError, InvalidInput, UnsupportedFormat, Unauthorized, NotFound, Conflict,
+    cls.code: cls for cls in (LoopMLError, InvalidInput, UnsupportedFormat, Unauthorized, Forbidden, NotFound, Conflict,
                               CorruptArtifact, SchemaOutOfDate, EndpointFailed, TimedOut)}
 
 

@@ -34,6 +34,8 @@ ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 def is_valid(pattern: re.Pattern[str], name: Any) -> bool:
     """Whether ``name`` is a string ``pattern`` matches whole (the one test every rule uses)."""
     return isinstance(name, str) and pattern.fullmatch(name) is not None
+# users: they appear in the audit log and in permissions' owners; lowercase like datasets
+USER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
 
 
 def _checked(pattern: re.Pattern[str], name: Any, rule: str) -> str:
@@ -85,3 +87,8 @@ monitor_name = trigger_name
 def tuning_name(name: Any) -> str:
     return _checked(TUNING_NAME_RE, name, "tuning job name {name!r} is not valid: 1-27 letters, digits, '-' or '_' "
                     "(starting with a letter or digit; its trials are jobs NAME-001, NAME-002, ...)")
+
+
+def user_name(name: Any) -> str:
+    return _checked(USER_NAME_RE, name, "user name {name!r} is not valid: use lowercase letters, digits, '.', '_' "
+                    "or '-' (starting with a letter or digit, at most 63 characters)")

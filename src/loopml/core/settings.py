@@ -31,14 +31,15 @@ ChildRole = Literal["worker", "serving", "function", "importer"]
 # Which settings each child process receives (as LOOPML_* variables); nothing else of LOOPML_*
 # reaches it. worker: a job's process (store locations, Keras backend, the API URL for alert
 # links — not the API token); serving: the data plane (store locations, its own token, memory;
-# not the admin token); function: user code, which only talks to the API (URL + token) — no
-# store credentials; importer: converts a model file, needs no settings at all.
+# not the admin token); function: user code, which only talks to the API (its URL; the token is
+# the invocation's own, limited and short-lived, set by functions.runtime) — no store credentials
+# and never the admin token; importer: converts a model file, needs no settings at all.
 CHILD_SETTINGS: dict[str, tuple[str, ...]] = {
     "worker": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "keras_backend",
                "capture_prefix", "api_url"),
     "serving": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "serving_token",
                 "serving_memory_mb", "capture_prefix", "log_level", "http_read_timeout_s"),
-    "function": ("api_url", "token"),
+    "function": ("api_url",),
     "importer": (),
 }
 _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -55,7 +56,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Control-plane bind address.")
     port: int = Field(8080, ge=0, le=65535, description="Control-plane port.")
     api_url: str | None = Field(None, description="Where the CLI/SDK find the control plane; default http://host:port.")
-    token: str | None = Field(None, description="If set, the API requires 'Authorization: Bearer <token>'.")
+    token: str | None = Field(None, description=(
+        "Server: the bootstrap admin token (auth is on when it is set or any user exists). CLI/SDK: the "
+        "token sent as 'Authorization: Bearer <token>' (wins over `loopml login`)."))
     keras_backend: Literal["tensorflow", "jax", "torch"] = Field(
         "tensorflow", description="Keras backend for training (measured fastest on CPU: tensorflow).")
     max_concurrent_jobs: int = Field(1, ge=1, description="Local executor: jobs running at once.")
@@ -157,6 +160,51 @@ class Settings(BaseSettings):
         if role == "function":  # many small processes: one thread each, no stray .pyc
             env.update({**_ONE_THREAD, "PYTHONDONTWRITEBYTECODE": "1"})
         return env
+
+
+# -- `loopml login`: the CLI/SDK user's token, outside loopml.toml (which the server reads too: a
+# login token there would become the server's bootstrap admin token) -----------------------------
+def credentials_path() -> Path:
+    """``$XDG_CONFIG_HOME/loopml/credentials.toml`` (default ``~/.config/loopml/``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base).expanduser() / "loopml" / "credentials.toml"
+
+
+def load_login() -> dict[str, str] | None:
+    """``{"api_url", "token"}`` saved by ``loopml login``; None when there is none (or it is unreadable)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(credentials_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data.get("api_url"), str) and isinstance(data.get("token"), str):
+        return {"api_url": data["api_url"].rstrip("/"), "token": data["token"]}
+    return None
+
+
+def save_login(api_url: str, token: str) -> Path:
+    """Write the credentials file, mode 0600 from the start (folder 0700), replacing it whole."""
+    import json
+
+    path = credentials_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:  # TOML basic strings are JSON strings here
+        f.write(f"# written by `loopml login`; LOOPML_TOKEN overrides it\napi_url = {json.dumps(api_url.rstrip('/'))}\n"
+                f"token = {json.dumps(token)}\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+def forget_login() -> bool:
+    try:
+        credentials_path().unlink()
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def load_settings(**overrides: object) -> Settings:

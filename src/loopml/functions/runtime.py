@@ -87,6 +87,10 @@ def function_env(settings: Settings, function: dict[str, Any]) -> dict[str, str]
     """The "function" role's environment (API URL and token only: the server's database URL and
     artifact URI are not the function's business), its name, then its own variables."""
     env = settings.child_env("function")
+    # never the server's token: the invocation's own short-lived one (controlplane/functions.py)
+    env.pop("LOOPML_TOKEN", None)
+    if function.get("invocation_token"):
+        env["LOOPML_TOKEN"] = function["invocation_token"]
     env["LOOPML_FUNCTION_NAME"] = function["name"]
     env.update({str(k): str(v) for k, v in (function.get("environment") or {}).items()})
     return env

@@ -12,12 +12,13 @@ from loopml.core.errors import Conflict, InvalidInput, NotFound
 from loopml.core.jsonutil import loads_strict
 from loopml.core.names import function_name
 from loopml.functions.code import MAX_CODE_BYTES, prepare_code
+from loopml.identity.service import check_function_permissions
 from loopml.platform import Platform
 
 MIN_MEMORY_MB, MAX_MEMORY_MB = 64, 65536
 MAX_TIMEOUT_S = 24 * 3600.0
 __all__ = ["MAX_CODE_BYTES", "check_event", "create_function", "delete_function", "parse_environment",
-           "update_function", "validate_config"]
+           "parse_permissions", "update_function", "validate_config"]
 MAX_EVENT_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_ENV = ("LOOPML_API_URL", "LOOPML_TOKEN", "LOOPML_FUNCTION_NAME")
@@ -65,6 +66,19 @@ def parse_environment(text: str | None) -> dict[str, Any]:
     return env
 
 
+def parse_permissions(text: str | None) -> list[str] | None:
+    """The API's ``permissions`` form field: a JSON list of permissions (absent: None)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"permissions is not valid JSON: {exc}") from None
+    if not isinstance(value, list):
+        raise InvalidInput('permissions must be a JSON list, e.g. ["datasets:write"]')
+    return check_function_permissions(value, by=None)
+
+
 def check_event(event: Any) -> Any:
     size = len(json.dumps(event))
     if size > MAX_EVENT_BYTES:
@@ -75,11 +89,13 @@ def check_event(event: Any) -> Any:
 def create_function(platform: Platform, name: str, *, filename: str, data: bytes,
                     handler: str | None = None, timeout_s: float = 60, memory_mb: int = 512,
                     environment: dict[str, Any] | None = None, description: str | None = None,
-                    replace: bool = False) -> dict[str, Any]:
+                    replace: bool = False, permissions: list[str] | None = None) -> dict[str, Any]:
     """Check name, config and code (handler present, no syntax error), store the code under
-    ``functions/{name}/{sha16}/`` and write the record (the code first, then the record)."""
+    ``functions/{name}/{sha16}/`` and write the record (the code first, then the record).
+    ``permissions``: the execution role, what each invocation's short-lived token may do."""
     function_name(name)
     env = validate_config(timeout_s, memory_mb, environment)
+    granted = check_function_permissions(permissions or [], by=None)
     bundle = prepare_code(filename, data, handler.strip() if handler else None)
     if not replace:
         try:
@@ -95,13 +111,13 @@ def create_function(platform: Platform, name: str, *, filename: str, data: bytes
         platform.artifacts.put_bytes(key, bundle.data)
     return platform.functions.create(name, handler=bundle.handler, code_key=key, code_sha256=sha,
                                      timeout_s=timeout_s, memory_mb=memory_mb, environment=env,
-                                     description=description, replace=replace)
+                                     description=description, replace=replace, permissions=granted)
 
 
 def update_function(platform: Platform, name: str, *, filename: str | None = None, data: bytes | None = None,
                     handler: str | None = None, timeout_s: float | None = None, memory_mb: int | None = None,
                     environment: dict[str, Any] | None = None,
-                    description: str | None = None) -> dict[str, Any]:
+                    description: str | None = None, permissions: list[str] | None = None) -> dict[str, Any]:
     """Change what is given and keep the rest (like Lambda's update-function-code/-configuration).
 
     ``environment`` is merged into the current one: ``NAME: value`` sets, ``NAME: None`` removes.
@@ -135,9 +151,11 @@ def update_function(platform: Platform, name: str, *, filename: str | None = Non
         fields["memory_mb"] = int(memory_mb)
     if description is not None:
         fields["description"] = description or None
+    if permissions is not None:  # the whole execution role ([] clears it)
+        fields["permissions"] = check_function_permissions(permissions, by=None)
     if not fields and not env_patch:
-        raise InvalidInput("nothing to change: give new code, handler, timeout, memory, environment "
-                           "or description")
+        raise InvalidInput("nothing to change: give new code, handler, timeout, memory, environment, "
+                           "permissions or description")
     return platform.functions.update(name, fields, env_patch)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from loopml.core.errors import EndpointFailed, EndpointTimeout, InvocationError
 from loopml.sdk.datasets import DatasetsAPI
 from loopml.sdk.functions import FunctionsAPI
+from loopml.sdk.identity import IdentityAPI
 from loopml.sdk.invocations import InvocationsAPI
 from loopml.sdk.models import ModelsAPI
 from loopml.sdk.monitors import MonitorsAPI
@@ -34,13 +35,13 @@ __all__ = ["Client", "EndpointFailed", "EndpointTimeout", "InvocationError"]
 
 
 class Client(DatasetsAPI, ModelsAPI, InvocationsAPI, FunctionsAPI, TriggersAPI, WorkflowsAPI, MonitorsAPI,
-             TuningAPI):
+             TuningAPI, IdentityAPI):
     """A connection to one LoopML control plane.
 
     Args:
         url: Base URL of the API; default ``Settings().resolved_api_url`` (``LOOPML_API_URL``,
             else ``http://127.0.0.1:8080``).
-        token: Bearer token; default ``LOOPML_TOKEN``.
+        token: Bearer token; default ``LOOPML_TOKEN``, else the one ``loopml login`` saved for this URL.
         timeout: Seconds to wait for an ordinary request (registering a dataset may take longer).
 
     Every failure raises a ``loopml.core.errors.LoopMLError`` subclass (``NotFound``,

@@ -29,7 +29,7 @@ class FunctionsAPI(Connection):
     def create_function(self, name: str, file: str | os.PathLike, handler: str | None = None,
                         timeout_s: float = 60, memory_mb: int = 512,
                         environment: dict[str, str] | None = None, replace: bool = False,
-                        description: str | None = None) -> dict[str, Any]:
+                        description: str | None = None, permissions: list[str] | None = None) -> dict[str, Any]:
         """Create (or with ``replace=True`` replace) a function from a ``.py`` file or a folder.
 
         Args:
@@ -40,6 +40,8 @@ class FunctionsAPI(Connection):
             timeout_s: The invocation is killed after this many seconds (``Function.Timeout``).
             memory_mb: Memory cap of the invocation's process (``Function.MemoryExceeded``).
             environment: Extra environment variables of the function's process.
+            permissions: Its execution role, e.g. ``["datasets:write", "workflows:retrain:start"]``:
+                each invocation's short-lived ``LOOPML_TOKEN`` may do exactly this (you must hold them).
 
         Returns:
             The function record (``name``, ``handler``, ``code_sha256``, ``timeout_s``, …).
@@ -57,13 +59,15 @@ class FunctionsAPI(Connection):
             fields["environment"] = json.dumps(environment)
         if description:
             fields["description"] = description
+        if permissions:
+            fields["permissions"] = json.dumps(list(permissions))
         return self._json("POST", "/functions", data=fields, files={"code": payload})
 
     def update_function(self, name: str, file: str | os.PathLike | None = None, *, handler: str | None = None,
                         timeout_s: float | None = None, memory_mb: int | None = None,
                         environment: dict[str, str | None] | None = None,
                         unset_environment: list[str] | None = None,
-                        description: str | None = None) -> dict[str, Any]:
+                        description: str | None = None, permissions: list[str] | None = None) -> dict[str, Any]:
         """Change a function; what is not given keeps its value.
 
         Args:
@@ -71,6 +75,7 @@ class FunctionsAPI(Connection):
                 is given.
             environment: Merged into the function's environment (``NAME: None`` removes one).
             unset_environment: Names to remove from the environment.
+            permissions: Replaces the execution role (``[]``: none; None: keep).
 
         Example::
 
@@ -89,6 +94,8 @@ class FunctionsAPI(Connection):
             fields["environment"] = json.dumps(env)
         if description is not None:
             fields["description"] = description
+        if permissions is not None:
+            fields["permissions"] = json.dumps(list(permissions))
         files = {"code": _code_payload(file)} if file is not None else None
         return self._json("PATCH", f"/functions/{segment(name)}", data=fields, files=files)
 

@@ -22,6 +22,14 @@ def load_settings(**overrides: Any):
     return load(**overrides)
 
 
+def _login_token(url: str) -> str | None:
+    """The token ``loopml login`` saved, only for the server it was saved for (LOOPML_TOKEN wins)."""
+    from loopml.core.settings import load_login
+
+    login = load_login()
+    return login["token"] if login and login["api_url"] == url.rstrip("/") else None
+
+
 def segment(value: Any) -> str:
     """One URL path segment: '/', '?', '#' and spaces cannot leak into the route."""
     text = str(value)
@@ -55,7 +63,7 @@ class Connection:
         if url is None or token is None:
             settings = load_settings()
             url = url or settings.resolved_api_url
-            token = token if token is not None else settings.token
+            token = token if token is not None else settings.token or _login_token(url)
         self.url = url.rstrip("/")
         self.timeout = timeout
         headers = {"User-Agent": f"loopml-sdk/{__version__}"}

@@ -13,7 +13,10 @@ exceptions (ValidationError, ModelError, ModelNotReadyException, ServiceUnavaila
 
 With ``token`` set every route but the health checks needs ``Authorization: Bearer <token>``;
 an endpoint with API keys (``key_hashes``) needs one of them (or the token) on its own routes
-(boto3 signs with SigV4 instead, so bearer auth and boto3 clients do not mix).
+(boto3 signs with SigV4 instead, so bearer auth and boto3 clients do not mix). A LoopML API
+token (``lml_…``) whose grants hold ``endpoints:NAME:invoke`` is accepted wherever a key is, on
+that endpoint's invocation routes (``token_check``: only consulted when the token and keys did not
+match, so the usual paths cost nothing more; answers cached for ``TOKEN_CACHE_S``).
 
 Structure: ``DataPlane`` (this app: routing, auth, health, lifespan) holds an ``invoke.Invoker``
 (pick → predict → capture → shadow → metrics, shared by both protocols); the SageMaker codec is
@@ -22,6 +25,7 @@ Structure: ``DataPlane`` (this app: routing, auth, health, lifespan) holds an ``
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -50,6 +54,8 @@ _INVOKE = re.compile(r"^/endpoints/([^/]+)/invocations$")
 _OIP_MODEL = re.compile(r"^/v2/models/([^/]+)")
 _JSON = b"application/json"
 _HEALTH = ("/ping", "/healthz", "/readyz")
+TOKEN_CACHE_S = 2.0  # a revoked API token is refused at most this long after
+TokenCheck = Callable[[str, str], bool]  # (API token, endpoint) → may invoke it; blocking (a store read)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -206,8 +212,10 @@ class DataPlane:
 
     def __init__(self, table: Endpoints, *, token: str | None, metrics: ServingMetrics,
                  capture: CaptureWriter | None,
-                 on_shutdown: Callable[[], Awaitable[None]] | None, owns_table: bool) -> None:
+                 on_shutdown: Callable[[], Awaitable[None]] | None, owns_table: bool,
+                 token_check: TokenCheck | None = None) -> None:
         self.endpoints, self.metrics = table, metrics
+        self._token_check, self._token_cache = token_check, {}
         self.invoker = Invoker(table, metrics, capture)
         self._owns_table, self._on_shutdown = owns_table, on_shutdown
         self._expected_auth = None if token is None else b"Bearer " + token.encode("utf-8")
@@ -250,7 +258,7 @@ class DataPlane:
         invoker = self.invoker
         ep = invoker.get(name)
         content_type, target_variant, target_model, inference_id, bearer = _headers(scope)
-        if not self._allowed(bearer, ep):
+        if not self._allowed(bearer, ep) and not await self._token_allows(bearer, name):
             raise _unauthorised()
         if ep is None:
             raise sagemaker_error(invoker.unavailable(name), f"endpoint {name!r}")
@@ -342,6 +350,30 @@ class DataPlane:
                 hashlib.sha256(bearer[7:]).hexdigest() in ep.key_hashes
         return expected is None
 
+    async def _token_allows(self, bearer: bytes | None, name: str | None) -> bool:
+        """A LoopML API token granting ``endpoints:NAME:invoke`` (checked off the event loop)."""
+        if self._token_check is None or name is None or bearer is None or bearer[:11].lower() != b"bearer lml_":
+            return False
+        key, now = (bearer, name), time.monotonic()
+        cached = self._token_cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            ok = await asyncio.to_thread(self._token_check, bearer[7:].decode("latin-1").strip(), name)
+        except Exception:  # noqa: BLE001 - the store is unreachable: refuse, say why in the log
+            log.exception("data plane: checking an API token failed")
+            return False
+        if len(self._token_cache) > 10_000:
+            self._token_cache.clear()
+        self._token_cache[key] = (now + TOKEN_CACHE_S, ok)
+        return ok
+
+    async def _model_token_allows(self, scope: Scope, path: str) -> bool:
+        """An API token on an OIP model route (/v2/models/NAME/...), the only others it opens."""
+        match = _OIP_MODEL.match(path)
+        bearer = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        return match is not None and await self._token_allows(bearer, match.group(1))
+
     def _authorised(self, scope: Scope, path: str) -> bool:
         """Routes other than invocations (which check inside ``invocations``, after its lookup)."""
         bearer = next((v for k, v in scope["headers"] if k == b"authorization"), None)
@@ -391,7 +423,7 @@ class DataPlane:
                            b'{"status":"ok"}' if ok else b'{"status":"loading"}',
                            [(b"x-amzn-requestid", request_id)])
             return
-        if not self._authorised(scope, path):
+        if not self._authorised(scope, path) and not await self._model_token_allows(scope, path):
             if path.startswith("/v2"):
                 await _respond(send, 401, b'{"error":"missing or invalid bearer token"}',
                                [(b"www-authenticate", b"Bearer")])
@@ -416,9 +448,10 @@ class DataPlane:
 def create_data_plane(endpoints: Endpoints | dict[str, ModelHost], *, token: str | None = None,
                       metrics: ServingMetrics | None = None,
                       capture: CaptureWriter | None = None,
-                      on_shutdown: Callable[[], Awaitable[None]] | None = None) -> DataPlane:
+                      on_shutdown: Callable[[], Awaitable[None]] | None = None,
+                      token_check: TokenCheck | None = None) -> DataPlane:
     """An ASGI app serving ``endpoints`` (an EndpointManager, or a ``name → ModelHost`` dict)."""
     owned = isinstance(endpoints, dict)
     table: Any = StaticEndpoints(endpoints) if owned else endpoints
     return DataPlane(table, token=token, metrics=metrics or ServingMetrics(), capture=capture,
-                     on_shutdown=on_shutdown, owns_table=owned)
+                     on_shutdown=on_shutdown, owns_table=owned, token_check=token_check)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import socket
 import sys
@@ -38,6 +39,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from loopml.identity.service import may_invoke
     from loopml.platform import Platform
     from loopml.serving.app import create_data_plane
     from loopml.serving.capture import CaptureWriter
@@ -64,7 +66,8 @@ async def serve(args: argparse.Namespace) -> None:
         await asyncio.to_thread(capture.close)  # ... and captured
 
     app = create_data_plane(manager, token=settings.serving_token, metrics=metrics,
-                            capture=capture, on_shutdown=on_shutdown)
+                            capture=capture, on_shutdown=on_shutdown,
+                            token_check=functools.partial(may_invoke, platform))
     # measured on the hot path: no proxy-header middleware, no per-response date/server headers;
     # slow clients: a request's headers and body have http_read_timeout_s to arrive (408)
     config = uvicorn.Config(app, loop="none", http=read_timeout_protocol(settings.http_read_timeout_s),

@@ -28,7 +28,8 @@ STATUSES, TERMINAL = INVOCATION_STATUSES, INVOCATION_TERMINAL
 def function_record(f: t.Function) -> dict[str, Any]:
     return {"name": f.name, "handler": f.handler, "code_key": f.code_key, "code_sha256": f.code_sha256,
             "timeout_s": f.timeout_s, "memory_mb": f.memory_mb, "environment": dict(f.environment or {}),
-            "description": f.description, "created_at": iso(f.created_at), "updated_at": iso(f.updated_at)}
+            "description": f.description, "permissions": list(f.permissions or []),
+            "created_at": iso(f.created_at), "updated_at": iso(f.updated_at)}
 
 
 def invocation_record(i: t.FunctionInvocation) -> dict[str, Any]:
@@ -46,11 +47,12 @@ class FunctionRepo:
     # -- functions ----------------------------------------------------------------------------
     def create(self, name: str, *, handler: str, code_key: str, code_sha256: str, timeout_s: float,
                memory_mb: int, environment: dict[str, str] | None = None, description: str | None = None,
-               replace: bool = False) -> dict[str, Any]:
+               replace: bool = False, permissions: list[str] | None = None) -> dict[str, Any]:
         """A new function, or (``replace=True``) new code and configuration for an existing one."""
         fields = {"handler": handler, "code_key": code_key, "code_sha256": code_sha256,
                   "timeout_s": float(timeout_s), "memory_mb": int(memory_mb),
-                  "environment": dict(environment or {}), "description": description}
+                  "environment": dict(environment or {}), "description": description,
+                  "permissions": list(permissions or [])}
         try:
             with self.store.session() as s:
                 now = utcnow()

@@ -187,7 +187,11 @@ def _set_alias(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
         number = int(version)
     except (TypeError, ValueError):
         raise TaskError(f"loopml:set-alias: version {version!r} is not a number") from None
-    record = set_alias(ctx.platform, ref.name, str(alias), number, actor=f"workflow:{ctx.execution_id}")
+    actor = f"workflow:{ctx.execution_id}"
+    record = set_alias(ctx.platform, ref.name, str(alias), number, actor=actor)
+    # the audit log names the execution, as if it had called PUT /models/{name}/aliases/{alias}
+    ctx.platform.audit.record(actor=actor, action="PUT /models/{name}/aliases/{alias}",
+                              object=f"/models/{ref.name}/aliases/{alias}", status=200)
     return {"output": record}
 
 
