@@ -1,7 +1,9 @@
 """The process of one invocation: ``python -m loopml.functions.runner`` (cwd = the code folder).
 
-Reads its instructions as JSON on stdin (handler, event, context fields, result path, memory
-cap), runs ``handler(event, context)`` and writes the outcome as JSON to the result path;
+Reads its instructions as JSON on stdin (handler, event, context fields, memory cap, the user to
+run as), drops to that unprivileged user with a process-count limit before any user code is
+imported, runs ``handler(event, context)`` and writes the outcome as JSON to the file descriptor
+its supervisor passed (``result_fd``, a pipe: the function needs no writable path of LoopML's);
 stdout/stderr are the invocation's logs. Only the standard library is imported up front so a
 function starts fast; the LoopML client is built on first use of ``context.client``.
 """
@@ -107,11 +109,21 @@ def _load_handler(handler: str) -> Any:
     return fn
 
 
-def _write_result(path: str, outcome: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+def _write_result(fd: int, outcome: dict[str, Any]) -> None:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(outcome, f)
-    os.replace(tmp, path)
+
+
+def _drop_privileges(run_as: list[int] | None, max_processes: int | None) -> None:
+    """Become the unprivileged function user (root is exempt from RLIMIT_NPROC) and cap the
+    number of processes it may have: a fork bomb fails with EAGAIN instead of filling the machine."""
+    if run_as:
+        uid, gid = run_as
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    if max_processes:
+        resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
 
 
 def _failure(error_type: str, message: str) -> dict[str, Any]:
@@ -152,12 +164,14 @@ def run(info: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     info = json.loads(sys.stdin.buffer.read() or b"{}")
+    result_fd = int(info.pop("result_fd"))
+    _drop_privileges(info.get("run_as"), info.get("max_processes"))
     _limit_memory(int(info["memory_mb"]))
     outcome = run(info)
     sys.stdout.flush()
     sys.stderr.flush()
     outcome["max_memory_mb"] = _peak_rss_mb()
-    _write_result(info["result_path"], outcome)
+    _write_result(result_fd, outcome)
     return 0
 
 
