@@ -30,6 +30,7 @@ from loopml.functions.runtime import (
     Outcome,
     collect,
     detect_sandbox,
+    find_supervisor,
     forget,
     kill_group,
     pid_is_runner,
@@ -233,12 +234,15 @@ class FunctionDispatcher:
                 record = self.repo.invocation(invocation_id)
                 if record["worker_host"] not in (None, HOST):
                     continue  # another machine's control plane owns it
-                if supervisor_alive(record["worker_pid"], invocation_id):
-                    self._adopt(invocation_id, record["worker_pid"])
+                pid = record["worker_pid"] if supervisor_alive(record["worker_pid"], invocation_id) \
+                    else find_supervisor(invocation_id)  # started, but its pid never recorded
+                if pid is not None:
+                    self._adopt(invocation_id, pid)
                     continue
                 if pid_is_runner(record["worker_pid"]):  # a runner left by an older LoopML
                     kill_group(record["worker_pid"])
                 if not self._record_spooled(invocation_id):  # it may have ended just now
+                    forget(self.platform.settings, invocation_id)
                     self._cut_off(record, "control plane restarted during the invocation")
                     log.warning("invocation %s was cut off by a control-plane restart", invocation_id)
             except Exception:  # noqa: BLE001

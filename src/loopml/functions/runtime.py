@@ -34,7 +34,7 @@ from loopml.functions.sandbox import detect as detect_sandbox
 from loopml.functions.supervisor import INTERRUPTED, LOG_CAP_BYTES, MEMORY, TIMEOUT, read_logs
 
 __all__ = ["HOST", "INTERRUPTED", "LOG_CAP_BYTES", "MEMORY", "TIMEOUT", "Outcome", "collect", "detect_sandbox",
-           "forget", "kill_group", "launch", "pid_is_runner", "read_logs", "run_invocation", "spooled_ids",
+           "find_supervisor", "forget", "kill_group", "launch", "pid_is_runner", "read_logs", "run_invocation", "spooled_ids",
            "supervisor_alive", "wait_supervisor"]
 
 POLL_S = 0.05
@@ -239,6 +239,8 @@ def run_invocation(settings: Settings, artifacts: ArtifactStore, function: dict[
     wait_supervisor(pid, stop)
     outcome = collect(settings, invocation["id"])
     forget(settings, invocation["id"])
+    if outcome is None and stop is not None and stop.is_set():  # stopped before it could spool
+        return Outcome(False, error_type=INTERRUPTED, error_message="the control plane stopped during the invocation")
     if outcome is None:
         return Outcome(False, error_type="Function.Error",
                        error_message="the invocation's supervisor ended without an outcome")
@@ -257,6 +259,17 @@ def supervisor_alive(pid: int | None, invocation_id: str | None = None) -> bool:
     except psutil.Error:
         return False
     return "loopml.functions.supervisor" in cmd and (invocation_id is None or f"{invocation_id}.in.json" in cmd)
+
+
+def find_supervisor(invocation_id: str) -> int | None:
+    """The pid of a live supervisor of ``invocation_id`` (e.g. started by a control plane killed
+    before it could record the pid), else None."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if "loopml.functions.supervisor" in cmd and any(a.endswith(f"/{invocation_id}.in.json") for a in cmd):
+            if supervisor_alive(proc.pid, invocation_id):
+                return proc.pid
+    return None
 
 
 def kill_group(pid: int) -> None:
