@@ -159,3 +159,36 @@ def test_fallback_still_kills_setsid_children_and_scrubs_the_environment(platfor
                     what="the setsid child to be gone")
     env = sandbox_mod.function_env(fn, api_url="http://127.0.0.1:1", token="t")
     assert SERVER_SECRET not in env and env["LOOPML_TOKEN"] == "t"
+
+
+@needs_bwrap
+def test_loopml_home_inside_a_mounted_path_is_masked(tmp_path, monkeypatch):
+    """A LOOPML_HOME (or database, or artifact folder) inside the virtualenv or the package folder
+    would be mounted with it: it is covered by an empty folder (a file by /dev/null)."""
+    import subprocess
+
+    venv = tmp_path / "venv"
+    home = venv / "loopml-home"
+    (home / "artifacts").mkdir(parents=True)
+    (home / "loopml.db").write_text("secret rows")
+    lone_db = venv / "elsewhere.db"
+    lone_db.write_text("more secret rows")
+    code = tmp_path / "code"
+    code.mkdir()
+    monkeypatch.setattr(sandbox_mod, "python_paths", lambda: [str(venv)])
+    argv = sandbox_mod.bwrap_argv(code, ["/bin/sh", "-c", f"ls -A {venv} {home}; cat {lone_db}; echo end"],
+                                  [str(home), str(lone_db)], root=os.geteuid() == 0)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "loopml.db" not in out.stdout and "artifacts" not in out.stdout and "secret" not in out.stdout
+    assert "elsewhere.db" in out.stdout and out.stdout.rstrip().endswith("end")  # there, but empty
+
+
+def test_fallback_is_announced_at_server_start(platform, monkeypatch, caplog):
+    from loopml.controlplane import functions as cp
+
+    monkeypatch.setattr(cp, "detect_sandbox", lambda: sandbox_mod.Sandbox("fallback", reason="bwrap not found"))
+    with caplog.at_level("WARNING", logger="loopml.controlplane.functions"):
+        cp.FunctionDispatcher(platform).stop()
+    [line] = [r.getMessage() for r in caplog.records if "bubblewrap" in r.getMessage()]
+    assert "WITHOUT the bubblewrap sandbox (bwrap not found)" in line and "\n" not in line

@@ -153,8 +153,8 @@ def launch(settings: Settings, artifacts: ArtifactStore, function: dict[str, Any
         _readable(task)
         argv, cwd = command, str(task)
         cleanup.append(str(task))
-        if sandbox.run_as is None:  # RLIMIT_NPROC counts all of the server user's processes
-            max_processes += _processes_of(os.getuid())
+    if sandbox.run_as is None:  # no user of its own: RLIMIT_NPROC counts all of the server user's processes
+        max_processes += _processes_of(os.getuid())
     info = {"handler": function["handler"], "function_name": function["name"],
             "function_ref": f"loopml:function:{function['name']}", "request_id": inv_id,
             "memory_mb": memory_mb, "timeout_s": timeout_s, "deadline": time.time() + timeout_s,
@@ -167,7 +167,8 @@ def launch(settings: Settings, artifacts: ArtifactStore, function: dict[str, Any
     fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the token
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(spec, f)
-    proc = subprocess.Popen([sys.executable, "-m", "loopml.functions.supervisor", str(spec_path)],
+    # -S: the supervisor needs only the standard library and loopml (PYTHONPATH), not site-packages
+    proc = subprocess.Popen([sys.executable, "-S", "-m", "loopml.functions.supervisor", str(spec_path)],
                             env={"PATH": BASE_ENV["PATH"], "PYTHONPATH": str(package_root()),
                                  "PYTHONUNBUFFERED": "1", "LOOPML_CONFIG": os.devnull},
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -186,9 +187,12 @@ def wait_supervisor(pid: int, stop: threading.Event | None = None) -> None:
     while True:
         proc = _children.get(pid)
         if proc is not None:
-            if proc.poll() is not None:
+            try:
+                proc.wait(timeout=POLL_S)  # returns as soon as it ends
                 _children.pop(pid, None)
                 return
+            except subprocess.TimeoutExpired:
+                pass
         elif not supervisor_alive(pid):
             return
         if stop is not None and stop.is_set() and not asked:
@@ -197,7 +201,8 @@ def wait_supervisor(pid: int, stop: threading.Event | None = None) -> None:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        time.sleep(POLL_S)
+        if proc is None:
+            time.sleep(POLL_S)
 
 
 def collect(settings: Settings, invocation_id: str) -> Outcome | None:

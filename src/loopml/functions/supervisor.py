@@ -5,12 +5,12 @@ Started by the control plane in its own session, it outlives a control plane kil
 size of every descendant, polled), kills every descendant at the end, and writes the outcome to
 the spool file ``SPOOL/ID.json`` (atomically). The control plane that started it — or the next
 one, after a restart — records that outcome. SIGTERM (the control plane stopping) ends the
-invocation as ``Function.Interrupted``. Standard library and psutil only: it starts fast.
+invocation as ``Function.Interrupted``. Standard library only, read from ``/proc`` directly (no
+psutil, no pathlib): one is started per invocation, so its start-up is on every invocation's path.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -18,10 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
-
-import psutil
 
 LOG_CAP_BYTES = 256 * 1024
 RESULT_CAP_BYTES = 16 * 1024 * 1024
@@ -30,9 +27,9 @@ TIMEOUT, MEMORY, INTERRUPTED = "Function.Timeout", "Function.MemoryExceeded", "F
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def read_logs(path: Path, cap: int = LOG_CAP_BYTES) -> str:
+def read_logs(path: str | os.PathLike, cap: int = LOG_CAP_BYTES) -> str:
     try:
-        size = path.stat().st_size
+        size = os.stat(path).st_size
         with open(path, "rb") as f:
             if size > cap:
                 f.seek(size - cap)
@@ -49,26 +46,67 @@ def _become_subreaper() -> None:
     """Orphaned descendants (e.g. a handler's ``setsid`` child) become ours, so we can find and
     kill them; the PID namespace does this in bwrap mode, this covers the fallback."""
     try:
+        import ctypes
+
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
 
-def _descendants() -> list[psutil.Process]:
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _stat(pid: str) -> tuple[int, str] | None:
+    """(parent pid, state) of a process, None when it is gone."""
     try:
-        return psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return []
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[1]), fields[0].decode()
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _descendants() -> list[int]:
+    """Every live (non-zombie) descendant of this process, from one scan of /proc."""
+    children: dict[int, list[int]] = {}
+    zombies: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _stat(entry)
+            if st is not None:
+                children.setdefault(st[0], []).append(int(entry))
+                if st[1] == "Z":
+                    zombies.add(int(entry))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return [p for p in found if p not in zombies]
 
 
 def _tree_rss_mb() -> float:
     total = 0
-    for child in _descendants():
+    for pid in _descendants():
         try:
-            total += child.memory_info().rss
-        except psutil.Error:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
             pass
     return total / 2**20
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Collect exited children (orphans we adopted as subreaper, and the sandbox itself)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if pid == proc.pid and proc.returncode is None:
+            proc.returncode = os.waitstatus_to_exitcode(status)
 
 
 def kill_descendants(proc: subprocess.Popen) -> None:
@@ -78,40 +116,40 @@ def kill_descendants(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    for _ in range(50):
+    for _ in range(100):
+        _reap(proc)
         left = _descendants()
         if not left:
             break
-        for p in left:
+        for pid in left:
             try:
-                p.kill()
-            except psutil.Error:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
                 pass
-        psutil.wait_procs(left, timeout=0.2)
-    if proc.returncode is None:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        time.sleep(0.02)
+    _reap(proc)
 
 
 def _watch(proc: subprocess.Popen, timeout_s: float, memory_mb: int, stop: threading.Event) -> tuple[str, float]:
     deadline = time.monotonic() + timeout_s
-    peak, ended = 0.0, "exited"
+    peak, ended, delay, rss, next_scan = 0.0, "exited", 0.002, 0.0, time.monotonic() + POLL_S
     while True:
         pid, status, _usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
             break
-        rss = _tree_rss_mb()
-        peak = max(peak, rss)
-        reason = MEMORY if rss > memory_mb else TIMEOUT if time.monotonic() > deadline else \
+        now = time.monotonic()
+        if now >= next_scan:  # a /proc scan costs more than a wait4: at most every POLL_S
+            rss, next_scan = _tree_rss_mb(), now + POLL_S
+            peak = max(peak, rss)
+        reason = MEMORY if rss > memory_mb else TIMEOUT if now > deadline else \
             INTERRUPTED if stop.is_set() else None
         if reason:
             ended = reason
             kill_descendants(proc)
             break
-        time.sleep(POLL_S)
+        time.sleep(delay)
+        delay = min(POLL_S, delay * 1.5)  # a short invocation is seen ending at once
     return ended, peak
 
 
@@ -157,8 +195,8 @@ def outcome(ended: str, peak: float, returncode: int | None, timeout_s: float, m
     return out
 
 
-def write_spool(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def write_spool(path: str, record: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(record, f)
         f.flush()
@@ -170,7 +208,7 @@ def supervise(spec: dict[str, Any]) -> dict[str, Any]:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     _become_subreaper()
-    log_path = Path(spec["log_path"])
+    log_path = spec["log_path"]
     read_fd, write_fd = os.pipe()
     chunks: list[bytes] = []
 
@@ -212,8 +250,8 @@ def supervise(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    spec_path = Path(argv[1])
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    with open(argv[1], encoding="utf-8") as f:
+        spec = json.load(f)
     try:
         record = supervise(spec)
     except Exception as exc:  # noqa: BLE001 - always leave an outcome for the control plane
@@ -221,7 +259,7 @@ def main(argv: list[str]) -> int:
                   "error_message": f"LoopML could not run the invocation: {type(exc).__name__}: {str(exc)[:300]}",
                   "logs": "", "duration_ms": 0.0, "max_memory_mb": None}
     record["invocation_id"] = spec["invocation_id"]
-    write_spool(Path(spec["spool_path"]), record)
+    write_spool(spec["spool_path"], record)
     for path in spec.get("cleanup") or []:
         _remove_tree(path)
     return 0
