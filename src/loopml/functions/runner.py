@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -25,6 +26,7 @@ MB = 1024 * 1024
 # the parent watches the resident size and enforces the cap itself; this limit only stops a
 # single huge allocation from swamping the machine before the parent sees it.
 DATA_HEADROOM_MB = 128
+PR_SET_PDEATHSIG = 1
 
 
 def _peak_rss_mb() -> float | None:
@@ -126,6 +128,21 @@ def _drop_privileges(run_as: list[int] | None, max_processes: int | None) -> Non
         resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
 
 
+def _die_with_supervisor(supervisor_pid: int | None) -> None:
+    """Without bubblewrap (which does this): end if the supervisor dies. Set after the user
+    change, which clears it; a supervisor already gone means nobody would read the result."""
+    if not supervisor_pid:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor_pid:
+        os._exit(1)
+
+
 def _failure(error_type: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error_type": error_type, "error_message": message}
 
@@ -166,6 +183,7 @@ def main() -> int:
     info = json.loads(sys.stdin.buffer.read() or b"{}")
     result_fd = int(info.pop("result_fd"))
     _drop_privileges(info.get("run_as"), info.get("max_processes"))
+    _die_with_supervisor(info.get("supervisor_pid"))
     _limit_memory(int(info["memory_mb"]))
     outcome = run(info)
     sys.stdout.flush()

@@ -230,7 +230,10 @@ def supervise(spec: dict[str, Any]) -> dict[str, Any]:
     os.close(write_fd)
     try:
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps({**spec["info"], "result_fd": write_fd}).encode())
+        info = {**spec["info"], "result_fd": write_fd}
+        if spec.get("cwd"):  # the fallback: no bwrap --die-with-parent to end it with us
+            info["supervisor_pid"] = os.getpid()
+        proc.stdin.write(json.dumps(info).encode())
         proc.stdin.close()
     except (BrokenPipeError, OSError):
         pass  # it died already: the outcome says how
