@@ -217,3 +217,14 @@ def test_kill_9_mid_burst_every_object_done_exactly_once(tmp_path, markers):
     finally:
         server.terminate()
         server.wait(60)
+
+    def leftovers():
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if any(str(home) in a for a in p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+            except psutil.Error:
+                continue
+        return found
+    assert wait_for(lambda: not leftovers(), 60, what="no supervisor left running")

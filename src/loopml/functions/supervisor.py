@@ -70,7 +70,11 @@ def _descendants() -> list[int]:
     """Every live (non-zombie) descendant of this process, from one scan of /proc."""
     children: dict[int, list[int]] = {}
     zombies: set[int] = set()
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no procfs (not Linux): the process group kill is all there is
+        return []
+    for entry in entries:
         if entry.isdigit():
             st = _stat(entry)
             if st is not None:
