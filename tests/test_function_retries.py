@@ -206,7 +206,11 @@ def test_kill_9_mid_burst_every_object_done_exactly_once(tmp_path, markers):
 
         invocations = wait_for(all_done, DEADLINE_S, poll=0.5, what="every object's work")
         done = Counter(k for k, _ in seen)
-        assert set(done) == keys and max(done.values()) == 1, {k: n for k, n in done.items() if n > 1}
+        twice = {rid for k, rid in seen if done[k] > 1}
+        assert set(done) == keys and max(done.values()) == 1, (
+            [(k, rid) for k, rid in seen if done[k] > 1],
+            [(i["id"], i["attempt"], i["started_at"], i["ended_at"], i["error_message"], str(killed_at))
+             for i in invocations if i["id"] in twice])
         assert all(i["status"] == "succeeded" for i in invocations), \
             [(i["id"], i["error_type"], i["error_message"]) for i in invocations if i["status"] != "succeeded"]
         assert len({i["event"]["Records"][0]["s3"]["object"]["key"] for i in invocations}) == count
