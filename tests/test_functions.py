@@ -67,6 +67,22 @@ def test_repo_contract(metadata_store):
     assert done["started_at"] and done["ended_at"] and done["duration_ms"] == 1.5
     assert not repo.transition(first["id"], FAILED, expect=[RUNNING])
 
+    # a retry: running -> queued again, attempt + 1, not before its backoff
+    from datetime import timedelta
+
+    from loopml.core.timeutil import utcnow
+
+    assert second["attempt"] == 1 and second["not_before"] is None
+    assert repo.runnable_ids() == ["inv-fixed"]
+    assert repo.transition("inv-fixed", RUNNING, expect=[QUEUED], worker_pid=7, worker_host="h")
+    later = utcnow() + timedelta(seconds=60)
+    assert repo.retry("inv-fixed", not_before=later, error_type="Function.Interrupted", error_message="cut off")
+    assert not repo.retry("inv-fixed", not_before=later, error_type="x", error_message="x")  # not running
+    again = repo.invocation("inv-fixed")
+    assert (again["status"], again["attempt"], again["worker_pid"], again["started_at"]) == (QUEUED, 2, None, None)
+    assert again["not_before"] and again["error_type"] == "Function.Interrupted"
+    assert repo.runnable_ids() == [] and repo.runnable_ids(later + timedelta(seconds=1)) == ["inv-fixed"]
+
     assert {r["id"] for r in repo.invocations("f1")} == {first["id"], "inv-fixed"}
     assert [r["id"] for r in repo.invocations("f1", status=QUEUED)] == ["inv-fixed"]
     assert repo.invocations("other") == []

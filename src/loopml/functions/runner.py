@@ -1,7 +1,9 @@
 """The process of one invocation: ``python -m loopml.functions.runner`` (cwd = the code folder).
 
-Reads its instructions as JSON on stdin (handler, event, context fields, result path, memory
-cap), runs ``handler(event, context)`` and writes the outcome as JSON to the result path;
+Reads its instructions as JSON on stdin (handler, event, context fields, memory cap, the user to
+run as), drops to that unprivileged user with a process-count limit before any user code is
+imported, runs ``handler(event, context)`` and writes the outcome as JSON to the file descriptor
+its supervisor passed (``result_fd``, a pipe: the function needs no writable path of LoopML's);
 stdout/stderr are the invocation's logs. Only the standard library is imported up front so a
 function starts fast; the LoopML client is built on first use of ``context.client``.
 """
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -23,6 +26,7 @@ MB = 1024 * 1024
 # the parent watches the resident size and enforces the cap itself; this limit only stops a
 # single huge allocation from swamping the machine before the parent sees it.
 DATA_HEADROOM_MB = 128
+PR_SET_PDEATHSIG = 1
 
 
 def _peak_rss_mb() -> float | None:
@@ -107,11 +111,36 @@ def _load_handler(handler: str) -> Any:
     return fn
 
 
-def _write_result(path: str, outcome: dict[str, Any]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+def _write_result(fd: int, outcome: dict[str, Any]) -> None:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(outcome, f)
-    os.replace(tmp, path)
+
+
+def _drop_privileges(run_as: list[int] | None, max_processes: int | None) -> None:
+    """Become the unprivileged function user (root is exempt from RLIMIT_NPROC) and cap the
+    number of processes it may have: a fork bomb fails with EAGAIN instead of filling the machine."""
+    if run_as:
+        uid, gid = run_as
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    if max_processes:
+        resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
+
+
+def _die_with_supervisor(supervisor_pid: int | None) -> None:
+    """Without bubblewrap (which does this): end if the supervisor dies. Set after the user
+    change, which clears it; a supervisor already gone means nobody would read the result."""
+    if not supervisor_pid:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor_pid:
+        os._exit(1)
 
 
 def _failure(error_type: str, message: str) -> dict[str, Any]:
@@ -152,12 +181,15 @@ def run(info: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     info = json.loads(sys.stdin.buffer.read() or b"{}")
+    result_fd = int(info.pop("result_fd"))
+    _drop_privileges(info.get("run_as"), info.get("max_processes"))
+    _die_with_supervisor(info.get("supervisor_pid"))
     _limit_memory(int(info["memory_mb"]))
     outcome = run(info)
     sys.stdout.flush()
     sys.stderr.flush()
     outcome["max_memory_mb"] = _peak_rss_mb()
-    _write_result(info["result_path"], outcome)
+    _write_result(result_fd, outcome)
     return 0
 
 

@@ -1,9 +1,10 @@
-"""Run one invocation in its own process and say how it ended (the parent's side of runner.py).
+"""Start one invocation and read how it ended (the control plane's side of supervisor.py).
 
-The child runs in its own session (a process group we can kill whole). The parent enforces the
-timeout and the memory cap: it polls the child (``os.wait4``) and the resident size of the
-child's process tree (psutil) every few tens of milliseconds and kills the group past either
-limit. The child's own high-water mark (VmHWM) is reported with its result.
+Each invocation has a supervisor process in its own session (``functions.supervisor``): it runs
+the sandboxed runner (``functions.sandbox``), enforces the timeout and the memory cap, kills every
+descendant and spools the outcome to ``{home}/functions/.spool/ID.json``. The control plane
+waits for it and records the spooled outcome; one restarted meanwhile finds the supervisor still
+running (and waits for it) or its outcome spooled (and records it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -27,11 +29,16 @@ import psutil
 from loopml.artifacts.store import ArtifactStore
 from loopml.core.settings import Settings
 from loopml.functions.code import zip_members
+from loopml.functions.sandbox import BASE_ENV, Sandbox, bwrap_argv, function_env, package_root
+from loopml.functions.sandbox import detect as detect_sandbox
+from loopml.functions.supervisor import INTERRUPTED, LOG_CAP_BYTES, MEMORY, TIMEOUT, read_logs
 
-LOG_CAP_BYTES = 256 * 1024
+__all__ = ["HOST", "INTERRUPTED", "LOG_CAP_BYTES", "MEMORY", "TIMEOUT", "Outcome", "collect", "detect_sandbox",
+           "find_supervisor", "forget", "kill_group", "launch", "pid_is_runner", "read_logs", "run_invocation", "spooled_ids",
+           "supervisor_alive", "wait_supervisor"]
+
 POLL_S = 0.05
 HOST = socket.gethostname()
-TIMEOUT, MEMORY, INTERRUPTED = "Function.Timeout", "Function.MemoryExceeded", "Function.Interrupted"
 
 
 @dataclass
@@ -83,30 +90,191 @@ def code_dir(settings: Settings, artifacts: ArtifactStore, function: dict[str, A
     return target
 
 
-def function_env(settings: Settings, function: dict[str, Any]) -> dict[str, str]:
-    """The "function" role's environment (API URL and token only: the server's database URL and
-    artifact URI are not the function's business), its name, then its own variables."""
-    env = settings.child_env("function")
-    # never the server's token: the invocation's own short-lived one (controlplane/functions.py)
-    env.pop("LOOPML_TOKEN", None)
-    if function.get("invocation_token"):
-        env["LOOPML_TOKEN"] = function["invocation_token"]
-    env["LOOPML_FUNCTION_NAME"] = function["name"]
-    env.update({str(k): str(v) for k, v in (function.get("environment") or {}).items()})
-    return env
+def spool_dir(settings: Settings) -> Path:
+    """Where supervisors leave their instructions (ID.in.json) and outcomes (ID.json)."""
+    return functions_home(settings) / ".spool"
 
 
-def _tree_rss_mb(proc: psutil.Process) -> float:
-    try:
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
+def _readable(tree: Path) -> None:
+    """The sandbox's user (not the owner) reads the code: world-readable whatever the umask."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        os.chmod(dirpath, 0o755)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o644)
+
+
+def _hidden_paths(settings: Settings) -> list[str]:
+    """What a function must never see, even if a path it is given holds it."""
+    paths = [str(settings.home)]
+    db = settings.resolved_database_url
+    if db.startswith("sqlite:///"):
+        paths.append(db[len("sqlite:///"):])
+    art = settings.resolved_artifact_uri
+    if not art.startswith("s3://"):
+        paths.append(art[len("file://"):] if art.startswith("file://") else art)
+    return paths
+
+
+def _processes_of(uid: int) -> int:
+    count = 0
+    for p in psutil.process_iter(["uids"]):
+        try:
+            count += p.info["uids"] is not None and p.info["uids"].real == uid
+        except psutil.Error:
+            pass
+    return count
+
+
+def launch(settings: Settings, artifacts: ArtifactStore, function: dict[str, Any], invocation: dict[str, Any],
+           *, token: str | None, sandbox: Sandbox | None = None) -> int:
+    """Start the invocation's supervisor (its own session: it survives a control plane killed
+    with ``kill -9``) and return its pid. ``token`` is the LOOPML_TOKEN the function gets."""
+    sandbox = sandbox or detect_sandbox()
+    timeout_s, memory_mb = float(function["timeout_s"]), int(function["memory_mb"])
+    workdir = code_dir(settings, artifacts, function)
+    _readable(workdir)
+    inv_id = invocation["id"]
+    run_dir = functions_home(settings) / ".runs" / inv_id
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    spool = spool_dir(settings)
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / f"{inv_id}.json").unlink(missing_ok=True)
+    api_url = settings.child_env("function", base={})["LOOPML_API_URL"]
+    env = function_env(function, api_url=api_url, token=token)
+    command = [sys.executable, "-m", "loopml.functions.runner"]
+    cleanup = [str(run_dir)]
+    max_processes = sandbox.max_processes
+    if sandbox.mode == "bwrap":
+        argv, cwd = bwrap_argv(workdir, command, _hidden_paths(settings), root=os.geteuid() == 0), None
+    else:  # the function user may not traverse LoopML's home: it gets its own copy of the code
+        task = Path(tempfile.mkdtemp(prefix=f"loopml-task-{inv_id}-"))
+        shutil.copytree(workdir, task, dirs_exist_ok=True)
+        _readable(task)
+        argv, cwd = command, str(task)
+        cleanup.append(str(task))
+    if sandbox.run_as is None:  # no user of its own: RLIMIT_NPROC counts all of the server user's processes
+        max_processes += _processes_of(os.getuid())
+    info = {"handler": function["handler"], "function_name": function["name"],
+            "function_ref": f"loopml:function:{function['name']}", "request_id": inv_id,
+            "memory_mb": memory_mb, "timeout_s": timeout_s, "deadline": time.time() + timeout_s,
+            "source": invocation.get("source"), "event": invocation.get("event"),
+            "run_as": list(sandbox.run_as) if sandbox.run_as else None, "max_processes": max_processes}
+    spec = {"invocation_id": inv_id, "argv": argv, "cwd": cwd, "env": env, "info": info,
+            "timeout_s": timeout_s, "memory_mb": memory_mb, "log_path": str(run_dir / "output.log"),
+            "spool_path": str(spool / f"{inv_id}.json"), "cleanup": cleanup}
+    spec_path = spool / f"{inv_id}.in.json"
+    fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the token
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(spec, f)
+    # -S: the supervisor needs only the standard library and loopml (PYTHONPATH), not site-packages
+    proc = subprocess.Popen([sys.executable, "-S", "-m", "loopml.functions.supervisor", str(spec_path)],
+                            env={"PATH": BASE_ENV["PATH"], "PYTHONPATH": str(package_root()),
+                                 "PYTHONUNBUFFERED": "1", "LOOPML_CONFIG": os.devnull},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    _children[proc.pid] = proc  # reaped by wait_supervisor (no zombie, no ResourceWarning)
+    return proc.pid
+
+
+_children: dict[int, subprocess.Popen] = {}
+
+
+def wait_supervisor(pid: int, stop: threading.Event | None = None) -> None:
+    """Until the supervisor ``pid`` ended (ours, or one a previous control plane started).
+    ``stop`` set: ask it to end the invocation (recorded as interrupted)."""
+    asked = False
+    while True:
+        proc = _children.get(pid)
+        if proc is not None:
             try:
-                total += child.memory_info().rss
-            except psutil.Error:
+                proc.wait(timeout=POLL_S)  # returns as soon as it ends
+                _children.pop(pid, None)
+                return
+            except subprocess.TimeoutExpired:
                 pass
-        return total / 2**20
+        elif not supervisor_alive(pid):
+            return
+        if stop is not None and stop.is_set() and not asked:
+            asked = True
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if proc is None:
+            time.sleep(POLL_S)
+
+
+def collect(settings: Settings, invocation_id: str) -> Outcome | None:
+    """The outcome a supervisor spooled for ``invocation_id`` (None: there is none)."""
+    path = spool_dir(settings) / f"{invocation_id}.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return Outcome(succeeded=bool(record.get("succeeded")), result=record.get("result"),
+                   error_type=record.get("error_type"), error_message=record.get("error_message"),
+                   logs=record.get("logs") or "", duration_ms=float(record.get("duration_ms") or 0.0),
+                   max_memory_mb=record.get("max_memory_mb"))
+
+
+def forget(settings: Settings, invocation_id: str) -> None:
+    """Remove the spool files of an invocation whose outcome is recorded."""
+    for name in (f"{invocation_id}.json", f"{invocation_id}.in.json"):
+        (spool_dir(settings) / name).unlink(missing_ok=True)
+    shutil.rmtree(functions_home(settings) / ".runs" / invocation_id, ignore_errors=True)
+
+
+def spooled_ids(settings: Settings) -> list[str]:
+    """Invocations with a spooled outcome (e.g. finished while the control plane was down)."""
+    try:
+        return sorted(p.name[:-len(".json")] for p in spool_dir(settings).glob("*.json")
+                      if not p.name.endswith(".in.json"))
+    except OSError:
+        return []
+
+
+def run_invocation(settings: Settings, artifacts: ArtifactStore, function: dict[str, Any],
+                   invocation: dict[str, Any], *, token: str | None = None, sandbox: Sandbox | None = None,
+                   stop: threading.Event | None = None, on_start: Callable[[int], None] | None = None) -> Outcome:
+    """Run ``invocation`` of ``function`` to its end; never raises for the function's faults."""
+    pid = launch(settings, artifacts, function, invocation, token=token, sandbox=sandbox)
+    if on_start is not None:
+        on_start(pid)
+    wait_supervisor(pid, stop)
+    outcome = collect(settings, invocation["id"])
+    forget(settings, invocation["id"])
+    if outcome is None and stop is not None and stop.is_set():  # stopped before it could spool
+        return Outcome(False, error_type=INTERRUPTED, error_message="the control plane stopped during the invocation")
+    if outcome is None:
+        return Outcome(False, error_type="Function.Error",
+                       error_message="the invocation's supervisor ended without an outcome")
+    return outcome
+
+
+def supervisor_alive(pid: int | None, invocation_id: str | None = None) -> bool:
+    """Whether ``pid`` is (still) the supervisor of an invocation (of ``invocation_id``) here."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmd = " ".join(proc.cmdline())
     except psutil.Error:
-        return 0.0
+        return False
+    return "loopml.functions.supervisor" in cmd and (invocation_id is None or f"{invocation_id}.in.json" in cmd)
+
+
+def find_supervisor(invocation_id: str) -> int | None:
+    """The pid of a live supervisor of ``invocation_id`` (e.g. started by a control plane killed
+    before it could record the pid), else None."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if "loopml.functions.supervisor" in cmd and any(a.endswith(f"/{invocation_id}.in.json") for a in cmd):
+            if supervisor_alive(proc.pid, invocation_id):
+                return proc.pid
+    return None
 
 
 def kill_group(pid: int) -> None:
@@ -114,135 +282,6 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def read_logs(path: Path, cap: int = LOG_CAP_BYTES) -> str:
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            if size > cap:
-                f.seek(size - cap)
-            data = f.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    if size > cap:
-        text = f"[loopml] {size - cap} bytes of earlier logs truncated\n" + text.split("\n", 1)[-1]
-    return text
-
-
-def run_invocation(settings: Settings, artifacts: ArtifactStore, function: dict[str, Any],
-                   invocation: dict[str, Any], *, stop: threading.Event | None = None,
-                   on_start: Callable[[int], None] | None = None) -> Outcome:
-    """Run ``invocation`` of ``function`` to its end; never raises for the function's faults."""
-    timeout_s, memory_mb = float(function["timeout_s"]), int(function["memory_mb"])
-    workdir = code_dir(settings, artifacts, function)
-    run_dir = functions_home(settings) / ".runs" / invocation["id"]
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    log_path, result_path = run_dir / "output.log", run_dir / "result.json"
-    started = time.monotonic()
-    info = {"handler": function["handler"], "function_name": function["name"],
-            "function_ref": f"loopml:function:{function['name']}", "request_id": invocation["id"],
-            "memory_mb": memory_mb, "timeout_s": timeout_s, "deadline": time.time() + timeout_s,
-            "source": invocation.get("source"), "event": invocation.get("event"),
-            "result_path": str(result_path)}
-    try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "loopml.functions.runner"], cwd=workdir,
-                                    env=function_env(settings, function), stdin=subprocess.PIPE,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        if on_start is not None:
-            on_start(proc.pid)
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(info).encode())
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass  # it died already: the outcome below says how
-        ended, peak = _watch(proc, timeout_s, memory_mb, stop)
-        duration_ms = (time.monotonic() - started) * 1000
-        return _outcome(ended, peak, proc.returncode, timeout_s, memory_mb, duration_ms,
-                        log_path, result_path, invocation["id"])
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _watch(proc: subprocess.Popen, timeout_s: float, memory_mb: int,
-           stop: threading.Event | None) -> tuple[str, float]:
-    """Wait for the child; kill its group on a limit. Returns (how it ended, peak tree RSS MB)."""
-    deadline = time.monotonic() + timeout_s
-    try:
-        ps: psutil.Process | None = psutil.Process(proc.pid)
-    except psutil.Error:
-        ps = None  # gone already: the wait below reaps it
-    peak, ended = 0.0, "exited"
-    while True:
-        pid, status, _usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            break
-        rss = _tree_rss_mb(ps) if ps is not None else 0.0
-        peak = max(peak, rss)
-        reason = None
-        if rss > memory_mb:
-            reason = MEMORY
-        elif time.monotonic() > deadline:
-            reason = TIMEOUT
-        elif stop is not None and stop.is_set():
-            reason = INTERRUPTED
-        if reason:
-            ended = reason
-            kill_group(proc.pid)
-            proc.wait()
-            break
-        time.sleep(POLL_S)
-    kill_group(proc.pid)  # anything the handler started and left behind
-    return ended, peak
-
-
-def _outcome(ended: str, peak: float, returncode: int | None, timeout_s: float, memory_mb: int,
-             duration_ms: float, log_path: Path, result_path: Path, request_id: str) -> Outcome:
-    reported: dict[str, Any] | None = None
-    if ended == "exited" and result_path.exists():
-        try:
-            reported = json.loads(result_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            reported = None
-    child_peak = (reported or {}).get("max_memory_mb")
-    max_mb = max(peak, child_peak or 0.0) or None
-    out = Outcome(succeeded=False, duration_ms=duration_ms, max_memory_mb=max_mb)
-    note = ""
-    if ended == TIMEOUT:
-        out.error_type, out.error_message = TIMEOUT, f"timed out after {timeout_s:g} s"
-        note = f"[loopml] {request_id} timed out after {timeout_s:g} s: process group killed"
-    elif (reported or {}).get("error_type") == MEMORY:  # an allocation past the backstop was refused
-        out.error_type = MEMORY
-        out.error_message = f"exceeded its memory limit of {memory_mb} MB (an allocation was refused)"
-    elif ended == MEMORY or (max_mb or 0) > memory_mb:
-        out.error_type = MEMORY
-        out.error_message = f"exceeded its memory limit of {memory_mb} MB" + \
-            (f" (peak {max_mb:.0f} MB)" if max_mb else "")
-        note = f"[loopml] {request_id} {out.error_message}: process group killed"
-    elif ended == INTERRUPTED:
-        out.error_type, out.error_message = INTERRUPTED, "the control plane stopped during the invocation"
-    elif reported is None:
-        how = f"signal {signal.Signals(-returncode).name}" if returncode and returncode < 0 \
-            else f"exit code {returncode}"
-        out.error_type = "Function.ProcessExited"
-        out.error_message = f"the function's process ended ({how}) without a result"
-    elif reported.get("ok"):
-        out.succeeded, out.result = True, reported.get("result")
-    else:
-        out.error_type = str(reported.get("error_type") or "Function.Error")
-        out.error_message = str(reported.get("error_message") or "")
-    logs = read_logs(log_path)
-    if note:
-        logs += ("" if not logs or logs.endswith("\n") else "\n") + note + "\n"
-    report = (f"[loopml] REPORT {request_id} duration {duration_ms:.1f} ms, "
-              f"max memory {max_mb or 0:.0f} of {memory_mb} MB")
-    out.logs = logs + ("" if not logs or logs.endswith("\n") else "\n") + report + "\n"
-    return out
 
 
 def pid_is_runner(pid: int | None) -> bool:

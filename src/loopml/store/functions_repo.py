@@ -8,9 +8,10 @@ an invocation is never run twice nor finished twice).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from loopml.core.errors import Conflict, InvalidInput, NotFound
@@ -37,7 +38,7 @@ def invocation_record(i: t.FunctionInvocation) -> dict[str, Any]:
             "result": i.result, "error_type": i.error_type, "error_message": i.error_message, "logs": i.logs,
             "duration_ms": i.duration_ms, "max_memory_mb": i.max_memory_mb, "worker_host": i.worker_host,
             "worker_pid": i.worker_pid, "created_at": iso(i.created_at), "started_at": iso(i.started_at),
-            "ended_at": iso(i.ended_at)}
+            "ended_at": iso(i.ended_at), "attempt": i.attempt or 1, "not_before": iso(i.not_before)}
 
 
 class FunctionRepo:
@@ -157,6 +158,28 @@ class FunctionRepo:
             return list(s.execute(select(t.FunctionInvocation.id)
                                   .where(t.FunctionInvocation.status == status)
                                   .order_by(t.FunctionInvocation.created_at, t.FunctionInvocation.id)).scalars())
+
+    def runnable_ids(self, now: datetime | None = None) -> list[str]:
+        """Queued invocations that may start now (a retry waits out its backoff), oldest first."""
+        now = now or utcnow()
+        with self.store.session() as s:
+            return list(s.execute(select(t.FunctionInvocation.id)
+                                  .where(t.FunctionInvocation.status == QUEUED,
+                                         or_(t.FunctionInvocation.not_before.is_(None),
+                                             t.FunctionInvocation.not_before <= now))
+                                  .order_by(t.FunctionInvocation.created_at, t.FunctionInvocation.id)).scalars())
+
+    def retry(self, invocation_id: str, *, not_before: datetime, error_type: str, error_message: str) -> bool:
+        """Running → queued again for its next attempt (not before ``not_before``); False when it
+        was not running (someone else recorded it meanwhile)."""
+        with self.store.session() as s:
+            return bool(s.execute(update(t.FunctionInvocation)
+                                  .where(t.FunctionInvocation.id == invocation_id,
+                                         t.FunctionInvocation.status == RUNNING)
+                                  .values(status=QUEUED, attempt=t.FunctionInvocation.attempt + 1,
+                                          not_before=not_before, worker_pid=None, worker_host=None,
+                                          started_at=None, error_type=error_type,
+                                          error_message=error_message)).rowcount)
 
     def transition(self, invocation_id: str, to: str, *, expect: Iterable[str], **fields: Any) -> bool:
         """Move an invocation to ``to`` only if it is in one of ``expect`` (and set ``fields``).

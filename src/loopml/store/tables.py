@@ -235,6 +235,10 @@ class FunctionInvocation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # retries of async invocations cut off by a control-plane crash: the attempt (1, 2, 3) and,
+    # while queued for a retry, the time before which it does not start (the backoff)
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    not_before: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Workflow(Base):

@@ -238,6 +238,20 @@ class TriggerRepo:
                             ).scalar_one_or_none()
             return firing_record(row) if row is not None else None
 
+    def dead_letter(self, invocation_id: str, error: str) -> dict[str, Any] | None:
+        """Mark the firing that started function invocation ``invocation_id`` failed with ``error``
+        (its retries are used up): ``triggers redrive`` replays it. Returns the firing (None when no
+        trigger started that invocation)."""
+        with self.store.session() as s:
+            row = s.execute(select(t.TriggerFiring).where(t.TriggerFiring.target_kind == "function",
+                                                          t.TriggerFiring.started_id == invocation_id)
+                            ).scalar_one_or_none()
+            if row is None:
+                return None
+            row.status, row.error = FAILED, error
+            s.flush()
+            return firing_record(row)
+
     # -- polling state -------------------------------------------------------------------------
     def active(self, kinds: Iterable[str]) -> list[dict[str, Any]]:
         """Active triggers of these kinds (name, kind, spec, cursor): the poller's cheap read."""
