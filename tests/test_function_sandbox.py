@@ -81,7 +81,9 @@ def test_function_cannot_reach_what_is_not_its_own(sdk, settings):
     assert out["api"] == "ok"  # the control plane's API stays reachable on loopback
     env = out["env"]
     assert env["MY_SETTING"] == "mine" and env["AWS_ACCESS_KEY_ID"] == "fn-key"
-    assert env["LOOPML_TOKEN"] == TOKEN and env["LOOPML_FUNCTION_NAME"] == "probe"
+    # its own short-lived invocation token (identity), never the server's
+    assert env["LOOPML_TOKEN"].startswith("lml_") and env["LOOPML_TOKEN"] != TOKEN
+    assert env["LOOPML_FUNCTION_NAME"] == "probe"
     assert env["LOOPML_API_URL"].startswith("http://127.0.0.1:")
     assert SERVER_SECRET not in env and "AWS_SECRET_ACCESS_KEY" not in env
     assert set(env) <= set(sandbox_mod.BASE_ENV) | {"PYTHONPATH", "PWD", "MY_SETTING", "AWS_ACCESS_KEY_ID",
