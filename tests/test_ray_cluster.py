@@ -290,7 +290,7 @@ def test_a_warm_actor_takes_a_fitting_job_and_a_bigger_job_starts_cold(
                      what="a warm actor with TensorFlow imported")
     spare, spare_node = first[0]
     job = c.train("digits", "cnn", {"epochs": 6, "batch_size": 64}, register_as="digits-warm")  # 1 CPU: fits
-    placed = wait_for(lambda: (j := c.job(job["id"]))["worker"]["host"] != "ray:pending" and j, timeout=60,
+    placed = wait_for(lambda: (j := c.job(job["id"]))["worker"]["host"] not in (None, "ray:pending") and j, timeout=60,
                       what="the job handed to the warm actor")
     assert placed["worker"]["host"] == f"ray:{spare_node}"
     assert any(m.endswith(f"warm actor {spare}") for m in _messages(placed)), _messages(placed)

@@ -277,6 +277,7 @@ class RayExecutor:  # implements loopml.jobs.executor.Executor
         self._spare_failures = 0
         self._spares_not_before = 0.0
         self._leased_at = 0.0
+        self._end_leftovers()
         self._refill()  # ready before the first job needs it
 
     # -- the Executor protocol ---------------------------------------------------------------
@@ -442,6 +443,25 @@ class RayExecutor:  # implements loopml.jobs.executor.Executor
             except (ValueError, ray.exceptions.RayError):
                 continue
         return None
+
+    def _end_leftovers(self) -> None:
+        """Actors whose job ended while no control plane watched them (they linger to tell a
+        restarted one their exit): the job's outcome is recorded, so they go now and give their
+        node's resources back. A job this store does not know is left alone (another store's)."""
+        try:
+            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                     if a.get("namespace") == NAMESPACE]
+        except Exception:  # noqa: BLE001 - a listing Ray cannot give: they end after LINGER_S anyway
+            return
+        for name in names:
+            try:
+                actor = ray.get_actor(name, namespace=NAMESPACE)
+                job_id = name.split(":")[1] if name.startswith("job:") else \
+                    ray.get(actor.job.remote(), timeout=10) if name.startswith(SPARE) else None
+                if job_id and self.platform.jobs.get(job_id)["status"] != RUNNING:
+                    self._kill(actor)
+            except (ValueError, LoopMLError, ray.exceptions.RayError):
+                continue
 
     # -- warm actors ----------------------------------------------------------------------------
     @staticmethod
