@@ -68,7 +68,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             **common, "gcs_server_port": free_port(), "num_cpus": 1, "resources": {"head": 1},
             "dashboard_agent_listen_port": free_port(), "dashboard_port": free_port()})
         side = cluster.add_node(**common, num_cpus=2)
-        yield {"cluster": cluster, "side": side, "address": cluster.address}
+        yield {"cluster": cluster, "side": side, "address": cluster.address,
+               "add_side": lambda: cluster.add_node(**common, num_cpus=2)}
     finally:
         import ray
 
@@ -247,6 +248,7 @@ def test_a_job_whose_node_dies_finishes_on_the_other_node_from_its_checkpoint(
     model = c.model("digits-lost")
     assert [v["version"] for v in model["versions"]] == [1]  # registered once
     assert final["result"]["epochs_run"] == 16 - resumed_at  # the retry ran only the epochs left
+    ray_cluster["side"] = ray_cluster["add_side"]()  # a new side node (2 CPUs) for the tests after this one
 
 
 @pytest.mark.ray
