@@ -80,14 +80,47 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="loopml-bench-ray-"))
+    (tmp / "ray").mkdir()
     no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
     os.environ.update(RAY_ENV, RAY_TMPDIR=str(tmp), NO_PROXY=no_proxy, no_proxy=no_proxy, TF_CPP_MIN_LOG_LEVEL="2",
                       PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")])))
     sys.path.insert(0, SRC)
 
-    import boto3
     import psycopg
     import ray
+
+    moto, endpoint = start_moto(tmp / "moto.log")
+    schema = f"loopml_bench_{uuid.uuid4().hex[:8]}"
+    started: dict = {}  # the Ray cluster, once run_modes has made it
+    try:
+        run_modes(args, tmp, endpoint, schema, started)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if "cluster" in started:
+            started["cluster"].shutdown()
+        moto.terminate()
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        kill_leftovers(f"RAY_TMPDIR={tmp}".encode())
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def kill_leftovers(marker: bytes) -> None:
+    """Ray processes of this cluster that outlived it (they carry its RAY_TMPDIR)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), 9)
+        except OSError:
+            pass
+
+
+def run_modes(args: argparse.Namespace, tmp: Path, endpoint: str, schema: str, started: dict) -> None:
+    import boto3
+    import psycopg
     from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
@@ -98,10 +131,8 @@ def main() -> None:
     from loopml.platform import Platform
     from loopml.training.service import submit_training
 
-    moto, endpoint = start_moto(tmp / "moto.log")
     bucket = f"loopml-bench-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-    schema = f"loopml_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(args.postgres, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     db = f"{args.postgres}{'&' if '?' in args.postgres else '?'}options={quote(f'-csearch_path={schema}', safe='')}"
@@ -112,6 +143,7 @@ def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={
         **common, "gcs_server_port": free_port(), "num_cpus": 1, "dashboard_agent_listen_port": free_port(),
         "dashboard_port": free_port()})
+    started["cluster"] = cluster
     cluster.add_node(**common, num_cpus=1)
     cluster.wait_for_nodes()
 
@@ -159,37 +191,28 @@ def main() -> None:
              "local warm": {"executor": "local", "warm_workers": 1, "max_concurrent_jobs": 2},
              "ray cold": {"executor": "ray", "warm_workers": 0, "ray_address": cluster.address},
              "ray warm": {"executor": "ray", "warm_workers": 1, "ray_address": cluster.address}}
-    try:
-        for mode, over in modes.items():
-            loop = ControlLoop(platform(mode.replace(" ", "-"), **over))
-            loop.start()
-            try:
-                latency[mode] = []
-                for i in range(args.latency_jobs):
-                    if over["warm_workers"]:
-                        wait_spare(loop)
-                    job = run(loop, 1, {"epochs": 1})[0]
-                    first = job["progress"]["first_batch_at"]
-                    row = (seconds(job["created_at"], first), seconds(job["created_at"], job["ended_at"]))
-                    latency[mode].append(row)
-                    print(f"{mode} job {i + 1}: submit→first batch {row[0]:.2f} s, submit→end {row[1]:.1f} s",
-                          flush=True)
-                if not over["warm_workers"] and args.jobs:
-                    t0 = time.monotonic()
-                    jobs = run(loop, args.jobs, SMALL)
-                    batch[mode.split()[0]] = (time.monotonic() - t0, jobs)
-                    print(f"{args.jobs} short jobs at once on {mode}: {batch[mode.split()[0]][0]:.1f} s", flush=True)
-            finally:
-                loop.stop()
-                loop.platform.close()
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.shutdown()
-        moto.terminate()
-        with psycopg.connect(args.postgres, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        shutil.rmtree(tmp, ignore_errors=True)
+    for mode, over in modes.items():
+        loop = ControlLoop(platform(mode.replace(" ", "-"), **over))
+        loop.start()
+        try:
+            latency[mode] = []
+            for i in range(args.latency_jobs):
+                if over["warm_workers"]:
+                    wait_spare(loop)
+                job = run(loop, 1, {"epochs": 1})[0]
+                first = job["progress"]["first_batch_at"]
+                row = (seconds(job["created_at"], first), seconds(job["created_at"], job["ended_at"]))
+                latency[mode].append(row)
+                print(f"{mode} job {i + 1}: submit→first batch {row[0]:.2f} s, submit→end {row[1]:.1f} s",
+                      flush=True)
+            if not over["warm_workers"] and args.jobs:
+                t0 = time.monotonic()
+                jobs = run(loop, args.jobs, SMALL)
+                batch[mode.split()[0]] = (time.monotonic() - t0, jobs)
+                print(f"{args.jobs} short jobs at once on {mode}: {batch[mode.split()[0]][0]:.1f} s", flush=True)
+        finally:
+            loop.stop()
+            loop.platform.close()
 
     load = os.getloadavg()[0]
     print(f"\nsubmit → first batch, seed CNN on {args.dataset} (1 epoch), {args.latency_jobs} jobs per mode, "
