@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--latency-jobs", type=int, default=3, help="jobs per mode for submit → first batch (median)")
     ap.add_argument("--jobs", type=int, default=8, help="short jobs submitted at once per executor")
     ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--modes", default="local cold,local warm,ray cold,ray warm", help="a subset, comma-separated")
     ap.add_argument("--postgres", default=os.environ.get("LOOPML_TEST_POSTGRES_URL")
                     or f"postgresql://{getpass.getuser()}@127.0.0.1:5432/test")
     args = ap.parse_args()
@@ -192,6 +193,8 @@ def run_modes(args: argparse.Namespace, tmp: Path, endpoint: str, schema: str, s
              "ray cold": {"executor": "ray", "warm_workers": 0, "ray_address": cluster.address},
              "ray warm": {"executor": "ray", "warm_workers": 1, "ray_address": cluster.address}}
     for mode, over in modes.items():
+        if mode not in args.modes.split(","):
+            continue
         loop = ControlLoop(platform(mode.replace(" ", "-"), **over))
         loop.start()
         try:
