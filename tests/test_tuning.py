@@ -471,3 +471,15 @@ def test_tuning_delete_through_the_cli_and_http(cli, live_server, platform) -> N
         assert gone.status_code == 200 and gone.json() == {"name": "busy", "deleted": True, "trials": 0,
                                                            "kept_jobs": []}
         assert http.get("/tuning/busy").status_code == 404
+
+
+def test_the_tune_task_passes_resources_to_every_trial(platform) -> None:
+    from datetime import datetime, timezone
+
+    from loopml.workflows.actions import TaskContext, action_for
+
+    register(platform, "digits", "sample:digits")
+    ctx = TaskContext(platform, "exec-2", "1", "Tune", datetime.now(timezone.utc))
+    handle = action_for("loopml:tune").start(ctx, {"dataset": "digits", "space": [LR], "max_trials": 1,
+                                                   "resources": {"cpus": 2, "memory_gb": 4}})
+    assert platform.tuning.get(handle["tuning"])["spec"]["resources"] == {"cpus": 2, "memory_gb": 4, "gpus": 0}
