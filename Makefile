@@ -44,6 +44,11 @@ bench: install-test
 bench-job-start: install-test
 	$(PY) bench/job_start.py
 
+# local vs a 2-node Ray cluster it starts itself (PostgreSQL + moto S3): submit → first batch, 8 jobs at once
+.PHONY: bench-ray
+bench-ray: install-test
+	$(PY) bench/ray_scale.py
+
 # needs wrk (apt-get install wrk); creates a separate BentoML venv under ../bench-venvs on first use
 bench-serving: install-test
 	$(PY) bench/serving.py

@@ -95,3 +95,24 @@ def test_deleting_a_tuning_job_deletes_its_trials(metadata_store) -> None:
     with metadata_store.session() as s:
         s.delete(s.get(t.TuningJob, "sw"))
     assert count(metadata_store, t.TuningTrial) == 0
+
+
+def test_delete_removes_an_ended_job_with_its_trials_and_refuses_an_active_one(metadata_store) -> None:
+    repo = TuningRepo(metadata_store)
+    repo.create("sw", SPEC)
+    repo.add_trial("sw", 1, "sw-001", {"filters": 16})
+    repo.create("kept", SPEC)
+    repo.add_trial("kept", 1, "kept-001", {"filters": 32})
+    with pytest.raises(Conflict, match="tuning job 'sw' is running; stop it first"):
+        repo.delete("sw")
+    repo.request_stop("sw")
+    with pytest.raises(Conflict, match="tuning job 'sw' is stopping"):
+        repo.delete("sw")
+    assert len(repo.trials("sw")) == 1  # nothing deleted by a refused delete
+    repo.finish("sw", TUNING_STOPPED)
+    repo.delete("sw")
+    with pytest.raises(NotFound):
+        repo.get("sw")
+    assert repo.trials("sw") == [] and [r["job_id"] for r in repo.trials("kept")] == ["kept-001"]
+    with pytest.raises(NotFound, match="tuning job 'sw' not found"):
+        repo.delete("sw")

@@ -5,6 +5,9 @@ PostgreSQL and the moto S3 server, a real `loopml server` with LOOPML_EXECUTOR=r
   a control-plane restart (the new control plane re-attaches to its Ray actor);
 - the node running a job dies: the job finishes on the other node from its checkpoint, registered once;
 - cancelling a job stops its Ray actor (its node has the resources back);
+- warm actors: a spare actor with TensorFlow imported takes a job that fits what it holds (the job's
+  events name it; a control-plane restart re-attaches to it), a new spare replaces it, a job asking
+  for more starts cold where it fits; a tuning job's trials carry its resource request;
 - cluster mode is explicit: SQLite or a local folder with LOOPML_EXECUTOR=ray is refused.
 
 Marked ``ray`` (run alone: pytest -m ray). Every Ray process is stopped at the end of the module.
@@ -65,7 +68,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             **common, "gcs_server_port": free_port(), "num_cpus": 1, "resources": {"head": 1},
             "dashboard_agent_listen_port": free_port(), "dashboard_port": free_port()})
         side = cluster.add_node(**common, num_cpus=2)
-        yield {"cluster": cluster, "side": side, "address": cluster.address}
+        yield {"cluster": cluster, "side": side, "address": cluster.address,
+               "add_side": lambda: cluster.add_node(**common, num_cpus=2)}
     finally:
         import ray
 
@@ -149,8 +153,9 @@ class ControlPlane:
 def control(ray_cluster: dict[str, Any], stores: dict[str, str],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     home = tmp_path_factory.mktemp("cp")
+    # cold actors only: these tests place jobs on given nodes; warm actors have their own test
     cp = ControlPlane(home, {**stores, "LOOPML_EXECUTOR": "ray", "LOOPML_RAY_ADDRESS": ray_cluster["address"],
-                             "LOOPML_HEARTBEAT_TIMEOUT_S": "600"})
+                             "LOOPML_HEARTBEAT_TIMEOUT_S": "600", "LOOPML_WARM_WORKERS": "0"})
     cp.start()
     try:
         cp.client.add_dataset("digits", "sample:digits")
@@ -243,6 +248,7 @@ def test_a_job_whose_node_dies_finishes_on_the_other_node_from_its_checkpoint(
     model = c.model("digits-lost")
     assert [v["version"] for v in model["versions"]] == [1]  # registered once
     assert final["result"]["epochs_run"] == 16 - resumed_at  # the retry ran only the epochs left
+    ray_cluster["side"] = ray_cluster["add_side"]()  # a new side node (2 CPUs) for the tests after this one
 
 
 @pytest.mark.ray
@@ -257,6 +263,74 @@ def test_cancel_stops_the_job_and_frees_its_node(ray_cluster: dict[str, Any], co
     # the job's actor is gone: its node has the CPU back
     wait_for(lambda: next(n for n in c.cluster_status()["nodes"] if n["node"] == holding["node"])["free"]["cpus"]
              == holding["total"]["cpus"], timeout=60, what="the node's CPU freed")
+
+
+def _spares(c: Any) -> dict[str, tuple[str, bool]]:
+    """{spare name: (node, ready)} as `cluster status` shows them."""
+    return {s["name"]: (n["node"], s["ready"]) for n in c.cluster_status()["nodes"] for s in n.get("spares", [])}
+
+
+@pytest.fixture
+def warm_control(control: ControlPlane, tmp_path: Path) -> Iterator[ControlPlane]:
+    """The module's control plane replaced, for one test, by one keeping a warm actor (same stores)."""
+    control.stop()
+    warm = ControlPlane(tmp_path, {**control.settings, "LOOPML_WARM_WORKERS": "1"})
+    warm.start()
+    try:
+        yield warm
+    finally:
+        warm.stop()
+        control.start()
+
+
+@pytest.mark.ray
+def test_a_warm_actor_takes_a_fitting_job_and_a_bigger_job_starts_cold(
+        ray_cluster: dict[str, Any], warm_control: ControlPlane) -> None:
+    nodes = _node_ids(ray_cluster["address"])
+    c = warm_control.client
+    first = wait_for(lambda: [(name, node) for name, (node, ready) in _spares(c).items() if ready], timeout=240,
+                     what="a warm actor with TensorFlow imported")
+    spare, spare_node = first[0]
+    job = c.train("digits", "cnn", {"epochs": 6, "batch_size": 64}, register_as="digits-warm")  # 1 CPU: fits
+    placed = wait_for(lambda: (j := c.job(job["id"]))["worker"]["host"] not in (None, "ray:pending") and j, timeout=60,
+                      what="the job handed to the warm actor")
+    assert placed["worker"]["host"] == f"ray:{spare_node}"
+    assert any(m.endswith(f"warm actor {spare}") for m in _messages(placed)), _messages(placed)
+    wait_for(lambda: c.job_metrics(job["id"]), timeout=120, what="a first epoch")
+    warm_control.kill()  # re-attached by the actor's name, which the placement event recorded
+    warm_control.start()
+    final = c.wait(job["id"], timeout=240)
+    assert final["status"] == "succeeded", final.get("reason")
+    assert not any(m.startswith("retry") for m in _messages(final))
+    assert sum(m.startswith("running on node") for m in _messages(final)) == 1
+    assert [m["epoch"] for m in c.job_metrics(job["id"])] == list(range(1, 7))
+    logs = [line["text"] for line in c.logs(job["id"])["lines"]]
+    assert any(line.startswith("worker pid") for line in logs)
+    assert c.model_version("digits-warm", 1)["job_id"] == job["id"]
+    # the used spare is gone; the restarted control plane keeps its own
+    wait_for(lambda: (names := _spares(c)) and spare not in names, timeout=120, what="a new warm actor")
+
+    # 2 CPUs: more than a spare holds, so a cold actor on the side node (a spare there gives way)
+    big = c.train("digits", "cnn", {"epochs": 1, "batch_size": 64}, register_as="digits-cold", cpus=2)
+    final = c.wait(big["id"], timeout=300)
+    assert final["status"] == "succeeded", final.get("reason")
+    assert final["worker"]["host"] == f"ray:{nodes['side']}"
+    placements = [m for m in _messages(final) if m.startswith("running on node")]
+    assert len(placements) == 1 and "warm actor" not in placements[0]
+
+
+@pytest.mark.ray
+def test_tuning_trials_ask_for_the_tuning_jobs_resources(ray_cluster: dict[str, Any], control: ControlPlane) -> None:
+    nodes = _node_ids(ray_cluster["address"])
+    c = control.client
+    tuning = c.tune("digits", ["dropout=uniform(0,0.5)"], max_trials=1, parallel=1, params={"epochs": 1},
+                    cpus=2, memory_gb=1, name="ray-tune")
+    assert tuning["spec"]["resources"] == {"cpus": 2, "memory_gb": 1, "gpus": 0}
+    final = c.wait_tuning("ray-tune", timeout=300)
+    assert final["status"] == "succeeded", final.get("reason")
+    trial = c.job(final["trials"][0]["job_id"])
+    assert trial["spec"]["resources"] == {"cpus": 2, "memory_gb": 1, "gpus": 0}
+    assert trial["worker"]["host"] == f"ray:{nodes['side']}"  # only the side node has 2 CPUs
 
 
 def test_cluster_mode_refuses_this_hosts_sqlite_or_folder(tmp_path: Path) -> None:

@@ -421,3 +421,65 @@ def test_warm_start_copies_the_parents_fitting_trials_into_the_new_search(platfo
     with pytest.raises(InvalidInput, match="no completed trial of parent lies in this search space"):
         create_tuning(platform, name="c3", dataset="digits", model="cnn", space=["learning_rate=uniform(0.1,0.2)"],
                       warm_start=["parent"])
+
+
+def test_trials_carry_the_tuning_jobs_resources_and_delete_keeps_their_jobs(store_platform) -> None:
+    """No worker runs: the supervisor's steps alone, on SQLite and PostgreSQL."""
+    from loopml.core.errors import Conflict, NotFound
+    from loopml.tuning.advance import Advancer
+    from loopml.tuning.service import delete_tuning
+
+    platform = store_platform
+    register(platform, "digits", "sample:digits")
+    record = create_tuning(platform, name="rs", dataset="digits", model="cnn", space=[LR], strategy="random",
+                           max_trials=2, parallel=2, params={"epochs": 1}, resources={"cpus": 2, "memory_gb": 3})
+    assert record["spec"]["resources"] == {"cpus": 2, "memory_gb": 3, "gpus": 0}
+    advancer = Advancer(platform)
+    advancer.step("rs")
+    assert [(j["id"], j["spec"]["resources"]) for j in sorted(platform.jobs.list(), key=lambda j: j["id"])] == [
+        ("rs-001", {"cpus": 2, "memory_gb": 3, "gpus": 0}), ("rs-002", {"cpus": 2, "memory_gb": 3, "gpus": 0})]
+    with pytest.raises(InvalidInput, match="resource cpus must be more than 0"):
+        create_tuning(platform, name="bad", dataset="digits", model="cnn", space=[LR], resources={"cpus": 0})
+
+    with pytest.raises(Conflict, match="tuning job 'rs' is running; stop it first"):
+        delete_tuning(platform, "rs")
+    platform.tuning.request_stop("rs")
+    advancer.step("rs")
+    assert platform.tuning.get("rs")["status"] == "stopped"
+    assert delete_tuning(platform, "rs") == {"name": "rs", "deleted": True, "trials": 2,
+                                             "kept_jobs": ["rs-001", "rs-002"]}
+    with pytest.raises(NotFound):
+        platform.tuning.get("rs")
+    assert sorted(j["id"] for j in platform.jobs.list()) == ["rs-001", "rs-002"]  # ordinary jobs, kept
+    assert platform.tuning.list() == []
+
+
+def test_tuning_delete_through_the_cli_and_http(cli, live_server, platform) -> None:
+    platform.tuning.create("done", {"objective": "val_accuracy"})
+    platform.tuning.finish("done", "failed", reason="no trial completed")
+    deleted = cli("tuning", "delete", "done")
+    assert deleted.exit_code == 0 and "deleted tuning job done" in deleted.stdout
+    _one_line(cli("tuning", "delete", "done"), 2, "tuning job 'done' not found")
+    platform.tuning.create("busy", {"objective": "val_accuracy"})
+    platform.tuning.request_stop("busy")  # stopping: still active
+    _one_line(cli("tuning", "delete", "busy"), 2, "tuning job 'busy' is stopping; stop it first")
+    with httpx.Client(base_url=live_server) as http:
+        busy = http.delete("/tuning/busy")
+        assert busy.status_code == 409 and busy.json()["code"] == "conflict" and "'busy'" in busy.json()["message"]
+        platform.tuning.finish("busy", "stopped")
+        gone = http.delete("/tuning/busy")
+        assert gone.status_code == 200 and gone.json() == {"name": "busy", "deleted": True, "trials": 0,
+                                                           "kept_jobs": []}
+        assert http.get("/tuning/busy").status_code == 404
+
+
+def test_the_tune_task_passes_resources_to_every_trial(platform) -> None:
+    from datetime import datetime, timezone
+
+    from loopml.workflows.actions import TaskContext, action_for
+
+    register(platform, "digits", "sample:digits")
+    ctx = TaskContext(platform, "exec-2", "1", "Tune", datetime.now(timezone.utc))
+    handle = action_for("loopml:tune").start(ctx, {"dataset": "digits", "space": [LR], "max_trials": 1,
+                                                   "resources": {"cpus": 2, "memory_gb": 4}})
+    assert platform.tuning.get(handle["tuning"])["spec"]["resources"] == {"cpus": 2, "memory_gb": 4, "gpus": 0}

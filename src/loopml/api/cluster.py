@@ -23,6 +23,11 @@ class NodeJob(BaseModel):
     resources: NodeResources = Field(description="what the job asked for")
 
 
+class NodeSpare(BaseModel):
+    name: str = Field(description="the spare's name (Ray: its actor's name)")
+    ready: bool = Field(description="its imports are done: a job handed to it skips them")
+
+
 class Node(BaseModel):
     model_config = ConfigDict(extra="allow")
     node: str = Field(description="node id (Ray: the first 12 hex digits) or this host's name")
@@ -32,6 +37,8 @@ class Node(BaseModel):
     total: NodeResources
     free: NodeResources | None = Field(None, description="unreserved now (Ray); None when not known")
     jobs: list[NodeJob] = Field(description="jobs running on this node")
+    spares: list[NodeSpare] = Field(default_factory=list, description="warm workers waiting on this node for a job "
+                                    "(TensorFlow imported; LOOPML_WARM_WORKERS)")
 
 
 class ClusterStatus(BaseModel):

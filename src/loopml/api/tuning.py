@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.api.control import wake_control
+from loopml.api.jobs import ResourcesIn
 from loopml.core.jobstatus import TUNING_STATUSES
 from loopml.platform import Platform
 from loopml.tuning import service
@@ -41,6 +42,9 @@ class TuningIn(BaseModel):
                                           examples=[{"epochs": 3}])
     seed: int = Field(service.DEFAULT_SEED, description="the sampler's seed (a search that never restarts is "
                       "reproducible)")
+    resources: ResourcesIn | None = Field(
+        None, description="what every trial's job asks of its node (default: a training job's 1 CPU, 2 GB, "
+        "0 GPUs; on a Ray cluster a trial runs only where that much is free)", examples=[{"cpus": 2, "memory_gb": 4}])
 
 
 class TuningJob(BaseModel):
@@ -97,6 +101,19 @@ def get_tuning(name: str, request: Request) -> dict[str, Any]:
 def list_trials(name: str, request: Request) -> list[dict[str, Any]]:
     _platform(request).tuning.get(name)  # 404 for an unknown tuning job, not an empty list
     return service.trials(_platform(request), name)
+
+
+class TuningDeleted(BaseModel):
+    name: str
+    deleted: bool
+    trials: int = Field(description="trial records deleted with the tuning job")
+    kept_jobs: list[str] = Field(description="the trials' jobs, kept (ordinary jobs: delete them with DELETE /jobs/{id})")
+
+
+@router.delete("/{name}", response_model=TuningDeleted, summary="Delete an ended tuning job (its trial jobs are kept)",
+               responses={409: {"description": "the tuning job is still running or stopping"}})
+def delete_tuning(name: str, request: Request) -> dict[str, Any]:
+    return service.delete_tuning(_platform(request), name)
 
 
 @router.post("/{name}/stop", response_model=TuningDetail, summary="Stop: no new trials, running ones cancelled")

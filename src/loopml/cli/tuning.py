@@ -1,4 +1,4 @@
-"""``loopml tune`` (start a hyperparameter search) and ``loopml tuning`` (list, show, trials, stop)."""
+"""``loopml tune`` (start a hyperparameter search) and ``loopml tuning`` (list, show, trials, stop, delete)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from loopml.cli.output import client, console, emit, err_console, fields_table, num, print_json, table, when
-from loopml.cli.train import parse_params
+from loopml.cli.train import CpusOpt, GpusOpt, MemoryOpt, parse_params
 
 app = typer.Typer(help="Hyperparameter tuning jobs: each trial is an ordinary training job (loopml jobs logs "
                        "NAME-001); unpromising trials are stopped early; the best can be registered.",
@@ -54,6 +54,9 @@ def tune(
     seed: Annotated[int, typer.Option("--seed", help="The sampler's seed.")] = 0,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the search until it ends (exit 1 unless it "
                                        "succeeded); Ctrl-C detaches, exit 130.")] = False,
+    cpus: CpusOpt = None,
+    memory_gb: MemoryOpt = None,
+    gpus: GpusOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Tune hyperparameters: train many trials, stop unpromising ones early, keep the best.
@@ -61,6 +64,8 @@ def tune(
     Example: loopml tune --dataset mnist --model cnn --space 'learning_rate=loguniform(1e-4,1e-2)'
     --space 'filters=choice(16,32,64)' --space 'dropout=uniform(0,0.5)' --objective val_accuracy
     --max-trials 20 --parallel 4 --strategy hyperband --epochs 5 --register-as mnist-tuned --wait
+
+    --cpus / --memory-gb / --gpus apply to every trial's job (on a Ray cluster: where it can run).
     """
     params = parse_params(param or [])
     if epochs is not None:
@@ -68,7 +73,8 @@ def tune(
     c = client()
     record = c.tune(dataset, list(space), model=model, objective=objective, strategy=strategy, max_trials=max_trials,
                     parallel=parallel, early_stopping=early_stopping, warm_start=list(warm_start or []) or None,
-                    target=target, register_as=register_as, params=params, seed=seed, name=name)
+                    target=target, register_as=register_as, params=params, seed=seed, name=name, cpus=cpus,
+                    memory_gb=memory_gb, gpus=gpus)
     if not wait:
         if as_json:
             print_json(record)
@@ -138,6 +144,10 @@ def print_tuning(r: dict[str, Any]) -> None:
         ("budget", f"{spec['max_trials']} trials, {spec['parallel']} at once"
                    + (f", target {spec['target']:g}" if spec.get("target") is not None else "")),
         ("early stopping", "hyperband" if spec["strategy"] == "hyperband" else spec["early_stopping"])]
+    if spec.get("resources"):
+        res = spec["resources"]
+        pairs.append(("per trial", f"{res['cpus']:g} CPU, {res['memory_gb']:g} GB memory"
+                                   + (f", {res['gpus']:g} GPU" if res["gpus"] else "")))
     if best:
         pairs.append(("best", f"trial {best['trial']} ({best['job_id']}): {num(best['value'])} with "
                               + ", ".join(f"{k}={num(v)}" for k, v in best["params"].items())))
@@ -180,3 +190,18 @@ def stop(name: NameArg, as_json: JsonOpt = False) -> None:
         print_json(record)
     else:
         console().print(f"tuning job [bold]{name}[/] {styled(record['status'])}")
+
+
+@app.command("delete")
+def delete(name: NameArg, as_json: JsonOpt = False) -> None:
+    """Delete an ended tuning job and its trial records; its trial jobs are kept (loopml jobs delete ID).
+
+    A running tuning job is refused: stop it first (loopml tuning stop NAME).
+    """
+    result = client().delete_tuning(name)
+    if as_json:
+        print_json(result)
+        return
+    kept = result["kept_jobs"]
+    console().print(f"deleted tuning job [bold]{name}[/] ({result['trials']} trial(s))"
+                    + (f"; its trial jobs are kept: {', '.join(kept)}" if kept else ""))

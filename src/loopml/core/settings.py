@@ -63,8 +63,9 @@ class Settings(BaseSettings):
         "tensorflow", description="Keras backend for training (measured fastest on CPU: tensorflow).")
     max_concurrent_jobs: int = Field(1, ge=1, description="Local executor: jobs running at once.")
     warm_workers: int = Field(1, ge=0, le=8, description=(
-        "Local executor: spare worker processes kept ready with TensorFlow/Keras imported, so a job "
-        "skips that import (~5 CPU-seconds); each idle spare holds ~0.7 GB RSS. 0: start every worker cold."))
+        "Spare workers kept ready with TensorFlow/Keras imported, so a job skips that import (~5 CPU-seconds): "
+        "processes on the local executor, actors holding 1 CPU / 2 GB on Ray; each idle spare holds ~0.7 GB RSS. "
+        "0: start every worker cold."))
     executor: Literal["local", "ray"] = Field(
         "local", description="Where jobs run: local (subprocesses on this host) or ray (a Ray cluster; needs a "
                              "PostgreSQL database_url and an s3:// artifact_uri every node reaches).")

@@ -62,13 +62,15 @@ def _running_by_host(platform: Platform) -> dict[str, list[dict[str, Any]]]:
     return by_host
 
 
-def _this_host(platform: Platform, host: str) -> dict[str, Any]:
+def _this_host(platform: Platform, host: str, executor: Executor | None) -> dict[str, Any]:
     import psutil
 
     jobs = _running_by_host(platform).get(host, [])
     total = {"cpus": os.cpu_count() or 1, "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "gpus": 0}
+    pool = getattr(executor, "spares", None)  # the local executor's spare workers
+    spares = [{"name": f"spare-{s.proc.pid}", "ready": s.ready} for s in pool.spares] if pool is not None else []
     return {"node": host, "address": host, "alive": True, "head": True, "total": total,
-            "free": None, "slots": platform.settings.max_concurrent_jobs, "jobs": jobs}
+            "free": None, "slots": platform.settings.max_concurrent_jobs, "jobs": jobs, "spares": spares}
 
 
 def cluster_status(platform: Platform, executor: Executor | None) -> dict[str, Any]:
@@ -82,4 +84,4 @@ def cluster_status(platform: Platform, executor: Executor | None) -> dict[str, A
         pending = [job for host, jobs in by_host.items() for job in jobs]  # not placed on a node yet
         return {"executor": "ray", "address": platform.settings.ray_address, "nodes": nodes, "unplaced": pending}
     host = executor.host if executor is not None else socket.gethostname()
-    return {"executor": "local", "address": None, "nodes": [_this_host(platform, host)], "unplaced": []}
+    return {"executor": "local", "address": None, "nodes": [_this_host(platform, host, executor)], "unplaced": []}

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from loopml.core.errors import TimedOut
 from loopml.core.jobstatus import TUNING_TERMINAL
 from loopml.sdk.http import segment
-from loopml.sdk.jobs import JobsAPI
+from loopml.sdk.jobs import JobsAPI, _resources
 
 
 class TuningAPI(JobsAPI):
@@ -18,7 +18,8 @@ class TuningAPI(JobsAPI):
              objective: str = "val_accuracy", strategy: str = "bayesian", max_trials: int = 10, parallel: int = 2,
              early_stopping: str = "off", warm_start: list[str] | None = None, target: float | None = None,
              register_as: str | None = None, params: dict[str, Any] | None = None, seed: int = 0,
-             name: str | None = None) -> dict[str, Any]:
+             name: str | None = None, cpus: float | None = None, memory_gb: float | None = None,
+             gpus: float | None = None) -> dict[str, Any]:
         """Start a hyperparameter tuning job (validated before it is stored).
 
         Args:
@@ -37,6 +38,7 @@ class TuningAPI(JobsAPI):
             register_as: Register the best trial's model under this name when the search ends.
             params: Fixed hyperparameters of every trial, e.g. ``{"epochs": 3}``.
             name: The tuning job's name (default ``tune-<random>``); trials are jobs ``NAME-001``, ….
+            cpus, memory_gb, gpus: What every trial's job asks of its node (as for :meth:`train`).
 
         Returns:
             The tuning job record (``name``, ``status``, ``spec``, ``trials``…).
@@ -51,7 +53,8 @@ class TuningAPI(JobsAPI):
         body = {"name": name, "dataset": dataset, "model": model, "space": space, "objective": objective,
                 "strategy": strategy, "max_trials": max_trials, "parallel": parallel,
                 "early_stopping": early_stopping, "warm_start": warm_start, "target": target,
-                "register_as": register_as, "params": dict(params or {}), "seed": seed}
+                "register_as": register_as, "params": dict(params or {}), "seed": seed,
+                "resources": _resources(cpus, memory_gb, gpus)}
         return self._json("POST", "/tuning", json=body)
 
     def tuning_jobs(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -69,6 +72,11 @@ class TuningAPI(JobsAPI):
     def stop_tuning(self, name: str) -> dict[str, Any]:
         """Stop a tuning job: no new trials, running trials cancelled (its best so far is not registered)."""
         return self._json("POST", f"/tuning/{segment(name)}/stop")
+
+    def delete_tuning(self, name: str) -> dict[str, Any]:
+        """Delete an ended tuning job and its trial records; its trial jobs are kept (``kept_jobs``),
+        delete them with :meth:`delete_job`. Conflict while it is running: stop it first."""
+        return self._json("DELETE", f"/tuning/{segment(name)}")
 
     def wait_tuning(self, name: str, poll: float = 1.0, timeout: float | None = None,
                     on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

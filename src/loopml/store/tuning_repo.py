@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from loopml.core.errors import Conflict, NotFound
@@ -73,6 +73,19 @@ class TuningRepo:
             s.execute(update(t.TuningJob).where(t.TuningJob.name == name, t.TuningJob.status == TUNING_RUNNING)
                       .values(status=TUNING_STOPPING, stop_requested=True))
         return self.get(name)
+
+    def delete(self, name: str) -> None:
+        """An ended tuning job and its trial rows, in one transaction; Conflict while it is active (the
+        supervisor would advance it). Trial jobs are not touched: they are ordinary jobs."""
+        with self.store.session() as s:
+            row = s.execute(select(t.TuningJob).where(t.TuningJob.name == name).with_for_update()).scalar_one_or_none()
+            if row is None:
+                raise missing(s, t.TuningJob, "tuning job", name)
+            if row.status in TUNING_ACTIVE:
+                raise Conflict(f"tuning job {name!r} is {row.status}; stop it first (loopml tuning stop {name}) "
+                               "and delete it once it has ended", name=name)
+            s.execute(delete(t.TuningTrial).where(t.TuningTrial.tuning_name == name))
+            s.delete(row)
 
     def finish(self, name: str, status: str, *, reason: str | None = None,
                result: dict[str, Any] | None = None) -> bool:

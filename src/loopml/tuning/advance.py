@@ -36,7 +36,7 @@ def submit_trial(platform: Platform, name: str, spec: dict[str, Any], number: in
     try:
         return submit_training(platform, dataset=spec["dataset"], model=spec["model"],
                                params={**spec["params"], **params}, register_as=spec["bundle_name"],
-                               register=False, job_id=job_id)
+                               register=False, job_id=job_id, resources=spec.get("resources"))
     except Conflict:  # queued before a restart: the same trial, never a second job
         return platform.jobs.get(job_id)
 

@@ -13,6 +13,7 @@ from typing import Any
 from loopml.core import names
 from loopml.core.errors import InvalidInput, NotFound
 from loopml.core.jobstatus import TRIAL_COMPLETE, TUNING_TERMINAL
+from loopml.core.resources import job_resources
 from loopml.datasets.service import parse_ref
 from loopml.models.hparams import TEMPLATES, check_template_suits, template_for_kind, validate_hparams
 from loopml.platform import Platform
@@ -43,12 +44,15 @@ def create_tuning(platform: Platform, *, dataset: str, space: list[str] | dict[s
                   objective: str = "val_accuracy", strategy: str = "bayesian", max_trials: int = DEFAULT_MAX_TRIALS,
                   parallel: int = DEFAULT_PARALLEL, early_stopping: str = "off", warm_start: list[str] | None = None,
                   target: float | None = None, register_as: str | None = None, params: dict[str, Any] | None = None,
-                  seed: int = DEFAULT_SEED, name: str | None = None) -> dict[str, Any]:
-    """Validate and store a tuning job; the control plane starts its trials on its next tick."""
+                  seed: int = DEFAULT_SEED, name: str | None = None,
+                  resources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate and store a tuning job; the control plane starts its trials on its next tick.
+    ``resources`` (cpus, memory_gb, gpus): what every trial's job asks of its node."""
     name = names.tuning_name(name) if name is not None else "tune-" + uuid.uuid4().hex[:8]
     sp.check_objective(objective)
     sp.check_strategy(strategy)
     sp.check_early_stopping(early_stopping)
+    resources = job_resources("train", resources)  # every trial is a training job
     max_trials = _number(max_trials, "max trials", integer=True, low=1)
     if max_trials > sp.MAX_TRIALS:
         raise InvalidInput(f"max trials must be at most {sp.MAX_TRIALS}, got {max_trials}")
@@ -95,7 +99,7 @@ def create_tuning(platform: Platform, *, dataset: str, space: list[str] | dict[s
             "max_trials": max_trials, "parallel": parallel, "target": target, "register_as": register_as,
             # trials' bundles live under models/<name>/<job> until the best one is registered
             "bundle_name": register_as or f"{ds_name}-{template}", "epochs": epochs, "seed": seed,
-            "warm_start": list(warm_start or []), "warm_trials": warm}
+            "warm_start": list(warm_start or []), "warm_trials": warm, "resources": resources}
     return platform.tuning.create(name, spec)
 
 
@@ -158,6 +162,24 @@ def stop_tuning(platform: Platform, name: str) -> dict[str, Any]:
         return get_tuning(platform, name)
     platform.tuning.request_stop(name)
     return get_tuning(platform, name)
+
+
+def delete_tuning(platform: Platform, name: str) -> dict[str, Any]:
+    """Delete an ended tuning job (its search: spec, trials, sampler state). Its trial jobs are kept:
+    each is an ordinary job (logs, curves, its bundle; the registered best model's lineage points at
+    one), deleted on its own with ``loopml jobs delete``. Conflict while the search runs."""
+    platform.tuning.get(name)  # NotFound names it
+    rows = platform.tuning.trials(name)
+    platform.tuning.delete(name)
+    kept = [row["job_id"] for row in rows if _job_status(platform, row["job_id"]) is not None]
+    return {"name": name, "deleted": True, "trials": len(rows), "kept_jobs": kept}
+
+
+def _job_status(platform: Platform, job_id: str) -> str | None:
+    try:
+        return platform.jobs.get(job_id)["status"]
+    except NotFound:
+        return None
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:

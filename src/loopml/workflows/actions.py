@@ -301,7 +301,7 @@ def _function_poll(ctx: TaskContext, handle: dict[str, Any]) -> Outcome | None:
 # -- tuning ------------------------------------------------------------------------------------------------
 
 TUNE_KEYS = ("dataset", "space", "model", "objective", "strategy", "max_trials", "parallel", "early_stopping",
-             "warm_start", "target", "register_as", "params", "seed")
+             "warm_start", "target", "register_as", "params", "seed", "resources")
 
 
 def _tune_start(ctx: TaskContext, params: Any) -> dict[str, Any]:
