@@ -449,7 +449,20 @@ class TuningTrial(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
+class Lease(Base):
+    """A named lease (``control``: which control plane leads). ``epoch`` only grows: every new
+    holder gets the next one, and a write fenced on an older epoch is refused (store/leases_repo.py).
+    ``expires_at`` is seconds since 1970 by the DATABASE's clock, so servers' clocks never compare."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[float] = mapped_column(Float)
+    acquired_at: Mapped[float] = mapped_column(Float)
+
+
 __all__ = ["Base", "Dataset", "DatasetVersion", "Job", "JobEvent", "JobMetric", "JobLog",
            "Model", "ModelVersion", "ModelAlias", "AliasEvent", "ArtifactDeletion", "Endpoint", "Function", "FunctionInvocation",
            "Workflow", "WorkflowExecution", "ExecutionEvent", "Trigger", "TriggerObject", "TriggerFiring",
-           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "TuningJob", "TuningTrial", "Float"]
+           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "TuningJob", "TuningTrial", "Lease", "Float"]
