@@ -4,8 +4,8 @@ On PostgreSQL several ``loopml server`` processes may share one metadata store. 
 the ``control`` lease (store/leases_repo.py: holder, fencing epoch, expiry by the database's
 clock) runs every background loop; the others answer the API, write queued rows and wake the
 leader with a PostgreSQL ``NOTIFY``. The lease lives ``TTL_S`` seconds and is renewed every
-``RENEW_S``; a follower takes it when it has expired (a leader killed with ``kill -9``) or at once
-when it was released (a clean stop sends a notification).
+``RENEW_S``; a follower (trying every ``FOLLOW_S``) takes it when it has expired (a leader killed
+with ``kill -9``) or at once when it was released (a clean stop sends a notification).
 
 Fencing: while the loop runs a tick as leader, every transaction that tick's thread commits
 first checks — in that same transaction, holding a SHARE lock on the lease row until the commit —
@@ -34,8 +34,9 @@ from loopml.store.leases_repo import LeaseRepo
 log = logging.getLogger("loopml.controlplane.leadership")
 
 LEASE = "control"
-TTL_S = 5.0  # a dead leader is replaced within TTL_S + RENEW_S
-RENEW_S = 1.0
+TTL_S = 4.0  # a dead leader is replaced within TTL_S + FOLLOW_S (plus the new leader's first tick)
+RENEW_S = 1.0  # the leader renews; it stops acting TTL_S - RENEW_S after its last renewal was sent
+FOLLOW_S = 0.5  # a follower tries to take the lease this often (one indexed UPDATE-or-nothing)
 CHANNEL = "loopml_control"  # NOTIFY payloads: "wake" (work was queued), "released" (the lease is free)
 
 
@@ -84,10 +85,11 @@ class LeaseLeadership:
     """The ``control`` lease in PostgreSQL, renewed by a thread that also LISTENs for wakes."""
 
     def __init__(self, platform: Platform, *, ttl_s: float = TTL_S, renew_s: float = RENEW_S,
-                 holder: str | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 follow_s: float = FOLLOW_S, holder: str | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.platform = platform
         self.repo = platform.leases
-        self.ttl_s, self.renew_s = ttl_s, renew_s
+        self.ttl_s, self.renew_s, self.follow_s = ttl_s, renew_s, follow_s
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._monotonic = monotonic
         self._epoch: int | None = None
@@ -166,8 +168,8 @@ class LeaseLeadership:
         next_renewal = 0.0
         while not self._stop.is_set():
             if self._monotonic() >= next_renewal:
-                next_renewal = self._monotonic() + self.renew_s
-                self.try_lead()
+                start = self._monotonic()
+                next_renewal = start + (self.renew_s if self.try_lead() else self.follow_s)
             if listener is None:
                 listener = self._listen()
             wait = max(0.0, next_renewal - self._monotonic())
