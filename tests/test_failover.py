@@ -207,6 +207,8 @@ def _echo_function(client: Client, tmp_path: Path) -> None:
 def test_leader_killed_during_a_workflow_wait_completes_it_once_on_the_other(pair, tmp_path) -> None:
     leader = pair.leader()
     follower = pair.client(1 - leader)  # everything goes through the follower's API
+    assert pair.client(leader).health().get("data_plane")
+    assert "data_plane" not in follower.health()  # a follower starts no competing data plane
     _echo_function(follower, tmp_path)
     follower.create_workflow("pause-then-echo", {
         "StartAt": "Pause",
@@ -218,6 +220,7 @@ def test_leader_killed_during_a_workflow_wait_completes_it_once_on_the_other(pai
 
     survivor, _took = pair.kill_leader()
     final = pair.client(survivor).wait_execution(ex["id"], timeout=120)
+    assert pair.client(survivor).health().get("data_plane")  # the new leader serves the endpoints
 
     assert final["status"] == "SUCCEEDED", final
     assert final["output"] == {"echo": {"n": 1}}
