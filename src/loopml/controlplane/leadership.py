@@ -93,6 +93,7 @@ class LeaseLeadership:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._monotonic = monotonic
         self._epoch: int | None = None
+        self._following = False  # "following" logged (once per term)
         self._deadline = 0.0  # local: leading until then (the database's expiry is later)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -120,7 +121,13 @@ class LeaseLeadership:
                     epoch = self.repo.acquire(LEASE, self.holder, self.ttl_s)
                     if epoch is not None:
                         self._epoch, self._deadline = epoch, sent + self.ttl_s - self.renew_s
+                        self._following = False
                         log.warning("control plane: leading (lease epoch %s, holder %s)", epoch, self.holder)
+                    elif not self._following:
+                        self._following = True
+                        lease = self.repo.get(LEASE) or {}
+                        log.warning("control plane: following %s (epoch %s): this server answers the API and "
+                                    "takes over if the leader stops", lease.get("holder"), lease.get("epoch"))
             except Exception as exc:  # noqa: BLE001 - the database is away: the deadline decides
                 log.warning("control plane: lease renewal failed: %s", exc)
             now = self.leading()

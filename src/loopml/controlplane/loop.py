@@ -91,7 +91,7 @@ class LeaderFunctions:
         self._loop = loop
 
     def run_now(self, invocation_id: str) -> bool:
-        if self._loop.leadership.leading():
+        if self._loop.acts_here:
             return self._loop.dispatcher.run_now(invocation_id)
         self._loop.leadership.notify()
         return False
@@ -115,6 +115,7 @@ class ControlLoop:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._executor_lock = threading.Lock()
         self._leader = False  # this loop runs the reconcile ticks (promoted, not demoted since)
         self.functions = LeaderFunctions(self)
         self._build_parts()
@@ -124,7 +125,8 @@ class ControlLoop:
         given, platform = self._given, self.platform
         self._first = True
         self._cancel_seen: dict[str, float] = {}
-        self.executor: Executor = given["executor"] or make_executor(platform)  # LOOPML_EXECUTOR: local | ray
+        self._executor: Executor | None = given["executor"]  # built on first use: a follower starts
+        # no spare worker and no Ray driver
         self.endpoints: ServingPart = given["endpoints"] or EndpointSupervisor(platform)
         self.dispatcher: FunctionDispatcher = given["functions"] or FunctionDispatcher(platform)
         self.triggers = given["triggers"] or TriggerPoller(platform, now=self.clock.now, on_fired=self._fired)
@@ -134,11 +136,18 @@ class ControlLoop:
                                                               on_queued=lambda _run: self.wake())
         self.tuning = given["tuning"] or TuningSupervisor(platform, on_queued=self.wake)
 
+    @property
+    def executor(self) -> Executor:
+        with self._executor_lock:  # the loop thread and a caller may ask at once: build one
+            if self._executor is None:
+                self._executor = make_executor(self.platform)  # LOOPML_EXECUTOR: local | ray
+            return self._executor
+
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         if self.leadership.try_lead():  # a lone server leads at once: its data plane is up on return
             self._promote()
-        self.leadership.start(on_change=self.wake)
+        self.leadership.start(on_change=self._wake.set)  # gained / lost the lease, or a follower's NOTIFY
         self._thread = threading.Thread(target=self._run, name="loopml-control-loop", daemon=True)
         self._thread.start()
 
@@ -153,7 +162,8 @@ class ControlLoop:
     def _stop_parts(self) -> None:
         for part in (self.triggers, self.workflows, self.dispatcher, self.monitors, self.tuning):
             self._guard(part.stop)
-        self.executor.shutdown()
+        if self._executor is not None:
+            self._executor.shutdown()
         self.endpoints.stop()
 
     @property
@@ -161,8 +171,15 @@ class ControlLoop:
         """This server runs the reconcile loop now (always on SQLite)."""
         return self._leader and self.leadership.leading()
 
+    @property
+    def acts_here(self) -> bool:
+        """Work started through this loop runs in this process: it leads, or it is a loop a test
+        ticks by hand (never started, so no lease either way)."""
+        return self._thread is None or self.leading
+
     def _promote(self) -> None:
         self._leader, self._first = True, True
+        self.executor  # noqa: B018 - built now: its warm spare gets ready before the first job
         self.endpoints.bind()  # the data plane's port is known (and held) from the start
 
     def _demote(self) -> None:
@@ -187,7 +204,7 @@ class ControlLoop:
     def wake(self) -> None:
         """Run the next tick now (new work arrived), not after the reconcile interval; on a
         follower, wake the leader through the database."""
-        if self._leader or self.leadership.leading():
+        if self.acts_here:
             self._wake.set()
         else:
             self.leadership.notify()
@@ -205,8 +222,8 @@ class ControlLoop:
         for step in (self._reap, self._reconcile_running, self._dispatch, self.endpoints.tick,
                      self.triggers.tick, self.dispatcher.tick, self.workflows.tick, self.monitors.tick,
                      self.tuning.tick):
-            if not self.leadership.leading():
-                return  # lost the lease mid-tick: the next turn demotes
+            if self._leader and not self.leadership.leading():
+                return  # lost the lease mid-tick: the next turn demotes (a test's hand tick: no lease)
             self._guard(step)
         self._first = False
 
@@ -276,7 +293,7 @@ class ControlLoop:
                 return
             if not jobs.transition(job_id, RUNNING, expect=[QUEUED], reason=f"dispatched to {self.executor.host}"):
                 continue  # cancelled meanwhile
-            if not self.leadership.leading():  # before the external side effect: a worker process
+            if self._leader and not self.leadership.leading():  # before the external side effect: a process
                 jobs.transition(job_id, QUEUED, expect=[RUNNING], reason="control plane lost its lease; re-queued")
                 return
             try:
