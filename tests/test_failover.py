@@ -279,3 +279,38 @@ def test_leader_killed_during_a_job_reattaches_it_and_registers_the_model_once(p
     assert final["status"] == "succeeded", final["reason"]
     assert [e["status"] for e in final["events"]] == ["queued", "running", "succeeded"]  # never re-run
     assert client.model_version("digits-cnn")["version"] == 1  # registered once: latest is version 1
+
+
+def test_a_paused_leader_resumes_as_a_follower_and_changes_nothing(pair, tmp_path) -> None:
+    """SIGSTOP (a stalled VM, a long pause) past the lease's TTL, then SIGCONT: the ex-leader's
+    transactions are fenced, it demotes itself (stops its data plane) and nothing fires twice."""
+    leader = pair.leader()
+    follower = pair.client(1 - leader)
+    _echo_function(follower, tmp_path)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    follower.create_trigger("inbox", objects=str(inbox), function="echo")
+    epoch = pair.lease()["epoch"]
+    paused = pair.procs[leader]
+    assert paused is not None
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: pair.lease()["epoch"] > epoch and pair.lease()["held"], timeout=TAKEOVER_BOUND_S,
+                 what="the other server to take the lease")
+        names = [f"obj-{i:02d}.txt" for i in range(10)]
+        for name in names:
+            (inbox / name).write_text(name)
+    finally:
+        paused.send_signal(signal.SIGCONT)  # it wakes up believing it leads, with a listing to fire
+    ex_leader = pair.client(leader)
+    wait_for(lambda: "data_plane" not in ex_leader.health(), timeout=60, what="the ex-leader to demote")
+    survivor = pair.client(1 - leader)
+    wait_for(lambda: len(survivor.trigger_history("inbox", limit=1000)) >= len(names), timeout=120,
+             what="every object to fire")
+    time.sleep(2)  # room for a duplicate to appear, were the ex-leader still acting
+    fired = sorted(f["event"]["uri"].rsplit("/", 1)[1] for f in survivor.trigger_history("inbox", limit=1000))
+    assert fired == names
+    assert len(survivor.function_invocations("echo", limit=1000)) == len(names)
+    assert int(pair.lease()["holder"].split(":")[1]) == pair.procs[1 - leader].pid
+    assert survivor.health().get("data_plane")
+    assert "no longer leading" in (tmp_path / f"server-{leader}.log").read_text()
