@@ -17,6 +17,7 @@ from loopml.store.endpoints_repo import EndpointRepo
 from loopml.store.functions_repo import FunctionRepo
 from loopml.store.identity_repo import AuditRepo, IdentityRepo
 from loopml.store.jobs_repo import JobRepo
+from loopml.store.leases_repo import LeaseRepo
 from loopml.store.models_repo import ModelRepo
 from loopml.store.monitors_repo import MonitorRepo
 from loopml.store.triggers_repo import TriggerRepo
@@ -44,6 +45,10 @@ class Platform:
     @cached_property
     def jobs(self) -> JobRepo:
         return JobRepo(self.meta)
+
+    @cached_property
+    def leases(self) -> LeaseRepo:
+        return LeaseRepo(self.meta)
 
     @cached_property
     def models(self) -> ModelRepo:

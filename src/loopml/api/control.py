@@ -1,4 +1,8 @@
-"""The control loop as routes see it: wake it so new work is dispatched now, not at the next tick."""
+"""The control loop as routes see it: wake it so new work is dispatched now, not at the next tick.
+
+With two servers on one PostgreSQL the route may run on a follower: ``ControlLoop.wake`` then
+wakes the leader through the database (``NOTIFY``); the queued row the route wrote is what the
+leader acts on, so a lost wake only costs one reconcile interval."""
 
 from __future__ import annotations
 

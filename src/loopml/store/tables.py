@@ -499,7 +499,20 @@ class AuditEvent(Base):
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class Lease(Base):
+    """A named lease (``control``: which control plane leads). ``epoch`` only grows: every new
+    holder gets the next one, and a write fenced on an older epoch is refused (store/leases_repo.py).
+    ``expires_at`` is seconds since 1970 by the DATABASE's clock, so servers' clocks never compare."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[float] = mapped_column(Float)
+    acquired_at: Mapped[float] = mapped_column(Float)
+
+
 __all__ = ["Base", "Dataset", "DatasetVersion", "Job", "JobEvent", "JobMetric", "JobLog",
            "Model", "ModelVersion", "ModelAlias", "AliasEvent", "ArtifactDeletion", "Endpoint", "Function", "FunctionInvocation",
            "Workflow", "WorkflowExecution", "ExecutionEvent", "Trigger", "TriggerObject", "TriggerFiring",
-           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "TuningJob", "TuningTrial", "User", "ApiToken", "AuditEvent", "Float"]
+           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "TuningJob", "TuningTrial", "User", "ApiToken", "AuditEvent", "Lease", "Float"]
