@@ -80,6 +80,9 @@ GET    /docs                                        authenticated
 GET    /docs/oauth2-redirect                        authenticated
 GET    /redoc                                       authenticated
 GET    /static-offline-docs/{path:path}             public
+GET    /                                            public
+GET    /ui                                          public
+GET    /ui/{path:path}                              public
 GET    /whoami                                      authenticated
 POST   /hooks/{name}                                public
 GET    /datasets                                    datasets:read
@@ -88,6 +91,8 @@ POST   /datasets/upload                             datasets:write
 GET    /datasets/{name}                             datasets:read
 DELETE /datasets/{name}                             datasets:write
 GET    /datasets/{name}/versions/{version}          datasets:read
+GET    /datasets/{name}/versions/{version}/rows     datasets:read
+GET    /datasets/{name}/versions/{version}/models   datasets:read
 DELETE /datasets/{name}/versions/{version}          datasets:write
 POST   /files                                       files:write
 GET    /jobs                                        jobs:read
@@ -98,6 +103,7 @@ GET    /jobs/{job_id}                               jobs:read
 DELETE /jobs/{job_id}                               jobs:write
 POST   /jobs/{job_id}/cancel                        jobs:write
 GET    /jobs/{job_id}/logs                          jobs:read
+GET    /jobs/{job_id}/events/stream                 jobs:read
 GET    /jobs/{job_id}/metrics                       jobs:read
 GET    /jobs/{job_id}/output                        jobs:read
 POST   /jobs/{job_id}/register                      models:write
@@ -115,6 +121,9 @@ GET    /models/{name}/versions/{version}/download   models:read
 GET    /endpoints                                   endpoints:read
 POST   /endpoints                                   endpoints:write
 GET    /endpoints/{name}                            endpoints:read
+GET    /endpoints/{name}/stats                      endpoints:read
+GET    /endpoints/{name}/captured                   endpoints:read
+POST   /endpoints/{name}/invocations                endpoints:invoke
 PATCH  /endpoints/{name}                            endpoints:write
 DELETE /endpoints/{name}                            endpoints:write
 GET    /functions                                   functions:read
@@ -166,6 +175,7 @@ POST   /alerts/{alert_id}/resolve                   monitors:write
 GET    /tuning                                      tuning:read
 POST   /tuning                                      tuning:write
 GET    /tuning/{name}                               tuning:read
+DELETE /tuning/{name}                               tuning:write
 POST   /tuning/{name}/stop                          tuning:write
 GET    /tuning/{name}/trials                        tuning:read
 GET    /cluster                                     cluster:read
