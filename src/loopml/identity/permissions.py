@@ -189,9 +189,11 @@ POST   /tokens                                      tokens:self
 DELETE /tokens/{token_id}                           tokens:self
 GET    /audit                                       audit:read
 """)
-# served by the app but not in /openapi.json (the docs pages and their assets)
+# served by the app but not in /openapi.json (the docs pages and their assets; the dashboard's
+# static files, which hold no data: its pages call the API with the user's token)
 NOT_IN_SCHEMA = frozenset({("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
-                           ("GET", "/redoc"), ("GET", "/static-offline-docs/{path:path}")})
+                           ("GET", "/redoc"), ("GET", "/static-offline-docs/{path:path}"),
+                           ("GET", "/"), ("GET", "/ui"), ("GET", "/ui/{path:path}")})
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
