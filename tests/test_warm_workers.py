@@ -137,6 +137,8 @@ def test_a_restarted_control_plane_adopts_a_job_on_a_warm_worker(plat):
     job = submit_training(plat, dataset="digits", model="cnn", params={"epochs": 500})
     first.wake()
     wait_job(plat, job["id"], until=("running",), check=lambda j: (j["progress"] or {}).get("epoch", 0) >= 1)
+    # the replacement spare starts a few seconds after the handover (REFILL_AFTER_HANDOVER_S)
+    wait_for(lambda: first.executor.spares.spares, timeout=60, what="a replacement spare")
     replacement = [s.proc.pid for s in first.executor.spares.spares]
     first.stop()  # the control plane goes away: its idle spare ends, the job's worker does not
     assert replacement and all(not _alive(pid) for pid in replacement)

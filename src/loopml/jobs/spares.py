@@ -28,6 +28,10 @@ from typing import Callable
 
 log = logging.getLogger("loopml.jobs")
 MAX_BACKOFF_S = 60.0
+# after a handover the replacement spare waits this long before it starts importing: its few CPU
+# seconds of imports would otherwise compete with the job's own start on a small machine (measured
+# on 2 cores: submit → first batch 2.55 s median with an immediate refill; see docs/benchmarks.md)
+REFILL_AFTER_HANDOVER_S = 3.0
 
 
 def process_start_time(pid: int) -> str | None:
@@ -173,6 +177,7 @@ class SparePool:
                     continue
                 self._spares.remove(spare)
                 if self._hand_over(spare, job_id, env, job_out):
+                    self._not_before = max(self._not_before, time.monotonic() + REFILL_AFTER_HANDOVER_S)
                     return spare.proc
             return None
         finally:
