@@ -79,6 +79,7 @@ def test_a_viewer_sees_the_data_but_no_mutating_controls_and_the_api_refuses_it(
     viewer = _as(browser, url, tokens["viewer"])
     try:
         assert _open_all(viewer, roles) == {"Cancel": 0, "Start": 0, "Predict": 0}
+        assert viewer.inner_text("#auth .whoami").strip() == "vera-viewer (viewer)"
         assert "endpoints:digits:invoke" in viewer.inner_text(".try-denied")
         shoot(viewer, "viewer")
         viewer.console.assert_clean()
@@ -107,3 +108,16 @@ def test_a_viewer_sees_the_data_but_no_mutating_controls_and_the_api_refuses_it(
         assert [e for e in editor.console.errors if "status of 403" not in e] == []
     finally:
         editor.context.close()
+
+
+def test_with_auth_off_every_control_shows(page, ui_server):
+    resp = ui_server.api.post("/workflows", json={"name": "open-hello", "definition": WORKFLOW, "replace": True})
+    assert resp.status_code == 201, resp.text
+    assert ui_server.api.get("/whoami").json() | {"grants": None} == {
+        "name": "anonymous", "kind": "anonymous", "role": "admin", "token_id": None, "grants": None, "auth": False}
+    goto(page, ui_server.url, "workflows/open-hello", ready="workflows")
+    assert page.locator("#page button:text-is('Start')").count() == 1
+    goto(page, ui_server.url, "endpoints/digits", ready="endpoints")
+    page.wait_for_selector(".try-it button:has-text('Predict')")
+    assert page.locator(".try-denied").count() == 0
+    ui_server.api.delete("/workflows/open-hello")

@@ -429,7 +429,8 @@ function renderNav(current) {
     href: `#/${name}`, class: name === current ? 'active' : null, 'aria-current': name === current ? 'page' : null,
   }, p.title || name)));
   const auth = document.getElementById('auth');
-  mount(auth, token() ? h('button', { type: 'button', class: 'link', title: 'forget the API token stored in this browser', onclick: () => { localStorage.removeItem(TOKEN_KEY); show(); } }, 'sign out') : null);
+  mount(auth, me && me.auth ? h('span', { class: 'whoami muted', title: (me.grants || []).join(' ') }, `${me.name} (${me.role || me.kind}) `) : null,
+    token() ? h('button', { type: 'button', class: 'link', title: 'forget the API token stored in this browser', onclick: () => { localStorage.removeItem(TOKEN_KEY); show(); } }, 'sign out') : null);
 }
 
 let renderSeq = 0;
@@ -451,7 +452,7 @@ async function show() {
   mount(container, h('p', { class: 'muted loading' }, 'Loading…'));
   const body = h('div', { class: `page page-${params.name}` });
   try {
-    await loadMe();
+    if (meToken !== token()) { await loadMe(); renderNav(params.name); }
     const cleanup = await page.render(body, params);
     if (typeof cleanup === 'function') onLeave(cleanup);
     if (seq === renderSeq) mount(container, body);
