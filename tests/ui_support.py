@@ -40,6 +40,7 @@ class UIServer:
     platform: Any
     settings: Any
     jobs: list[dict[str, Any]] = field(default_factory=list)  # the two training jobs, v1's first
+    app: Any = None  # the FastAPI app (its state.control runs the data plane)
 
 
 def wait_job(api: httpx.Client, job_id: str, timeout_s: float = 600) -> dict[str, Any]:
@@ -132,7 +133,7 @@ def ui_server(tmp_path_factory) -> Iterator[UIServer]:
         with sock, serve_asgi(app, name="ui-control-plane", sock=sock) as url, \
                 httpx.Client(base_url=url, timeout=120) as api:
             jobs = populate(api)
-            yield UIServer(url=url, api=api, platform=app.state.platform, settings=settings, jobs=jobs)
+            yield UIServer(url=url, api=api, platform=app.state.platform, settings=settings, jobs=jobs, app=app)
 
 
 @pytest.fixture(scope="session")

@@ -330,8 +330,48 @@ export function errorBox(err) {
   return h('div', { class: 'error', role: 'alert' }, err && err.message ? err.message : String(err));
 }
 
-/** A button that runs an async action and shows its error inline (for mutating actions). */
+// ------------------------------------------------------------------ who the token is
+
+let me = null;  // GET /whoami of the current token: {name, role, grants, auth}
+let meToken = null;
+
+/** Ask /whoami once per token (a 401 shows the token form and throws). */
+async function loadMe() {
+  const t = token();
+  if (me && meToken === t) return me;
+  me = null;
+  try { me = await api('/whoami'); } catch (err) { if (err instanceof ApiError && err.status === 401) throw err; console.warn(err.message); }
+  meToken = t;
+  return me;
+}
+
+/** The signed-in principal (/whoami), or null when unknown. */
+export function whoami() { return me; }
+
+/**
+ * Whether the token may do `permission` (RESOURCE:ACTION), on object `name` when given — the same
+ * rule as identity.permissions.allows: `*`, the exact grant, or an unscoped grant for a scoped need.
+ * With auth off (or /whoami unknown) everything is allowed: the API stays the real guard.
+ */
+export function can(permission, name) {
+  if (!me || !me.auth) return true;
+  const grants = new Set(me.grants || []);
+  const [resource, action] = permission.split(':');
+  const needed = name ? `${resource}:${name}:${action}` : permission;
+  return grants.has('*') || grants.has(needed) || (!!name && grants.has(permission));
+}
+
+/** `node` when the token may do `permission` (on `name`), else null: mutating controls are hidden. */
+export function allowed(permission, name, node) { return can(permission, name) ? node : null; }
+
+/**
+ * A button that runs an async action and shows its error inline (for mutating actions).
+ * attrs.need: [permission, name?] — the button is left out when the token lacks it.
+ */
 export function actionButton(label, action, attrs = {}) {
+  const { need, ...rest } = attrs;
+  if (need && !can(...need)) return null;
+  attrs = rest;
   const out = h('span', { class: 'action-result' });
   const btn = h('button', { type: 'button', ...attrs, onclick: async () => {
     btn.disabled = true;
@@ -389,7 +429,8 @@ function renderNav(current) {
     href: `#/${name}`, class: name === current ? 'active' : null, 'aria-current': name === current ? 'page' : null,
   }, p.title || name)));
   const auth = document.getElementById('auth');
-  mount(auth, token() ? h('button', { type: 'button', class: 'link', title: 'forget the API token stored in this browser', onclick: () => { localStorage.removeItem(TOKEN_KEY); show(); } }, 'sign out') : null);
+  mount(auth, me && me.auth ? h('span', { class: 'whoami muted', title: (me.grants || []).join(' ') }, `${me.name} (${me.role || me.kind}) `) : null,
+    token() ? h('button', { type: 'button', class: 'link', title: 'forget the API token stored in this browser', onclick: () => { localStorage.removeItem(TOKEN_KEY); show(); } }, 'sign out') : null);
 }
 
 let renderSeq = 0;
@@ -411,6 +452,7 @@ async function show() {
   mount(container, h('p', { class: 'muted loading' }, 'Loading…'));
   const body = h('div', { class: `page page-${params.name}` });
   try {
+    if (meToken !== token()) { await loadMe(); renderNav(params.name); }
     const cleanup = await page.render(body, params);
     if (typeof cleanup === 'function') onLeave(cleanup);
     if (seq === renderSeq) mount(container, body);

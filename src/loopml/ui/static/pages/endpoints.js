@@ -2,7 +2,7 @@
 // data plane's own metrics (/endpoints/NAME/stats), capture settings and the newest captured
 // requests, and a try-it panel that sends through the real data plane (/endpoints/NAME/invocations,
 // forwarded unchanged by the control plane).
-import { api, h, mount, registerPage, lineChart, table, badge, fmt, card, kv, link, route, filters, every, onLeave, errorBox } from '../app.js';
+import { api, h, mount, registerPage, lineChart, table, badge, fmt, card, kv, link, route, filters, every, onLeave, errorBox, can } from '../app.js';
 import { LiveStats, confidenceBars, drawPad, jsonBlock, postRaw, answerError } from './_ops.js';
 
 const POLL_MS = 2000;
@@ -139,6 +139,9 @@ async function tabularFields(version) {
 }
 
 async function tryIt(name, ep) {
+  if (!can('endpoints:invoke', name)) {
+    return card('Try it', h('p', { class: 'muted try-denied' }, `Sending a request needs the permission endpoints:${name}:invoke, which this token lacks.`));
+  }
   const { kind, version } = await inputKind(ep);
   const result = h('div', { class: 'try-result', 'aria-live': 'polite' });
   const variantPick = h('select', { name: 'variant' }, h('option', { value: '' }, 'weighted (as clients)'),

@@ -40,7 +40,7 @@ async function detailPage(container, name, params) {
         try { body = JSON.parse(event.value || 'null'); } catch (err) { throw new Error(`event: not JSON (${err.message})`); }
         const inv = await api(`${fn(name)}/invocations`, { method: 'POST', body: { event: body, source: 'dashboard' } });
         location.hash = `${route('functions', name)}?invocation=${encodeURIComponent(inv.id)}`;
-      }, { class: 'primary' })))),
+      }, { class: 'primary', need: ['functions:invoke', name] })))),
     card(chosen ? `Invocation ${chosen.id}` : 'Invocation', chosen ? invocationView(chosen) : h('p', { class: 'muted' }, 'never invoked')),
     card('Invocations', filters(params, [{ name: 'status', options: ['queued', 'running', 'succeeded', 'failed'] }]), table(invocations, [
       { label: 'Invocation', render: (i) => link(`${route('functions', name)}?invocation=${encodeURIComponent(i.id)}`, i.id) },

@@ -100,13 +100,13 @@ async function renderJob(el, id) {
         state.job = await api(`/jobs/${encodeURIComponent(id)}/cancel`, { method: 'POST' });
         drawHead();
         return 'cancel requested';
-      }, { class: 'danger', disabled: !!j.cancel_requested }));
+      }, { class: 'danger', disabled: !!j.cancel_requested, need: ['jobs:write'] }));
     }
     if (j.kind === 'train' && (j.status === 'failed' || j.status === 'cancelled')) {
       actions.push(actionButton('Resume', async () => {
         const next = await api('/jobs/train', { method: 'POST', body: { resume: id } });
         location.hash = route('jobs', next.id);
-      }, { class: 'primary', title: 'a new job continuing from this one\'s checkpoint' }));
+      }, { class: 'primary', title: 'a new job continuing from this one\'s checkpoint', need: ['jobs:write'] }));
     }
     mount(head,
       h('h1', null, link(route('jobs'), 'Jobs'), ' / ', h('span', { class: 'mono' }, id), ' ', badge(j.status)),

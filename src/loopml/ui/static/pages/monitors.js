@@ -37,7 +37,7 @@ export function alertsTable(alerts, targets, { withMonitor = true } = {}) {
     { label: 'First / last', render: (a) => `${fmt.time(a.first_at)} / ${fmt.ago(a.last_at)}` },
     { label: 'Resolved', render: (a) => (a.resolved_at ? `${fmt.time(a.resolved_at)}${a.resolved_by ? ` by ${a.resolved_by}` : ''}` : '–') },
     { label: 'Triggered', render: (a) => ((a.notifications || []).length ? h('ul', { class: 'plain' }, a.notifications.map((n) => h('li', null, alertTarget(n, targets)))) : 'nothing') },
-    { label: '', render: (a) => (a.status === 'open' ? actionButton('Resolve', async () => { await api(`/alerts/${a.id}/resolve`, { method: 'POST' }); refresh(); }) : '') },
+    { label: '', render: (a) => (a.status === 'open' ? actionButton('Resolve', async () => { await api(`/alerts/${a.id}/resolve`, { method: 'POST' }); refresh(); }, { need: ['monitors:write'] }) : '') },
   ].filter(Boolean), { empty: 'no alerts' });
 }
 
@@ -143,10 +143,10 @@ async function detailPage(container, name) {
         Thresholds: Object.keys(monitor.thresholds || {}).length ? Object.entries(monitor.thresholds).map(([k, v]) => `${k}=${v}`).join(', ') : 'defaults',
         Labels: monitor.labels, Runs: runsNewest.length, 'Open alerts': alerts.filter((a) => a.status === 'open').length,
       }), h('p', null,
-        actionButton('Run now', async () => { const r = await api(`/monitors/${encodeURIComponent(name)}/runs`, { method: 'POST' }); return `queued run ${r.run.id}`; }), ' ',
+        actionButton('Run now', async () => { const r = await api(`/monitors/${encodeURIComponent(name)}/runs`, { method: 'POST' }); return `queued run ${r.run.id}`; }, { need: ['monitors:write', name] }), ' ',
         monitor.status === 'active'
-          ? actionButton('Pause', async () => { await api(`/monitors/${encodeURIComponent(name)}/pause`, { method: 'POST' }); refresh(); })
-          : actionButton('Resume', async () => { await api(`/monitors/${encodeURIComponent(name)}/resume`, { method: 'POST' }); refresh(); }))),
+          ? actionButton('Pause', async () => { await api(`/monitors/${encodeURIComponent(name)}/pause`, { method: 'POST' }); refresh(); }, { need: ['monitors:write', name] })
+          : actionButton('Resume', async () => { await api(`/monitors/${encodeURIComponent(name)}/resume`, { method: 'POST' }); refresh(); }, { need: ['monitors:write', name] }))),
       card('Latest run', latest ? kv({
         Run: latest.id, Status: badge(latest.status), Window: `${fmt.time(latest.since)} → ${fmt.time(latest.until)}`,
         Rows: latest.rows, Violations: (latest.violations || []).length, Error: latest.error,

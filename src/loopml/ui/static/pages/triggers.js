@@ -35,11 +35,11 @@ async function detailPage(container, name) {
     h('h1', null, name, ' ', badge(tr.status)),
     card('Trigger', kv({ Kind: tr.kind, When: when(tr), Starts: targetLink(tr.target), Firings: history.length, Failed: failed, Created: fmt.time(tr.created_at) }),
       h('p', null,
-        actionButton('Test fire', async () => { const r = await api(`/triggers/${encodeURIComponent(name)}/fire`, { method: 'POST' }); refresh(); return `started ${r.started ? r.started.id : '–'}`; }), ' ',
+        actionButton('Test fire', async () => { const r = await api(`/triggers/${encodeURIComponent(name)}/fire`, { method: 'POST' }); refresh(); return `started ${r.started ? r.started.id : '–'}`; }, { need: ['triggers:write', name] }), ' ',
         tr.status === 'paused'
-          ? actionButton('Resume', async () => { await api(`/triggers/${encodeURIComponent(name)}/resume`, { method: 'POST' }); refresh(); })
-          : actionButton('Pause', async () => { await api(`/triggers/${encodeURIComponent(name)}/pause`, { method: 'POST' }); refresh(); }), ' ',
-        failed ? actionButton(`Redrive ${failed} failed`, async () => { const r = await api(`/triggers/${encodeURIComponent(name)}/redrive`, { method: 'POST' }); refresh(); return `${r.length} started again`; }) : null)),
+          ? actionButton('Resume', async () => { await api(`/triggers/${encodeURIComponent(name)}/resume`, { method: 'POST' }); refresh(); }, { need: ['triggers:write', name] })
+          : actionButton('Pause', async () => { await api(`/triggers/${encodeURIComponent(name)}/pause`, { method: 'POST' }); refresh(); }, { need: ['triggers:write', name] }), ' ',
+        failed ? actionButton(`Redrive ${failed} failed`, async () => { const r = await api(`/triggers/${encodeURIComponent(name)}/redrive`, { method: 'POST' }); refresh(); return `${r.length} started again`; }, { need: ['triggers:write', name] }) : null)),
     card('Firing history', table(history, [
       { label: 'At', render: (f) => fmt.time(f.at) }, { label: 'Status', render: (f) => badge(f.status) },
       { label: 'Started', render: (f) => startedLink(f.target, f.started_id) },

@@ -53,7 +53,7 @@ async function workflowPage(container, name) {
       try { body = JSON.parse(input.value || '{}'); } catch (err) { throw new Error(`input: not JSON (${err.message})`); }
       const ex = await api(`${wf(name)}/executions`, { method: 'POST', body: { input: body } });
       location.hash = route('workflows', name, ex.id);
-    }, { class: 'primary' }))),
+    }, { class: 'primary', need: ['workflows:start', name] }))),
     card('Executions', executionsTable(executions, { withWorkflow: false })),
     card('Definition (Amazon States Language)', h('details', null, h('summary', null, 'show'), h('pre', { class: 'json' }, workflow.source || fmt.json(workflow.definition)))));
   await drawGraph(graph, workflow.definition, {}, null);
@@ -96,7 +96,7 @@ async function executionPage(container, name, id) {
       Started: fmt.time(ex.started_at || ex.created_at), Ended: fmt.time(ex.ended_at), Took: ex.started_at ? fmt.duration(ex.started_at, ex.ended_at) : null,
       Source: ex.source, Error: ex.error ? `${ex.error}${ex.cause ? `: ${ex.cause}` : ''}` : null,
     }), h('div', { class: 'cols' }, h('div', null, h('h3', null, 'Input'), jsonBlock(ex.input)), h('div', null, h('h3', null, 'Output'), jsonBlock(ex.output))),
-    done ? null : h('p', null, actionButton('Stop', async () => { await api(`/executions/${encodeURIComponent(id)}/stop`, { method: 'POST' }); await load(); return 'stop requested'; }, { class: 'danger' })));
+    done ? null : h('p', null, actionButton('Stop', async () => { await api(`/executions/${encodeURIComponent(id)}/stop`, { method: 'POST' }); await load(); return 'stop requested'; }, { class: 'danger', need: ['workflows:write'] })));
     const outcome = stateOutcomes(history);
     const terminal = ex.status === 'SUCCEEDED' ? 'succeeded' : done ? 'failed' : null;
     const shape = JSON.stringify([outcome, terminal]);
