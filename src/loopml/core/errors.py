@@ -87,6 +87,13 @@ class JobNoLongerRunning(Conflict):
     """The job was cancelled or failed while its model was being saved: nothing registered."""
 
 
+class Fenced(Conflict):
+    """A write on behalf of a lease epoch that is no longer current (another holder took over,
+    or the lease expired): the transaction is rolled back (store/leases_repo.py)."""
+
+    code = "fenced"
+
+
 class CorruptArtifact(LoopMLError):
     code = "corrupt_artifact"
     status = 422

@@ -27,17 +27,12 @@ from sqlalchemy import event, func, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from loopml.core.errors import LoopMLError
+from loopml.core.errors import Fenced
 from loopml.store import tables as t
 from loopml.store.db import MetadataStore
 
 
-class Fenced(LoopMLError):
-    """A write on behalf of a lease epoch that is no longer current (another holder took over,
-    or the lease expired): the transaction is rolled back."""
-
-    code = "fenced"
-    status = 409
+__all__ = ["Fenced", "LeaseRepo"]  # Fenced lives in core.errors (one error hierarchy); re-exported
 
 
 def _db_now(s: Session) -> float:
