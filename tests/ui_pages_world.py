@@ -64,6 +64,9 @@ def _wait(what: str, fn, timeout: float = 600, poll: float = 0.3):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+MODEL = "digits-ops"
+
+
 def _wait_captured(client, inference_ids: list[str]) -> None:
     """Until every one of these requests is in the capture files (flushed about once a second; a
     loaded machine may take longer): a monitor run before that would not see them."""
@@ -77,16 +80,16 @@ def _wait_captured(client, inference_ids: list[str]) -> None:
 
 
 def ensure_model(client) -> str:
-    """A registered digits CNN (trained by a real job, with its baseline: ui_support's, else trained
-    here); its MODEL:VERSION."""
-    if any(m["name"] == "digits-cnn" for m in client.models()):
-        return f"digits-cnn:{client.model_version('digits-cnn')['version']}"
-    if not any(d["name"] == "digits" for d in client.list_datasets()):
-        client.add_dataset("digits", "sample:digits")
-    job = client.train("digits", "cnn", {"epochs": 3, "filters": 8, "dense_units": 32}, register_as="digits-cnn")
-    done = client.wait(job["id"], timeout=600)
-    assert done["status"] == "succeeded", done
-    return f"digits-cnn:{client.model_version('digits-cnn')['version']}"
+    """A digits CNN of this world's own (``digits-ops``, trained by a real job, with its baseline),
+    so what other browser suites register on the shared server never changes what it monitors;
+    its MODEL:VERSION."""
+    if not any(m["name"] == MODEL for m in client.models()):
+        if not any(d["name"] == "digits" for d in client.list_datasets()):
+            client.add_dataset("digits", "sample:digits")
+        job = client.train("digits", "cnn", {"epochs": 3, "filters": 8, "dense_units": 32}, register_as=MODEL)
+        done = client.wait(job["id"], timeout=600)
+        assert done["status"] == "succeeded", done
+    return f"{MODEL}:{client.model_version(MODEL)['version']}"
 
 
 def build_world(client, tmp: Path) -> dict[str, Any]:
