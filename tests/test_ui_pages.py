@@ -217,9 +217,6 @@ def test_try_it_on_an_uploaded_digit_matches_a_direct_api_call(page, world, tmp_
 
 
 @pytest.mark.ui
-@pytest.mark.xfail(strict=False, reason="known issue (stop 20): since the write-ahead capture spool, this world's "
-                   "monitor runs read 0 records from 2 capture files (the /captured route sees them); "
-                   "test_closed_loop's capture → drift → retrain still passes; under investigation")
 def test_monitors_page_shows_drift_over_runs_report_and_alerts(page, world):
     name = world["monitor"]
     runs = api(world, f"/monitors/{name}/runs")

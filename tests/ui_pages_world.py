@@ -69,7 +69,8 @@ MODEL = "digits-ops"
 
 def _wait_captured(client, inference_ids: list[str]) -> None:
     """Until every one of these requests is in the capture files (flushed about once a second; a
-    loaded machine may take longer): a monitor run before that would not see them."""
+    loaded machine may take longer) and older than a monitor run's settle margin: a run before
+    that would not see them."""
     wanted = set(inference_ids)
 
     def seen() -> bool:
@@ -77,6 +78,11 @@ def _wait_captured(client, inference_ids: list[str]) -> None:
         return wanted <= {row.get("inferenceId") for row in rows}
 
     _wait(f"{len(wanted)} captured requests", seen, timeout=120, poll=0.5)
+    # a monitor run reads up to (now − CAPTURE_SETTLE_S): records newer than that are the next
+    # run's, so they must be that old before the run starts
+    from loopml.monitoring.run import CAPTURE_SETTLE_S
+
+    time.sleep(CAPTURE_SETTLE_S + 1.0)
 
 
 def ensure_model(client) -> str:
