@@ -108,7 +108,9 @@ def test_a_warm_worker_runs_a_real_job_exactly_as_a_cold_one(plat, tmp_path):
         assert _epochs(plat, job["id"]) == pytest.approx(cold_epochs, rel=1e-4)
         # a spare serves once: a new one replaced it, and the used one ended with its job
         wait_for(lambda: not _alive(spare_pid), timeout=60, what="the used spare to end")
-        pids = [s.proc.pid for s in loop.executor.spares.spares]
+        # the replacement starts REFILL_AFTER_HANDOVER_S after the handover (a short job may end first)
+        pids = wait_for(lambda: [s.proc.pid for s in loop.executor.spares.spares], timeout=60,
+                        what="a replacement spare")
         assert len(pids) == 1 and spare_pid not in pids
     finally:
         loop.stop()
