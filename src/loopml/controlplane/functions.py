@@ -142,11 +142,15 @@ class FunctionDispatcher:
                                  error_message=f"LoopML could not run the invocation: "
                                                f"{type(exc).__name__}: {str(exc)[:300]}")
         finally:
-            with self._done:
-                self._submitted.discard(invocation_id)
-                self._pids.pop(invocation_id, None)
-                self._done.notify_all()
-            self._notify(invocation_id)
+            self._finished(invocation_id)
+
+    def _finished(self, invocation_id: str) -> None:
+        """No longer handled here: free its slot, wake waiters, tell listeners."""
+        with self._done:
+            self._submitted.discard(invocation_id)
+            self._pids.pop(invocation_id, None)
+            self._done.notify_all()
+        self._notify(invocation_id)
 
     def _run_one(self, invocation_id: str) -> None:
         if self._stop.is_set() or not self.repo.transition(invocation_id, RUNNING, expect=[QUEUED],
@@ -179,6 +183,7 @@ class FunctionDispatcher:
             if minted and outcome is not None and outcome.error_type != INTERRUPTED:
                 end_invocation_token(self.platform, minted[0])
         self._record(invocation, outcome)
+        forget(self.platform.settings, invocation_id)  # only once recorded: a kill before finds the spool
 
     def invocation_token(self, function: dict[str, Any], invocation: dict[str, Any]) -> tuple[str, str] | None:
         """THE place that chooses the LOOPML_TOKEN a function's process gets: (token id, token)."""
@@ -294,11 +299,7 @@ class FunctionDispatcher:
             except Exception:  # noqa: BLE001
                 log.exception("waiting for invocation %s failed", invocation_id)
             finally:
-                with self._done:
-                    self._submitted.discard(invocation_id)
-                    self._pids.pop(invocation_id, None)
-                    self._done.notify_all()
-                self._notify(invocation_id)
+                self._finished(invocation_id)
 
         try:
             self._pool.submit(wait_and_record)

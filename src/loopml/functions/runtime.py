@@ -237,13 +237,15 @@ def spooled_ids(settings: Settings) -> list[str]:
 def run_invocation(settings: Settings, artifacts: ArtifactStore, function: dict[str, Any],
                    invocation: dict[str, Any], *, token: str | None = None, sandbox: Sandbox | None = None,
                    stop: threading.Event | None = None, on_start: Callable[[int], None] | None = None) -> Outcome:
-    """Run ``invocation`` of ``function`` to its end; never raises for the function's faults."""
+    """Run ``invocation`` of ``function`` to its end; never raises for the function's faults.
+
+    The spooled outcome stays on disk: the caller ``forget``s it once the outcome is recorded, so
+    a control plane killed in between finds it after the restart (and does not run it again)."""
     pid = launch(settings, artifacts, function, invocation, token=token, sandbox=sandbox)
     if on_start is not None:
         on_start(pid)
     wait_supervisor(pid, stop)
     outcome = collect(settings, invocation["id"])
-    forget(settings, invocation["id"])
     if outcome is None and stop is not None and stop.is_set():  # stopped before it could spool
         return Outcome(False, error_type=INTERRUPTED, error_message="the control plane stopped during the invocation")
     if outcome is None:
