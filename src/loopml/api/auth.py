@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -26,6 +27,7 @@ from loopml.identity.principal import Principal
 
 log = logging.getLogger("loopml.api")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+AUTH_ON_CACHE_S = 5.0
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="loopml"')]
 
 
@@ -49,6 +51,9 @@ def _bearer(scope: Scope) -> str | None:
 class AuthMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # "auth is on" is cached briefly (one store read per request otherwise); "off" never is, so
+        # the first user created turns auth on at once, and deleting the last one errs on the safe side
+        self._auth_on_until = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,7 +79,10 @@ class AuthMiddleware:
         principal: Principal | None = None
         if needed != PUBLIC:
             try:
-                enabled = await run_in_threadpool(service.auth_enabled, platform, bootstrap)
+                enabled = time.monotonic() < self._auth_on_until or \
+                    await run_in_threadpool(service.auth_enabled, platform, bootstrap)
+                if enabled:
+                    self._auth_on_until = time.monotonic() + AUTH_ON_CACHE_S
                 bearer = _bearer(scope) if enabled else None
                 principal = (service.anonymous() if not enabled
                              else await run_in_threadpool(service.resolve, platform, bearer, bootstrap=bootstrap) if bearer
