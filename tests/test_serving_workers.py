@@ -178,6 +178,9 @@ def test_worker_killed_under_load(tmp_path, digit_bundles, digits_data):
             wait_for(lambda: len(codes) > 100, 60, what="traffic")
             before = loop.endpoints.pids
             victim = before[1]
+            metrics_dir = platform.settings.home / "metrics"
+            wait_for(lambda: _worker_requests(metrics_dir).get(victim, 0) > 20, 60,
+                     what="traffic on the worker to kill")
             os.kill(victim, signal.SIGKILL)
             # the other worker keeps answering while the victim is replaced
             n = len(codes)
@@ -186,6 +189,12 @@ def test_worker_killed_under_load(tmp_path, digit_bundles, digits_data):
                      60, what="the killed worker replaced")
             rec = platform.endpoints.get("digits")
             assert rec["ready"], rec  # the survivor kept it served: the status never reset
+            # the replacement uploads what the killed worker spooled (and only that: the
+            # survivor's live segments are locked)
+            spool = platform.settings.home / "spool" / "capture"
+            wait_for(lambda: not list(spool.glob(f"{victim}-*")), 60,
+                     what="the killed worker's spool recovered")
+            assert list(spool.glob(f"{before[0]}-*.spool"))
             n = len(codes)
             wait_for(lambda: len(codes) > n + 100, 60, what="traffic after the replacement")
         finally:
