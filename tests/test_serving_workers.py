@@ -42,6 +42,17 @@ def L(**labels: str) -> tuple:
     return tuple(sorted(labels.items()))
 
 
+def test_worker_count_setting_and_default():
+    from loopml.controlplane.endpoints import serving_workers
+    from loopml.core.settings import Settings
+
+    assert [serving_workers(None, cores) for cores in (1, 2, 3, 4, 8, 64)] == [1, 1, 1, 2, 4, 4]
+    assert serving_workers(0, 8) == 4 and serving_workers(3, 1) == 3
+    assert Settings(serving_workers=2).serving_workers == 2
+    with pytest.raises(ValueError):
+        Settings(serving_workers=-1)
+
+
 # -- the merge, in one process (two "workers" = two pids' files) -------------------------------
 def test_shared_metrics_sum_counters_and_live_gauges(tmp_path: Path):
     a = ServingMetrics(SharedMetrics(tmp_path, pid=101))
