@@ -12,7 +12,9 @@ rounds — round 1: 1 worker c=32, 2 workers c=32, 1 worker c=128, …, then aga
 machine's drift hits every configuration alike; the medians are reported, with the load average
 before and after. Each server is first checked to answer the right label, warmed up at c=32
 until every worker has answered (new connections spread over the workers), and its errors
-(non-2xx + socket errors) are counted.
+(non-2xx + socket errors) are counted. "server cores used" is the CPU time of the `loopml server`
+process tree (control plane + workers) per wall second of the cell, "CPU ms/req" the same per
+request: whether the second worker got a second core at all on the shared machine.
 
 Honest caveat: on this 2-core machine wrk, the control planes and the serving workers share the
 cores; with one worker the server gets at most one core for Python (ONNX Runtime runs one
@@ -78,11 +80,17 @@ def main() -> None:
         for r in range(args.rounds):
             for c in concurrencies:
                 for n in workers:
+                    pid = servers[n].proc.pid  # the control plane: its tree has the workers
+                    t0, cpu0 = time.perf_counter(), bench.cpu_seconds(pid)
                     res = bench.run_wrk(servers[n], json_body, c, args.duration)
+                    cpu = bench.cpu_seconds(pid) - cpu0
+                    res["cores"] = cpu / (time.perf_counter() - t0)
+                    res["cpu_ms"] = 1e3 * cpu / max(1, res["requests"])
                     cells.setdefault((n, c), []).append(res)
                     bench.log(f"round {r + 1}: {n} worker(s) c={c}: {res['rps']:.0f} req/s, "
                               f"p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, "
-                              f"errors {res['errors']}")
+                              f"errors {res['errors']}, server {res['cores']:.2f} cores, "
+                              f"{res['cpu_ms']:.2f} CPU ms/req")
         load_after = os.getloadavg()
         report(cells, workers, concurrencies, args, load_before, load_after)
     finally:
@@ -102,21 +110,22 @@ def warm(server: bench.Server, body: bench.Body, n: int) -> None:
 
 
 def report(cells, workers, concurrencies, args, load_before, load_after) -> None:
-    med = {k: {f: statistics.median(r[f] for r in v) for f in ("rps", "p50_ms", "p99_ms")}
+    med = {k: {f: statistics.median(r[f] for r in v) for f in ("rps", "p50_ms", "p99_ms", "cores", "cpu_ms")}
            for k, v in cells.items()}
     errors = {k: sum(int(r["errors"]) for r in v) for k, v in cells.items()}
     base = workers[0]
     print(f"\nLoopML serving workers — wrk -t1 -d{args.duration:.0f}s --latency, JSON body, "
           f"{args.rounds} interleaved round(s), medians; cores {os.cpu_count()}, load average "
           f"(1 min) {load_before[0]:.1f} before / {load_after[0]:.1f} after\n")
-    print(f"| workers | concurrency | req/s | vs {base} worker | p50 ms | p99 ms | errors |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| workers | concurrency | req/s | vs {base} worker | p50 ms | p99 ms | errors | "
+          "server cores used | server CPU ms/req |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in concurrencies:
         for n in workers:
             m = med[(n, c)]
             ratio = m["rps"] / med[(base, c)]["rps"]
             print(f"| {n} | {c} | {m['rps']:.0f} | {ratio:.2f}× | {m['p50_ms']:.1f} | "
-                  f"{m['p99_ms']:.1f} | {errors[(n, c)]} |")
+                  f"{m['p99_ms']:.1f} | {errors[(n, c)]} | {m['cores']:.2f} | {m['cpu_ms']:.2f} |")
     if len(workers) > 1 and 128 in concurrencies:
         ratio = med[(workers[1], 128)]["rps"] / med[(base, 128)]["rps"]
         print(f"\ngoal: {workers[1]} workers ≥ 1.3× {base} worker at c=128 — measured {ratio:.2f}× "
