@@ -54,6 +54,11 @@ bench-serving: install-test
 	$(PY) bench/serving.py
 
 # drift power study, LoopML vs Evidently (issue 12; ~15 min, BENCH_ARGS=--quick: a few); creates a
+# LoopML with 1 vs 2 serving workers (LOOPML_SERVING_WORKERS) at c=32 and c=128; needs wrk
+.PHONY: bench-serving-workers
+bench-serving-workers: install-test
+	$(PY) bench/serving_workers.py $(BENCH_ARGS)
+
 # separate Evidently venv under ../bench-venvs on first use
 bench-monitoring: install-test
 	$(PY) bench/monitoring.py --power $(BENCH_ARGS)

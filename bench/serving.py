@@ -328,7 +328,7 @@ def spawn(name: str, cmd: list[str], url: str, workdir: Path, env: dict[str, str
 
 
 def launch_loopml(model: Model, workdir: Path, name: str = "loopml",
-                  pythonpath: Path | None = None) -> Server:
+                  pythonpath: Path | None = None, extra_env: dict[str, str] | None = None) -> Server:
     """LoopML itself: ``loopml server`` (control plane) in a fresh LOOPML_HOME, the bundle
     registered as ``mnist-cnn`` version 1, endpoint ``mnist`` created with the SDK (``wait``).
 
@@ -345,6 +345,7 @@ def launch_loopml(model: Model, workdir: Path, name: str = "loopml",
     env = {"LOOPML_HOME": str(home), "LOOPML_PORT": str(api_port),
            "LOOPML_SERVING_PORT": str(data_port), "LOOPML_API_URL": f"http://127.0.0.1:{api_port}"}
     version = register_bundle(env, model.bundle, LOOPML_MODEL)
+    env.update(extra_env or {})  # e.g. LOOPML_SERVING_WORKERS (bench/serving_workers.py)
     if pythonpath is not None:  # another revision's code (the serving process inherits it)
         env["PYTHONPATH"] = str(pythonpath)
     loopml_bin = Path(sys.executable).with_name("loopml")

@@ -22,7 +22,7 @@ from loopml.serving.capture import CaptureWriter
 pytest_plugins = ("tests.backends",)
 
 KEY_RE = re.compile(r"^capture/ep/(?P<variant>[^/]+)/(?P<y>\d{4})/(?P<m>\d\d)/(?P<d>\d\d)/(?P<h>\d\d)/"
-                    r"(?P<stamp>\d{8}T\d{6})-[0-9a-f]{8}\.jsonl$")
+                    r"(?P<stamp>\d{8}T\d{6})-[0-9a-f]{16}\.jsonl$")
 
 
 def _ts(text: str) -> float:

@@ -1,19 +1,29 @@
-"""Keeps endpoints at their desired state: re-resolves aliases, supervises the serving process.
+"""Keeps endpoints at their desired state: re-resolves aliases, supervises the serving workers.
 
 The control plane owns the data plane's listening socket (default 127.0.0.1:8081) and hands
-it to the serving process (``python -m loopml.serving.server --fd N``), started with the control
-plane whether or not endpoints exist (an empty one is cheap: models load lazily). While it
-restarts after a crash, the socket stays open: clients are queued by the kernel (never
-"connection refused") and the new process answers them — 503 with ``Retry-After`` for
-endpoints still loading, never a hang. The serving process itself polls the metadata store for
-endpoint generations and reports what it serves; this side only moves generations (alias
-moves) and keeps the process alive, each endpoint in its own exception boundary.
+it to ``LOOPML_SERVING_WORKERS`` serving processes (``python -m loopml.serving.server --fd N``),
+all accepting on that one socket (the kernel gives each connection to one of them), started
+with the control plane whether or not endpoints exist (an empty one is cheap: models load
+lazily). Each worker serves every endpoint and is restarted on its own, with its own back-off;
+while one restarts the others keep answering, and the socket stays open even when all are down:
+clients are queued by the kernel (never "connection refused") and the new process answers them
+— 503 with ``Retry-After`` for endpoints still loading, never a hang. The workers poll the
+metadata store for endpoint generations and each reports what it serves (the same generation:
+idempotent); this side only moves generations (alias moves) and keeps the workers alive, each
+endpoint in its own exception boundary.
+
+Reported state with several workers: an endpoint is reset to "not served" only when no worker
+is alive (at start, or when the last one died) — one worker's restart does not make it flap,
+since the others still serve it. Metrics: the workers share prometheus_client multiprocess files
+in ``{home}/metrics`` (emptied when this supervisor first starts workers); a reaped worker is
+``mark_process_dead`` (its gauges leave the sums, its counters stay in the totals).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +35,7 @@ from typing import Any
 
 from loopml.platform import Platform
 from loopml.registry.resolve import lookup
+from loopml.serving.metrics import mark_process_dead
 from loopml.serving.spec import model_ref_text, resolve_spec
 from loopml.store.endpoints_repo import model_refs
 
@@ -32,6 +43,31 @@ log = logging.getLogger("loopml.controlplane.endpoints")
 
 _MAX_BACKOFF_S = 30.0
 _STABLE_AFTER_S = 60.0  # a process up this long resets the crash back-off
+_MAX_AUTO_WORKERS = 4
+
+
+def serving_workers(configured: int | None, cores: int | None = None) -> int:
+    """How many serving processes: the setting, or (0/None) cores // 2 within [1, 4] — each
+    worker's batchers run ONNX Runtime threads, and the control plane (and on a small machine
+    the clients) need cores too; past 4, one machine's port is rarely the limit."""
+    if configured:
+        return int(configured)
+    cores = cores if cores is not None else (len(os.sched_getaffinity(0))
+                                             if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    return max(1, min((cores or 1) // 2, _MAX_AUTO_WORKERS))
+
+
+class _Worker:
+    """One serving-process slot: restarted on its own, with its own crash back-off."""
+
+    __slots__ = ("index", "proc", "started_at", "crashes", "next_start")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.crashes = 0
+        self.next_start = 0.0
 
 
 class EndpointSupervisor:
@@ -40,10 +76,10 @@ class EndpointSupervisor:
         self.settings = platform.settings
         self._sock: socket.socket | None = None
         self._bind_error: str | None = None
-        self._proc: subprocess.Popen | None = None
-        self._started_at = 0.0
-        self._crashes = 0
-        self._next_start = 0.0
+        self.workers = serving_workers(self.settings.serving_workers)
+        self._slots = [_Worker(i) for i in range(self.workers)]
+        self._metrics_dir = Path(self.settings.home) / "metrics"
+        self._metrics_cleaned = False
         self._log_path = Path(self.settings.home) / "logs" / "serving.log"
         self._lock = threading.Lock()  # a tick still running must not start a process after stop()
         self._stopped = False
@@ -128,63 +164,89 @@ class EndpointSupervisor:
 
     def _supervise(self) -> None:
         now = time.monotonic()
-        if self._proc is not None:
-            code = self._proc.poll()
+        for slot in self._slots:
+            if slot.proc is None:
+                continue
+            code = slot.proc.poll()
             if code is None:
-                if now - self._started_at > _STABLE_AFTER_S:
-                    self._crashes = 0
-                return
-            self._proc = None
-            self._crashes += 1
-            delay = min(0.5 * 2 ** (self._crashes - 1), _MAX_BACKOFF_S)
-            self._next_start = now + delay
-            log.error("serving process exited with code %s; restarting in %.1f s (log: %s)",
-                      code, delay, self._log_path)
-            self.platform.endpoints.reset_served(
-                f"serving process exited (code {code}); restarting")
-        if now < self._next_start:
-            return
-        self._start()
+                if now - slot.started_at > _STABLE_AFTER_S:
+                    slot.crashes = 0
+                continue
+            pid, slot.proc = slot.proc.pid, None
+            mark_process_dead(pid, self._metrics_dir)
+            slot.crashes += 1
+            delay = min(0.5 * 2 ** (slot.crashes - 1), _MAX_BACKOFF_S)
+            slot.next_start = now + delay
+            log.error("serving process %s (worker %d) exited with code %s; restarting in %.1f s "
+                      "(log: %s)", pid, slot.index, code, delay, self._log_path)
+            if not self._alive():  # the others still serve: no flapping status
+                self.platform.endpoints.reset_served(
+                    f"serving process exited (code {code}); restarting")
+        for slot in self._slots:
+            if slot.proc is None and now >= slot.next_start:
+                self._start(slot)
 
-    def _start(self) -> None:
+    def _alive(self) -> list[_Worker]:
+        return [s for s in self._slots if s.proc is not None]
+
+    def _start(self, slot: _Worker) -> None:
         with self._lock:
-            if not self._stopped and self._sock is not None:
-                self._spawn()
+            if not self._stopped and self._sock is not None and slot.proc is None:
+                self._spawn(slot)
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: _Worker) -> None:
         assert self._sock is not None
-        self.platform.endpoints.reset_served("serving process starting")
+        if not self._alive():
+            self.platform.endpoints.reset_served("serving process starting")
+        if not self._metrics_cleaned:  # the last run's workers' numbers are not this run's
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            self._metrics_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._metrics_cleaned = True
         fd = self._sock.fileno()
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self._log_path, "ab")
         try:
-            self._proc = subprocess.Popen(
+            slot.proc = subprocess.Popen(
                 [sys.executable, "-m", "loopml.serving.server", "--fd", str(fd),
-                 "--parent-pid", str(os.getpid())],
+                 "--parent-pid", str(os.getpid()), "--metrics-dir", str(self._metrics_dir)],
                 pass_fds=(fd,), env=self.settings.child_env("serving"), stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:
             out.close()
-        self._started_at = time.monotonic()
-        log.info("serving process %s started on %s", self._proc.pid, self.url)
+        slot.started_at = time.monotonic()
+        log.info("serving process %s (worker %d of %d) started on %s", slot.proc.pid, slot.index,
+                 self.workers, self.url)
 
     # -- shutdown -------------------------------------------------------------------------------
     def stop(self, timeout: float = 30.0) -> None:
         # longer than the serving process's graceful shutdown (10 s) + capture flush
         with self._lock:
             self._stopped = True
-            proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
+            procs = [s.proc for s in self._slots if s.proc is not None]
+            for slot in self._slots:
+                slot.proc = None
+        running = [p for p in procs if p.poll() is None]
+        for proc in running:
             proc.terminate()  # uvicorn drains in-flight requests, capture flushes
+        deadline = time.monotonic() + timeout
+        for proc in running:
             try:
-                proc.wait(timeout)
+                proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        for proc in procs:
+            mark_process_dead(proc.pid, self._metrics_dir)
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        """The first live worker's pid (see ``pids`` for all)."""
+        pids = self.pids
+        return pids[0] if pids else None
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.proc.pid for s in self._slots if s.proc is not None and s.proc.poll() is None]

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     serving_port: int = Field(8081, ge=0, le=65535, description="Data-plane port, one for all endpoints (0: any free port).")
     serving_token: str | None = Field(None, description="If set, data-plane requests need 'Authorization: Bearer <token>'.")
     serving_memory_mb: int = Field(2048, ge=16, description="Model memory budget of the serving process; least-recently-used models unload past it.")
+    serving_workers: int | None = Field(None, ge=0, le=64, description=(
+        "Serving processes sharing the data-plane socket (each serves every endpoint and holds its "
+        "own models: memory is per worker). 0 or unset: cores // 2, between 1 and 4 (the batchers' "
+        "ONNX Runtime threads, the control plane and local clients share the cores)."))
     capture_prefix: str = Field("capture", description="Artifact-store prefix of captured endpoint traffic.")
     http_read_timeout_s: float = Field(30.0, gt=0, description=(
         "Slow clients get 408 and are disconnected: a request's headers (and on the data plane its "

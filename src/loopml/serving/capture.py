@@ -16,8 +16,10 @@ Encoding: ``JSON`` for ``application/json`` (``*+json`` too) bodies, ``CSV`` for
 (``data`` is the body decoded as UTF-8), ``BASE64`` for everything else (npy, octet-stream,
 images) and for bodies that are not valid UTF-8.
 
-Files: ``{prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/{yyyymmddTHHMMSS}-{8 hex}.jsonl`` (UTC; the
-folder is the hour of the records' inference time, the name the time of the file's first record).
+Files: ``{prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/{yyyymmddTHHMMSS}-{16 hex}.jsonl`` (UTC; the
+folder is the hour of the records' inference time, the name the time of the file's first record;
+the 64-bit tag is keyed by the spool segment's random id, so the files of several serving
+workers or nodes flushing in the same second do not collide).
 Every flush writes one file per (endpoint, variant, hour) with ``ArtifactStore.put_bytes``
 (atomic: a reader never sees half a file).
 
@@ -428,7 +430,7 @@ class CaptureWriter:
             first = min(item.event_time for item in items)
             tm = time.gmtime(first)
             tag = hashlib.blake2b(f"{endpoint}\0{variant}\0{hour}".encode("utf-8", "replace"),
-                                  key=seg.id, digest_size=4).hexdigest()
+                                  key=seg.id, digest_size=8).hexdigest()
             name = f"{time.strftime('%Y%m%dT%H%M%S', tm)}-{tag}.jsonl"
             size = sum(item.size for item in items)
             try:

@@ -1,7 +1,8 @@
 """The serving process: ``python -m loopml.serving.server --fd N`` (started by the control plane).
 
 It serves every endpoint on the listening socket it inherits (so restarts never drop the
-port), keeps its endpoints in step with the metadata store (serving.manager), captures
+port; with LOOPML_SERVING_WORKERS > 1 several of these processes accept on the same socket and
+merge their metrics through ``--metrics-dir``), keeps its endpoints in step with the metadata store (serving.manager), captures
 traffic to the artifact store (serving.capture) and exits when its parent control plane is
 gone. SIGTERM/SIGINT: uvicorn stops accepting, finishes in-flight requests, then the
 batchers drain and the capture writer flushes — nothing answered goes uncaptured. SIGKILL: every
@@ -33,6 +34,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default=None, help="bind here instead of --fd (standalone use)")
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--parent-pid", type=int, default=None)
+    p.add_argument("--metrics-dir", default=None,
+                   help="one of several workers: /metrics merges the workers' files here")
     return p.parse_args(argv)
 
 
@@ -44,7 +47,7 @@ async def serve(args: argparse.Namespace) -> None:
     from loopml.serving.app import create_data_plane
     from loopml.serving.capture import CaptureWriter
     from loopml.serving.manager import EndpointManager
-    from loopml.serving.metrics import ServingMetrics
+    from loopml.serving.metrics import ServingMetrics, SharedMetrics
     from loopml.serving.model_cache import ModelCache
     from loopml.serving.read_timeout import read_timeout_protocol
 
@@ -55,7 +58,8 @@ async def serve(args: argparse.Namespace) -> None:
     # write-ahead spool: a kill -9 loses no answered record; the next process uploads what is left
     capture = CaptureWriter(platform.artifacts, settings.capture_prefix,
                             spool_dir=settings.home / "spool" / "capture")
-    metrics = ServingMetrics()
+    shared = SharedMetrics(args.metrics_dir) if args.metrics_dir else None
+    metrics = ServingMetrics(shared)
     manager = EndpointManager(platform, cache, parent_pid=args.parent_pid,
                               on_removed=metrics.remove_endpoint)
     stop = asyncio.Event()
@@ -91,12 +95,18 @@ async def serve(args: argparse.Namespace) -> None:
         await stop.wait()
         server.should_exit = True
 
+    async def publish_metrics() -> None:  # the other workers' scrapes see this one's batchers
+        while shared is not None:
+            await asyncio.sleep(1.0)
+            metrics.publish()
+
     watcher = asyncio.get_running_loop().create_task(watch_stop())
+    publisher = asyncio.get_running_loop().create_task(publish_metrics())
     try:
         await server.serve(sockets=[sock])
     finally:
         stop.set()
-        for task in (sync, watcher):
+        for task in (sync, watcher, publisher):
             task.cancel()
         if not capture.closed:
             await manager.close()
@@ -108,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     try:
         import uvloop
 
