@@ -75,6 +75,8 @@ class Settings(BaseSettings):
                              "another node (from its last checkpoint).")
     reconcile_interval_s: float = Field(0.5, gt=0, description="Control-plane loop period.")
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="A running job silent this long is failed.")
+    autoscale_interval_s: float = Field(5.0, gt=0, description="The leader evaluates each autoscaled "
+                                        "endpoint's load this often (seconds).")
     serving_host: str = Field("127.0.0.1", description="Data-plane (endpoints) bind address.")
     serving_port: int = Field(8081, ge=0, le=65535, description="Data-plane port, one for all endpoints (0: any free port).")
     serving_token: str | None = Field(None, description="If set, data-plane requests need 'Authorization: Bearer <token>'.")
