@@ -255,3 +255,21 @@ def test_rest_and_cli(live_server: str, settings: Settings, monkeypatch: pytest.
     assert (shown["target_rps"], shown["target_queue"], shown["scale_in_cooldown_s"]) == (50, None, 120)
     res = run("endpoints", "update", "ep", "--no-autoscaling")
     assert res.exit_code == 0 and "autoscaling:" not in res.output
+
+
+def test_load_from_the_data_plane_heartbeats(plat: Platform) -> None:
+    """NodesLoad reads serving_nodes: live nodes with the endpoint loaded (or in its replica set)."""
+    from loopml.controlplane.autoscaler import NodesLoad
+    from loopml.store.nodes_repo import NodeRepo
+
+    nodes = NodeRepo(plat.meta)
+    source = NodesLoad(plat)
+    assert source.load("ep") is None
+    nodes.register("a", "http://127.0.0.1:1", "node", state="ready", endpoints_loaded=["ep", "other"],
+                   load={"endpoints": {"ep": {"in_flight": 5, "queue": 3, "rps": 40.0}, "other": {"in_flight": 9}}})
+    nodes.register("b", "http://127.0.0.1:2", "replica", endpoint="ep", state="draining",
+                   load={"endpoints": {"ep": {"in_flight": 1, "queue": 0, "rps": 2.5}}})
+    nodes.register("c", "http://127.0.0.1:3", "node", state="ready", endpoints_loaded=["other"])
+    nodes.register("d", "http://127.0.0.1:4", "node", state="gone", endpoints_loaded=["ep"],
+                   load={"endpoints": {"ep": {"in_flight": 100}}})
+    assert source.load("ep") == Load(replicas=1, draining=1, queue=6.0, rps=42.5)

@@ -44,11 +44,6 @@ class StoredDesired:
         pass
 
 
-class NoLoad:
-    def load(self, endpoint: str) -> Load | None:
-        return None
-
-
 def policy_of(row: dict) -> Policy:
     return Policy(row["min_replicas"], row["max_replicas"], row["metric"], row["target"],
                   row["scale_out_cooldown_s"], row["scale_in_cooldown_s"])
@@ -104,5 +99,35 @@ class Autoscaler:
         pass
 
 
+class NodesLoad:
+    """The endpoint's load from the data-plane heartbeats (store/nodes_repo.py): over every live
+    node that has the endpoint loaded or belongs to its replica set, ``queue`` sums the requests
+    in flight (queued ones included: the larger of the node's ``in_flight`` and ``queue``) and
+    ``rps`` sums req/s; ``replicas`` counts the ready ones and ``draining`` those draining."""
+
+    def __init__(self, platform: Platform) -> None:
+        from loopml.store.nodes_repo import DEFAULT_LOST_AFTER_S, NodeRepo
+
+        self.nodes = getattr(platform, "nodes", None) or NodeRepo(platform.meta)
+        self.live_within_s = DEFAULT_LOST_AFTER_S
+
+    def load(self, endpoint: str) -> Load | None:
+        rows = {r["id"]: r for r in self.nodes.list(self.live_within_s, serving=endpoint)}
+        rows.update({r["id"]: r for r in self.nodes.list(self.live_within_s, endpoint=endpoint)})
+        if not rows:
+            return None
+        ready = draining = 0
+        queue = rps = 0.0
+        for row in rows.values():
+            if row["state"] == "draining":
+                draining += 1
+            elif row["state"] == "ready":
+                ready += 1
+            entry = ((row.get("load") or {}).get("endpoints") or {}).get(endpoint) or {}
+            queue += max(float(entry.get("in_flight") or 0), float(entry.get("queue") or 0))
+            rps += float(entry.get("rps") or 0)
+        return Load(replicas=ready, draining=draining, queue=queue, rps=rps)
+
+
 def default_load_source(platform: Platform) -> LoadSource:
-    return NoLoad()
+    return NodesLoad(platform)
