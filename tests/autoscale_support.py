@@ -7,8 +7,8 @@
 * scale-in, drain first: the replica is set to ``drain`` through HAProxy's runtime API (no new
   request goes to it), waits until HAProxy counts no request on it, then gets SIGTERM (which
   finishes anything in flight) and is stopped; while that runs it is reported ``draining``;
-* load: each live replica's own ``/metrics`` (requests counters → req/s over the real time since
-  the previous read; batch-queue rows), summed.
+* load: HAProxy's own counters for the backend (requests in flight; req/s over the real time since
+  the previous read) — the product reads the replicas' heartbeats instead (controlplane.autoscaler.NodesLoad).
 
 A background thread converges on the wanted count, so ``scale_to`` never blocks the control loop.
 """
@@ -79,7 +79,7 @@ class LocalReplicas:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._last: dict[int, tuple[float, float]] = {}  # slot → (monotonic, requests counter)
+        self._last: tuple[float, float] | None = None  # (monotonic, backend requests counter)
         deadline = time.monotonic() + 20
         while not self.sock.exists():
             assert self.haproxy.poll() is None and time.monotonic() < deadline, (workdir / "haproxy.log").read_text()
@@ -96,31 +96,19 @@ class LocalReplicas:
 
     # -- LoadSource ------------------------------------------------------------------------------
     def load(self, endpoint: str) -> Load | None:
+        """As the LB counts it: requests in flight on the backend now, and req/s from its request
+        counter over the real time since the previous read (one counter: no gap when a replica
+        comes or goes)."""
+        stats = self.stats()
+        backend = stats["BACKEND"]
+        now, total = time.monotonic(), float(backend["stot"] or 0)
+        before, self._last = self._last, (now, total)
+        rps = max(0.0, total - before[1]) / (now - before[0]) if before and now > before[0] else 0.0
         with self._lock:
-            slots = dict(self.procs)
             draining = set(self.draining)
-        queue = rps = 0.0
-        ready = 0
-        for slot in slots:
-            try:
-                text = httpx.get(f"http://127.0.0.1:{self.ports[slot]}/metrics", timeout=5).text
-            except httpx.HTTPError:
-                continue  # starting or stopping
-            requests = queued = 0.0
-            for line in text.splitlines():
-                if line.startswith("loopml_requests_total{") and f'endpoint="{endpoint}"' in line:
-                    requests += float(line.rsplit(" ", 1)[1])
-                elif line.startswith("loopml_queue_depth_rows{") and f'endpoint="{endpoint}"' in line:
-                    queued += float(line.rsplit(" ", 1)[1])
-            now = time.monotonic()
-            before = self._last.get(slot)
-            self._last[slot] = (now, requests)
-            if before is not None and now > before[0]:
-                rps += max(0.0, requests - before[1]) / (now - before[0])
-            queue += queued
-            if slot not in draining and self._admitted(slot):
-                ready += 1
-        return Load(replicas=ready, draining=len(draining), queue=queue, rps=rps)
+            slots = [s for s in self.procs if s not in draining]
+        ready = sum(1 for s in slots if stats.get(f"s{s}", {}).get("status", "").startswith("UP"))
+        return Load(replicas=ready, draining=len(draining), queue=float(backend["scur"] or 0), rps=rps)
 
     # -- HAProxy runtime API -----------------------------------------------------------------------
     def admin(self, command: str) -> str:
@@ -206,7 +194,6 @@ class LocalReplicas:
             self.procs.pop(slot)
             self.draining.discard(slot)
             self.stopped.append(slot)
-            self._last.pop(slot, None)
 
     def close(self) -> None:
         self._stop.set()
