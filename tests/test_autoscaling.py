@@ -174,6 +174,7 @@ def test_autoscaler_records_decisions_and_tells_the_actuator(plat: Platform) -> 
     scaling.set_autoscaling(plat, "ep", {"min_replicas": 1, "max_replicas": 4, "target_queue": 8,
                                          "scale_out_cooldown_s": 30, "scale_in_cooldown_s": 120})
     assert plat.scaling.desired("ep") == 1
+    assert scaling.desired_replicas(plat, plat.endpoints.get("ep")) == 1
     wall, load, actuator = FakeWall(), SetLoad(), Recording()
     auto = Autoscaler(plat, now=wall, load=load, scaler=actuator, interval_s=5)
 
@@ -192,6 +193,7 @@ def test_autoscaler_records_decisions_and_tells_the_actuator(plat: Platform) -> 
     wall.advance(5)
     loop.tick()
     assert plat.scaling.desired("ep") == 4 and actuator.calls[-1] == ("ep", 4)
+    assert scaling.desired_replicas(plat, plat.endpoints.get("ep")) == 4
     wall.advance(2)
     load.value = Load(replicas=4, queue=0)
     loop.tick()  # within the evaluation interval: nothing evaluated

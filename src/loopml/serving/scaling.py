@@ -12,7 +12,7 @@ from loopml.platform import Platform
 from loopml.serving.autoscaling import Policy, parse_policy
 from loopml.store.scaling_repo import iso_seconds
 
-__all__ = ["set_autoscaling", "get_autoscaling", "remove_autoscaling", "autoscaling_summary"]
+__all__ = ["set_autoscaling", "get_autoscaling", "remove_autoscaling", "autoscaling_summary", "desired_replicas"]
 
 
 def _stored_policy(row: dict[str, Any] | None) -> Policy | None:
@@ -60,3 +60,10 @@ def get_autoscaling(platform: Platform, name: str, *, decisions: int = 20) -> di
     summary = autoscaling_summary(platform, name, decisions=decisions)
     return {"endpoint": name, "enabled": summary is not None, **(summary or {
         "decisions": platform.scaling.decisions(name, limit=decisions)})}
+
+
+def desired_replicas(platform: Platform, record: dict[str, Any]) -> int:
+    """How many replicas an endpoint (its record) should have now: the autoscaler's count when it
+    is autoscaled, else its spec's ``replicas`` (default 1). What a replica controller calls."""
+    desired = platform.scaling.desired(record["name"])
+    return desired if desired is not None else int((record.get("spec") or {}).get("replicas") or 1)
