@@ -20,6 +20,8 @@ from loopml.core.settings import Settings
 from loopml.platform import Platform
 from loopml.serving.autoscaling import Load, Policy, State, decide, parse_policy
 
+pytest_plugins = ("tests.backends",)  # postgres_url
+
 POLICY = Policy(min_replicas=1, max_replicas=4, metric="queue", target=8.0,
                 scale_out_cooldown_s=60.0, scale_in_cooldown_s=300.0)
 
@@ -275,3 +277,40 @@ def test_load_from_the_data_plane_heartbeats(plat: Platform) -> None:
     nodes.register("d", "http://127.0.0.1:4", "node", state="gone", endpoints_loaded=["ep"],
                    load={"endpoints": {"ep": {"in_flight": 100}}})
     assert source.load("ep") == Load(replicas=1, draining=1, queue=6.0, rps=42.5)
+
+
+def test_a_fenced_ex_leader_records_no_decision(tmp_path: Path, postgres_url: str) -> None:
+    """Two control planes on PostgreSQL: the paused ex-leader's autoscaler commits nothing (its
+    tick's transactions are fenced), the new leader's decides once."""
+    from loopml.controlplane.leadership import LEASE, LeaseLeadership
+    from loopml.core.errors import Fenced
+    from loopml.serving import scaling, service
+    from tests.process_support import wait_for
+    from tests.test_failover import FrozenClock
+
+    plat = Platform(Settings(home=tmp_path / "home", database_url=postgres_url,
+                             artifact_uri=str(tmp_path / "artifacts")))
+    try:
+        plat.models.add_version("tiny", 1, job_id=None, dataset="tab:1", kind="tabular", template="mlp",
+                                hparams={}, metrics={}, lineage={}, runtimes=["keras"],
+                                artifact_prefix="models/tiny/v1")
+        service.create_endpoint(plat, "ep", {"model": "tiny:1"})
+        scaling.set_autoscaling(plat, "ep", {"min_replicas": 1, "max_replicas": 4, "target_queue": 8})
+        a = LeaseLeadership(plat, ttl_s=3, renew_s=0.1, holder="a", monotonic=FrozenClock())
+        b = LeaseLeadership(plat, ttl_s=3, renew_s=0.1, holder="b")
+        assert a.try_lead()
+        wall, load = FakeWall(), SetLoad()
+        load.value = Load(replicas=1, queue=30)
+        old = Autoscaler(plat, now=wall, load=load, scaler=Recording(), interval_s=5)
+        wait_for(lambda: not plat.leases.get(LEASE)["held"], timeout=10, poll=0.1, what="the lease to expire")
+        assert b.try_lead() and a.leading()  # a's frozen clock says it still leads
+        with a.fenced(), pytest.raises(Fenced):
+            old._evaluate(plat.scaling.get("ep"), wall().timestamp())
+        assert plat.scaling.desired("ep") == 1 and plat.scaling.decisions("ep") == []
+        new = Autoscaler(plat, now=wall, load=load, scaler=Recording(), interval_s=5)
+        with b.fenced():
+            new.tick()
+        assert plat.scaling.desired("ep") == 4 and len(plat.scaling.decisions("ep")) == 1
+        b.stop()
+    finally:
+        plat.close()
