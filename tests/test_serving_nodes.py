@@ -190,14 +190,14 @@ def test_two_nodes_behind_haproxy_one_killed_then_the_control_plane(
 
         answered_n1 = metric_200(ports[0])
         stop(nodes[0])  # clean: in-flight answered, capture flushed, its row says gone
-        assert nodes[0].returncode == 0
+        assert nodes[0].returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
         assert platform.nodes.get(ids[0])["state"] == "gone"
         # a node started on the killed node's home uploads its spool (under the killed node's id)
         assert _spooled(tmp_path / "node1"), "the killed node left no spool"
         again = start_node(tmp_path / "node1", ports[1], stores, tmp_path / "node1-again.log")
         procs.append(again)
         stop(again)  # its capture thread recovers the spool before its final flush
-        assert again.returncode == 0
+        assert again.returncode in (0, -signal.SIGTERM)
         assert not _spooled(tmp_path / "node1") and not _spooled(tmp_path / "node0")
         stop(lb)
 
