@@ -177,7 +177,8 @@ def test_two_nodes_behind_haproxy_one_killed_then_the_control_plane(
             wait_for(lambda: len(hammer.codes) > after_cp + 200, 120, what="traffic without a control plane")
         failed = [c for c in hammer.codes if c != 200]
         print(f"\nthrough HAProxy: {len(hammer.codes)} answered, {len(failed)} not 200 {sorted(set(failed))}, "
-              f"{len(hammer.errors)} transport errors; node 2 killed after {killed_at}, control plane after {after_cp}")
+              f"{len(hammer.errors)} transport errors {hammer.errors[:3]}; node 2 killed after {killed_at}, "
+              f"control plane after {after_cp}")
         assert len(failed) + len(hammer.errors) <= THREADS, (failed, hammer.errors[:5])
         assert all(c == 200 for c in hammer.codes[after_cp + THREADS:])  # no control plane: still served
 
