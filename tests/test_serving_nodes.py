@@ -150,6 +150,13 @@ def test_two_nodes_behind_haproxy_one_killed_then_the_control_plane(
         assert shown.returncode == 0, shown.stderr
         for p in ports:
             assert f"127.0.0.1:{p}" in shown.stdout, shown.stdout
+        every = client.serving_nodes()  # GET /nodes: the same rows, whatever they serve
+        assert {n["id"] for n in every} >= {n["id"] for n in listed}
+        listing = subprocess.run([sys.executable, "-m", "loopml.cli.main", "nodes", "list"],
+                                 env={**without_loopml_vars(), "LOOPML_API_URL": f"http://127.0.0.1:{cp_port}",
+                                      "LOOPML_CONFIG": os.devnull, "COLUMNS": "300"},
+                                 capture_output=True, text=True, timeout=60)
+        assert listing.returncode == 0 and all(i in listing.stdout for i in ids), listing.stdout + listing.stderr
 
         lb_port = free_port()
         cfg = tmp_path / "haproxy.cfg"
@@ -232,3 +239,21 @@ def _post(url: str, body: bytes) -> int:
 def _spooled(home: Path) -> int:
     """Spool segments in ``home`` (a live writer keeps its current one and a spare)."""
     return len(list((home / "spool" / "capture").glob("*.spool")))
+
+
+def test_a_node_for_other_machines_refuses_this_hosts_stores_in_one_line(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from loopml.cli.main import app
+    from tests.process_support import drop_loopml_vars
+    from tests.test_cli import one_line_error
+
+    drop_loopml_vars(monkeypatch)
+    monkeypatch.setenv("LOOPML_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LOOPML_CONFIG", os.devnull)
+    run = CliRunner().invoke
+    one_line_error(run(app, ["serve", "--host", "0.0.0.0", "--port", "0"]), 2,
+                   "LOOPML_DATABASE_URL=postgresql://", "127.0.0.1 only")
+    monkeypatch.setenv("LOOPML_DATABASE_URL", "postgresql://loopml@db.invalid/loopml")
+    one_line_error(run(app, ["serve", "--host", "0.0.0.0", "--port", "0"]), 2, "LOOPML_ARTIFACT_URI=s3://")
+    one_line_error(run(app, ["serve", "--advertise", "10.0.0.7:8081"]), 2, "--advertise")
