@@ -270,9 +270,10 @@ def test_load_from_the_data_plane_heartbeats(plat: Platform) -> None:
     source = NodesLoad(plat)
     assert source.load("ep") is None
     nodes.register("a", "http://127.0.0.1:1", "node", state="ready", endpoints_loaded=["ep", "other"],
-                   load={"endpoints": {"ep": {"in_flight": 5, "queue": 3, "rps": 40.0}, "other": {"in_flight": 9}}})
+                   load={"endpoints": {"ep": {"in_flight_rows": 5, "queue_rows": 3, "rps": 40.0},
+                                        "other": {"in_flight_rows": 9}}})
     nodes.register("b", "http://127.0.0.1:2", "replica", endpoint="ep", state="draining",
-                   load={"endpoints": {"ep": {"in_flight": 1, "queue": 0, "rps": 2.5}}})
+                   load={"endpoints": {"ep": {"in_flight_rows": 1, "queue_rows": 0, "rps": 2.5}}})
     nodes.register("c", "http://127.0.0.1:3", "node", state="ready", endpoints_loaded=["other"])
     nodes.register("d", "http://127.0.0.1:4", "node", state="gone", endpoints_loaded=["ep"],
                    load={"endpoints": {"ep": {"in_flight": 100}}})

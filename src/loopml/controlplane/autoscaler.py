@@ -100,16 +100,14 @@ class Autoscaler:
 
 
 class NodesLoad:
-    """The endpoint's load from the data-plane heartbeats (store/nodes_repo.py): over every live
-    node that has the endpoint loaded or belongs to its replica set, ``queue`` sums the requests
-    in flight (queued ones included: the larger of the node's ``in_flight`` and ``queue``) and
-    ``rps`` sums req/s; ``replicas`` counts the ready ones and ``draining`` those draining."""
+    """The endpoint's load from the data-plane heartbeats (store/nodes_repo.py, serving/node.py):
+    over every live node that has the endpoint loaded or belongs to its replica set, ``queue`` sums
+    the rows in flight in its batchers (queued ones included) and ``rps`` sums req/s;
+    ``replicas`` counts the ready ones and ``draining`` those draining."""
 
     def __init__(self, platform: Platform) -> None:
-        from loopml.store.nodes_repo import DEFAULT_LOST_AFTER_S, NodeRepo
-
-        self.nodes = getattr(platform, "nodes", None) or NodeRepo(platform.meta)
-        self.live_within_s = DEFAULT_LOST_AFTER_S
+        self.nodes = platform.nodes
+        self.live_within_s = platform.settings.node_lost_after_s  # a lost node's load no longer counts
 
     def load(self, endpoint: str) -> Load | None:
         rows = {r["id"]: r for r in self.nodes.list(self.live_within_s, serving=endpoint)}
@@ -124,7 +122,9 @@ class NodesLoad:
             elif row["state"] == "ready":
                 ready += 1
             entry = ((row.get("load") or {}).get("endpoints") or {}).get(endpoint) or {}
-            queue += max(float(entry.get("in_flight") or 0), float(entry.get("queue") or 0))
+            # rows a node's batchers hold (serving/node.py: in_flight_rows includes queue_rows)
+            queue += max(float(entry.get("in_flight_rows", entry.get("in_flight")) or 0),
+                         float(entry.get("queue_rows", entry.get("queue")) or 0))
             rps += float(entry.get("rps") or 0)
         return Load(replicas=ready, draining=draining, queue=queue, rps=rps)
 
