@@ -1,14 +1,14 @@
 """A real actuator for the autoscaling test without Ray: serving processes on ports behind HAProxy.
 
-``LocalReplicas`` is a ``Scaler`` (controlplane/autoscaler.py) and a ``LoadSource``:
+``LocalReplicas`` is a ``Scaler`` (controlplane/autoscaler.py):
 
-* scale-out: start ``python -m loopml.serving.server`` on the next slot's port; HAProxy's health
+* scale-out: start a data-plane node (``python -m loopml.serving.server --node``, what ``loopml
+  serve`` runs: it heartbeats its load into ``serving_nodes``) on the next slot's port; HAProxy's health
   check (``GET /readyz``) admits it once its endpoints are loaded;
 * scale-in, drain first: the replica is set to ``drain`` through HAProxy's runtime API (no new
   request goes to it), waits until HAProxy counts no request on it, then gets SIGTERM (which
   finishes anything in flight) and is stopped; while that runs it is reported ``draining``;
-* load: HAProxy's own counters for the backend (requests in flight; req/s over the real time since
-  the previous read) — the product reads the replicas' heartbeats instead (controlplane.autoscaler.NodesLoad).
+* ``draining()``: how many replicas are being drained (at the LB: their nodes still say ready).
 
 A background thread converges on the wanted count, so ``scale_to`` never blocks the control loop.
 """
@@ -28,7 +28,6 @@ from typing import Any
 import httpx
 
 from loopml.core.settings import Settings
-from loopml.serving.autoscaling import Load
 from tests.process_support import free_port
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -79,7 +78,6 @@ class LocalReplicas:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._last: tuple[float, float] | None = None  # (monotonic, backend requests counter)
         deadline = time.monotonic() + 20
         while not self.sock.exists():
             assert self.haproxy.poll() is None and time.monotonic() < deadline, (workdir / "haproxy.log").read_text()
@@ -94,21 +92,9 @@ class LocalReplicas:
             self.wanted = min(replicas, len(self.ports))
         self._wake.set()
 
-    # -- LoadSource ------------------------------------------------------------------------------
-    def load(self, endpoint: str) -> Load | None:
-        """As the LB counts it: requests in flight on the backend now, and req/s from its request
-        counter over the real time since the previous read (one counter: no gap when a replica
-        comes or goes)."""
-        stats = self.stats()
-        backend = stats["BACKEND"]
-        now, total = time.monotonic(), float(backend["stot"] or 0)
-        before, self._last = self._last, (now, total)
-        rps = max(0.0, total - before[1]) / (now - before[0]) if before and now > before[0] else 0.0
+    def draining_count(self) -> int:
         with self._lock:
-            draining = set(self.draining)
-            slots = [s for s in self.procs if s not in draining]
-        ready = sum(1 for s in slots if stats.get(f"s{s}", {}).get("status", "").startswith("UP"))
-        return Load(replicas=ready, draining=len(draining), queue=float(backend["scur"] or 0), rps=rps)
+            return len(self.draining)
 
     # -- HAProxy runtime API -----------------------------------------------------------------------
     def admin(self, command: str) -> str:
@@ -158,7 +144,7 @@ class LocalReplicas:
     def _start(self, slot: int) -> None:
         env = self.settings.child_env("serving")
         log = open(self.workdir / f"replica-{slot}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "loopml.serving.server", "--host", "127.0.0.1",
+        proc = subprocess.Popen([sys.executable, "-m", "loopml.serving.server", "--node", "--host", "127.0.0.1",
                                  "--port", str(self.ports[slot]), "--parent-pid", str(os.getpid())],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
         with self._lock:

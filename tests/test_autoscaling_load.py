@@ -2,9 +2,10 @@
 HAProxy, a load generator on loopback.
 
 The ControlLoop (its other parts idle) ticks by hand with a fake wall clock for the cooldowns
-(each tick = 10 s of policy time); the real Autoscaler reads the load HAProxy counts and drives
-``LocalReplicas`` (tests/autoscale_support.py: serving processes admitted by HAProxy's /readyz
-check; a scale-in drains the replica at the LB, waits for its in-flight requests, then stops it).
+(each tick = 10 s of policy time); the real Autoscaler reads the load the replicas heartbeat
+into ``serving_nodes`` (NodesLoad, the product's load source) and drives ``LocalReplicas``
+(tests/autoscale_support.py: data-plane nodes admitted by HAProxy's /readyz check; a scale-in
+drains the replica at the LB, waits for its in-flight requests, then stops it).
 Asserted: scale-out under heavy load (traffic really reaches the new replicas), scale-in one
 replica at a time once the load falls, every decision recorded with its metric, and not one
 request failed — light traffic keeps flowing through each drain. Run alone with
@@ -22,11 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loopml.controlplane.autoscaler import Autoscaler
+from loopml.controlplane.autoscaler import Autoscaler, NodesLoad
 from loopml.controlplane.loop import Clock, ControlLoop
 from loopml.core.settings import Settings
 from loopml.platform import Platform
-from loopml.serving import scaling, service
+from loopml.serving import autoscaling, scaling, service
 from tests.autoscale_support import LocalReplicas
 from tests.serving_support import _train, register
 from tests.test_control_loop import NoDataPlane
@@ -51,6 +52,22 @@ class NoJobs:
         return 0
 
     def shutdown(self) -> None: ...
+
+
+class HeartbeatLoad:
+    """The product's load source (the nodes' heartbeats); replicas the actuator drains at the LB
+    count as draining (their nodes say ready until they stop)."""
+
+    def __init__(self, plat: Platform, replicas: LocalReplicas) -> None:
+        self.nodes, self.replicas = NodesLoad(plat), replicas
+
+    def load(self, endpoint: str) -> autoscaling.Load | None:
+        got = self.nodes.load(endpoint)
+        draining = self.replicas.draining_count()
+        if got is None:
+            return None
+        return autoscaling.Load(replicas=max(0, got.replicas - draining), draining=max(got.draining, draining),
+                                queue=got.queue, rps=got.rps)
 
 
 class Load:
@@ -92,7 +109,7 @@ class Load:
 def test_replicas_follow_the_load_and_scale_in_drains(tmp_path: Path, digits_data, clean_env) -> None:
     images, target = digits_data
     bundle = _train(tmp_path / "bundle", images, target, seed=1, epochs=1)
-    settings = Settings(home=tmp_path / "home", port=0, serving_port=0, token=None)
+    settings = Settings(home=tmp_path / "home", port=0, serving_port=0, token=None, node_heartbeat_s=0.5)
     plat = Platform(settings)
     register(plat, "digits", bundle)
     service.create_endpoint(plat, "digits", {"model": "digits:1"})
@@ -101,7 +118,8 @@ def test_replicas_follow_the_load_and_scale_in_drains(tmp_path: Path, digits_dat
     wall = [datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)]
     body = json.dumps({"instances": images[:1].tolist()}).encode()
     with LocalReplicas(settings, "digits", tmp_path) as replicas:
-        auto = Autoscaler(plat, now=lambda: wall[0], load=replicas, scaler=replicas, interval_s=5)
+        auto = Autoscaler(plat, now=lambda: wall[0], load=HeartbeatLoad(plat, replicas), scaler=replicas,
+                          interval_s=5)
         loop = ControlLoop(plat, clock=Clock(now=lambda: wall[0]), endpoints=NoDataPlane(), triggers=Idle(),
                            workflows=Idle(), monitors=Idle(), tuning=Idle(), autoscaler=auto)
         loop._executor = NoJobs()
@@ -109,7 +127,7 @@ def test_replicas_follow_the_load_and_scale_in_drains(tmp_path: Path, digits_dat
         def tick() -> None:
             wall[0] += timedelta(seconds=10)
             loop.tick()
-            time.sleep(0.5)  # real time for the replicas' request counters (req/s)
+            time.sleep(0.5)  # real time: the nodes heartbeat their load every 0.5 s
 
         def until(predicate, what: str, timeout: float = 180) -> None:
             deadline = time.monotonic() + timeout
