@@ -107,7 +107,7 @@ def test_rps_target() -> None:
     ({"min_replicas": 1, "max_replicas": 2}, "needs a target"),
     ({"min_replicas": 1, "max_replicas": 2, "target_queue": 8, "target_rps": 3}, "give one target"),
     ({"min_replicas": 1.5, "max_replicas": 2, "target_queue": 8}, "whole number"),
-    ({"max_replicas": 2, "target_queue": 8}, "needs min_replicas and max_replicas"),
+    ({"max_replicas": 2, "target_queue": 8}, "needs both min_replicas and max_replicas"),
     ({"min_replicas": 1, "max_replicas": 2, "target_queue": 8, "scale_in_cooldown_s": -5}, "scale_in_cooldown_s"),
     ({"min_replicas": 1, "max_replicas": 2, "target_queue": 8, "replicas": 3}, "unknown autoscaling field"),
 ])
@@ -259,6 +259,8 @@ def test_rest_and_cli(live_server: str, settings: Settings, monkeypatch: pytest.
     assert (shown["target_rps"], shown["target_queue"], shown["scale_in_cooldown_s"]) == (50, None, 120)
     res = run("endpoints", "update", "ep", "--no-autoscaling")
     assert res.exit_code == 0 and "autoscaling:" not in res.output
+    res = run("endpoints", "update", "ep", "--max-replicas", "3")  # no policy to complete
+    one_line_error(res, 2, "autoscaling needs both --min-replicas and --max-replicas")
 
 
 def test_load_from_the_data_plane_heartbeats(plat: Platform) -> None:

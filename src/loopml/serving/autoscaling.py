@@ -129,7 +129,7 @@ def parse_policy(raw: dict[str, Any], *, base: Policy | None = None) -> Policy:
     merged = {k: v for k, v in merged.items() if v is not None}
     merged.update(raw)
     if "min_replicas" not in merged or "max_replicas" not in merged:
-        raise InvalidInput("autoscaling needs min_replicas and max_replicas (--min-replicas, --max-replicas)",
+        raise InvalidInput("autoscaling needs both min_replicas and max_replicas",
                            field="min_replicas" if "min_replicas" not in merged else "max_replicas")
     lo = _number(merged, "min_replicas", 1, MAX_REPLICAS_LIMIT, integer=True)
     hi = _number(merged, "max_replicas", 1, MAX_REPLICAS_LIMIT, integer=True)
@@ -140,7 +140,7 @@ def parse_policy(raw: dict[str, Any], *, base: Policy | None = None) -> Policy:
     elif "target_queue" in merged:
         metric, target = "queue", _number(merged, "target_queue", 0, 1e9, lo_open=True)
     else:
-        raise InvalidInput("autoscaling needs a target: target_queue or target_rps (--target-queue, --target-rps)",
+        raise InvalidInput("autoscaling needs a target per replica: target_queue or target_rps",
                            field="target_queue")
     out_s = _number({**merged, "scale_out_cooldown_s": merged.get("scale_out_cooldown_s",
                                                                   DEFAULT_SCALE_OUT_COOLDOWN_S)},
