@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from loopml.cli import autoscaling
 from loopml.cli.output import client, console, emit, err_console, fields_table, num, print_json, table, when
 from loopml.core.errors import InvalidInput, LoopMLError
 
@@ -116,6 +117,13 @@ def update(
         "--new-key", help="Add an API key (printed once).")] = False,
     clear_keys: Annotated[bool, typer.Option(
         "--clear-keys", help="Revoke every API key of the endpoint.")] = False,
+    min_replicas: autoscaling.MinReplicasOpt = None,
+    max_replicas: autoscaling.MaxReplicasOpt = None,
+    target_queue: autoscaling.TargetQueueOpt = None,
+    target_rps: autoscaling.TargetRpsOpt = None,
+    scale_out_cooldown: autoscaling.OutCooldownOpt = None,
+    scale_in_cooldown: autoscaling.InCooldownOpt = None,
+    no_autoscaling: autoscaling.NoAutoscalingOpt = False,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -126,18 +134,28 @@ def update(
     are loaded (a new generation; no failed requests on the switch).
 
     Example: loopml endpoints update mnist --variant primary=mnist-cnn:3:90 --variant canary=mnist-cnn:4:10
+
+    Autoscaling: loopml endpoints update mnist --min-replicas 1 --max-replicas 4 --target-queue 8
     """
     if shadow is not None and no_shadow:
         raise InvalidInput("give either --shadow or --no-shadow, not both")
     kwargs = _spec_kwargs(model, variant, capture, max_batch_size, max_batch_delay_ms, multi_model)
     if shadow is not None or no_shadow:
         kwargs["shadow"] = None if no_shadow else shadow
-    if all(v is None for v in kwargs.values()) and "shadow" not in kwargs \
-            and not new_key and not clear_keys:
+    policy = autoscaling.policy_args(min_replicas, max_replicas, target_queue, target_rps,
+                                     scale_out_cooldown, scale_in_cooldown)
+    spec_change = not all(v is None for v in kwargs.values()) or "shadow" in kwargs or new_key or clear_keys
+    if not spec_change and (policy or no_autoscaling):
+        c = client()
+        autoscaling.apply(c, name, policy, no_autoscaling)
+        emit(c.endpoint(name), as_json, print_endpoint)
+        return
+    if not spec_change:
         raise InvalidInput(f"nothing to change on endpoint {name!r}: give --model, --variant, "
                            "--shadow/--no-shadow, --capture, --max-batch-size, "
-                           "--max-batch-delay-ms or --multi-model/--single-model")
+                           "--max-batch-delay-ms, --multi-model/--single-model or autoscaling flags")
     c = client()
+    autoscaling.apply(c, name, policy, no_autoscaling)
     record = c.update_endpoint(name, new_key=new_key, clear_keys=clear_keys, **kwargs)
     _finish(c, record, wait=wait, timeout=timeout, as_json=as_json, verb="updated")
 
@@ -339,6 +357,11 @@ def print_endpoint(record: dict[str, Any]) -> None:
         rows.append(("shadow", model_ref_text(spec.get("shadow") or shadow), shadow.get("version"), "-", "copy"))
     if rows:
         out.print(table("variant", "model", "version", "weight", "traffic", rows=rows))
+    if record.get("nodes"):
+        from loopml.cli.nodes import nodes_table
+
+        out.print(nodes_table(record["nodes"], endpoint=record["name"]))
+    autoscaling.print_autoscaling(record.get("autoscaling"))
 
 
 def print_predictions(answer: Any, variant: str | None = None) -> None:

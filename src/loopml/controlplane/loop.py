@@ -4,7 +4,8 @@ Each tick: reap ended workers, carry out cancellations and time limits, re-attac
 running jobs nobody watches (after a restart), dispatch queued jobs to free slots, then keep
 endpoints at their desired state (controlplane.endpoints), fire triggers (controlplane.triggers),
 run queued function invocations (controlplane.functions), advance workflow executions
-(controlplane.workflows) and queue scheduled monitor runs (controlplane.monitors).
+(controlplane.workflows), queue scheduled monitor runs (controlplane.monitors) and keep
+autoscaled endpoints' desired replica counts (controlplane.autoscaler).
 Every step runs in its own exception boundary: one bad job never stops the loop.
 
 Its collaborators (the job executor, the supervisors, the clock) can be given to the
@@ -29,6 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from loopml.controlplane.autoscaler import Autoscaler
 from loopml.controlplane.endpoints import EndpointSupervisor
 from loopml.controlplane.functions import FunctionDispatcher
 from loopml.controlplane.leadership import Leadership, leadership_for
@@ -104,14 +106,15 @@ class ControlLoop:
     def __init__(self, platform: Platform, executor: Executor | None = None, *, clock: Clock | None = None,
                  endpoints: ServingPart | None = None, functions: FunctionDispatcher | None = None,
                  triggers: Part | None = None, workflows: Part | None = None, monitors: Part | None = None,
-                 tuning: Part | None = None, leadership: Leadership | None = None) -> None:
+                 tuning: Part | None = None, autoscaler: Part | None = None,
+                 leadership: Leadership | None = None) -> None:
         """Every collaborator not given is the real one for ``platform``."""
         self.platform = platform
         self.clock = clock or Clock()
         self.leadership: Leadership = leadership or leadership_for(platform)
         self._given: dict[str, Any] = dict(executor=executor, endpoints=endpoints, functions=functions,
                                            triggers=triggers, workflows=workflows, monitors=monitors,
-                                           tuning=tuning)
+                                           tuning=tuning, autoscaler=autoscaler)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,6 +138,7 @@ class ControlLoop:
         self.monitors = given["monitors"] or MonitorScheduler(platform, now=self.clock.now,
                                                               on_queued=lambda _run: self.wake())
         self.tuning = given["tuning"] or TuningSupervisor(platform, on_queued=self.wake)
+        self.autoscaler = given["autoscaler"] or Autoscaler(platform, now=self.clock.now)
 
     @property
     def executor(self) -> Executor:
@@ -160,7 +164,7 @@ class ControlLoop:
         self.leadership.stop()  # after the parts: a follower takes over once nothing runs here
 
     def _stop_parts(self) -> None:
-        for part in (self.triggers, self.workflows, self.dispatcher, self.monitors, self.tuning):
+        for part in (self.triggers, self.workflows, self.dispatcher, self.monitors, self.tuning, self.autoscaler):
             self._guard(part.stop)
         if self._executor is not None:
             self._executor.shutdown()
@@ -221,7 +225,7 @@ class ControlLoop:
             self._guard(lambda: deletion.sweep(self.platform))
         for step in (self._reap, self._reconcile_running, self._dispatch, self.endpoints.tick,
                      self.triggers.tick, self.dispatcher.tick, self.workflows.tick, self.monitors.tick,
-                     self.tuning.tick):
+                     self.tuning.tick, self.autoscaler.tick):
             if self._leader and not self.leadership.leading():
                 return  # lost the lease mid-tick: the next turn demotes (a test's hand tick: no lease)
             self._guard(step)

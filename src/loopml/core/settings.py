@@ -38,7 +38,8 @@ CHILD_SETTINGS: dict[str, tuple[str, ...]] = {
     "worker": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "keras_backend",
                "capture_prefix", "api_url"),
     "serving": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "serving_token",
-                "serving_memory_mb", "capture_prefix", "log_level", "http_read_timeout_s"),
+                "serving_memory_mb", "capture_prefix", "log_level", "http_read_timeout_s",
+                "node_heartbeat_s"),
     "function": ("api_url",),
     "importer": (),
 }
@@ -75,6 +76,8 @@ class Settings(BaseSettings):
                              "another node (from its last checkpoint).")
     reconcile_interval_s: float = Field(0.5, gt=0, description="Control-plane loop period.")
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="A running job silent this long is failed.")
+    autoscale_interval_s: float = Field(5.0, gt=0, description="The leader evaluates each autoscaled "
+                                        "endpoint's load this often (seconds).")
     serving_host: str = Field("127.0.0.1", description="Data-plane (endpoints) bind address.")
     serving_port: int = Field(8081, ge=0, le=65535, description="Data-plane port, one for all endpoints (0: any free port).")
     serving_token: str | None = Field(None, description="If set, data-plane requests need 'Authorization: Bearer <token>'.")
@@ -84,6 +87,11 @@ class Settings(BaseSettings):
         "own models: memory is per worker). 0 or unset: cores // 2, between 1 and 4 (the batchers' "
         "ONNX Runtime threads, the control plane and local clients share the cores)."))
     capture_prefix: str = Field("capture", description="Artifact-store prefix of captured endpoint traffic.")
+    node_heartbeat_s: float = Field(2.0, gt=0, description=(
+        "How often a data-plane node (`loopml serve`, the embedded data plane) reports its state, "
+        "endpoints loaded and load to the metadata store."))
+    node_lost_after_s: float = Field(10.0, gt=0, description=(
+        "A data-plane node silent this long is shown as lost (`loopml endpoints show`, `loopml nodes list`)."))
     http_read_timeout_s: float = Field(30.0, gt=0, description=(
         "Slow clients get 408 and are disconnected: a request's headers (and on the data plane its "
         "body) must arrive within this many seconds; a control-plane body may not pause longer."))

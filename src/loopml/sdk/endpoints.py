@@ -131,6 +131,20 @@ class EndpointsAPI(Connection):
         """
         return self._json("GET", f"/endpoints/{segment(name)}")
 
+    def serving_nodes(self, endpoint: str | None = None, include_gone: bool = False) -> list[dict[str, Any]]:
+        """The data-plane nodes (``loopml serve`` and the control plane's own): ``address``,
+        ``state``, ``lost`` (no heartbeat lately), ``heartbeat_age_s``, ``endpoints_loaded``,
+        ``load``. ``endpoint``: only those serving it.
+
+        Example::
+
+            [n["address"] for n in c.serving_nodes("digits") if n["state"] == "ready" and not n["lost"]]
+        """
+        params: dict[str, Any] = {"all": "true"} if include_gone else {}
+        if endpoint is not None:
+            params["endpoint"] = endpoint
+        return self._json("GET", "/nodes", params=params)
+
     def delete_endpoint(self, name: str, force: bool = False) -> dict[str, Any]:
         """Delete an endpoint (the serving process stops serving it). Refused (Conflict) while
         monitors watch it or workflows deploy to it, unless ``force``.
@@ -181,3 +195,45 @@ class EndpointsAPI(Connection):
                 raise EndpointTimeout(f"endpoint {name!r} is still {record.get('status')} after "
                                       f"{timeout:g}s{why}", record)
             time.sleep(poll)
+
+    # -- autoscaling -------------------------------------------------------------------------
+    def set_autoscaling(self, name: str, min_replicas: int | None = None, max_replicas: int | None = None,
+                        target_queue: float | None = None, target_rps: float | None = None,
+                        scale_out_cooldown_s: float | None = None,
+                        scale_in_cooldown_s: float | None = None) -> dict[str, Any]:
+        """Autoscale an endpoint's replicas between ``min_replicas`` and ``max_replicas``, tracking
+        ``target_queue`` (requests in flight or queued per replica) or ``target_rps`` (requests/s
+        per replica). Scale-out at most once per ``scale_out_cooldown_s`` (default 60); scale-in
+        one replica at a time after ``scale_in_cooldown_s`` of low load (default 300). On a
+        change, absent arguments keep their value.
+
+        Returns:
+            The policy, ``desired_replicas``, ``last_evaluation`` and ``decisions``.
+
+        Example::
+
+            c.set_autoscaling("digits", min_replicas=1, max_replicas=4, target_queue=8)
+        """
+        body = _endpoint_fields(min_replicas=min_replicas, max_replicas=max_replicas, target_queue=target_queue,
+                                target_rps=target_rps, scale_out_cooldown_s=scale_out_cooldown_s,
+                                scale_in_cooldown_s=scale_in_cooldown_s)
+        return self._json("PUT", f"/endpoints/{segment(name)}/autoscaling", json=body)
+
+    def autoscaling(self, name: str, limit: int = 20) -> dict[str, Any]:
+        """The autoscaling policy (``enabled``), ``desired_replicas``, the last evaluation and the
+        newest ``limit`` decisions (time, from → to, the metric's value, the reason).
+
+        Example::
+
+            [(d["at"], d["from_replicas"], d["to_replicas"]) for d in c.autoscaling("digits")["decisions"]]
+        """
+        return self._json("GET", f"/endpoints/{segment(name)}/autoscaling", params={"limit": limit})
+
+    def remove_autoscaling(self, name: str) -> dict[str, Any]:
+        """Turn autoscaling off (the replica count is the endpoint's own again; decisions stay).
+
+        Example::
+
+            c.remove_autoscaling("digits")
+        """
+        return self._json("DELETE", f"/endpoints/{segment(name)}/autoscaling")

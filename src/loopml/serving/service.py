@@ -112,7 +112,11 @@ def delete_endpoint(platform: Platform, name: str, *, check_unused: Callable[[st
 
 def get_endpoint(platform: Platform, name: str, *,
                  data_plane_url: str | None = None) -> dict[str, Any]:
-    return _with_url(platform.endpoints.get(name), data_plane_url)
+    from loopml.serving.scaling import autoscaling_summary  # its policy, desired count, decisions
+
+    record = _with_url(platform.endpoints.get(name), data_plane_url)
+    record["autoscaling"] = autoscaling_summary(platform, name)
+    return record
 
 
 def list_endpoints(platform: Platform, *, data_plane_url: str | None = None) -> list[dict[str, Any]]:

@@ -512,7 +512,67 @@ class Lease(Base):
     acquired_at: Mapped[float] = mapped_column(Float)
 
 
+class EndpointScaling(Base):
+    """An endpoint's autoscaling policy and the leader's state for it (serving/autoscaling.py):
+    ``desired`` is the replica count the actuator keeps; times are seconds since 1970 by the
+    leader's clock. Gone with its endpoint (ON DELETE CASCADE)."""
+
+    __tablename__ = "endpoint_scaling"
+    endpoint: Mapped[str] = mapped_column(String(63), ForeignKey("endpoints.name", ondelete="CASCADE"),
+                                          primary_key=True)
+    min_replicas: Mapped[int] = mapped_column(Integer)
+    max_replicas: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(16))  # queue | rps
+    target: Mapped[float] = mapped_column(Float)
+    scale_out_cooldown_s: Mapped[float] = mapped_column(Float)
+    scale_in_cooldown_s: Mapped[float] = mapped_column(Float)
+    desired: Mapped[int] = mapped_column(Integer)
+    last_scale_out_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_scale_in_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    below_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_evaluated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why the last evaluation held/moved
+    last_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ScalingDecision(Base):
+    """One change of an endpoint's desired replica count: when, from → to, the metric's value that
+    caused it and why (the newest ``scaling_repo.KEEP`` per endpoint are kept)."""
+
+    __tablename__ = "scaling_decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    endpoint: Mapped[str] = mapped_column(String(63), ForeignKey("endpoints.name", ondelete="CASCADE"),
+                                          index=True)
+    at: Mapped[float] = mapped_column(Float)
+    from_replicas: Mapped[int] = mapped_column(Integer)
+    to_replicas: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    target: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class ServingNode(Base):
+    """A data-plane process that serves endpoints: the control plane's embedded one, a standalone
+    ``loopml serve`` node, or a placed replica (``endpoint`` names its replica set). It reports
+    itself (store/nodes_repo.py); ``started_at``/``heartbeat_at`` are seconds since 1970 by the
+    DATABASE's clock (as leases), so a node's age never depends on the reader's clock."""
+
+    __tablename__ = "serving_nodes"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host-pid-shortuuid
+    address: Mapped[str] = mapped_column(String(500))  # http://host:port
+    kind: Mapped[str] = mapped_column(String(16))  # embedded | node | replica
+    endpoint: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))  # starting | ready | draining | gone
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
+    endpoints_loaded: Mapped[list[Any]] = mapped_column(JSON)
+    load: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[str] = mapped_column(String(64))
+
+
 __all__ = ["Base", "Dataset", "DatasetVersion", "Job", "JobEvent", "JobMetric", "JobLog",
            "Model", "ModelVersion", "ModelAlias", "AliasEvent", "ArtifactDeletion", "Endpoint", "Function", "FunctionInvocation",
            "Workflow", "WorkflowExecution", "ExecutionEvent", "Trigger", "TriggerObject", "TriggerFiring",
-           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "TuningJob", "TuningTrial", "User", "ApiToken", "AuditEvent", "Lease", "Float"]
+           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "TuningJob", "TuningTrial", "User", "ApiToken", "AuditEvent", "Lease", "ServingNode", "EndpointScaling", "ScalingDecision", "Float"]
