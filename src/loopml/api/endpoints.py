@@ -52,6 +52,8 @@ class EndpointIn(BaseModel):
     max_batch_size: int | None = Field(None, description="adaptive batching: rows per batch (default 64)")
     max_batch_delay_ms: float | None = Field(None, description="longest wait to fill a batch (default 2)")
     multi_model: bool | None = Field(None, description="allow X-Amzn-SageMaker-Target-Model (default false)")
+    replicas: int | None = Field(None, description="data-plane replicas kept on the Ray cluster (default 1; "
+                                 "above 1 needs LOOPML_EXECUTOR=ray)")
     new_key: bool = Field(False, description="make an API key for this endpoint: returned once as "
                           "api_key (only its SHA-256 is kept); invocations then need it")
 
@@ -65,6 +67,7 @@ class EndpointPatch(BaseModel):
     max_batch_size: int | None = None
     max_batch_delay_ms: float | None = None
     multi_model: bool | None = None
+    replicas: int | None = None
     new_key: bool = Field(False, description="add an API key (returned once as api_key)")
     clear_keys: bool = Field(False, description="revoke every API key of the endpoint")
 

@@ -42,6 +42,9 @@ BatchSizeOpt = Annotated[Optional[int], typer.Option(
     "--max-batch-size", help="Adaptive batching: at most this many rows per batch (default 64).")]
 BatchDelayOpt = Annotated[Optional[float], typer.Option(
     "--max-batch-delay-ms", help="Longest wait in ms to fill a batch (default 2).")]
+ReplicasOpt = Annotated[Optional[int], typer.Option(
+    "--replicas", metavar="N", help="Data-plane replicas kept on the Ray cluster, replaced when they die "
+                                    "(default 1; above 1 needs LOOPML_EXECUTOR=ray on the server).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait until the endpoint serves, then print "
                                                       "its URL and a curl example.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", metavar="SECONDS",
@@ -85,6 +88,7 @@ def create(
         "--multi-model", help="Allow X-Amzn-SageMaker-Target-Model (any version of the models).")] = False,
     new_key: Annotated[bool, typer.Option(
         "--new-key", help="Make an API key (printed once); invocations then need it.")] = False,
+    replicas: ReplicasOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -95,6 +99,7 @@ def create(
     """
     kwargs = _spec_kwargs(model, variant, capture, max_batch_size, max_batch_delay_ms,
                           True if multi_model else None)
+    kwargs["replicas"] = replicas
     c = client()
     record = c.create_endpoint(name, shadow=shadow, new_key=new_key, **kwargs)
     _finish(c, record, wait=wait, timeout=timeout, as_json=as_json, verb="created")
@@ -116,6 +121,7 @@ def update(
         "--new-key", help="Add an API key (printed once).")] = False,
     clear_keys: Annotated[bool, typer.Option(
         "--clear-keys", help="Revoke every API key of the endpoint.")] = False,
+    replicas: ReplicasOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -130,13 +136,14 @@ def update(
     if shadow is not None and no_shadow:
         raise InvalidInput("give either --shadow or --no-shadow, not both")
     kwargs = _spec_kwargs(model, variant, capture, max_batch_size, max_batch_delay_ms, multi_model)
+    kwargs["replicas"] = replicas
     if shadow is not None or no_shadow:
         kwargs["shadow"] = None if no_shadow else shadow
     if all(v is None for v in kwargs.values()) and "shadow" not in kwargs \
             and not new_key and not clear_keys:
         raise InvalidInput(f"nothing to change on endpoint {name!r}: give --model, --variant, "
                            "--shadow/--no-shadow, --capture, --max-batch-size, "
-                           "--max-batch-delay-ms or --multi-model/--single-model")
+                           "--max-batch-delay-ms, --multi-model/--single-model or --replicas")
     c = client()
     record = c.update_endpoint(name, new_key=new_key, clear_keys=clear_keys, **kwargs)
     _finish(c, record, wait=wait, timeout=timeout, as_json=as_json, verb="updated")

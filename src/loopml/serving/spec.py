@@ -8,12 +8,13 @@ alias), the control plane resolves them to concrete versions (``resolve_spec``).
                    "weight": 1.0}],
      "shadow": {"name": "shadow", "model": "mnist", "version": 4, "alias": null} | null,
      "capture_percent": 0.0, "max_batch_size": 64, "max_batch_delay_ms": 2.0,
-     "multi_model": false}
+     "multi_model": false, "replicas": 1}
 
 Weights are relative, as in SageMaker (``InitialVariantWeight``): traffic share = weight / sum.
 ``key_hashes``: SHA-256 digests of per-endpoint API keys (the keys themselves are shown once,
 when made, and never stored); with any, an invocation needs ``Authorization: Bearer <key>``
-(or the data plane's own token).
+(or the data plane's own token). ``replicas``: data-plane replicas a Ray cluster keeps for this
+endpoint (controlplane/replicas.py); 1 on one machine, where the serving process serves it.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ SHADOW = "shadow"
 MAX_BATCH_SIZE_LIMIT = 1024
 MAX_DELAY_LIMIT_MS = 1000.0
 _KEYS = {"variants", "shadow", "capture_percent", "max_batch_size", "max_batch_delay_ms",
-         "multi_model", "model", "key_hashes"}
+         "multi_model", "model", "key_hashes", "replicas"}
 _KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 MAX_KEYS = 10
+MAX_REPLICAS = 64
 
 
 def _model_ref(ref: Any, where: str) -> dict[str, Any]:
@@ -176,6 +178,7 @@ def normalise_spec(raw: dict[str, Any], *, base: dict[str, Any] | None = None) -
         "max_batch_delay_ms": _number(merged.get("max_batch_delay_ms", 2.0), "max_batch_delay_ms",
                                       0, MAX_DELAY_LIMIT_MS),
         "multi_model": bool(merged.get("multi_model", False)),
+        "replicas": _number(merged.get("replicas", 1), "replicas", 1, MAX_REPLICAS, integer=True),
     }
 
 
