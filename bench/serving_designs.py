@@ -135,6 +135,19 @@ class Proc:
             return ""
 
 
+def _kill_leftovers(workdir: Path) -> None:
+    """Processes a Ray Serve child left behind (Ray's HAProxy runs in its own session): any whose
+    command line names this run's work folder."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if str(workdir).encode() in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
@@ -309,6 +322,7 @@ def main() -> None:
                     except OSError:
                         pass
                 proc.stop()
+            _kill_leftovers(workdir)
             time.sleep(2)
 
     def direct(procs: list[Proc]):

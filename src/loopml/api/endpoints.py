@@ -84,6 +84,8 @@ class Endpoint(BaseModel):
     served: dict[str, Any] | None = None
     ready: bool = Field(description="InService at the current generation")
     url: str | None = Field(None, description="POST invocations here (null: no data plane running)")
+    replicas: list[dict[str, Any]] | None = Field(None, description="on a Ray cluster: each replica's index, "
+                                                  "state (pending | running), node, address, last loss")
     api_key: str | None = Field(None, description="only in the answer that made it; shown once")
     created_at: str | None = None
     updated_at: str | None = None
@@ -128,7 +130,12 @@ def list_endpoints(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/{name}", response_model=Endpoint, summary="One endpoint: spec, versions, status")
 def get_endpoint(name: str, request: Request) -> dict[str, Any]:
-    return endpoints_service.get_endpoint(_platform(request), name, data_plane_url=_data_plane_url(request))
+    record = endpoints_service.get_endpoint(_platform(request), name, data_plane_url=_data_plane_url(request))
+    # on a Ray cluster: the replicas the leader's controller keeps (controlplane/replicas.py)
+    controller = getattr(getattr(request.app.state, "control", None), "replicas", None)
+    if controller is not None and _platform(request).settings.executor == "ray":
+        record["replicas"] = controller.replicas(name)
+    return record
 
 
 @router.patch("/{name}", response_model=Endpoint,

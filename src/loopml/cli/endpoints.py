@@ -346,6 +346,20 @@ def print_endpoint(record: dict[str, Any]) -> None:
         rows.append(("shadow", model_ref_text(spec.get("shadow") or shadow), shadow.get("version"), "-", "copy"))
     if rows:
         out.print(table("variant", "model", "version", "weight", "traffic", rows=rows))
+    _print_replicas(record)
+
+
+def _print_replicas(record: dict[str, Any]) -> None:
+    """On a Ray cluster: each replica's slot, state, node and address (and its last loss)."""
+    replicas = record.get("replicas")
+    if replicas is None:
+        return
+    want = (record.get("spec") or {}).get("replicas") or 1
+    console().print(f"replicas: {sum(r.get('state') == 'running' for r in replicas)} running of {want}")
+    if replicas:
+        console().print(table("replica", "state", "node", "address", "last loss", rows=[
+            (str(r["index"]), r.get("state") or "-", r.get("node") or "-", r.get("address") or "-",
+             r.get("reason") or "-") for r in replicas]))
 
 
 def print_predictions(answer: Any, variant: str | None = None) -> None:
