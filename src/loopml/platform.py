@@ -20,6 +20,7 @@ from loopml.store.jobs_repo import JobRepo
 from loopml.store.leases_repo import LeaseRepo
 from loopml.store.models_repo import ModelRepo
 from loopml.store.monitors_repo import MonitorRepo
+from loopml.store.nodes_repo import NodeRepo
 from loopml.store.triggers_repo import TriggerRepo
 from loopml.store.tuning_repo import TuningRepo
 from loopml.store.workflows_repo import WorkflowRepo
@@ -57,6 +58,10 @@ class Platform:
     @cached_property
     def endpoints(self) -> EndpointRepo:
         return EndpointRepo(self.meta)
+
+    @cached_property
+    def nodes(self) -> NodeRepo:
+        return NodeRepo(self.meta)
 
     @cached_property
     def functions(self) -> FunctionRepo:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from loopml import __version__
-from loopml.api import (audit, cluster, datasets, endpoints, functions, identity, jobs, models, monitors, streams,
+from loopml.api import (audit, cluster, datasets, endpoints, functions, identity, jobs, models, monitors, nodes, streams,
                         triggers, tuning, workflows)
 from loopml.api.auth import AuthMiddleware
 from loopml.api.dashboard import mount_dashboard
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None, *, platform: Platform | None = 
     app.include_router(monitors.alerts_router)
     app.include_router(tuning.router)
     app.include_router(cluster.router)
+    app.include_router(nodes.router)
     app.include_router(streams.router)
     mount_dashboard(app)
     app.include_router(identity.users_router)

@@ -89,6 +89,8 @@ class Endpoint(BaseModel):
     api_key: str | None = Field(None, description="only in the answer that made it; shown once")
     created_at: str | None = None
     updated_at: str | None = None
+    nodes: list[dict[str, Any]] | None = Field(None, description="GET /endpoints/{name}: the data-plane "
+                                               "nodes that have it loaded (state, lost, heartbeat age, load)")
 
 
 class Deleted(BaseModel):
@@ -130,7 +132,10 @@ def list_endpoints(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/{name}", response_model=Endpoint, summary="One endpoint: spec, versions, status")
 def get_endpoint(name: str, request: Request) -> dict[str, Any]:
+    from loopml.api.nodes import serving_nodes
+
     record = endpoints_service.get_endpoint(_platform(request), name, data_plane_url=_data_plane_url(request))
+    record["nodes"] = serving_nodes(_platform(request), name)  # where it is served (lost: silent)
     # on a Ray cluster: the replicas the leader's controller keeps (controlplane/replicas.py)
     controller = getattr(getattr(request.app.state, "control", None), "replicas", None)
     if controller is not None and _platform(request).settings.executor == "ray":

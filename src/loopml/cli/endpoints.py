@@ -346,6 +346,10 @@ def print_endpoint(record: dict[str, Any]) -> None:
         rows.append(("shadow", model_ref_text(spec.get("shadow") or shadow), shadow.get("version"), "-", "copy"))
     if rows:
         out.print(table("variant", "model", "version", "weight", "traffic", rows=rows))
+    if record.get("nodes"):
+        from loopml.cli.nodes import nodes_table
+
+        out.print(nodes_table(record["nodes"], endpoint=record["name"]))
     _print_replicas(record)
 
 

@@ -13,8 +13,8 @@ import typer
 from typer.core import TyperGroup
 
 from loopml import __version__
-from loopml.cli import (audit, cluster, datasets, db, endpoints, functions, jobs, login, models, monitors, predict,
-                        server, tokens, train, triggers, tuning, users, workflows)
+from loopml.cli import (audit, cluster, datasets, db, endpoints, functions, jobs, login, models, monitors, nodes, predict,
+                        serve, server, tokens, train, triggers, tuning, users, workflows)
 from loopml.cli import helpstyle
 from loopml.core.errors import LoopMLError
 
@@ -104,6 +104,8 @@ app.add_typer(monitors.app, name="monitors")
 app.add_typer(monitors.alerts_app, name="alerts")
 app.command("predict", help=predict.predict.__doc__)(predict.predict)
 app.command("server", help=server.server.__doc__)(server.server)
+app.command("serve", help=serve.serve.__doc__)(serve.serve)
+app.add_typer(nodes.app, name="nodes")
 app.add_typer(db.app, name="db")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(users.app, name="users")

@@ -38,7 +38,8 @@ CHILD_SETTINGS: dict[str, tuple[str, ...]] = {
     "worker": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "keras_backend",
                "capture_prefix", "api_url"),
     "serving": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "serving_token",
-                "serving_memory_mb", "capture_prefix", "log_level", "http_read_timeout_s"),
+                "serving_memory_mb", "capture_prefix", "log_level", "http_read_timeout_s",
+                "node_heartbeat_s"),
     "function": ("api_url",),
     "importer": (),
 }
@@ -80,6 +81,11 @@ class Settings(BaseSettings):
     serving_token: str | None = Field(None, description="If set, data-plane requests need 'Authorization: Bearer <token>'.")
     serving_memory_mb: int = Field(2048, ge=16, description="Model memory budget of the serving process; least-recently-used models unload past it.")
     capture_prefix: str = Field("capture", description="Artifact-store prefix of captured endpoint traffic.")
+    node_heartbeat_s: float = Field(2.0, gt=0, description=(
+        "How often a data-plane node (`loopml serve`, the embedded data plane) reports its state, "
+        "endpoints loaded and load to the metadata store."))
+    node_lost_after_s: float = Field(10.0, gt=0, description=(
+        "A data-plane node silent this long is shown as lost (`loopml endpoints show`, `loopml nodes list`)."))
     http_read_timeout_s: float = Field(30.0, gt=0, description=(
         "Slow clients get 408 and are disconnected: a request's headers (and on the data plane its "
         "body) must arrive within this many seconds; a control-plane body may not pause longer."))

@@ -126,6 +126,7 @@ GET    /endpoints/{name}/captured                   endpoints:read
 POST   /endpoints/{name}/invocations                endpoints:invoke
 PATCH  /endpoints/{name}                            endpoints:write
 DELETE /endpoints/{name}                            endpoints:write
+GET    /nodes                                       endpoints:read
 GET    /functions                                   functions:read
 POST   /functions                                   functions:write
 GET    /functions/{name}                            functions:read

@@ -134,6 +134,20 @@ class EndpointsAPI(Connection):
         """
         return self._json("GET", f"/endpoints/{segment(name)}")
 
+    def serving_nodes(self, endpoint: str | None = None, include_gone: bool = False) -> list[dict[str, Any]]:
+        """The data-plane nodes (``loopml serve`` and the control plane's own): ``address``,
+        ``state``, ``lost`` (no heartbeat lately), ``heartbeat_age_s``, ``endpoints_loaded``,
+        ``load``. ``endpoint``: only those serving it.
+
+        Example::
+
+            [n["address"] for n in c.serving_nodes("digits") if n["state"] == "ready" and not n["lost"]]
+        """
+        params: dict[str, Any] = {"all": "true"} if include_gone else {}
+        if endpoint is not None:
+            params["endpoint"] = endpoint
+        return self._json("GET", "/nodes", params=params)
+
     def delete_endpoint(self, name: str, force: bool = False) -> dict[str, Any]:
         """Delete an endpoint (the serving process stops serving it). Refused (Conflict) while
         monitors watch it or workflows deploy to it, unless ``force``.

@@ -16,8 +16,10 @@ Encoding: ``JSON`` for ``application/json`` (``*+json`` too) bodies, ``CSV`` for
 (``data`` is the body decoded as UTF-8), ``BASE64`` for everything else (npy, octet-stream,
 images) and for bodies that are not valid UTF-8.
 
-Files: ``{prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/{yyyymmddTHHMMSS}-{8 hex}.jsonl`` (UTC; the
-folder is the hour of the records' inference time, the name the time of the file's first record).
+Files: ``{prefix}/{endpoint}/{variant}/yyyy/mm/dd/hh/{yyyymmddTHHMMSS}-[{node}-]{8 hex}.jsonl``
+(UTC; the folder is the hour of the records' inference time, the name the time of the file's first
+record; ``{node}``: the writer's ``node_tag``, the data-plane node's id, so nodes sharing one store
+never write the same name — a spool segment keeps the tag of the node that wrote it).
 Every flush writes one file per (endpoint, variant, hour) with ``ArtifactStore.put_bytes``
 (atomic: a reader never sees half a file).
 
@@ -50,6 +52,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import struct
 import threading
 import time
@@ -110,6 +113,7 @@ class _File(NamedTuple):
     segment: "_Segment | None"  # the spool segment holding its records until written
 
 
+_TAG = re.compile(r"[A-Za-z0-9_-]{1,100}")  # a node tag: in object and spool file names as is
 _FRAME = struct.Struct("<III")  # spool frame: header, input and output body lengths
 _SPOOL_SUFFIX = ".spool"
 
@@ -117,22 +121,23 @@ _SPOOL_SUFFIX = ".spool"
 class _Segment:
     """One spool file: this writer's records of one flush, appended frame by frame."""
 
-    __slots__ = ("path", "fd", "id", "broken")
+    __slots__ = ("path", "fd", "id", "broken", "tag")
 
-    def __init__(self, path: Path | None, fd: int, seg_id: bytes) -> None:
+    def __init__(self, path: Path | None, fd: int, seg_id: bytes, tag: str = "") -> None:
         self.path, self.fd, self.id = path, fd, seg_id
+        self.tag = tag  # the writer's node tag, kept in the name: a recovered segment keeps its keys
         self.broken = False  # a failed write: nothing more is appended (frames stay whole)
 
     @classmethod
-    def memory_only(cls) -> "_Segment":
-        return cls(None, -1, os.urandom(10))
+    def memory_only(cls, tag: str = "") -> "_Segment":
+        return cls(None, -1, os.urandom(10), tag)
 
     @classmethod
-    def create(cls, folder: Path) -> "_Segment":
+    def create(cls, folder: Path, tag: str = "") -> "_Segment":
         """A new locked segment (locked before it gets its final name: a recovering writer
         only ever sees segments whose owner holds, or held, the lock)."""
         seg_id = os.urandom(10)
-        final = folder / f"{os.getpid()}-{seg_id.hex()}{_SPOOL_SUFFIX}"
+        final = folder / f"{os.getpid()}-{seg_id.hex()}{'.' + tag if tag else ''}{_SPOOL_SUFFIX}"
         tmp = final.with_suffix(".new")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
@@ -141,7 +146,7 @@ class _Segment:
         except BaseException:
             os.close(fd)
             raise
-        return cls(final, fd, seg_id)
+        return cls(final, fd, seg_id, tag)
 
     def discard(self) -> None:
         """Unlink, then unlock (a recovering writer that got the lock sees st_nlink == 0)."""
@@ -206,8 +211,11 @@ class CaptureWriter:
 
     def __init__(self, store: ArtifactStore, prefix: str = "capture", *, flush_interval_s: float = 1.0,
                  max_pending_records: int = 50_000, max_pending_bytes: int = 256 * 2**20,
-                 spool_dir: str | Path | None = None) -> None:
+                 spool_dir: str | Path | None = None, node_tag: str = "") -> None:
         validate_key(prefix)
+        if node_tag and not _TAG.fullmatch(node_tag):
+            raise ValueError(f"node_tag must be letters, digits, '-' and '_' (at most 100), got {node_tag!r}")
+        self.node_tag = node_tag
         if not flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be > 0, got {flush_interval_s!r}")
         if max_pending_records < 1 or max_pending_bytes < 1:
@@ -234,9 +242,9 @@ class CaptureWriter:
         self._spool_dir = None if spool_dir is None else Path(spool_dir)
         if self._spool_dir is not None:
             self._spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._segment = _Segment.create(self._spool_dir)
+            self._segment = _Segment.create(self._spool_dir, node_tag)
         else:
-            self._segment = _Segment.memory_only()
+            self._segment = _Segment.memory_only(node_tag)
         self._spare: _Segment | None = None
         self._flushed_segments: list[_Segment] = []
         self._last_spool_log = -_DROP_LOG_INTERVAL_S * 2
@@ -342,7 +350,7 @@ class CaptureWriter:
         with self._flush_lock:
             if self._spool_dir is not None and self._spare is None and not self._closed:
                 try:  # opened here, not under _lock: record() waits for no file creation
-                    self._spare = _Segment.create(self._spool_dir)
+                    self._spare = _Segment.create(self._spool_dir, self.node_tag)
                 except OSError as exc:
                     log.warning("data capture: cannot create a spool segment in %s: %s",
                                 self._spool_dir, exc)
@@ -354,7 +362,7 @@ class CaptureWriter:
                     if self._spare is not None:
                         self._segment, self._spare = self._spare, None
                     else:
-                        self._segment = _Segment.memory_only()
+                        self._segment = _Segment.memory_only(self.node_tag)
             if buf:
                 self._flushed_segments.append(seg)
             files = self._retry
@@ -429,7 +437,8 @@ class CaptureWriter:
             tm = time.gmtime(first)
             tag = hashlib.blake2b(f"{endpoint}\0{variant}\0{hour}".encode("utf-8", "replace"),
                                   key=seg.id, digest_size=4).hexdigest()
-            name = f"{time.strftime('%Y%m%dT%H%M%S', tm)}-{tag}.jsonl"
+            node = f"{seg.tag}-" if seg.tag else ""  # nodes sharing a store never collide
+            name = f"{time.strftime('%Y%m%dT%H%M%S', tm)}-{node}{tag}.jsonl"
             size = sum(item.size for item in items)
             try:
                 key = validate_key(join(self.prefix, endpoint, variant, time.strftime("%Y/%m/%d/%H", tm), name))
@@ -506,11 +515,12 @@ class CaptureWriter:
             except BlockingIOError:
                 os.close(fd)
                 continue  # a live writer's (another serving process, or this one)
-            try:
-                seg_id = bytes.fromhex(path.name.split("-", 1)[1][:-len(_SPOOL_SUFFIX)])
+            try:  # {pid}-{id hex}[.{node tag}].spool
+                seg_hex, _, seg_tag = path.name.split("-", 1)[1][:-len(_SPOOL_SUFFIX)].partition(".")
+                seg_id = bytes.fromhex(seg_hex)
             except (IndexError, ValueError):
-                seg_id = b""
-            seg = _Segment(path, fd, seg_id)
+                seg_id, seg_tag = b"", ""
+            seg = _Segment(path, fd, seg_id, seg_tag if _TAG.fullmatch(seg_tag or "-") else "")
             if os.fstat(fd).st_nlink == 0:  # its owner unlinked it (all written) meanwhile
                 seg.close()
                 continue

@@ -39,12 +39,16 @@ def _key(model: str, version: int, resolved: dict[str, Any]) -> Key:
 class EndpointManager:
     def __init__(self, platform: Platform, cache: ModelCache, *, poll_s: float = 0.25,
                  parent_pid: int | None = None,
-                 on_removed: Callable[[str], None] | None = None) -> None:
+                 on_removed: Callable[[str], None] | None = None,
+                 standalone: bool = False) -> None:
         self.platform = platform
         self.cache = cache
         self.poll_s = poll_s
         self.parent_pid = parent_pid
         self.on_removed = on_removed  # e.g. drop the endpoint's metric series
+        # a `loopml serve` node: no parent control plane to follow, and the endpoint rows are the
+        # control plane's (its embedded data plane reports them); a node reports in serving_nodes
+        self.standalone = standalone
         self.live: dict[str, LiveEndpoint] = {}
         # name → (uid, generation) as last read: uid tells a re-created endpoint from the old one
         self.known: dict[str, tuple[str, int]] = {}
@@ -137,7 +141,7 @@ class EndpointManager:
     async def run(self, stop: asyncio.Event) -> None:
         parent = self.parent_pid or os.getppid()
         while not stop.is_set():
-            if os.getppid() != parent:
+            if not self.standalone and os.getppid() != parent:
                 log.warning("the control plane (pid %s) went away: stopping", parent)
                 stop.set()
                 break
@@ -187,6 +191,8 @@ class EndpointManager:
         self.synced.set()
 
     async def _report(self, name: str, uid: str, gen: int, served: dict[str, Any]) -> bool:
+        if self.standalone:
+            return True
         try:
             await asyncio.to_thread(self.platform.endpoints.report, name, gen, ok=True,
                                     served=served, uid=uid)
@@ -213,6 +219,8 @@ class EndpointManager:
             if old is not None:
                 message += f" (still serving generation {old.generation})"
             try:
+                if self.standalone:
+                    return
                 await asyncio.to_thread(self.platform.endpoints.report, name, gen, ok=False,
                                         served=None, message=f"loading failed: {message}",
                                         uid=uid)

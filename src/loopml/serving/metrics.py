@@ -115,6 +115,15 @@ class ServingMetrics:
             stats = self._stats[(endpoint, variant)] = EndpointStats(endpoint, variant)
         return stats
 
+    def totals(self) -> dict[str, tuple[int, float]]:
+        """endpoint → (requests, latency seconds summed) over its variants: a node's load report
+        (serving/node.py) takes differences of two of these. Off the request path."""
+        out: dict[str, tuple[int, float]] = {}
+        for (endpoint, _), stats in list(self._stats.items()):
+            n, total = out.get(endpoint, (0, 0.0))
+            out[endpoint] = (n + stats.requests, total + stats.latency_sum)
+        return out
+
     def count_shadow(self, endpoint: str, agree: bool) -> None:
         counts = self._shadow.get(endpoint)
         if counts is None:

@@ -9,6 +9,12 @@ answered request's record is already in the capture spool ({home}/spool/capture)
 next serving process uploads at start.
 
 Settings come from LOOPML_* variables (the control plane passes its own).
+
+``--node`` (``loopml serve``): a standalone data-plane node — it binds ``--host``/``--port``
+itself, follows no parent (it keeps serving while every control plane is down: desired state is
+read from the metadata store, models from the artifact store), leaves the endpoint rows to the
+control plane, and names its capture files after its node id. Every serving process reports
+itself in ``serving_nodes`` (serving/node.py): kind ``node`` with ``--node``, else ``embedded``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default=None, help="bind here instead of --fd (standalone use)")
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--parent-pid", type=int, default=None)
+    p.add_argument("--node", action="store_true", help="standalone data-plane node (loopml serve)")
+    p.add_argument("--advertise", default=None, help="address registered for this node "
+                   "(default http://HOST:PORT as bound)")
     return p.parse_args(argv)
 
 
@@ -46,22 +55,29 @@ async def serve(args: argparse.Namespace) -> None:
     from loopml.serving.manager import EndpointManager
     from loopml.serving.metrics import ServingMetrics
     from loopml.serving.model_cache import ModelCache
+    from loopml.serving.node import NodeReporter, advertised_address, new_node_id
     from loopml.serving.read_timeout import read_timeout_protocol
+    from loopml import __version__
 
     settings = load_settings()
     platform = Platform(settings, create_schema=False)
     cache = ModelCache(platform.artifacts, settings.home / "cache" / "models",
                        memory_mb=settings.serving_memory_mb)
     # write-ahead spool: a kill -9 loses no answered record; the next process uploads what is left
+    node_id = new_node_id()
     capture = CaptureWriter(platform.artifacts, settings.capture_prefix,
-                            spool_dir=settings.home / "spool" / "capture")
+                            spool_dir=settings.home / "spool" / "capture",
+                            node_tag=node_id if args.node else "")
     metrics = ServingMetrics()
     manager = EndpointManager(platform, cache, parent_pid=args.parent_pid,
-                              on_removed=metrics.remove_endpoint)
+                              on_removed=metrics.remove_endpoint, standalone=args.node)
     stop = asyncio.Event()
+    reporter: NodeReporter | None = None
 
     async def on_shutdown() -> None:
         stop.set()
+        if reporter is not None:
+            await reporter.gone()
         await manager.close()  # batchers drain: every accepted request is answered
         await asyncio.to_thread(capture.close)  # ... and captured
 
@@ -85,7 +101,12 @@ async def serve(args: argparse.Namespace) -> None:
         sock.bind((args.host or settings.serving_host, args.port if args.port is not None
                    else settings.serving_port))
         sock.listen(2048)
+    reporter = NodeReporter(platform.nodes, manager, metrics, node_id=node_id,
+                            address=args.advertise or advertised_address(sock, args.host),
+                            kind="node" if args.node else "embedded",
+                            interval_s=settings.node_heartbeat_s, version=__version__)
     sync = asyncio.get_running_loop().create_task(manager.run(stop))
+    reporting = asyncio.get_running_loop().create_task(reporter.run(stop))
 
     async def watch_stop() -> None:
         await stop.wait()
@@ -96,7 +117,7 @@ async def serve(args: argparse.Namespace) -> None:
         await server.serve(sockets=[sock])
     finally:
         stop.set()
-        for task in (sync, watcher):
+        for task in (sync, watcher, reporting):
             task.cancel()
         if not capture.closed:
             await manager.close()

@@ -512,7 +512,26 @@ class Lease(Base):
     acquired_at: Mapped[float] = mapped_column(Float)
 
 
+class ServingNode(Base):
+    """A data-plane process that serves endpoints: the control plane's embedded one, a standalone
+    ``loopml serve`` node, or a placed replica (``endpoint`` names its replica set). It reports
+    itself (store/nodes_repo.py); ``started_at``/``heartbeat_at`` are seconds since 1970 by the
+    DATABASE's clock (as leases), so a node's age never depends on the reader's clock."""
+
+    __tablename__ = "serving_nodes"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host-pid-shortuuid
+    address: Mapped[str] = mapped_column(String(500))  # http://host:port
+    kind: Mapped[str] = mapped_column(String(16))  # embedded | node | replica
+    endpoint: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))  # starting | ready | draining | gone
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
+    endpoints_loaded: Mapped[list[Any]] = mapped_column(JSON)
+    load: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[str] = mapped_column(String(64))
+
+
 __all__ = ["Base", "Dataset", "DatasetVersion", "Job", "JobEvent", "JobMetric", "JobLog",
            "Model", "ModelVersion", "ModelAlias", "AliasEvent", "ArtifactDeletion", "Endpoint", "Function", "FunctionInvocation",
            "Workflow", "WorkflowExecution", "ExecutionEvent", "Trigger", "TriggerObject", "TriggerFiring",
-           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "TuningJob", "TuningTrial", "User", "ApiToken", "AuditEvent", "Lease", "Float"]
+           "Monitor", "MonitorRun", "MonitorLabel", "Alert", "TuningJob", "TuningTrial", "User", "ApiToken", "AuditEvent", "Lease", "ServingNode", "Float"]
