@@ -137,12 +137,13 @@ class Proc:
 
 def _kill_leftovers(workdir: Path) -> None:
     """Processes a Ray Serve child left behind (Ray's HAProxy runs in its own session): any whose
-    command line names this run's work folder."""
+    command line names this run's Ray or HAProxy folder."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if str(workdir).encode() in (entry / "cmdline").read_bytes():
+            cmdline = (entry / "cmdline").read_bytes()
+            if any(str(workdir / sub).encode() in cmdline for sub in ("hap", "ray")):
                 os.kill(int(entry.name), signal.SIGKILL)
         except OSError:
             pass

@@ -66,6 +66,8 @@ class ReplicaActor:
         self.sock.bind((self.ip, 0))
         self.sock.listen(2048)
         self.port = self.sock.getsockname()[1]
+        self.endpoint = endpoint
+        self.address = f"http://[{self.ip}]:{self.port}" if ":" in self.ip else f"http://{self.ip}:{self.port}"
         home = os.path.join(tempfile.gettempdir(), "loopml-replicas", f"{endpoint}-{index}")
         os.makedirs(home, mode=0o700, exist_ok=True)
         self.log_path = os.path.join(home, "serving.log")
@@ -84,7 +86,8 @@ class ReplicaActor:
         fd = self.sock.fileno()
         try:
             with open(self.log_path, "ab") as out:
-                self.proc = subprocess.Popen([sys.executable, "-m", "loopml.serving.server", "--fd", str(fd)],
+                self.proc = subprocess.Popen([sys.executable, "-m", "loopml.serving.server", "--fd", str(fd),
+                                              "--replica-of", self.endpoint, "--advertise", self.address],
                                              env=self.env, pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=out,
                                              stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         finally:
@@ -96,9 +99,8 @@ class ReplicaActor:
             os._exit(1)
 
     def info(self) -> dict[str, Any]:
-        host = f"[{self.ip}]" if ":" in self.ip else self.ip
         return {"node_id": self.node_id, "hostname": socket.gethostname(), "ip": self.ip, "port": self.port,
-                "address": f"http://{host}:{self.port}", "pid": self.proc.pid if self.proc else None}
+                "address": self.address, "pid": self.proc.pid if self.proc else None}
 
     def wait(self) -> tuple[int | None, str]:
         self._ended.wait()
@@ -226,8 +228,11 @@ class RayReplicas:  # implements loopml.jobs.replicas.ReplicaPlacer
         ref, w.info = w.info, None
         try:
             where = ray.get(ref, timeout=10)
+        except ray.exceptions.ActorUnavailableError:  # restarting: ask the new incarnation
+            w.info = w.actor.info.remote()
+            return
         except ray.exceptions.RayError:
-            return  # died (or restarting) before it served: its wait() says which
+            return  # died before it served: its wait() says so
         r = w.replica
         if r.reason:  # a restarted one
             log.warning("endpoint %s: replica %d serves again on node %s (%s)", r.endpoint, r.index,
@@ -242,6 +247,11 @@ class RayReplicas:  # implements loopml.jobs.replicas.ReplicaPlacer
         try:
             code, tail = ray.get(ref, timeout=10)
             why = f"serving process exited (code {code})" + (f": {_last_line(tail)}" if _last_line(tail) else "")
+        except ray.exceptions.ActorUnavailableError:  # still restarting (the loss is known): ask again
+            w.done = w.actor.wait.remote()
+            if w.info is None and r.state != RUNNING:
+                w.info = w.actor.info.remote()
+            return
         except ray.exceptions.RayError as exc:
             why = self._why_lost(r, exc)
         try:
