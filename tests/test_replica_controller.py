@@ -26,7 +26,7 @@ class FakePlacer:
         return out
 
     def place(self, endpoint: str, index: int, resources: dict[str, float]) -> Replica:
-        assert resources["cpus"] > 0
+        self.resources = resources
         r = Replica(endpoint, index, f"replica:{endpoint}:{index}", state=RUNNING)
         self.live[r.name] = r
         self.placed.append((endpoint, index))
@@ -71,6 +71,19 @@ def test_desired_count_is_pluggable_and_defaults_to_one() -> None:
     ctl = ReplicaController(_platform([{"name": "a", "spec": {"replicas": 1}}]), placer, desired=lambda rec: 3)
     ctl.tick()
     assert sorted(placer.placed) == [("a", 0), ("a", 1), ("a", 2)]
+    assert placer.resources == {"cpus": 1, "memory_gb": 1, "gpus": 0}
+
+
+def test_replica_resources_come_from_the_spec() -> None:
+    from loopml.serving.spec import normalise_spec
+
+    spec = normalise_spec({"model": "m:1", "replicas": 2, "replica_resources": {"cpus": 2, "memory_gb": 3}})
+    assert spec["replica_resources"] == {"cpus": 2, "memory_gb": 3, "gpus": 0}
+    assert normalise_spec({"replica_resources": {"cpus": 0.5}}, base=spec)["replica_resources"] == \
+        {"cpus": 0.5, "memory_gb": 3, "gpus": 0}  # an update changes only what it names
+    placer = FakePlacer()
+    ReplicaController(_platform([{"name": "a", "spec": spec}]), placer).tick()
+    assert placer.resources == {"cpus": 2, "memory_gb": 3, "gpus": 0}
 
 
 def test_nothing_on_one_machine() -> None:

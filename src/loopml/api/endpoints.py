@@ -54,6 +54,8 @@ class EndpointIn(BaseModel):
     multi_model: bool | None = Field(None, description="allow X-Amzn-SageMaker-Target-Model (default false)")
     replicas: int | None = Field(None, description="data-plane replicas kept on the Ray cluster (default 1; "
                                  "above 1 needs LOOPML_EXECUTOR=ray)")
+    replica_resources: dict[str, float] | None = Field(
+        None, description="what each replica reserves on its Ray node: cpus, memory_gb, gpus (default 1, 1, 0)")
     new_key: bool = Field(False, description="make an API key for this endpoint: returned once as "
                           "api_key (only its SHA-256 is kept); invocations then need it")
 
@@ -68,6 +70,7 @@ class EndpointPatch(BaseModel):
     max_batch_delay_ms: float | None = None
     multi_model: bool | None = None
     replicas: int | None = None
+    replica_resources: dict[str, float] | None = None
     new_key: bool = Field(False, description="add an API key (returned once as api_key)")
     clear_keys: bool = Field(False, description="revoke every API key of the endpoint")
 

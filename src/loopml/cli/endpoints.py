@@ -45,6 +45,8 @@ BatchDelayOpt = Annotated[Optional[float], typer.Option(
 ReplicasOpt = Annotated[Optional[int], typer.Option(
     "--replicas", metavar="N", help="Data-plane replicas kept on the Ray cluster, replaced when they die "
                                     "(default 1; above 1 needs LOOPML_EXECUTOR=ray on the server).")]
+ReplicaCpusOpt = Annotated[Optional[float], typer.Option(
+    "--replica-cpus", metavar="N", help="CPUs each replica reserves on its Ray node (default 1).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait until the endpoint serves, then print "
                                                       "its URL and a curl example.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", metavar="SECONDS",
@@ -89,6 +91,7 @@ def create(
     new_key: Annotated[bool, typer.Option(
         "--new-key", help="Make an API key (printed once); invocations then need it.")] = False,
     replicas: ReplicasOpt = None,
+    replica_cpus: ReplicaCpusOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -100,6 +103,7 @@ def create(
     kwargs = _spec_kwargs(model, variant, capture, max_batch_size, max_batch_delay_ms,
                           True if multi_model else None)
     kwargs["replicas"] = replicas
+    kwargs["replica_resources"] = {"cpus": replica_cpus} if replica_cpus is not None else None
     c = client()
     record = c.create_endpoint(name, shadow=shadow, new_key=new_key, **kwargs)
     _finish(c, record, wait=wait, timeout=timeout, as_json=as_json, verb="created")
@@ -122,6 +126,7 @@ def update(
     clear_keys: Annotated[bool, typer.Option(
         "--clear-keys", help="Revoke every API key of the endpoint.")] = False,
     replicas: ReplicasOpt = None,
+    replica_cpus: ReplicaCpusOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -137,13 +142,14 @@ def update(
         raise InvalidInput("give either --shadow or --no-shadow, not both")
     kwargs = _spec_kwargs(model, variant, capture, max_batch_size, max_batch_delay_ms, multi_model)
     kwargs["replicas"] = replicas
+    kwargs["replica_resources"] = {"cpus": replica_cpus} if replica_cpus is not None else None
     if shadow is not None or no_shadow:
         kwargs["shadow"] = None if no_shadow else shadow
     if all(v is None for v in kwargs.values()) and "shadow" not in kwargs \
             and not new_key and not clear_keys:
         raise InvalidInput(f"nothing to change on endpoint {name!r}: give --model, --variant, "
                            "--shadow/--no-shadow, --capture, --max-batch-size, "
-                           "--max-batch-delay-ms, --multi-model/--single-model or --replicas")
+                           "--max-batch-delay-ms, --multi-model/--single-model, --replicas or --replica-cpus")
     c = client()
     record = c.update_endpoint(name, new_key=new_key, clear_keys=clear_keys, **kwargs)
     _finish(c, record, wait=wait, timeout=timeout, as_json=as_json, verb="updated")

@@ -64,9 +64,9 @@ class ReplicaController:
             if name not in records:  # the endpoint was deleted
                 for r in have:
                     placer.remove(r)
-        resources = job_resources("replica")
         for name, rec in records.items():
             try:
+                resources = job_resources("replica", (rec.get("spec") or {}).get("replica_resources"))
                 want = max(0, self.desired(rec))
                 have = by_endpoint.get(name, [])
                 slots = {r.index for r in have}
