@@ -106,6 +106,10 @@ def test_replicas_are_placed_serve_and_are_replaced_when_they_die(
         ray.init(address=ray_cluster["address"], namespace="loopml-test", log_to_driver=False)
     assert {r["node"] for r in first.values()} <= {n["NodeID"][:12] for n in ray.nodes() if n["Alive"]}
 
+    # each replica's serving process reports itself as a node of kind replica (GET /endpoints/NAME "nodes")
+    wait_for(lambda: {(n["address"], n["kind"], n["endpoint"]) for n in c.endpoint("digits")["nodes"]}
+             >= {(r["address"], "replica", "digits") for r in first.values()}, timeout=60, what="replica nodes")
+
     # the serving process of replica 0 is killed: Ray restarts its actor, a new process serves
     os.kill(first[0]["pid"], signal.SIGKILL)
     second = wait_for(lambda: _serving(c, image, not_pids={first[0]["pid"]}), timeout=120, poll=0.5,
