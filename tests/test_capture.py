@@ -377,6 +377,33 @@ def test_spool_uploaded_twice_writes_no_duplicate(store: ArtifactStore, tmp_path
     assert _spooled(spool) == []
 
 
+def test_node_tag_names_the_files_and_survives_recovery_by_another_node(store: ArtifactStore,
+                                                                        tmp_path: Path):
+    """Data-plane nodes sharing a store: each file name carries its writer's node tag; a spool
+    recovered (twice) by a writer with another tag keeps the original tag: the same keys."""
+    spool = tmp_path / "spool"
+    first = _no_early_flush(CaptureWriter(store, flush_interval_s=60, spool_dir=spool, node_tag="host-1-abc"))
+    for i in range(3):
+        _record(first, i)
+    (segment,) = _spooled(spool)
+    assert segment.name.endswith(".host-1-abc.spool")
+    saved = segment.read_bytes()
+    first.flush()
+    _killed(first)
+    segment.write_bytes(saved)  # killed before the unlink: recovered again below
+    before = {k: store.get_bytes(k) for k in store.list("capture")}
+    assert before and all("-host-1-abc-" in k.rsplit("/", 1)[1] for k in before)
+    other = CaptureWriter(store, flush_interval_s=60, spool_dir=spool, node_tag="host-2-def")
+    _record(other, 9)
+    other.close()
+    after = {k: store.get_bytes(k) for k in store.list("capture")}
+    assert {k: v for k, v in after.items() if k in before} == before  # same keys, same bytes
+    assert sum("-host-2-def-" in k for k in after) == 1 and len(after) == len(before) + 1
+    assert _spooled(spool) == []
+    with pytest.raises(ValueError, match="node_tag"):
+        CaptureWriter(store, node_tag="a/b")
+
+
 def test_spool_frame_cut_by_the_kill_is_ignored(store: ArtifactStore, tmp_path: Path):
     spool = tmp_path / "spool"
     first = _no_early_flush(CaptureWriter(store, flush_interval_s=60, spool_dir=spool))

@@ -31,6 +31,7 @@ log = logging.getLogger("loopml.serving.node")
 
 _WARN_EVERY_S = 60.0
 _GONE_TIMEOUT_S = 5.0
+GC_AFTER_S = 3600.0  # rows of nodes gone or silent this long are deleted when a node registers
 
 
 def new_node_id() -> str:
@@ -114,6 +115,7 @@ class NodeReporter:
                                     endpoints_loaded=loaded, load=load)
             if not self.registered:
                 log.info("node %s (%s) registered at %s", self.node_id, self.kind, self.address)
+                await asyncio.to_thread(self.repo.gc, GC_AFTER_S)  # no scheduler needed: nodes start often enough
             self.registered = True
         except Exception as exc:  # noqa: BLE001 - the store may be down; serving goes on
             self._warn("reporting to the metadata store", exc)
