@@ -6,7 +6,8 @@ tests/test_ray_cluster.py (head: 1 CPU, side: 2 CPUs), real PostgreSQL and S3 se
 LoopML's serving process on its node's address and answering there; its serving process killed →
 Ray restarts the actor (a new process, a new address) and it answers again; its actor killed for
 good → the leader's replica controller places a new one; `endpoints show` lists each replica's
-state, node and address. Marked ``ray`` (run alone: pytest -m ray).
+state, node and address; the control plane killed → the replicas answer on and the restarted one
+adopts them; scale-in drains one. Marked ``ray`` (run alone: pytest -m ray).
 """
 
 from __future__ import annotations
@@ -132,6 +133,13 @@ def test_replicas_are_placed_serve_and_are_replaced_when_they_die(
     assert "replicas: 2 running of 2" in shown.stdout
     for r in third.values():
         assert r["address"] in shown.stdout
+
+    # the control plane dies: the replicas serve on; the restarted one adopts them (same processes)
+    control.kill()
+    assert all(_invoke(r["address"], image) == 200 for r in third.values())
+    control.start()
+    adopted = wait_for(lambda: _serving(c, image), timeout=60, poll=0.5, what="replicas adopted")
+    assert {i: r["pid"] for i, r in adopted.items()} == {i: r["pid"] for i, r in third.items()}
 
     # scale in to 1: replica 1 is drained and stopped
     c.update_endpoint("digits", replicas=1)

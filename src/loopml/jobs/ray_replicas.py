@@ -41,6 +41,7 @@ log = logging.getLogger("loopml.controlplane.replicas")
 PREFIX = "replica:"
 RESTART_PAUSE_S = 1.0  # a restarted actor waits this long first: a crashing replica never spins
 DRAIN_S = 15.0  # the serving process finishes in-flight requests (10 s) and flushes capture
+ADOPT_EVERY_S = 5.0  # how often the named actors are listed (replicas another control plane started)
 
 
 def actor_name(endpoint: str, index: int) -> str:
@@ -152,10 +153,13 @@ class RayReplicas:  # implements loopml.jobs.replicas.ReplicaPlacer
                                   f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
         self._watched: dict[str, _Watch] = {}
         self._draining: dict[str, tuple[Any, Any]] = {}  # name → (actor, ObjectRef of drain())
+        self._adopted_at = -ADOPT_EVERY_S
 
     # -- the ReplicaPlacer protocol ----------------------------------------------------------------
     def observe(self) -> list[Replica]:
-        self._adopt()
+        if time.monotonic() - self._adopted_at >= ADOPT_EVERY_S:
+            self._adopted_at = time.monotonic()
+            self._adopt()
         refs = [r for w in self._watched.values() for r in (w.info, w.done) if r is not None]
         refs += [ref for _, ref in self._draining.values()]
         ready = set(ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)[0]) if refs else set()
