@@ -23,9 +23,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.process_support import wait_for
+from tests.process_support import free_port, wait_for
 from tests.serving_support import digit_bundles, digits_data, register  # noqa: F401 - fixtures
 from tests.test_ray_cluster import ControlPlane, ray_cluster, stores  # noqa: F401 - fixtures
+from tests.test_serving_nodes import HAPROXY, haproxy_config
 
 pytest_plugins = ("tests.backends",)
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -111,8 +112,25 @@ def test_replicas_are_placed_serve_and_are_replaced_when_they_die(
     wait_for(lambda: {(n["address"], n["kind"], n["endpoint"]) for n in c.endpoint("digits")["nodes"]}
              >= {(r["address"], "replica", "digits") for r in first.values()}, timeout=60, what="replica nodes")
 
-    # the serving process of replica 0 is killed: Ray restarts its actor, a new process serves
-    os.kill(first[0]["pid"], signal.SIGKILL)
+    # HAProxy in front (deploy/haproxy.cfg, routing by /readyz), the replicas' addresses as its servers
+    lb = None
+    if os.path.exists(HAPROXY):
+        cfg, lb_url = tmp_path / "haproxy.cfg", f"http://127.0.0.1:{free_port()}"
+        cfg.write_text(haproxy_config(int(lb_url.rsplit(":", 1)[1]),
+                                      [int(r["address"].rsplit(":", 1)[1]) for r in first.values()]))
+        lb = subprocess.Popen([HAPROXY, "-f", str(cfg), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        if lb is not None:
+            wait_for(lambda: _invoke(lb_url, image) == 200, timeout=30, what="answers through HAProxy")
+        # the serving process of replica 0 is killed: the LB routes around it at once (resends what
+        # it never answered); Ray restarts its actor, a new process serves
+        os.kill(first[0]["pid"], signal.SIGKILL)
+        if lb is not None:
+            assert [_invoke(lb_url, image) for _ in range(20)] == [200] * 20
+    finally:
+        if lb is not None:
+            lb.terminate()
+            lb.wait(10)
     second = wait_for(lambda: _serving(c, image, not_pids={first[0]["pid"]}), timeout=120, poll=0.5,
                       what="replica 0 restarted by Ray and serving")
     assert "serving process exited" in (second[0]["reason"] or "")
