@@ -128,6 +128,8 @@ async def serve(args: argparse.Namespace) -> None:
         if not capture.closed:
             await manager.close()
             capture.close()
+        if not reporter.stopping:  # ended without the lifespan shutdown
+            await reporter.gone()
         platform.close()
 
 
