@@ -52,6 +52,10 @@ class EndpointIn(BaseModel):
     max_batch_size: int | None = Field(None, description="adaptive batching: rows per batch (default 64)")
     max_batch_delay_ms: float | None = Field(None, description="longest wait to fill a batch (default 2)")
     multi_model: bool | None = Field(None, description="allow X-Amzn-SageMaker-Target-Model (default false)")
+    replicas: int | None = Field(None, description="data-plane replicas kept on the Ray cluster (default 1; "
+                                 "above 1 needs LOOPML_EXECUTOR=ray)")
+    replica_resources: dict[str, float] | None = Field(
+        None, description="what each replica reserves on its Ray node: cpus, memory_gb, gpus (default 1, 1, 0)")
     new_key: bool = Field(False, description="make an API key for this endpoint: returned once as "
                           "api_key (only its SHA-256 is kept); invocations then need it")
 
@@ -65,6 +69,8 @@ class EndpointPatch(BaseModel):
     max_batch_size: int | None = None
     max_batch_delay_ms: float | None = None
     multi_model: bool | None = None
+    replicas: int | None = None
+    replica_resources: dict[str, float] | None = None
     new_key: bool = Field(False, description="add an API key (returned once as api_key)")
     clear_keys: bool = Field(False, description="revoke every API key of the endpoint")
 
@@ -81,6 +87,8 @@ class Endpoint(BaseModel):
     served: dict[str, Any] | None = None
     ready: bool = Field(description="InService at the current generation")
     url: str | None = Field(None, description="POST invocations here (null: no data plane running)")
+    replicas: list[dict[str, Any]] | None = Field(None, description="on a Ray cluster: each replica's index, "
+                                                  "state (pending | running), node, address, last loss")
     api_key: str | None = Field(None, description="only in the answer that made it; shown once")
     created_at: str | None = None
     updated_at: str | None = None
@@ -131,6 +139,10 @@ def get_endpoint(name: str, request: Request) -> dict[str, Any]:
 
     record = endpoints_service.get_endpoint(_platform(request), name, data_plane_url=_data_plane_url(request))
     record["nodes"] = serving_nodes(_platform(request), name)  # where it is served (lost: silent)
+    # on a Ray cluster: the replicas the leader's controller keeps (controlplane/replicas.py)
+    controller = getattr(getattr(request.app.state, "control", None), "replicas", None)
+    if controller is not None and _platform(request).settings.executor == "ray":
+        record["replicas"] = controller.replicas(name)
     return record
 
 

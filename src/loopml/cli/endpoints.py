@@ -43,6 +43,11 @@ BatchSizeOpt = Annotated[Optional[int], typer.Option(
     "--max-batch-size", help="Adaptive batching: at most this many rows per batch (default 64).")]
 BatchDelayOpt = Annotated[Optional[float], typer.Option(
     "--max-batch-delay-ms", help="Longest wait in ms to fill a batch (default 2).")]
+ReplicasOpt = Annotated[Optional[int], typer.Option(
+    "--replicas", metavar="N", help="Data-plane replicas kept on the Ray cluster, replaced when they die "
+                                    "(default 1; above 1 needs LOOPML_EXECUTOR=ray on the server).")]
+ReplicaCpusOpt = Annotated[Optional[float], typer.Option(
+    "--replica-cpus", metavar="N", help="CPUs each replica reserves on its Ray node (default 1).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait until the endpoint serves, then print "
                                                       "its URL and a curl example.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", metavar="SECONDS",
@@ -86,6 +91,8 @@ def create(
         "--multi-model", help="Allow X-Amzn-SageMaker-Target-Model (any version of the models).")] = False,
     new_key: Annotated[bool, typer.Option(
         "--new-key", help="Make an API key (printed once); invocations then need it.")] = False,
+    replicas: ReplicasOpt = None,
+    replica_cpus: ReplicaCpusOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 300.0,
     as_json: JsonOpt = False,
@@ -96,6 +103,8 @@ def create(
     """
     kwargs = _spec_kwargs(model, variant, capture, max_batch_size, max_batch_delay_ms,
                           True if multi_model else None)
+    kwargs["replicas"] = replicas
+    kwargs["replica_resources"] = {"cpus": replica_cpus} if replica_cpus is not None else None
     c = client()
     record = c.create_endpoint(name, shadow=shadow, new_key=new_key, **kwargs)
     _finish(c, record, wait=wait, timeout=timeout, as_json=as_json, verb="created")
@@ -117,6 +126,8 @@ def update(
         "--new-key", help="Add an API key (printed once).")] = False,
     clear_keys: Annotated[bool, typer.Option(
         "--clear-keys", help="Revoke every API key of the endpoint.")] = False,
+    replicas: ReplicasOpt = None,
+    replica_cpus: ReplicaCpusOpt = None,
     min_replicas: autoscaling.MinReplicasOpt = None,
     max_replicas: autoscaling.MaxReplicasOpt = None,
     target_queue: autoscaling.TargetQueueOpt = None,
@@ -140,6 +151,8 @@ def update(
     if shadow is not None and no_shadow:
         raise InvalidInput("give either --shadow or --no-shadow, not both")
     kwargs = _spec_kwargs(model, variant, capture, max_batch_size, max_batch_delay_ms, multi_model)
+    kwargs["replicas"] = replicas
+    kwargs["replica_resources"] = {"cpus": replica_cpus} if replica_cpus is not None else None
     if shadow is not None or no_shadow:
         kwargs["shadow"] = None if no_shadow else shadow
     policy = autoscaling.policy_args(min_replicas, max_replicas, target_queue, target_rps,
@@ -153,7 +166,7 @@ def update(
     if not spec_change:
         raise InvalidInput(f"nothing to change on endpoint {name!r}: give --model, --variant, "
                            "--shadow/--no-shadow, --capture, --max-batch-size, "
-                           "--max-batch-delay-ms, --multi-model/--single-model or autoscaling flags")
+                           "--max-batch-delay-ms, --multi-model/--single-model, --replicas, --replica-cpus or autoscaling flags")
     c = client()
     autoscaling.apply(c, name, policy, no_autoscaling)
     record = c.update_endpoint(name, new_key=new_key, clear_keys=clear_keys, **kwargs)
@@ -361,7 +374,21 @@ def print_endpoint(record: dict[str, Any]) -> None:
         from loopml.cli.nodes import nodes_table
 
         out.print(nodes_table(record["nodes"], endpoint=record["name"]))
+    _print_replicas(record)
     autoscaling.print_autoscaling(record.get("autoscaling"))
+
+
+def _print_replicas(record: dict[str, Any]) -> None:
+    """On a Ray cluster: each replica's slot, state, node and address (and its last loss)."""
+    replicas = record.get("replicas")
+    if replicas is None:
+        return
+    want = (record.get("spec") or {}).get("replicas") or 1
+    console().print(f"replicas: {sum(r.get('state') == 'running' for r in replicas)} running of {want}")
+    if replicas:
+        console().print(table("replica", "state", "node", "address", "last loss", rows=[
+            (str(r["index"]), r.get("state") or "-", r.get("node") or "-", r.get("address") or "-",
+             r.get("reason") or "-") for r in replicas]))
 
 
 def print_predictions(answer: Any, variant: str | None = None) -> None:

@@ -21,6 +21,7 @@ FLAGS = {
     "max_batch_size": "--max-batch-size",
     "max_batch_delay_ms": "--max-batch-delay-ms",
     "multi_model": "--multi-model",
+    "replicas": "--replicas",
     "api_key": "--key",
     "window": "--window",
     "min_samples": "--min-samples",

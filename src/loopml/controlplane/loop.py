@@ -2,7 +2,8 @@
 
 Each tick: reap ended workers, carry out cancellations and time limits, re-attach or fail
 running jobs nobody watches (after a restart), dispatch queued jobs to free slots, then keep
-endpoints at their desired state (controlplane.endpoints), fire triggers (controlplane.triggers),
+endpoints at their desired state (controlplane.endpoints) and their replicas on a Ray cluster
+(controlplane.replicas), fire triggers (controlplane.triggers),
 run queued function invocations (controlplane.functions), advance workflow executions
 (controlplane.workflows), queue scheduled monitor runs (controlplane.monitors) and keep
 autoscaled endpoints' desired replica counts (controlplane.autoscaler).
@@ -35,6 +36,7 @@ from loopml.controlplane.endpoints import EndpointSupervisor
 from loopml.controlplane.functions import FunctionDispatcher
 from loopml.controlplane.leadership import Leadership, leadership_for
 from loopml.controlplane.monitors import MonitorScheduler
+from loopml.controlplane.replicas import ReplicaController
 from loopml.controlplane.triggers import TriggerPoller
 from loopml.controlplane.tuning import TuningSupervisor
 from loopml.controlplane.workflows import WorkflowRunner
@@ -107,14 +109,14 @@ class ControlLoop:
                  endpoints: ServingPart | None = None, functions: FunctionDispatcher | None = None,
                  triggers: Part | None = None, workflows: Part | None = None, monitors: Part | None = None,
                  tuning: Part | None = None, autoscaler: Part | None = None,
-                 leadership: Leadership | None = None) -> None:
+                 leadership: Leadership | None = None, replicas: Part | None = None) -> None:
         """Every collaborator not given is the real one for ``platform``."""
         self.platform = platform
         self.clock = clock or Clock()
         self.leadership: Leadership = leadership or leadership_for(platform)
         self._given: dict[str, Any] = dict(executor=executor, endpoints=endpoints, functions=functions,
                                            triggers=triggers, workflows=workflows, monitors=monitors,
-                                           tuning=tuning, autoscaler=autoscaler)
+                                           tuning=tuning, autoscaler=autoscaler, replicas=replicas)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,6 +141,8 @@ class ControlLoop:
                                                               on_queued=lambda _run: self.wake())
         self.tuning = given["tuning"] or TuningSupervisor(platform, on_queued=self.wake)
         self.autoscaler = given["autoscaler"] or Autoscaler(platform, now=self.clock.now)
+        # an endpoint's replicas on a Ray cluster (nothing on one machine)
+        self.replicas = given["replicas"] or ReplicaController(platform)
 
     @property
     def executor(self) -> Executor:
@@ -164,8 +168,8 @@ class ControlLoop:
         self.leadership.stop()  # after the parts: a follower takes over once nothing runs here
 
     def _stop_parts(self) -> None:
-        for part in (self.triggers, self.workflows, self.dispatcher, self.monitors, self.tuning, self.autoscaler):
-            self._guard(part.stop)
+        for part in (self.triggers, self.workflows, self.dispatcher, self.monitors, self.tuning, self.autoscaler, self.replicas):
+            self._guard(part.stop)  # the replicas' watch ends before the executor disconnects from Ray
         if self._executor is not None:
             self._executor.shutdown()
         self.endpoints.stop()
@@ -224,7 +228,7 @@ class ControlLoop:
         if self._first:  # deletions a crash interrupted: their records are gone, remove the files
             self._guard(lambda: deletion.sweep(self.platform))
         for step in (self._reap, self._reconcile_running, self._dispatch, self.endpoints.tick,
-                     self.triggers.tick, self.dispatcher.tick, self.workflows.tick, self.monitors.tick,
+                     self.replicas.tick, self.triggers.tick, self.dispatcher.tick, self.workflows.tick, self.monitors.tick,
                      self.tuning.tick, self.autoscaler.tick):
             if self._leader and not self.leadership.leading():
                 return  # lost the lease mid-tick: the next turn demotes (a test's hand tick: no lease)

@@ -18,6 +18,7 @@ DEFAULTS: dict[str, dict[str, float]] = {
     "train": {"cpus": 1, "memory_gb": 2, "gpus": 0},
     "predict": {"cpus": 1, "memory_gb": 1, "gpus": 0},
     "evaluate": {"cpus": 1, "memory_gb": 1, "gpus": 0},
+    "replica": {"cpus": 1, "memory_gb": 1, "gpus": 0},  # an endpoint's replica on Ray (its serving process)
 }
 FALLBACK = {"cpus": 1, "memory_gb": 1, "gpus": 0}
 FIELDS = ("cpus", "memory_gb", "gpus")

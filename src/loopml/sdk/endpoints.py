@@ -28,7 +28,8 @@ class EndpointsAPI(Connection):
                         capture_percent: float | None = None, max_batch_size: int | None = None,
                         max_batch_delay_ms: float | None = None, multi_model: bool | None = None,
                         wait: bool = False, timeout: float = 300,
-                        new_key: bool = False) -> dict[str, Any]:
+                        new_key: bool = False, replicas: int | None = None,
+                        replica_resources: dict[str, float] | None = None) -> dict[str, Any]:
         """Create a real-time endpoint serving ``model`` (and/or weighted ``variants``).
 
         Args:
@@ -42,6 +43,10 @@ class EndpointsAPI(Connection):
             capture_percent: Share of requests (0-100) whose input and output are captured.
             max_batch_size, max_batch_delay_ms: Adaptive batching (defaults 64 rows, 2 ms).
             multi_model: Allow ``target_model`` on invocations.
+            replicas: Data-plane replicas kept on the Ray cluster (default 1; above 1 needs
+                LOOPML_EXECUTOR=ray on the server).
+            replica_resources: What each replica reserves on its node, e.g. ``{"cpus": 2,
+                "memory_gb": 2}`` (default 1 CPU, 1 GB).
             new_key: Make an API key; the record's ``api_key`` shows it once (invoke with
                 ``api_key=``).
             wait: Return only once the endpoint serves (``wait_endpoint``).
@@ -58,7 +63,7 @@ class EndpointsAPI(Connection):
         body: dict[str, Any] = {"name": name, **_endpoint_fields(
             model=model, variants=variants, capture_percent=capture_percent,
             max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms,
-            multi_model=multi_model)}
+            multi_model=multi_model, replicas=replicas, replica_resources=replica_resources)}
         if shadow is not None:
             body["shadow"] = shadow
         if new_key:
@@ -84,7 +89,8 @@ class EndpointsAPI(Connection):
                         capture_percent: float | None = None, max_batch_size: int | None = None,
                         max_batch_delay_ms: float | None = None, multi_model: bool | None = None,
                         wait: bool = False, timeout: float = 300, new_key: bool = False,
-                        clear_keys: bool = False) -> dict[str, Any]:
+                        clear_keys: bool = False, replicas: int | None = None,
+                        replica_resources: dict[str, float] | None = None) -> dict[str, Any]:
         """Change an endpoint: only the arguments given change (a new ``generation``).
 
         ``model`` replaces the variants by one ``primary``; ``variants`` replaces them all.
@@ -102,7 +108,8 @@ class EndpointsAPI(Connection):
         """
         body = _endpoint_fields(model=model, variants=variants, capture_percent=capture_percent,
                                 max_batch_size=max_batch_size,
-                                max_batch_delay_ms=max_batch_delay_ms, multi_model=multi_model)
+                                max_batch_delay_ms=max_batch_delay_ms, multi_model=multi_model,
+                                replicas=replicas, replica_resources=replica_resources)
         if shadow is not _KEEP:
             body["shadow"] = shadow
         if new_key:

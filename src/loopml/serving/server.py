@@ -43,9 +43,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--metrics-dir", default=None,
                    help="one of several workers: /metrics merges the workers' files here")
     p.add_argument("--node", action="store_true", help="standalone data-plane node (loopml serve)")
+    p.add_argument("--replica-of", default=None, metavar="ENDPOINT",
+                   help="a replica of ENDPOINT placed on a Ray cluster (jobs/ray_replicas.py): a standalone "
+                        "node reporting as kind 'replica' of that endpoint")
     p.add_argument("--advertise", default=None, help="address registered for this node "
                    "(default http://HOST:PORT as bound)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.node = args.node or args.replica_of is not None  # a replica is a standalone node
+    return args
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -107,7 +112,8 @@ async def serve(args: argparse.Namespace) -> None:
         sock.listen(2048)
     reporter = NodeReporter(platform.nodes, manager, metrics, node_id=node_id,
                             address=args.advertise or advertised_address(sock, args.host),
-                            kind="node" if args.node else "embedded",
+                            kind="replica" if args.replica_of else "node" if args.node else "embedded",
+                            endpoint=args.replica_of,
                             interval_s=settings.node_heartbeat_s, version=__version__)
     sync = asyncio.get_running_loop().create_task(manager.run(stop))
     reporting = asyncio.get_running_loop().create_task(reporter.run(stop))

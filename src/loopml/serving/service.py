@@ -30,6 +30,16 @@ def _resolve(platform: Platform, spec: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+def _check_replicas(platform: Platform, spec: dict[str, Any]) -> None:
+    """Replicas are placed by Ray. On one machine the serving process already serves every
+    endpoint (and LOOPML_SERVING_WORKERS spreads it over the cores): N more local processes on
+    other ports would need a load balancer no one configures, so it is refused, not faked."""
+    if spec["replicas"] > 1 and platform.settings.executor != "ray":
+        raise InvalidInput(f"replicas={spec['replicas']} needs a Ray cluster (LOOPML_EXECUTOR=ray); on one machine "
+                           "the serving process serves the endpoint (LOOPML_SERVING_WORKERS uses every core)",
+                           field="replicas")
+
+
 def _with_url(record: dict[str, Any], data_plane_url: str | None) -> dict[str, Any]:
     record["url"] = (f"{data_plane_url}/endpoints/{record['name']}/invocations"
                      if data_plane_url else None)
@@ -60,6 +70,7 @@ def create_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
     validate_name(name)
     raw, key = _keys(raw, [])
     spec = normalise_spec(raw)
+    _check_replicas(platform, spec)
     record = platform.endpoints.create(name, spec, _resolve(platform, spec))
     if key:
         record["api_key"] = key
@@ -72,6 +83,7 @@ def update_endpoint(platform: Platform, name: str, raw: dict[str, Any], *,
     keys_only = bool(raw) and set(raw) <= {"new_key", "clear_keys"}
     raw, key = _keys(raw, current["spec"].get("key_hashes") or [])
     spec = normalise_spec(raw, base=current["spec"])
+    _check_replicas(platform, spec)
     if keys_only:  # revoking keys must work even when a model reference no longer resolves
         resolved = {**current["resolved"], "key_hashes": spec["key_hashes"]}
     else:

@@ -8,12 +8,14 @@ alias), the control plane resolves them to concrete versions (``resolve_spec``).
                    "weight": 1.0}],
      "shadow": {"name": "shadow", "model": "mnist", "version": 4, "alias": null} | null,
      "capture_percent": 0.0, "max_batch_size": 64, "max_batch_delay_ms": 2.0,
-     "multi_model": false}
+     "multi_model": false, "replicas": 1}
 
 Weights are relative, as in SageMaker (``InitialVariantWeight``): traffic share = weight / sum.
 ``key_hashes``: SHA-256 digests of per-endpoint API keys (the keys themselves are shown once,
 when made, and never stored); with any, an invocation needs ``Authorization: Bearer <key>``
-(or the data plane's own token).
+(or the data plane's own token). ``replicas``: data-plane replicas a Ray cluster keeps for this
+endpoint (controlplane/replicas.py), each reserving ``replica_resources`` on its node; 1 on one
+machine, where the serving process serves it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import re
 from typing import Any, Callable
 
 from loopml.core.errors import InvalidInput
+from loopml.core.resources import job_resources
 from loopml.core.names import ENDPOINT_NAME_RE, VARIANT_NAME_RE, is_valid, endpoint_name as validate_name
 from loopml.registry.refs import ModelRef, parse_model_ref
 
@@ -34,9 +37,10 @@ SHADOW = "shadow"
 MAX_BATCH_SIZE_LIMIT = 1024
 MAX_DELAY_LIMIT_MS = 1000.0
 _KEYS = {"variants", "shadow", "capture_percent", "max_batch_size", "max_batch_delay_ms",
-         "multi_model", "model", "key_hashes"}
+         "multi_model", "model", "key_hashes", "replicas", "replica_resources"}
 _KEY_HASH = re.compile(r"^[0-9a-f]{64}$")
 MAX_KEYS = 10
+MAX_REPLICAS = 64
 
 
 def _model_ref(ref: Any, where: str) -> dict[str, Any]:
@@ -140,6 +144,8 @@ def normalise_spec(raw: dict[str, Any], *, base: dict[str, Any] | None = None) -
         keep = [v for v in (raw.get("variants") or []) if isinstance(v, dict)]
         variants_raw = [{"name": PRIMARY, "ref": raw["model"], "weight": 1.0}, *keep]
     merged.pop("model", None)
+    if isinstance(raw.get("replica_resources"), dict) and isinstance((base or {}).get("replica_resources"), dict):
+        merged["replica_resources"] = {**base["replica_resources"], **raw["replica_resources"]}  # --replica-cpus alone
     if not variants_raw:
         raise InvalidInput("an endpoint needs a model: --model MODEL@ALIAS or MODEL:VERSION "
                            "(or at least one --variant)")
@@ -176,6 +182,9 @@ def normalise_spec(raw: dict[str, Any], *, base: dict[str, Any] | None = None) -
         "max_batch_delay_ms": _number(merged.get("max_batch_delay_ms", 2.0), "max_batch_delay_ms",
                                       0, MAX_DELAY_LIMIT_MS),
         "multi_model": bool(merged.get("multi_model", False)),
+        "replicas": _number(merged.get("replicas", 1), "replicas", 1, MAX_REPLICAS, integer=True),
+        # what each replica's Ray actor reserves on its node (cpus, memory_gb, gpus)
+        "replica_resources": job_resources("replica", merged.get("replica_resources")),
     }
 
 
