@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.asgi_server import serve_asgi
-from tests.ui_support import PHONE, goto, shoot, train  # fixtures browser, page, ui_server: tests/conftest.py
+from tests.ui_support import PHONE, goto, shoot, train, wait_ended  # fixtures browser, page, ui_server: tests/conftest.py
 
 pytestmark = pytest.mark.ui
 
@@ -93,7 +93,9 @@ def test_dataset_rows_preview_and_lineage(ui_server):
     assert api.get("/datasets/digits/versions/9/rows").status_code == 404
 
     trained = api.get("/datasets/digits/versions/1/models").json()
-    assert sorted(v["ref"] for v in trained) == ["digits-cnn:1", "digits-cnn:2"]
+    # ⊇: other browser modules on this shared server train on digits too (ui_pages_world's digits-ops)
+    assert {"digits-cnn:1", "digits-cnn:2"} <= {v["ref"] for v in trained}
+    assert {v["dataset"] for v in trained} == {version["ref"]}
     assert api.get("/datasets/penguins/versions/1/models").json() == []
 
 
@@ -205,7 +207,8 @@ def test_datasets_pages_show_balance_splits_rows_and_lineage(page, ui_server):
     flat = [px[0] for row in rows[0]["image"] for px in row]
     assert lit == [8, 8, sum(1 for v in flat if v > 0)]
     lineage = page.locator(".card:has(h2:text('Lineage')) a[href^='#/models/']").all_inner_texts()
-    assert sorted(lineage) == ["digits-cnn:1", "digits-cnn:2"]
+    trained = [v["ref"] for v in api.get("/datasets/digits/versions/1/models").json()]
+    assert sorted(lineage) == sorted(trained) and {"digits-cnn:1", "digits-cnn:2"} <= set(lineage)
     shoot(page, "datasets")
 
     page.locator("select[name=split]").select_option("train")
@@ -275,29 +278,56 @@ def test_compare_two_jobs_curves_on_one_chart(page, ui_server):
     shoot(page, "jobs-compare")
 
 
-@pytest.mark.xfail(strict=False, reason="known issue (stop 20): passes alone and with its file, timed out once "
-                   "after the whole suite (the curve never showed epoch 1 in 300 s); under investigation")
+LONG_EPOCHS = 1000  # minutes of training: a job that is still running when the test cancels it
+
+
+def _wait_live(page, api: httpx.Client, job_id: str, condition: str, timeout_ms: float) -> None:
+    """Wait for a JavaScript condition on the live job page; on timeout, fail with what the page
+    and the API knew (the job, the executor's slots and queue) rather than a bare timeout."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(f"() => {condition}", timeout=timeout_ms)
+    except PlaywrightTimeout:
+        shown = page.evaluate("(() => { const p = document.querySelector('#page .page');"
+                              " return p ? {...p.dataset} : null; })()")
+        record = api.get(f"/jobs/{job_id}").json()
+        others = [(j["id"], j["status"]) for j in api.get("/jobs", params={"limit": 20}).json()]
+        pytest.fail(f"page never met {condition!r}: page {shown}, job {record['status']} "
+                    f"progress {record.get('progress')}, {len(api.get(f'/jobs/{job_id}/metrics').json())} epochs "
+                    f"recorded; jobs {others}; cluster {api.get('/cluster').text[:1500]}")
+
+
 def test_live_curve_gains_points_while_the_job_runs_then_cancel(page, ui_server):
     api = ui_server.api
-    job = train(api, dataset="digits", model="cnn", params={"epochs": 60, "filters": 4, "dense_units": 16})
-    goto(page, ui_server.url, f"jobs/{job['id']}")
-    page.evaluate("window.__sameDocument = true")
-    page.wait_for_selector("#page .page[data-epochs='1'], #page .page[data-epochs='2']", timeout=300_000)
-    seen = int(page.locator("#page .page").get_attribute("data-epochs"))
-    # a later epoch arrives over the stream and is drawn, on the same document (no reload)
-    page.wait_for_function("(n) => +document.querySelector('#page .page').dataset.epochs > n "
-                           "&& document.querySelector('.card[data-chart=loss]').dataset.points > n", arg=seen,
-                           timeout=120_000)
-    assert page.evaluate("window.__sameDocument") is True
-    assert api.get(f"/jobs/{job['id']}").json()["status"] == "running"
-    assert "epoch" in page.locator(".progress-line").inner_text()
-    shoot(page, "jobs-live")
+    # far more epochs than the test watches: the job is still running whenever the page gets to
+    # Cancel, however slow the machine (it is cancelled long before its end)
+    job = train(api, dataset="digits", model="cnn", params={"epochs": LONG_EPOCHS, "filters": 4, "dense_units": 16})
+    try:
+        goto(page, ui_server.url, f"jobs/{job['id']}")
+        page.evaluate("window.__sameDocument = true")
+        # "at least one epoch", never "exactly 1 or 2": epochs take ~0.3 s here, a stream poll may carry
+        # several at once and Playwright samples a selector only every 500 ms, so data-epochs can skip
+        # past 1 and 2 between samples (that was this test's timeout, with the job long finished)
+        _wait_live(page, api, job["id"], "+document.querySelector('#page .page')?.dataset.epochs >= 1", timeout_ms=300_000)
+        seen = int(page.locator("#page .page").get_attribute("data-epochs"))
+        # a later epoch arrives over the stream and is drawn, on the same document (no reload)
+        _wait_live(page, api, job["id"], f"+document.querySelector('#page .page').dataset.epochs > {seen} "
+                   f"&& document.querySelector('.card[data-chart=loss]').dataset.points > {seen}", timeout_ms=120_000)
+        assert page.evaluate("window.__sameDocument") is True
+        assert api.get(f"/jobs/{job['id']}").json()["status"] == "running"
+        assert "epoch" in page.locator(".progress-line").inner_text()
+        shoot(page, "jobs-live")
 
-    page.click("button:has-text('Cancel')")
-    page.wait_for_selector("#page .page[data-status='cancelled']", timeout=120_000)
-    assert page.locator("h1 .badge").inner_text() == "cancelled"
-    assert api.get(f"/jobs/{job['id']}").json()["status"] == "cancelled"
-    assert page.locator("button:has-text('Resume')").count() == 1
+        page.click("button:has-text('Cancel')")
+        page.wait_for_selector("#page .page[data-status='cancelled']", timeout=120_000)
+        assert page.locator("h1 .badge").inner_text() == "cancelled"
+        assert api.get(f"/jobs/{job['id']}").json()["status"] == "cancelled"
+        assert page.locator("button:has-text('Resume')").count() == 1
+    finally:  # never leave minutes of training behind a failed assertion
+        if api.get(f"/jobs/{job['id']}").json()["status"] not in ("succeeded", "failed", "cancelled"):
+            api.post(f"/jobs/{job['id']}/cancel")
+            wait_ended(api, job["id"])
 
 
 def test_models_pages_show_versions_aliases_lineage_and_compare(page, ui_server):

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.asgi_server import serve_asgi
-from tests.ui_support import LAPTOP, Console, goto, shoot, train
+from tests.ui_support import LAPTOP, Console, goto, shoot, train, wait_ended
 
 pytestmark = pytest.mark.ui
 
@@ -31,8 +31,9 @@ def roles(ui_server) -> Iterator[dict[str, Any]]:
         guarded.state.control = ui_server.app.state.control  # its data plane: stats and try-it
         resp = admin.post("/workflows", json={"name": "roles-hello", "definition": WORKFLOW, "replace": True})
         assert resp.status_code == 201, resp.text
-        # a job that is still queued or running, so its page offers Cancel (to those who may)
-        job = train(ui_server.api, dataset="digits", model="cnn", params={"epochs": 60, "filters": 4, "dense_units": 16})
+        # a job that is still queued or running, so its page offers Cancel (to those who may): minutes
+        # of epochs, so it cannot finish while the pages are looked at (it is cancelled at the end)
+        job = train(ui_server.api, dataset="digits", model="cnn", params={"epochs": 1000, "filters": 4, "dense_units": 16})
         tokens = {}
         try:
             for name, role in (("vera-viewer", "viewer"), ("ed-editor", "editor")):
@@ -44,6 +45,7 @@ def roles(ui_server) -> Iterator[dict[str, Any]]:
             for name in ("vera-viewer", "ed-editor"):
                 admin.delete(f"/users/{name}")
             admin.post(f"/jobs/{job['id']}/cancel")
+            wait_ended(ui_server.api, job["id"])  # not left training (or holding the only job slot)
             admin.delete("/workflows/roles-hello")
         assert ui_server.api.get("/whoami").json()["auth"] is False  # the shared server is open again
 

@@ -54,6 +54,17 @@ def wait_job(api: httpx.Client, job_id: str, timeout_s: float = 600) -> dict[str
         time.sleep(0.3)
 
 
+def wait_ended(api: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    """The job's record once it has ended, whatever the outcome (a cancelled one included)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = api.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
+        time.sleep(0.3)
+
+
 def wait_endpoint(api: httpx.Client, name: str, timeout_s: float = 300) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
