@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, func, inspect, literal_column, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -118,3 +118,12 @@ class MetadataStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def db_now(s: Session) -> float:
+    """Seconds since 1970 by the database's clock."""
+    if s.get_bind().dialect.name == "postgresql":
+        expr = func.extract("epoch", func.clock_timestamp())
+    else:  # SQLite: julianday('now') has millisecond resolution
+        expr = (func.julianday("now") - literal_column("2440587.5")) * literal_column("86400.0")
+    return float(s.execute(select(expr)).scalar_one())

@@ -23,25 +23,16 @@ import contextlib
 import threading
 from typing import Any, Iterator
 
-from sqlalchemy import event, func, literal_column, select, text, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from loopml.core.errors import Fenced
 from loopml.store import tables as t
-from loopml.store.db import MetadataStore
+from loopml.store.db import MetadataStore, db_now
 
 
 __all__ = ["Fenced", "LeaseRepo"]  # Fenced lives in core.errors (one error hierarchy); re-exported
-
-
-def _db_now(s: Session) -> float:
-    """Seconds since 1970 by the database's clock."""
-    if s.get_bind().dialect.name == "postgresql":
-        expr = func.extract("epoch", func.clock_timestamp())
-    else:  # SQLite: julianday('now') has millisecond resolution
-        expr = (func.julianday("now") - literal_column("2440587.5")) * literal_column("86400.0")
-    return float(s.execute(select(expr)).scalar_one())
 
 
 def lease_record(row: t.Lease, now: float) -> dict[str, Any]:
@@ -76,7 +67,7 @@ class LeaseRepo:
         """Take the lease if it is free or expired; returns the new epoch, None when held."""
         try:
             with self.store.session() as s:
-                now = _db_now(s)
+                now = db_now(s)
                 row = s.get(t.Lease, name, with_for_update=True)
                 if row is None:
                     s.add(t.Lease(name=name, holder=holder, epoch=1, expires_at=now + ttl_s, acquired_at=now))
@@ -93,7 +84,7 @@ class LeaseRepo:
     def renew(self, name: str, holder: str, epoch: int, ttl_s: float) -> bool:
         """Extend the lease; False when another holder took it (or it is gone)."""
         with self.store.session() as s:
-            now = _db_now(s)
+            now = db_now(s)
             done = s.execute(update(t.Lease).where(t.Lease.name == name, t.Lease.holder == holder,
                                                    t.Lease.epoch == epoch)
                              .values(expires_at=now + ttl_s)).rowcount
@@ -102,7 +93,7 @@ class LeaseRepo:
     def release(self, name: str, holder: str, epoch: int) -> bool:
         """Give the lease up now (a clean stop): the next server takes it without waiting."""
         with self.store.session() as s:
-            now = _db_now(s)
+            now = db_now(s)
             done = s.execute(update(t.Lease).where(t.Lease.name == name, t.Lease.holder == holder,
                                                    t.Lease.epoch == epoch)
                              .values(expires_at=now)).rowcount
@@ -114,7 +105,7 @@ class LeaseRepo:
         ``name`` at ``epoch``. Locks the lease row (SHARE) until that transaction ends."""
         row = s.execute(select(t.Lease.holder, t.Lease.epoch, t.Lease.expires_at)
                         .where(t.Lease.name == name).with_for_update(read=True)).one_or_none()
-        now = _db_now(s)
+        now = db_now(s)
         if row is None or row.holder != holder or int(row.epoch) != epoch:
             current = f"epoch {row.epoch} held by {row.holder}" if row is not None else "no lease"
             raise Fenced(f"lease {name!r}: epoch {epoch} of {holder} is stale ({current}); write refused")
@@ -156,4 +147,4 @@ class LeaseRepo:
     def get(self, name: str) -> dict[str, Any] | None:
         with self.store.session() as s:
             row = s.get(t.Lease, name)
-            return lease_record(row, _db_now(s)) if row is not None else None
+            return lease_record(row, db_now(s)) if row is not None else None

@@ -24,25 +24,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import delete, func, literal_column, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, select, update
 
 from loopml.core.errors import InvalidInput
 from loopml.store import tables as t
-from loopml.store.db import MetadataStore
+from loopml.store.db import MetadataStore, db_now
 
 NODE_KINDS = ("embedded", "node", "replica")
 NODE_STATES = ("starting", "ready", "draining", "gone")
 DEFAULT_LOST_AFTER_S = 15.0
-
-
-def _db_now(s: Session) -> float:
-    """Seconds since 1970 by the database's clock."""
-    if s.get_bind().dialect.name == "postgresql":
-        expr = func.extract("epoch", func.clock_timestamp())
-    else:  # SQLite: julianday('now') has millisecond resolution
-        expr = (func.julianday("now") - literal_column("2440587.5")) * literal_column("86400.0")
-    return float(s.execute(select(expr)).scalar_one())
 
 
 def _iso(seconds: float) -> str:
@@ -75,7 +65,7 @@ class NodeRepo:
         """Insert the node's row (or reset it: a restart under the same id starts afresh)."""
         _check(kind, state)
         with self.store.session() as s:
-            now = _db_now(s)
+            now = db_now(s)
             row = s.get(t.ServingNode, node_id)
             if row is None:
                 row = t.ServingNode(id=node_id)
@@ -92,7 +82,7 @@ class NodeRepo:
         collected): the node registers again."""
         _check(state=state)
         with self.store.session() as s:
-            values: dict[str, Any] = {"heartbeat_at": _db_now(s)}
+            values: dict[str, Any] = {"heartbeat_at": db_now(s)}
             if endpoints_loaded is not None:
                 values["endpoints_loaded"] = list(endpoints_loaded)
             if load is not None:
@@ -106,14 +96,14 @@ class NodeRepo:
         """``draining`` before a planned stop, ``gone`` on a clean stop; False when no such row."""
         _check(state=state)
         with self.store.session() as s:
-            values: dict[str, Any] = {"state": state, "heartbeat_at": _db_now(s)}
+            values: dict[str, Any] = {"state": state, "heartbeat_at": db_now(s)}
             done = s.execute(update(t.ServingNode).where(t.ServingNode.id == node_id).values(**values)).rowcount
             return done == 1
 
     def get(self, node_id: str, *, lost_after_s: float = DEFAULT_LOST_AFTER_S) -> dict[str, Any] | None:
         with self.store.session() as s:
             row = s.get(t.ServingNode, node_id)
-            return node_record(row, _db_now(s), lost_after_s) if row is not None else None
+            return node_record(row, db_now(s), lost_after_s) if row is not None else None
 
     def list(self, live_within_s: float | None = None, *, kind: str | None = None,
              endpoint: str | None = None, serving: str | None = None,
@@ -123,7 +113,7 @@ class NodeRepo:
         ``endpoints_loaded`` names that endpoint. ``lost`` in each record uses ``lost_after_s``."""
         _check(kind=kind)
         with self.store.session() as s:
-            now = _db_now(s)
+            now = db_now(s)
             q = select(t.ServingNode).order_by(t.ServingNode.id)
             if live_within_s is not None:
                 q = q.where(t.ServingNode.heartbeat_at >= now - live_within_s, t.ServingNode.state != "gone")
@@ -143,7 +133,7 @@ class NodeRepo:
     def gc(self, older_than_s: float) -> int:
         """Delete the rows of nodes gone or silent for more than ``older_than_s``; returns how many."""
         with self.store.session() as s:
-            cutoff = _db_now(s) - older_than_s
+            cutoff = db_now(s) - older_than_s
             return s.execute(delete(t.ServingNode).where(
                 t.ServingNode.heartbeat_at < cutoff)).rowcount or 0
 
