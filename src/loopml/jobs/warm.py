@@ -3,8 +3,8 @@
 It imports what jobs need (TensorFlow/Keras, numpy, every job kind's runner) and runs each job
 kind's warm-up (core.jobkinds ``warmup``: train's trains a throwaway model for one batch, then
 clears Keras's state) while nothing waits on it, writes one byte to the ready pipe ``N``, then
-blocks on stdin for ONE handover line from the LocalExecutor (jobs/spares.py): ``{"job_id": ..., "env": {...}}``. From then on it is that job's
-ordinary worker (``loopml.jobs.worker.main``) and ends with it: a fresh process per job, as
+blocks on stdin for ONE handover line from the LocalExecutor (jobs/spares.py):
+``{"job_id": ..., "env": {...}}``. From then on it is that job's ordinary worker (``loopml.jobs.worker.main``) and ends with it: a fresh process per job, as
 Keras keeps global state. EOF on stdin instead (the executor shut down, or its process died)
 ends the spare without a job.
 
