@@ -8,7 +8,12 @@ ready (the steady state of jobs that arrive more than a spare's import apart). A
 batch is the wall time its training callback records (progress.first_batch_at); submit is the
 job's created_at. Submission wakes the loop, as the API does. Not a test: figures only.
 
-    .venv/bin/python bench/job_start.py [--jobs 5] [--sequence 20] [--dataset mnist]
+The worker's CPU seconds from dispatch to its first batch are load-independent (what an idle core
+would take): the training callback records its process's CPU at the first batch
+(progress.first_batch_cpu_s); a warm job subtracts what its spare had used before the job was
+submitted (read from /proc while the spare waits idle), a cold worker starts from zero.
+
+    .venv/bin/python bench/job_start.py [--jobs 5] [--sequence 20] [--dataset mnist] [--modes cold,warm]
 """
 
 from __future__ import annotations
@@ -48,7 +53,11 @@ def main() -> None:
     ap.add_argument("--sequence", type=int, default=20, help="short jobs queued at once per mode (0: skip)")
     ap.add_argument("--dataset", default="mnist", help="sample dataset of the latency jobs (seed CNN)")
     ap.add_argument("--sequence-dataset", default="digits", help="sample dataset of the short-job sequence")
+    ap.add_argument("--modes", default="cold,warm", help="which of cold,warm to run (comma-separated)")
     args = ap.parse_args()
+    modes = [m for m in ("cold", "warm") if m in args.modes.split(",")]
+    if not modes:
+        ap.error("--modes takes cold, warm or cold,warm")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from loopml.controlplane import ControlLoop
@@ -61,6 +70,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="loopml-bench-start-"))
     loops = {}
     for mode, warm in (("cold", 0), ("warm", 1)):
+        if mode not in modes:
+            continue
         plat = Platform(Settings(home=root / mode, warm_workers=warm, max_concurrent_jobs=1, serving_port=0))
         for name in dict.fromkeys((args.dataset, args.sequence_dataset)):
             register(plat, name, f"sample:{name}")
@@ -77,28 +88,26 @@ def main() -> None:
 
     def run(mode: str, dataset: str, n: int = 1) -> list[dict]:
         """Submit ``n`` jobs at once and wait for them; each record gets ``cpu_to_first_batch``: the
-        worker's CPU seconds from dispatch to its first batch (≈, read by polling), which unlike
-        wall time does not depend on what else the machine runs."""
+        worker's CPU seconds from dispatch to its first batch, which unlike wall time does not
+        depend on what else the machine runs (None when it cannot be told: a job whose spare was
+        not idle before the submit)."""
         loop = loops[mode]
+        idle = {s.proc.pid: _cpu_s(s.proc.pid) for s in loop.executor.spares.spares} if mode == "warm" else {}
         jobs = [submit_training(loop.platform, dataset=dataset, model="cnn", params={"epochs": 1}, register=False)
                 for _ in range(n)]
         loop.wake()
         done = []
         for job in jobs:
-            cpu_at_dispatch = cpu_at_first = None
             while True:
                 record = loop.platform.jobs.get(job["id"])
-                pid = (record.get("worker") or {}).get("pid")
-                if cpu_at_dispatch is None and pid:
-                    cpu_at_dispatch = _cpu_s(pid)
-                if cpu_at_first is None and (record["progress"] or {}).get("first_batch_at"):
-                    cpu_at_first = _cpu_s(pid)
                 if record["status"] in ("succeeded", "failed", "cancelled"):
                     break
-                time.sleep(0.02)
+                time.sleep(0.05)
             assert record["status"] == "succeeded", record["reason"]
-            if cpu_at_dispatch is not None and cpu_at_first is not None:
-                record["cpu_to_first_batch"] = cpu_at_first - cpu_at_dispatch
+            at_first = (record["progress"] or {}).get("first_batch_cpu_s")
+            pid = (record.get("worker") or {}).get("pid")
+            before = 0.0 if mode == "cold" else idle.get(pid)
+            record["cpu_to_first_batch"] = at_first - before if at_first is not None and before is not None else None
             done.append(record)
         return done
 
@@ -107,25 +116,27 @@ def main() -> None:
 
     rows: dict[str, list[tuple[float, float, float]]] = {"cold": [], "warm": []}
     try:
-        ready = spare_ready("warm")
-        pid = loops["warm"].executor.spares.spares[0].proc.pid
-        rss = _rss_mb(pid)
-        print(f"first spare ready {ready:.1f} s after the control plane started; idle spare RSS "
-              f"{rss:.0f} MB" if rss else "", flush=True)
+        if "warm" in modes:
+            ready = spare_ready("warm")
+            pid = loops["warm"].executor.spares.spares[0].proc.pid
+            rss, cpu = _rss_mb(pid), _cpu_s(pid)
+            print(f"first spare ready {ready:.1f} s after the control plane started; idle spare RSS "
+                  f"{rss:.0f} MB, its imports and warm-up took {cpu:.2f} CPU s" if rss else "", flush=True)
         for i in range(args.jobs):
-            for mode in ("cold", "warm"):
+            for mode in modes:
                 if mode == "warm":
                     spare_ready("warm")
                 job = run(mode, args.dataset)[0]
                 first = job["progress"]["first_batch_at"]
+                cpu = job["cpu_to_first_batch"]
                 rows[mode].append((seconds(job["created_at"], first), seconds(job["created_at"], job["started_at"]),
-                                   seconds(job["started_at"], first), job.get("cpu_to_first_batch", float("nan"))))
+                                   seconds(job["started_at"], first), float("nan") if cpu is None else cpu))
                 total, queued, started, cpu = rows[mode][-1]
                 print(f"job {i + 1} {mode}: submit→first batch {total:5.2f} s  (submit→dispatch {queued:.2f}, "
                       f"dispatch→first batch {started:.2f}; worker CPU dispatch→first batch {cpu:.2f} s)", flush=True)
         sequence = {}
         if args.sequence:
-            for mode in ("cold", "warm"):
+            for mode in modes:
                 spare_ready(mode)
                 t0 = time.monotonic()
                 jobs = run(mode, args.sequence_dataset, args.sequence)
@@ -139,13 +150,13 @@ def main() -> None:
             loop.stop()
 
     print(f"\nsubmit → first batch, seed CNN on {args.dataset}, {args.jobs} jobs each, median (min–max):")
-    for mode in ("cold", "warm"):
+    for mode in modes:
         total = [r[0] for r in rows[mode]]
         print(f"  {mode:4}  {statistics.median(total):5.2f} s  ({min(total):.2f}–{max(total):.2f})   "
               f"submit→dispatch {statistics.median(r[1] for r in rows[mode]):.2f} s, "
               f"dispatch→first batch {statistics.median(r[2] for r in rows[mode]):.2f} s, "
               f"worker CPU in it {statistics.median(r[3] for r in rows[mode]):.2f} s")
-    if sequence:
+    if len(sequence) == 2:
         print(f"{args.sequence} short jobs ({args.sequence_dataset}, 1 epoch, queued at once, 1 slot): "
               f"cold {sequence['cold']:.1f} s, warm {sequence['warm']:.1f} s "
               f"({sequence['cold'] / sequence['warm']:.2f}x)")

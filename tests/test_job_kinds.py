@@ -30,9 +30,12 @@ def test_every_kind_names_a_real_submit_function_runner_and_params_schema() -> N
         assert set(kind.required()) <= {f.name for f in fields(kind.params)}
         for keyword, ref in kind.hooks.items():
             assert callable(_resolve(ref)) and keyword in runner.__code__.co_varnames, (kind.name, keyword)
+        assert kind.warmup is None or callable(_resolve(kind.warmup)), kind.warmup
     assert KINDS["labelled-data"].required() == ("monitor", "dataset")
     # train writes the version's monitoring baseline through a hook: training imports no monitoring
     assert KINDS["train"].hooks == {"baseline": "loopml.monitoring.baseline_job:write_training_baseline"}
+    # a spare worker trains a throwaway model before it has a job (jobs/warm.py)
+    assert KINDS["train"].warmup == "loopml.training.warmup:warm_up"
 
 
 def test_api_and_cli_enums_come_from_the_table() -> None:

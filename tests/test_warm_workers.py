@@ -103,6 +103,8 @@ def test_a_warm_worker_runs_a_real_job_exactly_as_a_cold_one(plat, tmp_path):
         assert plat.models.get("digits-cnn")["version"] == 1
         logs = "\n".join(line["text"] for line in plat.jobs.logs(job["id"]))
         assert f"worker pid {spare_pid}" in logs and "test accuracy" in logs
+        spare_output = (plat.settings.home / "workers" / f"{job['id']}.out").read_text()
+        assert "warm-up failed" not in spare_output and "not preloaded" not in spare_output
         assert done["progress"]["first_batch_at"] >= done["started_at"]
         # same seed, same data: the same training as in a fresh process (Keras state was clean)
         assert _epochs(plat, job["id"]) == pytest.approx(cold_epochs, rel=1e-4)
@@ -115,6 +117,48 @@ def test_a_warm_worker_runs_a_real_job_exactly_as_a_cold_one(plat, tmp_path):
     finally:
         loop.stop()
     assert not list((plat.settings.home / "workers").glob("spare-*"))  # shutdown removed the idle spare's file
+
+
+def test_the_spares_warm_up_and_the_pre_fit_build_leave_the_training_unchanged():
+    """In this process, as in a spare: a model trained after the warm-up (a throwaway model trained
+    and forgotten) and with the pre-fit build (the metrics' and optimizer's variables made before
+    fit) ends with the same losses and weights as one trained without either."""
+    import keras
+    import numpy as np
+
+    from loopml.datasets.content import DatasetContent
+    from loopml.models.features import fit_features
+    from loopml.models.hparams import validate_hparams
+    from loopml.models.templates import build_model
+    from loopml.training.train_runner import _build_before_fit
+    from loopml.training.warmup import warm_up
+
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, size=(96, 8, 8, 1), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=96)
+    schema = {"kind": "image", "classes": ["0", "1", "2"]}
+    hp = validate_hparams("cnn", {"epochs": 2, "batch_size": 32, "filters": 4, "dense_units": 8})
+    features = fit_features(DatasetContent(kind="image", labels=labels.astype(str).astype(object), images=images),
+                            hp, schema)
+    x = features.transform(images)
+
+    def train(pre_build: bool) -> tuple[dict, list]:
+        keras.backend.clear_session()  # what a fresh process starts with
+        model = build_model("cnn", hp, schema, features)  # seeds itself, as the job does
+        if pre_build:
+            _build_before_fit(model, x[:80], labels[:80], 32)
+        history = model.fit(x[:80], labels[:80], validation_data=(x[80:], labels[80:]), epochs=2, batch_size=32,
+                            verbose=0)
+        return history.history, model.get_weights()
+
+    plain_history, plain_weights = train(pre_build=False)
+    warm_up()
+    history, weights = train(pre_build=True)
+    assert history.keys() == plain_history.keys()
+    for key, values in plain_history.items():
+        assert history[key] == pytest.approx(values, rel=1e-6), key
+    for got, want in zip(weights, plain_weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
 def test_cancel_reaches_a_job_on_a_warm_worker(plat):

@@ -83,6 +83,9 @@ class JobKind:
     # keyword → "module:function" the worker passes to the runner: how a step of another context
     # joins a job without the runner importing that context (train's monitoring baseline)
     hooks: dict[str, str] = field(default_factory=dict)
+    # "module:function" a spare worker (jobs/warm.py) calls once, before it has a job: the
+    # first-use work every job of this kind would otherwise pay before its first step
+    warmup: str | None = None
 
     def required(self) -> tuple[str, ...]:
         """The spec keys a job of this kind cannot run without."""
@@ -93,7 +96,8 @@ class JobKind:
 KINDS: dict[str, JobKind] = {k.name: k for k in (
     JobKind("train", "train a model on a dataset version",
             "loopml.training.service:submit_training", "loopml.training.train_runner:run", TrainParams,
-            hooks={"baseline": "loopml.monitoring.baseline_job:write_training_baseline"}),
+            hooks={"baseline": "loopml.monitoring.baseline_job:write_training_baseline"},
+            warmup="loopml.training.warmup:warm_up"),
     JobKind("predict", "batch prediction with a model version",
             "loopml.training.service:submit_prediction", "loopml.training.predict_runner:run", PredictParams),
     JobKind("evaluate", "compare model versions on one dataset split",

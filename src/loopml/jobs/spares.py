@@ -10,7 +10,8 @@ before they are ready (a broken installation must not become a fork loop). ``shu
 idle spares only; a spare that has a job is that job's worker and is left running.
 
 Cost: an idle spare holds its imports in memory (measured ~0.7 GB RSS with TensorFlow 2.21,
-Keras 3, ONNX Runtime and tf2onnx) and spends a few CPU seconds importing after each handover.
+Keras 3, ONNX Runtime and tf2onnx; ~0.78 GB after the training warm-up) and spends a few CPU
+seconds importing and warming up after each handover.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """A spare worker: ``python -m loopml.jobs.warm --ready-fd N``, started before any job needs it.
 
-It imports what jobs need (TensorFlow/Keras, numpy, every job kind's runner) while nothing waits
-on it, writes one byte to the ready pipe ``N``, then blocks on stdin for ONE handover line from the
-LocalExecutor (jobs/spares.py): ``{"job_id": ..., "env": {...}}``. From then on it is that job's
-ordinary worker (``loopml.jobs.worker.main``) and ends with it: a fresh process per job, as
+It imports what jobs need (TensorFlow/Keras, numpy, every job kind's runner) and runs each job
+kind's warm-up (core.jobkinds ``warmup``: train's trains a throwaway model for one batch, then
+clears Keras's state) while nothing waits on it, writes one byte to the ready pipe ``N``, then
+blocks on stdin for ONE handover line from the LocalExecutor (jobs/spares.py):
+``{"job_id": ..., "env": {...}}``. From then on it is that job's ordinary worker (``loopml.jobs.worker.main``) and ends with it: a fresh process per job, as
 Keras keeps global state. EOF on stdin instead (the executor shut down, or its process died)
 ends the spare without a job.
 
@@ -51,6 +52,23 @@ def preload() -> list[str]:
     return missing
 
 
+def warm_up() -> list[str]:
+    """Run every job kind's warm-up (core.jobkinds ``warmup``: e.g. train one batch of a tiny
+    model, so a job's first step does not pay TensorFlow's first-use costs); the ones that failed."""
+    from loopml.core.jobkinds import KINDS
+
+    failed = []
+    for entry in KINDS.values():
+        if entry.warmup is None:
+            continue
+        module, _, name = entry.warmup.partition(":")
+        try:
+            getattr(importlib.import_module(module), name)()
+        except Exception as exc:  # noqa: BLE001 - a spare must not die of its warm-up: jobs run without it
+            failed.append(f"{entry.warmup} ({type(exc).__name__}: {exc})")
+    return failed
+
+
 def import_time_differences(current: dict[str, str], job: dict[str, str]) -> list[str]:
     """Variables read at import time whose value for the job differs from this process's."""
     names = {k for k in (*current, *job) if k.startswith(IMPORT_TIME_PREFIXES)}
@@ -76,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = preload()
     if missing:
         print(f"spare worker {os.getpid()}: not preloaded: {', '.join(missing)}", flush=True)
+    failed = warm_up()
+    if failed:
+        print(f"spare worker {os.getpid()}: warm-up failed: {'; '.join(failed)}", flush=True)
     if args.ready_fd is not None:
         try:
             os.write(args.ready_fd, b"r")

@@ -159,6 +159,7 @@ class JobReporter(keras.callbacks.Callback):
         self._batches_done = 0
         self.full_epochs = 0  # epochs (counted from 0, not from a resumed job's) that ran every batch
         self.first_batch_at: str | None = None  # wall time the first batch ended (bench/job_start.py reads it)
+        self.first_batch_cpu_s: float | None = None  # this process's CPU seconds by then (ditto)
         self.cut: tuple[int, int] | None = None  # (epoch, batches run) of an epoch stopped part-way
 
     @property
@@ -189,6 +190,7 @@ class JobReporter(keras.callbacks.Callback):
                     **_clean(logs), "elapsed_s": round(now - self.started, 2)}
         if self.first_batch_at:
             progress["first_batch_at"] = self.first_batch_at
+            progress["first_batch_cpu_s"] = self.first_batch_cpu_s
         progress.update({k: v for k, v in self._last_epoch_logs.items() if k.startswith("val_")})
         self._io.submit(self._beat, progress)
 
@@ -203,6 +205,7 @@ class JobReporter(keras.callbacks.Callback):
         first = self.first_batch_at is None
         if first:
             self.first_batch_at = iso(utcnow())
+            self.first_batch_cpu_s = round(time.process_time(), 3)
         self._progress(batch + 1, logs, force=first)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -231,11 +234,15 @@ class EpochSummaries:
 
     NOT_PLOTTED = frozenset({"epoch_seconds", "samples_per_s"})  # the reporter's timings, not Keras's metrics
 
-    def __init__(self, local_dir: str, upload: Callable[[str], None]) -> None:
+    def __init__(self, local_dir: str, upload: Callable[[str], None],
+                 hparams: dict[str, Any] | None = None) -> None:
         import tensorflow as tf
 
         self._tf, self._dir, self._upload = tf, local_dir, upload
         self._failed = False
+        # written with the first epoch (or at close), not at the start: a summary write costs
+        # CPU (~0.1 s the first time) that the job's first batch need not wait for
+        self._hparams = hparams
         self._writers = {run: tf.summary.create_file_writer(f"{local_dir}/{run}") for run in ("train", "validation")}
 
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
@@ -248,13 +255,18 @@ class EpochSummaries:
             self._failed = True
             print(f"warning: TensorBoard event files not written ({type(exc).__name__}: {exc})", flush=True)
 
-    def hparams(self, hparams: dict[str, Any]) -> None:  # on the I/O thread
-        self._guarded(self._write_text, "hparams", "\n".join(f"    {k} = {v}" for k, v in sorted(hparams.items())))
+    def _pending_hparams(self) -> None:
+        hparams, self._hparams = self._hparams, None
+        if hparams is not None:
+            self._guarded(self._write_text, "hparams",
+                          "\n".join(f"    {k} = {v}" for k, v in sorted(hparams.items())))
 
     def epoch(self, epoch: int, metrics: dict[str, float | None]) -> None:  # on the I/O thread
+        self._pending_hparams()
         self._guarded(self._write, epoch, metrics)
 
     def close(self) -> None:  # on the I/O thread
+        self._pending_hparams()
         self._guarded(self._close)
 
     def _write_text(self, tag: str, text: str) -> None:  # indented: TensorBoard shows it monospaced
