@@ -91,8 +91,13 @@ def _register(platform: Platform, response: Response, name: str, source: str, fm
 
 
 @router.get("", response_model=list[DatasetSummary], summary="List datasets with their newest version")
-def list_datasets(request: Request) -> list[dict[str, Any]]:
-    return _platform(request).datasets.list()
+def list_datasets(request: Request,
+                  name: Annotated[str | None, Query(max_length=128, description="only names containing this (any case)")] = None,
+                  kind: Annotated[Literal["image", "text", "tabular"] | None, Query(description="kind of the newest version")] = None,
+                  limit: Annotated[int | None, Query(ge=1, le=1000, description="page size (default: all)")] = None,
+                  offset: Annotated[int, Query(ge=0, description="skip this many (paging)")] = 0,
+                  ) -> list[dict[str, Any]]:
+    return _platform(request).datasets.list(name_contains=name, kind=kind, limit=limit, offset=offset)
 
 
 @router.post("", response_model=DatasetRegistered, status_code=201,
