@@ -55,3 +55,14 @@ def test_model_list_and_versions_page_in_sql(metadata_store: MetadataStore) -> N
     assert [v["version"] for v in repo.versions("m2", limit=3, offset=5)] == [6, 7, 8]
     assert repo.versions("m2", limit=3, offset=5)[1]["aliases"] == ["prod"]
     assert repo.version_count("m2") == (25, {"prod": 7})
+
+
+def test_versions_trained_on_a_dataset_version(metadata_store: MetadataStore) -> None:
+    repo = ModelRepo(metadata_store)
+    repo.add_version("a", 1, **_mv_fields(dataset="iris:1"))
+    repo.add_version("a", 2, **_mv_fields(dataset="iris:2"))
+    repo.add_version("b", 1, **_mv_fields(dataset="iris:1"))
+    repo.set_alias("b", "prod", 1)
+    found = repo.trained_on("iris:1")
+    assert [v["ref"] for v in found] == ["b:1", "a:1"] and found[0]["aliases"] == ["prod"]
+    assert repo.trained_on("iris:9") == []

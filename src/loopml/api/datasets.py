@@ -181,9 +181,7 @@ def dataset_rows(name: str, version: str, request: Request,
 def dataset_models(name: str, version: str, request: Request) -> list[dict[str, Any]]:
     platform = _platform(request)
     ref = platform.datasets.get(name, parse_version(version, f"dataset {name!r}"))["ref"]
-    found = [v for model in platform.models.list() for v in platform.models.versions(model["name"])
-             if v.get("dataset") == ref]
-    return sorted(found, key=lambda v: v.get("created_at") or "", reverse=True)
+    return platform.models.trained_on(ref)
 
 
 class Deleted(BaseModel):

@@ -96,6 +96,20 @@ class ModelRepo:
                 q = q.limit(limit)
             return [records.model_version(v, name, aliases.get(v.version, [])) for v in s.execute(q).scalars()]
 
+    def trained_on(self, dataset_ref: str) -> list[dict[str, Any]]:
+        """Every model version trained on ``dataset_ref`` ("name:version"), newest first."""
+        with self.store.session() as s:
+            rows = s.execute(select(t.ModelVersion, t.Model.name).join(t.Model)
+                             .where(t.ModelVersion.dataset == dataset_ref)
+                             .order_by(t.ModelVersion.created_at.desc(), t.ModelVersion.id.desc())).all()
+            aliases: dict[int, dict[int, list[str]]] = {}
+            out = []
+            for v, name in rows:
+                if v.model_id not in aliases:
+                    aliases[v.model_id] = self._aliases(s, v.model_id)
+                out.append(records.model_version(v, name, aliases[v.model_id].get(v.version, [])))
+            return out
+
     def version_count(self, name: str) -> tuple[int, dict[str, int]]:
         """(how many versions, {alias: version}) without loading the versions."""
         with self.store.session() as s:
