@@ -43,6 +43,8 @@ def api(world, path: str, **params) -> Any:
 # ------------------------------------------------------------------ the JSON routes (no browser)
 
 
+# no browser, but it needs the module's UI world (a trained model behind a data plane)
+@pytest.mark.ui
 def test_invocations_route_forwards_to_the_data_plane_unchanged(world):
     images = world["images"]
     body = json.dumps({"instances": images[100:104, :, :, None].tolist()}).encode()
@@ -62,6 +64,7 @@ def test_invocations_route_forwards_to_the_data_plane_unchanged(world):
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
 
 
+@pytest.mark.ui
 def test_stats_route_counts_what_the_data_plane_served(world):
     name = world["endpoint"]
     before = api(world, f"/endpoints/{name}/stats")
@@ -93,6 +96,7 @@ def test_stats_route_counts_what_the_data_plane_served(world):
     assert r.status_code == 404 and r.json()["code"] == "not_found"
 
 
+@pytest.mark.ui
 def test_endpoint_list_carries_live_traffic_for_the_overview(world):
     name = world["endpoint"]
     first = {e["name"]: e for e in api(world, "/endpoints")}[name]["traffic"]
@@ -107,6 +111,7 @@ def test_endpoint_list_carries_live_traffic_for_the_overview(world):
     assert third["rps"] == 0 and third["p99_ms"] is None  # nothing served since the previous list
 
 
+@pytest.mark.ui
 def test_captured_route_returns_the_newest_requests_first(world):
     rows = api(world, f"/endpoints/{world['endpoint']}/captured", limit=5)
     assert len(rows) == 5

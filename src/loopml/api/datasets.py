@@ -91,8 +91,13 @@ def _register(platform: Platform, response: Response, name: str, source: str, fm
 
 
 @router.get("", response_model=list[DatasetSummary], summary="List datasets with their newest version")
-def list_datasets(request: Request) -> list[dict[str, Any]]:
-    return _platform(request).datasets.list()
+def list_datasets(request: Request,
+                  name: Annotated[str | None, Query(max_length=128, description="only names containing this (any case)")] = None,
+                  kind: Annotated[Literal["image", "text", "tabular"] | None, Query(description="kind of the newest version")] = None,
+                  limit: Annotated[int | None, Query(ge=1, le=1000, description="page size (default: all)")] = None,
+                  offset: Annotated[int, Query(ge=0, description="skip this many (paging)")] = 0,
+                  ) -> list[dict[str, Any]]:
+    return _platform(request).datasets.list(name_contains=name, kind=kind, limit=limit, offset=offset)
 
 
 @router.post("", response_model=DatasetRegistered, status_code=201,
@@ -176,9 +181,7 @@ def dataset_rows(name: str, version: str, request: Request,
 def dataset_models(name: str, version: str, request: Request) -> list[dict[str, Any]]:
     platform = _platform(request)
     ref = platform.datasets.get(name, parse_version(version, f"dataset {name!r}"))["ref"]
-    found = [v for model in platform.models.list() for v in platform.models.versions(model["name"])
-             if v.get("dataset") == ref]
-    return sorted(found, key=lambda v: v.get("created_at") or "", reverse=True)
+    return platform.models.trained_on(ref)
 
 
 class Deleted(BaseModel):

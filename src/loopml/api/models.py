@@ -121,8 +121,12 @@ def import_model(
 
 
 @router.get("", response_model=list[ModelSummary], summary="Registered models")
-def list_models(request: Request) -> list[dict[str, Any]]:
-    return catalog.list_models(_platform(request))
+def list_models(request: Request,
+                name: Annotated[str | None, Query(max_length=128, description="only names containing this (any case)")] = None,
+                limit: Annotated[int | None, Query(ge=1, le=1000, description="page size (default: all)")] = None,
+                offset: Annotated[int, Query(ge=0, description="skip this many (paging)")] = 0,
+                ) -> list[dict[str, Any]]:
+    return catalog.list_models(_platform(request), name_contains=name, limit=limit, offset=offset)
 
 
 @router.get("/{name}", response_model=ModelVersions, summary="A model's versions and aliases")
@@ -131,12 +135,9 @@ def model_versions(name: str, request: Request,
                    offset: Annotated[int, Query(ge=0)] = 0,
                    newest_first: Annotated[bool, Query(description="order versions newest first")] = False,
                    ) -> dict[str, Any]:
-    found = catalog.model_versions(_platform(request), name)
     if limit is None and not offset and not newest_first:
-        return found
-    versions = found["versions"][::-1] if newest_first else found["versions"]
-    end = None if limit is None else offset + limit
-    return {**found, "versions": versions[offset:end], "total": len(versions)}
+        return catalog.model_versions(_platform(request), name)
+    return catalog.model_page(_platform(request), name, limit=limit, offset=offset, newest_first=newest_first)
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersion, summary="One version (a number or 'latest')")

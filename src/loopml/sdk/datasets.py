@@ -57,8 +57,10 @@ class DatasetsAPI(Connection):
             files = {"file": (local.name, Counted(f, on_upload), "application/octet-stream")}
             return self._json("POST", "/datasets/upload", data=fields, files=files, timeout=self._upload_timeout())
 
-    def list_datasets(self) -> list[dict[str, Any]]:
-        """All datasets with their newest version.
+    def list_datasets(self, *, name: str | None = None, kind: str | None = None, limit: int | None = None,
+                      offset: int = 0) -> list[dict[str, Any]]:
+        """All datasets with their newest version (``name`` substring / ``kind`` filters and
+        ``limit``/``offset`` paging are done by the server).
 
         Returns:
             ``[{"name", "latest_version", "versions", "latest": {...}}, ...]``
@@ -67,7 +69,9 @@ class DatasetsAPI(Connection):
 
             [d["name"] for d in c.list_datasets()]
         """
-        return self._json("GET", "/datasets")
+        params = {k: v for k, v in {"name": name, "kind": kind, "limit": limit, "offset": offset or None}.items()
+                  if v is not None}
+        return self._json("GET", "/datasets", params=params or None)
 
     def dataset(self, name: str, version: int | str | None = None) -> dict[str, Any]:
         """One dataset version (schema, class counts, split sizes).

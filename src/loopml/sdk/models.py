@@ -21,14 +21,16 @@ from loopml.sdk.jobs import JobsAPI
 class ModelsAPI(JobsAPI):
     """Registry reads and writes; ``compare_models`` runs an evaluation job (hence JobsAPI)."""
 
-    def models(self) -> list[dict[str, Any]]:
-        """Registered models with version counts, aliases and latest metrics.
+    def models(self, *, name: str | None = None, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Registered models with version counts, aliases and latest metrics (``name`` substring
+        filter and ``limit``/``offset`` paging are done by the server).
 
         Example::
 
             {m["name"]: m["aliases"] for m in c.models()}
         """
-        return self._json("GET", "/models")
+        params = {k: v for k, v in {"name": name, "limit": limit, "offset": offset or None}.items() if v is not None}
+        return self._json("GET", "/models", params=params or None)
 
     def model(self, name: str) -> dict[str, Any]:
         """A model's versions and aliases: ``{"name", "aliases", "versions"}``.

@@ -63,12 +63,25 @@ class DatasetRepo:
             s.flush()
             return records.dataset_version(row, name)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self, *, name_contains: str | None = None, kind: str | None = None, limit: int | None = None,
+             offset: int = 0) -> list[dict[str, Any]]:
+        """Datasets by name with their newest version; filtered and paged in SQL when asked."""
         with self.store.session() as s:
-            rows = s.execute(select(t.Dataset.name, func.max(t.DatasetVersion.version), func.count())
-                             .join(t.DatasetVersion).group_by(t.Dataset.name).order_by(t.Dataset.name)).all()
+            q = (select(t.Dataset.name, func.max(t.DatasetVersion.version), func.count())
+                 .join(t.DatasetVersion).group_by(t.Dataset.name).order_by(t.Dataset.name).offset(offset))
+            if name_contains:
+                q = q.where(t.Dataset.name.icontains(name_contains, autoescape=True))
+            if kind:
+                newest = (select(t.DatasetVersion.dataset_id, func.max(t.DatasetVersion.version).label("v"))
+                          .group_by(t.DatasetVersion.dataset_id).subquery())
+                newest_kind = (select(t.DatasetVersion.dataset_id).join(
+                    newest, (newest.c.dataset_id == t.DatasetVersion.dataset_id) & (newest.c.v == t.DatasetVersion.version))
+                    .where(t.DatasetVersion.kind == kind))
+                q = q.where(t.Dataset.id.in_(newest_kind))
+            if limit is not None:
+                q = q.limit(limit)
             out = []
-            for name, latest, count in rows:
+            for name, latest, count in s.execute(q).all():
                 out.append({"name": name, "latest_version": latest, "versions": count,
                             "latest": self.get(name, latest, session=s)})
             return out

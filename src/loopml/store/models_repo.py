@@ -62,28 +62,61 @@ class ModelRepo:
         with self.store.session() as s:
             return _add(s)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self, *, name_contains: str | None = None, limit: int | None = None,
+             offset: int = 0) -> list[dict[str, Any]]:
+        """Models by name; a page of them when ``limit`` is given. Counts and the newest version
+        come from SQL, so a model with thousands of versions costs no more than one with two."""
         with self.store.session() as s:
+            q = select(t.Model).order_by(t.Model.name).offset(offset)
+            if name_contains:
+                q = q.where(t.Model.name.icontains(name_contains, autoescape=True))
+            if limit is not None:
+                q = q.limit(limit)
             out = []
-            for m in s.execute(select(t.Model).order_by(t.Model.name)).scalars():
-                versions = s.execute(select(t.ModelVersion).where(t.ModelVersion.model_id == m.id)
-                                     .order_by(t.ModelVersion.version)).scalars().all()
+            for m in s.execute(q).scalars():
+                count = s.execute(select(func.count()).where(t.ModelVersion.model_id == m.id)).scalar()
+                latest = s.execute(select(t.ModelVersion).where(t.ModelVersion.model_id == m.id)
+                                   .order_by(t.ModelVersion.version.desc()).limit(1)).scalar()
                 aliases = {a.alias: a.version for a in
                            s.execute(select(t.ModelAlias).where(t.ModelAlias.model_id == m.id)).scalars()}
-                latest = versions[-1] if versions else None
-                out.append({"name": m.name, "versions": len(versions),
+                out.append({"name": m.name, "versions": count,
                             "latest_version": latest.version if latest else None,
                             "aliases": aliases, "latest_metrics": latest.metrics if latest else {},
                             "created_at": iso(m.created_at)})
             return out
 
-    def versions(self, name: str) -> list[dict[str, Any]]:
+    def versions(self, name: str, *, limit: int | None = None, offset: int = 0,
+                 newest_first: bool = False) -> list[dict[str, Any]]:
         with self.store.session() as s:
             m = self._model(s, name)
             aliases = self._aliases(s, m.id)
-            rows = s.execute(select(t.ModelVersion).where(t.ModelVersion.model_id == m.id)
-                             .order_by(t.ModelVersion.version)).scalars()
-            return [records.model_version(v, name, aliases.get(v.version, [])) for v in rows]
+            order = t.ModelVersion.version.desc() if newest_first else t.ModelVersion.version
+            q = select(t.ModelVersion).where(t.ModelVersion.model_id == m.id).order_by(order).offset(offset)
+            if limit is not None:
+                q = q.limit(limit)
+            return [records.model_version(v, name, aliases.get(v.version, [])) for v in s.execute(q).scalars()]
+
+    def trained_on(self, dataset_ref: str) -> list[dict[str, Any]]:
+        """Every model version trained on ``dataset_ref`` ("name:version"), newest first."""
+        with self.store.session() as s:
+            rows = s.execute(select(t.ModelVersion, t.Model.name).join(t.Model)
+                             .where(t.ModelVersion.dataset == dataset_ref)
+                             .order_by(t.ModelVersion.created_at.desc(), t.ModelVersion.id.desc())).all()
+            aliases: dict[int, dict[int, list[str]]] = {}
+            out = []
+            for v, name in rows:
+                if v.model_id not in aliases:
+                    aliases[v.model_id] = self._aliases(s, v.model_id)
+                out.append(records.model_version(v, name, aliases[v.model_id].get(v.version, [])))
+            return out
+
+    def version_count(self, name: str) -> tuple[int, dict[str, int]]:
+        """(how many versions, {alias: version}) without loading the versions."""
+        with self.store.session() as s:
+            m = self._model(s, name)
+            count = s.execute(select(func.count()).where(t.ModelVersion.model_id == m.id)).scalar()
+            aliases = {a: v for v, names in self._aliases(s, m.id).items() for a in names}
+            return count, dict(sorted(aliases.items()))
 
     def get(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
         """Version ``version`` of ``name``, the one ``alias`` names, or the newest (neither given)."""

@@ -303,11 +303,11 @@ export function lineChart(container, series, opts = {}) {
 }
 
 /** Server-side paging controls: pager({offset, limit, count}, go(offset)). `count` = rows on this page. */
-export function pager({ offset = 0, limit, count }, go) {
+export function pager({ offset = 0, limit, count, labels = ['‹ newer', 'older ›'] }, go) {
   return h('div', { class: 'pager' },
-    h('button', { type: 'button', disabled: offset <= 0, onclick: () => go(Math.max(0, offset - limit)) }, '‹ newer'),
+    h('button', { type: 'button', disabled: offset <= 0, onclick: () => go(Math.max(0, offset - limit)) }, labels[0]),
     h('span', { class: 'muted' }, count ? `${offset + 1}–${offset + count}` : 'none'),
-    h('button', { type: 'button', disabled: count < limit, onclick: () => go(offset + limit) }, 'older ›'));
+    h('button', { type: 'button', disabled: count < limit, onclick: () => go(offset + limit) }, labels[1]));
 }
 
 /** A filter bar bound to the route's query: filters(params, [{name, label, options?: [...], placeholder}]). */

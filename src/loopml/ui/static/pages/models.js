@@ -26,9 +26,10 @@ const accuracy = (m) => m?.test_accuracy ?? m?.accuracy;
 // ------------------------------------------------------------------ list
 
 async function renderList(el, params) {
-  const all = await api('/models');
-  const q = (params.query.name || '').toLowerCase();
-  const rows = all.filter((m) => m.name.toLowerCase().includes(q));
+  // filtered and paged by the server: the page costs the same with 3 models or 3000
+  const offset = Number(params.query.offset || 0);
+  const rows = await api('/models', { query: { name: params.query.name, limit: PAGE, offset } });
+  const filtered = params.query.name || offset;
   el.append(
     h('h1', null, 'Models'),
     filters(params, [{ name: 'name', label: 'name', placeholder: 'contains…' }]),
@@ -39,7 +40,8 @@ async function renderList(el, params) {
       { label: 'aliases', render: (m) => aliasTags(m.name, m.aliases) },
       { label: 'test accuracy', class: 'num', render: (m) => fmt.num(accuracy(m.latest_metrics), 4) },
       { label: 'created', render: (m) => fmt.ago(m.created_at) },
-    ], { empty: all.length ? 'no model matches' : 'no models yet: train one with `loopml train digits --register-as digits-cnn`' })),
+    ], { empty: filtered ? 'no model matches' : 'no models yet: train one with `loopml train digits --register-as digits-cnn`' }),
+    pager({ offset, limit: PAGE, count: rows.length, labels: ['‹ previous', 'next ›'] }, (o) => setQuery({ ...params.query, offset: o }))),
   );
 }
 

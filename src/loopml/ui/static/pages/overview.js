@@ -25,12 +25,12 @@ registerPage('overview', {
   async render(el) {
     const big = 100;  // counts above this show as 100+: the overview stays one cheap page of each
     const [datasets, running, queued, failed, recent, models, endpoints, alerts, executions, triggers] = await Promise.all([
-      api('/datasets'),
+      api('/datasets', { query: { limit: big } }),
       api('/jobs', { query: { status: 'running', limit: big } }),
       api('/jobs', { query: { status: 'queued', limit: big } }),
       api('/jobs', { query: { status: 'failed', limit: big } }),
       api('/jobs', { query: { limit: LIST } }),
-      api('/models'),
+      api('/models', { query: { limit: big } }),
       api('/endpoints'),
       optional('/alerts', { open: true }),
       optional('/executions', { limit: LIST }),
@@ -40,11 +40,11 @@ registerPage('overview', {
     el.append(
       h('h1', null, 'Overview'),
       h('div', { class: 'stats' },
-        stat(datasets.length, 'datasets', route('datasets')),
+        stat(countOf(datasets, big), 'datasets', route('datasets')),
         stat(countOf(running, big), 'jobs running', '#/jobs?status=running', running.length ? 'live' : ''),
         stat(countOf(queued, big), 'jobs queued', '#/jobs?status=queued'),
         stat(countOf(failed, big), 'jobs failed', '#/jobs?status=failed'),
-        stat(models.length, 'models', route('models')),
+        stat(countOf(models, big), 'models', route('models')),
         stat(endpoints.length, 'endpoints', route('endpoints')),
         stat(openAlerts.length, 'open alerts', route('monitors'), openAlerts.length ? 'alerting' : '')),
       h('div', { class: 'cards' },
