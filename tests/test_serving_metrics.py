@@ -188,3 +188,19 @@ def test_observe_is_plain_python():
     for _ in range(n):
         st.observe(200, 0.002)
     assert st.codes == {200: n} and st.requests == n
+
+
+def test_workers_shared_histogram_has_every_bucket_and_inf(tmp_path):
+    """Multiprocess files only hold buckets some worker wrote: a new series declares them all, so
+    the merged histogram is complete (+Inf last, equal to the count) however few requests came."""
+    from loopml.serving.metrics import SharedMetrics
+
+    a = ServingMetrics(SharedMetrics(tmp_path, pid=1001))
+    b = ServingMetrics(SharedMetrics(tmp_path, pid=1002))
+    a.stats_for("e", "primary").observe(200, 0.001)
+    b.stats_for("e", "primary").observe(500, 0.3)
+    text = a.render()[0].decode()
+    buckets = [(s.labels["le"], s.value) for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "loopml_request_latency_seconds_bucket"]
+    assert [le for le, _ in buckets] == [*(repr(float(x)) for x in LATENCY_BUCKETS_S), "+Inf"]
+    assert buckets[-1][1] == 2 and dict(buckets)["0.001"] == 1

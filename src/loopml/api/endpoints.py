@@ -265,6 +265,11 @@ def parse_all_serving_metrics(text: str) -> dict[str, dict[str, Any]]:
                     hist["sum"] = float(sample.value)
                 elif sample.name.endswith("_count"):
                     hist["count"] = int(sample.value)
+    # cumulative buckets by bound, +Inf last: merged worker files need not list them in order
+    for endpoint in out.values():
+        for row in endpoint["variants"].values():
+            for name in histograms.values():
+                row[name]["buckets"].sort(key=lambda b: float("inf") if b[0] is None else b[0])
     return out
 
 

@@ -90,6 +90,8 @@ class EndpointStats:
         self.latency_sum = 0.0
         self.shared = shared
         self.keys = shared.request_keys(endpoint, variant) if shared is not None else None
+        if shared is not None:
+            shared.declare(self)
 
     def observe(self, status: int, latency_s: float) -> None:
         codes = self.codes
@@ -331,6 +333,14 @@ class SharedMetrics:
                                           ["endpoint", "variant", "code"],
                                           [*keys["labels"], str(status)], _REQUESTS_HELP)
         return key
+
+    def declare(self, st: EndpointStats) -> None:
+        """Every latency bucket of a new series, at 0: the collector only accumulates buckets it
+        finds in some file, and a histogram without its +Inf bucket (or a gap) is malformed."""
+        with self._lock:
+            for key in st.keys["buckets"]:
+                self._histogram.write_value(key, 0, 0.0)
+            self._histogram.write_value(st.keys["sum"], 0.0, 0.0)
 
     def observed(self, st: EndpointStats, status: int, n: int, bucket: int) -> None:
         keys = st.keys
