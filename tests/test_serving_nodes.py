@@ -257,3 +257,33 @@ def test_a_node_for_other_machines_refuses_this_hosts_stores_in_one_line(tmp_pat
     monkeypatch.setenv("LOOPML_DATABASE_URL", "postgresql://loopml@db.invalid/loopml")
     one_line_error(run(app, ["serve", "--host", "0.0.0.0", "--port", "0"]), 2, "LOOPML_ARTIFACT_URI=s3://")
     one_line_error(run(app, ["serve", "--advertise", "10.0.0.7:8081"]), 2, "--advertise")
+
+
+def test_sigterm_drains_first_readiness_fails_while_it_still_answers(tmp_path) -> None:
+    """A stopping node leaves the load balancer before it stops accepting: for
+    LOOPML_SERVING_DRAIN_S after SIGTERM /readyz and /ping say 503 "draining", /healthz and the
+    data plane still answer, its row says draining; then it exits cleanly and is gone."""
+    home, port, log = tmp_path / "home", free_port(), tmp_path / "node.log"
+    platform = Platform(Settings(home=home))  # the schema, as a control plane would have made it
+    stores = {"LOOPML_SERVING_DRAIN_S": "4"}
+    node = start_node(home, port, stores, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        node.send_signal(signal.SIGTERM)
+        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 503, 10, 0.05,
+                 what="/readyz 503 after SIGTERM")
+        assert httpx.get(f"{base}/readyz", timeout=2).json() == {"status": "draining"}
+        assert httpx.get(f"{base}/ping", timeout=2).status_code == 503
+        assert httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        missing = httpx.post(f"{base}/endpoints/nope/invocations", content=b"{}", timeout=5,
+                             headers={"Content-Type": "application/json"})
+        assert missing.status_code == 404  # still routing requests while draining
+        wait_for(lambda: [n["state"] for n in platform.nodes.list()] == ["draining"], 10, 0.1,
+                 what="the node reported draining")
+        assert node.poll() is None
+        # uvicorn re-raises the SIGTERM it handled once it has shut down: ended by that signal
+        assert node.wait(30) in (0, -signal.SIGTERM), log.read_text()[-2000:]
+        assert [n["state"] for n in platform.nodes.list()] == ["gone"]
+    finally:
+        stop(node, signal.SIGKILL)
+        platform.close()

@@ -39,7 +39,7 @@ CHILD_SETTINGS: dict[str, tuple[str, ...]] = {
                "capture_prefix", "api_url"),
     "serving": ("home", "database_url", "artifact_uri", "s3_endpoint_url", "serving_token",
                 "serving_memory_mb", "capture_prefix", "log_level", "http_read_timeout_s",
-                "node_heartbeat_s"),
+                "node_heartbeat_s", "serving_drain_s"),
     "function": ("api_url",),
     "importer": (),
 }
@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     node_heartbeat_s: float = Field(2.0, gt=0, description=(
         "How often a data-plane node (`loopml serve`, the embedded data plane) reports its state, "
         "endpoints loaded and load to the metadata store."))
+    serving_drain_s: float | None = Field(None, ge=0, le=300, description=(
+        "On SIGTERM a data-plane node first answers /readyz and /ping with 503 'draining' (and "
+        "reports itself draining) this long while still serving, so a load balancer's health check "
+        "takes it out before it stops accepting. Unset: 2 s for `loopml serve` nodes and Ray "
+        "replicas, 0 for the control plane's own data plane (its socket outlives the process)."))
     node_lost_after_s: float = Field(10.0, gt=0, description=(
         "A data-plane node silent this long is shown as lost (`loopml endpoints show`, `loopml nodes list`)."))
     http_read_timeout_s: float = Field(30.0, gt=0, description=(

@@ -1,6 +1,7 @@
 """The real-time data plane: one raw ASGI app for every endpoint of a serving process.
 
-    GET  /ping, /healthz, /readyz            health (ping/readyz: 200 once every endpoint is loaded)
+    GET  /ping, /healthz, /readyz            health (ping/readyz: 200 once every endpoint is loaded,
+                                             503 "draining" while a stopping node drains)
     GET  /metrics                            Prometheus text format
     GET  /openapi.json                       this API, for clients and fuzzers
     POST /endpoints/{name}/invocations       the SageMaker runtime contract (boto3 works unmodified)
@@ -215,6 +216,7 @@ class DataPlane:
                  on_shutdown: Callable[[], Awaitable[None]] | None, owns_table: bool,
                  token_check: TokenCheck | None = None) -> None:
         self.endpoints, self.metrics = table, metrics
+        self.draining = False  # set on SIGTERM before a node stops accepting (serving.server)
         self._token_check, self._token_cache = token_check, {}
         self.invoker = Invoker(table, metrics, capture)
         self._owns_table, self._on_shutdown = owns_table, on_shutdown
@@ -418,6 +420,9 @@ class DataPlane:
         if path in _HEALTH:
             if method not in ("GET", "HEAD"):
                 raise _HttpError(405, "ValidationError", f"{method} {path} is not allowed")
+            if path != "/healthz" and self.draining:  # still answering, but take me out
+                await _respond(send, 503, b'{"status":"draining"}', [(b"x-amzn-requestid", request_id)])
+                return
             ok = path == "/healthz" or self.endpoints.ready()
             await _respond(send, 200 if ok else 503,
                            b'{"status":"ok"}' if ok else b'{"status":"loading"}',

@@ -58,12 +58,13 @@ class NodeReporter:
         self.interval_s, self.version = interval_s, version
         self.registered = False
         self.stopping = False
+        self.draining = False  # SIGTERM received: still serving, leaving the load balancer
         self._last: tuple[float, dict[str, tuple[int, float]]] = (time.monotonic(), {})
         self._last_warning = -_WARN_EVERY_S
         self._lock = asyncio.Lock()  # a report in flight never lands after ``gone``
 
     def state(self) -> str:
-        if self.stopping:
+        if self.stopping or self.draining:
             return "draining"
         return "ready" if self.manager.ready() else "starting"
 

@@ -14,7 +14,10 @@ Settings come from LOOPML_* variables (the control plane passes its own).
 ``--node`` (``loopml serve``): a standalone data-plane node — it binds ``--host``/``--port``
 itself, follows no parent (it keeps serving while every control plane is down: desired state is
 read from the metadata store, models from the artifact store), leaves the endpoint rows to the
-control plane, and names its capture files after its node id. Every serving process reports
+control plane, and names its capture files after its node id. Its first SIGTERM drains first:
+/readyz and /ping answer 503 "draining" (and the node reports ``draining``) for
+LOOPML_SERVING_DRAIN_S (2 s) while it keeps serving, so the load balancer takes it out before it
+stops accepting; a second signal ends the wait. Every serving process reports
 itself in ``serving_nodes`` (serving/node.py): kind ``node`` with ``--node``, else ``embedded``.
 """
 
@@ -32,6 +35,43 @@ from loopml.core.settings import load_settings
 log = logging.getLogger("loopml.serving.server")
 
 GRACEFUL_S = 10  # in-flight requests get this long on SIGTERM (the supervisor waits longer)
+DEFAULT_NODE_DRAIN_S = 2.0  # > deploy/haproxy.cfg's detection (2 failed checks 0.5 s apart)
+
+
+def _start_drain(app, reporter) -> None:
+    app.draining = True  # /readyz and /ping: 503 "draining"; requests are still answered
+    if reporter is not None:
+        reporter.draining = True
+        asyncio.get_running_loop().create_task(reporter.report_once())  # shown draining at once
+
+
+def _draining_server(config, drain_s: float, on_drain):
+    """uvicorn's Server whose first SIGTERM/SIGINT drains first: ``on_drain`` makes the node fail
+    its readiness check, it keeps serving ``drain_s`` seconds (the load balancer takes it out),
+    then shuts down as usual (stops accepting, finishes in-flight requests). A second signal
+    ends the wait at once."""
+    import uvicorn
+
+    loop = asyncio.get_running_loop()
+
+    class Server(uvicorn.Server):
+        timer: asyncio.TimerHandle | None = None
+        draining = False
+
+        def handle_exit(self, sig, frame) -> None:  # a signal handler: hand over to the loop
+            if drain_s <= 0 or self.draining or self.should_exit:
+                if self.timer is not None:
+                    loop.call_soon_threadsafe(self.timer.cancel)
+                super().handle_exit(sig, frame)
+                return
+            self.draining = True
+            loop.call_soon_threadsafe(self._begin_drain, sig, frame)
+
+        def _begin_drain(self, sig, frame) -> None:
+            on_drain()
+            self.timer = loop.call_later(drain_s, uvicorn.Server.handle_exit, self, sig, frame)
+
+    return Server(config)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -100,7 +140,9 @@ async def serve(args: argparse.Namespace) -> None:
                             proxy_headers=False, server_header=False, date_header=False,
                             log_level=settings.log_level.lower(), access_log=False,
                             timeout_graceful_shutdown=GRACEFUL_S)
-    server = uvicorn.Server(config)
+    drain_s = settings.serving_drain_s if settings.serving_drain_s is not None else \
+        (DEFAULT_NODE_DRAIN_S if args.node else 0.0)  # the embedded one's socket outlives it
+    server = _draining_server(config, drain_s, on_drain=lambda: _start_drain(app, reporter))
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)
     else:
