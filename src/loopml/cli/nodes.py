@@ -54,3 +54,23 @@ def list_nodes(
     Example: loopml nodes list --endpoint digits
     """
     emit(client().serving_nodes(endpoint, include_gone=include_gone), as_json, print_nodes)
+
+
+@app.command("haproxy")
+def haproxy_config(
+    endpoint: Annotated[Optional[str], typer.Option("--endpoint", "-e", help="Only nodes serving this endpoint.")] = None,
+    bind: Annotated[str, typer.Option("--bind", help="HAProxy's listening address.")] = ":8081",
+) -> None:
+    """Print an HAProxy configuration (deploy/haproxy.cfg's) whose servers are the live nodes.
+
+    Regenerate it when nodes come and go (a Ray replica restarted on another port), e.g.
+    loopml nodes haproxy > /etc/haproxy/haproxy.cfg && systemctl reload haproxy
+    """
+    from loopml.cli.haproxy import live_servers, render
+    from loopml.core.errors import InvalidInput
+
+    servers = live_servers(client().serving_nodes(endpoint))
+    if not servers:  # an empty backend would answer 503 to everything: refuse instead
+        raise InvalidInput("no live data-plane node" + (f" serves endpoint {endpoint!r}" if endpoint else "") +
+                           ": start `loopml serve` (or check `loopml nodes list`)")
+    typer.echo(render(servers, bind), nl=False)
