@@ -194,7 +194,7 @@ def test_worker_killed_under_load(tmp_path, digit_bundles, digits_data):
                      what="traffic on the worker to kill")
             os.kill(victim, signal.SIGKILL)
             # the other worker keeps answering while the victim is replaced
-            n = len(codes)
+            n = after_kill = len(codes)
             wait_for(lambda: len(codes) > n + 50, 60, what="answers after the kill")
             wait_for(lambda: len(loop.endpoints.pids) == 2 and victim not in loop.endpoints.pids,
                      60, what="the killed worker replaced")
@@ -215,6 +215,8 @@ def test_worker_killed_under_load(tmp_path, digit_bundles, digits_data):
         # only 200/503 answers; a request in flight in the killed worker may see its connection
         # reset (never a refused connection: the port stayed open; never a timeout)
         assert set(codes) <= {200, 503}, sorted(set(codes))
+        # the replacement accepted only once it had loaded the endpoint: no caller met it loading
+        assert set(codes[after_kill:]) == {200}, sorted(set(codes[after_kill:]))
         assert not [e for e in errors if "ConnectError" in e or "Timeout" in e], errors
         assert len(errors) <= 3 * 6, errors  # at most the connections the killed worker held
         answered = codes.count(200)

@@ -5,7 +5,8 @@ it to ``LOOPML_SERVING_WORKERS`` serving processes (``python -m loopml.serving.s
 all accepting on that one socket (the kernel gives each connection to one of them), started
 with the control plane whether or not endpoints exist (an empty one is cheap: models load
 lazily). Each worker serves every endpoint and is restarted on its own, with its own back-off;
-while one restarts the others keep answering, and the socket stays open even when all are down:
+while one restarts the others keep answering (the replacement accepts only once it has loaded
+every endpoint, so callers never meet it loading), and the socket stays open even when all are down:
 clients are queued by the kernel (never "connection refused") and the new process answers them
 — 503 with ``Retry-After`` for endpoints still loading, never a hang. The workers poll the
 metadata store for endpoint generations and each reports what it serves (the same generation:
@@ -44,6 +45,7 @@ log = logging.getLogger("loopml.controlplane.endpoints")
 _MAX_BACKOFF_S = 30.0
 _STABLE_AFTER_S = 60.0  # a process up this long resets the crash back-off
 _MAX_AUTO_WORKERS = 4
+_ACCEPT_WHEN_READY_S = 120.0  # a replacement's load before it accepts anyway
 
 
 def serving_workers(configured: int | None, cores: int | None = None) -> int:
@@ -196,7 +198,8 @@ class EndpointSupervisor:
 
     def _spawn(self, slot: _Worker) -> None:
         assert self._sock is not None
-        if not self._alive():
+        others = bool(self._alive())
+        if not others:
             self.platform.endpoints.reset_served("serving process starting")
         if not self._metrics_cleaned:  # the last run's workers' numbers are not this run's
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
@@ -205,10 +208,14 @@ class EndpointSupervisor:
         fd = self._sock.fileno()
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self._log_path, "ab")
+        # beside live workers, a new one loads every endpoint before it accepts: callers never
+        # meet it loading (503) while the others could answer; alone, it accepts at once
+        ready_first = ["--accept-when-ready", str(_ACCEPT_WHEN_READY_S)] if others else []
         try:
             slot.proc = subprocess.Popen(
                 [sys.executable, "-m", "loopml.serving.server", "--fd", str(fd),
-                 "--parent-pid", str(os.getpid()), "--metrics-dir", str(self._metrics_dir)],
+                 "--parent-pid", str(os.getpid()), "--metrics-dir", str(self._metrics_dir),
+                 *ready_first],
                 pass_fds=(fd,), env=self.settings.child_env("serving"), stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:

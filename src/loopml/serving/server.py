@@ -74,6 +74,15 @@ def _draining_server(config, drain_s: float, on_drain):
     return Server(config)
 
 
+async def _until_ready(manager, stop: asyncio.Event, limit_s: float) -> None:
+    """Hold off accepting until every endpoint is loaded (the other workers answer meanwhile; the
+    kernel gives this process no connection before it accepts). Bounded: an endpoint that never
+    loads must not keep a worker out for good."""
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while not stop.is_set() and not manager.ready() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loopml.serving.server")
     p.add_argument("--fd", type=int, help="listening socket inherited from the control plane")
@@ -82,6 +91,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--parent-pid", type=int, default=None)
     p.add_argument("--metrics-dir", default=None,
                    help="one of several workers: /metrics merges the workers' files here")
+    p.add_argument("--accept-when-ready", type=float, default=0.0, metavar="SECONDS",
+                   help="a replacement worker beside live ones: load every endpoint (up to SECONDS) "
+                        "before accepting on the shared socket, so no caller meets it loading")
     p.add_argument("--node", action="store_true", help="standalone data-plane node (loopml serve)")
     p.add_argument("--replica-of", default=None, metavar="ENDPOINT",
                    help="a replica of ENDPOINT placed on a Ray cluster (jobs/ray_replicas.py): a standalone "
@@ -172,6 +184,8 @@ async def serve(args: argparse.Namespace) -> None:
     watcher = asyncio.get_running_loop().create_task(watch_stop())
     publisher = asyncio.get_running_loop().create_task(publish_metrics())
     try:
+        if args.accept_when_ready > 0:
+            await _until_ready(manager, stop, args.accept_when_ready)
         await server.serve(sockets=[sock])
     finally:
         stop.set()
