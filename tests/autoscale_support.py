@@ -5,12 +5,20 @@
 * scale-out: start a data-plane node (``python -m loopml.serving.server --node``, what ``loopml
   serve`` runs: it heartbeats its load into ``serving_nodes``) on the next slot's port; HAProxy's health
   check (``GET /readyz``) admits it once its endpoints are loaded;
-* scale-in, drain first: the replica is set to ``drain`` through HAProxy's runtime API (no new
-  request goes to it), waits until HAProxy counts no request on it, then gets SIGTERM (which
-  finishes anything in flight) and is stopped; while that runs it is reported ``draining``;
-* ``draining()``: how many replicas are being drained (at the LB: their nodes still say ready).
+* scale-in, drained the product's way (the Ray placer's: SIGTERM to the serving process): the node
+  fails ``/readyz`` with 503 "draining" while it keeps serving, HAProxy's health check takes it out,
+  then a second SIGTERM ends the drain wait (the product's timer, ``LOOPML_SERVING_DRAIN_S``, made a
+  condition here: the settings give it 60 s) and the node stops accepting, answers what it holds
+  and exits; while that runs it is reported ``draining``;
+* proof that a scale-in fails no request: before the SIGTERM, ``hold`` requests are sent through
+  HAProxy pinned to the slot being removed (header ``x-loopml-slot``) with half their body, so
+  they are in flight on that node (HAProxy counts them on it). Half of them get the rest of their
+  body once the LB has taken the node out (answered while it drains), the other half once the node
+  refuses new connections (answered by its graceful shutdown). Every status is kept in ``held``;
+* ``draining()``: how many replicas are being drained.
 
 A background thread converges on the wanted count, so ``scale_to`` never blocks the control loop.
+Every wait is on a condition (HAProxy's stats, the node's port, the process), with generous limits.
 """
 
 from __future__ import annotations
@@ -33,9 +41,13 @@ from tests.process_support import free_port
 HAPROXY = "/usr/sbin/haproxy"
 
 
+SLOT_HEADER = "x-loopml-slot"
+
+
 def _config(front: int, ports: list[int], sock: Path) -> str:
     servers = "\n".join(
         f"    server s{i} 127.0.0.1:{p} check inter 200ms fall 2 rise 1 disabled" for i, p in enumerate(ports))
+    pinned = "\n".join(f"    use-server s{i} if {{ req.hdr({SLOT_HEADER}) -m str {i} }}" for i in range(len(ports)))
     return f"""global
     stats socket {sock} mode 600 level admin
     maxconn 2000
@@ -43,8 +55,8 @@ def _config(front: int, ports: list[int], sock: Path) -> str:
 defaults
     mode http
     timeout connect 2s
-    timeout client 30s
-    timeout server 30s
+    timeout client 120s
+    timeout server 120s
     retries 0
 
 frontend fe
@@ -55,12 +67,15 @@ backend be
     balance roundrobin
     option httpchk GET /readyz
 {servers}
+{pinned}
 """
 
 
 class LocalReplicas:
-    def __init__(self, settings: Settings, endpoint: str, workdir: Path, *, slots: int = 3) -> None:
+    def __init__(self, settings: Settings, endpoint: str, workdir: Path, *, slots: int = 3,
+                 body: bytes = b"", hold: int = 0) -> None:
         self.settings, self.endpoint, self.workdir = settings, endpoint, workdir
+        self.body, self.hold = body, hold  # ``hold`` requests (of ``body``) in flight on a replica drained
         self.ports = [free_port() for _ in range(slots)]
         self.front = free_port()
         self.sock = workdir / "haproxy.sock"
@@ -72,7 +87,8 @@ class LocalReplicas:
         self.procs: dict[int, subprocess.Popen] = {}  # slot → serving process (live or draining)
         self.draining: set[int] = set()
         self.stopped: list[int] = []  # slots drained and stopped, in order
-        self.drain_seen_busy: list[int] = []  # requests HAProxy still counted on a slot when it was drained
+        self.drain_seen_busy: list[int] = []  # requests HAProxy counted on a slot when its drain began
+        self.held: dict[int, list[int]] = {}  # slot → status of each request held in flight through its drain
         self.wanted = 0
         self.errors: list[str] = []
         self._lock = threading.Lock()
@@ -161,22 +177,63 @@ class LocalReplicas:
             time.sleep(0.1)
         self.admin(f"set server be/s{slot} state ready")
 
+    def _wait(self, predicate, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting: {what}")
+            time.sleep(0.05)
+
+    def _in_flight(self, slot: int) -> int:
+        return int(self.stats()[f"s{slot}"]["scur"] or 0)
+
+    def _refuses(self, slot: int) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.ports[slot]), timeout=2).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    def _send_half(self, slot: int) -> socket.socket:
+        """A request through the LB pinned to ``slot``, its body only half sent: in flight there."""
+        conn = socket.create_connection(("127.0.0.1", self.front), timeout=60)
+        head = (f"POST /endpoints/{self.endpoint}/invocations HTTP/1.1\r\nHost: lb\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(self.body)}\r\n"
+                f"{SLOT_HEADER}: {slot}\r\nConnection: close\r\n\r\n").encode()
+        conn.sendall(head + self.body[: len(self.body) // 2])
+        return conn
+
+    def _finish(self, conn: socket.socket) -> int:
+        """Send the rest of the body; the answer's status code (-1: the connection broke)."""
+        chunks = []
+        try:
+            with conn:
+                conn.sendall(self.body[len(self.body) // 2:])
+                while chunk := conn.recv(65536):
+                    chunks.append(chunk)
+        except OSError:
+            return -1
+        reply = b"".join(chunks)
+        return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else -1
+
     def _drain(self, slot: int) -> None:
         with self._lock:
             self.draining.add(slot)
-        self.admin(f"set server be/s{slot} state drain")  # the LB sends it nothing new
-        deadline = time.monotonic() + 60
-        busy = int(self.stats()[f"s{slot}"]["scur"] or 0)
-        self.drain_seen_busy.append(busy)
-        while int(self.stats()[f"s{slot}"]["scur"] or 0) > 0:  # in flight on it
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"replica {slot} did not drain")
-            time.sleep(0.05)
-        self.admin(f"set server be/s{slot} state maint")
+        held = [self._send_half(slot) for _ in range(self.hold)]
+        self._wait(lambda: self._in_flight(slot) >= self.hold, f"{self.hold} requests in flight on replica {slot}")
+        self.drain_seen_busy.append(self._in_flight(slot))
         proc = self.procs[slot]
-        proc.send_signal(signal.SIGTERM)  # finishes whatever is still in flight
+        proc.send_signal(signal.SIGTERM)  # the node drains: /readyz 503 "draining", still serving
+        self._wait(lambda: self.stats()[f"s{slot}"]["status"].startswith("DOWN"),
+                   f"HAProxy takes replica {slot} out on its /readyz")
+        codes = [self._finish(conn) for conn in held[: len(held) // 2]]  # answered while it drains
+        self.admin(f"set server be/s{slot} state maint")
+        proc.send_signal(signal.SIGTERM)  # the drain wait ends: stop accepting, answer what it holds
+        self._wait(lambda: self._refuses(slot) or proc.poll() is not None, f"replica {slot} stops accepting")
+        codes += [self._finish(conn) for conn in held[len(held) // 2:]]  # answered by its shutdown
         proc.wait(timeout=60)
         with self._lock:
+            self.held[slot] = codes
             self.procs.pop(slot)
             self.draining.discard(slot)
             self.stopped.append(slot)

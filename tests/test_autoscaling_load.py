@@ -5,10 +5,13 @@ The ControlLoop (its other parts idle) ticks by hand with a fake wall clock for 
 (each tick = 10 s of policy time); the real Autoscaler reads the load the replicas heartbeat
 into ``serving_nodes`` (NodesLoad, the product's load source) and drives ``LocalReplicas``
 (tests/autoscale_support.py: data-plane nodes admitted by HAProxy's /readyz check; a scale-in
-drains the replica at the LB, waits for its in-flight requests, then stops it).
+sends the replica SIGTERM as the Ray placer does — /readyz 503 "draining", HAProxy takes it out,
+it stops accepting, answers what it holds, exits).
 Asserted: scale-out under heavy load (traffic really reaches the new replicas), scale-in one
 replica at a time once the load falls, every decision recorded with its metric, and not one
-request failed — light traffic keeps flowing through each drain. Run alone with
+request failed — light traffic keeps flowing through each drain, and on each replica removed
+requests were held in flight (through HAProxy, pinned to it) across its drain: half answered
+while it drained out of the load balancer, half by its graceful shutdown, every one 200. Run alone with
 ``pytest -m autoscale tests/test_autoscaling_load.py``.
 """
 
@@ -109,7 +112,10 @@ class Load:
 def test_replicas_follow_the_load_and_scale_in_drains(tmp_path: Path, digits_data, clean_env) -> None:
     images, target = digits_data
     bundle = _train(tmp_path / "bundle", images, target, seed=1, epochs=1)
-    settings = Settings(home=tmp_path / "home", port=0, serving_port=0, token=None, node_heartbeat_s=0.5)
+    # the replicas' drain wait (a second SIGTERM ends it, on a condition) and their body deadline
+    # outlast any stall of this machine: the held requests' bodies arrive when the test says so
+    settings = Settings(home=tmp_path / "home", port=0, serving_port=0, token=None, node_heartbeat_s=0.5,
+                        serving_drain_s=60, http_read_timeout_s=120)
     plat = Platform(settings)
     register(plat, "digits", bundle)
     service.create_endpoint(plat, "digits", {"model": "digits:1"})
@@ -117,7 +123,7 @@ def test_replicas_follow_the_load_and_scale_in_drains(tmp_path: Path, digits_dat
                                              "scale_out_cooldown_s": 20, "scale_in_cooldown_s": 60})
     wall = [datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)]
     body = json.dumps({"instances": images[:1].tolist()}).encode()
-    with LocalReplicas(settings, "digits", tmp_path) as replicas:
+    with LocalReplicas(settings, "digits", tmp_path, body=body, hold=4) as replicas:
         auto = Autoscaler(plat, now=lambda: wall[0], load=HeartbeatLoad(plat, replicas), scaler=replicas,
                           interval_s=5)
         loop = ControlLoop(plat, clock=Clock(now=lambda: wall[0]), endpoints=NoDataPlane(), triggers=Idle(),
@@ -163,7 +169,7 @@ def test_replicas_follow_the_load_and_scale_in_drains(tmp_path: Path, digits_dat
     moves = [(d["from_replicas"], d["to_replicas"]) for d in decisions]
     print(f"\ndecisions: {[(d['at'][11:19], d['from_replicas'], d['to_replicas'], d['value']) for d in decisions]}"
           f"\nheavy: {heavy.codes} errors {len(heavy.errors)}; light: {light.codes} errors {len(light.errors)}; "
-          f"in flight on a replica when its drain began: {replicas.drain_seen_busy}")
+          f"in flight on a replica when its drain began: {replicas.drain_seen_busy}; held through it: {replicas.held}")
     assert moves[-2:] == [(3, 2), (2, 1)] and moves[0][0] == 1 and moves[0][1] >= 2
     assert all(d["metric"] == "rps" and d["value"] is not None and d["target"] == 25 for d in decisions)
     assert "scale out" in decisions[0]["reason"] and "scale in" in decisions[-1]["reason"]
@@ -173,4 +179,8 @@ def test_replicas_follow_the_load_and_scale_in_drains(tmp_path: Path, digits_dat
     # not one request failed: through the scale-out, and through both drains under live traffic
     assert heavy.errors == [] and set(heavy.codes) == {200}, (heavy.codes, heavy.errors[:3])
     assert light.errors == [] and set(light.codes) == {200} and light.total() > 10, (light.codes, light.errors[:3])
+    # requests in flight on each removed replica during its drain (HAProxy counted them on it when
+    # the drain began), every one answered 200: 2 while it drained, 2 by its graceful shutdown
+    assert all(busy >= 4 for busy in replicas.drain_seen_busy), replicas.drain_seen_busy
+    assert replicas.held == {2: [200] * 4, 1: [200] * 4}, replicas.held
     plat.close()
