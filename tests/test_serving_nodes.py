@@ -71,11 +71,11 @@ def node_env(home: Path, stores: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def start_node(home: Path, port: int, stores: dict[str, str], log: Path) -> subprocess.Popen:
+def start_node(home: Path, port: int, stores: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "loopml.cli.main", "serve", "--host", "127.0.0.1",
-                                 "--port", str(port)], env=node_env(home, stores), stdout=out,
+                                 "--port", str(port), *extra], env=node_env(home, stores), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def ready() -> bool:
@@ -262,10 +262,12 @@ def test_a_node_for_other_machines_refuses_this_hosts_stores_in_one_line(tmp_pat
 def test_sigterm_drains_first_readiness_fails_while_it_still_answers(tmp_path) -> None:
     """A stopping node leaves the load balancer before it stops accepting: for
     LOOPML_SERVING_DRAIN_S after SIGTERM /readyz and /ping say 503 "draining", /healthz and the
-    data plane still answer, its row says draining; then it exits cleanly and is gone."""
+    data plane still answer, its row says draining; a second SIGTERM ends the wait (the drain is
+    60 s here, so every check runs inside it however slow the machine); then it exits cleanly
+    and is gone."""
     home, port, log = tmp_path / "home", free_port(), tmp_path / "node.log"
     platform = Platform(Settings(home=home))  # the schema, as a control plane would have made it
-    stores = {"LOOPML_SERVING_DRAIN_S": "4"}
+    stores = {"LOOPML_SERVING_DRAIN_S": "60"}
     node = start_node(home, port, stores, log)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -281,9 +283,37 @@ def test_sigterm_drains_first_readiness_fails_while_it_still_answers(tmp_path) -
         wait_for(lambda: [n["state"] for n in platform.nodes.list()] == ["draining"], 10, 0.1,
                  what="the node reported draining")
         assert node.poll() is None
+        node.send_signal(signal.SIGTERM)  # the second signal: stop now
         # uvicorn re-raises the SIGTERM it handled once it has shut down: ended by that signal
         assert node.wait(30) in (0, -signal.SIGTERM), log.read_text()[-2000:]
         assert [n["state"] for n in platform.nodes.list()] == ["gone"]
     finally:
         stop(node, signal.SIGKILL)
+        platform.close()
+
+
+def test_a_node_serves_only_the_endpoints_it_is_given(tmp_path, digits_data) -> None:
+    """`loopml serve --endpoints a`: the node loads, answers, reports and readies for `a` only;
+    `b` (an endpoint of the same store) is a 404 there, and its /readyz does not wait for `b`."""
+    from loopml.serving import service
+    from tests.serving_support import _train
+
+    images, target = digits_data
+    home, port, log = tmp_path / "home", free_port(), tmp_path / "node.log"
+    platform = Platform(Settings(home=home))
+    register(platform, "digits", _train(tmp_path / "bundle", images, target, seed=1, epochs=1))
+    for name in ("a", "b"):
+        service.create_endpoint(platform, name, {"model": "digits:1"})
+    node = start_node(home, port, {}, log, "--endpoints", "a")  # returns once /readyz is 200
+    base, body = f"http://127.0.0.1:{port}", images_body(images[:2])
+    try:
+        assert _post(f"{base}/endpoints/a/invocations", body) == 200
+        missing = httpx.post(f"{base}/endpoints/b/invocations", content=body, timeout=10,
+                             headers={"Content-Type": "application/json"})
+        assert missing.status_code == 404 and "b" in missing.text, missing.text
+        wait_for(lambda: [n["endpoints_loaded"] for n in platform.nodes.list()] == [["a"]], 30, 0.1,
+                 what="the node reports endpoint a only")
+        assert "endpoints a from" in " ".join(log.read_text().split())  # its banner says so
+    finally:
+        stop(node)
         platform.close()

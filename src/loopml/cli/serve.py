@@ -1,4 +1,5 @@
-"""``loopml serve``: a standalone data-plane node (serves every endpoint; no control plane in it)."""
+"""``loopml serve``: a standalone data-plane node (serves every endpoint, or those of ``--endpoints``;
+no control plane in it)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ def shared_stores_problem(host: str, database_url: str, artifact_uri: str) -> st
     return None
 
 
+def _endpoint_names(value: str) -> list[str]:
+    """``--endpoints a,b``: valid endpoint names (they need not exist yet), at least one."""
+    from loopml.core.errors import InvalidInput
+    from loopml.core.names import endpoint_name
+
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise InvalidInput("--endpoints: give one or more endpoint names, e.g. --endpoints mnist,penguins")
+    return sorted({endpoint_name(name) for name in names})
+
+
 def _shown_url(url: str) -> str:
     """The database URL without its password."""
     import re
@@ -35,8 +47,9 @@ def serve(
     host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default LOOPML_SERVING_HOST or 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", min=0, max=65535, help="Port (default LOOPML_SERVING_PORT or 8081).")] = None,
     advertise: Annotated[Optional[str], typer.Option("--advertise", help="Address this node registers, e.g. http://10.0.0.7:8081 (default: as bound).")] = None,
+    endpoints: Annotated[Optional[str], typer.Option("--endpoints", metavar="NAME[,NAME]", help="Serve only these endpoints (default: every endpoint); others answer 404 here.")] = None,
 ) -> None:
-    """Run a data-plane node: it serves every endpoint; run several behind a load balancer.
+    """Run a data-plane node: it serves every endpoint (or only --endpoints); run several behind a load balancer.
 
     Stateless: endpoints come from the metadata store (LOOPML_DATABASE_URL, PostgreSQL for nodes on other machines), models from the artifact store (LOOPML_ARTIFACT_URI=s3://...). Capture files carry the node id; the node reports itself (address, endpoints loaded, load): `loopml nodes list`. No control plane needs to run: it keeps serving while every `loopml server` is down. /readyz is the load balancer's health check; SIGTERM drains in-flight requests and capture.
 
@@ -56,17 +69,21 @@ def serve(
         raise InvalidInput(problem)
     if advertise is not None and not advertise.startswith(("http://", "https://")):
         raise InvalidInput(f"--advertise {advertise!r}: give the URL clients reach, e.g. http://10.0.0.7:8081")
+    only = _endpoint_names(endpoints) if endpoints is not None else None
     _check_port_free(settings.serving_host, settings.serving_port, " (this node's)",
                      "--port (or LOOPML_SERVING_PORT)")
     # the stores open here, so a bad URL or a schema `loopml db upgrade` must bring is one line
     Platform(settings, create_schema=False).close()
     shown = f"[{settings.serving_host}]" if ":" in settings.serving_host else settings.serving_host
     err_console().print(f"LoopML data-plane node on http://{shown}:{settings.serving_port} "
-                        f"(endpoints from {_shown_url(settings.resolved_database_url)}); "
+                        f"({'endpoints ' + ', '.join(only) if only else 'endpoints'} from "
+                        f"{_shown_url(settings.resolved_database_url)}); "
                         "Ctrl-C stops it")
     from loopml.serving.server import main
 
     args = ["--node", "--host", settings.serving_host, "--port", str(settings.serving_port)]
     if advertise:
         args += ["--advertise", advertise]
+    if only:
+        args += ["--endpoints", ",".join(only)]
     raise typer.Exit(main(args))

@@ -40,7 +40,7 @@ class EndpointManager:
     def __init__(self, platform: Platform, cache: ModelCache, *, poll_s: float = 0.25,
                  parent_pid: int | None = None,
                  on_removed: Callable[[str], None] | None = None,
-                 standalone: bool = False) -> None:
+                 standalone: bool = False, only: frozenset[str] | None = None) -> None:
         self.platform = platform
         self.cache = cache
         self.poll_s = poll_s
@@ -49,6 +49,8 @@ class EndpointManager:
         # a `loopml serve` node: no parent control plane to follow, and the endpoint rows are the
         # control plane's (its embedded data plane reports them); a node reports in serving_nodes
         self.standalone = standalone
+        # `loopml serve --endpoints a,b`: this node serves (loads, reports, readies for) only these
+        self.only = only
         self.live: dict[str, LiveEndpoint] = {}
         # name → (uid, generation) as last read: uid tells a re-created endpoint from the old one
         self.known: dict[str, tuple[str, int]] = {}
@@ -67,6 +69,8 @@ class EndpointManager:
 
     def loading(self, name: str) -> bool:
         # before the first sync every name may exist: 503 + Retry-After, never a false 404
+        if self.only is not None and name not in self.only:
+            return False  # not served here: 404
         return not self.synced.is_set() or (name in self.known and name not in self.live
                                             and name not in self._failed)
 
@@ -162,6 +166,8 @@ class EndpointManager:
 
     async def sync_once(self) -> None:
         known = await asyncio.to_thread(self.platform.endpoints.generations)
+        if self.only is not None:
+            known = {name: key for name, key in known.items() if name in self.only}
         self.known = known
         for name in [n for n in self.live if self.live[n].incarnation[0] != known.get(n, ("",))[0]]:
             old = self.live.pop(name)  # deleted (or deleted and re-created: a new uid)

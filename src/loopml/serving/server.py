@@ -100,6 +100,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "node reporting as kind 'replica' of that endpoint")
     p.add_argument("--advertise", default=None, help="address registered for this node "
                    "(default http://HOST:PORT as bound)")
+    p.add_argument("--endpoints", default=None, metavar="NAME[,NAME]",
+                   help="serve only these endpoints (default: every endpoint)")
     args = p.parse_args(argv)
     args.node = args.node or args.replica_of is not None  # a replica is a standalone node
     return args
@@ -131,7 +133,8 @@ async def serve(args: argparse.Namespace) -> None:
     shared = SharedMetrics(args.metrics_dir) if args.metrics_dir else None
     metrics = ServingMetrics(shared)
     manager = EndpointManager(platform, cache, parent_pid=args.parent_pid,
-                              on_removed=metrics.remove_endpoint, standalone=args.node)
+                              on_removed=metrics.remove_endpoint, standalone=args.node,
+                              only=frozenset(args.endpoints.split(",")) if args.endpoints else None)
     stop = asyncio.Event()
     reporter: NodeReporter | None = None
 
