@@ -61,7 +61,7 @@ def start_server(home: Path, port: int, log: Path, **extra: str) -> subprocess.P
         proc = subprocess.Popen([sys.executable, "-m", "loopml.cli.main", "server"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     client = Client(f"http://127.0.0.1:{port}", token="")
-    deadline = time.monotonic() + 180  # generous: a loaded 2-core machine imports slowly (a 60 s limit failed CI-like runs)
+    deadline = time.monotonic() + 180  # generous: on a loaded 2-core machine a start took > 60 s
     while time.monotonic() < deadline:
         try:
             client.health()
