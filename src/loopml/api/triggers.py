@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from loopml.api.auth import check_server_path
 from loopml.api.errors import SafeJSONResponse
 from loopml.platform import Platform
 from loopml.triggers import service
@@ -109,6 +110,9 @@ def _poke(request: Request, answer: dict[str, Any]) -> None:
 @router.post("", response_model=TriggerCreated, status_code=201,
              summary="Create a trigger (a webhook's secret is in this answer only)")
 def create_trigger(body: TriggerIn, request: Request) -> dict[str, Any]:
+    if (body.objects_uri or "").strip().startswith(("/", "~", "file://")):
+        check_server_path(request, body.objects_uri, "objects_uri",
+                          "use a key prefix inside the artifact store (incoming/mnist/) instead")
     fields = body.model_dump(exclude={"name", "kind", "function", "workflow"})
     return service.create_trigger(_platform(request), body.name, body.kind, function=body.function,
                                   workflow=body.workflow, **fields)
