@@ -179,3 +179,18 @@ def test_function_permissions_are_checked_and_cannot_exceed_their_giver(api) -> 
     changed = api.patch("/functions/f", data={"permissions": "[]"}, headers=bearer(editor))
     assert changed.status_code == 200 and changed.json()["permissions"] == []
     assert api.get("/functions/f", headers=bearer(editor)).json()["permissions"] == []
+
+
+def test_a_token_or_function_holds_at_most_100_grants(api) -> None:
+    """Every request re-reads a token's grants: 20,000 scopes on one token (accepted before) made each
+    of its calls parse them all. Duplicates count once."""
+    admin = api.post("/users", json={"name": "root", "role": "admin"}).json()["token"]
+    many = [f"endpoints:e{i}:invoke" for i in range(101)]
+    assert_error(api.post("/tokens", json={"scopes": many}, headers=bearer(admin)), 400, "invalid_input",
+                 "101 scopes given", "at most 100")
+    ok = api.post("/tokens", json={"scopes": many[:100] + many[:100]}, headers=bearer(admin))
+    assert ok.status_code == 201 and len(ok.json()["record"]["scopes"]) == 100, ok.text
+    code = ("h.py", b"def handler(event, context):\n    return 1\n", "text/x-python")
+    perms = str([f"datasets:d{i}:read" for i in range(101)]).replace("'", '"')
+    assert_error(api.post("/functions", data={"name": "f", "permissions": perms}, files={"code": code},
+                          headers=bearer(admin)), 400, "invalid_input", "at most 100")
