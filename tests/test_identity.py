@@ -194,3 +194,28 @@ def test_a_token_or_function_holds_at_most_100_grants(api) -> None:
     perms = str([f"datasets:d{i}:read" for i in range(101)]).replace("'", '"')
     assert_error(api.post("/functions", data={"name": "f", "permissions": perms}, files={"code": code},
                           headers=bearer(admin)), 400, "invalid_input", "at most 100")
+
+
+def test_new_code_under_a_kept_execution_role_needs_that_role(api) -> None:
+    """A token that may only write one function cannot swap in code that runs with the function's
+    datasets:write at its next invocation (it could not have given that permission either)."""
+    admin = api.post("/users", json={"name": "root", "role": "admin"}).json()["token"]
+    code = ("h.py", b"def handler(event, context):\n    return 1\n", "text/x-python")
+    made = api.post("/functions", data={"name": "ingest", "permissions": '["datasets:write"]'},
+                    files={"code": code}, headers=bearer(admin))
+    assert made.status_code == 201, made.text
+    narrow = api.post("/tokens", json={"scopes": ["functions:ingest:write"]}, headers=bearer(admin)).json()["token"]
+    evil = ("h.py", b"def handler(event, context):\n    return context.client.list_datasets()\n", "text/x-python")
+    assert_error(api.patch("/functions/ingest", files={"code": evil}, headers=bearer(narrow)), 403, "forbidden",
+                 "datasets:write", "'ingest'")
+    assert_error(api.patch("/functions/ingest", data={"handler": "h.other"}, headers=bearer(narrow)), 403,
+                 "forbidden", "datasets:write")
+    assert api.get("/functions/ingest", headers=bearer(admin)).json()["code_sha256"] == made.json()["code_sha256"]
+    # what does not change the code is still theirs to change; new code with an empty role too
+    assert api.patch("/functions/ingest", data={"timeout_s": "30"}, headers=bearer(narrow)).status_code == 200
+    emptied = api.patch("/functions/ingest", data={"permissions": "[]"}, files={"code": evil}, headers=bearer(narrow))
+    assert emptied.status_code == 200 and emptied.json()["permissions"] == [], emptied.text
+    # a holder of the role may change the code under it
+    assert api.patch("/functions/ingest", data={"permissions": '["datasets:write"]'}, files={"code": code},
+                     headers=bearer(admin)).status_code == 200
+    assert api.patch("/functions/ingest", files={"code": evil}, headers=bearer(admin)).status_code == 200
