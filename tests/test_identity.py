@@ -219,3 +219,35 @@ def test_new_code_under_a_kept_execution_role_needs_that_role(api) -> None:
     assert api.patch("/functions/ingest", data={"permissions": '["datasets:write"]'}, files={"code": code},
                      headers=bearer(admin)).status_code == 200
     assert api.patch("/functions/ingest", files={"code": evil}, headers=bearer(admin)).status_code == 200
+
+
+def test_a_trigger_starts_only_what_its_maker_may_start(api) -> None:
+    """triggers:write alone made a webhook (or fired one) that invoked any function with its execution
+    role, or started any workflow: pointing a trigger at a target, or firing it, needs the target's
+    own permission."""
+    admin = api.post("/users", json={"name": "root", "role": "admin"}).json()["token"]
+    code = ("h.py", b"def handler(event, context):\n    return 1\n", "text/x-python")
+    assert api.post("/functions", data={"name": "ingest", "permissions": '["datasets:write"]'},
+                    files={"code": code}, headers=bearer(admin)).status_code == 201
+    narrow = api.post("/tokens", json={"scopes": ["triggers:write", "triggers:read"]},
+                      headers=bearer(admin)).json()["token"]
+    assert_error(api.post("/triggers", json={"name": "sneak", "kind": "webhook", "function": "ingest"},
+                          headers=bearer(narrow)), 403, "forbidden", "functions:ingest:invoke")
+    assert_error(api.post("/triggers", json={"name": "sneak", "kind": "cron", "cron": "* * * * *",
+                                             "workflow": "retrain"}, headers=bearer(narrow)),
+                 403, "forbidden", "workflows:retrain:start")
+    assert api.get("/triggers/sneak", headers=bearer(admin)).status_code == 404  # nothing was made
+    made = api.post("/triggers", json={"name": "hook", "kind": "webhook", "function": "ingest"}, headers=bearer(admin))
+    assert made.status_code == 201, made.text
+    assert_error(api.post("/triggers/hook/fire", json={"event": {"x": 1}}, headers=bearer(narrow)),
+                 403, "forbidden", "functions:ingest:invoke")
+    assert_error(api.post("/triggers/hook/redrive", json={}, headers=bearer(narrow)), 403, "forbidden")
+    assert_error(api.patch("/triggers/hook", json={"function": "other"}, headers=bearer(narrow)),
+                 403, "forbidden", "functions:other:invoke")
+    # holding the target's permission is enough (an editor holds every functions:invoke)
+    scoped = api.post("/tokens", json={"scopes": ["triggers:write", "functions:ingest:invoke"]},
+                      headers=bearer(admin)).json()["token"]
+    ok = api.post("/triggers", json={"name": "mine", "kind": "webhook", "function": "ingest"}, headers=bearer(scoped))
+    assert ok.status_code == 201, ok.text
+    assert_error(api.post("/triggers", json={"name": "bad", "kind": "webhook", "function": "a:b"},
+                          headers=bearer(admin)), 400, "invalid_input")
