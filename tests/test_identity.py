@@ -251,3 +251,32 @@ def test_a_trigger_starts_only_what_its_maker_may_start(api) -> None:
     assert ok.status_code == 201, ok.text
     assert_error(api.post("/triggers", json={"name": "bad", "kind": "webhook", "function": "a:b"},
                           headers=bearer(admin)), 400, "invalid_input")
+
+
+def test_a_workflow_may_do_only_what_its_maker_may_do(api) -> None:
+    """A workflow's Tasks run with the control plane's rights: a token holding only workflows:write
+    and workflows:w:start could deploy, move aliases or invoke any function through one."""
+    admin = api.post("/users", json={"name": "root", "role": "admin"}).json()["token"]
+    narrow = api.post("/tokens", json={"scopes": ["workflows:write", "workflows:w:start"]},
+                      headers=bearer(admin)).json()["token"]
+
+    def flow(resource: str) -> dict:
+        return {"StartAt": "S", "States": {"S": {"Type": "Task", "Resource": resource, "End": True}}}
+
+    for resource, needed in (("loopml:deploy", "endpoints:write"), ("loopml:set-alias", "models:write"),
+                             ("loopml:train", "jobs:write"), ("loopml:function:ingest", "functions:ingest:invoke")):
+        assert_error(api.post("/workflows", json={"name": "w", "definition": flow(resource)}, headers=bearer(narrow)),
+                     403, "forbidden", needed, "'S'")
+    # nested too (a Parallel branch)
+    nested = {"StartAt": "P", "States": {"P": {"Type": "Parallel", "End": True, "Branches": [flow("loopml:deploy")]}}}
+    assert_error(api.post("/workflows", json={"name": "w", "definition": nested}, headers=bearer(narrow)),
+                 403, "forbidden", "endpoints:write")
+    assert api.get("/workflows/w", headers=bearer(admin)).status_code == 404  # nothing was stored
+    # a Pass-only flow needs nothing more; a holder of the Task's permission may write it
+    ok = api.post("/workflows", json={"name": "w", "definition": {"StartAt": "P", "States": {
+        "P": {"Type": "Pass", "End": True}}}}, headers=bearer(narrow))
+    assert ok.status_code == 201, ok.text
+    scoped = api.post("/tokens", json={"scopes": ["workflows:write", "functions:ingest:invoke"]},
+                      headers=bearer(admin)).json()["token"]
+    assert api.post("/workflows", json={"name": "w", "definition": flow("loopml:function:ingest"), "replace": True},
+                    headers=bearer(scoped)).status_code == 201
