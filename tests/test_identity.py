@@ -179,3 +179,104 @@ def test_function_permissions_are_checked_and_cannot_exceed_their_giver(api) -> 
     changed = api.patch("/functions/f", data={"permissions": "[]"}, headers=bearer(editor))
     assert changed.status_code == 200 and changed.json()["permissions"] == []
     assert api.get("/functions/f", headers=bearer(editor)).json()["permissions"] == []
+
+
+def test_a_token_or_function_holds_at_most_100_grants(api) -> None:
+    """Every request re-reads a token's grants: 20,000 scopes on one token (accepted before) made each
+    of its calls parse them all. Duplicates count once."""
+    admin = api.post("/users", json={"name": "root", "role": "admin"}).json()["token"]
+    many = [f"endpoints:e{i}:invoke" for i in range(101)]
+    assert_error(api.post("/tokens", json={"scopes": many}, headers=bearer(admin)), 400, "invalid_input",
+                 "101 scopes given", "at most 100")
+    ok = api.post("/tokens", json={"scopes": many[:100] + many[:100]}, headers=bearer(admin))
+    assert ok.status_code == 201 and len(ok.json()["record"]["scopes"]) == 100, ok.text
+    code = ("h.py", b"def handler(event, context):\n    return 1\n", "text/x-python")
+    perms = str([f"datasets:d{i}:read" for i in range(101)]).replace("'", '"')
+    assert_error(api.post("/functions", data={"name": "f", "permissions": perms}, files={"code": code},
+                          headers=bearer(admin)), 400, "invalid_input", "at most 100")
+
+
+def test_new_code_under_a_kept_execution_role_needs_that_role(api) -> None:
+    """A token that may only write one function cannot swap in code that runs with the function's
+    datasets:write at its next invocation (it could not have given that permission either)."""
+    admin = api.post("/users", json={"name": "root", "role": "admin"}).json()["token"]
+    code = ("h.py", b"def handler(event, context):\n    return 1\n", "text/x-python")
+    made = api.post("/functions", data={"name": "ingest", "permissions": '["datasets:write"]'},
+                    files={"code": code}, headers=bearer(admin))
+    assert made.status_code == 201, made.text
+    narrow = api.post("/tokens", json={"scopes": ["functions:ingest:write"]}, headers=bearer(admin)).json()["token"]
+    evil = ("h.py", b"def handler(event, context):\n    return context.client.list_datasets()\n", "text/x-python")
+    assert_error(api.patch("/functions/ingest", files={"code": evil}, headers=bearer(narrow)), 403, "forbidden",
+                 "datasets:write", "'ingest'")
+    assert_error(api.patch("/functions/ingest", data={"handler": "h.other"}, headers=bearer(narrow)), 403,
+                 "forbidden", "datasets:write")
+    assert api.get("/functions/ingest", headers=bearer(admin)).json()["code_sha256"] == made.json()["code_sha256"]
+    # what does not change the code is still theirs to change; new code with an empty role too
+    assert api.patch("/functions/ingest", data={"timeout_s": "30"}, headers=bearer(narrow)).status_code == 200
+    emptied = api.patch("/functions/ingest", data={"permissions": "[]"}, files={"code": evil}, headers=bearer(narrow))
+    assert emptied.status_code == 200 and emptied.json()["permissions"] == [], emptied.text
+    # a holder of the role may change the code under it
+    assert api.patch("/functions/ingest", data={"permissions": '["datasets:write"]'}, files={"code": code},
+                     headers=bearer(admin)).status_code == 200
+    assert api.patch("/functions/ingest", files={"code": evil}, headers=bearer(admin)).status_code == 200
+
+
+def test_a_trigger_starts_only_what_its_maker_may_start(api) -> None:
+    """triggers:write alone made a webhook (or fired one) that invoked any function with its execution
+    role, or started any workflow: pointing a trigger at a target, or firing it, needs the target's
+    own permission."""
+    admin = api.post("/users", json={"name": "root", "role": "admin"}).json()["token"]
+    code = ("h.py", b"def handler(event, context):\n    return 1\n", "text/x-python")
+    assert api.post("/functions", data={"name": "ingest", "permissions": '["datasets:write"]'},
+                    files={"code": code}, headers=bearer(admin)).status_code == 201
+    narrow = api.post("/tokens", json={"scopes": ["triggers:write", "triggers:read"]},
+                      headers=bearer(admin)).json()["token"]
+    assert_error(api.post("/triggers", json={"name": "sneak", "kind": "webhook", "function": "ingest"},
+                          headers=bearer(narrow)), 403, "forbidden", "functions:ingest:invoke")
+    assert_error(api.post("/triggers", json={"name": "sneak", "kind": "cron", "cron": "* * * * *",
+                                             "workflow": "retrain"}, headers=bearer(narrow)),
+                 403, "forbidden", "workflows:retrain:start")
+    assert api.get("/triggers/sneak", headers=bearer(admin)).status_code == 404  # nothing was made
+    made = api.post("/triggers", json={"name": "hook", "kind": "webhook", "function": "ingest"}, headers=bearer(admin))
+    assert made.status_code == 201, made.text
+    assert_error(api.post("/triggers/hook/fire", json={"event": {"x": 1}}, headers=bearer(narrow)),
+                 403, "forbidden", "functions:ingest:invoke")
+    assert_error(api.post("/triggers/hook/redrive", json={}, headers=bearer(narrow)), 403, "forbidden")
+    assert_error(api.patch("/triggers/hook", json={"function": "other"}, headers=bearer(narrow)),
+                 403, "forbidden", "functions:other:invoke")
+    # holding the target's permission is enough (an editor holds every functions:invoke)
+    scoped = api.post("/tokens", json={"scopes": ["triggers:write", "functions:ingest:invoke"]},
+                      headers=bearer(admin)).json()["token"]
+    ok = api.post("/triggers", json={"name": "mine", "kind": "webhook", "function": "ingest"}, headers=bearer(scoped))
+    assert ok.status_code == 201, ok.text
+    assert_error(api.post("/triggers", json={"name": "bad", "kind": "webhook", "function": "a:b"},
+                          headers=bearer(admin)), 400, "invalid_input")
+
+
+def test_a_workflow_may_do_only_what_its_maker_may_do(api) -> None:
+    """A workflow's Tasks run with the control plane's rights: a token holding only workflows:write
+    and workflows:w:start could deploy, move aliases or invoke any function through one."""
+    admin = api.post("/users", json={"name": "root", "role": "admin"}).json()["token"]
+    narrow = api.post("/tokens", json={"scopes": ["workflows:write", "workflows:w:start"]},
+                      headers=bearer(admin)).json()["token"]
+
+    def flow(resource: str) -> dict:
+        return {"StartAt": "S", "States": {"S": {"Type": "Task", "Resource": resource, "End": True}}}
+
+    for resource, needed in (("loopml:deploy", "endpoints:write"), ("loopml:set-alias", "models:write"),
+                             ("loopml:train", "jobs:write"), ("loopml:function:ingest", "functions:ingest:invoke")):
+        assert_error(api.post("/workflows", json={"name": "w", "definition": flow(resource)}, headers=bearer(narrow)),
+                     403, "forbidden", needed, "'S'")
+    # nested too (a Parallel branch)
+    nested = {"StartAt": "P", "States": {"P": {"Type": "Parallel", "End": True, "Branches": [flow("loopml:deploy")]}}}
+    assert_error(api.post("/workflows", json={"name": "w", "definition": nested}, headers=bearer(narrow)),
+                 403, "forbidden", "endpoints:write")
+    assert api.get("/workflows/w", headers=bearer(admin)).status_code == 404  # nothing was stored
+    # a Pass-only flow needs nothing more; a holder of the Task's permission may write it
+    ok = api.post("/workflows", json={"name": "w", "definition": {"StartAt": "P", "States": {
+        "P": {"Type": "Pass", "End": True}}}}, headers=bearer(narrow))
+    assert ok.status_code == 201, ok.text
+    scoped = api.post("/tokens", json={"scopes": ["workflows:write", "functions:ingest:invoke"]},
+                      headers=bearer(admin)).json()["token"]
+    assert api.post("/workflows", json={"name": "w", "definition": flow("loopml:function:ingest"), "replace": True},
+                    headers=bearer(scoped)).status_code == 201

@@ -86,3 +86,12 @@ def test_a_saved_login_is_never_sent_to_another_server(loopml, live_server, monk
     save_login(live_server + "/", alice)
     assert Connection(live_server)._http.headers["authorization"] == f"Bearer {alice}"
     assert "authorization" not in Connection("http://127.0.0.1:1")._http.headers
+
+
+def test_login_into_an_unwritable_config_folder_is_one_line(loopml, monkeypatch, tmp_path) -> None:
+    alice = json.loads(loopml("users", "create", "alice", "--role", "viewer", "--json", token=BOOT).stdout)["token"]
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the config folder should be")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(blocker))
+    err = loopml("login", "--token", alice, code=2).stderr
+    assert "cannot save the token" in err and "LOOPML_TOKEN" in err

@@ -12,6 +12,7 @@ sane, else a new one), which the audit row keeps. Plain ASGI: streamed bodies st
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
@@ -21,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopml.api.errors import _send_json, error_body
+from loopml.core.errors import Forbidden
 from loopml.identity import service
 from loopml.identity.permissions import AUTHENTICATED, EVERYTHING, MUTATING, PUBLIC, match
 from loopml.identity.principal import Principal
@@ -140,6 +142,36 @@ def redact_secrets(request: Any, function: dict[str, Any]) -> dict[str, Any]:
     if principal is None or principal.allows("secrets:read"):
         return function
     return {**function, "environment": dict.fromkeys(function.get("environment") or {}, REDACTED)}
+
+
+def _allowed_roots(settings: Any) -> list[str]:
+    """Folders whose files any caller may name: the local artifact store and LOOPML_SERVER_PATHS."""
+    roots = [p.strip() for p in (settings.server_paths or "").split(",") if p.strip()]
+    store = settings.resolved_artifact_uri
+    if not store.startswith(("s3://", "s3a://")):
+        roots.append(store[len("file://"):] if store.startswith("file://") else store)
+    return [os.path.realpath(os.path.expanduser(r)) for r in roots]
+
+
+def check_server_path(request: Any, source: str | None, what: str,
+                      instead: str = "upload the file instead (the CLI and SDK upload local files)") -> None:
+    """A path on the control plane's own disk (a dataset source, an object trigger's folder) is read
+    with the server's rights: its database, its loopml.toml (the bootstrap token), /proc/self/environ.
+    Once auth is on, only an admin may name any; other tokens only paths inside the local artifact
+    store or a folder of LOOPML_SERVER_PATHS (403 naming the setting). ``source``: a local path
+    (relative to the server's folder) or file:// URI; the caller tells it from s3:// and the like."""
+    principal = principal_of(request)
+    if principal is None or principal.allows("*") or not source:
+        return
+    source = source.strip()
+    path = source[len("file://"):] if source.startswith("file://") else source
+    real = os.path.realpath(os.path.expanduser(path))
+    for root in _allowed_roots(request.app.state.settings):
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            return
+    raise Forbidden(f"{what} {source!r} is a path on the server, read with the server's rights: "
+                    f"{principal.describe()} may name only files inside the artifact store or a folder of "
+                    f"LOOPML_SERVER_PATHS (an admin may name any); {instead}")
 
 
 def acting_as(request: Any, claimed: str | None) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Iterator, Literal
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopml.api.auth import check_server_path
 from loopml.core.errors import InvalidInput, paths_shown_as
 from loopml.datasets.archive import dataset_root, safe_unzip
 from loopml.platform import Platform
@@ -104,6 +105,9 @@ def list_datasets(request: Request,
              responses={200: {"description": "identical content already registered (created=false)"}},
              summary="Register a sample or a server-visible file/folder")
 def add_dataset(body: DatasetIn, request: Request, response: Response) -> dict[str, Any]:
+    source = body.source.strip()
+    if not source.startswith("sample:") and ("://" not in source or source.startswith("file://")):
+        check_server_path(request, source, "source")
     return _register(_platform(request), response, body.name, body.source, body.format, body.label, body.text,
                      extend=body.extend)
 

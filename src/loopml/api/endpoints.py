@@ -190,6 +190,14 @@ def _serving_headers(request: Request) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _invocation_headers(request: Request) -> dict[str, str]:
+    """The data plane's own token when it has one (it opens every route); else the caller's
+    Authorization as sent — an endpoint key, or a LoopML token holding endpoints:NAME:invoke, which
+    the data plane accepts on a keyed endpoint (without it an invoker got 401 through here)."""
+    given = request.headers.get("authorization")
+    return _serving_headers(request) or ({"Authorization": given} if given else {})
+
+
 async def _data_plane(method: str, url: str, **kwargs: Any) -> httpx.Response:
     try:
         async with httpx.AsyncClient(timeout=_PROXY_TIMEOUT_S) as client:
@@ -205,7 +213,7 @@ async def invoke_via_control_plane(name: str, request: Request) -> Response:
     url = await run_in_threadpool(_serving_url, request, name)
     headers = {k: request.headers[k] for k in _FORWARD if k in request.headers}
     answer = await _data_plane("POST", f"{url}/endpoints/{name}/invocations", content=await request.body(),
-                               headers={**headers, **_serving_headers(request)})
+                               headers={**headers, **_invocation_headers(request)})
     kept = {k: v for k, v in answer.headers.items()
             if k.lower().startswith(("x-amzn-", "x-loopml-", "retry-after"))}
     return Response(answer.content, status_code=answer.status_code, headers=kept,

@@ -15,6 +15,7 @@ from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.api.auth import principal_of, redact_secrets
+from loopml.core.errors import Forbidden
 from loopml.core.jobstatus import INVOCATION_STATUSES, INVOCATION_TERMINAL
 from loopml.functions import service
 from loopml.identity.service import check_function_permissions
@@ -96,6 +97,17 @@ def _passed(request: Request, permissions: str | None) -> list[str] | None:
     return None if wanted is None else check_function_permissions(wanted, by=principal_of(request))
 
 
+def _may_run_as(request: Request, name: str) -> None:
+    """New code (or handler) under a kept execution role runs with that role: whoever changes it must
+    hold every permission of it, as if giving it anew (a token scoped to functions:NAME:write would
+    otherwise gain the function's datasets:write at its next invocation)."""
+    principal = principal_of(request)
+    for p in _platform(request).functions.get(name).get("permissions") or []:
+        if principal is not None and not principal.allows(p):
+            raise Forbidden(f"{principal.describe()} does not hold {p}, which function {name!r} runs with: new "
+                            "code would use it (someone holding it changes the code, or pass the permissions anew)")
+
+
 def _bool(value: str | bool | None) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -138,12 +150,15 @@ def update_function(
     permissions: Annotated[str | None, Form(description="JSON list replacing the execution role "
                                             "(absent: keep; []: none)")] = None,
 ) -> dict[str, Any]:
+    passed = _passed(request, permissions)
+    if passed is None and (code is not None or handler):
+        _may_run_as(request, name)
     data = code.file.read(service.MAX_CODE_BYTES + 1) if code is not None else None
     return service.update_function(
         _platform(request), name, filename=(code.filename or "handler.py") if code is not None else None, data=data,
         handler=handler or None, timeout_s=timeout_s, memory_mb=memory_mb,
         environment=service.parse_environment(environment), description=description,
-        permissions=_passed(request, permissions))
+        permissions=passed)
 
 
 @router.get("", response_model=list[Function], summary="Functions, by name")

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from loopml.api.auth import check_server_path, principal_of
+from loopml.core.errors import Forbidden
 from loopml.api.errors import SafeJSONResponse
 from loopml.platform import Platform
 from loopml.triggers import service
@@ -106,9 +108,35 @@ def _poke(request: Request, answer: dict[str, Any]) -> None:
             log.warning("could not poke the dispatcher for %s", started["id"], exc_info=True)
 
 
+def _may_start(request: Request, function: str | None, workflow: str | None) -> None:
+    """A trigger starts its target with an event anyone with its secret (or fire) chooses: whoever
+    points a trigger at a target, or fires one, must be allowed to start that target directly
+    (functions:NAME:invoke, workflows:NAME:start) — triggers:write alone would otherwise invoke any
+    function with its execution role."""
+    principal = principal_of(request)
+    if principal is None:
+        return
+    # a name with ':' is no name at all: the service refuses it (400) below
+    for needed in ([f"functions:{function}:invoke"] if function and ":" not in function else []) + \
+            ([f"workflows:{workflow}:start"] if workflow and ":" not in workflow else []):
+        if not principal.allows(needed):
+            raise Forbidden(f"{principal.describe()} lacks the permission {needed}: a trigger may start only "
+                            "what its maker may start")
+
+
+def _may_start_target(request: Request, name: str) -> None:
+    target = service.get_trigger(_platform(request), name).get("target") or {}
+    _may_start(request, target.get("name") if target.get("kind") == "function" else None,
+               target.get("name") if target.get("kind") == "workflow" else None)
+
+
 @router.post("", response_model=TriggerCreated, status_code=201,
              summary="Create a trigger (a webhook's secret is in this answer only)")
 def create_trigger(body: TriggerIn, request: Request) -> dict[str, Any]:
+    _may_start(request, body.function, body.workflow)
+    if (body.objects_uri or "").strip().startswith(("/", "~", "file://")):
+        check_server_path(request, body.objects_uri, "objects_uri",
+                          "use a key prefix inside the artifact store (incoming/mnist/) instead")
     fields = body.model_dump(exclude={"name", "kind", "function", "workflow"})
     return service.create_trigger(_platform(request), body.name, body.kind, function=body.function,
                                   workflow=body.workflow, **fields)
@@ -128,6 +156,7 @@ def get_trigger(name: str, request: Request) -> dict[str, Any]:
               summary="Change the target, an object trigger's suffix or a cron trigger's schedule (absent "
                       "fields keep their value)")
 def update_trigger(name: str, body: TriggerPatch, request: Request) -> dict[str, Any]:
+    _may_start(request, body.function, body.workflow)
     return service.update_trigger(_platform(request), name, **body.model_dump())
 
 
@@ -156,6 +185,7 @@ def trigger_history(name: str, request: Request,
 @router.post("/{name}/fire", response_model=Fired, status_code=202,
              summary="Test fire: start the target now with an event (or a sample one)")
 def fire_trigger(name: str, request: Request, body: FireIn | None = None) -> dict[str, Any]:
+    _may_start_target(request, name)
     answer = service.fire_manual(_platform(request), name, body.event if body else None)
     _poke(request, answer)
     return answer
@@ -165,6 +195,7 @@ def fire_trigger(name: str, request: Request, body: FireIn | None = None) -> dic
              summary="Start the target again for failed firings (each at most once; recorded as firings "
                      "with redrive_of)")
 def redrive_trigger(name: str, request: Request, body: RedriveIn | None = None) -> list[dict[str, Any]]:
+    _may_start_target(request, name)
     answers = service.redrive(_platform(request), name, body.firing if body else None)
     for answer in answers:
         _poke(request, answer)

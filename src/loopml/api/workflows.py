@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from loopml.api.auth import principal_of
+from loopml.core.errors import Forbidden
 from loopml.platform import Platform
 from loopml.workflows import service
 
@@ -81,9 +83,16 @@ def _platform(request: Request) -> Platform:
 
 @router.post("", response_model=Workflow, status_code=201, summary="Create (or replace) a workflow")
 def create_workflow(body: WorkflowIn, request: Request) -> dict[str, Any]:
+    principal = principal_of(request)
+
+    def may(state: str, needed: str) -> None:
+        # its Tasks run with the control plane's rights whoever starts it: its maker must hold them
+        if principal is not None and not principal.allows(needed):
+            raise Forbidden(f"{principal.describe()} lacks the permission {needed} that the Task of state "
+                            f"{state!r} needs: a workflow may do only what its maker may do")
     return service.create_workflow(_platform(request), body.name, definition=body.definition, source=body.source,
                                    description=body.description, replace=body.replace, template=body.template,
-                                   template_params=body.template_params)
+                                   template_params=body.template_params, may=may)
 
 
 @router.get("", response_model=list[Workflow], summary="Workflows, by name")

@@ -34,7 +34,11 @@ def login(
         me = c.whoami()
     if not me.get("auth"):
         console().print(f"note: {target} does not require tokens yet (no user and no LOOPML_TOKEN)")
-    save_login(target, token)
+    try:
+        save_login(target, token)
+    except OSError as exc:  # an unwritable or missing config folder: the user's to fix, one line
+        raise InvalidInput(f"cannot save the token in {credentials_path()}: {exc.strerror or exc} (make "
+                           "$XDG_CONFIG_HOME or ~/.config writable, or set LOOPML_TOKEN instead)") from None
     role = f", role {me['role']}" if me.get("role") else ""
     console().print(f"logged in to {target} as [bold]{me['name']}[/]{role}; token saved in "
                     f"{credentials_path()} (mode 0600)")
@@ -44,4 +48,8 @@ def logout() -> None:
     """Forget the token `loopml login` saved."""
     from loopml.core.settings import credentials_path, forget_login
 
-    console().print(f"removed {credentials_path()}" if forget_login() else "not logged in")
+    try:
+        removed = forget_login()
+    except OSError as exc:
+        raise InvalidInput(f"cannot remove {credentials_path()}: {exc.strerror or exc}") from None
+    console().print(f"removed {credentials_path()}" if removed else "not logged in")

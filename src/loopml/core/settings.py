@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     webhook_allow_hosts: str = Field("", description=(
         "Comma-separated host names and networks (CIDR) monitor webhooks may reach although they are "
         "not public, e.g. hooks.internal,10.2.0.0/16."))
+    server_paths: str = Field("", description=(
+        "Comma-separated folders on the control plane's machine whose files a non-admin token may name "
+        "once auth is on (a dataset source, an object trigger's folder); the local artifact store is "
+        "always allowed, any other server path needs an admin (it is read with the server's rights)."))
 
     @field_validator("home", mode="before")
     @classmethod

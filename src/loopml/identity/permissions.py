@@ -261,9 +261,16 @@ def check_permission(text: object, what: str = "permission") -> str:
     return text
 
 
+MAX_GRANTS = 100  # per token or function: each request re-reads them, so a list stays short
+
+
 def check_permissions(items: Iterable[object], what: str = "permission") -> list[str]:
-    """Validated, deduplicated, in the order given."""
-    return list(dict.fromkeys(check_permission(p, what) for p in items))
+    """Validated, deduplicated, in the order given; at most MAX_GRANTS."""
+    checked = list(dict.fromkeys(check_permission(p, what) for p in items))
+    if len(checked) > MAX_GRANTS:
+        raise InvalidInput(f"{len(checked)} {what}s given: at most {MAX_GRANTS} (use a role, or an unscoped "
+                           "grant such as endpoints:invoke, instead of many scoped ones)")
+    return checked
 
 
 def role_matrix() -> dict[str, dict[str, bool]]:

@@ -353,6 +353,14 @@ ACTIONS: dict[str, Action] = {
 }
 RESOURCES = (*ACTIONS, FUNCTION_PREFIX + "NAME")
 
+# What each action does, as the permission a caller needs to do it directly (a workflow's maker
+# must hold it: its Tasks later run with the control plane's rights, whoever starts them)
+ACTION_PERMISSIONS: dict[str, str] = {
+    "loopml:train": "jobs:write", "loopml:evaluate": "jobs:write", "loopml:predict": "jobs:write",
+    "loopml:register": "models:write", "loopml:set-alias": "models:write",
+    "loopml:labelled-data": "datasets:write", "loopml:deploy": "endpoints:write", "loopml:tune": "tuning:write",
+}
+
 
 def action_for(resource: str) -> Action:
     """The action behind a Task's Resource (TaskError for one that is not a LoopML action)."""
@@ -381,6 +389,19 @@ def task_states(machine: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         for key in ("ItemProcessor", "Iterator"):
             if isinstance(body.get(key), dict):
                 out += task_states(body[key])
+    return out
+
+
+def task_permissions(definition: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(state, permission)`` for every Task: what its maker must hold (ACTION_PERMISSIONS;
+    ``loopml:function:F`` needs functions:F:invoke)."""
+    out = []
+    for name, body in task_states(definition):
+        resource = str(body.get("Resource") or "")
+        if resource.startswith(FUNCTION_PREFIX):
+            out.append((name, f"functions:{resource[len(FUNCTION_PREFIX):]}:invoke"))
+        elif resource in ACTION_PERMISSIONS:
+            out.append((name, ACTION_PERMISSIONS[resource]))
     return out
 
 

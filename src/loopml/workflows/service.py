@@ -6,12 +6,12 @@ action), so an execution never starts from a machine that cannot run.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from loopml.core.errors import InvalidInput
 from loopml.core.names import execution_name, workflow_name
 from loopml.platform import Platform
-from loopml.workflows.actions import check_resources
+from loopml.workflows.actions import check_resources, task_permissions
 from loopml.workflows.asl import load_definition, parse_definition
 
 def pretty_source(definition: dict[str, Any]) -> str:
@@ -29,8 +29,10 @@ def _render_template(platform: Platform, template: str, params: dict[str, Any] |
 
 def create_workflow(platform: Platform, name: str, *, definition: dict[str, Any] | None = None,
                     source: str | None = None, description: str | None = None, replace: bool = False,
-                    template: str | None = None, template_params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate and store a workflow from a definition object, its JSON/YAML text or a template."""
+                    template: str | None = None, template_params: dict[str, Any] | None = None,
+                    may: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """Validate and store a workflow from a definition object, its JSON/YAML text or a template.
+    ``may(state, permission)`` raises for a Task its maker may not do (the API's caller check)."""
     workflow_name(name)
     given = [what for what, value in (("definition", definition), ("source", source), ("template", template))
              if value is not None]
@@ -46,6 +48,9 @@ def create_workflow(platform: Platform, name: str, *, definition: dict[str, Any]
         raise InvalidInput("definition: must be an object with StartAt and States")
     load_definition(definition)
     check_resources(definition)
+    if may is not None:
+        for state, needed in task_permissions(definition):
+            may(state, needed)
     return platform.workflows.create(name, definition, source=source or pretty_source(definition),
                                      description=description, replace=replace)
 
