@@ -1,10 +1,11 @@
 """RayExecutor: each job in a detached Ray actor on whichever node has the resources it asks for.
 
-The only module that imports Ray (jobs.executors loads it when LOOPML_EXECUTOR=ray). The actor
-runs the same worker as the local executor — ``python -m loopml.jobs.worker JOB_ID``, the store
-locations in its environment — as a child process, so every job gets a fresh Python (Keras keeps
-global state) and reports progress, logs, metrics and checkpoints to the stores itself, exactly
-as locally. The actor only reserves the job's resources on its node and watches the child.
+With jobs/ray_replicas.py the only modules that import Ray (jobs.executors loads it when
+LOOPML_EXECUTOR=ray). The actor runs the same worker as the local executor — ``python -m
+loopml.jobs.worker JOB_ID``, the store locations in its environment — as a child process, so
+every job gets a fresh Python (Keras keeps global state) and reports progress, logs, metrics and
+checkpoints to the stores itself, exactly as locally. The actor only reserves the job's
+resources on its node and watches the child.
 
 Why a detached, named actor rather than a task: it outlives the control plane (a task dies with
 its driver), so a restarted control plane finds it by name (``job:<id>:<attempt>``) and re-attaches.
