@@ -199,7 +199,7 @@ def test_job_lands_where_its_resources_fit_and_survives_a_control_plane_restart(
     assert side["total"]["cpus"] == 2 and [j["id"] for j in side["jobs"]] == [job["id"]]
     assert side["free"]["cpus"] == 0  # the job's actor holds both
 
-    wait_for(lambda: c.job_metrics(job["id"]), timeout=120, what="a first epoch")
+    wait_for(lambda: c.job_metrics(job["id"]), timeout=300, what="a first epoch")
     control.kill()  # the control plane dies mid-job; the job's actor (detached) runs on
     control.start()
     final = c.wait(job["id"], timeout=240)
@@ -255,7 +255,7 @@ def test_a_job_whose_node_dies_finishes_on_the_other_node_from_its_checkpoint(
 def test_cancel_stops_the_job_and_frees_its_node(ray_cluster: dict[str, Any], control: ControlPlane) -> None:
     c = control.client
     job = c.train("digits", "cnn", {"epochs": 300, "batch_size": 64}, register_as="digits-cancel", cpus=1)
-    wait_for(lambda: c.job_metrics(job["id"]), timeout=120, what="a first epoch")
+    wait_for(lambda: c.job_metrics(job["id"]), timeout=300, what="a first epoch")
     holding = next(n for n in c.cluster_status()["nodes"] if any(j["id"] == job["id"] for j in n["jobs"]))
     c.cancel(job["id"])
     final = c.wait(job["id"], timeout=120)
@@ -296,7 +296,7 @@ def test_a_warm_actor_takes_a_fitting_job_and_a_bigger_job_starts_cold(
                       what="the job handed to the warm actor")
     assert placed["worker"]["host"] == f"ray:{spare_node}"
     assert any(m.endswith(f"warm actor {spare}") for m in _messages(placed)), _messages(placed)
-    wait_for(lambda: c.job_metrics(job["id"]), timeout=120, what="a first epoch")
+    wait_for(lambda: c.job_metrics(job["id"]), timeout=300, what="a first epoch")
     warm_control.kill()  # re-attached by the actor's name, which the placement event recorded
     warm_control.start()
     final = c.wait(job["id"], timeout=240)
