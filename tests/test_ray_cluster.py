@@ -216,6 +216,28 @@ def test_job_lands_where_its_resources_fit_and_survives_a_control_plane_restart(
 
 
 @pytest.mark.ray
+def test_predict_and_evaluate_jobs_run_on_the_cluster_with_their_resources(
+        ray_cluster: dict[str, Any], control: ControlPlane) -> None:
+    """Not only training: a prediction and an evaluation are jobs placed on a node, their output in
+    the shared stores (the model of the first test: digits-ray:1)."""
+    nodes = _node_ids(ray_cluster["address"])
+    c = control.client
+    predict = c.predict("digits-ray:1", "digits:test", cpus=2)  # only the side node has 2 CPUs
+    evaluate = c.evaluate({"candidate": "digits-ray:1"}, "digits", cpus=1, memory_gb=0.5)
+    assert evaluate["spec"]["resources"] == {"cpus": 1, "memory_gb": 0.5, "gpus": 0}
+    for job in (predict, evaluate):
+        final = c.wait(job["id"], timeout=300)
+        assert final["status"] == "succeeded", final.get("reason")
+        assert final["worker"]["host"].removeprefix("ray:") in nodes.values()
+        assert any(m.startswith("running on node") for m in _messages(final))
+    assert c.job(predict["id"])["worker"]["host"] == f"ray:{nodes['side']}"
+    rows = c.prediction_output(predict["id"]).decode().strip().splitlines()
+    assert len(rows) > 100 and rows[0].startswith("row,") and "confidence" in rows[0]  # header + a row per image
+    result = c.job(evaluate["id"])["result"]
+    assert result["results"]["candidate"]["ref"].startswith("digits-ray") and result["rows"] > 100, result
+
+
+@pytest.mark.ray
 def test_a_job_whose_node_dies_finishes_on_the_other_node_from_its_checkpoint(
         ray_cluster: dict[str, Any], control: ControlPlane) -> None:
     import ray
