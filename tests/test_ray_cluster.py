@@ -199,7 +199,7 @@ def test_job_lands_where_its_resources_fit_and_survives_a_control_plane_restart(
     assert side["total"]["cpus"] == 2 and [j["id"] for j in side["jobs"]] == [job["id"]]
     assert side["free"]["cpus"] == 0  # the job's actor holds both
 
-    wait_for(lambda: c.job_metrics(job["id"]), timeout=120, what="a first epoch")
+    wait_for(lambda: c.job_metrics(job["id"]), timeout=300, what="a first epoch")
     control.kill()  # the control plane dies mid-job; the job's actor (detached) runs on
     control.start()
     final = c.wait(job["id"], timeout=240)
@@ -213,6 +213,28 @@ def test_job_lands_where_its_resources_fit_and_survives_a_control_plane_restart(
     version = c.model_version("digits-ray", 1)
     assert version["job_id"] == job["id"] and version["metrics"]["epochs"] == 8
     assert not c.cluster_status()["unplaced"]
+
+
+@pytest.mark.ray
+def test_predict_and_evaluate_jobs_run_on_the_cluster_with_their_resources(
+        ray_cluster: dict[str, Any], control: ControlPlane) -> None:
+    """Not only training: a prediction and an evaluation are jobs placed on a node, their output in
+    the shared stores (the model of the first test: digits-ray:1)."""
+    nodes = _node_ids(ray_cluster["address"])
+    c = control.client
+    predict = c.predict("digits-ray:1", "digits:test", cpus=2)  # only the side node has 2 CPUs
+    evaluate = c.evaluate({"candidate": "digits-ray:1"}, "digits", cpus=1, memory_gb=0.5)
+    assert evaluate["spec"]["resources"] == {"cpus": 1, "memory_gb": 0.5, "gpus": 0}
+    for job in (predict, evaluate):
+        final = c.wait(job["id"], timeout=300)
+        assert final["status"] == "succeeded", final.get("reason")
+        assert final["worker"]["host"].removeprefix("ray:") in nodes.values()
+        assert any(m.startswith("running on node") for m in _messages(final))
+    assert c.job(predict["id"])["worker"]["host"] == f"ray:{nodes['side']}"
+    rows = c.prediction_output(predict["id"]).decode().strip().splitlines()
+    assert len(rows) > 100 and rows[0].startswith("row,") and "confidence" in rows[0]  # header + a row per image
+    result = c.job(evaluate["id"])["result"]
+    assert result["results"]["candidate"]["ref"].startswith("digits-ray") and result["rows"] > 100, result
 
 
 @pytest.mark.ray
@@ -255,7 +277,7 @@ def test_a_job_whose_node_dies_finishes_on_the_other_node_from_its_checkpoint(
 def test_cancel_stops_the_job_and_frees_its_node(ray_cluster: dict[str, Any], control: ControlPlane) -> None:
     c = control.client
     job = c.train("digits", "cnn", {"epochs": 300, "batch_size": 64}, register_as="digits-cancel", cpus=1)
-    wait_for(lambda: c.job_metrics(job["id"]), timeout=120, what="a first epoch")
+    wait_for(lambda: c.job_metrics(job["id"]), timeout=300, what="a first epoch")
     holding = next(n for n in c.cluster_status()["nodes"] if any(j["id"] == job["id"] for j in n["jobs"]))
     c.cancel(job["id"])
     final = c.wait(job["id"], timeout=120)
@@ -296,7 +318,7 @@ def test_a_warm_actor_takes_a_fitting_job_and_a_bigger_job_starts_cold(
                       what="the job handed to the warm actor")
     assert placed["worker"]["host"] == f"ray:{spare_node}"
     assert any(m.endswith(f"warm actor {spare}") for m in _messages(placed)), _messages(placed)
-    wait_for(lambda: c.job_metrics(job["id"]), timeout=120, what="a first epoch")
+    wait_for(lambda: c.job_metrics(job["id"]), timeout=300, what="a first epoch")
     warm_control.kill()  # re-attached by the actor's name, which the placement event recorded
     warm_control.start()
     final = c.wait(job["id"], timeout=240)

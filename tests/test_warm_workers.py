@@ -19,8 +19,9 @@ from loopml.datasets.service import register
 from loopml.jobs.local import LocalExecutor, _pid_runs_job
 from loopml.jobs.spares import pid_file
 from loopml.jobs.warm import import_time_differences
+from loopml.jobs.worker import WARM_TF_HINT, failure_reason
 from loopml.platform import Platform
-from loopml.training.service import submit_training
+from loopml.training.service import submit_training, upload_user_file
 from tests.process_support import free_port, server_env, wait_for, wait_job
 
 pytestmark = pytest.mark.warm_workers
@@ -283,3 +284,63 @@ def test_a_job_submitted_through_the_api_is_dispatched_without_waiting_for_a_tic
                            what="the job to leave the queue")
         assert running
         client.cancel(job["id"])
+
+
+THREADS_MODEL = b"""
+import keras
+import tensorflow as tf
+
+
+def build_model(hparams, schema):
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # only possible before TensorFlow runs an op
+    inp = keras.Input(shape=tuple(schema["input"]["shape"][1:]))
+    x = keras.layers.Flatten()(inp)
+    out = keras.layers.Dense(len(schema["classes"]), activation="softmax")(x)
+    return keras.Model(inp, out)
+"""
+
+
+def test_a_model_configuring_tensorflows_threads_fails_on_a_warm_worker_saying_how_to_run_it(plat, tmp_path):
+    """TensorFlow cannot be reconfigured in a warmed-up process: the job says so and names the way
+    out (LOOPML_WARM_WORKERS=0), which works."""
+    key = upload_user_file(plat, "threads.py", THREADS_MODEL)
+    loop = _loop(plat)
+    try:
+        spare_pid = _ready_spare(loop.executor)
+        job = submit_training(plat, dataset="digits", model=f"file:{key}", params={"epochs": 1})
+        loop.wake()
+        done = wait_job(plat, job["id"])
+    finally:
+        loop.stop()
+    assert done["worker"]["pid"] == spare_pid
+    assert done["status"] == "failed"
+    assert "cannot be modified after initialization" in done["reason"] and "\n" not in done["reason"]
+    assert "LOOPML_WARM_WORKERS=0" in done["reason"]
+    logs = "\n".join(line["text"] for line in plat.jobs.logs(job["id"]))
+    assert "Traceback" in logs and "LOOPML_WARM_WORKERS=0" in logs
+
+    cold_plat = Platform(_settings(tmp_path / "cold", 0))  # the advice: every worker starts cold
+    register(cold_plat, "digits", "sample:digits")
+    key = upload_user_file(cold_plat, "threads.py", THREADS_MODEL)
+    cold = _loop(cold_plat)
+    try:
+        job = submit_training(cold_plat, dataset="digits", model=f"file:{key}", params={"epochs": 1})
+        cold_done = wait_job(cold_plat, job["id"])
+    finally:
+        cold.stop()
+        cold_plat.close()
+    assert cold_done["status"] == "succeeded", cold_done["reason"]
+
+
+def test_the_warm_worker_hint_is_only_for_tensorflows_frozen_runtime_on_a_warm_worker():
+    try:
+        try:
+            raise RuntimeError("Visible devices cannot be modified after being initialized")
+        except RuntimeError as inner:
+            raise ValueError("build_model in 'm.py' raised RuntimeError") from inner
+    except ValueError as exc:
+        frozen = exc
+    assert failure_reason(frozen, warm=True).endswith(f"({WARM_TF_HINT})")
+    assert WARM_TF_HINT not in failure_reason(frozen, warm=False)  # a cold worker: the model's own doing
+    assert failure_reason(ValueError("bad"), warm=True) == "ValueError: bad"
+    assert failure_reason(KeyboardInterrupt(), warm=True) == "interrupted"

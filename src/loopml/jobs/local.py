@@ -23,6 +23,7 @@ from pathlib import Path
 
 from loopml.core.settings import Settings
 from loopml.jobs.executor import Exited, Placement
+from loopml.jobs.logtail import read_tail
 from loopml.jobs.spares import SparePool, pid_file, pid_file_names
 
 KILL_GRACE_S = 10.0
@@ -90,11 +91,7 @@ class LocalExecutor:  # implements loopml.jobs.executor.Executor
         self._kill_at.setdefault(job_id, time.monotonic() + KILL_GRACE_S)
 
     def _tail(self, job_id: str, limit: int = 2000) -> str:
-        try:
-            data = (self.log_dir / f"{job_id}.out").read_bytes()[-limit:]
-        except OSError:
-            return ""
-        return data.decode("utf-8", "replace")
+        return read_tail(self.log_dir / f"{job_id}.out", limit)
 
     def poll(self) -> list[Exited]:
         done: list[Exited] = []

@@ -1,10 +1,11 @@
 """RayExecutor: each job in a detached Ray actor on whichever node has the resources it asks for.
 
-The only module that imports Ray (jobs.executors loads it when LOOPML_EXECUTOR=ray). The actor
-runs the same worker as the local executor — ``python -m loopml.jobs.worker JOB_ID``, the store
-locations in its environment — as a child process, so every job gets a fresh Python (Keras keeps
-global state) and reports progress, logs, metrics and checkpoints to the stores itself, exactly
-as locally. The actor only reserves the job's resources on its node and watches the child.
+With jobs/ray_replicas.py the only modules that import Ray (jobs.executors loads it when
+LOOPML_EXECUTOR=ray). The actor runs the same worker as the local executor — ``python -m
+loopml.jobs.worker JOB_ID``, the store locations in its environment — as a child process, so
+every job gets a fresh Python (Keras keeps global state) and reports progress, logs, metrics and
+checkpoints to the stores itself, exactly as locally. The actor only reserves the job's
+resources on its node and watches the child.
 
 Why a detached, named actor rather than a task: it outlives the control plane (a task dies with
 its driver), so a restarted control plane finds it by name (``job:<id>:<attempt>``) and re-attaches.
@@ -53,6 +54,7 @@ from loopml.core.errors import InvalidInput, LoopMLError
 from loopml.core.jobstatus import RUNNING
 from loopml.core.resources import job_resources, of_job
 from loopml.jobs.executor import Exited, Placement
+from loopml.jobs.logtail import read_tail
 from loopml.platform import Platform
 
 log = logging.getLogger("loopml.controlplane")
@@ -60,6 +62,7 @@ NAMESPACE = "loopml"
 PENDING = "ray:pending"  # a job's worker host until its actor has a node
 MAX_UNPLACED = 4  # actors waiting for a node at once; further jobs wait, queued, in the store
 KILL_GRACE_S = 10.0
+TAIL_BYTES = 2000  # of the worker's output, reported when it exits
 LINGER_S = 600.0  # an actor whose worker ended waits this long for a control plane to collect it
 RETRY = "retry "  # how a retry event's message starts (the attempts are counted from the events)
 _CKPT_RE = re.compile(r"epoch-(\d+)\.npz$")
@@ -203,13 +206,7 @@ class JobActor:
 
     def wait(self) -> tuple[int | None, str]:
         self._ended.wait()
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, os.path.getsize(self.log_path) - 2000))
-                tail = f.read().decode("utf-8", "replace")
-        except OSError:
-            tail = ""
-        return self.returncode, tail
+        return self.returncode, read_tail(self.log_path, TAIL_BYTES)
 
     def stop(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -33,6 +33,7 @@ from typing import Any
 import ray
 
 from loopml.core.errors import LoopMLError
+from loopml.jobs.logtail import read_tail
 from loopml.jobs.ray_executor import NAMESPACE, _die_with_parent
 from loopml.jobs.replicas import DEAD, PENDING, RUNNING, Replica
 from loopml.platform import Platform
@@ -41,6 +42,7 @@ log = logging.getLogger("loopml.controlplane.replicas")
 PREFIX = "replica:"
 RESTART_PAUSE_S = 1.0  # a restarted actor waits this long first: a crashing replica never spins
 DRAIN_S = 15.0  # the serving process finishes in-flight requests (10 s) and flushes capture
+TAIL_BYTES = 600  # of the serving process's output, reported when it exits
 ADOPT_EVERY_S = 5.0  # how often the named actors are listed (replicas another control plane started)
 
 
@@ -105,13 +107,7 @@ class ReplicaActor:
 
     def wait(self) -> tuple[int | None, str]:
         self._ended.wait()
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, os.path.getsize(self.log_path) - 600))
-                tail = f.read().decode("utf-8", "replace")
-        except OSError:
-            tail = ""
-        return self.returncode, tail
+        return self.returncode, read_tail(self.log_path, TAIL_BYTES)
 
     def drain(self) -> int | None:
         """SIGTERM: the serving process stops accepting, answers what it holds, flushes capture."""

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from loopml.jobs.logtail import read_tail
+
 log = logging.getLogger("loopml.jobs")
 MAX_BACKOFF_S = 60.0
 # after a handover the replacement spare waits this long before it starts importing: its few CPU
@@ -236,7 +238,4 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def _tail(path: Path, limit: int = 500) -> str:
-    try:
-        return path.read_bytes()[-limit:].decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
+    return read_tail(path, limit).strip()

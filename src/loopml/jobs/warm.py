@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)
     from loopml.jobs import worker
 
-    return worker.main([job_id])
+    return worker.main([job_id], warm=True)
 
 
 if __name__ == "__main__":

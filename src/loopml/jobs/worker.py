@@ -23,6 +23,29 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")[:500]
 
 
+# TensorFlow refuses to change its runtime configuration once it has run an op (RuntimeError
+# "Intra op parallelism cannot be modified after initialization.", "Visible devices cannot be
+# modified after being initialized", …). A warm worker has run ops before it got its job.
+_TF_RUNTIME_FROZEN = "cannot be modified after"
+WARM_TF_HINT = ("this warm worker initialised TensorFlow before it got the job, so the model cannot configure "
+                "TensorFlow's runtime (tf.config.threading.*, set_memory_growth, set_visible_devices) here: "
+                "run such jobs with LOOPML_WARM_WORKERS=0 on the control plane (every worker then starts cold)")
+
+
+def failure_reason(exc: BaseException, warm: bool = False) -> str:
+    """The one line a failed job records: the exception, plus the way out when it is a model
+    configuring TensorFlow's runtime in a warm worker (where that cannot work)."""
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    if warm and any(_TF_RUNTIME_FROZEN in str(e) for e in chain):
+        reason = f"{reason[:300]} ({WARM_TF_HINT})"
+    return reason
+
+
 def _imported(reference: str) -> Callable[..., Any]:
     module, _, name = reference.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -52,7 +75,9 @@ def check_spec(job: dict[str, Any]) -> None:
         raise InvalidInput(f"{job['kind']} job {job['id']}: its spec lacks {', '.join(missing)}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, warm: bool = False) -> int:
+    """``warm``: this process is a spare (jobs/warm.py) that imported and warmed up TensorFlow
+    before it was handed the job."""
     parser = argparse.ArgumentParser(prog="loopml-worker")
     parser.add_argument("job_id")
     parser.add_argument("--echo", action="store_true", help="also copy the job's output to this terminal")
@@ -78,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded, explained status
         code = 1
         traceback.print_exc()
+        reason = failure_reason(exc, warm)
+        if reason.endswith(f"({WARM_TF_HINT})"):
+            print(WARM_TF_HINT[0].upper() + WARM_TF_HINT[1:], flush=True)
         sink.sync()  # the traceback is in the job's logs before the job reads as failed
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
         platform.jobs.transition(job_id, FAILED, expect=[RUNNING], reason=reason)
     finally:
         sink.close()
