@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import expect
 
-from tests.ui_support import LAPTOP, goto  # fixtures browser, page, ui_server: tests/conftest.py
+from tests.ui_support import LAPTOP, PHONE, goto  # fixtures browser, page, ui_server: tests/conftest.py
 
 pytestmark = pytest.mark.ui
 
@@ -170,3 +170,16 @@ def test_executions_and_firings_page_on_the_server(page, ui_server):
         assert started == [firings[2]["started_id"]]
     finally:
         api.delete("/triggers/paged")
+
+
+def test_overview_rows_stay_one_line_on_a_phone(browser, ui_server):
+    context = browser.new_context(viewport=PHONE, is_mobile=True)
+    try:
+        pg = context.new_page()
+        goto(pg, ui_server.url, "overview")
+        heights = pg.eval_on_selector_all(".overview-cards tbody tr", "rows => rows.map(r => r.getBoundingClientRect().height)")
+        line = pg.evaluate("parseFloat(getComputedStyle(document.querySelector('.overview-cards td')).lineHeight) || 20")
+        assert heights and max(heights) < 2 * line + 12, (heights, line)  # one line and its padding, not a column of words
+        assert pg.evaluate("document.documentElement.scrollWidth") <= PHONE["width"] + 1  # the tables scroll, not the page
+    finally:
+        context.close()
