@@ -79,6 +79,8 @@ def test_invocations_queue_order_and_compare_and_set(metadata_store) -> None:
     assert repo.ids_with_status(QUEUED) == [first["id"], "inv-chosen", third["id"]]  # oldest first
     assert [i["id"] for i in repo.invocations()] == [third["id"], "inv-chosen", first["id"]]  # newest first
     assert [i["id"] for i in repo.invocations("resize", limit=1)] == ["inv-chosen"]
+    assert [i["id"] for i in repo.invocations("resize", limit=1, offset=1)] == [first["id"]]  # the next page
+    assert [i["id"] for i in repo.invocations(limit=5, offset=2)] == [first["id"]]
 
     with pytest.raises(Conflict, match="invocation 'inv-chosen' already exists"):
         repo.enqueue("other", {}, source="api", invocation_id="inv-chosen")
@@ -186,6 +188,10 @@ def test_execution_start_names_and_listing(metadata_store) -> None:
     third = repo.start("other", [1])
     assert [e["id"] for e in repo.executions()] == [third["id"], "nightly-1", ex["id"]]  # newest first
     assert [e["id"] for e in repo.executions("flow", limit=1)] == ["nightly-1"]
+    # pages (the dashboard's): one after the other, no repeat, no gap
+    assert [e["id"] for e in repo.executions(limit=2, offset=1)] == ["nightly-1", ex["id"]]
+    assert [e["id"] for e in repo.executions("flow", limit=1, offset=1)] == [ex["id"]]
+    assert repo.executions(offset=3) == []
     assert [e["id"] for e in repo.executions(status="pending")] == [third["id"], "nightly-1", ex["id"]]
     assert [a["id"] for a in repo.active()] == [ex["id"], "nightly-1", third["id"]]  # oldest first
     assert repo.execution("nightly-1") == named
@@ -336,6 +342,8 @@ def test_a_firing_and_what_it_starts_are_written_together(metadata_store) -> Non
     assert count(metadata_store, t.FunctionInvocation) == 1
     assert repo.count_firings("to-fn", STARTED) == 1 and repo.count_firings("to-fn", SKIPPED) == 1
     assert [f["dedupe_key"] for f in repo.firings("to-fn")] == ["cron:10:05", "cron:10:00"]  # newest first
+    assert [f["dedupe_key"] for f in repo.firings("to-fn", limit=1, offset=1)] == ["cron:10:00"]  # the next page
+    assert repo.firings("to-fn", offset=2) == []
     assert repo.firing("to-fn", fired["id"]) == fired
     with pytest.raises(NotFound, match=f"trigger 'to-flow' has no firing {fired['id']}"):
         repo.firing("to-flow", fired["id"])

@@ -74,6 +74,9 @@ def test_try_it_on_filled_fields_matches_a_direct_api_call(page, ui_server, serv
     fields = page.locator(".try-it .fields input")
     names = [fields.nth(i).get_attribute("name") for i in range(fields.count())]
     assert names and set(names) <= set(row), names  # the dataset's columns, the label left out
+    # each field says what it holds, from the training data's schema: its categories or its range
+    assert "Biscoe" in fields.and_(page.locator("[name='island']")).get_attribute("placeholder")
+    assert fields.and_(page.locator("[name='year']")).get_attribute("placeholder") == "2007 – 2009"
     for name in names:
         page.locator(f".try-it .fields input[name='{name}']").fill("" if row[name] is None else str(row[name]))
     label, body = _predict(page)

@@ -196,5 +196,7 @@ def shoot(page: Any, name: str) -> Path:
     """docs/screenshots/<name>.png of the whole page (the README links them)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    # from the top: a page scrolled by an action (try-it) would draw its sticky top bar mid-page
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(path), full_page=True)
     return path

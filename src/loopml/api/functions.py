@@ -199,9 +199,11 @@ def invoke_function(name: str, body: InvokeIn, request: Request, response: Respo
 
 @router.get("/{name}/invocations", response_model=list[Invocation], summary="Invocations, newest first")
 def list_invocations(name: str, request: Request, status: Status | None = None,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                     offset: Annotated[int, Query(ge=0, description="skip this many (paging)")] = 0,
+                     ) -> list[dict[str, Any]]:
     platform = _platform(request)
-    records = platform.functions.invocations(function=name, status=status, limit=limit)
+    records = platform.functions.invocations(function=name, status=status, limit=limit, offset=offset)
     if not records:
         platform.functions.get(name)  # 404 for an unknown function (history of a deleted one still shows)
     return records

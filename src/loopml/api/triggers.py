@@ -178,8 +178,9 @@ def delete_trigger(name: str, request: Request) -> dict[str, Any]:
 
 @router.get("/{name}/history", summary="Every firing (newest first) and what it started")
 def trigger_history(name: str, request: Request,
-                    limit: int = Query(100, ge=1, le=10_000)) -> list[dict[str, Any]]:
-    return service.history(_platform(request), name, limit=limit)
+                    limit: int = Query(100, ge=1, le=10_000),
+                    offset: int = Query(0, ge=0, description="skip this many (paging)")) -> list[dict[str, Any]]:
+    return service.history(_platform(request), name, limit=limit, offset=offset)
 
 
 @router.post("/{name}/fire", response_model=Fired, status_code=202,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from loopml.api.auth import principal_of
@@ -122,8 +122,10 @@ def start_execution(name: str, request: Request, body: ExecutionIn | None = None
 
 @executions_router.get("", response_model=list[ExecutionRecord], summary="Executions, newest first")
 def list_executions(request: Request, workflow: str | None = None, status: str | None = None,
-                    limit: int = 50) -> list[dict[str, Any]]:
-    return _platform(request).workflows.executions(workflow=workflow, status=status, limit=max(1, min(limit, 1000)))
+                    limit: int = 50,
+                    offset: int = Query(0, ge=0, description="skip this many (paging)")) -> list[dict[str, Any]]:
+    return _platform(request).workflows.executions(workflow=workflow, status=status, limit=max(1, min(limit, 1000)),
+                                                   offset=offset)
 
 
 @executions_router.get("/{execution_id}", response_model=ExecutionRecord, summary="One execution")

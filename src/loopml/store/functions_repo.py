@@ -141,11 +141,11 @@ class FunctionRepo:
             return invocation_record(row)
 
     def invocations(self, function: str | None = None, status: str | None = None,
-                    limit: int = 50) -> list[dict[str, Any]]:
-        """Newest first."""
+                    limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first; ``offset`` skips that many (paging)."""
         with self.store.session() as s:
             q = select(t.FunctionInvocation).order_by(t.FunctionInvocation.created_at.desc(),
-                                                      t.FunctionInvocation.id.desc()).limit(limit)
+                                                      t.FunctionInvocation.id.desc()).limit(limit).offset(offset)
             if function is not None:
                 q = q.where(t.FunctionInvocation.function == function)
             if status is not None:

@@ -189,12 +189,13 @@ class TriggerRepo:
             s.execute(delete(t.TriggerFiring).where(t.TriggerFiring.trigger == name))
             s.execute(delete(t.Trigger).where(t.Trigger.name == name))
 
-    def firings(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Every firing of ``name``, newest first."""
+    def firings(self, name: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Every firing of ``name``, newest first; ``offset`` skips that many (paging)."""
         with self.store.session() as s:
             self._row(s, name)
             rows = s.execute(select(t.TriggerFiring).where(t.TriggerFiring.trigger == name)
-                             .order_by(t.TriggerFiring.id.desc()).limit(max(1, limit))).scalars()
+                             .order_by(t.TriggerFiring.id.desc()).limit(max(1, limit))
+                             .offset(max(0, offset))).scalars()
             return [firing_record(f) for f in rows]
 
     def count_firings(self, name: str, status: str | None = None) -> int:

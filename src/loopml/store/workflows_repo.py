@@ -131,9 +131,12 @@ class WorkflowRepo:
                     "pending": row.pending}
 
     def executions(self, workflow: str | None = None, status: str | None = None,
-                        limit: int = 50) -> list[dict[str, Any]]:
+                   limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first; ``offset`` skips that many (paging: the id breaks ties of one instant)."""
         with self.store.session() as s:
-            q = select(t.WorkflowExecution).order_by(t.WorkflowExecution.created_at.desc()).limit(limit)
+            q = (select(t.WorkflowExecution)
+                 .order_by(t.WorkflowExecution.created_at.desc(), t.WorkflowExecution.id.desc())
+                 .limit(limit).offset(offset))
             if workflow:
                 q = q.where(t.WorkflowExecution.workflow == workflow)
             if status:

@@ -184,8 +184,8 @@ def delete_trigger(platform: Platform, name: str) -> None:
     platform.triggers.delete(name)
 
 
-def history(platform: Platform, name: str, limit: int = 100) -> list[dict[str, Any]]:
-    return platform.triggers.firings(name, limit=limit)
+def history(platform: Platform, name: str, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    return platform.triggers.firings(name, limit=limit, offset=offset)
 
 
 # -- firing from outside: tests, webhooks, monitor alerts ----------------------------------------

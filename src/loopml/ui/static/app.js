@@ -265,6 +265,11 @@ function alignSeries(series) {
   return data;
 }
 
+/** [x - pad, x + pad] when every x is the same x, else null. */
+function singleX(xs, pad) {
+  return xs && xs.length && xs[0] !== null && xs[0] === xs[xs.length - 1] ? [xs[0] - pad, xs[0] + pad] : null;
+}
+
 /**
  * A line chart (uPlot). series: [{label, points: [[x, y], …], color?, dash?}] — x values of all
  * series are merged, so series of different lengths (jobs with different epochs) share one chart.
@@ -286,7 +291,9 @@ export function lineChart(container, series, opts = {}) {
     shape = key;
     plot = new uPlot({
       width: width(), height: opts.height || 220,
-      scales: { x: { time: !!opts.time } },
+      // one x value (a monitor's first run, a model's only version): a small window around it, not years
+      // (uPlot alone widens one time value by 86400 / ms seconds: 1000 days with seconds)
+      scales: { x: { time: !!opts.time, range: (u, lo, hi) => singleX(u.data[0], opts.time ? 3600 : 1) || [lo, hi] } },
       axes: [{ label: opts.xLabel, stroke: '#64748b', grid: { stroke: '#e2e8f0' }, ...(opts.integerX ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {}) },
         { label: opts.yLabel, stroke: '#64748b', grid: { stroke: '#e2e8f0' }, size: 55 }],
       series: [{ label: opts.xLabel || 'x' }, ...ss.map((s, i) => ({

@@ -185,14 +185,26 @@ export function aslGraph(def, prefix = '', exits = null) {
   return { nodes, edges, ends };
 }
 
-/** Each state's outcome in an execution, from its history: entered | succeeded | failed | caught. */
+/** The history events that end an execution, and what they make of a state still open then. */
+export const EXECUTION_END = { ExecutionSucceeded: 'succeeded', ExecutionFailed: 'failed', ExecutionAborted: 'failed' };
+
+/**
+ * Each state's outcome in an execution, from its history: running | succeeded | failed. A task
+ * that failed and then succeeded on a retry succeeded; a state still open when the execution
+ * ended (a Fail state, the task an abort cut short) takes the execution's outcome.
+ */
 export function stateOutcomes(history) {
   const out = {};
   for (const ev of history) {
     const s = ev.state;
-    if (!s) continue;
+    if (!s) {
+      const end = EXECUTION_END[ev.type];
+      if (end) for (const k of Object.keys(out)) if (out[k] === 'running') out[k] = end;
+      continue;
+    }
     if (ev.type === 'StateEntered') out[s] = out[s] === 'failed' ? 'failed' : 'running';
     else if (ev.type === 'StateExited' && out[s] !== 'failed') out[s] = 'succeeded';
+    else if (ev.type === 'TaskSucceeded' && out[s] === 'failed') out[s] = 'running';  // a retry succeeded
     else if (ev.type === 'TaskFailed' || ev.type === 'ErrorCaught') out[s] = 'failed';
   }
   return out;

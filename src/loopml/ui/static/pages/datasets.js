@@ -75,7 +75,7 @@ async function renderVersion(el, params, name, versions, chosen) {
     card('Schema', table(schema.features || [], [
       { label: 'feature', key: 'name' }, { label: 'dtype', key: 'dtype' },
       { label: 'shape / values', render: (f) => (f.shape ? f.shape.join('×') : (f.values || f.categories || []).slice(0, 8).join(', ')) },
-      { label: 'min', class: 'num', key: 'min' }, { label: 'max', class: 'num', key: 'max' },
+      { label: 'min', class: 'num', render: (f) => dataValue(f.min) }, { label: 'max', class: 'num', render: (f) => dataValue(f.max) },
       { label: 'missing', class: 'num', render: (f) => f.missing ?? f.nulls },
     ], { empty: 'no schema recorded' })),
     card('Rows', samples),
@@ -100,11 +100,17 @@ async function renderSamples(box, params, name, version, schema) {
   if (page.kind === 'image') body = h('div', { class: 'samples' }, page.rows.map((r) => imageSample(r, schema)));
   else if (page.kind === 'text') body = h('div', null, page.rows.map((r) => h('div', { class: 'text-sample' }, badge(r.label), ' ', h('span', { class: 'muted' }, `#${r.index}`), h('p', null, r.text, r.truncated ? '…' : ''))));
   else body = table(page.rows, [{ label: '#', key: 'index', class: 'num' }, { label: 'label', render: (r) => badge(r.label) },
-    ...(page.columns || []).map((c) => ({ label: c, render: (r) => r.values?.[c] }))]);
+    ...(page.columns || []).map((c) => ({ label: c, render: (r) => dataValue(r.values?.[c]) }))]);
   mount(box,
     h('div', { class: 'toolbar' }, h('label', null, 'split ', pick), h('span', { class: 'muted' }, `${fmt.num(page.total)} rows`)),
     body,
     pager({ offset, limit: ROWS, count: page.rows.length }, (o) => setQuery({ ...params.query, split, offset: o })));
+}
+
+/** A value of the data as it is (a year 2007 stays 2007, not 2,007; long fractions are cut to 6 digits). */
+function dataValue(v) {
+  if (typeof v !== 'number') return v;
+  return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(6)));
 }
 
 /** A digit (any image) drawn from its pixel values on a canvas, scaled up without smoothing. */

@@ -70,7 +70,7 @@ function liveCharts(name) {
       { label: 'Batches', key: 'batches' }, { label: 'Queued rows', key: 'queue_rows' }, { label: 'Rejected', key: 'rejected' },
     ], { empty: 'no requests served yet' }),
     Object.values(stats.variants).some((v) => v.requests > v.errors && !v.batches)
-      ? h('p', { class: 'muted' }, 'No batches counted here: another endpoint serves the same model version, and their shared batcher is counted under it.') : null,
+      ? h('p', { class: 'muted' }, 'A variant with requests but no batches shares its batcher with another variant or endpoint serving the same model version (a shadow of the canary\'s version, say): the batches are counted there.') : null,
     stats.shadow.agree + stats.shadow.disagree
       ? h('p', null, `Shadow agreement: ${stats.shadow.agree} agree, ${stats.shadow.disagree} disagree`) : null);
     live.push(stats);
@@ -134,8 +134,16 @@ async function tabularFields(version) {
     const schema = rec.schema || {};
     const cols = schema.columns || schema.features || [];
     const label = schema.label_column || schema.label || 'label';
-    return cols.map((c) => (typeof c === 'string' ? c : c.name)).filter((c) => c && c !== label);
+    return cols.map((c) => (typeof c === 'string' ? { name: c } : { name: c.name, hint: fieldHint(c) })).filter((c) => c.name && c.name !== label);
   } catch { return []; }
+}
+
+// what a column holds, from the training dataset's schema: its categories or its range
+function fieldHint(feature) {
+  const values = feature.values || feature.categories;
+  if (values && values.length) return values.slice(0, 4).join(' / ') + (values.length > 4 ? ' / …' : '');
+  if (typeof feature.min === 'number' && typeof feature.max === 'number') return `${feature.min} – ${feature.max}`;
+  return '';
 }
 
 async function tryIt(name, ep) {
@@ -180,7 +188,7 @@ async function tryIt(name, ep) {
     mount(panel, text, h('p', null, h('button', { type: 'button', class: 'primary', onclick: () => send(JSON.stringify({ instances: [text.value] }), 'application/json') }, 'Predict')));
   } else if (kind === 'tabular') {
     const cols = await tabularFields(version);
-    const inputs = cols.map((c) => [c, h('input', { name: c, size: 10 })]);
+    const inputs = cols.map((c) => [c.name, h('input', { name: c.name, size: 10, placeholder: c.hint || '' })]);
     const raw = h('textarea', { rows: 3, cols: 60, placeholder: '{"instances": [{"column": value, …}]}' });
     const row = () => Object.fromEntries(inputs.map(([c, el]) => [c, el.value === '' || isNaN(Number(el.value)) ? el.value : Number(el.value)]));
     mount(panel, cols.length ? h('div', { class: 'fields' }, inputs.map(([c, el]) => h('label', null, c, ' ', el))) : h('p', { class: 'muted' }, 'The columns are unknown here: write the JSON body.'),
@@ -213,11 +221,11 @@ async function detailPage(container, name) {
         'Max batch size': ep.spec.max_batch_size ?? '64 (default)',
         'Max batch delay': `${ep.spec.max_batch_delay_ms ?? 2} ms`,
         'Multi-model': ep.spec.multi_model ? 'yes' : 'no',
-        'API keys': ep.spec.key_hashes ? `${ep.spec.key_hashes.length}` : 'none',
+        'API keys': ep.spec.key_hashes?.length ? `${ep.spec.key_hashes.length}` : 'none',
       }))),
     card('Variants', table(variants, [
       { label: 'Variant', key: 'name' }, { label: 'Wanted', key: 'wanted' },
-      { label: 'Serves', render: (v) => (v.model ? link(route('models', v.model), v.serves) : v.serves) },
+      { label: 'Serves', render: (v) => (v.model ? link(route('models', v.model, v.version), v.serves) : v.serves) },
       { label: 'Weight', key: 'weight' }, { label: 'Traffic share', render: (v) => fmt.pct(v.share) },
     ]), shadowText(ep) ? h('p', { class: 'shadow' }, 'Shadow: ', shadowText(ep), ' — gets a copy of every request; its answers are captured, never returned.') : h('p', { class: 'muted' }, 'No shadow variant.')),
     liveCharts(name),

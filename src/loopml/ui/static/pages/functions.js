@@ -1,6 +1,8 @@
 // Functions: configuration, invocations (status, duration, memory) with their logs and results,
 // and an invoke button; ?invocation=ID opens one invocation.
-import { api, h, mount, registerPage, table, badge, fmt, card, kv, link, route, filters, actionButton, refresh } from '../app.js';
+import { api, h, mount, registerPage, table, badge, fmt, card, kv, link, route, filters, actionButton, refresh, pager, setQuery } from '../app.js';
+
+const PAGE = 50;  // invocations a page (the server pages)
 import { jsonBlock } from './_ops.js';
 
 const fn = (name) => `/functions/${encodeURIComponent(name)}`;
@@ -27,7 +29,8 @@ function invocationView(inv) {
 }
 
 async function detailPage(container, name, params) {
-  const [f, invocations] = await Promise.all([api(fn(name)), api(`${fn(name)}/invocations`, { query: { status: params.query.status, limit: 100 } })]);
+  const offset = Math.max(0, Number(params.query.offset) || 0);
+  const [f, invocations] = await Promise.all([api(fn(name)), api(`${fn(name)}/invocations`, { query: { status: params.query.status, limit: PAGE, offset } })]);
   const chosen = params.query.invocation ? await api(`${fn(name)}/invocations/${encodeURIComponent(params.query.invocation)}`) : invocations[0];
   const event = h('textarea', { rows: 3, cols: 50, name: 'event' }, '{}');
   mount(container, 
@@ -49,7 +52,8 @@ async function detailPage(container, name, params) {
       { label: 'Duration', render: (i) => (i.duration_ms !== null && i.duration_ms !== undefined ? `${fmt.num(i.duration_ms, 4)} ms` : '–') },
       { label: 'Error', render: (i) => (i.error_type ? `${i.error_type}: ${i.error_message || ''}` : '–') },
       { label: 'Logs', render: (i) => (i.logs ? h('details', null, h('summary', null, `${i.logs.split('\n').length} lines`), h('pre', { class: 'logs' }, i.logs)) : '–') },
-    ], { empty: 'no invocations' })));
+    ], { empty: offset ? 'no older invocations' : 'no invocations' }),
+    pager({ offset, limit: PAGE, count: invocations.length }, (o) => setQuery({ ...params.query, invocation: undefined, offset: o }))));
 }
 
 registerPage('functions', {

@@ -102,8 +102,8 @@ function qualityChart(runs) {
   }
   const slot = h('div', { class: 'chart-slot quality-chart' });
   const series = [
-    measured.length ? { label: 'accuracy (from labels)', points: measured } : null,
-    estimated.length ? { label: 'estimated accuracy (from confidences)', points: estimated, dash: [4, 4] } : null,
+    measured.length ? { label: 'accuracy (from labels)', points: measured, color: '#2563eb' } : null,
+    estimated.length ? { label: 'estimated accuracy (from confidences)', points: estimated, color: '#7c3aed', dash: [4, 4] } : null,
     floor.length ? { label: 'floor', points: floor, color: '#dc2626', dash: [6, 4] } : null,
   ].filter(Boolean);
   if (series.length) lineChart(slot, series, { time: true, height: 180, yLabel: 'accuracy' });

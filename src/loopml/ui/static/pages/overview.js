@@ -1,7 +1,8 @@
 // Overview: the loop at a glance — every count and row links to its page.
-import { api, badge, card, fmt, h, link, registerPage, route, table } from '../app.js';
+import { api, badge, card, every, fmt, h, link, registerPage, route, table } from '../app.js';
 
 const LIST = 8;
+const TRAFFIC_MS = 3000;  // the endpoints' req/s and p99 refresh this often (one GET /endpoints)
 
 // a list the server may not have (an older server, a feature switched off): show it as empty
 async function optional(path, query) {
@@ -47,7 +48,7 @@ registerPage('overview', {
         stat(countOf(models, big), 'models', route('models')),
         stat(endpoints.length, 'endpoints', route('endpoints')),
         stat(openAlerts.length, 'open alerts', route('monitors'), openAlerts.length ? 'alerting' : '')),
-      h('div', { class: 'cards' },
+      h('div', { class: 'cards overview-cards' },
         wide('Jobs', table(recent, [
           { label: 'job', render: (j) => link(route('jobs', j.id), j.id) },
           { label: 'kind', key: 'kind' },
@@ -74,7 +75,7 @@ registerPage('overview', {
           { label: 'serves', render: (e) => servedModels(e) },
           { label: 'req/s', class: 'num', render: (e) => fmt.num(e.traffic?.rps ?? null, 3) },
           { label: 'p99 ms', class: 'num', render: (e) => fmt.num(e.traffic?.p99_ms ?? null, 3) },
-        ], { empty: 'no endpoints yet' })),
+        ], { empty: 'no endpoints yet', rowAttrs: (e) => ({ dataset: { endpoint: e.name } }) })),
         card('Open alerts', table(openAlerts.slice(0, LIST), [
           { label: 'monitor', render: (a) => link(route('monitors', a.monitor), a.monitor) },
           { label: 'what', render: (a) => h('span', { title: a.message || '' }, a.key) },
@@ -82,8 +83,8 @@ registerPage('overview', {
           { label: 'since', render: (a) => fmt.ago(a.first_at) },
         ], { empty: alerts ? 'no open alerts' : 'alerts are not available on this server' })),
         card('Workflow executions', table((executions || []).slice(0, LIST), [
-          { label: 'execution', render: (x) => link(route('workflows', x.workflow, x.id), x.id) },
           { label: 'workflow', render: (x) => link(route('workflows', x.workflow), x.workflow) },
+          { label: 'execution', render: (x) => h('a', { href: route('workflows', x.workflow, x.id), title: x.id }, shortExecution(x)) },
           { label: 'status', render: (x) => badge(x.status) },
           { label: 'started', render: (x) => fmt.ago(x.created_at) },
         ], { empty: 'no executions yet' })),
@@ -94,8 +95,21 @@ registerPage('overview', {
           { label: 'last firing', render: (t) => (t.last_firing ? h('span', null, badge(t.last_firing.status), ' ', fmt.ago(t.last_firing.at), ' → ', startedLink(t.last_firing)) : 'never') },
         ], { empty: 'no triggers yet' }))),
     );
+    if (endpoints.length) every(TRAFFIC_MS, () => liveTraffic(el));
   },
 });
+
+// the API measures req/s and p99 between two lists of /endpoints: asking again keeps them live
+async function liveTraffic(el) {
+  let endpoints;
+  try { endpoints = await api('/endpoints'); } catch (err) { console.warn(err.message); return; }
+  for (const e of endpoints) {
+    const row = [...el.querySelectorAll('tr[data-endpoint]')].find((r) => r.dataset.endpoint === e.name);
+    if (!row) continue;
+    row.querySelector("td[data-label='req/s']").textContent = fmt.num(e.traffic?.rps ?? null, 3);
+    row.querySelector("td[data-label='p99 ms']").textContent = fmt.num(e.traffic?.p99_ms ?? null, 3);
+  }
+}
 
 export function progressText(j) {
   const p = j.progress;
@@ -112,15 +126,24 @@ function servedModels(e) {
   }));
 }
 
+// an execution id is WORKFLOW-START_TIME-SUFFIX: the workflow and the time are in their own columns
+function shortExecution(x) {
+  const prefix = `${x.workflow}-`;
+  const rest = x.id.startsWith(prefix) && x.id.length > prefix.length ? x.id.slice(prefix.length) : x.id;
+  return rest.replace(/^\d{8}T\d{6}-/, '');
+}
+
 const firedAt = (t) => t.last_firing?.at || null;
 
 // what a firing started: a workflow execution, a function invocation or a job
+// (named by its kind, the id in the tooltip: the overview's columns stay narrow)
 function startedLink(f) {
   const id = f.started_id;
   if (!id) return f.target?.name || '–';
-  if (f.target?.kind === 'workflow') return link(route('workflows', f.target.name, id), id);
-  if (f.target?.kind === 'function') return link(route('functions', f.target.name), id);
-  return link(route('jobs', id), id);
+  const kind = f.target?.kind;
+  const href = kind === 'workflow' ? route('workflows', f.target.name, id)
+    : kind === 'function' ? `${route('functions', f.target.name)}?invocation=${encodeURIComponent(id)}` : route('jobs', id);
+  return h('a', { href, title: id }, kind === 'workflow' ? 'execution' : kind === 'function' ? 'invocation' : 'job');
 }
 
 function recentFirings(triggers) {

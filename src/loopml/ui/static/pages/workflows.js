@@ -1,10 +1,11 @@
 // Workflows: the state machine drawn from its ASL definition (dagre layout), executions, and one
 // execution's path coloured by state outcome, its event history and each step's input/output;
 // start and stop buttons (the API decides who may).
-import { api, h, mount, registerPage, table, badge, fmt, card, kv, link, route, filters, errorBox, actionButton, refresh, every } from '../app.js';
-import { drawGraph, stateOutcomes, jsonBlock } from './_ops.js';
+import { api, h, mount, registerPage, table, badge, fmt, card, kv, link, route, filters, errorBox, actionButton, refresh, every, pager, setQuery } from '../app.js';
+import { drawGraph, stateOutcomes, jsonBlock, EXECUTION_END } from './_ops.js';
 
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'TIMED_OUT', 'ABORTED']);
+const PAGE = 50;  // executions a page (the server pages: a cron trigger adds one a minute)
 const wf = (name) => `/workflows/${encodeURIComponent(name)}`;
 
 function executionsTable(rows, { withWorkflow = true } = {}) {
@@ -23,7 +24,7 @@ function executionsTable(rows, { withWorkflow = true } = {}) {
 async function listPage(container, params) {
   const [workflows, executions] = await Promise.all([
     api('/workflows'),
-    api('/executions', { query: { status: params.query.status, workflow: params.query.workflow, limit: 50 } }),
+    api('/executions', { query: { status: params.query.status, workflow: params.query.workflow, limit: PAGE, offset: offsetOf(params) } }),
   ]);
   mount(container, h('h1', null, 'Workflows'),
     card('Workflows', table(workflows, [
@@ -36,11 +37,17 @@ async function listPage(container, params) {
     card('Recent executions', filters(params, [
       { name: 'workflow', options: workflows.map((w) => w.name) },
       { name: 'status', options: ['PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'TIMED_OUT', 'ABORTED'] },
-    ]), executionsTable(executions)));
+    ]), executionsTable(executions), executionsPager(params, executions)));
 }
 
-async function workflowPage(container, name) {
-  const [workflow, executions] = await Promise.all([api(wf(name)), api('/executions', { query: { workflow: name, limit: 50 } })]);
+const offsetOf = (params) => Math.max(0, Number(params.query.offset) || 0);
+
+function executionsPager(params, rows) {
+  return pager({ offset: offsetOf(params), limit: PAGE, count: rows.length }, (o) => setQuery({ ...params.query, offset: o }));
+}
+
+async function workflowPage(container, name, params) {
+  const [workflow, executions] = await Promise.all([api(wf(name)), api('/executions', { query: { workflow: name, limit: PAGE, offset: offsetOf(params) } })]);
   const graph = h('div', { class: 'graph-box' });
   const input = h('textarea', { rows: 4, cols: 50, name: 'input', placeholder: '{}' }, '{}');
   mount(container, 
@@ -54,7 +61,7 @@ async function workflowPage(container, name) {
       const ex = await api(`${wf(name)}/executions`, { method: 'POST', body: { input: body } });
       location.hash = route('workflows', name, ex.id);
     }, { class: 'primary', need: ['workflows:start', name] }))),
-    card('Executions', executionsTable(executions, { withWorkflow: false })),
+    card('Executions', executionsTable(executions, { withWorkflow: false }), executionsPager(params, executions)),
     card('Definition (Amazon States Language)', h('details', null, h('summary', null, 'show'), h('pre', { class: 'json' }, workflow.source || fmt.json(workflow.definition)))));
   await drawGraph(graph, workflow.definition, {}, null);
 }
@@ -63,7 +70,12 @@ function stepsOf(history) {
   const steps = [];
   const open = new Map();
   for (const ev of history) {
-    if (!ev.state) continue;
+    if (!ev.state) {
+      const end = EXECUTION_END[ev.type];  // the execution ended: a state still open (a Fail state) ends with it
+      if (end) for (const step of open.values()) { step.exited = ev.at; if (step.outcome === 'running') step.outcome = end; }
+      if (end) open.clear();
+      continue;
+    }
     const d = ev.details || {};
     const key = `${d.branch || ''}/${ev.state}`;
     if (ev.type === 'StateEntered') {
@@ -75,7 +87,7 @@ function stepsOf(history) {
       if (ev.type === 'StateExited') { step.output = d.output; step.exited = ev.at; if (step.outcome === 'running') step.outcome = 'succeeded'; open.delete(key); }
       else if (ev.type === 'TaskFailed' || ev.type === 'ErrorCaught') { step.outcome = 'failed'; step.error = `${d.error || ''}${d.cause ? `: ${d.cause}` : ''}`; }
       else if (ev.type === 'TaskScheduled') step.resource = d.resource;
-      else if (ev.type === 'TaskSucceeded') step.result = d.output;
+      else if (ev.type === 'TaskSucceeded') { step.result = d.output; if (step.outcome === 'failed') { step.outcome = 'running'; step.error = undefined; } }  // a retry succeeded
     }
   }
   return steps;
@@ -142,6 +154,6 @@ registerPage('workflows', {
   render(container, params) {
     const [name, execution] = params.path;
     if (execution) return executionPage(container, name, execution);
-    return name ? workflowPage(container, name) : listPage(container, params);
+    return name ? workflowPage(container, name, params) : listPage(container, params);
   },
 });
