@@ -174,7 +174,7 @@ def test_png_and_jpeg_bodies_are_fitted_to_the_model_signature(served, digits_da
         return [r["captureData"]["endpointInput"] for r in read_captured(
             platform.artifacts, "capture", "digits", "primary")
             if r["eventMetadata"].get("inferenceId") == "png-1"]
-    (record,) = wait_for(captured, 15, what="the captured PNG request")
+    (record,) = wait_for(captured, 60, what="the captured PNG request")
     assert (record["observedContentType"], record["encoding"]) == ("image/png", "BASE64")
     assert base64.b64decode(record["data"]) == png
 
@@ -232,7 +232,7 @@ def test_health_metrics_and_capture(served, digits_data):
     def captured():
         return [r for r in read_captured(platform.artifacts, "capture", "digits", "primary")
                 if r["eventMetadata"].get("inferenceId") == "trace-7"]
-    records = wait_for(lambda: len(captured()) >= 3 and captured(), 15, what="capture files")
+    records = wait_for(lambda: len(captured()) >= 3 and captured(), 60, what="capture files")
     rec = records[0]
     assert rec["captureData"]["endpointInput"]["encoding"] == "JSON"
     assert orjson.loads(rec["captureData"]["endpointInput"]["data"])["instances"]
@@ -272,7 +272,7 @@ def test_tritonclient_open_inference_protocol(served, digits_data):
                 if r["captureData"]["endpointInput"]["encoding"] == "BASE64"
                 and r["captureData"]["endpointOutput"]["observedContentType"]
                 == "application/octet-stream"]
-    assert wait_for(oip_records, 15, what="captured OIP traffic")
+    assert wait_for(oip_records, 60, what="captured OIP traffic")
 
 
 def test_alias_move_switches_versions_without_failed_requests(tmp_path, digit_bundles,
