@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,9 @@ from typing import Any, Iterator
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import _common  # noqa: E402 - bench/_common.py
+from _common import free_port, log  # noqa: E402
+
 STAMP_FUNCTION = '''
 import time
 
@@ -45,16 +47,6 @@ def handler(event, context):
     started = time.time()
     return {"started": started, "key": event["Records"][0]["s3"]["object"]["key"]}
 '''
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pass_chain(n: int) -> dict[str, Any]:
@@ -95,33 +87,12 @@ def loopml_server(home: Path, **env_extra: str) -> Iterator[Any]:
 
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    port = free_port()
-    env = {**os.environ, "LOOPML_HOME": str(home), "LOOPML_PORT": str(port), "LOOPML_SERVING_PORT": "0",
-           "LOOPML_API_URL": f"http://127.0.0.1:{port}", **env_extra}
-    env.pop("LOOPML_TOKEN", None)
-    out = open(home / "server.log", "wb")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("loopml")), "server", "--port", str(port)],
-                            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    client = Client(f"http://127.0.0.1:{port}", token="", timeout=60)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.health()
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((home / "server.log").read_text()[-3000:]) from None
-                time.sleep(0.2)
-        yield client
-    finally:
-        client.close()
-        os.killpg(proc.pid, 15)
+    with _common.loopml_server(home, ready_s=60, **env_extra) as url:
+        client = Client(url, token="", timeout=60)
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        out.close()
+            yield client
+        finally:
+            client.close()
 
 
 def wait_until(fetch, timeout: float, poll: float = 0.05):

@@ -80,6 +80,8 @@ ROOT = HERE.parent
 PEERS = HERE / "peers"
 sys.path.insert(0, str(ROOT / "src"))
 
+from _common import log, proc_status_bytes as vm_bytes  # noqa: E402 - bench/_common.py
+
 # Evidently's venv lives beside the checkout (like BentoML's for bench/serving.py); override with
 # LOOPML_BENCH_VENVS
 VENVS = Path(os.environ.get("LOOPML_BENCH_VENVS", ROOT.parent / "bench-venvs"))
@@ -92,10 +94,6 @@ QUICK_SIZES = (50, 200, 1_000)
 BASELINE_MAX = 5_000
 PIXEL_MAX = 16.0  # sklearn digits: 0..16
 GIB = 1 << 30
-
-
-def log(msg: str = "") -> None:
-    print(msg, flush=True)
 
 
 # -- shifts -------------------------------------------------------------------------------------
@@ -550,14 +548,6 @@ def accuracy_estimates(ds: Data, resamples: int, n: int = 200,
 
 
 # -- one verdict on a million rows --------------------------------------------------------------
-
-def vm_bytes(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
 
 def write_big(folder: Path, rows: int, seed: int) -> None:
     rng = np.random.default_rng([seed, 7])

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,17 +32,9 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from _common import free_port, log  # noqa: E402 - bench/_common.py
+
 ECHO = "def handler(event, context):\n    return event\n"
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(home: Path, port: int, db_url: str, artifacts: Path, out: Path) -> subprocess.Popen:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,14 +31,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+from _common import log_stderr as log  # noqa: E402 - bench/_common.py
 
 BATCH = 64
 DIFF_ROWS = 256
 BASELINE = "model.predict"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def prepare(sample: str, template: str, folder: Path, train_rows: int | None) -> dict[str, Any]:

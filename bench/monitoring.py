@@ -55,13 +55,11 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from _common import log, proc_status_bytes as vm_kib  # noqa: E402 - bench/_common.py
+
 ENDPOINT = "penguins"
 MONITOR = "penguins-bench"
 GIB = 1 << 30
-
-
-def log(msg: str = "") -> None:
-    print(msg, flush=True)
 
 
 # -- models: trained and registered for real ----------------------------------------------------
@@ -370,16 +368,6 @@ def add_endpoint_and_monitor(platform: Any, record: dict[str, Any], window: str)
     platform.endpoints.create(endpoint, spec, resolve_spec(spec, partial(lookup, platform)))
     monitors.create_monitor(platform, monitor, endpoint, window=window)
     return endpoint, monitor
-
-
-def vm_kib(field: str) -> int:
-    """A /proc/self/status figure in bytes. VmHWM (peak RSS) belongs to this process image: unlike
-    getrusage's ru_maxrss it does not carry over the parent's peak across fork + exec."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def child_run(home: str, monitor: str, profile_out: str | None) -> None:

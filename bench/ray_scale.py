@@ -26,7 +26,6 @@ import argparse
 import getpass
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,11 +41,7 @@ SMALL = {"epochs": 1, "filters": 8, "dense_units": 64, "batch_size": 128}  # the
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _common import free_port  # noqa: E402 - bench/_common.py
 
 
 def start_moto(log: Path) -> tuple[subprocess.Popen, str]:

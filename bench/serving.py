@@ -82,12 +82,9 @@ import os
 import re
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -99,6 +96,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+from _common import free_port, log_stderr as log, stop_group, workdir as make_workdir  # noqa: E402 - bench/_common.py
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "peers"
@@ -127,10 +125,6 @@ GOAL_VS_BENTOML = 4.0          # LoopML / BentoML req/s at c=32, at least
 GOAL_OF_CEILING = 0.25         # LoopML c=32 req/s / in-process ONNX batch-32 samples/s, at least
 GOAL_OVERHEAD_MS = 1.0         # LoopML c=1 p50 - in-process batch-1 p50, at most
 GOAL_P99_MS = 25.0             # LoopML p99 at c=32, at most
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- the model
@@ -305,12 +299,6 @@ class Server:
     @property
     def path(self) -> str:
         return "/" + self.url.split("/", 3)[3]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def spawn(name: str, cmd: list[str], url: str, workdir: Path, env: dict[str, str] | None = None,
@@ -493,15 +481,7 @@ def ensure_bentoml_venv() -> None:
 
 def stop(server: Server) -> None:
     """SIGTERM the server's process group, SIGKILL it after 15 s."""
-    if server.proc.poll() is None:
-        try:
-            os.killpg(server.proc.pid, signal.SIGTERM)
-            server.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.proc.pid, signal.SIGKILL)
-            server.proc.wait(5)
-        except ProcessLookupError:
-            pass
+    stop_group(server.proc, 15, 5)
 
 
 def log_tail(server: Server, lines: int = 30) -> str:
@@ -1094,13 +1074,7 @@ def main() -> None:
 
     tf.get_logger().setLevel("ERROR")
 
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="loopml-bench-serving-")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir.resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
+    tmp, workdir = make_workdir(args.workdir, "loopml-bench-serving-")
     try:
         model = prepare_model(workdir, args.epochs)
         json_body, npy_body, oip_body = write_bodies(model, workdir)

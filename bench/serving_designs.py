@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,15 +43,11 @@ SRC = ROOT / "src"
 ENDPOINT = "digits"
 HAPROXY = "/usr/sbin/haproxy"
 
+from _common import free_port, stop_group  # noqa: E402 - bench/_common.py
+
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -------------------------------------------------------------------------- model and store
@@ -118,15 +113,7 @@ class Proc:
                                      stdin=subprocess.PIPE, start_new_session=True)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-            except ProcessLookupError:
-                pass
+        stop_group(self.proc, 30, 10)
 
     def tail(self) -> str:
         try:

@@ -28,7 +28,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import serving as sb  # noqa: E402  bench/serving.py: model, launch, wrk helpers
+from _common import workdir as make_workdir  # noqa: E402 - bench/_common.py
 
 HAPROXY = "/usr/sbin/haproxy"
 CFG = HERE.parent / "deploy" / "haproxy.cfg"
@@ -83,13 +83,7 @@ def main() -> None:
     for tool in ("wrk", HAPROXY):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: apt-get install -y wrk haproxy")
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="loopml-bench-lb-")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir.resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
+    tmp, workdir = make_workdir(args.workdir, "loopml-bench-lb-")
     servers: list[sb.Server] = []
     try:
         model = sb.prepare_model(workdir, args.epochs)

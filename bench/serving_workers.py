@@ -28,13 +28,13 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import serving as bench  # noqa: E402 - bench/serving.py: model, launcher, wrk helpers
+from _common import workdir as make_workdir  # noqa: E402 - bench/_common.py
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,13 +57,7 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="loopml-bench-workers-")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir.resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
+    tmp, workdir = make_workdir(args.workdir, "loopml-bench-workers-")
     servers: dict[int, bench.Server] = {}
     try:
         model = bench.prepare_model(workdir, args.epochs)

@@ -19,32 +19,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from _common import log, loopml_server  # noqa: E402 - bench/_common.py
+
 CHROMIUM = "/usr/bin/chromium"
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fill(home: Path, *, jobs: int, versions: int, models: int) -> None:
@@ -84,36 +73,6 @@ def fill(home: Path, *, jobs: int, versions: int, models: int) -> None:
         platform.models.set_alias("big", "prod", versions)
     finally:
         platform.close()
-
-
-@contextmanager
-def loopml_server(home: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "LOOPML_HOME": str(home), "LOOPML_PORT": str(port), "LOOPML_SERVING_PORT": "0",
-           "LOOPML_API_URL": f"http://127.0.0.1:{port}"}
-    env.pop("LOOPML_TOKEN", None)
-    out = open(home / "server.log", "wb")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("loopml")), "server", "--port", str(port)],
-                            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((home / "server.log").read_text()[-3000:]) from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-        out.close()
 
 
 def json_bytes(url: str) -> int:
@@ -191,7 +150,7 @@ def main() -> None:
             fill(home, jobs=jobs, versions=versions, models=models)
             log(f"{which}: {jobs} jobs, {versions} versions of 'big', {models} other models written in "
                 f"{time.perf_counter() - started:.1f} s")
-            with loopml_server(home) as base, sync_playwright() as p:
+            with loopml_server(home, ready_s=90) as base, sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM)
                 try:
                     results[which] = measure(browser, base, args.repeat)

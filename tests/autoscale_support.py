@@ -165,7 +165,7 @@ class LocalReplicas:
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
         with self._lock:
             self.procs[slot] = proc
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240  # a loaded machine: TensorFlow's import, the model's load
         while True:  # its endpoints are loaded: let HAProxy check it in
             try:
                 if httpx.get(f"http://127.0.0.1:{self.ports[slot]}/readyz", timeout=2).status_code == 200:

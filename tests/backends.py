@@ -122,19 +122,19 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        opener, deadline = _no_proxy_opener(), time.monotonic() + 30
+        opener, deadline = _no_proxy_opener(), time.monotonic() + 120  # imports, on a loaded machine
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"moto_server exited with {proc.returncode}: {log.read_text()[-2000:]}",
                             pytrace=False)
             try:
-                with opener.open(f"{url}/moto-api/", timeout=1):
+                with opener.open(f"{url}/moto-api/", timeout=10):  # its first answer loads its backends
                     break
             except urllib.error.HTTPError:
                 break  # it answered
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not answer on {url} within 30s: {log.read_text()[-2000:]}",
+                    pytest.fail(f"moto_server did not answer on {url} within 120 s: {log.read_text()[-2000:]}",
                                 pytrace=False)
                 time.sleep(0.1)
         yield url

@@ -4,6 +4,7 @@ environment, a `loopml server` subprocess, and polling with a deadline (never a 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -14,11 +15,44 @@ from typing import Any, Callable
 JOB_TERMINAL = ("succeeded", "failed", "cancelled")
 
 
+_HANDED_OUT: set[int] = set()  # this test process's ports: never given twice
+_RANDOM = random.Random()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A port nobody listens on right now (for processes that cannot be given port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on right now (for processes that cannot be given port 0).
+
+    Picked below the kernel's ephemeral range (above Ray's worker ports, 10002-19999) where it
+    can: a port from bind(0) is in that range, and any outgoing connection on the machine may take
+    it as its source port in the seconds before the server this port is for binds it ("address
+    in use"). Never the same port twice in one test process."""
+    top = min(_ephemeral_start(), 32768)
+    if top > 21000:
+        for _ in range(200):
+            port = _RANDOM.randrange(20000, top)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
+    while True:  # no room below the ephemeral range: the kernel's choice
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 WARM_WORKERS_VAR = "LOOPML_WARM_WORKERS"  # the suite's choice (tests/conftest.py), kept like LOOPML_TEST_*

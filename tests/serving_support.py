@@ -91,7 +91,9 @@ class Hammer:
     def _run(self) -> None:
         import httpx
 
-        with httpx.Client(timeout=20) as client:
+        # 60 s: a request timed out by the client may still be answered (and captured) by the
+        # server; on a loaded machine a 20 s answer happens
+        with httpx.Client(timeout=60) as client:
             while not self._stop.is_set():
                 try:
                     r = client.post(self.url, content=self.body, headers=self.headers)
@@ -109,4 +111,4 @@ class Hammer:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(30)
+            t.join(90)  # longer than a request's timeout: no code is added after this

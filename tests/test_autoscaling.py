@@ -305,7 +305,7 @@ def test_a_fenced_ex_leader_records_no_decision(tmp_path: Path, postgres_url: st
         wall, load = FakeWall(), SetLoad()
         load.value = Load(replicas=1, queue=30)
         old = Autoscaler(plat, now=wall, load=load, scaler=Recording(), interval_s=5)
-        wait_for(lambda: not plat.leases.get(LEASE)["held"], timeout=10, poll=0.1, what="the lease to expire")
+        wait_for(lambda: not plat.leases.get(LEASE)["held"], timeout=60, poll=0.1, what="the lease to expire")
         assert b.try_lead() and a.leading()  # a's frozen clock says it still leads
         with a.fenced(), pytest.raises(Fenced):
             old._evaluate(plat.scaling.get("ep"), wall().timestamp())

@@ -32,6 +32,7 @@ from loopml.core.settings import Settings
 from loopml.platform import Platform
 from loopml.serving import autoscaling, scaling, service
 from tests.autoscale_support import LocalReplicas
+from tests.process_support import wait_for
 from tests.serving_support import _train, register
 from tests.test_control_loop import NoDataPlane
 
@@ -150,11 +151,17 @@ def test_replicas_follow_the_load_and_scale_in_drains(tmp_path: Path, digits_dat
         heavy = Load(invoke, body, threads=8, pause=0)
         try:
             until(lambda: plat.scaling.desired("digits") == 3, "scale-out under load")
-            until(lambda: replicas.live() == [0, 1, 2] and all(replicas._admitted(s) for s in (0, 1, 2)),
-                  "three replicas admitted by the LB")
+            # no tick while the actuator (its own thread) starts the two replicas: on a busy machine
+            # the load one replica serves meanwhile may fall below what 3 need, and ticks would
+            # then scale in before the new replicas are up
+            def three_admitted() -> bool:
+                assert not replicas.errors, replicas.errors
+                return replicas.live() == [0, 1, 2] and all(replicas._admitted(s) for s in (0, 1, 2))
+
+            wait_for(three_admitted, timeout=360, poll=0.2, what="three replicas admitted by the LB")
             sent = replicas.served()
-            time.sleep(2)  # traffic spreads over the new replicas
-            assert all(replicas.served()[s] > sent.get(s, 0) for s in (1, 2)), replicas.served()
+            wait_for(lambda: all(replicas.served()[s] > sent.get(s, 0) for s in (1, 2)), timeout=60, poll=0.2,
+                     what=f"traffic on the new replicas (served before: {sent})")
         finally:
             heavy.stop()
         light = Load(invoke, body, threads=1, pause=0.05)  # < 20 req/s: one replica is enough

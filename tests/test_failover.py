@@ -107,7 +107,7 @@ def test_lease_expiry_takeover_and_a_fenced_ex_leader(tmp_path, postgres_url) ->
             loop_a.tick()
         assert executor.submitted == [first]  # the leader acts
 
-        wait_for(lambda: not plat.leases.get(LEASE)["held"], timeout=10, poll=0.1,
+        wait_for(lambda: not plat.leases.get(LEASE)["held"], timeout=60, poll=0.1,
                  what="the lease to expire")  # a stops renewing (paused): its lease expires by the database's clock
         assert b.try_lead() and b.epoch == 2
         assert plat.leases.get(LEASE)["holder"] == "b"

@@ -63,10 +63,13 @@ def test_release_hands_the_lease_over_at_once(metadata_store) -> None:
 
 def test_a_fenced_write_commits_only_while_its_epoch_holds(metadata_store) -> None:
     repo = LeaseRepo(metadata_store)
-    assert repo.acquire("control", "a", 0.3) == 1
+    assert repo.acquire("control", "a", 3) == 1  # 3 s: room for the write below on a loaded machine
     with repo.fenced("control", "a", 1):
         _write(metadata_store, "while-leading")
-    time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    while repo.get("control")["held"]:  # expiry by the database's clock
+        assert time.monotonic() < deadline, "the lease never expired"
+        time.sleep(0.1)
     with repo.fenced("control", "a", 1), pytest.raises(Fenced, match="expired"):
         _write(metadata_store, "after-expiry")  # expired, nobody took over yet: still refused
     assert repo.acquire("control", "b", 30) == 2

@@ -140,7 +140,7 @@ def test_two_nodes_behind_haproxy_one_killed_then_the_control_plane(
             listed = client.endpoint("digits")["nodes"]
             found = [by_node(listed, p) for p in ports]
             return listed if all(n and n["state"] == "ready" and not n["lost"] for n in found) else None
-        listed = wait_for(both_listed, 30, 0.2, what="both nodes in endpoints show")
+        listed = wait_for(both_listed, 60, 0.2, what="both nodes in endpoints show")
         assert {n["kind"] for n in listed} == {"node", "embedded"}
         ids = [by_node(listed, p)["id"] for p in ports]
         shown = subprocess.run([sys.executable, "-m", "loopml.cli.main", "endpoints", "show", "digits"],
@@ -272,11 +272,11 @@ def test_sigterm_drains_first_readiness_fails_while_it_still_answers(tmp_path) -
     base = f"http://127.0.0.1:{port}"
     try:
         node.send_signal(signal.SIGTERM)
-        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 503, 10, 0.05,
+        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 503, 10, 0.05,
                  what="/readyz 503 after SIGTERM")
-        assert httpx.get(f"{base}/readyz", timeout=2).json() == {"status": "draining"}
-        assert httpx.get(f"{base}/ping", timeout=2).status_code == 503
-        assert httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        assert httpx.get(f"{base}/readyz", timeout=5).json() == {"status": "draining"}
+        assert httpx.get(f"{base}/ping", timeout=5).status_code == 503
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
         missing = httpx.post(f"{base}/endpoints/nope/invocations", content=b"{}", timeout=5,
                              headers={"Content-Type": "application/json"})
         assert missing.status_code == 404  # still routing requests while draining
@@ -285,7 +285,7 @@ def test_sigterm_drains_first_readiness_fails_while_it_still_answers(tmp_path) -
         assert node.poll() is None
         node.send_signal(signal.SIGTERM)  # the second signal: stop now
         # uvicorn re-raises the SIGTERM it handled once it has shut down: ended by that signal
-        assert node.wait(30) in (0, -signal.SIGTERM), log.read_text()[-2000:]
+        assert node.wait(60) in (0, -signal.SIGTERM), log.read_text()[-2000:]
         assert [n["state"] for n in platform.nodes.list()] == ["gone"]
     finally:
         stop(node, signal.SIGKILL)

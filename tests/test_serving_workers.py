@@ -110,7 +110,7 @@ def _answered_200(url: str) -> float:
     """loopml_requests_total{endpoint="digits",code="200"} over all variants, from one scrape.
     (A 503 for an endpoint a worker is still loading is answered before any variant is
     picked, and is not counted as a request of the endpoint.)"""
-    s = scrape_text(httpx.get(f"{url}/metrics").text)
+    s = scrape_text(httpx.get(f"{url}/metrics", timeout=60).text)
     return sum(v for k, v in s.get("loopml_requests_total", {}).items()
                if dict(k).get("endpoint") == "digits" and dict(k).get("code") == "200")
 
@@ -130,7 +130,7 @@ def test_requests_spread_over_two_workers_and_metrics_add_up(tmp_path, digit_bun
             nonlocal ok
             for _ in range(n):  # a new connection each time: the kernel picks the worker
                 r = httpx.post(f"{url}/endpoints/digits/invocations", content=body,
-                               headers={"content-type": "application/json"})
+                               headers={"content-type": "application/json"}, timeout=60)
                 assert r.status_code in (200, 503), r.text  # 503: the other still loading
                 if r.status_code == 200:
                     with lock:
@@ -167,12 +167,14 @@ def test_worker_killed_under_load(tmp_path, digit_bundles, digits_data):
         lock = threading.Lock()
 
         def client(keepalive: bool) -> None:
-            c = httpx.Client(timeout=20) if keepalive else None
+            # generous timeouts: a loaded machine (the replacement loading its model beside the
+            # survivor) may hold an answer for seconds; a timeout here would read as a lost request
+            c = httpx.Client(timeout=60) if keepalive else None
             try:
                 while not stop.is_set():
                     try:
                         r = (c.post if c else httpx.post)(
-                            invoke, content=body, headers={"content-type": "application/json"})
+                            invoke, content=body, headers={"content-type": "application/json"}, timeout=60)
                         with lock:
                             codes.append(r.status_code)
                     except httpx.HTTPError as exc:
@@ -197,21 +199,21 @@ def test_worker_killed_under_load(tmp_path, digit_bundles, digits_data):
             n = after_kill = len(codes)
             wait_for(lambda: len(codes) > n + 50, 60, what="answers after the kill")
             wait_for(lambda: len(loop.endpoints.pids) == 2 and victim not in loop.endpoints.pids,
-                     60, what="the killed worker replaced")
+                     180, what="the killed worker replaced")
             rec = platform.endpoints.get("digits")
             assert rec["ready"], rec  # the survivor kept it served: the status never reset
             # the replacement uploads what the killed worker spooled (and only that: the
             # survivor's live segments are locked)
             spool = platform.settings.home / "spool" / "capture"
-            wait_for(lambda: not list(spool.glob(f"{victim}-*")), 60,
+            wait_for(lambda: not list(spool.glob(f"{victim}-*")), 120,
                      what="the killed worker's spool recovered")
             assert list(spool.glob(f"{before[0]}-*.spool"))
             n = len(codes)
-            wait_for(lambda: len(codes) > n + 100, 60, what="traffic after the replacement")
+            wait_for(lambda: len(codes) > n + 100, 120, what="traffic after the replacement")
         finally:
             stop.set()
             for t in threads:
-                t.join(30)
+                t.join(90)  # longer than a request's timeout: no answer is added after this
         # only 200/503 answers; a request in flight in the killed worker may see its connection
         # reset (never a refused connection: the port stayed open; never a timeout)
         assert set(codes) <= {200, 503}, sorted(set(codes))
@@ -220,7 +222,7 @@ def test_worker_killed_under_load(tmp_path, digit_bundles, digits_data):
         assert not [e for e in errors if "ConnectError" in e or "Timeout" in e], errors
         assert len(errors) <= 3 * 6, errors  # at most the connections the killed worker held
         answered = codes.count(200)
-        r = httpx.post(invoke, content=body, headers={"content-type": "application/json"})
+        r = httpx.post(invoke, content=body, headers={"content-type": "application/json"}, timeout=60)
         assert r.status_code == 200
         answered += 1
         # every answer was counted once, the killed worker's included (its file outlives it);

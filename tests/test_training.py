@@ -195,7 +195,7 @@ def test_control_plane_restart_reattaches_or_fails_jobs(plat):
     second = ControlLoop(plat)  # a new control plane with a new executor
     second.start()
     try:
-        failed = wait_job(plat, doomed["id"], timeout=30)
+        failed = wait_job(plat, doomed["id"], timeout=120)
         assert failed["status"] == "failed" and "gone" in failed["reason"]
         ok = wait_job(plat, alive["id"])
         assert ok["status"] == "succeeded", ok["reason"]
