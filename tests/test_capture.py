@@ -454,3 +454,35 @@ def test_spool_leftovers_that_are_no_segments_do_not_stop_recovery(store: Artifa
     CaptureWriter(store, flush_interval_s=60, spool_dir=spool).close()
     assert len(list(read_captured(store, "capture", "ep", "blue"))) == 1
     assert list(spool.iterdir()) == []
+
+
+@pytest.mark.parametrize("taken", ["unlinked", "locked"])
+def test_a_new_segment_taken_by_another_writers_recovery_gets_a_fresh_name(
+        store: ArtifactStore, tmp_path: Path, monkeypatch, taken: str):
+    """Two workers start at once: one's recovery may take the other's brand-new segment (created,
+    not yet locked) for a killed writer's leftover and unlink it. The new writer starts anyway."""
+    import fcntl
+
+    import loopml.serving.capture as capture
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    real_flock, hits = fcntl.flock, []
+
+    def recovery_in_the_window(fd, op):
+        if not hits:  # the first segment's file is taken before its creator locks it
+            (new,) = spool.glob("*.new")
+            hits.append(new.name)
+            new.unlink()  # what _unlink_if_unlocked does to it
+            if taken == "locked":  # ... while still holding its lock
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(capture.fcntl, "flock", recovery_in_the_window)
+    writer = CaptureWriter(store, flush_interval_s=60, spool_dir=spool)
+    monkeypatch.setattr(capture.fcntl, "flock", real_flock)
+    assert hits and not (spool / hits[0]).exists()
+    _record(writer, 1)
+    writer.close()
+    assert len(list(read_captured(store, "capture", "ep", "blue"))) == 1
+    assert _spooled(spool) == [] and not list(spool.glob("*.new"))

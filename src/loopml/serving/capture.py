@@ -119,6 +119,9 @@ _FRAME = struct.Struct("<III")  # spool frame: header, input and output body len
 _SPOOL_SUFFIX = ".spool"
 
 
+_CREATE_ATTEMPTS = 10  # a fresh name each time another writer's recovery takes the new file
+
+
 class _Segment:
     """One spool file: this writer's records of one flush, appended frame by frame."""
 
@@ -137,17 +140,25 @@ class _Segment:
     def create(cls, folder: Path, tag: str = "") -> "_Segment":
         """A new locked segment (locked before it gets its final name: a recovering writer
         only ever sees segments whose owner holds, or held, the lock)."""
-        seg_id = os.urandom(10)
-        final = folder / f"{os.getpid()}-{seg_id.hex()}{'.' + tag if tag else ''}{_SPOOL_SUFFIX}"
-        tmp = final.with_suffix(".new")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(tmp, final)
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(final, fd, seg_id, tag)
+        for _ in range(_CREATE_ATTEMPTS):
+            seg_id = os.urandom(10)
+            final = folder / f"{os.getpid()}-{seg_id.hex()}{'.' + tag if tag else ''}{_SPOOL_SUFFIX}"
+            tmp = final.with_suffix(".new")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rename(tmp, final)
+            except (BlockingIOError, FileNotFoundError):
+                # another writer's recovery (e.g. a second worker starting at the same moment) took
+                # this file, between its creation and its lock, for a killed writer's leftover and
+                # unlinks it: nothing was written to it yet, so take a fresh name
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            return cls(final, fd, seg_id, tag)
+        raise OSError(f"data capture: could not create a spool segment in {folder}")
 
     def discard(self) -> None:
         """Unlink, then unlock (a recovering writer that got the lock sees st_nlink == 0)."""
