@@ -253,6 +253,17 @@ def test_a_trigger_starts_only_what_its_maker_may_start(api) -> None:
                           headers=bearer(admin)), 400, "invalid_input")
 
 
+def test_every_workflow_action_names_the_permission_its_maker_needs() -> None:
+    """A new action without a permission would let any workflows:write token do it."""
+    from loopml.identity.permissions import check_permission
+    from loopml.workflows.actions import ACTIONS, action_for
+
+    for resource, action in [*ACTIONS.items(), ("loopml:function:f", action_for("loopml:function:f"))]:
+        assert action.permission, resource
+        check_permission(action.permission)
+    assert action_for("loopml:function:f").permission == "functions:f:invoke"
+
+
 def test_a_workflow_may_do_only_what_its_maker_may_do(api) -> None:
     """A workflow's Tasks run with the control plane's rights: a token holding only workflows:write
     and workflows:w:start could deploy, move aliases or invoke any function through one."""

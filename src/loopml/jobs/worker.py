@@ -36,14 +36,18 @@ def failure_reason(exc: BaseException, warm: bool = False) -> str:
     """The one line a failed job records: the exception, plus the way out when it is a model
     configuring TensorFlow's runtime in a warm worker (where that cannot work)."""
     reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
-    chain, seen = [], set()
+    return f"{reason[:300]} ({WARM_TF_HINT})" if warm and _tf_runtime_frozen(exc) else reason
+
+
+def _tf_runtime_frozen(exc: BaseException | None) -> bool:
+    """Anywhere in the exception's chain: TensorFlow refusing a runtime configuration change."""
+    seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
+        if _TF_RUNTIME_FROZEN in str(exc):
+            return True
         seen.add(id(exc))
-        chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    if warm and any(_TF_RUNTIME_FROZEN in str(e) for e in chain):
-        reason = f"{reason[:300]} ({WARM_TF_HINT})"
-    return reason
+    return False
 
 
 def _imported(reference: str) -> Callable[..., Any]:
@@ -103,11 +107,10 @@ def main(argv: list[str] | None = None, warm: bool = False) -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded, explained status
         code = 1
         traceback.print_exc()
-        reason = failure_reason(exc, warm)
-        if reason.endswith(f"({WARM_TF_HINT})"):
-            print(WARM_TF_HINT[0].upper() + WARM_TF_HINT[1:], flush=True)
+        if warm and _tf_runtime_frozen(exc):
+            print(WARM_TF_HINT[0].upper() + WARM_TF_HINT[1:], flush=True)  # in the job's logs too
         sink.sync()  # the traceback is in the job's logs before the job reads as failed
-        platform.jobs.transition(job_id, FAILED, expect=[RUNNING], reason=reason)
+        platform.jobs.transition(job_id, FAILED, expect=[RUNNING], reason=failure_reason(exc, warm))
     finally:
         sink.close()
         platform.close()

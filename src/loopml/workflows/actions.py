@@ -75,6 +75,9 @@ class Action:
     poll: Callable[[TaskContext, dict[str, Any]], Outcome | None] = field(
         default=lambda ctx, handle: Outcome(handle.get("output")))
     cancel: Callable[[TaskContext, dict[str, Any]], None] = field(default=lambda ctx, handle: None)
+    # what a caller needs to do this directly: a workflow's maker must hold it (its Tasks later run
+    # with the control plane's rights, whoever starts them)
+    permission: str = field(default="", kw_only=True)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -105,7 +108,8 @@ def _existing_job(ctx: TaskContext, job_id: str) -> dict[str, Any] | None:
         return None
 
 
-def _job_action(submit: Callable[[TaskContext, dict[str, Any], str], dict[str, Any]], resource: str) -> Action:
+def _job_action(submit: Callable[[TaskContext, dict[str, Any], str], dict[str, Any]], resource: str,
+                permission: str) -> Action:
     def start(ctx: TaskContext, params: dict[str, Any]) -> dict[str, Any]:
         job_id = ctx.child_id("job-")
         if _existing_job(ctx, job_id) is None:  # after a restart: the job is already there
@@ -130,7 +134,7 @@ def _job_action(submit: Callable[[TaskContext, dict[str, Any], str], dict[str, A
         except LoopMLError:
             pass  # already ended or gone
 
-    return Action(start, poll, cancel)
+    return Action(start, poll, cancel, permission=permission)
 
 
 def _submit_train(ctx: TaskContext, p: dict[str, Any], job_id: str) -> dict[str, Any]:
@@ -342,24 +346,16 @@ def _tune_cancel(ctx: TaskContext, handle: dict[str, Any]) -> None:
 # -- the table -------------------------------------------------------------------------------------------
 
 ACTIONS: dict[str, Action] = {
-    "loopml:train": _job_action(_submit_train, "loopml:train"),
-    "loopml:evaluate": _job_action(_submit_evaluate, "loopml:evaluate"),
-    "loopml:predict": _job_action(_submit_predict, "loopml:predict"),
-    "loopml:register": Action(_register),
-    "loopml:set-alias": Action(_set_alias),
-    "loopml:labelled-data": _job_action(_submit_labelled_data, "loopml:labelled-data"),
-    "loopml:deploy": Action(_deploy_start, _deploy_poll),
-    "loopml:tune": Action(_tune_start, _tune_poll, _tune_cancel),
+    "loopml:train": _job_action(_submit_train, "loopml:train", "jobs:write"),
+    "loopml:evaluate": _job_action(_submit_evaluate, "loopml:evaluate", "jobs:write"),
+    "loopml:predict": _job_action(_submit_predict, "loopml:predict", "jobs:write"),
+    "loopml:register": Action(_register, permission="models:write"),
+    "loopml:set-alias": Action(_set_alias, permission="models:write"),
+    "loopml:labelled-data": _job_action(_submit_labelled_data, "loopml:labelled-data", "datasets:write"),
+    "loopml:deploy": Action(_deploy_start, _deploy_poll, permission="endpoints:write"),
+    "loopml:tune": Action(_tune_start, _tune_poll, _tune_cancel, permission="tuning:write"),
 }
 RESOURCES = (*ACTIONS, FUNCTION_PREFIX + "NAME")
-
-# What each action does, as the permission a caller needs to do it directly (a workflow's maker
-# must hold it: its Tasks later run with the control plane's rights, whoever starts them)
-ACTION_PERMISSIONS: dict[str, str] = {
-    "loopml:train": "jobs:write", "loopml:evaluate": "jobs:write", "loopml:predict": "jobs:write",
-    "loopml:register": "models:write", "loopml:set-alias": "models:write",
-    "loopml:labelled-data": "datasets:write", "loopml:deploy": "endpoints:write", "loopml:tune": "tuning:write",
-}
 
 
 def action_for(resource: str) -> Action:
@@ -368,7 +364,8 @@ def action_for(resource: str) -> Action:
         return ACTIONS[resource]
     if resource.startswith(FUNCTION_PREFIX) and len(resource) > len(FUNCTION_PREFIX):
         name = resource[len(FUNCTION_PREFIX):]
-        return Action(lambda ctx, params: _function_start(ctx, params, name), _function_poll)
+        return Action(lambda ctx, params: _function_start(ctx, params, name), _function_poll,
+                      permission=f"functions:{name}:invoke")
     raise TaskError(f"Resource {resource!r} is not a LoopML action")
 
 
@@ -393,16 +390,10 @@ def task_states(machine: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def task_permissions(definition: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(state, permission)`` for every Task: what its maker must hold (ACTION_PERMISSIONS;
+    """``(state, permission)`` for every Task: what its maker must hold (``Action.permission``;
     ``loopml:function:F`` needs functions:F:invoke)."""
-    out = []
-    for name, body in task_states(definition):
-        resource = str(body.get("Resource") or "")
-        if resource.startswith(FUNCTION_PREFIX):
-            out.append((name, f"functions:{resource[len(FUNCTION_PREFIX):]}:invoke"))
-        elif resource in ACTION_PERMISSIONS:
-            out.append((name, ACTION_PERMISSIONS[resource]))
-    return out
+    return [(name, action_for(body["Resource"]).permission) for name, body in task_states(definition)
+            if is_action(body.get("Resource"))]
 
 
 def check_resources(definition: dict[str, Any]) -> None:
