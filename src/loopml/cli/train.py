@@ -112,14 +112,18 @@ def follow(c: Client, job_id: str, *, live: bool = True, poll: float = 0.5) -> d
     """Poll the job until it ends; show progress and per-epoch lines when ``live``. None = detached."""
     from loopml.cli.progress import track
 
-    seen = 0
+    seen, epochs = 0, None
 
     def show(job: dict[str, Any]) -> None:
-        nonlocal seen
+        nonlocal seen, epochs
         p = job.get("progress") or {}
         metrics = job.get("metrics") or []
+        # the epoch count: from the running job's progress; a job first seen finished (a busy
+        # machine, a short job) has it only in its result
+        result = job.get("result") if isinstance(job.get("result"), dict) else {}
+        epochs = p.get("epochs") or epochs or result.get("epochs")
         for m in metrics[seen:] if live else []:
-            bar.print(epoch_line(m, p.get("epochs")))
+            bar.print(epoch_line(m, epochs))
         seen = len(metrics)
         description, total, completed, stats = describe_progress(job["status"], p)
         bar.update(description, total=total, completed=completed, detail=stats)
